@@ -1,0 +1,68 @@
+# HydroNet Cloud. `make run` starts the app, `make test` runs the tests.
+# Both create .venv with Python 3.12+ and install the pinned requirements first.
+
+SHELL := /bin/bash
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MO_STAMP := locale/.compiled
+
+# Python 3.12 or newer: pyenv's `.python-version` makes python3.12 resolve here.
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
+	    echo $$p; break; fi; done)
+
+.PHONY: run test setup check lint format typecheck messages makemessages bench clean-devdata help
+
+help:
+	@echo "make run        start HydroNet Cloud with a demo tenant (embedded PostgreSQL and Redis unless set)"
+	@echo "make test       run the test suite against real PostgreSQL and Redis"
+	@echo "make check      ruff (lint and format) and mypy"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make makemessages   refresh the translation catalogues in locale/"
+
+run: setup
+	@$(VPY) -m deploy.devstack run
+
+test: setup
+	@$(VPY) -m deploy.devstack test $(PYTEST_ARGS)
+
+setup: $(STAMP) $(MO_STAMP)
+
+$(VPY):
+	@if [ -z "$(PYTHON)" ]; then echo "error: HydroNet needs Python 3.12 or newer (python3.12 was not found on PATH)"; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(VPY)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+$(MO_STAMP): $(STAMP) $(wildcard locale/*/LC_MESSAGES/django.po)
+	@command -v msgfmt >/dev/null || { echo "error: msgfmt (GNU gettext) is needed to compile translations: apt-get install gettext"; exit 1; }
+	DJANGO_SETTINGS_MODULE=config.settings.dev DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused \
+	  $(VPY) manage.py compilemessages --ignore=.venv --verbosity 0
+	@touch $(MO_STAMP)
+
+makemessages: setup
+	DJANGO_SETTINGS_MODULE=config.settings.dev DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused \
+	  $(VPY) manage.py makemessages -l zh_Hans -l en --ignore=.venv --ignore=.devdata --no-obsolete
+
+check: lint typecheck
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: setup
+	DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused $(VENV)/bin/mypy
+
+bench: setup
+	$(VPY) -m deploy.devstack exec -- $(VPY) bench/provisioning.py
+
+clean-devdata:
+	rm -rf .devdata

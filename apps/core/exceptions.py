@@ -1,0 +1,133 @@
+"""The error format every API speaks, and the exceptions services raise.
+
+Every API error is ``{"error": {"code": ..., "message": ..., "details": {...}}}``.
+The ``code`` is stable and machine-readable; the ``message`` is localized.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from django.utils.translation import gettext as _
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_default_handler
+
+
+class ApplicationError(Exception):
+    """A business rule said no. Services raise it; the API turns it into JSON."""
+
+    status_code = 400
+    code = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class InvalidInput(ApplicationError):
+    """Input that breaks a rule; ``details`` maps each field to its messages."""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+class RateLimited(ApplicationError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, *, retry_after: int, message: str | None = None) -> None:
+        retry_after = max(1, int(retry_after))
+        super().__init__(
+            message or _("Too many requests. Try again in %(seconds)d seconds.") % {"seconds": retry_after},
+            details={"retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": str(message), "details": details or {}}}
+
+
+def json_error(
+    code: str,
+    message: str,
+    *,
+    status: int,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    """A plain Django response in the API error format, for code outside DRF."""
+    response = JsonResponse(
+        error_body(code, message, details), status=status, json_dumps_params={"ensure_ascii": False}
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def _field_details(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        return {str(k): v for k, v in detail.items()}
+    if isinstance(detail, list):
+        return {"non_field_errors": detail}
+    return {"non_field_errors": [detail]}
+
+
+# DRF's exceptions, mapped to our stable error codes.
+_DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
+    (drf_exceptions.NotAuthenticated, "not_authenticated"),
+    (drf_exceptions.AuthenticationFailed, "not_authenticated"),
+    (drf_exceptions.PermissionDenied, "permission_denied"),
+    (drf_exceptions.ParseError, "invalid_input"),
+    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
+    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (drf_exceptions.NotAcceptable, "not_acceptable"),
+]
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every error leaves in the one JSON format."""
+    if isinstance(exc, ApplicationError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers)
+    if isinstance(exc, DjangoValidationError):
+        exc = drf_exceptions.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_default_handler(exc, context)
+    if response is None:
+        return None  # a bug: Django's 500 handling takes over
+
+    assert isinstance(exc, drf_exceptions.APIException)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        body = error_body("invalid_input", _("The input is not valid."), _field_details(exc.detail))
+    elif isinstance(exc, drf_exceptions.NotFound):
+        body = error_body("not_found", _("Not found."))
+    elif isinstance(exc, drf_exceptions.Throttled):
+        wait = int(exc.wait or 1)  # type: ignore[attr-defined]
+        body = error_body("rate_limited", str(exc.detail), {"retry_after": wait})
+    else:
+        code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), str(exc.default_code))
+        body = error_body(code, str(exc.detail))
+    response.data = body
+    return response

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext_lazy as _
+
+from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.plans.models import Plan
+from apps.tenants.models import Domain, PlatformAuditEvent, Tenant
+from apps.tenants.services import tenant_provision, tenant_reactivate, tenant_suspend, tenant_update
+from apps.tenants.views import request_actor
+
+
+class DomainInline(admin.TabularInline):
+    model = Domain
+    extra = 0
+    fields = ("domain", "is_primary", "created_at")
+    readonly_fields = ("created_at",)
+
+
+class ProvisionForm(forms.Form):
+    name = forms.CharField(label=_("Organisation name"), max_length=100)
+    slug = forms.CharField(label=_("Slug"), max_length=63)
+    plan = forms.ModelChoiceField(label=_("Plan"), queryset=Plan.objects.filter(is_active=True))
+    admin_email = forms.EmailField(label=_("Admin email"))
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "plan", "status", "trial_ends_at", "owner_email", "created_at")
+    list_filter = ("status", "plan")
+    search_fields = ("name", "slug", "owner_email", "domains__domain")
+    inlines = (DomainInline,)
+    fields = (
+        "name",
+        "plan",
+        "slug",
+        "schema_name",
+        "status",
+        "status_reason",
+        "trial_ends_at",
+        "suspended_at",
+        "owner_email",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = (
+        "slug",
+        "schema_name",
+        "status",
+        "status_reason",
+        "trial_ends_at",
+        "suspended_at",
+        "owner_email",
+        "created_at",
+        "updated_at",
+    )
+    actions = ("suspend_selected", "reactivate_selected")
+    change_list_template = "admin/tenants/tenant/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return super().get_queryset(request).exclude(schema_name="public").select_related("plan")
+
+    # New tenants are provisioned (schema, domain, admin) by the provisioning
+    # service through the form below, never by saving a bare row.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Tenant | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
+        tenant_update(
+            tenant=obj,
+            actor=request_actor(request, label="admin"),
+            name=form.cleaned_data["name"],
+            plan=form.cleaned_data["plan"],
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        provision = path("provision/", self.admin_site.admin_view(self.provision_view), name="tenants_tenant_provision")
+        return [provision, *super().get_urls()]
+
+    def provision_view(self, request: HttpRequest) -> HttpResponse:
+        form = ProvisionForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = tenant_provision(**form.cleaned_data, actor=request_actor(request, label="admin"))
+            except InvalidInput as exc:
+                for field, errors in exc.details.items():
+                    for error in errors:
+                        form.add_error(field if field in form.fields else None, error)
+            else:
+                self.message_user(
+                    request,
+                    _("Provisioned %(url)s. Admin %(email)s, one-time password: %(password)s")
+                    % {"url": result.tenant.url, "email": result.admin.email, "password": result.generated_password},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[result.tenant.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": _("Provision a tenant"),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/tenants/tenant/provision.html", context)
+
+    @admin.action(description=_("Suspend the selected tenants"))
+    def suspend_selected(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._apply(request, queryset, lambda t: tenant_suspend(tenant=t, actor=request_actor(request, label="admin")))
+
+    @admin.action(description=_("Reactivate the selected tenants"))
+    def reactivate_selected(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._apply(
+            request, queryset, lambda t: tenant_reactivate(tenant=t, actor=request_actor(request, label="admin"))
+        )
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet[Tenant], action: Any) -> None:
+        done = 0
+        for tenant in queryset:
+            try:
+                action(tenant)
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"{tenant.slug}: {exc.message}", messages.WARNING)
+        if done:
+            self.message_user(request, _("%(count)d tenants updated.") % {"count": done}, messages.SUCCESS)
+
+
+@admin.register(PlatformAuditEvent)
+class PlatformAuditEventAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "actor_label", "action", "tenant_schema", "target_type", "target_id", "ip")
+    list_filter = ("action",)
+    search_fields = ("actor_label", "tenant_schema", "target_id")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PlatformAuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PlatformAuditEvent | None = None) -> bool:
+        return False

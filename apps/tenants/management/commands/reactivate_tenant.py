@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from apps.core.exceptions import ApplicationError
+from apps.tenants.management.commands._common import CLI_ACTOR, command_error, tenant_from_option
+from apps.tenants.services import tenant_reactivate
+
+
+class Command(BaseCommand):
+    help = "Reactivate a suspended or cancelled tenant."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--tenant", required=True, help="The tenant's slug.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant = tenant_from_option(options["tenant"])
+        try:
+            tenant = tenant_reactivate(tenant=tenant, actor=CLI_ACTOR)
+        except ApplicationError as exc:
+            raise command_error(exc) from exc
+        self.stdout.write(self.style.SUCCESS(f"Tenant {tenant.slug} is {tenant.status} again."))

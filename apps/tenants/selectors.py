@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django_tenants.utils import get_public_schema_name
+
+from apps.tenants.models import BLOCKED_STATUSES, Tenant
+
+
+def tenant_list() -> QuerySet[Tenant]:
+    """Every tenant but the platform's own public row."""
+    return Tenant.objects.exclude(schema_name=get_public_schema_name()).select_related("plan")
+
+
+def tenant_list_serving() -> QuerySet[Tenant]:
+    """Tenants whose hosts are served: trial and active ones."""
+    return tenant_list().exclude(status__in=BLOCKED_STATUSES)
+
+
+def tenant_get_by_slug(*, slug: str) -> Tenant | None:
+    return tenant_list().filter(slug=(slug or "").strip().lower()).first()

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.accounts.selectors import user_count_active
+from apps.core.exceptions import InvalidInput, RateLimited
+from apps.core.ratelimits import enforce_rate_limit
+from apps.plans.selectors import plan_list_public
+from apps.tenants.forms import SignupForm
+from apps.tenants.services import Actor, tenant_provision
+
+
+def request_actor(request: HttpRequest, *, label: str) -> Actor:
+    user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
+    return Actor(
+        user=user,
+        label=label,
+        ip=request.META.get("REMOTE_ADDR"),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+
+
+def _landing(request: HttpRequest, form: SignupForm, *, status: int = 200) -> HttpResponse:
+    return render(request, "tenants/landing.html", {"plans": plan_list_public(), "form": form}, status=status)
+
+
+@require_GET
+def landing(request: HttpRequest) -> HttpResponse:
+    initial = {"plan": request.GET.get("plan", "free")}
+    return _landing(request, SignupForm(initial=initial))
+
+
+@require_POST
+def signup(request: HttpRequest) -> HttpResponse:
+    """The sign-up form: provision the workspace, then go to its login page."""
+    form = SignupForm(request.POST)
+    try:
+        enforce_rate_limit(request, group="signup", key="ip", rate=settings.SIGNUP_RATE_LIMIT, fail_open=True)
+    except RateLimited as exc:
+        form.is_valid()
+        form.add_error(None, exc.message)
+        response = _landing(request, form, status=429)
+        response["Retry-After"] = exc.headers["Retry-After"]
+        return response
+    if not form.is_valid():
+        return _landing(request, form, status=400)
+    try:
+        result = tenant_provision(
+            name=form.cleaned_data["name"],
+            slug=form.cleaned_data["slug"],
+            plan=form.cleaned_data["plan"],
+            admin_email=form.cleaned_data["admin_email"],
+            admin_password=form.cleaned_data["admin_password"],
+            actor=request_actor(request, label="signup"),
+            self_serve_only=True,
+        )
+    except InvalidInput as exc:
+        for field, messages in exc.details.items():
+            for message in messages:
+                form.add_error(field if field in form.fields else None, message)
+        return _landing(request, form, status=400)
+    query = urlencode({"email": result.admin.email, "welcome": "1"})
+    return HttpResponseRedirect(f"{result.tenant.url}login/?{query}")
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    tenant = request.tenant  # type: ignore[attr-defined]
+    return render(request, "tenants/dashboard.html", {"tenant": tenant, "member_count": user_count_active()})

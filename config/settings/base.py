@@ -1,0 +1,251 @@
+"""Settings shared by every environment.
+
+Every value that differs between machines comes from the environment through
+django-environ; `.env.example` lists them all. `dev.py`, `test.py` and `prod.py`
+only change what must differ between those environments.
+"""
+
+from pathlib import Path
+
+import environ
+from celery.schedules import crontab
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    env.read_env(str(BASE_DIR / ".env"))
+
+SECRET_KEY = env("SECRET_KEY")
+DEBUG = env.bool("DEBUG", default=False)
+
+# --- Hosts -----------------------------------------------------------------
+# BASE_DOMAIN is what people type: "localhost:8000" in development,
+# "hydronet.example.com" in production. Tenants live on <slug>.BASE_DOMAIN.
+BASE_DOMAIN = env("BASE_DOMAIN", default="localhost:8000").lower()
+BASE_HOSTNAME = BASE_DOMAIN.split(":")[0]
+SITE_SCHEME = env("SITE_SCHEME", default="http")
+# The tenant domain table is the real allowlist: TenantRoutingMiddleware answers
+# 404 for every host it does not know, and custom tenant domains cannot be listed
+# here in advance.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+
+# --- Applications ----------------------------------------------------------
+# django-tenants: SHARED_APPS live in the public schema, TENANT_APPS in every
+# tenant schema. An app listed in both is installed in both.
+SHARED_APPS = [
+    "django_tenants",
+    "apps.core",
+    "apps.tenants",
+    "apps.plans",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "apps.accounts",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "apps.accounts",
+]
+INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_URLCONF = "config.urls_public"
+ROOT_URLCONF = "config.urls_tenant"
+SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# New tenants are cloned from this schema, which `manage.py migrate_platform`
+# keeps migrated; while it is missing they are created by migrations.
+TENANT_BASE_SCHEMA = "tenant_base"
+TENANT_CREATION_FAKES_MIGRATIONS = True
+
+MIDDLEWARE = [
+    "apps.core.middleware.HealthCheckMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.tenants.middleware.TenantRoutingMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "apps.core.context_processors.site",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "config.wsgi.application"
+
+# --- Database --------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL")}
+DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and Redis -------------------------------------------------------
+REDIS_URL = env("REDIS_URL")
+CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", default="hn")
+CACHES = {
+    # Tenant-aware: every key is prefixed with the current schema (django-tenants
+    # #599), so one tenant's cached values never answer another's request.
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "KEY_FUNCTION": "django_tenants.cache.make_key",
+        "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    },
+    # Platform-wide keys that must not depend on the schema the connection
+    # happens to be in, such as the host -> tenant routing table.
+    "platform": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{CACHE_KEY_PREFIX}:platform",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    },
+}
+# How long a host -> tenant lookup is cached. Changes to a tenant or domain drop
+# the entry at once; the timeout only bounds a read that raced a write.
+TENANT_ROUTING_CACHE_SECONDS = env.int("TENANT_ROUTING_CACHE_SECONDS", default=300)
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Host-only cookies: never a parent-domain cookie, or one tenant's session would
+# be sent to every other tenant's host.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 24 * 14)
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+
+# --- Auth ------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator",
+        "OPTIONS": {"user_attributes": ("email", "full_name")},
+    },
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "tenants:dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+# --- Internationalization --------------------------------------------------
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = env("TIME_ZONE", default="Asia/Shanghai")
+USE_TZ = True
+
+# --- Static files ----------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# --- Email -----------------------------------------------------------------
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="HydroNet Cloud <noreply@hydronet.localhost>")
+
+# --- DRF and OpenAPI -------------------------------------------------------
+REST_FRAMEWORK = {
+    # Each API view names its own authentication; nothing is implied.
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "HydroNet Cloud API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Rate limits (django-ratelimit, on the Redis cache) ---------------------
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_ENABLE = True
+# Sign-ups per client IP address.
+SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="10/h")
+# Behind a reverse proxy, name the header that carries the client address,
+# for example HTTP_X_REAL_IP. Unset, REMOTE_ADDR is used.
+_ip_header = env("RATELIMIT_IP_META_KEY", default="")
+if _ip_header:
+    RATELIMIT_IP_META_KEY = _ip_header
+
+# --- Tenancy and plans -----------------------------------------------------
+TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
+
+# --- Celery ----------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_RESULT_EXPIRES = 60 * 60 * 24
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="hydronet")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "clear-expired-sessions": {
+        "task": "apps.accounts.tasks.clear_expired_sessions_everywhere",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}
+
+# --- Logging ---------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Security --------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"

@@ -1,0 +1,18 @@
+"""URLs on a tenant's host (<slug>.BASE_DOMAIN): its web UI and its API. No admin here."""
+
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from apps.tenants.urls import tenant_urlpatterns
+
+handler400 = "apps.core.views.bad_request"
+handler403 = "apps.core.views.permission_denied"
+handler404 = "apps.core.views.not_found"
+handler500 = "apps.core.views.server_error"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="tenants:dashboard", permanent=False), name="home"),
+    path("", include("apps.accounts.urls")),
+    path("", include((tenant_urlpatterns, "tenants"))),
+    path("i18n/", include("django.conf.urls.i18n")),
+]

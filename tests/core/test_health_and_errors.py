@@ -1,0 +1,66 @@
+"""Health probes and the one JSON error format."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client, override_settings
+
+from tests.conftest import TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("host", ["localhost", "alpha.localhost", "127.0.0.1", "unknown.example"])
+def test_probes_answer_on_any_host(host: str, tenant_alpha: TenantFixture) -> None:
+    client = Client(HTTP_HOST=host)
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert {name: check["ok"] for name, check in ready.json()["checks"].items()} == {
+        "database": True,
+        "redis": True,
+        "broker": True,
+    }
+
+
+def test_readyz_is_503_when_redis_is_unreachable(settings: object) -> None:
+    dead = "redis://127.0.0.1:1/0"
+    caches = {
+        **settings.CACHES,  # type: ignore[attr-defined]
+        "default": {**settings.CACHES["default"], "LOCATION": dead},  # type: ignore[attr-defined]
+    }
+    with override_settings(CACHES=caches, CELERY_BROKER_URL=dead):
+        from config.celery import app
+
+        app.conf.broker_url = dead
+        try:
+            response = Client().get("/readyz")
+        finally:
+            app.conf.broker_url = settings.CELERY_BROKER_URL  # type: ignore[attr-defined]
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] is True
+    assert checks["redis"]["ok"] is False
+    assert checks["broker"]["ok"] is False
+
+
+def test_unknown_api_paths_get_the_json_404(tenant_alpha: TenantFixture, public_client: Client) -> None:
+    for client in (tenant_alpha.client(), public_client):
+        response = client.get("/api/no/such/thing")
+        assert response.status_code == 404
+        assert response.json() == {
+            "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}}
+        }
+
+
+def test_unknown_pages_get_an_html_404(tenant_alpha: TenantFixture) -> None:
+    response = tenant_alpha.client().get("/no/such/page/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
+
+
+def test_error_messages_follow_the_language(public_client: Client) -> None:
+    en = public_client.get("/api/nothing", HTTP_ACCEPT_LANGUAGE="en").json()["error"]["message"]
+    zh = public_client.get("/api/nothing", HTTP_ACCEPT_LANGUAGE="zh-hans").json()["error"]["message"]
+    assert en == "Not found."
+    assert zh != en

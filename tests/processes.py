@@ -1,0 +1,129 @@
+"""Real processes for tests: a Celery worker and a gunicorn web server on loopback.
+
+Both run against this session's test database and Redis keys. They only see
+committed data, so tests that use them commit what they need and clean up.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """The URL of the test database pytest-django created (not the one in DATABASE_URL)."""
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "postgres")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": test_database_url(),
+        "HYDRONET_TEST_RUN_ID": settings.TEST_RUN_ID,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass(frozen=True)
+class Worker:
+    email_dir: Path
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """A real `celery worker` process consuming this run's queue."""
+    tmp = tmp_path_factory.mktemp("worker")
+    email_dir = tmp / "mail"
+    email_dir.mkdir()
+    log = tmp / "worker.log"
+    env = child_env(
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(email_dir),
+    )
+    argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-l", "INFO",
+            "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"test-{settings.TEST_RUN_ID}@%h"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b" ready." not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield Worker(email_dir=email_dir, log=log)
+    finally:
+        _stop(proc)
+
+
+@dataclass(frozen=True)
+class WebServer:
+    port: int
+    log: Path
+
+    def url(self, host: str = "localhost", path: str = "/") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
+    """gunicorn serving the app on a free loopback port, with BASE_DOMAIN=localhost:<port>."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("web") / "gunicorn.log"
+    env = child_env(BASE_DOMAIN=f"localhost:{port}")
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+            "--workers", "2", "--threads", "4", "--access-logfile", "-"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the web server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield WebServer(port=port, log=log)
+    finally:
+        _stop(proc)

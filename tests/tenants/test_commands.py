@@ -1,0 +1,78 @@
+"""The platform staff's commands."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from apps.tenants.models import Tenant, TenantStatus
+from apps.tenants.schemas import schema_is_current
+from tests.conftest import TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_provision_tenant_prints_progress_the_url_and_a_one_time_password() -> None:
+    out = run("provision_tenant", "--name", "Delta Water", "--slug", "delta", "--plan", "basic",
+              "--admin-email", "boss@delta.example.com")  # fmt: skip
+    assert "Creating schema t_delta" in out
+    assert "Tenant delta is ready: http://delta.localhost/" in out
+    assert "admin login: boss@delta.example.com" in out
+    assert "admin password (shown once): " in out
+    assert Tenant.objects.get(slug="delta").plan.code == "basic"  # type: ignore[union-attr]
+
+
+def test_provision_tenant_reads_a_password_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("Chosen-Pass-2026\n"))
+    out = run("provision_tenant", "--name", "Echo", "--slug", "echo-org", "--admin-email", "e@echo.example.com",
+              "--admin-password-stdin")  # fmt: skip
+    assert "shown once" not in out
+
+
+def test_provision_tenant_reports_bad_input_and_creates_nothing() -> None:
+    with pytest.raises(CommandError) as caught:
+        run("provision_tenant", "--name", "X", "--slug", "admin", "--admin-email", "x@x.example.com")
+    assert "slug: “admin” is reserved" in str(caught.value)
+    assert not Tenant.objects.filter(slug="admin").exists()
+
+
+def test_suspend_reactivate_and_list(tenant_alpha: TenantFixture) -> None:
+    assert "suspended" in run("suspend_tenant", "--tenant", "alpha", "--reason", "abuse")
+    assert Tenant.objects.get(slug="alpha").status == TenantStatus.SUSPENDED
+    with pytest.raises(CommandError, match="already suspended"):
+        run("suspend_tenant", "--tenant", "alpha")
+    listed = run("list_tenants", "--status", "suspended")
+    assert "alpha" in listed
+    assert "beta" not in listed
+    run("reactivate_tenant", "--tenant", "alpha")
+    rows = [json.loads(line) for line in run("list_tenants", "--json").splitlines()]
+    alpha = next(r for r in rows if r["slug"] == "alpha")
+    assert alpha["status"] in ("trial", "active")
+    assert alpha["url"] == "http://alpha.localhost/"
+    assert "public" not in {r["slug"] for r in rows}
+
+
+def test_commands_name_an_unknown_tenant() -> None:
+    with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
+        run("suspend_tenant", "--tenant", "nope")
+
+
+def test_migrate_platform_skips_current_schemas_and_migrates_those_behind(tenant_alpha: TenantFixture) -> None:
+    assert "(0 tenant schema(s) migrated)" in run("migrate_platform", "--parallel", "1")
+    with connection.cursor() as cursor:  # pretend alpha missed the newest migration
+        cursor.execute("DELETE FROM t_alpha.django_migrations WHERE app = 'plans' AND name = '0002_seed_plans'")
+    assert not schema_is_current("t_alpha")
+    out = run("migrate_platform", "--parallel", "1")
+    assert "migrated t_alpha" in out
+    assert "(1 tenant schema(s) migrated)" in out
+    assert schema_is_current("t_alpha")

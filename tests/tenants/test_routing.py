@@ -1,0 +1,166 @@
+"""Host -> tenant routing: isolation, unknown hosts, suspension, and the cached lookup."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import User
+from apps.tenants.models import Domain, Tenant, TenantStatus
+from apps.tenants.routing import tenant_for_hostname
+from apps.tenants.services import tenant_reactivate, tenant_suspend
+from tests.conftest import TEST_ACTOR, TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+
+def login(client: Client, email: str, password: str) -> int:
+    return client.post("/login/", {"username": email, "password": password}).status_code
+
+
+class TestIsolation:
+    def test_each_host_serves_its_own_tenant(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+        page = tenant_alpha.client().get("/login/").content.decode()
+        assert "Alpha Water" in page
+        assert "Beta Water" not in page
+
+    def test_a_host_sees_only_its_own_rows(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+        with schema_context(tenant_beta.tenant.schema_name):
+            User.objects.create_user("only-in-beta@example.com", "Another-Pass-123", role="viewer")
+        alpha = tenant_alpha.client()
+        assert login(alpha, tenant_alpha.admin_email, tenant_alpha.admin_password) == 302
+        page = alpha.get("/dashboard/")
+        assert page.status_code == 200
+        assert page.context["member_count"] == 1
+        beta = tenant_beta.client()
+        assert login(beta, tenant_beta.admin_email, tenant_beta.admin_password) == 302
+        assert beta.get("/dashboard/").context["member_count"] == 2
+
+    def test_members_of_one_tenant_cannot_log_in_to_another(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        beta = tenant_beta.client()
+        response = beta.post("/login/", {"username": tenant_alpha.admin_email, "password": tenant_alpha.admin_password})
+        assert response.status_code == 200  # the form again, with an error
+        assert "_auth_user_id" not in beta.session
+        assert beta.get("/dashboard/").status_code == 302
+
+    def test_a_session_from_one_host_is_useless_on_another(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        alpha = tenant_alpha.client()
+        assert login(alpha, tenant_alpha.admin_email, tenant_alpha.admin_password) == 302
+        cookie = alpha.cookies["sessionid"]
+        assert cookie["domain"] == ""  # host-only: never sent to another tenant's host
+        beta = tenant_beta.client()
+        beta.cookies["sessionid"] = cookie.value
+        response = beta.get("/dashboard/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/")
+
+
+class TestUnknownHosts:
+    def test_unknown_host_gets_a_404_page_not_the_public_site(self) -> None:
+        response = Client(HTTP_HOST="nobody.localhost").get("/")
+        assert response.status_code == 404
+        body = response.content.decode()
+        assert "nobody.localhost" in body
+        assert 'data-testid="signup-form"' not in body
+
+    def test_unknown_host_gets_json_404_under_api(self) -> None:
+        response = Client(HTTP_HOST="nobody.localhost").get("/api/public/plans")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+
+    def test_unknown_host_cannot_post_a_signup(self) -> None:
+        response = Client(HTTP_HOST="evil.example.org").post(
+            "/api/public/signup", {"name": "x"}, content_type="application/json"
+        )
+        assert response.status_code == 404
+
+    def test_admin_is_served_on_the_platform_host_only(self, tenant_alpha: TenantFixture) -> None:
+        assert tenant_alpha.client().get("/admin/").status_code == 404
+        assert Client(HTTP_HOST="localhost").get("/admin/").status_code == 302  # to the admin login
+
+
+class TestSuspension:
+    def test_suspended_tenant_gets_403_on_web_and_api(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client()
+        assert client.get("/login/").status_code == 200  # cached as serving
+        tenant_suspend(tenant=tenant_alpha.tenant, actor=TEST_ACTOR, reason="unpaid")
+
+        page = client.get("/login/")
+        assert page.status_code == 403
+        assert "tenant_suspended" in page.content.decode()
+
+        api = client.get("/api/anything")
+        assert api.status_code == 403
+        assert api.json()["error"]["code"] == "tenant_suspended"
+
+        tenant_reactivate(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), actor=TEST_ACTOR)
+        assert client.get("/login/").status_code == 200
+
+    def test_cancelled_tenant_gets_403(self, tenant_beta: TenantFixture) -> None:
+        Tenant.objects.filter(pk=tenant_beta.tenant.pk).update(status=TenantStatus.CANCELLED)
+        response = tenant_beta.client().get("/api/x")
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "tenant_cancelled"
+
+
+class TestRoutingCache:
+    def test_a_cached_route_costs_no_sql(self, tenant_alpha: TenantFixture) -> None:
+        host = tenant_alpha.host
+        with CaptureQueriesContext(connection) as first:
+            assert tenant_for_hostname(host) == tenant_alpha.tenant
+        assert len([q for q in first.captured_queries if not q["sql"].startswith("SET search_path")]) == 1
+        with CaptureQueriesContext(connection) as second:
+            cached = tenant_for_hostname(host)
+        assert len(second) == 0
+        assert cached is not None
+        assert cached.plan is not None
+        assert cached.plan.code == "pro"  # the plan travels with the cached tenant
+
+    def test_unknown_hosts_are_cached_too(self) -> None:
+        assert tenant_for_hostname("ghost.localhost") is None
+        with CaptureQueriesContext(connection) as queries:
+            assert tenant_for_hostname("ghost.localhost") is None
+        assert len(queries) == 0
+
+    def test_a_tenant_change_drops_its_cached_route(self, tenant_alpha: TenantFixture) -> None:
+        host = tenant_alpha.host
+        assert tenant_for_hostname(host).name == "Alpha Water"  # type: ignore[union-attr]
+        tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+        tenant.name = "Renamed Water"
+        tenant.save(update_fields=["name"])
+        assert tenant_for_hostname(host).name == "Renamed Water"  # type: ignore[union-attr]
+
+    def test_a_new_domain_routes_at_once_and_a_deleted_one_stops(self, tenant_alpha: TenantFixture) -> None:
+        assert tenant_for_hostname("water.alpha.example") is None  # cached as unknown
+        domain = Domain.objects.create(domain="water.alpha.example", tenant=tenant_alpha.tenant, is_primary=False)
+        assert Client(HTTP_HOST="water.alpha.example").get("/login/").status_code == 200
+        domain.delete()
+        assert Client(HTTP_HOST="water.alpha.example").get("/login/").status_code == 404
+
+    def test_renaming_a_domain_drops_the_old_name(self, tenant_alpha: TenantFixture) -> None:
+        domain = Domain.objects.create(domain="old.alpha.example", tenant=tenant_alpha.tenant, is_primary=False)
+        assert tenant_for_hostname("old.alpha.example") is not None
+        domain = Domain.objects.get(pk=domain.pk)
+        domain.domain = "new.alpha.example"
+        domain.save()
+        assert tenant_for_hostname("old.alpha.example") is None
+        assert tenant_for_hostname("new.alpha.example") is not None
+
+    def test_a_plan_change_reaches_cached_tenants(self, tenant_alpha: TenantFixture) -> None:
+        cached = tenant_for_hostname(tenant_alpha.host)
+        assert cached is not None
+        assert cached.plan is not None
+        plan = cached.plan
+        plan.rate_limit_per_minute = 1234
+        plan.save(update_fields=["rate_limit_per_minute"])
+        refreshed = tenant_for_hostname(tenant_alpha.host)
+        assert refreshed is not None
+        assert refreshed.plan is not None
+        assert refreshed.plan.rate_limit_per_minute == 1234
