@@ -436,6 +436,10 @@ COMMANDS = {"run": "cmd_run", "test": "cmd_test", "exec": "cmd_exec"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if (ROOT / ".env").exists():  # the same file the settings read, so both agree on DATABASE_URL
+        import environ
+
+        environ.Env.read_env(str(ROOT / ".env"))
     if not args or args[0] not in COMMANDS:
         print(__doc__)
         return 2

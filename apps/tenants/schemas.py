@@ -1,8 +1,9 @@
 """Creating and migrating schemas: the base schema new tenants are cloned from, and the tenants.
 
 A new tenant's schema is a copy of the base schema, structure and rows
-(django_migrations, content types, permissions), made by django-tenants'
-``clone_schema`` SQL function. Because ``manage.py migrate_platform`` keeps the
+(django_migrations, content types, permissions), made by the SQL function in
+clone_schema.sql, or by django-tenants' general ``clone_schema()`` when the base
+schema holds objects ours does not copy. Because ``manage.py migrate_platform`` keeps the
 base schema current, the copy is current too, and the ``migrate --fake`` that
 django-tenants runs after a clone is skipped. While the base schema is missing
 or behind, a new schema is built by running the migrations instead, so a clone
@@ -15,19 +16,23 @@ migration is skipped with one query instead of a full ``migrate`` run.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 from collections.abc import Callable, Iterable
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connections
+from django.db import NotSupportedError, connections, transaction
 from django.db.migrations.loader import MigrationLoader
 from django_tenants.clone import CLONE_SCHEMA_FUNCTION, CloneSchema
 from django_tenants.utils import get_public_schema_name, quote_schema_name, schema_exists
 
 from apps.tenants.db import connection
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
@@ -92,24 +97,51 @@ def base_schema_ensure(*, verbosity: int, progress: Progress) -> bool:
     return bool(migrate_schemas([base], parallel=1, verbosity=verbosity, progress=progress))
 
 
-def _clone_function_ready() -> None:
-    """Install django-tenants' clone_schema() once per version, not on every clone.
+CLONE_FUNCTION_SQL = (Path(__file__).parent / "clone_schema.sql").read_text()
 
-    django-tenants replaces the (large) function on every clone; doing it only
-    when its text changed saves a third of the clone's time and keeps
-    concurrent sign-ups from queueing on the function's catalog row.
+
+def _install_function(name: str, signature: str, sql: str, install: Callable[[], None]) -> None:
+    """Install a SQL function once per version of its text, not on every clone.
+
+    Replacing a function takes a lock on its catalog row, so doing it on every
+    clone would also make concurrent sign-ups queue behind each other.
     """
-    version = "django-tenants " + hashlib.sha256(CLONE_SCHEMA_FUNCTION.encode()).hexdigest()[:16]
+    version = f"{name} " + hashlib.sha256(sql.encode()).hexdigest()[:16]
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = 'public' AND p.proname = 'clone_schema'"
+            "WHERE n.nspname = 'public' AND p.proname = %s",
+            [name],
         )
         row = cursor.fetchone()
         if row is not None and row[0] == version:
             return
-        CloneSchema()._create_clone_schema_function()
-        cursor.execute("COMMENT ON FUNCTION public.clone_schema(text, text, public.cloneparms[]) IS %s", [version])
+        install()
+        cursor.execute(f"COMMENT ON FUNCTION public.{name}({signature}) IS %s", [version])
+
+
+def _run_sql(sql: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+
+
+def _clone(base: str, schema_name: str) -> None:
+    """Copy ``base`` into ``schema_name``: our fast clone, else django-tenants' general one."""
+    _install_function("hydronet_clone_schema", "text, text", CLONE_FUNCTION_SQL, lambda: _run_sql(CLONE_FUNCTION_SQL))
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT public.hydronet_clone_schema(%s, %s)", [base, schema_name])
+        return
+    except NotSupportedError:
+        logger.warning("base schema %s holds objects the fast clone does not copy; using clone_schema()", base)
+    _install_function(
+        "clone_schema",
+        "text, text, public.cloneparms[]",
+        CLONE_SCHEMA_FUNCTION,
+        CloneSchema()._create_clone_schema_function,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT public.clone_schema(%s, %s, 'DATA')", [base, schema_name])
 
 
 def schema_create(schema_name: str, *, verbosity: int = 0) -> Literal["clone", "migrations"]:
@@ -117,9 +149,7 @@ def schema_create(schema_name: str, *, verbosity: int = 0) -> Literal["clone", "
     base = settings.TENANT_BASE_SCHEMA
     connection.set_schema_to_public()
     if schema_is_current(base):
-        _clone_function_ready()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT public.clone_schema(%s, %s, 'DATA')", [base, schema_name])
+        _clone(base, schema_name)
         connection.set_schema_to_public()
         return "clone"
     with connection.cursor() as cursor:

@@ -182,7 +182,7 @@ class TestProvisionIsAllOrNothing:
     @pytest.mark.parametrize(
         "failing_step",
         [
-            "apps.tenants.schemas._clone_function_ready",
+            "apps.tenants.schemas._clone",
             "apps.tenants.services.Domain.objects.create",
             "apps.tenants.services.user_create",
             "apps.tenants.services.platform_audit_record",

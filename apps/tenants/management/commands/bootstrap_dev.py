@@ -70,4 +70,6 @@ class Command(BaseCommand):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(creds, indent=2))
         os.chmod(path, 0o600)
-        self.stdout.write(f"Logins are kept in {path}; the admin is at {settings.SITE_SCHEME}://{settings.BASE_DOMAIN}/admin/")
+        self.stdout.write(
+            f"Logins are kept in {path}; the admin is at {settings.SITE_SCHEME}://{settings.BASE_DOMAIN}/admin/"
+        )
