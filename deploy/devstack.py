@@ -33,7 +33,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEVDATA = ROOT / ".devdata"
+# Where `run` keeps its data; tests point it elsewhere.
+DEVDATA = Path(os.environ.get("HYDRONET_DEVDATA", ROOT / ".devdata"))
 PYTHON = sys.executable
 DB_NAME = "hydronet"
 UNPRIVILEGED_USER = "nobody"
@@ -329,9 +330,10 @@ def wait_ready(port: int, host: str, timeout: float) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock() -> Iterator[None]:
-    DEVDATA.mkdir(exist_ok=True)
-    lock_path = DEVDATA / "run.lock"
+def run_lock(devdata: Path) -> Iterator[None]:
+    """Hold .devdata/run.lock for as long as `make run` runs; a second run is told so."""
+    devdata.mkdir(parents=True, exist_ok=True)
+    lock_path = devdata / "run.lock"
     handle = lock_path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -357,7 +359,7 @@ def run_lock() -> Iterator[None]:
 def cmd_run(rest: list[str]) -> int:
     port = int(os.environ.get("PORT", "8000"))
     bind = os.environ.get("HOST", "127.0.0.1")
-    with run_lock():
+    with run_lock(DEVDATA):
         if not port_is_free(port, bind):
             raise StackError(f"port {port} is already in use; free it or choose another with `PORT=8001 make run`")
         with services(DEVDATA, durable=True) as service_env:
