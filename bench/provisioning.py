@@ -77,7 +77,7 @@ def run(runs: int) -> int:
             admin_password="Bench-Password-2026", actor=Actor(label="bench"),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
-        how = result.tenant.created_by or "?"
+        how = result.tenant.schema_made_by or "?"
         Tenant.objects.get(pk=result.tenant.pk).delete(force_drop=True)  # type: ignore[call-arg]
         connection.set_schema_to_public()
         return elapsed, how

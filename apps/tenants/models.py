@@ -45,7 +45,7 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
     auto_create_schema = True
     auto_drop_schema = False
     #: How the schema was made on creation: "clone" or "migrations".
-    created_by: str | None = None
+    schema_made_by: str | None = None
 
     class Meta:
         ordering = ("name",)
@@ -69,7 +69,7 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
 
         if not sync_schema or (check_if_exists and schema_exists(self.schema_name)):
             return super().create_schema(check_if_exists=check_if_exists, sync_schema=sync_schema, verbosity=verbosity)
-        self.created_by = schema_create(self.schema_name, verbosity=verbosity)
+        self.schema_made_by = schema_create(self.schema_name, verbosity=verbosity)
         return True
 
     @property

@@ -185,7 +185,7 @@ def tenant_provision(
             )
             progress(f"Creating schema {tenant.schema_name}")
             tenant.save(verbosity=0)  # type: ignore[call-arg]  # TenantMixin.save creates the schema
-            how = f"cloned {settings.TENANT_BASE_SCHEMA}" if tenant.created_by == "clone" else "ran migrations"
+            how = f"cloned {settings.TENANT_BASE_SCHEMA}" if tenant.schema_made_by == "clone" else "ran migrations"
             progress(f"Schema {tenant.schema_name} ready ({how})")
             progress(f"Adding domain {tenant.primary_hostname}")
             Domain.objects.create(domain=tenant.primary_hostname, tenant=tenant, is_primary=True)
@@ -231,7 +231,7 @@ def tenant_suspend(*, tenant: Tenant, actor: Actor, reason: str = "") -> Tenant:
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
     if tenant.status == TenantStatus.SUSPENDED:
         raise ApplicationError(_("The tenant is already suspended."), code="invalid_state")
-    if tenant.schema_name == "public":
+    if tenant.schema_name == get_public_schema_name():
         raise ApplicationError(_("The platform itself cannot be suspended."), code="invalid_state")
     previous = tenant.status
     tenant.status = TenantStatus.SUSPENDED

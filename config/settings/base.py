@@ -63,10 +63,11 @@ PUBLIC_SCHEMA_URLCONF = "config.urls_public"
 ROOT_URLCONF = "config.urls_tenant"
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
-# New tenants are cloned from this schema, which `manage.py migrate_platform`
-# keeps migrated; while it is missing they are created by migrations.
+# New tenants are copies of this schema, which `manage.py migrate_platform`
+# keeps migrated; while it is missing or behind they are built by migrations.
+# Tenant.create_schema does this itself (apps.tenants.schemas), so django-tenants'
+# TENANT_CREATION_FAKES_MIGRATIONS is not used.
 TENANT_BASE_SCHEMA = "tenant_base"
-TENANT_CREATION_FAKES_MIGRATIONS = True
 
 MIDDLEWARE = [
     "apps.core.middleware.HealthCheckMiddleware",
@@ -123,12 +124,19 @@ CACHES = {
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
     },
     # Platform-wide keys that must not depend on the schema the connection
-    # happens to be in, such as the host -> tenant routing table.
+    # happens to be in, such as the host -> tenant routing table. It is only a
+    # cache of PostgreSQL: while Redis is unreachable, lookups go to the database
+    # instead of failing (fail open), and /readyz reports Redis as down.
     "platform": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{CACHE_KEY_PREFIX}:platform",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": 0.5,
+            "SOCKET_TIMEOUT": 0.5,
+        },
     },
 }
 # How long a host -> tenant lookup is cached. Changes to a tenant or domain drop

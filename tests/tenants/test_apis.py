@@ -129,6 +129,14 @@ class TestSignupApi:
         assert nothing_created("late-org")
         assert signup(public_client, ip="10.9.9.10").status_code == 201  # another address is unaffected
 
+    def test_sign_up_still_works_while_redis_is_down(self, public_client: Client, settings: Any) -> None:
+        """The per-IP limit fails open: PostgreSQL alone can create a workspace."""
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"},
+        }
+        assert signup(public_client, slug="no-redis-org").status_code == 201
+
 
 class TestSignupForm:
     def test_signs_up_and_lands_on_the_tenant_login(self, public_client: Client) -> None:

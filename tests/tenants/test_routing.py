@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -164,3 +166,13 @@ class TestRoutingCache:
         assert refreshed is not None
         assert refreshed.plan is not None
         assert refreshed.plan.rate_limit_per_minute == 1234
+
+
+class TestRedisOutage:
+    def test_routing_falls_back_to_the_database_while_redis_is_down(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        dead = {**settings.CACHES["platform"], "LOCATION": "redis://127.0.0.1:1/0"}
+        settings.CACHES = {**settings.CACHES, "platform": dead}
+        assert tenant_alpha.client().get("/login/").status_code == 200
+        assert Client(HTTP_HOST="nobody.localhost").get("/login/").status_code == 404

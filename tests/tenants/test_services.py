@@ -70,7 +70,7 @@ class TestProvision:
     def test_schema_is_cloned_from_the_base_schema(self) -> None:
         lines: list[str] = []
         tenant = provision("cloned-org", on_progress=lines.append).tenant  # type: ignore[attr-defined]
-        assert tenant.created_by == "clone"
+        assert tenant.schema_made_by == "clone"
         assert f"Schema t_cloned_org ready (cloned {settings.TENANT_BASE_SCHEMA})" in lines
         assert schema_is_current("t_cloned_org")  # the copied django_migrations rows are complete
 
@@ -81,7 +81,7 @@ class TestProvision:
                 "WHERE app = 'plans' AND name = '0002_seed_plans'"
             )
         tenant = provision("behind-org").tenant  # type: ignore[attr-defined]
-        assert tenant.created_by == "migrations"
+        assert tenant.schema_made_by == "migrations"
         assert schema_is_current("t_behind_org")
 
     def test_falls_back_to_migrations_while_the_base_schema_is_missing(self) -> None:
@@ -89,7 +89,7 @@ class TestProvision:
             cursor.execute(f'DROP SCHEMA "{settings.TENANT_BASE_SCHEMA}" CASCADE')  # rolled back with the test
         lines: list[str] = []
         result = provision("migrated-org", on_progress=lines.append)
-        assert result.tenant.created_by == "migrations"  # type: ignore[attr-defined]
+        assert result.tenant.schema_made_by == "migrations"  # type: ignore[attr-defined]
         assert "Schema t_migrated_org ready (ran migrations)" in lines
         with schema_context(result.tenant.schema_name):  # type: ignore[attr-defined]
             assert User.objects.count() == 1
@@ -245,7 +245,7 @@ class TestStatusChanges:
         with pytest.raises(ApplicationError):
             tenant_suspend(tenant=tenant, actor=TEST_ACTOR)
         tenant = tenant_reactivate(tenant=tenant, actor=TEST_ACTOR)
-        assert tenant.status == TenantStatus.TRIAL if tenant.trial_ends_at else TenantStatus.ACTIVE
+        assert tenant.status == (TenantStatus.TRIAL if tenant.trial_ends_at else TenantStatus.ACTIVE)
         with pytest.raises(ApplicationError):
             tenant_reactivate(tenant=tenant, actor=TEST_ACTOR)
         actions = list(

@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from apps.tenants.models import TenantStatus
 from apps.tenants.selectors import tenant_list
@@ -28,7 +29,7 @@ class Command(BaseCommand):
                 "status": t.status,
                 "schema": t.schema_name,
                 "url": t.url,
-                "created_at": t.created_at.isoformat(timespec="seconds"),
+                "created_at": timezone.localtime(t.created_at).isoformat(timespec="seconds"),
             }
             for t in tenants
         ]
