@@ -13,7 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -51,6 +52,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def _process(
+    argv: list[str], env: dict[str, str], log: Path, *, ready: Callable[[], bool], what: str
+) -> Iterator[None]:
+    """Run ``argv`` until the context ends; fail the test if it is not ready within a minute."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the {what} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        _stop(proc)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -80,17 +99,8 @@ def celery_worker(django_db_setup: object, tmp_path_factory: pytest.TempPathFact
     )
     argv = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-l", "INFO",
             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", f"test-{settings.TEST_RUN_ID}@%h"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while b" ready." not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    with _process(argv, env, log, ready=lambda: b" ready." in log.read_bytes(), what="Celery worker"):
         yield Worker(email_dir=email_dir, log=log)
-    finally:
-        _stop(proc)
 
 
 @dataclass(frozen=True)
@@ -110,20 +120,13 @@ def web_server(django_db_setup: object, tmp_path_factory: pytest.TempPathFactory
     env = child_env(BASE_DOMAIN=f"localhost:{port}")
     argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
             "--workers", "2", "--threads", "4", "--access-logfile", "-"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the web server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    with _process(argv, env, log, ready=answers, what="web server"):
         yield WebServer(port=port, log=log)
-    finally:
-        _stop(proc)

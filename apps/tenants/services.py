@@ -58,7 +58,12 @@ def platform_audit_record(
     target_id: str | int = "",
     metadata: dict[str, Any] | None = None,
 ) -> PlatformAuditEvent:
-    """Append one event to the platform audit trail, inside the caller's transaction."""
+    """Append one event to the platform audit trail, inside the caller's transaction.
+
+    The target defaults to ``tenant`` itself.
+    """
+    if tenant is not None and not target_type:
+        target_type, target_id = "tenant", tenant.pk
     return PlatformAuditEvent.objects.create(
         actor=actor.user,
         actor_label=actor.display,
@@ -202,8 +207,6 @@ def tenant_provision(
                 actor=actor,
                 action="tenant.provisioned",
                 tenant=tenant,
-                target_type="tenant",
-                target_id=tenant.pk,
                 metadata={"slug": slug, "plan": plan_obj.code, "admin_email": admin_email},
             )
     except IntegrityError as exc:
@@ -242,8 +245,6 @@ def tenant_suspend(*, tenant: Tenant, actor: Actor, reason: str = "") -> Tenant:
         actor=actor,
         action="tenant.suspended",
         tenant=tenant,
-        target_type="tenant",
-        target_id=tenant.pk,
         metadata={"previous_status": previous, "reason": reason},
     )
     return tenant
@@ -271,8 +272,6 @@ def tenant_reactivate(*, tenant: Tenant, actor: Actor) -> Tenant:
         actor=actor,
         action="tenant.reactivated",
         tenant=tenant,
-        target_type="tenant",
-        target_id=tenant.pk,
         metadata={"previous_status": previous, "status": tenant.status},
     )
     return tenant
@@ -299,8 +298,6 @@ def tenant_update(*, tenant: Tenant, actor: Actor, name: str | None = None, plan
         actor=actor,
         action="tenant.updated",
         tenant=tenant,
-        target_type="tenant",
-        target_id=tenant.pk,
         metadata={"changes": changes},
     )
     return tenant
