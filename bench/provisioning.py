@@ -63,9 +63,10 @@ def run(runs: int) -> int:
     from django.test import override_settings
     from django_redis import get_redis_connection
 
+    from apps.core.actors import Actor
     from apps.tenants.db import connection
     from apps.tenants.models import Tenant
-    from apps.tenants.services import Actor, tenant_provision
+    from apps.tenants.services import tenant_provision
 
     call_command("migrate_platform", parallel=1, verbosity=0)
     server = connection.cursor().connection.info.parameter_status("server_version")

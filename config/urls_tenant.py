@@ -14,5 +14,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="tenants:dashboard", permanent=False), name="home"),
     path("", include("apps.accounts.urls")),
     path("", include((tenant_urlpatterns, "tenants"))),
+    path("api/", include("apps.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -22,10 +22,12 @@ from django.test import Client
 from django.test.utils import setup_databases, teardown_databases
 from django.utils import translation
 from django_redis import get_redis_connection
+from django_tenants.utils import schema_context
 
+from apps.core.actors import Actor
 from apps.tenants.db import connection
 from apps.tenants.models import Tenant
-from apps.tenants.services import Actor, tenant_provision
+from apps.tenants.services import tenant_provision
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright tests
 
@@ -129,15 +131,19 @@ def _english_outside_requests() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _reset_schema_and_routes() -> Iterator[None]:
-    """Every test starts and ends on the public schema with no cached routes.
+    """Every test starts and ends on the public schema with no cached routes or lockouts.
 
     A route cached during a rolled-back test could point at a tenant that no
-    longer exists, so the routing cache is emptied after each test.
+    longer exists, and every test client comes from 127.0.0.1, so one test's
+    failed logins must not lock the next one out.
     """
     connection.set_schema_to_public()
     yield
     connection.set_schema_to_public()
     caches["platform"].delete_pattern("tenant-host:*")  # type: ignore[attr-defined]  # django-redis
+    redis = get_redis_connection("default")
+    for key in redis.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:lockout:*", count=1000):
+        redis.delete(key)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -160,3 +166,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     print(f"\nSkipping {len(browser_items)} browser test(s): {reason}")
     for item in browser_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- Members, tokens and keys for API tests ----------------------------------------
+
+
+def make_member(tenant: TenantFixture, role: str, email: str | None = None, password: str = ADMIN_PASSWORD) -> Any:
+    """A member of ``tenant`` with ``role``, created directly (no quota, no audit)."""
+    from apps.accounts.models import User
+
+    with schema_context(tenant.tenant.schema_name):
+        return User.objects.create_user(email or f"{role}-{os.urandom(3).hex()}@example.com", password, role=role)
+
+
+def admin_of(tenant: TenantFixture) -> Any:
+    from apps.accounts.models import User
+
+    with schema_context(tenant.tenant.schema_name):
+        return User.objects.get(email=tenant.admin_email)
+
+
+def jwt_pair(tenant: TenantFixture, user: Any) -> dict[str, str]:
+    from apps.accounts.services import token_pair_issue
+
+    with schema_context(tenant.tenant.schema_name):
+        return token_pair_issue(user=user)
+
+
+def api_key_secret(tenant: TenantFixture, role: str, **extra: Any) -> str:
+    from apps.accounts.services import api_key_create
+
+    with schema_context(tenant.tenant.schema_name):
+        _key, secret = api_key_create(actor=Actor(label="tests"), name=f"{role} key", role=role, **extra)
+    return str(secret)
+
+
+def bearer(token: str) -> dict[str, Any]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}

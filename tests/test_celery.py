@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
-from django.contrib.sessions.models import Session
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
+from apps.accounts.models import UserSession as Session
 from apps.accounts.tasks import clear_expired_sessions_everywhere, send_welcome_email
 from apps.tenants.db import connection
 from config.celery import TenantRequiredError

@@ -6,6 +6,7 @@ from django.contrib.auth.forms import BaseUserCreationForm, UserChangeForm
 from django.utils.translation import gettext_lazy as _
 
 from apps.accounts.models import User
+from apps.tenants.admin_audit import PlatformAuditedAdmin
 
 
 class StaffCreationForm(BaseUserCreationForm):
@@ -21,7 +22,7 @@ class StaffChangeForm(UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(PlatformAuditedAdmin, DjangoUserAdmin):
     """Platform staff, in the public schema. Tenant members are managed by tenant admins."""
 
     form = StaffChangeForm

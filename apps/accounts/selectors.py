@@ -1,8 +1,83 @@
+"""Reads of identity, and the access helpers that look rows up by id on behalf of an actor."""
+
 from __future__ import annotations
 
-from apps.accounts.models import User
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from apps.accounts.models import ApiKey, Invitation, User
+from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import actor_role
+from apps.core.actors import Actor
 
 
 def user_count_active() -> int:
     """Active users in the current schema."""
     return User.objects.filter(is_active=True).count()
+
+
+def user_list(*, search: str = "", role: str = "", is_active: bool | None = None) -> QuerySet[User]:
+    users = User.objects.all().order_by("email")
+    if search:
+        users = users.filter(Q(email__icontains=search) | Q(full_name__icontains=search))
+    if role:
+        users = users.filter(role=role)
+    if is_active is not None:
+        users = users.filter(is_active=is_active)
+    return users
+
+
+def invitation_list_open() -> QuerySet[Invitation]:
+    """Invitations not yet accepted or revoked, expired ones included (they say so)."""
+    return Invitation.objects.filter(accepted_at__isnull=True, revoked_at__isnull=True).select_related("invited_by")
+
+
+def api_key_list() -> QuerySet[ApiKey]:
+    return ApiKey.objects.select_related("created_by").order_by("revoked_at", "-created_at")
+
+
+def _can(actor: Actor, perm: Perm) -> bool:
+    role = actor_role(actor)
+    return role is not None and role_has(role, perm)
+
+
+def access_user(actor: Actor, user_id: object) -> User:
+    """A member by id: any member for those who manage users, oneself for everyone else.
+
+    Missing and forbidden look the same: 404.
+    """
+    try:
+        pk = int(str(user_id))
+    except ValueError:
+        raise Http404 from None
+    user = User.objects.filter(pk=pk).first()
+    if user is None or not (_can(actor, Perm.MANAGE_USERS) or (actor.user is not None and actor.user.pk == pk)):
+        raise Http404
+    return user
+
+
+def access_invitation(actor: Actor, invitation_id: object) -> Invitation:
+    try:
+        pk = int(str(invitation_id))
+    except ValueError:
+        raise Http404 from None
+    invitation = Invitation.objects.filter(pk=pk).first()
+    if invitation is None or not _can(actor, Perm.MANAGE_USERS):
+        raise Http404
+    return invitation
+
+
+def access_api_key(actor: Actor, api_key_id: object) -> ApiKey:
+    try:
+        pk = int(str(api_key_id))
+    except ValueError:
+        raise Http404 from None
+    api_key = ApiKey.objects.filter(pk=pk).first()
+    if api_key is None or not _can(actor, Perm.MANAGE_API_KEYS):
+        raise Http404
+    return api_key
+
+
+def invitation_is_expired(invitation: Invitation) -> bool:
+    return invitation.expires_at <= timezone.now()

@@ -1,25 +1,356 @@
+"""The identity pages of a tenant: login, profile, team, invitations, API keys, password reset."""
+
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from typing import Any
 
-from django.contrib.auth import views as auth_views
+from django.contrib import messages
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
+from django.contrib.auth import update_session_auth_hash
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
 
-from apps.accounts.forms import EmailLoginForm
+from apps.accounts import services
+from apps.accounts.decorators import permission_required
+from apps.accounts.forms import (
+    ApiKeyForm,
+    AuditFilterForm,
+    EmailLoginForm,
+    InviteForm,
+    PasswordChangeForm,
+    PasswordResetRequestForm,
+    ProfileForm,
+    RoleForm,
+    SetPasswordForm,
+)
+from apps.accounts.models import Role
+from apps.accounts.permissions import Perm
+from apps.accounts.selectors import access_api_key, access_invitation, access_user, api_key_list, invitation_list_open
+from apps.accounts.selectors import user_list as member_list
+from apps.audit.selectors import audit_event_list
+from apps.core.actors import request_actor
+from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited
 
 
-class LoginView(auth_views.LoginView):
-    """Session login on a tenant host, against that tenant's own members."""
-
-    form_class = EmailLoginForm
-    template_name = "accounts/login.html"
-    redirect_authenticated_user = True
-
-    def get_initial(self) -> dict[str, Any]:
-        return {**super().get_initial(), "username": self.request.GET.get("email", "")}
-
-    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        return {**super().get_context_data(**kwargs), "welcome": self.request.GET.get("welcome") == "1"}
+def _form_errors(form: Any, exc: ApplicationError) -> None:
+    """Put a service's error on the form: on its fields where it names them, else on the form."""
+    placed = False
+    for field, problems in (exc.details or {}).items():
+        if field in form.fields:
+            for problem in problems if isinstance(problems, list) else [problems]:
+                form.add_error(field, problem)
+                placed = True
+    if not placed:
+        form.add_error(None, exc.message)
 
 
-class LogoutView(auth_views.LogoutView):
-    """Logout by POST only, with CSRF, as Django requires."""
+# --- Login and logout -------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def login_view(request: HttpRequest) -> HttpResponse:
+    """Session login against this tenant's members, within the brute-force limits."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = ""
+    if request.user.is_authenticated and request.method == "GET":
+        return redirect(next_url or "tenants:dashboard")
+    status = 200
+    if request.method == "POST":
+        form = EmailLoginForm(request.POST)
+        if form.is_valid():
+            try:
+                user = services.login_authenticate(
+                    request=request,
+                    email=form.cleaned_data["username"],
+                    password=form.cleaned_data["password"],
+                    actor=request_actor(request),
+                    channel="web",
+                )
+            except RateLimited as exc:
+                form.add_error(None, exc.message)
+                response = render(request, "accounts/login.html", {"form": form, "next": next_url}, status=429)
+                response["Retry-After"] = exc.headers["Retry-After"]
+                return response
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = 400
+            else:
+                auth_login(request, user)
+                return redirect(next_url or "tenants:dashboard")
+        else:
+            status = 400
+    else:
+        form = EmailLoginForm(initial={"username": request.GET.get("email", "")})
+    context = {"form": form, "next": next_url, "welcome": request.GET.get("welcome") == "1"}
+    return render(request, "accounts/login.html", context, status=status)
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    services.web_logout_record(actor=request_actor(request))
+    auth_logout(request)
+    return redirect("accounts:login")
+
+
+# --- Profile ----------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile_view(request: HttpRequest) -> HttpResponse:
+    user: Any = request.user
+    profile_form = ProfileForm(initial={"full_name": user.full_name})
+    password_form = PasswordChangeForm()
+    status = 200
+    if request.method == "POST" and request.POST.get("form") == "profile":
+        profile_form = ProfileForm(request.POST)
+        if profile_form.is_valid():
+            services.user_update_profile(
+                actor=request_actor(request), user=user, full_name=profile_form.cleaned_data["full_name"]
+            )
+            messages.success(request, _("Your profile is saved."))
+            return redirect("accounts:profile")
+        status = 400
+    elif request.method == "POST" and request.POST.get("form") == "password":
+        password_form = PasswordChangeForm(request.POST)
+        if password_form.is_valid():
+            try:
+                services.user_change_password(
+                    actor=request_actor(request),
+                    user=user,
+                    old_password=password_form.cleaned_data["old_password"],
+                    new_password=password_form.cleaned_data["new_password"],
+                    keep_session_key=request.session.session_key,
+                )
+            except ApplicationError as exc:
+                _form_errors(password_form, exc)
+            else:
+                update_session_auth_hash(request, user)
+                messages.success(request, _("Your password is changed. Other sessions were logged out."))
+                return redirect("accounts:profile")
+        status = 400
+    context = {"profile_form": profile_form, "password_form": password_form}
+    return render(request, "accounts/profile.html", context, status=status)
+
+
+# --- Team -------------------------------------------------------------------------
+
+
+@permission_required(Perm.MANAGE_USERS)
+@require_http_methods(["GET", "POST"])
+def team_view(request: HttpRequest) -> HttpResponse:
+    invite_form = InviteForm()
+    status = 200
+    if request.method == "POST":
+        invite_form = InviteForm(request.POST)
+        if invite_form.is_valid():
+            try:
+                invitation = services.invitation_create(actor=request_actor(request), **invite_form.cleaned_data)
+            except ApplicationError as exc:
+                _form_errors(invite_form, exc)
+                status = 402 if exc.code == "quota_exceeded" else 400
+            else:
+                messages.success(request, _("Invitation sent to %(email)s.") % {"email": invitation.email})
+                return redirect("accounts:team")
+        else:
+            status = 400
+    context = {
+        "members": member_list(),
+        "invitations": invitation_list_open(),
+        "invite_form": invite_form,
+        "roles": Role.choices,
+    }
+    return render(request, "accounts/team.html", context, status=status)
+
+
+@permission_required(Perm.MANAGE_USERS)
+@require_POST
+def member_action_view(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
+    """Role change, deactivation, reactivation or deletion of one member, from the team page."""
+    actor = request_actor(request)
+    member = access_user(actor, user_id)
+    email = member.email
+    try:
+        if action == "role":
+            form = RoleForm(request.POST)
+            if not form.is_valid():
+                raise InvalidInput(_("Choose admin, user or viewer."))
+            member = services.user_change_role(actor=actor, user=member, role=form.cleaned_data["role"])
+            done = _("%(email)s is now %(role)s.") % {"email": email, "role": member.get_role_display()}
+        elif action == "deactivate":
+            services.user_deactivate(actor=actor, user=member)
+            done = _("%(email)s is deactivated and logged out everywhere.") % {"email": email}
+        elif action == "reactivate":
+            services.user_reactivate(actor=actor, user=member)
+            done = _("%(email)s is active again.") % {"email": email}
+        else:
+            services.user_delete(actor=actor, user=member)
+            done = _("%(email)s is deleted.") % {"email": email}
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done)
+    return redirect("accounts:team")
+
+
+@permission_required(Perm.MANAGE_USERS)
+@require_POST
+def invitation_revoke_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    actor = request_actor(request)
+    try:
+        invitation = services.invitation_revoke(actor=actor, invitation=access_invitation(actor, invitation_id))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("The invitation to %(email)s is withdrawn.") % {"email": invitation.email})
+    return redirect("accounts:team")
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
+    """The invitee chooses a password; a used, withdrawn or expired link is a clear 400 page."""
+    try:
+        invitation = services.invitation_from_token(token)
+    except InvalidInput as exc:
+        return render(request, "accounts/invitation_invalid.html", {"message": exc.message}, status=400)
+    form = SetPasswordForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                user = services.invitation_accept(
+                    token=token,
+                    password=form.cleaned_data["new_password"],
+                    full_name=form.cleaned_data.get("full_name", ""),
+                    actor=request_actor(request),
+                )
+            except ApplicationError as exc:
+                if exc.code == "invitation_invalid":
+                    return render(request, "accounts/invitation_invalid.html", {"message": exc.message}, status=400)
+                _form_errors(form, exc)
+            else:
+                auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                messages.success(request, _("Welcome to %(name)s.") % {"name": request.tenant.name})  # type: ignore[attr-defined]
+                return redirect("tenants:dashboard")
+        status = 400
+    return render(request, "accounts/invitation_accept.html", {"form": form, "invitation": invitation}, status=status)
+
+
+# --- API keys -----------------------------------------------------------------------
+
+
+@permission_required(Perm.MANAGE_API_KEYS)
+@require_http_methods(["GET", "POST"])
+def api_keys_view(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm()
+    created = None
+    status = 200
+    if request.method == "POST":
+        form = ApiKeyForm(request.POST)
+        if form.is_valid():
+            expires_at = form.cleaned_data.get("expires_at")
+            try:
+                api_key, secret = services.api_key_create(
+                    actor=request_actor(request),
+                    name=form.cleaned_data["name"],
+                    role=form.cleaned_data["role"],
+                    expires_at=expires_at,
+                )
+            except ApplicationError as exc:
+                _form_errors(form, exc)
+                status = 400
+            else:
+                # Shown in this response only: the secret is not stored and this page is not a redirect.
+                created = {"api_key": api_key, "secret": secret}
+                form = ApiKeyForm()
+                status = 201
+        else:
+            status = 400
+    context = {"keys": api_key_list(), "form": form, "created": created}
+    response = render(request, "accounts/api_keys.html", context, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@permission_required(Perm.MANAGE_API_KEYS)
+@require_POST
+def api_key_revoke_view(request: HttpRequest, api_key_id: int) -> HttpResponse:
+    actor = request_actor(request)
+    api_key = services.api_key_revoke(actor=actor, api_key=access_api_key(actor, api_key_id))
+    messages.success(request, _("The key “%(name)s” is revoked.") % {"name": api_key.name})
+    return redirect("accounts:api-keys")
+
+
+# --- Audit log -----------------------------------------------------------------------
+
+
+@permission_required(Perm.VIEW_AUDIT)
+def audit_view(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    status = 200
+    filters: dict[str, Any] = {}
+    if form.is_bound and form.is_valid():
+        data = form.cleaned_data
+        tz = timezone.get_current_timezone()
+        filters = {
+            "actor": data.get("actor"),
+            "action": data.get("action"),
+            "since": datetime.combine(data["date_from"], time.min, tz) if data.get("date_from") else None,
+            "until": datetime.combine(data["date_to"], time.min, tz) + timedelta(days=1)
+            if data.get("date_to")
+            else None,
+        }
+    elif form.is_bound:
+        status = 400
+    page = Paginator(audit_event_list(**filters), 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "query": query.urlencode()}
+    return render(request, "accounts/audit.html", context, status=status)
+
+
+# --- Password reset --------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def password_reset_request_view(request: HttpRequest) -> HttpResponse:
+    form = PasswordResetRequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.password_reset_request(email=form.cleaned_data["email"], actor=request_actor(request))
+        except RateLimited as exc:
+            form.add_error(None, exc.message)
+            response = render(request, "accounts/password_reset.html", {"form": form}, status=429)
+            response["Retry-After"] = exc.headers["Retry-After"]
+            return response
+        return render(request, "accounts/password_reset_sent.html", {"email": form.cleaned_data["email"]})
+    return render(request, "accounts/password_reset.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+def password_reset_confirm_view(request: HttpRequest, uidb64: str, token: str) -> HttpResponse:
+    try:
+        services.password_reset_user(uidb64=uidb64, token=token)
+    except InvalidInput as exc:
+        return render(request, "accounts/invitation_invalid.html", {"message": exc.message}, status=400)
+    form = SetPasswordForm(request.POST or None, ask_name=False)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.password_reset_confirm(
+                uidb64=uidb64, token=token, new_password=form.cleaned_data["new_password"], actor=request_actor(request)
+            )
+        except ApplicationError as exc:
+            _form_errors(form, exc)
+        else:
+            messages.success(request, _("Your password is set. Log in with it."))
+            return HttpResponseRedirect("/login/")
+    return render(request, "accounts/password_reset_confirm.html", {"form": form}, status=400 if form.errors else 200)

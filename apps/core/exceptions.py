@@ -49,6 +49,13 @@ class InvalidInput(ApplicationError):
     code = "invalid_input"
 
 
+class QuotaExceeded(ApplicationError):
+    """A plan limit was reached; ``details`` has quota, limit, used and resets_at."""
+
+    status_code = 402
+    code = "quota_exceeded"
+
+
 class RateLimited(ApplicationError):
     status_code = 429
     code = "rate_limited"
@@ -91,7 +98,7 @@ def _field_details(detail: Any) -> dict[str, Any]:
     return {"non_field_errors": [detail]}
 
 
-# DRF's exceptions, mapped to our stable error codes.
+# DRF's exceptions, mapped to our stable error codes; the first match wins.
 _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
     (drf_exceptions.NotAuthenticated, "not_authenticated"),
     (drf_exceptions.AuthenticationFailed, "not_authenticated"),
@@ -101,6 +108,15 @@ _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
     (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
     (drf_exceptions.NotAcceptable, "not_acceptable"),
 ]
+# Codes that subclasses of those exceptions may carry through unchanged.
+_OWN_CODES = frozenset({"token_tenant_mismatch"})
+
+
+def _message(detail: Any) -> str:
+    """simplejwt puts a dict in ``detail``; everyone else a string."""
+    if isinstance(detail, dict):
+        return str(detail.get("detail", ""))
+    return str(detail)
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -127,7 +143,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         wait = int(exc.wait or 1)  # type: ignore[attr-defined]
         body = error_body("rate_limited", str(exc.detail), {"retry_after": wait})
     else:
-        code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), str(exc.default_code))
-        body = error_body(code, str(exc.detail))
+        code = str(exc.default_code)
+        if code not in _OWN_CODES:
+            code = next((code for cls, code in _DRF_CODES if isinstance(exc, cls)), code)
+        details = {"permission": exc.permission} if hasattr(exc, "permission") else {}
+        body = error_body(code, _message(exc.detail), details)
     response.data = body
     return response

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
 from apps.plans.models import Plan
+from apps.tenants.admin_audit import PlatformAuditedAdmin
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(PlatformAuditedAdmin):
     list_display = (
         "code",
         "name_en",

@@ -10,11 +10,12 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.plans.models import Plan
+from apps.tenants.admin_audit import PlatformAuditedAdmin
 from apps.tenants.models import Domain, PlatformAuditEvent, Tenant
 from apps.tenants.services import tenant_provision, tenant_reactivate, tenant_suspend, tenant_update
-from apps.tenants.views import request_actor
 
 
 class DomainInline(admin.TabularInline):
@@ -32,7 +33,7 @@ class ProvisionForm(forms.Form):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(PlatformAuditedAdmin):
     list_display = ("name", "slug", "plan", "status", "trial_ends_at", "owner_email", "created_at")
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "owner_email", "domains__domain")

@@ -8,11 +8,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.actors import request_actor
 from apps.core.ratelimits import enforce_rate_limit
 from apps.plans.selectors import plan_list_public
 from apps.tenants.services import tenant_provision
 from apps.tenants.slugs import SLUG_MAX_LENGTH
-from apps.tenants.views import request_actor
 
 
 class PublicApi(APIView):

@@ -102,8 +102,14 @@ class PlatformAuditEvent(models.Model):
     Lives in the public schema; a database trigger rejects UPDATE and DELETE.
     """
 
+    # No constraint: deleting a staff user must not have to update the trail.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     # Who acted, as text that survives the actor's deletion: a staff email,
     # "signup" for the public sign-up, "cli" for a management command.

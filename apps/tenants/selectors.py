@@ -18,3 +18,13 @@ def tenant_list_serving() -> QuerySet[Tenant]:
 
 def tenant_get_by_slug(*, slug: str) -> Tenant | None:
     return tenant_list().filter(slug=(slug or "").strip().lower()).first()
+
+
+def tenant_current() -> Tenant:
+    """The tenant whose schema the connection is in (a real row, even under schema_context)."""
+    from apps.tenants.db import connection
+
+    tenant = connection.tenant
+    if isinstance(tenant, Tenant):
+        return tenant
+    return Tenant.objects.select_related("plan").get(schema_name=connection.schema_name)

@@ -19,26 +19,13 @@ from django_tenants.utils import get_public_schema_name, schema_context, schema_
 
 from apps.accounts.models import Role, User
 from apps.accounts.services import normalize_email, user_create, validate_new_password
+from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.plans.models import Plan
 from apps.tenants.models import BLOCKED_STATUSES, Domain, PlatformAuditEvent, Tenant, TenantStatus
 from apps.tenants.slugs import normalize_slug, schema_name_for_slug, validate_slug
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who performs a platform action: a staff user, or a label such as "signup" or "cli"."""
-
-    user: User | None = None
-    label: str = "system"
-    ip: str | None = None
-    user_agent: str = ""
-
-    @property
-    def display(self) -> str:
-        return self.user.email if self.user is not None else self.label
 
 
 @dataclass(frozen=True)
@@ -197,6 +184,7 @@ def tenant_provision(
             progress(f"Creating admin {admin_email}")
             with schema_context(tenant.schema_name):
                 admin = user_create(
+                    actor=Actor(label=f"platform:{actor.display}", ip=actor.ip, user_agent=actor.user_agent),
                     email=admin_email,
                     password=admin_password,
                     role=Role.ADMIN,

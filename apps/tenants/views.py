@@ -9,21 +9,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.selectors import user_count_active
+from apps.core.actors import request_actor
 from apps.core.exceptions import InvalidInput, RateLimited
 from apps.core.ratelimits import enforce_rate_limit
 from apps.plans.selectors import plan_list_public
 from apps.tenants.forms import SignupForm
-from apps.tenants.services import Actor, tenant_provision
-
-
-def request_actor(request: HttpRequest, *, label: str) -> Actor:
-    user = request.user if getattr(request, "user", None) and request.user.is_authenticated else None
-    return Actor(
-        user=user,
-        label=label,
-        ip=request.META.get("REMOTE_ADDR"),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-    )
+from apps.tenants.services import tenant_provision
 
 
 def _landing(request: HttpRequest, form: SignupForm, *, status: int = 200) -> HttpResponse:

@@ -40,20 +40,23 @@ SHARED_APPS = [
     "apps.plans",
     "django.contrib.contenttypes",
     "django.contrib.auth",
-    "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "apps.accounts",
+    "apps.api",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
-    "django.contrib.sessions",
     "apps.accounts",
+    "apps.audit",
+    # The refresh-token blacklist lives in each tenant's schema.
+    "rest_framework_simplejwt.token_blacklist",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -143,7 +146,9 @@ CACHES = {
 # the entry at once; the timeout only bounds a read that raced a write.
 TENANT_ROUTING_CACHE_SECONDS = env.int("TENANT_ROUTING_CACHE_SECONDS", default=300)
 
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Sessions live in each schema's accounts_usersession table, which also records
+# the user, so deactivating someone can end every session they have.
+SESSION_ENGINE = "apps.accounts.sessions"
 # Host-only cookies: never a parent-domain cookie, or one tenant's session would
 # be sent to every other tenant's host.
 SESSION_COOKIE_DOMAIN = None
@@ -192,20 +197,34 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="HydroNet Cloud <noreply@
 
 # --- DRF and OpenAPI -------------------------------------------------------
 REST_FRAMEWORK = {
-    # Each API view names its own authentication; nothing is implied.
+    # Each API view names its own authentication (apps.api.base); nothing is implied.
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.api.schema.OperationAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "HydroNet Cloud API",
+    "DESCRIPTION": (
+        "The API of one HydroNet Cloud workspace, served on its own host. Authenticate with a JWT "
+        "(`POST /api/auth/login`, then `Authorization: Bearer <access>`), or with an API key "
+        "(`Authorization: Bearer hn_...` or `X-API-Key: hn_...`). Errors are "
+        '`{"error": {"code", "message", "details"}}`.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "DEFAULT_GENERATOR_CLASS": "apps.api.routing.OperationsSchemaGenerator",
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "apps.accounts.models.Role"},
 }
+
+from .jwt import *  # noqa: E402,F403
 
 # --- Rate limits (django-ratelimit, on the Redis cache) ---------------------
 RATELIMIT_USE_CACHE = "default"
@@ -220,6 +239,17 @@ if _ip_header:
 
 # --- Tenancy and plans -----------------------------------------------------
 TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
+
+# --- Identity ----------------------------------------------------------------
+# Brute force: after LOCKOUT_ATTEMPTS failures within LOCKOUT_WINDOW_SECONDS, for
+# one (tenant, email) or one IP address, logins, API-key guesses and password-reset
+# requests get 429 until the window passes.
+LOCKOUT_ATTEMPTS = env.int("LOCKOUT_ATTEMPTS", default=5)
+LOCKOUT_WINDOW_SECONDS = env.int("LOCKOUT_WINDOW_SECONDS", default=15 * 60)
+INVITATION_DAYS = env.int("INVITATION_DAYS", default=7)
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT", default=60 * 60)
+# An API key's last_used_at is written at most this often.
+API_KEY_LAST_USED_RESOLUTION_SECONDS = 60
 
 # --- Celery ----------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)

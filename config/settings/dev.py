@@ -2,7 +2,7 @@
 
 import os
 
-os.environ.setdefault("SECRET_KEY", "dev-only-insecure-secret-key-never-use-in-production")
+os.environ.setdefault("SECRET_KEY", "dev-only-insecure-secret-key-never-use-this-one-in-production")
 
 from .base import *  # noqa: F403
 from .base import env

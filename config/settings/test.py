@@ -2,7 +2,7 @@
 
 import os
 
-os.environ.setdefault("SECRET_KEY", "test-only-insecure-secret-key")
+os.environ.setdefault("SECRET_KEY", "test-only-insecure-secret-key-at-least-fifty-characters-long")
 os.environ.setdefault("BASE_DOMAIN", "localhost")
 
 from .base import *  # noqa: F403

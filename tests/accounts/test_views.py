@@ -34,7 +34,7 @@ def test_wrong_password_shows_one_message_for_any_cause(tenant_alpha: TenantFixt
     wrong_password = client.post("/login/", {"username": tenant_alpha.admin_email, "password": "nope"})
     no_such_user = client.post("/login/", {"username": "ghost@alpha.example.com", "password": "nope"})
     for response in (wrong_password, no_such_user):
-        assert response.status_code == 200
+        assert response.status_code == 400
         assert "The email or password is not correct." in response.content.decode()
 
 

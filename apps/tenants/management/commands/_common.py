@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
+from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_get_by_slug
-from apps.tenants.services import Actor
 
 CLI_ACTOR = Actor(label="cli")
 

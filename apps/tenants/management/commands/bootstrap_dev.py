@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
-from apps.accounts.services import user_create
+from apps.accounts.services import staff_user_create
 from apps.tenants.management.commands._common import CLI_ACTOR
 from apps.tenants.selectors import tenant_get_by_slug
 from apps.tenants.services import tenant_provision
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         if user is None or not staff.get("password"):
             staff = {"email": STAFF_EMAIL, "password": secrets.token_urlsafe(12)}
             if user is None:
-                user_create(email=STAFF_EMAIL, password=staff["password"], is_staff=True, is_superuser=True)
+                staff_user_create(email=STAFF_EMAIL, password=staff["password"])
             else:
                 user.set_password(staff["password"])
                 user.save(update_fields=["password"])

@@ -1,0 +1,77 @@
+"""How tenant API requests prove who they are: API keys, JWTs and web sessions.
+
+Every credential is checked against ``request.tenant``: a JWT must carry the
+schema of the host's tenant (401 ``token_tenant_mismatch`` otherwise), an API
+key is looked up only in the host's schema, and sessions are stored per schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.request import Request
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.tokens import Token
+
+from apps.accounts.services import API_KEY_PREFIX, TENANT_CLAIM, InvalidCredentials, api_key_authenticate
+from apps.api.principals import ApiKeyPrincipal
+from apps.core.actors import client_ip
+
+
+class TokenTenantMismatch(exceptions.AuthenticationFailed):
+    default_detail = _("This token belongs to another workspace.")
+    default_code = "token_tenant_mismatch"
+
+
+class ApiKeyFailed(exceptions.AuthenticationFailed):
+    default_code = "not_authenticated"
+
+
+def _api_key_from(request: Request) -> str | None:
+    header = request.META.get("HTTP_X_API_KEY")
+    if header:
+        return str(header).strip()
+    authorization = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _sep, credential = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credential.strip().startswith(API_KEY_PREFIX):
+        return credential.strip()
+    return None
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """``Authorization: Bearer hn_...`` or ``X-API-Key: hn_...``."""
+
+    def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, Any] | None:
+        secret = _api_key_from(request)
+        if secret is None:
+            return None
+        try:
+            api_key = api_key_authenticate(secret=secret, ip=client_ip(request))
+        except InvalidCredentials as exc:
+            raise ApiKeyFailed(exc.message) from exc
+        return ApiKeyPrincipal(api_key), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class TenantJWTAuthentication(JWTAuthentication):
+    """simplejwt's access tokens, accepted only on the host of the tenant that issued them."""
+
+    def authenticate(self, request: Request) -> tuple[Any, Token] | None:
+        header = self.get_header(request)
+        raw = self.get_raw_token(header) if header is not None else None
+        if raw is None:
+            return None
+        token = self.get_validated_token(raw)
+        # Before the user is looked up: user ids repeat across schemas.
+        if token.get(TENANT_CLAIM) != request.tenant.schema_name:  # type: ignore[attr-defined]
+            raise TokenTenantMismatch()
+        return self.get_user(token), token
+
+
+class TenantSessionAuthentication(SessionAuthentication):
+    """The web UI's session (stored in this tenant's schema), with DRF's CSRF check."""

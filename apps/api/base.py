@@ -1,0 +1,97 @@
+"""The one base class of the tenant API.
+
+``TenantApi`` authenticates (API key, JWT or session), checks that the
+credential belongs to ``request.tenant``, and enforces ``required_permission``
+from the permission map. Every concrete subclass must declare
+``required_permission`` (a ``Perm``, or ``AUTHENTICATED`` for "any member").
+Subclasses cannot replace the authentication or permission machinery: the
+class refuses to be defined if they try. The only escape hatch is
+``dangerously_allow_anonymous = True``, for the few endpoints that exist to
+log in (login, refresh, password reset, accepting an invitation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from apps.accounts.models import User
+from apps.accounts.permissions import Perm
+from apps.api.authentication import ApiKeyAuthentication, TenantJWTAuthentication, TenantSessionAuthentication
+from apps.api.pagination import Pagination
+from apps.api.permissions import HasRequiredPermission
+from apps.core.actors import Actor, request_actor
+from apps.core.exceptions import ApplicationError
+
+#: ``required_permission`` for endpoints any authenticated member or key may use.
+AUTHENTICATED: Any = None
+
+_UNDECLARED = object()
+_SEALED = (
+    "authentication_classes",
+    "permission_classes",
+    "initial",
+    "check_permissions",
+    "check_object_permissions",
+    "perform_authentication",
+    "get_authenticators",
+    "get_permissions",
+)
+
+
+class StrictSerializer(serializers.Serializer):
+    """An input serializer that answers 400 for fields it does not know (no mass assignment)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: [_("This field is not accepted here.")] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class TenantApi(APIView):
+    authentication_classes = (ApiKeyAuthentication, TenantJWTAuthentication, TenantSessionAuthentication)
+    permission_classes = (HasRequiredPermission,)
+    pagination_class = Pagination
+
+    required_permission: ClassVar[Any] = _UNDECLARED
+    dangerously_allow_anonymous: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _SEALED:
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__} may not override {name}: TenantApi enforces authentication")
+        if not cls.__name__.startswith("_") and cls.required_permission is _UNDECLARED:
+            raise TypeError(f"{cls.__name__} must declare required_permission (a Perm, or AUTHENTICATED)")
+        if cls.required_permission not in (_UNDECLARED, None) and not isinstance(cls.required_permission, Perm):
+            raise TypeError(f"{cls.__name__}.required_permission must be a Perm")
+
+    def get_authenticators(self) -> list[Any]:
+        # Endpoints that exist to log in ignore whatever credential is (still) sent.
+        if self.dangerously_allow_anonymous:
+            return []
+        return super().get_authenticators()
+
+    def actor(self, request: Request) -> Actor:
+        return request_actor(request, label="anonymous")
+
+    def member(self, request: Request) -> User:
+        """The logged-in member; API keys are refused for endpoints about a person."""
+        if not isinstance(request.user, User):
+            raise ApplicationError(
+                _("This endpoint is about a person: log in as a member instead of using an API key."),
+                code="member_required",
+                status_code=403,
+            )
+        return request.user
+
+    def paginate(self, request: Request, queryset: Any, serializer_class: type[serializers.Serializer]) -> Any:
+        paginator = self.pagination_class()
+        page: Any = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)

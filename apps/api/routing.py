@@ -1,0 +1,61 @@
+"""One API class per operation, several operations per path.
+
+``operations(GET=UserListApi, POST=UserCreateApi)`` gives one URL pattern that
+hands each request to the class for its method, and answers 405 (in the error
+format) for any other. drf-spectacular sees each operation's own class through
+``OperationsSchemaGenerator``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework.views import APIView
+
+from apps.core.exceptions import json_error
+
+
+class _OperationRouter(APIView):
+    operation_classes: dict[str, type[APIView]] = {}
+    operation_views: dict[str, Any] = {}
+
+    @property
+    def allowed_methods(self) -> list[str]:
+        return [*self.operation_classes, "OPTIONS"]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        view = self.operation_views.get(request.method or "")
+        if view is None:
+            response = json_error(
+                "method_not_allowed", _("Method “%(method)s” not allowed.") % {"method": request.method}, status=405
+            )
+            response["Allow"] = ", ".join(self.operation_classes)
+            return response
+        return view(request, *args, **kwargs)
+
+
+def operations(**by_method: type[APIView]) -> Any:
+    """A view for one path whose methods are served by separate operation classes."""
+    classes = {method.upper(): cls for method, cls in by_method.items()}
+    router: Any = type(
+        "OperationRouter",
+        (_OperationRouter,),
+        {
+            "operation_classes": classes,
+            "operation_views": {method: cls.as_view() for method, cls in classes.items()},
+        },
+    )
+    return router.as_view()
+
+
+class OperationsSchemaGenerator(SchemaGenerator):
+    """Describes each method of an ``operations(...)`` path by its own class."""
+
+    def create_view(self, callback: Any, method: str, request: Any = None) -> Any:
+        classes = getattr(getattr(callback, "cls", None), "operation_classes", None)
+        if classes and method.upper() in classes:
+            callback = classes[method.upper()].as_view()
+        return super().create_view(callback, method, request)

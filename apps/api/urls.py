@@ -1,0 +1,44 @@
+"""The tenant API under /api/ on a tenant's host."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.accounts import apis as accounts
+from apps.api.routing import operations
+from apps.audit import apis as audit
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/login", accounts.LoginApi.as_view(), name="auth-login"),
+    path("auth/refresh", accounts.RefreshApi.as_view(), name="auth-refresh"),
+    path("auth/logout", accounts.LogoutApi.as_view(), name="auth-logout"),
+    path("auth/me", operations(GET=accounts.MeApi, PATCH=accounts.ProfileUpdateApi), name="auth-me"),
+    path("auth/password", accounts.PasswordChangeApi.as_view(), name="auth-password"),
+    path("auth/password-reset", accounts.PasswordResetRequestApi.as_view(), name="auth-password-reset"),
+    path(
+        "auth/password-reset/confirm",
+        accounts.PasswordResetConfirmApi.as_view(),
+        name="auth-password-reset-confirm",
+    ),
+    path("users", operations(GET=accounts.UserListApi, POST=accounts.UserCreateApi), name="users"),
+    path(
+        "users/<int:user_id>",
+        operations(GET=accounts.UserDetailApi, PATCH=accounts.UserRoleUpdateApi, DELETE=accounts.UserDeleteApi),
+        name="user",
+    ),
+    path("users/<int:user_id>/deactivate", accounts.UserDeactivateApi.as_view(), name="user-deactivate"),
+    path("users/<int:user_id>/reactivate", accounts.UserReactivateApi.as_view(), name="user-reactivate"),
+    path(
+        "invitations",
+        operations(GET=accounts.InvitationListApi, POST=accounts.InvitationCreateApi),
+        name="invitations",
+    ),
+    path("invitations/accept", accounts.InvitationAcceptApi.as_view(), name="invitation-accept"),
+    path("invitations/<int:invitation_id>", accounts.InvitationRevokeApi.as_view(), name="invitation"),
+    path("api-keys", operations(GET=accounts.ApiKeyListApi, POST=accounts.ApiKeyCreateApi), name="api-keys"),
+    path("api-keys/<int:api_key_id>", accounts.ApiKeyRevokeApi.as_view(), name="api-key"),
+    path("audit-events", audit.AuditEventListApi.as_view(), name="audit-events"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]

@@ -1,0 +1,310 @@
+"""Members, the last admin, the user limit, invitations, deactivation, profile and passwords."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.test import Client
+from django.utils import timezone
+from django_tenants.utils import schema_context
+
+from apps.accounts import services
+from apps.accounts.models import Invitation, Role, User, UserSession
+from apps.accounts.tasks import send_invitation_email, send_password_reset_email
+from apps.core.actors import Actor
+from apps.core.exceptions import InvalidInput
+from apps.tenants.models import Tenant
+from apps.tenants.services import tenant_provision
+from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair, make_member
+
+pytestmark = pytest.mark.django_db
+
+NEW_PASSWORD = "Another-Strong-Pass-77"
+
+
+def api(tenant: TenantFixture, user: Any) -> Client:
+    return tenant.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant, user)["access"]))
+
+
+def send(client: Client, method: str, path: str, data: dict[str, Any] | None = None) -> Any:
+    return getattr(client, method)(path, data or {}, content_type="application/json")
+
+
+class TestMembersApi:
+    def test_admin_creates_lists_and_changes_roles(self, tenant_alpha: TenantFixture) -> None:
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        created = send(client, "post", "/api/users", {"email": "New@Alpha.example.com", "password": NEW_PASSWORD})
+        assert created.status_code == 201
+        member = created.json()
+        assert member["email"] == "new@alpha.example.com"
+        assert member["role"] == "user"
+        listed = client.get("/api/users?search=new@").json()
+        assert [u["email"] for u in listed["results"]] == ["new@alpha.example.com"]
+        assert listed["count"] == 1
+        changed = send(client, "patch", f"/api/users/{member['id']}", {"role": "viewer"})
+        assert changed.json()["role"] == "viewer"
+        assert send(client, "patch", f"/api/users/{member['id']}", {"role": "owner"}).status_code == 400
+
+    def test_duplicate_email_is_a_400(self, tenant_alpha: TenantFixture) -> None:
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        response = send(client, "post", "/api/users", {"email": tenant_alpha.admin_email, "password": NEW_PASSWORD})
+        assert response.status_code == 400
+        assert "email" in response.json()["error"]["details"]
+
+    @pytest.mark.parametrize("action", ["demote", "deactivate", "delete"])
+    def test_the_last_active_admin_stays(self, tenant_alpha: TenantFixture, action: str) -> None:
+        admin = admin_of(tenant_alpha)
+        client = api(tenant_alpha, admin)
+        path = f"/api/users/{admin.pk}"
+        response = {
+            "demote": lambda: send(client, "patch", path, {"role": "user"}),
+            "deactivate": lambda: send(client, "post", f"{path}/deactivate"),
+            "delete": lambda: client.delete(path),
+        }[action]()
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "last_admin"
+        assert "last active admin" in error["message"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            admin.refresh_from_db()
+            assert admin.role == Role.ADMIN
+            assert admin.is_active
+
+    def test_with_a_second_admin_the_first_may_step_down(self, tenant_alpha: TenantFixture) -> None:
+        admin = admin_of(tenant_alpha)
+        make_member(tenant_alpha, Role.ADMIN)
+        response = send(api(tenant_alpha, admin), "patch", f"/api/users/{admin.pk}", {"role": "user"})
+        assert response.status_code == 200
+
+    def test_deactivation_ends_sessions_and_refresh_tokens(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        web = tenant_alpha.client()
+        assert web.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        tokens = jwt_pair(tenant_alpha, member)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UserSession.objects.filter(user_id=member.pk).count() == 1
+
+        response = send(api(tenant_alpha, admin_of(tenant_alpha)), "post", f"/api/users/{member.pk}/deactivate")
+        assert response.json()["is_active"] is False
+
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UserSession.objects.filter(user_id=member.pk).count() == 0
+        assert web.get("/dashboard/").status_code == 302
+        assert (
+            send(tenant_alpha.client(), "post", "/api/auth/refresh", {"refresh": tokens["refresh"]}).status_code == 401
+        )
+        assert tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"])).status_code == 401
+
+        reactivated = send(api(tenant_alpha, admin_of(tenant_alpha)), "post", f"/api/users/{member.pk}/reactivate")
+        assert reactivated.json()["is_active"] is True
+
+    def test_delete(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.VIEWER)
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        assert client.delete(f"/api/users/{member.pk}").status_code == 204
+        assert client.get(f"/api/users/{member.pk}").status_code == 404
+
+
+class TestUserLimit:
+    @pytest.fixture
+    def free(self) -> TenantFixture:
+        """A free-plan tenant: one user, its admin."""
+        result = tenant_provision(
+            name="Small", slug="small-water", plan="free", admin_email="boss@small.example.com",
+            admin_password=ADMIN_PASSWORD, actor=TEST_ACTOR,
+        )  # fmt: skip
+        return TenantFixture(result.tenant, "boss@small.example.com", ADMIN_PASSWORD)
+
+    def test_inviting_past_the_plan_limit_is_a_402(self, free: TenantFixture) -> None:
+        client = api(free, admin_of(free))
+        response = send(client, "post", "/api/invitations", {"email": "second@small.example.com"})
+        assert response.status_code == 402
+        error = response.json()["error"]
+        assert error["code"] == "quota_exceeded"
+        assert error["details"]["limit"] == 1
+        assert error["details"]["used"] == 1
+        created = send(client, "post", "/api/users", {"email": "x@small.example.com", "password": NEW_PASSWORD})
+        assert created.status_code == 402
+
+    def test_pending_invitations_count(self, tenant_alpha: TenantFixture) -> None:
+        plan = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan
+        assert plan is not None
+        plan.max_users = 2  # rolled back with the test
+        plan.save(update_fields=["max_users"])
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        assert send(client, "post", "/api/invitations", {"email": "one@alpha.example.com"}).status_code == 201
+        second = send(client, "post", "/api/invitations", {"email": "two@alpha.example.com"})
+        assert second.status_code == 402
+        assert second.json()["error"]["details"]["used"] == 2
+
+
+class TestInvitations:
+    def invite(self, tenant: TenantFixture, email: str = "invitee@alpha.example.com", role: str = "viewer") -> Any:
+        return send(api(tenant, admin_of(tenant)), "post", "/api/invitations", {"email": email, "role": role})
+
+    def token(self, tenant: TenantFixture, invitation_id: int) -> str:
+        with schema_context(tenant.tenant.schema_name):
+            return services.invitation_token(Invitation.objects.get(pk=invitation_id))
+
+    def test_invite_email_accept_once(self, tenant_alpha: TenantFixture) -> None:
+        invitation = self.invite(tenant_alpha).json()
+        assert invitation["role"] == "viewer"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            send_invitation_email.apply(args=[invitation["id"], "en"])
+        assert len(mail.outbox) == 1
+        token = self.token(tenant_alpha, invitation["id"])
+        assert f"http://alpha.localhost/invitations/accept/{token}/" in mail.outbox[0].body
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert token not in str(list(Invitation.objects.values()))  # the token is not stored
+
+        body = {"token": token, "password": NEW_PASSWORD, "full_name": "New Viewer"}
+        accepted = send(tenant_alpha.client(), "post", "/api/invitations/accept", body)
+        assert accepted.status_code == 201
+        assert accepted.json()["role"] == "viewer"
+        again = send(tenant_alpha.client(), "post", "/api/invitations/accept", body)
+        assert again.status_code == 400
+        assert again.json()["error"]["code"] == "invitation_invalid"
+        login = tenant_alpha.client().post(
+            "/login/", {"username": "invitee@alpha.example.com", "password": NEW_PASSWORD}
+        )
+        assert login.status_code == 302
+
+    def test_an_expired_or_withdrawn_invitation_is_a_clear_400_page(self, tenant_alpha: TenantFixture) -> None:
+        expired = self.invite(tenant_alpha, "late@alpha.example.com").json()
+        withdrawn = self.invite(tenant_alpha, "gone@alpha.example.com").json()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Invitation.objects.filter(pk=expired["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        assert client.delete(f"/api/invitations/{withdrawn['id']}").status_code == 204
+        for invitation, words in ((expired, "expired"), (withdrawn, "withdrawn")):
+            page = tenant_alpha.client().get(
+                f"/invitations/accept/{self.token(tenant_alpha, invitation['id'])}/", HTTP_ACCEPT_LANGUAGE="en"
+            )
+            assert page.status_code == 400
+            assert words in page.content.decode()
+
+    def test_a_forged_token_is_refused(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+        invitation = self.invite(tenant_alpha).json()
+        token = self.token(tenant_alpha, invitation["id"])
+        assert tenant_alpha.client().get(f"/invitations/accept/{token}x/").status_code == 400
+        # Beta has no invitation with that id and nonce.
+        assert tenant_beta.client().get(f"/invitations/accept/{token}/").status_code == 400
+
+    def test_the_web_accept_page_sets_the_password_and_logs_in(self, tenant_alpha: TenantFixture) -> None:
+        invitation = self.invite(tenant_alpha, role="user").json()
+        client = tenant_alpha.client()
+        url = f"/invitations/accept/{self.token(tenant_alpha, invitation['id'])}/"
+        assert client.get(url).status_code == 200
+        mismatch = client.post(url, {"new_password": NEW_PASSWORD, "confirm_password": "other"})
+        assert mismatch.status_code == 400
+        done = client.post(
+            url, {"full_name": "Web Joiner", "new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+        )
+        assert done.status_code == 302
+        assert client.get("/dashboard/").status_code == 200
+
+    def test_inviting_a_member_or_an_open_address_is_a_400(self, tenant_alpha: TenantFixture) -> None:
+        assert self.invite(tenant_alpha, tenant_alpha.admin_email).status_code == 400
+        assert self.invite(tenant_alpha).status_code == 201
+        assert self.invite(tenant_alpha).status_code == 400
+
+    def test_no_one_hands_out_a_role_above_their_own(self, tenant_alpha: TenantFixture) -> None:
+        user = make_member(tenant_alpha, Role.USER)
+        with schema_context(tenant_alpha.tenant.schema_name), pytest.raises(InvalidInput) as caught:
+            services.invitation_create(actor=Actor(user=user), email="x@alpha.example.com", role=Role.ADMIN)
+        assert "role" in caught.value.details
+
+
+class TestProfileAndPasswords:
+    @pytest.mark.parametrize("field", ["role", "is_staff", "is_superuser", "tenant", "email"])
+    def test_the_profile_refuses_mass_assignment(self, tenant_alpha: TenantFixture, field: str) -> None:
+        member = make_member(tenant_alpha, Role.VIEWER)
+        value: Any = {"role": "admin", "is_staff": True, "is_superuser": True, "tenant": "t_beta"}.get(
+            field, "x@example.com"
+        )
+        response = send(api(tenant_alpha, member), "patch", "/api/auth/me", {"full_name": "Still Me", field: value})
+        assert response.status_code == 400
+        assert field in response.json()["error"]["details"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            member.refresh_from_db()
+            assert (member.role, member.is_staff, member.is_superuser, member.full_name) == ("viewer", False, False, "")
+
+    def test_the_profile_changes_the_name(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.VIEWER)
+        response = send(api(tenant_alpha, member), "patch", "/api/auth/me", {"full_name": "Ada Lovelace"})
+        assert response.json()["full_name"] == "Ada Lovelace"
+
+    def test_password_change_ends_other_sessions_and_tokens(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        other = tenant_alpha.client()
+        other.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD})
+        current = tenant_alpha.client()
+        current.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD})
+        tokens = jwt_pair(tenant_alpha, member)
+
+        wrong = current.post("/profile/", {"form": "password", "old_password": "nope", "new_password": NEW_PASSWORD})
+        assert wrong.status_code == 400
+        weak = current.post("/profile/", {"form": "password", "old_password": ADMIN_PASSWORD, "new_password": "1234"})
+        assert weak.status_code == 400
+        ok = current.post(
+            "/profile/", {"form": "password", "old_password": ADMIN_PASSWORD, "new_password": NEW_PASSWORD}
+        )
+        assert ok.status_code == 302
+        assert current.get("/profile/").status_code == 200  # this session stays
+        assert other.get("/profile/").status_code == 302  # the other one ended
+        assert tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"])).status_code == 401
+        assert (
+            send(tenant_alpha.client(), "post", "/api/auth/refresh", {"refresh": tokens["refresh"]}).status_code == 401
+        )
+
+    def test_password_change_by_api(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        client = api(tenant_alpha, member)
+        body = {"old_password": ADMIN_PASSWORD, "new_password": NEW_PASSWORD}
+        assert send(client, "post", "/api/auth/password", body).status_code == 204
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert User.objects.get(pk=member.pk).check_password(NEW_PASSWORD)
+
+
+class TestPasswordReset:
+    def request_reset(self, tenant: TenantFixture, email: str, ip: str = "10.3.3.3") -> Any:
+        return tenant.client().post(
+            "/api/auth/password-reset", {"email": email}, content_type="application/json", REMOTE_ADDR=ip
+        )
+
+    def test_the_answer_never_says_whether_the_email_exists(self, tenant_alpha: TenantFixture) -> None:
+        known = self.request_reset(tenant_alpha, tenant_alpha.admin_email)
+        unknown = self.request_reset(tenant_alpha, "nobody@alpha.example.com")
+        assert known.status_code == unknown.status_code == 202
+        assert known.content == unknown.content
+
+    def test_reset_by_link_works_once(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            send_password_reset_email.apply(args=[member.pk, "en"])
+        link = next(line for line in mail.outbox[0].body.splitlines() if "/password-reset/" in line).strip()
+        path = link.replace("http://alpha.localhost", "")
+        _, _, uid, token, _ = path.split("/")
+        client = tenant_alpha.client()
+        assert client.get(path).status_code == 200
+        form = {"new_password": NEW_PASSWORD, "confirm_password": NEW_PASSWORD}
+        assert client.post(path, form).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert User.objects.get(pk=member.pk).check_password(NEW_PASSWORD)
+        assert client.get(path).status_code == 400  # used
+        body = {"uid": uid, "token": token, "new_password": "Third-Password-99"}
+        assert send(client, "post", "/api/auth/password-reset/confirm", body).status_code == 400
+
+    def test_reset_requests_are_limited_like_logins(self, tenant_alpha: TenantFixture) -> None:
+        for n in range(5):
+            assert self.request_reset(tenant_alpha, tenant_alpha.admin_email, ip=f"10.4.4.{n}").status_code == 202
+        limited = self.request_reset(tenant_alpha, tenant_alpha.admin_email, ip="10.4.5.1")
+        assert limited.status_code == 429
+        assert limited["Retry-After"]
+        # Unknown addresses are counted the same way, so the limit reveals nothing either.
+        for n in range(5):
+            self.request_reset(tenant_alpha, "ghost@alpha.example.com", ip=f"10.4.6.{n}")
+        assert self.request_reset(tenant_alpha, "ghost@alpha.example.com", ip="10.4.7.1").status_code == 429

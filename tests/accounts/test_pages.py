@@ -1,0 +1,131 @@
+"""The identity pages: who sees them, what they do, in both languages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import ApiKey, Invitation, Role, User
+from apps.accounts.permissions import Perm, role_has
+from tests.conftest import ADMIN_PASSWORD, TenantFixture, make_member
+
+pytestmark = pytest.mark.django_db
+
+PAGES = {"/team/": Perm.MANAGE_USERS, "/api-keys/": Perm.MANAGE_API_KEYS, "/audit/": Perm.VIEW_AUDIT}
+NAV = {"/team/": "nav-team", "/api-keys/": "nav-api-keys", "/audit/": "nav-audit"}
+
+
+def logged_in(tenant: TenantFixture, role: str) -> Client:
+    member = make_member(tenant, role)
+    client = tenant.client(HTTP_ACCEPT_LANGUAGE="en")
+    assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+    return client
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.USER, Role.VIEWER])
+@pytest.mark.parametrize("path", list(PAGES))
+def test_pages_follow_the_permission_map(tenant_alpha: TenantFixture, role: str, path: str) -> None:
+    client = logged_in(tenant_alpha, role)
+    response = client.get(path)
+    dashboard = client.get("/dashboard/").content.decode()
+    if role_has(role, PAGES[path]):
+        assert response.status_code == 200
+        assert f'data-testid="{NAV[path]}"' in dashboard
+    else:
+        assert response.status_code == 403
+        assert str(PAGES[path]) in response.content.decode()
+        assert f'data-testid="{NAV[path]}"' not in dashboard
+    assert client.get("/profile/").status_code == 200
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/profile/"])
+def test_pages_need_a_login(tenant_alpha: TenantFixture, path: str) -> None:
+    response = tenant_alpha.client().get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=")
+
+
+def test_a_viewer_cannot_post_to_admin_pages_either(tenant_alpha: TenantFixture) -> None:
+    client = logged_in(tenant_alpha, Role.VIEWER)
+    target = make_member(tenant_alpha, Role.USER)
+    assert client.post(f"/team/{target.pk}/delete/").status_code == 403
+    assert client.post("/team/", {"email": "x@alpha.example.com", "role": "admin"}).status_code == 403
+    assert client.post("/api-keys/", {"name": "sneaky", "role": "admin"}).status_code == 403
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert User.objects.filter(pk=target.pk).exists()
+        assert not Invitation.objects.exists()
+        assert not ApiKey.objects.exists()
+
+
+class TestTeamPage:
+    def test_invite_change_role_deactivate_reactivate(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert client.post("/team/", {"email": "joiner@alpha.example.com", "role": "viewer"}).status_code == 302
+        page = client.get("/team/").content.decode()
+        assert "joiner@alpha.example.com" in page
+        member = make_member(tenant_alpha, Role.USER)
+        client.post(f"/team/{member.pk}/role/", {"role": "viewer"})
+        client.post(f"/team/{member.pk}/deactivate/")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            member.refresh_from_db()
+            assert (member.role, member.is_active) == (Role.VIEWER, False)
+        client.post(f"/team/{member.pk}/reactivate/")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            member.refresh_from_db()
+            assert member.is_active
+
+    def test_the_last_admin_is_refused_with_a_message(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        client.post("/login/", {"username": tenant_alpha.admin_email, "password": tenant_alpha.admin_password})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            admin = User.objects.get(email=tenant_alpha.admin_email)
+        response = client.post(f"/team/{admin.pk}/deactivate/", follow=True)
+        assert "is the last active admin" in response.content.decode()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert User.objects.get(pk=admin.pk).is_active
+
+
+class TestApiKeysPage:
+    def test_the_secret_is_shown_once(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        created = client.post("/api-keys/", {"name": "pipeline", "role": "viewer"})
+        assert created.status_code == 201
+        assert created["Cache-Control"] == "no-store"
+        secret = re.search(r"hn_[A-Za-z0-9_-]{40,}", created.content.decode())
+        assert secret is not None
+        listing = client.get("/api-keys/").content.decode()
+        assert secret.group(0) not in listing
+        assert "pipeline" in listing
+        assert tenant_alpha.client().get("/api/auth/me", HTTP_X_API_KEY=secret.group(0)).status_code == 200
+
+    def test_revoke(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        client.post("/api-keys/", {"name": "old", "role": "user"})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            key = ApiKey.objects.get(name="old")
+        assert client.post(f"/api-keys/{key.pk}/revoke/").status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [("en", ["Team", "Invite someone", "Members"]), ("zh-hans", ["团队", "邀请成员", "成员"])],
+)
+def test_the_team_page_speaks_both_languages(tenant_alpha: TenantFixture, language: str, words: list[str]) -> None:
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    page = client.get("/team/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    for word in words:
+        assert word in page
+
+
+def test_password_reset_page_says_the_same_for_any_address(tenant_alpha: TenantFixture) -> None:
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    known = client.post("/password-reset/", {"email": tenant_alpha.admin_email}, REMOTE_ADDR="10.5.5.1")
+    unknown = client.post("/password-reset/", {"email": "ghost@alpha.example.com"}, REMOTE_ADDR="10.5.5.2")
+    assert known.status_code == unknown.status_code == 200
+    strip = re.compile(r"\S+@alpha\.example\.com|value=\"[A-Za-z0-9]{64}\"")  # the address and CSRF tokens
+    assert strip.sub("", known.content.decode()) == strip.sub("", unknown.content.decode())

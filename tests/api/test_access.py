@@ -1,0 +1,172 @@
+"""Who may call what: the role matrix and cross-tenant replay, generated from the URL conf
+and the permission map, so a new endpoint is covered the day it is added."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from django.conf import settings
+from django.test import Client
+from django_tenants.utils import schema_context
+from rest_framework_simplejwt.tokens import AccessToken
+
+from apps.accounts.models import Role
+from apps.accounts.permissions import ROLE_PERMISSIONS, role_has
+from apps.api.base import TenantApi
+from tests.api.endpoints import Endpoint, tenant_api_endpoints
+from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
+
+pytestmark = pytest.mark.django_db
+
+ENDPOINTS = tenant_api_endpoints()
+PROTECTED = [e for e in ENDPOINTS if not e.anonymous]
+ROLES = [Role.ADMIN, Role.USER, Role.VIEWER]
+
+
+def call(client: Client, endpoint: Endpoint, **headers: str) -> Any:
+    method = getattr(client, endpoint.method.lower())
+    if endpoint.method in ("POST", "PATCH", "PUT"):
+        return method(endpoint.path, data=json.dumps({}), content_type="application/json", **headers)
+    return method(endpoint.path, **headers)
+
+
+def test_every_operation_declares_its_permission() -> None:
+    for endpoint in ENDPOINTS:
+        perm = endpoint.view.required_permission
+        assert perm is None or any(perm in perms for perms in ROLE_PERMISSIONS.values()), endpoint.id
+
+
+def test_a_class_that_forgets_its_permission_cannot_be_defined() -> None:
+    with pytest.raises(TypeError, match="must declare required_permission"):
+        type("ForgetfulApi", (TenantApi,), {})
+
+
+@pytest.mark.parametrize("sealed", ["authentication_classes", "permission_classes", "check_permissions", "initial"])
+def test_a_class_that_weakens_the_checks_cannot_be_defined(sealed: str) -> None:
+    with pytest.raises(TypeError, match=f"may not override {sealed}"):
+        type("SneakyApi", (TenantApi,), {"required_permission": None, sealed: ()})
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.id)
+@pytest.mark.parametrize("credential", ["jwt", "api_key"])
+def test_role_matrix(tenant_alpha: TenantFixture, endpoint: Endpoint, role: str, credential: str) -> None:
+    if credential == "jwt":
+        token = jwt_pair(tenant_alpha, make_member(tenant_alpha, role))["access"]
+    else:
+        token = api_key_secret(tenant_alpha, role)
+    response = call(tenant_alpha.client(), endpoint, **bearer(token))
+    perm = endpoint.view.required_permission
+    if perm is None or role_has(role, perm):
+        assert response.status_code != 401, response.content
+        assert response.status_code != 403 or response.json()["error"]["code"] == "member_required", response.content
+    else:
+        assert response.status_code == 403, response.content
+        error = response.json()["error"]
+        assert error["code"] == "permission_denied"
+        assert error["details"] == {"permission": str(perm)}
+        assert str(perm) in error["message"]
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.id)
+def test_no_credential_is_a_401(tenant_alpha: TenantFixture, endpoint: Endpoint) -> None:
+    response = call(tenant_alpha.client(), endpoint)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.id)
+def test_a_token_from_another_tenant_is_refused_even_for_a_user_with_the_same_id(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture, endpoint: Endpoint
+) -> None:
+    alpha_admin, beta_admin = admin_of(tenant_alpha), admin_of(tenant_beta)
+    assert alpha_admin.pk == beta_admin.pk  # ids repeat across schemas
+    token = jwt_pair(tenant_alpha, alpha_admin)["access"]
+    response = call(tenant_beta.client(), endpoint, **bearer(token))
+    assert response.status_code == 401, response.content
+    assert response.json()["error"]["code"] == "token_tenant_mismatch"
+
+
+@pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.id)
+@pytest.mark.parametrize("header", ["bearer", "x-api-key"])
+def test_an_api_key_from_another_tenant_is_refused(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture, endpoint: Endpoint, header: str
+) -> None:
+    secret = api_key_secret(tenant_alpha, Role.ADMIN)
+    api_key_secret(tenant_beta, Role.ADMIN)  # beta has keys of its own, with their own ids
+    headers = bearer(secret) if header == "bearer" else {"HTTP_X_API_KEY": secret}
+    response = call(tenant_beta.client(), endpoint, **headers)
+    assert response.status_code == 401, response.content
+    assert call(tenant_alpha.client(), endpoint, **headers).status_code != 401
+
+
+def test_a_refresh_token_from_another_tenant_is_refused(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+) -> None:
+    refresh = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["refresh"]
+    for path in ("/api/auth/refresh", "/api/auth/logout"):
+        response = tenant_beta.client().post(path, {"refresh": refresh}, content_type="application/json")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "token_tenant_mismatch"
+
+
+class TestBadTokens:
+    """Malformed, expired, foreign-signed, unsigned and wrong-type tokens are 401s."""
+
+    @pytest.fixture
+    def me(self, tenant_alpha: TenantFixture) -> Any:
+        def get(token: str) -> Any:
+            return tenant_alpha.client().get("/api/auth/me", **bearer(token))
+
+        return get
+
+    @pytest.fixture
+    def claims(self, tenant_alpha: TenantFixture) -> dict[str, Any]:
+        access = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        return dict(jwt.decode(access, settings.SECRET_KEY, algorithms=["HS256"]))
+
+    def test_the_good_token_works(self, me: Any, claims: dict[str, Any]) -> None:
+        assert me(jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256")).status_code == 200
+
+    @pytest.mark.parametrize("token", ["garbage", "a.b.c", "eyJhbGciOiJIUzI1NiJ9..", ""])
+    def test_malformed(self, me: Any, token: str) -> None:
+        assert me(token).status_code == 401
+
+    def test_expired(self, me: Any, tenant_alpha: TenantFixture) -> None:
+        token = AccessToken(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])  # type: ignore[arg-type]
+        token.set_exp(lifetime=-timedelta(seconds=1))
+        assert me(str(token)).status_code == 401
+
+    def test_signed_with_another_key(self, me: Any, claims: dict[str, Any]) -> None:
+        assert me(jwt.encode(claims, "not-our-key-at-all-but-long-enough", algorithm="HS256")).status_code == 401
+
+    def test_alg_none(self, me: Any, claims: dict[str, Any]) -> None:
+        unsigned = jwt.encode(claims, key=None, algorithm="none")
+        assert me(unsigned).status_code == 401
+
+    def test_a_refresh_token_is_not_an_access_token(self, me: Any, tenant_alpha: TenantFixture) -> None:
+        refresh = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["refresh"]
+        response = me(refresh)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "not_authenticated"
+
+    def test_a_token_whose_tenant_claim_was_edited_fails_its_signature(self, me: Any, claims: dict[str, Any]) -> None:
+        forged = jwt.encode(
+            {**claims, "tenant": "t_beta"}, "a-guessed-key-that-is-long-enough-for-hs256", algorithm="HS256"
+        )
+        assert me(forged).status_code == 401
+
+    def test_an_expired_refresh_token_cannot_be_refreshed(self, tenant_alpha: TenantFixture) -> None:
+        from rest_framework_simplejwt.tokens import RefreshToken
+
+        with schema_context(tenant_alpha.tenant.schema_name):  # parsing checks the tenant's blacklist
+            refresh = RefreshToken(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["refresh"])  # type: ignore[arg-type]
+        refresh.set_exp(lifetime=-timedelta(seconds=1))
+        response = tenant_alpha.client().post(
+            "/api/auth/refresh", {"refresh": str(refresh)}, content_type="application/json"
+        )
+        assert response.status_code == 401

@@ -1,0 +1,64 @@
+"""Staff actions in the platform admin land in the platform audit trail."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.accounts.services import staff_user_create
+from apps.plans.models import Plan
+from apps.tenants.models import PlatformAuditEvent, Tenant, TenantStatus
+from tests.conftest import TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+STAFF_PASSWORD = "Staff-Password-2026!"
+
+
+@pytest.fixture
+def staff() -> Client:
+    staff_user_create(email="ops@hydronet.example.com", password=STAFF_PASSWORD)
+    client = Client(HTTP_HOST="localhost")
+    assert client.login(username="ops@hydronet.example.com", password=STAFF_PASSWORD)
+    return client
+
+
+def test_editing_a_plan_is_recorded(staff: Client) -> None:
+    plan = Plan.objects.get(code="basic")
+    data = {field.name: getattr(plan, field.name) for field in Plan._meta.fields if field.editable}
+    data = {k: ("" if v is None else v) for k, v in data.items()}
+    data["rate_limit_per_minute"] = 321
+    response = staff.post(f"/admin/plans/plan/{plan.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = PlatformAuditEvent.objects.get(action="admin.plan.changed")
+    assert event.actor_label == "ops@hydronet.example.com"
+    assert event.target_id == str(plan.pk)
+    assert "requests per minute" in event.metadata["message"].lower()
+
+
+def test_suspending_from_the_admin_is_recorded(staff: Client, tenant_alpha: TenantFixture) -> None:
+    response = staff.post(
+        "/admin/tenants/tenant/",
+        {"action": "suspend_selected", "_selected_action": [tenant_alpha.tenant.pk]},
+    )
+    assert response.status_code == 302
+    assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).status == TenantStatus.SUSPENDED
+    event = PlatformAuditEvent.objects.get(action="tenant.suspended", tenant_schema="t_alpha")
+    assert event.actor_label == "ops@hydronet.example.com"
+    assert event.ip == "127.0.0.1"
+
+
+def test_provisioning_from_the_admin(staff: Client) -> None:
+    response = staff.post(
+        "/admin/tenants/tenant/provision/",
+        {"name": "Admin Made", "slug": "admin-made", "plan": Plan.objects.get(code="pro").pk,
+         "admin_email": "boss@admin-made.example.com"},
+    )  # fmt: skip
+    assert response.status_code == 302
+    assert Tenant.objects.filter(slug="admin-made").exists()
+    assert PlatformAuditEvent.objects.filter(action="tenant.provisioned", actor_label="ops@hydronet.example.com")
+
+
+def test_the_admin_refuses_non_staff_members(tenant_alpha: TenantFixture) -> None:
+    client = Client(HTTP_HOST="localhost")
+    assert not client.login(username=tenant_alpha.admin_email, password=tenant_alpha.admin_password)
