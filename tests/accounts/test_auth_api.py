@@ -184,3 +184,15 @@ class TestLockout:
         assert locked.status_code == 429
         assert locked["Retry-After"]
         assert client.get("/api/auth/me", HTTP_X_API_KEY=good, REMOTE_ADDR="10.2.2.2").status_code == 200
+
+
+def test_logins_fail_open_while_redis_is_down(tenant_alpha: TenantFixture, settings: Any) -> None:
+    """The lockout needs Redis; without it logins still work (decision in docs/architecture.md)."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"},
+    }
+    client = tenant_alpha.client()
+    for _ in range(6):
+        assert login(client, tenant_alpha.admin_email, "wrong").status_code == 401
+    assert login(client, tenant_alpha.admin_email, tenant_alpha.admin_password).status_code == 200
