@@ -8,7 +8,7 @@
 #   docker run --env-file .env hydronet-cloud celery -A config beat -l INFO          # scheduler (one only)
 #
 # Every setting comes from the environment (see .env.example); SECRET_KEY,
-# DATABASE_URL and REDIS_URL are required at run time.
+# FIELD_ENCRYPTION_KEYS, DATABASE_URL and REDIS_URL are required at run time.
 
 # --- build: dependencies, compiled translations, collected static files -----
 FROM python:3.12-slim-bookworm AS build
@@ -33,10 +33,10 @@ COPY . .
 # The settings refuse to load without these; the values are dummies, used only
 # by these two commands (neither opens a database or Redis connection), and
 # are deliberately not baked into the image as ENV.
-RUN SECRET_KEY=build-only DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused \
-        python manage.py compilemessages --ignore=.venv \
-    && SECRET_KEY=build-only DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused \
-        python manage.py collectstatic --noinput
+RUN export SECRET_KEY=build-only DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused \
+        FIELD_ENCRYPTION_KEYS=YnVpbGQtb25seS1idWlsZC1vbmx5LWJ1aWxkLW9ubHk= \
+    && python manage.py compilemessages --ignore=.venv \
+    && python manage.py collectstatic --noinput
 
 # --- runtime ----------------------------------------------------------------
 FROM python:3.12-slim-bookworm

@@ -14,6 +14,10 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="tenants:dashboard", permanent=False), name="home"),
     path("", include("apps.accounts.urls")),
     path("", include((tenant_urlpatterns, "tenants"))),
+    path("", include("apps.chat.urls")),
+    path("", include("apps.mcp.urls")),
+    path("", include("apps.llm.urls")),
     path("api/", include("apps.api.urls")),
+    path("v1/", include("apps.openai_api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -356,6 +356,43 @@ def run_lock(devdata: Path) -> Iterator[None]:
         handle.close()
 
 
+def _start_demo_servers(env: dict[str, str], children: list[Child]) -> str:
+    """The offline demo model and MCP servers; point the app at them. Returns the MCP URL."""
+    model_port, mcp_port = free_port(), free_port()
+    children.append(
+        Child("model", [PYTHON, "-m", "demo.model_server", "--host", "127.0.0.1", "--port", str(model_port)], env)
+    )
+    children.append(
+        Child("mcp", [PYTHON, "-m", "demo.mcp_server", "--host", "127.0.0.1", "--port", str(mcp_port)], env)
+    )
+    if not (wait_for_port(model_port, 30) and wait_for_port(mcp_port, 30)):
+        raise StackError("the offline demo servers did not start; see the [model] and [mcp] lines above")
+    env.update(
+        LLM_BASE_URL=f"http://127.0.0.1:{model_port}/v1",
+        LLM_MODEL="hydronet-demo",
+        LLM_MODELS="hydronet-demo",
+        LLM_API_KEY="demo",
+    )
+    mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    say(f"no LLM_BASE_URL: using the offline demo model server and the demo MCP server at {mcp_url}")
+    return mcp_url
+
+
+def _banner(base_domain: str, creds: dict[str, dict[str, str]], with_demo_tools: bool) -> str:
+    lines = [
+        "",
+        "  HydroNet Cloud is running.",
+        f"  Demo workspace:  http://demo.{base_domain}/",
+        f"                   login {creds['demo']['email']}  password {creds['demo']['password']}",
+        f"  Platform admin:  http://{base_domain}/admin/",
+        f"                   login {creds['staff']['email']}  password {creds['staff']['password']}",
+    ]
+    if with_demo_tools:
+        lines.append(f"  Try the chat:    http://demo.{base_domain}/chat/  and ask: 站点 S001 最近的水位是多少?")
+    lines += ["  Press Ctrl-C to stop. Data is kept in .devdata/ for the next run.", ""]
+    return "\n".join(lines)
+
+
 def cmd_run(rest: list[str]) -> int:
     port = int(os.environ.get("PORT", "8000"))
     bind = os.environ.get("HOST", "127.0.0.1")
@@ -371,38 +408,29 @@ def cmd_run(rest: list[str]) -> int:
                 "BASE_DOMAIN": base_domain,
                 "PYTHONUNBUFFERED": "1",
             }
-            say("migrating")
-            manage(env, "migrate_platform", "--verbosity", "1")
-            creds_file = DEVDATA / "credentials.json"
-            manage(env, "bootstrap_dev", "--credentials-file", str(creds_file))
-            creds = json.loads(creds_file.read_text())
-
-            children = [
-                Child("web", [PYTHON, "manage.py", "runserver", f"{bind}:{port}"], env),
-                Child("worker", [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "-c", "2"], env),
-                Child("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
-            ]
+            children: list[Child] = []
             stopping = threading.Event()
 
             def on_signal(signum: int, frame: object) -> None:
                 stopping.set()
 
-            signal.signal(signal.SIGINT, on_signal)
             signal.signal(signal.SIGTERM, on_signal)
             try:
+                demo_mcp_url = "" if os.environ.get("LLM_BASE_URL") else _start_demo_servers(env, children)
+                say("migrating")
+                manage(env, "migrate_platform", "--verbosity", "1")
+                creds_file = DEVDATA / "credentials.json"
+                manage(env, "bootstrap_dev", "--credentials-file", str(creds_file), "--demo-mcp-url", demo_mcp_url)
+                creds = json.loads(creds_file.read_text())
+                children += [
+                    Child("web", [PYTHON, "manage.py", "runserver", f"{bind}:{port}"], env),
+                    Child("worker", [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "-c", "2"], env),
+                    Child("beat", [PYTHON, "-m", "celery", "-A", "config", "beat", "-l", "INFO"], env),
+                ]
+                signal.signal(signal.SIGINT, on_signal)
                 if not wait_ready(port, f"demo.localhost:{port}", 90):
                     raise StackError("the web server did not become ready within 90 s; see the [web] lines above")
-                scheme_host = base_domain
-                print(
-                    "\n"
-                    "  HydroNet Cloud is running.\n"
-                    f"  Demo workspace:  http://demo.{scheme_host}/\n"
-                    f"                   login {creds['demo']['email']}  password {creds['demo']['password']}\n"
-                    f"  Platform admin:  http://{scheme_host}/admin/\n"
-                    f"                   login {creds['staff']['email']}  password {creds['staff']['password']}\n"
-                    "  Press Ctrl-C to stop. Data is kept in .devdata/ for the next run.\n",
-                    flush=True,
-                )
+                print(_banner(base_domain, creds, bool(demo_mcp_url)), flush=True)
                 while not stopping.is_set():
                     dead = [c for c in children if c.proc.poll() is not None]
                     if dead:

@@ -156,7 +156,12 @@ def _drop_this_runs_redis_keys() -> Iterator[None]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests need Chromium: skipped with a reason where it is missing, but never under CI=true."""
+    """Browser tests need Chromium: skipped with a reason where it is missing, but never under CI=true.
+
+    They also run last: Playwright's sync API keeps an event loop running in the
+    main thread for the rest of the session, and asyncio.run refuses to nest.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
     browser_items = [item for item in items if item.get_closest_marker("browser")]
     if not browser_items or os.path.exists(CHROMIUM_PATH):
         return

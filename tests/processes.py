@@ -42,8 +42,29 @@ def child_env(**extra: str) -> dict[str, str]:
         "DATABASE_URL": test_database_url(),
         "HYDRONET_TEST_RUN_ID": settings.TEST_RUN_ID,
         "PYTHONUNBUFFERED": "1",
+        "LLM_BASE_URL": settings.LLM_BASE_URL,
+        "LLM_MODELS": ",".join(settings.LLM_MODELS),
+        "LLM_API_KEY": settings.LLM_API_KEY,
         **extra,
     }
+
+
+@pytest.fixture(scope="session")
+def demo_model_url() -> Iterator[str]:
+    """The offline demo model server (OpenAI-compatible), ``http://127.0.0.1:PORT/v1``."""
+    from demo.testing import run_model_server
+
+    with run_model_server(token_delay_ms=5) as url:
+        yield f"{url}/v1"
+
+
+@pytest.fixture(scope="session")
+def demo_mcp_url() -> Iterator[str]:
+    """The demo hydrology MCP server, ``http://127.0.0.1:PORT/mcp``."""
+    from demo.testing import run_mcp_server
+
+    with run_mcp_server() as url:
+        yield url
 
 
 def _free_port() -> int:
@@ -113,13 +134,16 @@ class WebServer:
 
 
 @pytest.fixture(scope="session")
-def web_server(django_db_setup: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    """gunicorn serving the app on a free loopback port, with BASE_DOMAIN=localhost:<port>."""
+def web_server(
+    django_db_setup: object, tmp_path_factory: pytest.TempPathFactory, demo_model_url: str
+) -> Iterator[WebServer]:
+    """gunicorn serving the app on a free loopback port, with BASE_DOMAIN=localhost:<port>,
+    talking to the demo model server."""
     port = _free_port()
     log = tmp_path_factory.mktemp("web") / "gunicorn.log"
-    env = child_env(BASE_DOMAIN=f"localhost:{port}")
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-            "--workers", "2", "--threads", "4", "--access-logfile", "-"]  # fmt: skip
+    env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo")
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+            "--threads", "8", "--worker-class", "gthread", "--access-logfile", "-"]  # fmt: skip
 
     def answers() -> bool:
         try:

@@ -40,6 +40,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded
 from apps.tenants.db import connection
+from apps.tenants.selectors import tenant_current_locked
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +99,9 @@ def actor_role(actor: Actor) -> str | None:
     return None
 
 
-def _tenant_for_update() -> Any:
-    """The current tenant's row, locked: member-count changes in one tenant queue here."""
-    from apps.tenants.models import Tenant
-
-    return Tenant.objects.select_related("plan").select_for_update(of=("self",)).get(schema_name=connection.schema_name)
-
-
 def _check_user_quota(*, adding: int = 1) -> None:
     """Active users plus pending invitations may not pass the plan's user limit."""
-    tenant = _tenant_for_update()
+    tenant = tenant_current_locked()
     limit = tenant.plan.max_users if tenant.plan is not None else None
     if limit is None:
         return

@@ -61,6 +61,8 @@ class TenantApi(APIView):
 
     required_permission: ClassVar[Any] = _UNDECLARED
     dangerously_allow_anonymous: ClassVar[bool] = False
+    #: Which credentials the endpoint accepts; a subclass may narrow it (never widen the checks).
+    credentials: ClassVar[tuple[str, ...]] = ("api_key", "jwt", "session")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,7 +78,12 @@ class TenantApi(APIView):
         # Endpoints that exist to log in ignore whatever credential is (still) sent.
         if self.dangerously_allow_anonymous:
             return []
-        return super().get_authenticators()
+        kinds = {
+            ApiKeyAuthentication: "api_key",
+            TenantJWTAuthentication: "jwt",
+            TenantSessionAuthentication: "session",
+        }
+        return [auth() for auth in self.authentication_classes if kinds.get(auth) in self.credentials]
 
     def actor(self, request: Request) -> Actor:
         return request_actor(request, label="anonymous")

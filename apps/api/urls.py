@@ -6,6 +6,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.accounts import apis as accounts
 from apps.api.routing import operations
 from apps.audit import apis as audit
+from apps.chat import apis as chat
+from apps.llm import apis as llm
+from apps.mcp import apis as mcp
 
 app_name = "api"
 
@@ -39,6 +42,36 @@ urlpatterns = [
     path("api-keys", operations(GET=accounts.ApiKeyListApi, POST=accounts.ApiKeyCreateApi), name="api-keys"),
     path("api-keys/<int:api_key_id>", accounts.ApiKeyRevokeApi.as_view(), name="api-key"),
     path("audit-events", audit.AuditEventListApi.as_view(), name="audit-events"),
+    path(
+        "conversations",
+        operations(GET=chat.ConversationListApi, POST=chat.ConversationCreateApi),
+        name="conversations",
+    ),
+    path(
+        "conversations/<int:conversation_id>",
+        operations(GET=chat.ConversationDetailApi, PATCH=chat.ConversationRenameApi, DELETE=chat.ConversationDeleteApi),
+        name="conversation",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages",
+        operations(GET=chat.MessageListApi, POST=chat.MessagePostApi),
+        name="conversation-messages",
+    ),
+    path("models", chat.ModelListApi.as_view(), name="models"),
+    path(
+        "model-provider",
+        operations(GET=llm.ModelProviderDetailApi, PUT=llm.ModelProviderSaveApi, DELETE=llm.ModelProviderDeleteApi),
+        name="model-provider",
+    ),
+    path("mcp-services", operations(GET=mcp.McpServiceListApi, POST=mcp.McpServiceCreateApi), name="mcp-services"),
+    path(
+        "mcp-services/<int:service_id>",
+        operations(GET=mcp.McpServiceDetailApi, PATCH=mcp.McpServiceUpdateApi, DELETE=mcp.McpServiceDeleteApi),
+        name="mcp-service",
+    ),
+    path("mcp-services/<int:service_id>/enable", mcp.McpServiceEnableApi.as_view(), name="mcp-service-enable"),
+    path("mcp-services/<int:service_id>/disable", mcp.McpServiceDisableApi.as_view(), name="mcp-service-disable"),
+    path("mcp-services/<int:service_id>/test", mcp.McpServiceTestApi.as_view(), name="mcp-service-test"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

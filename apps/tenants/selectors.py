@@ -28,3 +28,14 @@ def tenant_current() -> Tenant:
     if isinstance(tenant, Tenant):
         return tenant
     return Tenant.objects.select_related("plan").get(schema_name=connection.schema_name)
+
+
+def tenant_current_locked() -> Tenant:
+    """The current tenant's row with its plan, locked until the transaction ends.
+
+    Changes that are counted against a plan limit take this lock first, so two
+    concurrent requests of one tenant cannot both take the last unit.
+    """
+    from apps.tenants.db import connection
+
+    return Tenant.objects.select_related("plan").select_for_update(of=("self",)).get(schema_name=connection.schema_name)

@@ -45,6 +45,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "apps.accounts",
     "apps.api",
+    "apps.openai_api",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -55,6 +56,9 @@ TENANT_APPS = [
     "django.contrib.auth",
     "apps.accounts",
     "apps.audit",
+    "apps.llm",
+    "apps.mcp",
+    "apps.chat",
     # The refresh-token blacklist lives in each tenant's schema.
     "rest_framework_simplejwt.token_blacklist",
 ]
@@ -240,6 +244,47 @@ if _ip_header:
 # --- Tenancy and plans -----------------------------------------------------
 TRIAL_DAYS = env.int("TRIAL_DAYS", default=14)
 
+# --- Secrets at rest ---------------------------------------------------------
+# Fernet keys (comma-separated; the first encrypts, all decrypt) for the secrets
+# tenants store: model API keys, MCP auth headers. Generate one with
+# python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+
+
+def derived_fernet_key(secret: str) -> str:
+    """A Fernet key from SECRET_KEY, for development and tests only."""
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(secret.encode()).digest()).decode()
+
+
+# --- AI: model servers, MCP tools, chat ----------------------------------------
+# The platform's default OpenAI-compatible model server. `make run` points it at
+# the offline demo model server when it is unset.
+LLM_BASE_URL = env("LLM_BASE_URL", default="")
+LLM_API_KEY = env("LLM_API_KEY", default="")
+LLM_MODEL = env("LLM_MODEL", default="")
+LLM_MODELS = env.list("LLM_MODELS", default=[LLM_MODEL] if LLM_MODEL else [])
+LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
+LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
+# Retries (with openai's exponential backoff) on connection errors, 429 and 5xx.
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+# Tool rounds (model asks for tools, tools run, model reads the results) per turn.
+CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
+# Earlier messages sent back to the model with each turn.
+CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
+MCP_DEFAULT_TIMEOUT_SECONDS = env.int("MCP_DEFAULT_TIMEOUT_SECONDS", default=30)
+# A tool result longer than this is stored and sent to the model truncated.
+MCP_RESULT_MAX_CHARS = env.int("MCP_RESULT_MAX_CHARS", default=20_000)
+
+# --- Outbound requests to tenant-supplied URLs (SSRF guard, apps.core.outbound) --
+# Networks (comma-separated CIDRs) that tenant-supplied URLs may reach even though
+# they are not public internet addresses. Empty in production; dev and test allow
+# loopback so the demo servers can be reached.
+OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=[])
+
 # --- Identity ----------------------------------------------------------------
 # Brute force: after LOCKOUT_ATTEMPTS failures within LOCKOUT_WINDOW_SECONDS, for
 # one (tenant, email) or one IP address, logins, API-key guesses and password-reset
@@ -279,7 +324,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One line per outbound request is noise; failures are logged where they are handled.
+        "httpx2": {"level": "WARNING"},
+        "httpcore2": {"level": "WARNING"},
+        "mcp": {"level": "WARNING"},
+    },
 }
 
 # --- Security --------------------------------------------------------------

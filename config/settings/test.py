@@ -26,3 +26,9 @@ CELERY_TASK_DEFAULT_QUEUE = f"hntest-{TEST_RUN_ID}"
 SIGNUP_RATE_LIMIT = env("SIGNUP_RATE_LIMIT", default="1000/m")
 if env("EMAIL_FILE_PATH", default=""):
     EMAIL_FILE_PATH = env("EMAIL_FILE_PATH")
+
+# Without FIELD_ENCRYPTION_KEYS, a key derived from SECRET_KEY (prod.py refuses to start without one).
+FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [derived_fernet_key(SECRET_KEY)]  # noqa: F405
+
+# Tenant-supplied URLs may reach the loopback demo servers (apps.core.outbound).
+OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])

@@ -61,7 +61,9 @@ def test_role_matrix(tenant_alpha: TenantFixture, endpoint: Endpoint, role: str,
         token = api_key_secret(tenant_alpha, role)
     response = call(tenant_alpha.client(), endpoint, **bearer(token))
     perm = endpoint.view.required_permission
-    if perm is None or role_has(role, perm):
+    if credential not in endpoint.view.credentials:
+        assert response.status_code == 401, response.content  # e.g. /v1 takes API keys only
+    elif perm is None or role_has(role, perm):
         assert response.status_code != 401, response.content
         assert response.status_code != 403 or response.json()["error"]["code"] == "member_required", response.content
     else:
@@ -88,7 +90,8 @@ def test_a_token_from_another_tenant_is_refused_even_for_a_user_with_the_same_id
     token = jwt_pair(tenant_alpha, alpha_admin)["access"]
     response = call(tenant_beta.client(), endpoint, **bearer(token))
     assert response.status_code == 401, response.content
-    assert response.json()["error"]["code"] == "token_tenant_mismatch"
+    if "jwt" in endpoint.view.credentials:
+        assert response.json()["error"]["code"] == "token_tenant_mismatch"
 
 
 @pytest.mark.parametrize("endpoint", PROTECTED, ids=lambda e: e.id)
@@ -145,7 +148,7 @@ class TestBadTokens:
         assert me(jwt.encode(claims, "not-our-key-at-all-but-long-enough", algorithm="HS256")).status_code == 401
 
     def test_alg_none(self, me: Any, claims: dict[str, Any]) -> None:
-        unsigned = jwt.encode(claims, key=None, algorithm="none")
+        unsigned = jwt.encode(claims, key=None, algorithm="none")  # type: ignore[arg-type]
         assert me(unsigned).status_code == 401
 
     def test_a_refresh_token_is_not_an_access_token(self, me: Any, tenant_alpha: TenantFixture) -> None:

@@ -29,6 +29,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--credentials-file", required=True, type=Path)
+        parser.add_argument(
+            "--demo-mcp-url", default="", help="Register this MCP server in the demo tenant (the offline demo server)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["credentials_file"]
@@ -66,6 +69,8 @@ class Command(BaseCommand):
                 admin.set_password(demo["password"])
                 admin.save(update_fields=["password"])
         creds["demo"] = demo
+        if options["demo_mcp_url"]:
+            self._register_demo_tools(options["demo_mcp_url"])
 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(creds, indent=2))
@@ -73,3 +78,19 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Logins are kept in {path}; the admin is at {settings.SITE_SCHEME}://{settings.BASE_DOMAIN}/admin/"
         )
+
+    def _register_demo_tools(self, url: str) -> None:
+        """The demo tenant gets the demo hydrology MCP server, tested so its tools are loaded."""
+        from apps.mcp.models import McpService
+        from apps.mcp.services import mcp_service_create, mcp_service_test, mcp_service_update
+
+        tenant = tenant_get_by_slug(slug=DEMO_SLUG)
+        assert tenant is not None
+        with schema_context(tenant.schema_name):
+            service = McpService.objects.filter(slug="hydrology").first()
+            if service is None:
+                service = mcp_service_create(actor=CLI_ACTOR, name="Hydrology (demo)", url=url, slug="hydrology")
+            elif service.url != url:  # the demo server gets a new port on every run
+                service = mcp_service_update(actor=CLI_ACTOR, service=service, url=url)
+            tools = mcp_service_test(actor=CLI_ACTOR, service=service)
+        self.stdout.write(f"Demo MCP service at {url} with {len(tools)} tools")

@@ -1,0 +1,239 @@
+"""The chat API: conversations, and posting a message for a streamed or whole reply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from django.http.response import HttpResponseBase
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.permissions import Perm
+from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.chat import services
+from apps.chat.markdown import render
+from apps.chat.models import Conversation, Message
+from apps.chat.selectors import access_conversation, conversation_list, message_list
+from apps.chat.sse import encode, sse_response
+from apps.core.exceptions import ApplicationError
+from apps.llm.client import model_server
+
+
+class ConversationOutput(serializers.ModelSerializer):
+    owner = serializers.EmailField(source="user.email")
+
+    class Meta:
+        model = Conversation
+        fields = ("id", "title", "model", "owner", "tokens_used", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+class MessageOutput(serializers.ModelSerializer):
+    html = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Message
+        fields = (
+            "id", "role", "content", "html", "status", "tokens_used", "model", "latency_ms", "tool_calls",
+            "tool_call_id", "service", "tool", "arguments", "result_truncated", "duration_ms", "error", "created_at",
+        )  # fmt: skip
+        read_only_fields = fields
+
+    def get_html(self, message: Message) -> str:
+        return render(message.content) if message.role == "assistant" else ""
+
+
+class ConversationListApi(TenantApi):
+    """GET /api/conversations: one's own, newest first; ``?all=true`` is everyone's (all_conversations)."""
+
+    required_permission = Perm.VIEW_OWN_CONVERSATIONS
+
+    class FilterSerializer(StrictSerializer):
+        search = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        all = serializers.BooleanField(required=False, default=False)
+        page = serializers.IntegerField(required=False, min_value=1)
+        page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: ConversationOutput(many=True)})
+    def get(self, request: Request) -> Response:
+        self.member(request)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        conversations = conversation_list(
+            actor=self.actor(request),
+            search=filters.validated_data.get("search", ""),
+            everyone=filters.validated_data["all"],
+        )
+        return self.paginate(request, conversations, ConversationOutput)
+
+
+class ConversationCreateApi(TenantApi):
+    """POST /api/conversations."""
+
+    required_permission = Perm.CREATE_CONVERSATION
+
+    class InputSerializer(StrictSerializer):
+        title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+
+    @extend_schema(request=InputSerializer, responses={201: ConversationOutput})
+    def post(self, request: Request) -> Response:
+        self.member(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_create(
+            actor=self.actor(request), title=data.validated_data["title"], model=data.validated_data["model"] or None
+        )
+        return Response(ConversationOutput(conversation).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationDetailApi(TenantApi):
+    """GET /api/conversations/{id}: the conversation with its messages."""
+
+    required_permission = Perm.VIEW_OWN_CONVERSATIONS
+
+    class OutputSerializer(ConversationOutput):
+        messages = serializers.SerializerMethodField()
+
+        class Meta(ConversationOutput.Meta):
+            fields = (*ConversationOutput.Meta.fields, "messages")  # type: ignore[assignment]
+            read_only_fields = fields  # type: ignore[assignment]
+
+        def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
+            return list(MessageOutput(message_list(conversation), many=True).data)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, conversation_id: int) -> Response:
+        self.member(request)
+        conversation = access_conversation(self.actor(request), conversation_id)
+        return Response(self.OutputSerializer(conversation).data)
+
+
+class ConversationRenameApi(TenantApi):
+    """PATCH /api/conversations/{id}: ``{title}``."""
+
+    required_permission = Perm.CREATE_CONVERSATION
+
+    class InputSerializer(StrictSerializer):
+        title = serializers.CharField(max_length=200, allow_blank=True)
+
+    @extend_schema(request=InputSerializer, responses={200: ConversationOutput})
+    def patch(self, request: Request, conversation_id: int) -> Response:
+        self.member(request)
+        actor = self.actor(request)
+        conversation = access_conversation(actor, conversation_id, write=True)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        conversation = services.conversation_rename(actor=actor, conversation=conversation, **data.validated_data)
+        return Response(ConversationOutput(conversation).data)
+
+
+class ConversationDeleteApi(TenantApi):
+    """DELETE /api/conversations/{id}."""
+
+    required_permission = Perm.CREATE_CONVERSATION
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, conversation_id: int) -> Response:
+        self.member(request)
+        actor = self.actor(request)
+        services.conversation_delete(actor=actor, conversation=access_conversation(actor, conversation_id, write=True))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageListApi(TenantApi):
+    """GET /api/conversations/{id}/messages: paginated, oldest first."""
+
+    required_permission = Perm.VIEW_OWN_CONVERSATIONS
+
+    @extend_schema(responses={200: MessageOutput(many=True)})
+    def get(self, request: Request, conversation_id: int) -> Response:
+        self.member(request)
+        conversation = access_conversation(self.actor(request), conversation_id)
+        return self.paginate(request, message_list(conversation), MessageOutput)
+
+
+class MessagePostApi(TenantApi):
+    """POST /api/conversations/{id}/messages: the user's message, and the assistant's reply.
+
+    With ``stream: true`` the reply is Server-Sent Events: ``token`` (``text``),
+    ``tool_call``, ``tool_result``, then ``done`` (``message_id``, ``tokens``,
+    ``latency_ms``, ``html``) or ``error`` (``code``, ``message``). Without it,
+    one JSON answer, or 502 ``upstream_error`` when the model server fails; the
+    user's message is stored either way.
+    """
+
+    required_permission = Perm.CREATE_CONVERSATION
+
+    class InputSerializer(StrictSerializer):
+        content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+        stream = serializers.BooleanField(required=False, default=False)
+        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+
+    class OutputSerializer(serializers.Serializer):
+        conversation_id = serializers.IntegerField()
+        message = MessageOutput()
+        tool_calls = serializers.ListField(child=serializers.DictField())
+        tokens = serializers.IntegerField()
+        latency_ms = serializers.IntegerField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            502: OpenApiResponse(description="The model server failed (error code upstream_error)."),
+        },
+    )
+    def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
+        self.member(request)
+        actor = self.actor(request)
+        conversation = access_conversation(actor, conversation_id, write=True)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        events = services.conversation_reply(
+            actor=actor,
+            conversation=conversation,
+            content=data.validated_data["content"],
+            model=data.validated_data["model"] or None,
+        )
+        if data.validated_data["stream"]:
+            return sse_response(encode(event.type, event.data) for event in events)
+        return self._whole(conversation, events)
+
+    def _whole(self, conversation: Conversation, events: Iterator[services.ChatEvent]) -> Response:
+        tool_calls: list[dict[str, Any]] = []
+        for event in events:
+            if event.type == "tool_result":
+                tool_calls.append(event.data)
+            elif event.type == "error":
+                raise ApplicationError(event.data["message"], code="upstream_error", status_code=502,
+                                       details={"message_id": event.data["message_id"]})  # fmt: skip
+            elif event.type == "done":
+                message = Message.objects.get(pk=event.data["message_id"])
+                body = {
+                    "conversation_id": conversation.pk,
+                    "message": message,
+                    "tool_calls": tool_calls,
+                    "tokens": event.data["tokens"],
+                    "latency_ms": event.data["latency_ms"],
+                }
+                return Response(self.OutputSerializer(body).data)
+        raise AssertionError("a chat turn ends with done or error")
+
+
+class ModelListApi(TenantApi):
+    """GET /api/models: the models members of this workspace may choose; the first is the default."""
+
+    required_permission = AUTHENTICATED
+
+    class OutputSerializer(serializers.Serializer):
+        models = serializers.ListField(child=serializers.CharField())
+        default = serializers.CharField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        server = model_server()
+        return Response({"models": list(server.models), "default": server.default_model})

@@ -1,0 +1,318 @@
+"""One assistant turn: ask the model, run the tools it asks for, ask again, and stream it all.
+
+This module knows nothing of the database. ``run_turn`` yields events as they
+happen (each token the moment the model sends it); apps.chat.services stores
+them and apps.chat.apis turns them into Server-Sent Events. The OpenAI-style
+``messages`` list is extended in place with the assistant's tool calls and the
+tools' results, as the model needs to see them in the next round.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import httpx2
+import openai
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from apps.llm.client import ModelServer, openai_client
+from apps.mcp import client as mcp_client
+from apps.mcp.models import McpService
+
+_TOOL_NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
+SEPARATOR = "__"
+
+
+class UpstreamError(Exception):
+    """The model server failed: down, slow, an error status, malformed JSON or a broken stream."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class BoundTool:
+    """An MCP tool as the model sees it: ``<service slug>__<tool name>``."""
+
+    exposed_name: str
+    service: McpService
+    tool_name: str
+    description: str
+    input_schema: dict[str, Any]
+
+    def openai_spec(self) -> dict[str, Any]:
+        schema = self.input_schema if self.input_schema.get("type") == "object" else {"type": "object"}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.exposed_name,
+                "description": f"[{self.service.name}] {self.description}"[:1024],
+                "parameters": {"properties": {}, **schema},
+            },
+        }
+
+
+def bind_tools(services: Iterable[McpService]) -> list[BoundTool]:
+    """The cached tools of ``services``, namespaced so two servers' tools never collide."""
+    bound: list[BoundTool] = []
+    for service in services:
+        for spec in service.tools:
+            name = _TOOL_NAME_RE.sub("_", f"{service.slug}{SEPARATOR}{spec['name']}")[:64]
+            bound.append(
+                BoundTool(
+                    exposed_name=name,
+                    service=service,
+                    tool_name=spec["name"],
+                    description=spec.get("description", ""),
+                    input_schema=spec.get("input_schema") or {},
+                )
+            )
+    return bound
+
+
+# --- Events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    service: str
+    tool: str
+    arguments: dict[str, Any] | None
+    raw_arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call: ToolCall
+    result: str
+    is_error: bool
+    duration_ms: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The end of one model call: what it said, the tools it asked for, and its reported usage."""
+
+    content: str
+    tool_calls: list[ToolCall]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+Event = Token | ToolCall | ToolResult | ModelReply
+ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
+
+
+def run_mcp_tool(tool: BoundTool, arguments: dict[str, Any]) -> mcp_client.ToolOutcome:
+    """Call the tool through the MCP SDK; a failure becomes an error outcome for the model."""
+    try:
+        return mcp_client.call_tool(tool.service, tool.tool_name, arguments)
+    except mcp_client.McpError as exc:
+        return mcp_client.ToolOutcome(text=f"Tool call failed: {exc}", is_error=True, duration_ms=0)
+
+
+def _client(server: ModelServer) -> openai.OpenAI:
+    # Clients are reused: building one (its connection pool and TLS context) costs milliseconds.
+    return _cached_client(server, settings.LLM_TIMEOUT_SECONDS, settings.LLM_CONNECT_TIMEOUT_SECONDS,
+                          settings.LLM_MAX_RETRIES)  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _cached_client(server: ModelServer, timeout: float, connect_timeout: float, retries: int) -> openai.OpenAI:
+    return openai_client(server)
+
+
+@dataclass
+class _Call:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def stream_model(
+    server: ModelServer,
+    model: str,
+    messages: list[dict[str, Any]],
+    tool_specs: list[dict[str, Any]],
+    **options: Any,
+) -> Iterator[Token | ModelReply]:
+    """One streamed chat completion; tokens as they come, then the reply as a whole.
+
+    ``tool_specs`` are OpenAI function tools; ``options`` go to the model server
+    as they are (temperature, max_tokens, tool_choice...).
+    """
+    kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}, **options}
+    if tool_specs:
+        kwargs["tools"] = tool_specs
+    try:
+        stream: Any = _client(server).chat.completions.create(
+            model=model,
+            messages=messages,  # type: ignore[arg-type]  # OpenAI-shaped dicts
+            stream=True,
+            **kwargs,
+        )
+    except openai.APIStatusError as exc:
+        raise UpstreamError(_status_message(exc), status=exc.status_code) from exc
+    except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+        raise UpstreamError(_("The model server could not be reached: %(error)s") % {"error": exc}) from exc
+
+    reply = _Accumulator()
+    try:
+        for chunk in stream:
+            for text in reply.feed(chunk):
+                yield Token(text)
+    except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+        raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
+    finally:
+        stream.close()  # on a disconnect too: this cancels the upstream request
+    if not reply.finish:
+        raise UpstreamError(_("The model server's stream ended before the answer was complete."))
+    yield reply.result()
+
+
+class _Accumulator:
+    """Assembles streamed chunks into one reply: content, tool calls by index, usage, finish reason."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.calls: dict[int, _Call] = {}
+        self.usage = (0, 0)
+        self.finish = ""
+
+    def feed(self, chunk: Any) -> list[str]:
+        """Take one chunk; return the text it adds."""
+        texts: list[str] = []
+        if chunk.usage is not None:
+            self.usage = (chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content:
+                texts.append(delta.content)
+            for part in delta.tool_calls or []:
+                call = self.calls.setdefault(part.index, _Call())
+                call.id = part.id or call.id
+                if part.function is not None:
+                    call.name = part.function.name or call.name
+                    call.arguments.append(part.function.arguments or "")
+            self.finish = choice.finish_reason or self.finish
+        self.content += texts
+        return texts
+
+    def result(self) -> ModelReply:
+        return ModelReply(
+            content="".join(self.content),
+            tool_calls=[_tool_call(call, n) for n, call in sorted(self.calls.items())],
+            prompt_tokens=self.usage[0],
+            completion_tokens=self.usage[1],
+            finish_reason=self.finish,
+        )
+
+
+def _tool_call(call: _Call, index: int) -> ToolCall:
+    raw = "".join(call.arguments)
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        arguments = None
+    service, _sep, tool = call.name.partition(SEPARATOR)
+    return ToolCall(
+        id=call.id or f"call_{index}",
+        name=call.name,
+        service=service,
+        tool=tool or call.name,
+        arguments=arguments if isinstance(arguments, dict) else None,
+        raw_arguments=raw,
+    )
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    return _("The model server answered %(status)d: %(error)s") % {
+        "status": exc.status_code,
+        "error": str(exc.message)[:300],
+    }
+
+
+def _truncate(text: str) -> tuple[str, bool]:
+    limit = settings.MCP_RESULT_MAX_CHARS
+    if len(text) <= limit:
+        return text, False
+    return text[:limit] + "\n…[truncated]", True
+
+
+def run_turn(
+    *,
+    server: ModelServer,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[BoundTool],
+    max_rounds: int,
+    run_tool: ToolRunner = run_mcp_tool,
+) -> Generator[Event, None, None]:
+    """Ask the model; while it asks for tools (at most ``max_rounds`` times) run them and ask again.
+
+    Yields tokens, each model reply, each tool call and each tool result, in
+    order. Raises UpstreamError when the model server fails. A tool that fails
+    (unreachable, unknown, bad arguments, an error result) is reported to the
+    model as that tool's result, so the model can explain or recover.
+    """
+    by_name = {tool.exposed_name: tool for tool in tools}
+    rounds = 0
+    while True:
+        offered = tools if rounds < max_rounds else []
+        reply: ModelReply | None = None
+        for event in stream_model(server, model, messages, [tool.openai_spec() for tool in offered]):
+            if isinstance(event, ModelReply):
+                reply = event
+            yield event
+        assert reply is not None
+        if not reply.tool_calls:
+            return
+        messages.append(
+            {
+                "role": "assistant",
+                "content": reply.content or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.raw_arguments}}
+                    for c in reply.tool_calls
+                ],
+            }
+        )
+        for call in reply.tool_calls:
+            yield call
+            tool = by_name.get(call.name)
+            if tool is None:
+                outcome = mcp_client.ToolOutcome(text=f"Unknown tool {call.name!r}.", is_error=True, duration_ms=0)
+            elif call.arguments is None:
+                outcome = mcp_client.ToolOutcome(
+                    text=f"The arguments are not a JSON object: {call.raw_arguments[:200]!r}", is_error=True,
+                    duration_ms=0,
+                )  # fmt: skip
+            else:
+                outcome = run_tool(tool, call.arguments)
+            text, truncated = _truncate(outcome.text)
+            yield ToolResult(
+                call=call, result=text, is_error=outcome.is_error, duration_ms=outcome.duration_ms, truncated=truncated
+            )
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": text})
+        rounds += 1

@@ -1,0 +1,239 @@
+"""Writes to conversations, and the chat turn that stores what the engine streams."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils.translation import gettext as _
+
+from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import actor_role
+from apps.audit.services import audit_record
+from apps.chat import engine
+from apps.chat.markdown import render
+from apps.chat.models import Conversation, Message, Role, Status
+from apps.chat.selectors import model_history
+from apps.core.actors import Actor
+from apps.core.exceptions import InvalidInput
+from apps.llm.client import ModelServer, choose_model, model_server
+from apps.mcp.models import McpService
+
+SYSTEM_PROMPT = (
+    "You are HydroNet, an assistant for water-network and hydrology work. Answer in the language of the "
+    "user's message. When a tool can give facts about stations, water levels, rainfall or warnings, use it "
+    "rather than guessing, and say which data you used. Keep answers short and precise; use Markdown."
+)
+TITLE_LENGTH = 60
+
+
+def _valid_title(title: str) -> str:
+    title = (title or "").strip()
+    if len(title) > 200:
+        message = _("Use at most 200 characters.")
+        raise InvalidInput(message, details={"title": [message]})
+    return title
+
+
+@transaction.atomic
+def conversation_create(*, actor: Actor, title: str = "", model: str | None = None) -> Conversation:
+    assert actor.user is not None
+    model = choose_model(model_server(), model) if model else ""
+    return Conversation.objects.create(user=actor.user, title=_valid_title(title), model=model)
+
+
+@transaction.atomic
+def conversation_rename(*, actor: Actor, conversation: Conversation, title: str) -> Conversation:
+    conversation.title = _valid_title(title)
+    conversation.save(update_fields=["title", "updated_at"])
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
+    audit_record(
+        actor=actor,
+        action="conversation.deleted",
+        target=conversation,
+        metadata={"messages": conversation.messages.count()},
+    )
+    conversation.delete()
+
+
+# --- The chat turn -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """What the client sees: ``token``, ``tool_call``, ``tool_result``, ``done`` or ``error``."""
+
+    type: str
+    data: dict[str, Any]
+
+
+def _check_content(content: str) -> str:
+    content = (content or "").strip()
+    if not content:
+        message = _("Write a message first.")
+        raise InvalidInput(message, details={"content": [message]})
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        message = _("A message may be at most %(limit)d characters.") % {"limit": settings.CHAT_MAX_MESSAGE_CHARS}
+        raise InvalidInput(message, code="message_too_long", details={"content": [message]})
+    return content
+
+
+def _tools_for(actor: Actor) -> list[engine.BoundTool]:
+    role = actor_role(actor)
+    if role is None or not role_has(role, Perm.USE_MCP_SERVICES):
+        return []
+    return engine.bind_tools(McpService.objects.filter(is_active=True).exclude(tools=[]))
+
+
+def conversation_reply(
+    *, actor: Actor, conversation: Conversation, content: str, model: str | None = None
+) -> Iterator[ChatEvent]:
+    """Store the user's message, then stream the assistant's turn, storing it as it goes.
+
+    Everything that can be refused (empty or oversized message, unknown model,
+    no model server) is refused before anything is stored or streamed. After
+    that the user's message is committed first, so it survives whatever the
+    model server does. A model server failure ends the turn with an ``error``
+    event and an assistant message with status ``error``; a client that goes
+    away leaves the partial reply with status ``incomplete``.
+    """
+    content = _check_content(content)
+    server = model_server()
+    chosen = choose_model(server, model or conversation.model or None)
+    tools = _tools_for(actor)
+    with transaction.atomic():
+        Message.objects.create(conversation=conversation, role=Role.USER, content=content)
+        if not conversation.title:
+            conversation.title = content[:TITLE_LENGTH]
+        conversation.save(update_fields=["title", "updated_at"])
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *model_history(
+        conversation, limit=settings.CHAT_HISTORY_MESSAGES
+    )]  # fmt: skip
+    return _stream_turn(conversation, server, chosen, messages, tools)
+
+
+def _stream_turn(
+    conversation: Conversation,
+    server: ModelServer,
+    model: str,
+    messages: list[dict[str, Any]],
+    tools: list[engine.BoundTool],
+) -> Iterator[ChatEvent]:
+    started = time.monotonic()
+    tokens = 0
+    partial: list[str] = []
+    reply: Message | None = None
+    turn = engine.run_turn(
+        server=server, model=model, messages=messages, tools=tools, max_rounds=settings.CHAT_MAX_TOOL_ROUNDS
+    )
+    try:
+        for event in turn:
+            if isinstance(event, engine.Token):
+                partial.append(event.text)
+                yield ChatEvent("token", {"text": event.text})
+            elif isinstance(event, engine.ModelReply):
+                tokens += event.tokens
+                partial = []
+                if event.tool_calls:
+                    _store_assistant(conversation, model, event.content, event.tokens, event.tool_calls)
+                else:
+                    reply = _store_assistant(conversation, model, event.content, event.tokens, [], started=started)
+            elif isinstance(event, engine.ToolCall):
+                yield ChatEvent("tool_call", _tool_call_data(event))
+            elif isinstance(event, engine.ToolResult):
+                stored = _store_tool_result(conversation, event)
+                yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
+    except engine.UpstreamError as exc:
+        failed = _store_assistant(
+            conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
+        )
+        _add_tokens(conversation, tokens)
+        yield ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
+        return
+    except GeneratorExit:
+        turn.close()  # closes the upstream stream, which cancels the model server's work
+        if partial:
+            _store_assistant(conversation, model, "".join(partial), 0, [], started=started, status=Status.INCOMPLETE)
+        _add_tokens(conversation, tokens)
+        raise
+    _add_tokens(conversation, tokens)
+    assert reply is not None  # run_turn ends with a reply that asks for no tools
+    yield ChatEvent(
+        "done",
+        {
+            "message_id": reply.pk,
+            "conversation_id": conversation.pk,
+            "title": conversation.title,
+            "tokens": tokens,
+            "latency_ms": reply.latency_ms,
+            "html": render(reply.content),
+        },
+    )
+
+
+def _store_assistant(
+    conversation: Conversation,
+    model: str,
+    content: str,
+    tokens: int,
+    tool_calls: list[engine.ToolCall],
+    *,
+    started: float | None = None,
+    status: str = Status.COMPLETE,
+    error: str = "",
+) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Role.ASSISTANT,
+        content=content,
+        tokens_used=tokens,
+        status=status,
+        model=model,
+        error=error,
+        latency_ms=int((time.monotonic() - started) * 1000) if started is not None else None,
+        tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
+    )
+
+
+def _store_tool_result(conversation: Conversation, result: engine.ToolResult) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Role.TOOL,
+        content=result.result,
+        tool_call_id=result.call.id,
+        service=result.call.service,
+        tool=result.call.tool,
+        arguments=result.call.arguments,
+        result_truncated=result.truncated,
+        duration_ms=result.duration_ms,
+        error=result.result[:2000] if result.is_error else "",
+        status=Status.ERROR if result.is_error else Status.COMPLETE,
+    )
+
+
+def _add_tokens(conversation: Conversation, tokens: int) -> None:
+    if tokens:
+        Conversation.objects.filter(pk=conversation.pk).update(tokens_used=F("tokens_used") + tokens)
+
+
+def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "name": call.name, "service": call.service, "tool": call.tool, "arguments": call.arguments}
+
+
+def _tool_result_data(result: engine.ToolResult, stored: Message) -> dict[str, Any]:
+    return {
+        "result": result.result,
+        "is_error": result.is_error,
+        "duration_ms": result.duration_ms,
+        "truncated": result.truncated,
+        "message_id": stored.pk,
+    }

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from apps.accounts.decorators import permission_required
+from apps.accounts.permissions import Perm
+from apps.chat.markdown import render as render_markdown
+from apps.chat.selectors import access_conversation, conversation_list, message_list
+from apps.core.actors import request_actor
+from apps.core.exceptions import ApplicationError
+from apps.llm.client import model_server
+
+
+@permission_required(Perm.VIEW_OWN_CONVERSATIONS)
+def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    """The chat page: one's conversations on the left, the open one on the right."""
+    actor = request_actor(request)
+    conversation = access_conversation(actor, conversation_id) if conversation_id is not None else None
+    messages = []
+    if conversation is not None:
+        for message in message_list(conversation):
+            html = render_markdown(message.content) if message.role == "assistant" else ""
+            messages.append({"message": message, "html": html})
+    try:
+        server = model_server()
+        models, model_error = list(server.models), ""
+    except ApplicationError as exc:
+        models, model_error = [], exc.message
+    context = {
+        "conversations": conversation_list(actor=actor)[:100],
+        "conversation": conversation,
+        "messages": messages,
+        "read_only": conversation is not None and conversation.user_id != request.user.pk,
+        "models": models,
+        "model_error": model_error,
+    }
+    return render(request, "chat/chat.html", context)

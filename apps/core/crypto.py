@@ -1,0 +1,48 @@
+"""Encryption at rest for secrets tenants give us (model API keys, MCP auth headers).
+
+Fernet (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) under
+keys from the environment: FIELD_ENCRYPTION_KEYS is a comma-separated list of
+Fernet keys, the first one encrypting and all of them decrypting, so a key can
+be rotated by putting the new one first and re-saving.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret could not be decrypted with any configured key."""
+
+
+@cache
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def _keys() -> tuple[str, ...]:
+    return tuple(settings.FIELD_ENCRYPTION_KEYS)
+
+
+def encrypt(plaintext: str) -> str:
+    """Encrypt a secret for storage; the empty string stays empty."""
+    if not plaintext:
+        return ""
+    return _fernet(_keys()).encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    """Decrypt a stored secret; the empty string stays empty."""
+    if not token:
+        return ""
+    try:
+        return _fernet(_keys()).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("a stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS") from exc
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.permissions import Perm
+from apps.api.base import StrictSerializer, TenantApi
+from apps.llm.models import ModelProvider
+from apps.llm.services import model_provider_delete, model_provider_save
+
+
+class ModelProviderOutput(serializers.ModelSerializer):
+    has_api_key = serializers.BooleanField()
+
+    class Meta:
+        model = ModelProvider
+        fields = ("name", "base_url", "model_ids", "is_active", "has_api_key", "updated_at")
+        read_only_fields = fields
+
+
+class ModelProviderDetailApi(TenantApi):
+    """GET /api/model-provider: the tenant's own model server; 404 while it uses the platform's.
+
+    The API key is never returned, only whether one is stored.
+    """
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(responses={200: ModelProviderOutput})
+    def get(self, request: Request) -> Response:
+        provider = ModelProvider.objects.first()
+        if provider is None:
+            raise Http404
+        return Response(ModelProviderOutput(provider).data)
+
+
+class ModelProviderSaveApi(TenantApi):
+    """PUT /api/model-provider: ``base_url``, ``model_ids`` (the first is the default), ``api_key``, ``is_active``.
+
+    Leave ``api_key`` out to keep the stored key; send "" to remove it.
+    """
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        base_url = serializers.CharField(max_length=500)
+        model_ids = serializers.ListField(child=serializers.CharField(max_length=100), max_length=50)
+        api_key = serializers.CharField(required=False, allow_blank=True, max_length=1000, default=None)
+        is_active = serializers.BooleanField(required=False, default=True)
+
+    @extend_schema(request=InputSerializer, responses={200: ModelProviderOutput})
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        provider = model_provider_save(actor=self.actor(request), **data.validated_data)
+        return Response(ModelProviderOutput(provider).data)
+
+
+class ModelProviderDeleteApi(TenantApi):
+    """DELETE /api/model-provider: back to the platform's model server."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request) -> Response:
+        model_provider_delete(actor=self.actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)

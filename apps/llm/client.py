@@ -1,0 +1,90 @@
+"""Which model server a tenant's request goes to, and an OpenAI client for it.
+
+The platform's default comes from the environment (LLM_BASE_URL, LLM_API_KEY,
+LLM_MODEL, LLM_MODELS) and is trusted: in development it is the loopback demo
+model server. A tenant's own provider is a URL the tenant typed, so its client
+is the SSRF-guarded one (apps.core.outbound), checked again at every connect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx2
+import openai
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from apps.core.crypto import decrypt
+from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.llm.models import ModelProvider
+
+
+class NoModelConfigured(ApplicationError):
+    status_code = 503
+    code = "no_model_configured"
+
+
+@dataclass(frozen=True)
+class ModelServer:
+    """Where to send chat completions, and which models may be asked for there."""
+
+    base_url: str
+    api_key: str
+    models: tuple[str, ...]
+    tenant_supplied: bool
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+
+def model_server() -> ModelServer:
+    """The current tenant's active provider, else the platform default."""
+    provider = ModelProvider.objects.filter(is_active=True).first()
+    if provider is not None and provider.model_ids:
+        return ModelServer(
+            base_url=provider.base_url,
+            api_key=decrypt(provider.api_key_encrypted),
+            models=tuple(provider.model_ids),
+            tenant_supplied=True,
+        )
+    if not settings.LLM_BASE_URL or not settings.LLM_MODELS:
+        raise NoModelConfigured(_("No model server is configured for this workspace. Ask an admin to add one."))
+    return ModelServer(
+        base_url=settings.LLM_BASE_URL,
+        api_key=settings.LLM_API_KEY,
+        models=tuple(settings.LLM_MODELS),
+        tenant_supplied=False,
+    )
+
+
+def choose_model(server: ModelServer, requested: str | None, *, field: str = "model") -> str:
+    """The model to use: the requested one if the server offers it, else the default."""
+    if not requested:
+        return server.default_model
+    if requested not in server.models:
+        message = _("Unknown model “%(model)s”. Choose one of: %(models)s.") % {
+            "model": requested,
+            "models": ", ".join(server.models),
+        }
+        raise InvalidInput(message, code="unknown_model", details={field: [message]})
+    return requested
+
+
+def openai_client(server: ModelServer) -> openai.OpenAI:
+    """An OpenAI client with our timeouts and bounded retries (openai backs off on 429 and 5xx)."""
+    timeout = httpx2.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS)
+    if server.tenant_supplied:
+        from apps.core.outbound import guarded_client
+
+        http_client = guarded_client(timeout=timeout)
+    else:
+        http_client = httpx2.Client(timeout=timeout, trust_env=False)
+    return openai.OpenAI(
+        base_url=server.base_url,
+        api_key=server.api_key or "unused",
+        max_retries=settings.LLM_MAX_RETRIES,
+        timeout=timeout,
+        http_client=http_client,
+    )

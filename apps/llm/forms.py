@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+
+class ModelProviderForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100, required=False)
+    base_url = forms.CharField(
+        label=_("Base URL"),
+        max_length=500,
+        help_text=_("An OpenAI-compatible API, for example https://api.example.com/v1"),
+    )
+    model_ids = forms.CharField(
+        label=_("Models"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("One model name per line; the first is the default."),
+    )
+    api_key = forms.CharField(
+        label=_("API key"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("Stored encrypted and never shown again. Leave empty to keep the stored key."),
+    )
+    is_active = forms.BooleanField(label=_("Use it for this workspace"), required=False, initial=True)
+
+    def clean_model_ids(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["model_ids"].replace(",", "\n").splitlines() if line.strip()]

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class ModelProvider(models.Model):
+    """A tenant's own OpenAI-compatible model server ("bring your own key").
+
+    At most one per tenant. While it is active, the tenant's chats use it instead
+    of the platform's default model server. The API key is stored encrypted
+    (apps.core.crypto) and never returned by the API.
+    """
+
+    name = models.CharField(_("name"), max_length=100, default="")
+    base_url = models.URLField(_("base URL"), max_length=500)
+    api_key_encrypted = models.TextField(blank=True)
+    # Model ids members may choose; the first is the default.
+    model_ids = models.JSONField(_("models"), default=list)
+    is_active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("model provider")
+        verbose_name_plural = _("model providers")
+
+    def __str__(self) -> str:
+        return self.name or self.base_url
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)

@@ -1,0 +1,62 @@
+"""Writes to the tenant's own model provider. The key is encrypted; the URL passes the SSRF guard."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from apps.audit.services import audit_record
+from apps.core.actors import Actor
+from apps.core.crypto import encrypt
+from apps.core.exceptions import InvalidInput
+from apps.core.outbound import check_url
+from apps.llm.models import ModelProvider
+
+_KEEP = object()
+
+
+@transaction.atomic
+def model_provider_save(
+    *,
+    actor: Actor,
+    base_url: str,
+    model_ids: list[str],
+    name: str = "",
+    api_key: str | None = None,
+    is_active: bool = True,
+) -> ModelProvider:
+    """Create or replace the tenant's provider. ``api_key=None`` keeps the stored key; "" removes it."""
+    errors: dict[str, list[str]] = {}
+    try:
+        base_url = check_url(base_url.strip(), field="base_url")
+    except InvalidInput as exc:
+        errors.update(exc.details)
+    model_ids = [m.strip() for m in model_ids if m and m.strip()]
+    if not model_ids or len(model_ids) > 50 or any(len(m) > 100 for m in model_ids):
+        errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
+    if errors:
+        raise InvalidInput(_("The input is not valid."), details=errors)
+    provider = ModelProvider.objects.select_for_update().first() or ModelProvider()
+    provider.name = name.strip()[:100]
+    provider.base_url = base_url
+    provider.model_ids = list(dict.fromkeys(model_ids))
+    provider.is_active = is_active
+    if api_key is not None:
+        provider.api_key_encrypted = encrypt(api_key.strip())
+    provider.save()
+    audit_record(
+        actor=actor,
+        action="model_provider.saved",
+        target=provider,
+        metadata={"base_url": base_url, "models": provider.model_ids, "key_changed": api_key is not None},
+    )
+    return provider
+
+
+@transaction.atomic
+def model_provider_delete(*, actor: Actor) -> None:
+    """Go back to the platform's model server."""
+    provider = ModelProvider.objects.first()
+    if provider is not None:
+        audit_record(actor=actor, action="model_provider.deleted", target=provider)
+        provider.delete()

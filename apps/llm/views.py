@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+
+from apps.accounts.decorators import permission_required
+from apps.accounts.permissions import Perm
+from apps.core.actors import request_actor
+from apps.core.exceptions import ApplicationError
+from apps.llm.forms import ModelProviderForm
+from apps.llm.models import ModelProvider
+from apps.llm.services import model_provider_delete, model_provider_save
+
+
+@permission_required(Perm.MANAGE_SERVICES)
+@require_http_methods(["GET", "POST"])
+def provider_view(request: HttpRequest) -> HttpResponse:
+    """The tenant's own model server; without one, the platform's is used."""
+    provider = ModelProvider.objects.first()
+    status = 200
+    if request.method == "POST" and request.POST.get("action") == "delete":
+        model_provider_delete(actor=request_actor(request))
+        messages.success(request, _("This workspace uses the platform's model server again."))
+        return redirect("llm:provider")
+    if request.method == "POST":
+        form = ModelProviderForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                model_provider_save(
+                    actor=request_actor(request),
+                    name=data["name"],
+                    base_url=data["base_url"],
+                    model_ids=data["model_ids"],
+                    api_key=data["api_key"] or None,
+                    is_active=data["is_active"],
+                )
+            except ApplicationError as exc:
+                for field, problems in exc.details.items():
+                    for problem in problems if isinstance(problems, list) else [problems]:
+                        form.add_error(field if field in form.fields else None, str(problem))
+                status = 400
+            else:
+                messages.success(request, _("The model server is saved."))
+                return redirect("llm:provider")
+        else:
+            status = 400
+    elif provider is not None:
+        form = ModelProviderForm(
+            initial={
+                "name": provider.name,
+                "base_url": provider.base_url,
+                "model_ids": "\n".join(provider.model_ids),
+                "is_active": provider.is_active,
+            }
+        )
+    else:
+        form = ModelProviderForm()
+    return render(request, "llm/provider.html", {"form": form, "provider": provider}, status=status)

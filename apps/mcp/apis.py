@@ -1,0 +1,147 @@
+"""The MCP services API: members who use services see them; admins who manage them change them."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.permissions import Perm
+from apps.api.base import StrictSerializer, TenantApi
+from apps.mcp import services
+from apps.mcp.models import McpService, Transport
+from apps.mcp.selectors import access_mcp_service, mcp_service_list
+
+
+class McpServiceOutput(serializers.ModelSerializer):
+    timeout_seconds = serializers.IntegerField()
+    has_secret_headers = serializers.BooleanField()
+
+    class Meta:
+        model = McpService
+        fields = (
+            "id", "name", "slug", "url", "type", "timeout_seconds", "has_secret_headers", "is_active", "tools",
+            "tools_refreshed_at", "last_error", "created_at", "updated_at",
+        )  # fmt: skip
+        read_only_fields = fields
+
+
+class _ServiceInput(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    url = serializers.CharField(max_length=500)
+    type = serializers.ChoiceField(choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
+    timeout_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
+    headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+
+class McpServiceListApi(TenantApi):
+    """GET /api/mcp-services."""
+
+    required_permission = Perm.USE_MCP_SERVICES
+
+    @extend_schema(responses={200: McpServiceOutput(many=True)})
+    def get(self, request: Request) -> Response:
+        return self.paginate(request, mcp_service_list(), McpServiceOutput)
+
+
+class McpServiceCreateApi(TenantApi):
+    """POST /api/mcp-services: the URL passes the SSRF guard; active services count against the plan (402)."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class InputSerializer(_ServiceInput):
+        slug = serializers.CharField(max_length=30, required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer, responses={201: McpServiceOutput})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        service = services.mcp_service_create(actor=self.actor(request), **data.validated_data)
+        return Response(McpServiceOutput(service).data, status=status.HTTP_201_CREATED)
+
+
+class McpServiceDetailApi(TenantApi):
+    """GET /api/mcp-services/{id}."""
+
+    required_permission = Perm.USE_MCP_SERVICES
+
+    @extend_schema(responses={200: McpServiceOutput})
+    def get(self, request: Request, service_id: int) -> Response:
+        return Response(McpServiceOutput(access_mcp_service(self.actor(request), service_id)).data)
+
+
+class McpServiceUpdateApi(TenantApi):
+    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=100, required=False)
+        url = serializers.CharField(max_length=500, required=False)
+        type = serializers.ChoiceField(choices=Transport.choices, required=False)
+        timeout_seconds = serializers.IntegerField(required=False)
+        headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+
+    @extend_schema(request=InputSerializer, responses={200: McpServiceOutput})
+    def patch(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        service = access_mcp_service(actor, service_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        service = services.mcp_service_update(actor=actor, service=service, **data.validated_data)
+        return Response(McpServiceOutput(service).data)
+
+
+class McpServiceDeleteApi(TenantApi):
+    """DELETE /api/mcp-services/{id}."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        services.mcp_service_delete(actor=actor, service=access_mcp_service(actor, service_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class McpServiceEnableApi(TenantApi):
+    """POST /api/mcp-services/{id}/enable: counts against the plan's MCP-service limit (402)."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(request=None, responses={200: McpServiceOutput})
+    def post(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        service = access_mcp_service(actor, service_id)
+        return Response(
+            McpServiceOutput(services.mcp_service_set_active(actor=actor, service=service, active=True)).data
+        )
+
+
+class McpServiceDisableApi(TenantApi):
+    """POST /api/mcp-services/{id}/disable."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(request=None, responses={200: McpServiceOutput})
+    def post(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        service = access_mcp_service(actor, service_id)
+        return Response(
+            McpServiceOutput(services.mcp_service_set_active(actor=actor, service=service, active=False)).data
+        )
+
+
+class McpServiceTestApi(TenantApi):
+    """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP)."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    @extend_schema(request=None, responses={200: McpServiceOutput})
+    def post(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        service = access_mcp_service(actor, service_id)
+        services.mcp_service_test(actor=actor, service=service)
+        service.refresh_from_db()
+        return Response(McpServiceOutput(service).data)

@@ -1,0 +1,151 @@
+"""Talking to a tenant's MCP server through the official SDK (mcp 2.x), from sync code.
+
+Each operation opens a session, does its work and closes it: chats call tools
+rarely enough that a fresh session (a few milliseconds on a LAN) is simpler and
+safer than keeping sessions alive across requests and threads. Connections go
+through the SSRF guard, which checks every address again at connect time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from apps.core.crypto import decrypt
+from apps.mcp.models import McpService, Transport
+
+
+class McpError(Exception):
+    """The server could not be reached, is not an MCP server, or failed."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    text: str
+    is_error: bool
+    duration_ms: int
+
+
+def _headers(service: McpService) -> dict[str, str]:
+    raw = decrypt(service.secret_headers)
+    return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def _transport(service: McpService) -> AbstractAsyncContextManager[Any]:
+    """The SDK transport for the service, on SSRF-guarded HTTP clients."""
+    from apps.core.outbound import guarded_async_client
+
+    headers = _headers(service)
+    timeout = httpx2.Timeout(service.timeout_seconds)
+    if service.type == Transport.SSE:
+
+        def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
+            return guarded_async_client(timeout=timeout or httpx2.Timeout(service.timeout_seconds), headers=headers)
+
+        return sse_client(service.url, headers=headers, timeout=service.timeout_seconds, httpx_client_factory=factory)
+
+    @asynccontextmanager
+    async def streamable() -> Any:
+        async with (
+            guarded_async_client(timeout=timeout, headers=headers) as http_client,
+            streamable_http_client(service.url, http_client=http_client) as streams,
+        ):
+            yield streams
+
+    return streamable()
+
+
+async def _with_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+    async with _transport(service) as streams, ClientSession(streams[0], streams[1]) as session:
+        await session.initialize()
+        return await work(session)
+
+
+def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+    def session() -> T:
+        return asyncio.run(asyncio.wait_for(_with_session(service, work), timeout=service.timeout_seconds + 5))
+
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return session()  # the usual case: a sync request or task thread
+        # An event loop already runs in this thread (Playwright's sync API does that in tests):
+        # asyncio.run refuses to nest, so the session gets a thread of its own.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(session).result()
+    except McpError:
+        raise
+    except TimeoutError as exc:
+        raise McpError(f"no answer within {service.timeout_seconds} s") from exc
+    except BaseException as exc:  # the SDK wraps transport errors in exception groups
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise McpError(_describe(exc)) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(exc)
+    first = leaves[0] if leaves else exc
+    return f"{type(first).__name__}: {first}"[:500]
+
+
+def list_tools(service: McpService) -> list[ToolSpec]:
+    """The server's tools, as its tools/list answers them."""
+
+    async def work(session: ClientSession) -> list[ToolSpec]:
+        result = await session.list_tools()
+        return [
+            ToolSpec(name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {}))
+            for tool in result.tools
+        ]
+
+    return _run(service, work)
+
+
+def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
+    """Call one tool; a tool that reports an error is an outcome, not an exception."""
+    started = time.perf_counter()
+
+    async def work(session: ClientSession) -> ToolOutcome:
+        result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
+        parts = []
+        for block in result.content:
+            text = getattr(block, "text", None)
+            parts.append(text if text is not None else json.dumps(block.model_dump(mode="json"), ensure_ascii=False))
+        if not parts and result.structured_content is not None:
+            parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+        return ToolOutcome(
+            text="\n".join(parts),
+            is_error=bool(result.is_error),
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
+
+    return _run(service, work)

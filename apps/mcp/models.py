@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class Transport(models.TextChoices):
+    STREAMABLE_HTTP = "streamable-http", _("Streamable HTTP")
+    SSE = "sse", _("SSE (legacy)")
+
+
+class McpService(models.Model):
+    """One of the tenant's MCP tool servers. The design notes' fields: name, url, type, config, is_active.
+
+    ``config`` holds what is not secret (``timeout_seconds``); auth headers are
+    encrypted in ``secret_headers`` and never returned. ``tools`` caches the
+    server's tool list from the last successful connection test.
+    """
+
+    name = models.CharField(_("name"), max_length=100)
+    # Prefix of this service's tools as the model sees them: "<slug>__<tool>".
+    slug = models.SlugField(_("tool prefix"), max_length=30, unique=True)
+    url = models.URLField(_("URL"), max_length=500)
+    type = models.CharField(_("transport"), max_length=20, choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
+    config = models.JSONField(_("configuration"), default=dict, blank=True)
+    secret_headers = models.TextField(blank=True)
+    is_active = models.BooleanField(_("enabled"), default=True)
+    tools = models.JSONField(_("tools"), default=list, blank=True)
+    tools_refreshed_at = models.DateTimeField(_("tools refreshed at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name", "id")
+        verbose_name = _("MCP service")
+        verbose_name_plural = _("MCP services")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def timeout_seconds(self) -> int:
+        return int(self.config.get("timeout_seconds") or settings.MCP_DEFAULT_TIMEOUT_SECONDS)
+
+    @property
+    def has_secret_headers(self) -> bool:
+        return bool(self.secret_headers)

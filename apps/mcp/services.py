@@ -1,0 +1,198 @@
+"""Writes to MCP services: add, change, test, enable, disable, delete. Each is audited."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from apps.audit.services import audit_record
+from apps.core.actors import Actor
+from apps.core.crypto import encrypt
+from apps.core.exceptions import InvalidInput, QuotaExceeded
+from apps.core.outbound import check_url
+from apps.mcp import client
+from apps.mcp.models import McpService, Transport
+from apps.tenants.selectors import tenant_current_locked
+
+_SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+MAX_TIMEOUT_SECONDS = 120
+
+
+def _check_service_quota(*, adding: int = 1) -> None:
+    """Active MCP services may not pass the plan's limit."""
+    tenant = tenant_current_locked()
+    limit = tenant.plan.max_mcp_services if tenant.plan is not None else None
+    if limit is None:
+        return
+    used = McpService.objects.filter(is_active=True).count()
+    if used + adding > limit:
+        raise QuotaExceeded(
+            _("Your plan allows %(limit)d active MCP services.") % {"limit": limit},
+            details={"quota": "mcp_services", "limit": limit, "used": used, "resets_at": None},
+        )
+
+
+def _slug_for(name: str) -> str:
+    base = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_")[:24] or "service"
+    if not base[0].isalpha():
+        base = f"s_{base}"[:24]
+    slug, n = base, 2
+    while McpService.objects.filter(slug=slug).exists():
+        slug, n = f"{base}_{n}", n + 1
+    return slug
+
+
+def _valid_fields(
+    *, name: str | None, url: str | None, type: str | None, timeout_seconds: int | None, headers: dict[str, str] | None
+) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 100:
+            errors["name"] = [_("Use 1 to 100 characters.")]
+        clean["name"] = name
+    if url is not None:
+        try:
+            clean["url"] = check_url(url.strip(), field="url")
+        except InvalidInput as exc:
+            errors.update(exc.details)
+    if type is not None:
+        if type not in Transport.values:
+            errors["type"] = [_("Choose streamable-http or sse.")]
+        clean["type"] = type
+    if timeout_seconds is not None:
+        if not 1 <= timeout_seconds <= MAX_TIMEOUT_SECONDS:
+            errors["timeout_seconds"] = [_("Use 1 to %(max)d seconds.") % {"max": MAX_TIMEOUT_SECONDS}]
+        clean["timeout_seconds"] = timeout_seconds
+    if headers is not None:
+        bad = [h for h in headers if not _HEADER_NAME_RE.match(h)]
+        if bad or any(len(str(v)) > 4096 or "\n" in str(v) or "\r" in str(v) for v in headers.values()):
+            errors["headers"] = [_("Header names are letters, digits and hyphens; values are one line.")]
+        clean["headers"] = {str(k): str(v) for k, v in headers.items()}
+    if errors:
+        raise InvalidInput(_("The input is not valid."), details=errors)
+    return clean
+
+
+@transaction.atomic
+def mcp_service_create(
+    *,
+    actor: Actor,
+    name: str,
+    url: str,
+    type: str = Transport.STREAMABLE_HTTP,
+    timeout_seconds: int | None = None,
+    headers: dict[str, str] | None = None,
+    slug: str | None = None,
+) -> McpService:
+    """Register an MCP server. Its URL passes the SSRF guard; active services count against the plan."""
+    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers or {})
+    if slug is not None and not _SLUG_RE.match(slug):
+        message = _("Lower-case letters, digits and underscores, starting with a letter, at most 30.")
+        raise InvalidInput(message, details={"slug": [message]})
+    _check_service_quota()
+    service = McpService(
+        name=clean["name"],
+        slug=slug or _slug_for(clean["name"]),
+        url=clean["url"],
+        type=clean["type"],
+        config={"timeout_seconds": clean.get("timeout_seconds") or settings.MCP_DEFAULT_TIMEOUT_SECONDS},
+        secret_headers=encrypt(json.dumps(clean["headers"])) if clean["headers"] else "",
+        created_by=actor.user,
+    )
+    try:
+        with transaction.atomic():
+            service.save()
+    except IntegrityError as exc:
+        message = _("Another service already uses this tool prefix.")
+        raise InvalidInput(message, details={"slug": [message]}) from exc
+    audit_record(actor=actor, action="mcp_service.created", target=service, metadata={"name": service.name,
+                 "url": service.url})  # fmt: skip
+    return service
+
+
+@transaction.atomic
+def mcp_service_update(
+    *,
+    actor: Actor,
+    service: McpService,
+    name: str | None = None,
+    url: str | None = None,
+    type: str | None = None,
+    timeout_seconds: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> McpService:
+    """Change a service. A new URL or transport forgets the cached tools until the next test."""
+    service = McpService.objects.select_for_update().get(pk=service.pk)
+    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
+    changed: list[str] = []
+    for field in ("name", "url", "type"):
+        if field in clean and clean[field] != getattr(service, field):
+            setattr(service, field, clean[field])
+            changed.append(field)
+    if "timeout_seconds" in clean:
+        service.config = {**service.config, "timeout_seconds": clean["timeout_seconds"]}
+        changed.append("config")
+    if "headers" in clean:
+        service.secret_headers = encrypt(json.dumps(clean["headers"])) if clean["headers"] else ""
+        changed.append("secret_headers")
+    if {"url", "type"} & set(changed):
+        service.tools, service.tools_refreshed_at = [], None
+        changed += ["tools", "tools_refreshed_at"]
+    if changed:
+        service.save(update_fields=[*changed, "updated_at"])
+        public_names = {"secret_headers": "headers", "config": "timeout_seconds"}
+        fields = sorted({public_names.get(f, f) for f in changed if f not in ("tools", "tools_refreshed_at")})
+        audit_record(actor=actor, action="mcp_service.updated", target=service, metadata={"fields": fields})
+    return service
+
+
+@transaction.atomic
+def mcp_service_set_active(*, actor: Actor, service: McpService, active: bool) -> McpService:
+    service = McpService.objects.select_for_update().get(pk=service.pk)
+    if service.is_active == active:
+        return service
+    if active:
+        _check_service_quota()
+    service.is_active = active
+    service.save(update_fields=["is_active", "updated_at"])
+    audit_record(actor=actor, action="mcp_service.enabled" if active else "mcp_service.disabled", target=service)
+    return service
+
+
+@transaction.atomic
+def mcp_service_delete(*, actor: Actor, service: McpService) -> None:
+    audit_record(actor=actor, action="mcp_service.deleted", target=service, metadata={"name": service.name})
+    service.delete()
+
+
+def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSpec]:
+    """Connect, list the tools and cache them. Outside any transaction: it waits on the network.
+
+    Raises InvalidInput (code ``mcp_unreachable``) when the URL is not a working
+    MCP server; the error is kept on the service for the admin to see.
+    """
+    try:
+        tools = client.list_tools(service)
+    except client.McpError as exc:
+        McpService.objects.filter(pk=service.pk).update(last_error=str(exc)[:2000], updated_at=timezone.now())
+        message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
+        raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
+    with transaction.atomic():
+        McpService.objects.filter(pk=service.pk).update(
+            tools=[{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
+            tools_refreshed_at=timezone.now(),
+            last_error="",
+            updated_at=timezone.now(),
+        )
+        audit_record(actor=actor, action="mcp_service.tested", target=service, metadata={"tools": len(tools)})
+    service.refresh_from_db()
+    return tools

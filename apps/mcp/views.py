@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from apps.accounts.decorators import permission_required
+from apps.accounts.permissions import Perm, role_has
+from apps.core.actors import request_actor
+from apps.core.exceptions import ApplicationError
+from apps.mcp import services
+from apps.mcp.forms import McpServiceForm
+from apps.mcp.selectors import access_mcp_service, mcp_service_list
+
+
+@permission_required(Perm.USE_MCP_SERVICES)
+@require_http_methods(["GET", "POST"])
+def services_view(request: HttpRequest) -> HttpResponse:
+    """The tenant's MCP services; admins add, test, enable, disable and remove them here."""
+    can_manage = role_has(getattr(request.user, "role", ""), Perm.MANAGE_SERVICES)
+    form = McpServiceForm()
+    status = 200
+    if request.method == "POST":
+        if not can_manage:
+            return redirect("mcp:services")
+        form = McpServiceForm(request.POST)
+        if form.is_valid():
+            try:
+                service = services.mcp_service_create(actor=request_actor(request), **form.cleaned_data)
+            except ApplicationError as exc:
+                for field, problems in exc.details.items():
+                    for problem in problems if isinstance(problems, list) else [problems]:
+                        form.add_error(field if field in form.fields else None, str(problem))
+                status = 402 if exc.code == "quota_exceeded" else 400
+            else:
+                messages.success(request, _("%(name)s is added. Test it to load its tools.") % {"name": service.name})
+                return redirect("mcp:services")
+        else:
+            status = 400
+    context = {"services": mcp_service_list(), "form": form, "can_manage": can_manage}
+    return render(request, "mcp/services.html", context, status=status)
+
+
+@permission_required(Perm.MANAGE_SERVICES)
+@require_POST
+def service_action_view(request: HttpRequest, service_id: int, action: str) -> HttpResponse:
+    actor = request_actor(request)
+    service = access_mcp_service(actor, service_id)
+    actions: dict[str, Any] = {
+        "test": lambda: services.mcp_service_test(actor=actor, service=service),
+        "enable": lambda: services.mcp_service_set_active(actor=actor, service=service, active=True),
+        "disable": lambda: services.mcp_service_set_active(actor=actor, service=service, active=False),
+        "delete": lambda: services.mcp_service_delete(actor=actor, service=service),
+    }
+    try:
+        result = actions[action]()
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        if action == "test":
+            messages.success(request, _("%(name)s answers with %(count)d tools.") % {"name": service.name,
+                                                                                 "count": len(result)})  # fmt: skip
+        else:
+            messages.success(request, _("Done."))
+    return redirect("mcp:services")

@@ -1,0 +1,178 @@
+// HydroNet chat: post a message, read the Server-Sent Events reply as it streams in.
+// Tokens are shown as plain text while they arrive; when the reply is done the
+// server sends it once more as sanitized HTML (Markdown rendered and cleaned
+// with nh3), which replaces the text. Nothing here builds HTML from the reply.
+"use strict";
+
+(function () {
+  const root = document.querySelector("[data-testid=chat]");
+  if (!root) return;
+  const form = root.querySelector("[data-testid=chat-form]");
+  const list = root.querySelector("[data-testid=messages]");
+  const t = (key) => root.dataset["i18n" + key.charAt(0).toUpperCase() + key.slice(1)] || key;
+  if (!form) return;
+  const input = form.querySelector("textarea");
+  const send = form.querySelector("[data-testid=chat-send]");
+  const stop = form.querySelector("[data-testid=chat-stop]");
+  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  let conversationId = root.dataset.conversationId;
+  let controller = null;
+
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+  const scroll = () => { list.scrollTop = list.scrollHeight; };
+
+  async function api(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "text/event-stream, application/json" },
+      body: JSON.stringify(body),
+      signal: controller ? controller.signal : undefined,
+      credentials: "same-origin",
+    });
+    if (!response.ok) {
+      let message = response.statusText;
+      try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
+      throw new Error(message);
+    }
+    return response;
+  }
+
+  function toolPanel(data) {
+    const panel = el("details", "tool-panel");
+    panel.dataset.testid = "tool-panel";
+    panel.dataset.callId = data.id;
+    const summary = el("summary");
+    summary.append("🔧 " + data.service + " · ");
+    summary.append(el("code", "", data.tool));
+    summary.append(" ");
+    summary.append(el("span", "muted tool-state", t("running")));
+    panel.append(summary);
+    const body = el("div", "tool-body");
+    body.append(el("strong", "", t("arguments")));
+    body.append(el("pre", "", JSON.stringify(data.arguments, null, 2)));
+    panel.append(body);
+    return panel;
+  }
+
+  function finishToolPanel(panel, data) {
+    panel.querySelector(".tool-state").textContent = data.is_error ? t("failed") : data.duration_ms + " ms";
+    if (data.is_error) panel.classList.add("failed");
+    const body = panel.querySelector(".tool-body");
+    body.append(el("strong", "", t("result")));
+    body.append(el("pre", "", data.result));
+  }
+
+  async function readEvents(response, handle) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const raw = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let type = "message";
+        const data = [];
+        for (const line of raw.split("\n")) {
+          if (line.startsWith("event:")) type = line.slice(6).trim();
+          else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+        }
+        if (data.length) handle(type, JSON.parse(data.join("\n")));
+      }
+    }
+  }
+
+  function busy(on) {
+    send.hidden = on;
+    stop.hidden = !on;
+    input.disabled = on;
+  }
+
+  stop.addEventListener("click", () => { if (controller) controller.abort(); });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const content = input.value.trim();
+    if (!content || controller) return;
+    const empty = list.querySelector("[data-testid=chat-empty]");
+    if (empty) empty.remove();
+    list.append(el("div", "bubble user", content));
+    let bubble = el("div", "bubble assistant streaming");
+    bubble.dataset.testid = "assistant-reply";
+    let text = el("div", "markdown");
+    bubble.append(text);
+    list.append(bubble);
+    scroll();
+    input.value = "";
+    controller = new AbortController();
+    busy(true);
+    const panels = {};
+    try {
+      if (!conversationId) {
+        const created = await (await api("/api/conversations", {})).json();
+        conversationId = String(created.id);
+        history.replaceState(null, "", root.dataset.chatUrl + conversationId + "/");
+      }
+      const modelSelect = form.querySelector("select[name=model]");
+      const body = { content: content, stream: true };
+      if (modelSelect) body.model = modelSelect.value;
+      const response = await api("/api/conversations/" + conversationId + "/messages", body);
+      await readEvents(response, (type, data) => {
+        if (type === "token") {
+          text.textContent += data.text;
+        } else if (type === "tool_call") {
+          if (!text.textContent) bubble.remove();
+          const panel = toolPanel(data);
+          panels[data.id] = panel;
+          list.append(panel);
+          bubble = el("div", "bubble assistant streaming");
+          bubble.dataset.testid = "assistant-reply";
+          text = el("div", "markdown");
+          bubble.append(text);
+          list.append(bubble);
+        } else if (type === "tool_result") {
+          const panel = panels[data.id];
+          if (panel) finishToolPanel(panel, data);
+        } else if (type === "done") {
+          text.innerHTML = data.html; // sanitized on the server (nh3)
+          bubble.classList.remove("streaming");
+          bubble.dataset.messageId = data.message_id;
+        } else if (type === "error") {
+          bubble.classList.remove("streaming");
+          bubble.classList.add("error");
+          bubble.append(el("div", "bubble-note", t("error") + " " + data.message));
+        }
+        scroll();
+      });
+    } catch (error) {
+      bubble.classList.remove("streaming");
+      if (error.name === "AbortError") {
+        bubble.classList.add("incomplete");
+        bubble.append(el("div", "bubble-note", t("stopped")));
+      } else {
+        bubble.classList.add("error");
+        bubble.append(el("div", "bubble-note", t("error") + " " + error.message));
+      }
+    } finally {
+      controller = null;
+      busy(false);
+      input.focus();
+      scroll();
+    }
+  });
+
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+})();

@@ -1,0 +1,71 @@
+"""Ask the demo question in the chat page; see the tool call and the streamed answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django_tenants.utils import schema_context
+from playwright.sync_api import Browser, expect
+
+from apps.core.actors import Actor
+from apps.mcp.services import mcp_service_create, mcp_service_test
+from apps.tenants.db import connection
+from apps.tenants.services import tenant_provision
+from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
+from tests.processes import WebServer
+
+pytestmark = pytest.mark.browser
+
+SLUG = "chat-flow"
+ADMIN = "admin@chat-flow.example.com"
+
+
+@pytest.fixture
+def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[None]:
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        tenant = tenant_provision(
+            name="Chat Flow Water", slug=SLUG, plan="pro", admin_email=ADMIN, admin_password=ADMIN_PASSWORD,
+            actor=TEST_ACTOR,
+        ).tenant  # fmt: skip
+        with schema_context(tenant.schema_name):
+            service = mcp_service_create(
+                actor=Actor(label="tests"), name="Hydrology", url=demo_mcp_url, slug="hydrology"
+            )
+            mcp_service_test(actor=Actor(label="tests"), service=service)
+    yield
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        connection.set_schema_to_public()
+        drop_tenant(SLUG)
+
+
+def test_ask_the_demo_question_and_watch_the_tool_call(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    page = browser.new_context(locale="zh-CN").new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    login = page.get_by_test_id("login-form")
+    login.locator("#id_username").fill(ADMIN)
+    login.locator("#id_password").fill(ADMIN_PASSWORD)
+    login.locator("button[type=submit]").click()
+    page.get_by_test_id("nav-chat").click()
+
+    page.get_by_test_id("chat-input").fill("站点 S001 最近的水位是多少?")
+    page.get_by_test_id("chat-send").click()
+
+    panel = page.get_by_test_id("tool-panel").first
+    expect(panel).to_contain_text("hydrology")
+    expect(panel).to_contain_text("get_water_levels")
+    panel.locator("summary").click()
+    expect(panel).to_contain_text("S001")
+    expect(panel).to_contain_text("level_m")
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("S001", timeout=15_000)
+    expect(answer).not_to_have_class("bubble assistant streaming", timeout=15_000)
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+
+    # The conversation is stored: reload and it is all still there, with the tool panel.
+    expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/1/")
+    page.reload()
+    expect(page.get_by_test_id("tool-panel")).to_have_count(1)
+    expect(page.get_by_test_id("conversations")).to_contain_text("站点 S001")

@@ -1,0 +1,268 @@
+"""Conversations and chat turns against the real demo model and MCP servers over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client, override_settings
+from django_tenants.utils import schema_context
+
+from apps.chat.models import Conversation, Message
+from tests.chat.conftest import member_client
+from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
+
+pytestmark = pytest.mark.django_db
+
+QUESTION = "站点 S001 最近的水位是多少?"
+
+
+def post(client: Client, path: str, data: dict[str, Any] | None = None) -> Any:
+    return client.post(path, data or {}, content_type="application/json")
+
+
+def new_conversation(client: Client) -> int:
+    response = post(client, "/api/conversations")
+    assert response.status_code == 201, response.content
+    return int(response.json()["id"])
+
+
+def sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The events of a streamed reply, in order."""
+    assert response["Content-Type"].startswith("text/event-stream")
+    text = b"".join(response.streaming_content).decode()
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def stored(tenant: TenantFixture, conversation_id: int) -> list[Message]:
+    with schema_context(tenant.tenant.schema_name):
+        return list(Message.objects.filter(conversation_id=conversation_id).order_by("id"))
+
+
+class TestConversations:
+    def test_create_list_search_rename_delete(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        first, second = new_conversation(client), new_conversation(client)
+        assert client.patch(f"/api/conversations/{first}", {"title": "Flood season"},
+                            content_type="application/json").status_code == 200  # fmt: skip
+        listed = client.get("/api/conversations?search=flood").json()
+        assert [c["id"] for c in listed["results"]] == [first]
+        assert client.get("/api/conversations").json()["count"] == 2
+        assert client.delete(f"/api/conversations/{second}").status_code == 204
+        assert client.get(f"/api/conversations/{second}").status_code == 404
+
+    def test_members_see_only_their_own(self, tenant_alpha: TenantFixture) -> None:
+        alice, bob = member_client(tenant_alpha), member_client(tenant_alpha)
+        conversation = new_conversation(alice)
+        assert bob.get(f"/api/conversations/{conversation}").status_code == 404
+        assert post(bob, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 404
+        assert bob.get("/api/conversations").json()["count"] == 0
+        assert bob.get("/api/conversations?all=true").json()["count"] == 0  # needs all_conversations
+
+    def test_admins_read_everyones_conversations_but_cannot_write_to_them(self, tenant_alpha: TenantFixture) -> None:
+        alice = member_client(tenant_alpha)
+        conversation = new_conversation(alice)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        assert admin.get("/api/conversations").json()["count"] == 0
+        everyone = admin.get("/api/conversations?all=true").json()
+        assert [c["id"] for c in everyone["results"]] == [conversation]
+        assert admin.get(f"/api/conversations/{conversation}").status_code == 200
+        refused = post(admin, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert refused.status_code == 403
+        assert stored(tenant_alpha, conversation) == []
+
+    def test_a_viewer_reads_but_cannot_create_or_post(self, tenant_alpha: TenantFixture) -> None:
+        viewer = member_client(tenant_alpha, "viewer")
+        assert viewer.get("/api/conversations").status_code == 200
+        created = post(viewer, "/api/conversations")
+        assert created.status_code == 403
+        assert created.json()["error"]["details"] == {"permission": "create_conversation"}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            own = Conversation.objects.create(user=viewer.member)
+        assert viewer.get(f"/api/conversations/{own.pk}").status_code == 200
+        assert post(viewer, f"/api/conversations/{own.pk}/messages", {"content": "hi"}).status_code == 403
+
+    def test_another_tenants_conversation_is_a_404(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        conversation = new_conversation(member_client(tenant_alpha))
+        beta = member_client(tenant_beta)
+        assert beta.get(f"/api/conversations/{conversation}").status_code == 404
+        assert post(beta, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 404
+
+
+class TestReplies:
+    def test_a_whole_reply(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "Hello there"})
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert "offline demo model" in body["message"]["content"]
+        assert body["tokens"] > 0
+        assert body["message"]["tokens_used"] == body["tokens"]
+        messages = stored(tenant_alpha, conversation)
+        assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            saved = Conversation.objects.get(pk=conversation)
+            assert saved.title == "Hello there"  # from the first exchange
+            assert saved.tokens_used == body["tokens"]
+
+    def test_a_streamed_reply(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
+        kinds = [kind for kind, _data in events]
+        assert kinds.count("token") > 3
+        assert kinds[-1] == "done"
+        done = events[-1][1]
+        text = "".join(data["text"] for kind, data in events if kind == "token")
+        assert stored(tenant_alpha, conversation)[-1].content == text
+        assert done["message_id"] == stored(tenant_alpha, conversation)[-1].pk
+        assert done["tokens"] > 0
+        assert done["latency_ms"] >= 0
+        assert "<p>" in done["html"]
+
+    def test_the_tool_loop_is_streamed_and_stored(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION, "stream": True}))
+        kinds = [kind for kind, _data in events]
+        assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("done")
+        call = dict(events)["tool_call"]
+        assert (call["service"], call["tool"]) == ("hydrology", "get_water_levels")
+        assert call["arguments"]["station"] == "S001"
+        result = dict(events)["tool_result"]
+        assert result["is_error"] is False
+        assert "level_m" in result["result"]
+        answer = "".join(data["text"] for kind, data in events[kinds.index("tool_result") :] if kind == "token")
+        assert "S001" in answer
+
+        user, asked, tool, final = stored(tenant_alpha, conversation)
+        assert (user.role, asked.role, tool.role, final.role) == ("user", "assistant", "tool", "assistant")
+        assert asked.tool_calls[0]["name"] == "hydrology__get_water_levels"
+        assert tool.arguments is not None
+        assert (tool.service, tool.tool, tool.arguments["station"]) == ("hydrology", "get_water_levels", "S001")
+        assert tool.tool_call_id == asked.tool_calls[0]["id"]
+        assert tool.duration_ms is not None
+        assert tool.error == ""
+        assert final.content == answer
+
+    def test_a_tool_error_goes_back_to_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages",
+                          {"content": "站点 S999 最近的水位是多少?", "stream": True}))  # fmt: skip
+        result = dict(events)["tool_result"]
+        assert result["is_error"] is True
+        assert events[-1][0] == "done"
+        assert stored(tenant_alpha, conversation)[2].error
+
+    def test_a_conversation_continues_with_its_history(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION})
+        again = post(client, f"/api/conversations/{conversation}/messages", {"content": "谢谢"})
+        assert again.status_code == 200
+        assert len(stored(tenant_alpha, conversation)) == 6
+
+    def test_a_viewer_role_gets_no_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        from apps.accounts.models import Role
+        from apps.chat.services import _tools_for
+        from apps.core.actors import Actor
+        from tests.conftest import make_member
+
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert _tools_for(Actor(user=make_member(tenant_alpha, Role.VIEWER))) == []
+            assert len(_tools_for(Actor(user=make_member(tenant_alpha, Role.USER)))) == 4
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("body", "code"),
+        [
+            ({"content": ""}, "invalid_input"),
+            ({"content": "   "}, "invalid_input"),
+            ({"content": "x" * 101}, "message_too_long"),
+            ({"content": "hi", "model": "gpt-imaginary"}, "unknown_model"),
+            ({}, "invalid_input"),
+            ({"content": "hi", "role": "system"}, "invalid_input"),
+        ],
+    )
+    @override_settings(CHAT_MAX_MESSAGE_CHARS=100)
+    def test_refused_before_anything_is_stored(
+        self, tenant_alpha: TenantFixture, body: dict[str, Any], code: str
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", body)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == code
+        assert stored(tenant_alpha, conversation) == []
+
+
+class TestModelServerFaults:
+    """A failing model server gives a clean error, never a 500, and the user's message is kept."""
+
+    @pytest.mark.parametrize("marker", ["#error500", "#ratelimit", "#malformed", "#broken"])
+    def test_streamed(self, tenant_alpha: TenantFixture, marker: str) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": f"hi {marker}",
+                                                                                 "stream": True})  # fmt: skip
+        assert response.status_code == 200
+        events = sse(response)
+        assert events[-1][0] == "error"
+        assert events[-1][1]["code"] == "upstream_error"
+        user, failed = stored(tenant_alpha, conversation)
+        assert (user.role, user.content) == ("user", f"hi {marker}")
+        assert (failed.role, failed.status) == ("assistant", "error")
+        assert failed.error
+
+    @pytest.mark.parametrize("marker", ["#error500", "#malformed", "#broken"])
+    def test_whole(self, tenant_alpha: TenantFixture, marker: str) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": f"hi {marker}"})
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_error"
+        assert stored(tenant_alpha, conversation)[0].content == f"hi {marker}"
+
+    def test_a_slow_model_server_times_out_cleanly(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_TIMEOUT_SECONDS = 1
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi #slow"})
+        assert response.status_code == 502
+        assert stored(tenant_alpha, conversation)[0].role == "user"
+
+    def test_a_model_server_that_is_down(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
+        assert events == [("error", {**events[0][1], "code": "upstream_error"})]
+        assert [m.role for m in stored(tenant_alpha, conversation)] == ["user", "assistant"]
+
+    def test_no_model_server_configured(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_BASE_URL = ""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "no_model_configured"
+        assert stored(tenant_alpha, conversation) == []
+
+
+def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:
+    from tests.conftest import api_key_secret
+
+    client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+    response = post(client, "/api/conversations")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "member_required"

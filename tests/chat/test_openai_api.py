@@ -1,0 +1,148 @@
+"""The OpenAI-compatible /v1 API: in-process, and with the official openai client over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import ApiKey
+from apps.tenants.db import connection
+from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
+from tests.processes import WebServer
+
+QUESTION = "站点 S001 最近的水位是多少?"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_water_levels",
+            "description": "Water levels of a station",
+            "parameters": {
+                "type": "object",
+                "properties": {"station": {"type": "string"}, "start": {"type": "string"}, "end": {"type": "string"}},
+            },
+        },
+    }
+]
+
+
+def completions(client: Client, **body: Any) -> Any:
+    return client.post("/v1/chat/completions", body, content_type="application/json")
+
+
+@pytest.mark.django_db
+class TestInProcess:
+    def test_models(self, tenant_alpha: TenantFixture) -> None:
+        body = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user"))).get("/v1/models").json()
+        assert body["object"] == "list"
+        assert [m["id"] for m in body["data"]] == ["hydronet-demo"]
+
+    def test_a_whole_completion_uses_the_tenants_mcp_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        body = completions(client, model="hydronet-demo", messages=[{"role": "user", "content": QUESTION}]).json()
+        assert body["object"] == "chat.completion"
+        message = body["choices"][0]["message"]
+        assert "S001" in message["content"]
+        assert "tool_calls" not in message  # HydroNet ran the tools
+        assert body["usage"]["total_tokens"] > 0
+
+    def test_client_tools_are_passed_through(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        body = completions(client, messages=[{"role": "user", "content": QUESTION}], tools=TOOLS).json()
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        call = choice["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "get_water_levels"
+        assert json.loads(call["function"]["arguments"])["station"] == "S001"
+
+    def test_streaming_format(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=True)
+        lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+        assert lines[-1] == "data: [DONE]"
+        chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert any(c["choices"] and c["choices"][0]["finish_reason"] == "stop" for c in chunks)
+        assert chunks[-1]["usage"]["total_tokens"] > 0
+
+    @pytest.mark.parametrize("credential", ["jwt", "none", "other-tenant-key"])
+    def test_only_this_tenants_api_keys(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, credential: str
+    ) -> None:
+        headers = {
+            "jwt": lambda: bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]),
+            "none": dict,
+            "other-tenant-key": lambda: bearer(api_key_secret(tenant_beta, "admin")),
+        }[credential]()
+        response = completions(tenant_alpha.client(**headers), messages=[{"role": "user", "content": "hi"}])
+        assert response.status_code == 401
+
+    def test_a_viewer_key_may_not_chat(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "viewer")))
+        response = completions(client, messages=[{"role": "user", "content": "hi"}])
+        assert response.status_code == 403
+        assert response.json()["error"]["details"] == {"permission": "create_conversation"}
+
+    @pytest.mark.parametrize(
+        "body",
+        [{"messages": []}, {"messages": [{"role": "wizard", "content": "x"}]}, {"model": "nope", "messages": [
+            {"role": "user", "content": "hi"}]}, {}],
+    )  # fmt: skip
+    def test_bad_requests_are_400s(self, tenant_alpha: TenantFixture, body: dict[str, Any]) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        assert completions(client, **body).status_code == 400
+
+    def test_an_upstream_failure_is_a_502(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        response = completions(client, messages=[{"role": "user", "content": "hi #error500"}])
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_error"
+
+
+# --- Over real HTTP, through gunicorn ------------------------------------------------------
+
+
+@pytest.fixture
+def live_key(django_db_blocker: Any, tenant_alpha: TenantFixture) -> Iterator[str]:
+    """A committed API key of tenant alpha, for the server process to see."""
+    with django_db_blocker.unblock():
+        secret = api_key_secret(tenant_alpha, "user")
+    yield secret
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        ApiKey.objects.filter(prefix=secret[3:15]).delete()
+        connection.set_schema_to_public()
+
+
+def openai_client(web_server: WebServer, key: str) -> openai.OpenAI:
+    # Python cannot resolve *.localhost: connect to 127.0.0.1 and name the tenant in the Host header.
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{web_server.port}/v1",
+        api_key=key,
+        default_headers={"Host": f"alpha.localhost:{web_server.port}"},
+        http_client=httpx2.Client(timeout=30),
+        max_retries=0,
+    )
+
+
+def test_the_official_openai_client(web_server: WebServer, live_key: str) -> None:
+    client = openai_client(web_server, live_key)
+    assert [m.id for m in client.models.list()] == ["hydronet-demo"]
+    whole = client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hello"}])
+    assert "offline demo model" in (whole.choices[0].message.content or "")
+    assert whole.usage is not None
+    assert whole.usage.total_tokens > 0
+    stream = client.chat.completions.create(
+        model="hydronet-demo", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    assert len(pieces) > 3
+    assert "offline demo model" in "".join(pieces)
+    with pytest.raises(openai.AuthenticationError):
+        openai_client(web_server, "hn_not_a_key_at_all_xxxxxxxxxxxx").models.list()

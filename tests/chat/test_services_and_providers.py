@@ -1,0 +1,173 @@
+"""MCP services and the tenant's own model provider: SSRF guard, encryption at rest, limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.core.crypto import decrypt
+from apps.llm.models import ModelProvider
+from apps.mcp.models import McpService
+from apps.tenants.services import tenant_provision
+from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
+
+pytestmark = pytest.mark.django_db
+
+
+def admin(tenant: TenantFixture) -> Client:
+    return tenant.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant, admin_of(tenant))["access"]))
+
+
+def send(client: Client, method: str, path: str, data: dict[str, Any] | None = None) -> Any:
+    return getattr(client, method)(path, data or {}, content_type="application/json")
+
+
+class TestMcpServices:
+    def test_add_test_and_list_tools(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Hydrology", "url": demo_mcp_url})
+        assert created.status_code == 201, created.content
+        service = created.json()
+        assert service["slug"] == "hydrology"
+        assert service["tools"] == []
+        tested = send(client, "post", f"/api/mcp-services/{service['id']}/test")
+        assert tested.status_code == 200
+        names = {tool["name"] for tool in tested.json()["tools"]}
+        assert names == {"list_stations", "get_water_levels", "get_rainfall", "get_flood_warning_levels"}
+        assert tested.json()["tools_refreshed_at"]
+
+    def test_auth_headers_are_encrypted_and_never_returned(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        body = {"name": "Secured", "url": demo_mcp_url, "headers": {"Authorization": "Bearer s3cret-token"}}
+        created = send(client, "post", "/api/mcp-services", body).json()
+        assert created["has_secret_headers"] is True
+        assert "s3cret" not in json.dumps(created)
+        assert "s3cret" not in json.dumps(client.get(f"/api/mcp-services/{created['id']}").json())
+        with schema_context(tenant_alpha.tenant.schema_name):
+            row = McpService.objects.get(pk=created["id"])
+            assert "s3cret" not in row.secret_headers
+            assert json.loads(decrypt(row.secret_headers)) == {"Authorization": "Bearer s3cret-token"}
+
+    def test_a_server_that_is_not_mcp_is_a_clear_400(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        client = admin(tenant_alpha)
+        service = send(client, "post", "/api/mcp-services", {"name": "Not MCP", "url": f"{demo_model_url}/models"})
+        response = send(client, "post", f"/api/mcp-services/{service.json()['id']}/test")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "mcp_unreachable"
+        assert "Could not list the tools" in error["message"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service.json()["id"]).last_error
+
+    @pytest.mark.parametrize(
+        "url",
+        ["http://10.0.0.1/mcp", "http://169.254.169.254/latest", "http://[::1]:8000/mcp", "file:///etc/passwd",
+         "gopher://x/", "http://2130706433/mcp", "not a url"],
+    )  # fmt: skip
+    def test_unsafe_urls_are_refused_on_save(self, tenant_alpha: TenantFixture, settings: Any, url: str) -> None:
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        response = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Evil", "url": url})
+        assert response.status_code == 400
+        assert "url" in response.json()["error"]["details"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not McpService.objects.exists()
+
+    def test_the_guard_applies_again_at_connect_time(
+        self, tenant_alpha: TenantFixture, settings: Any, demo_mcp_url: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        service = send(client, "post", "/api/mcp-services", {"name": "Was fine", "url": demo_mcp_url}).json()
+        settings.OUTBOUND_ALLOWED_NETWORKS = []  # the address is no longer allowed when we connect
+        response = send(client, "post", f"/api/mcp-services/{service['id']}/test")
+        assert response.status_code == 400
+        assert "loopback" in response.json()["error"]["message"]
+
+    def test_the_plan_limit_on_create_and_enable(self, demo_mcp_url: str) -> None:
+        free = tenant_provision(
+            name="Tiny", slug="tiny-water", plan="free", admin_email="boss@tiny.example.com",
+            admin_password=ADMIN_PASSWORD, actor=TEST_ACTOR,
+        ).tenant  # fmt: skip
+        tiny = TenantFixture(free, "boss@tiny.example.com", ADMIN_PASSWORD)
+        client = admin(tiny)
+        first = send(client, "post", "/api/mcp-services", {"name": "One", "url": demo_mcp_url})
+        assert first.status_code == 201
+        second = send(client, "post", "/api/mcp-services", {"name": "Two", "url": demo_mcp_url})
+        assert second.status_code == 402
+        assert second.json()["error"]["details"] == {"quota": "mcp_services", "limit": 1, "used": 1, "resets_at": None}
+        assert send(client, "post", f"/api/mcp-services/{first.json()['id']}/disable").status_code == 200
+        assert send(client, "post", "/api/mcp-services", {"name": "Two", "url": demo_mcp_url}).status_code == 201
+        enabled = send(client, "post", f"/api/mcp-services/{first.json()['id']}/enable")
+        assert enabled.status_code == 402
+
+    def test_disabled_services_offer_no_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        from apps.accounts.models import Role
+        from apps.chat.services import _tools_for
+        from apps.core.actors import Actor
+        from tests.conftest import make_member
+
+        client = admin(tenant_alpha)
+        send(client, "post", f"/api/mcp-services/{hydrology.pk}/disable")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert _tools_for(Actor(user=make_member(tenant_alpha, Role.USER))) == []
+
+    @pytest.mark.parametrize("field", ["url", "type", "timeout_seconds", "headers"])
+    def test_bad_updates_are_400s(self, tenant_alpha: TenantFixture, hydrology: Any, field: str) -> None:
+        bad = {"url": "ftp://x/", "type": "websocket", "timeout_seconds": 999, "headers": {"Bad Name": "x"}}[field]
+        response = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{hydrology.pk}", {field: bad})
+        assert response.status_code == 400
+        assert field in response.json()["error"]["details"]
+
+
+class TestModelProvider:
+    def test_the_key_is_encrypted_never_returned_and_used(
+        self, tenant_alpha: TenantFixture, settings: Any, demo_model_url: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        assert client.get("/api/model-provider").status_code == 404
+        body = {"base_url": demo_model_url, "model_ids": ["hydronet-demo"], "api_key": "sk-tenant-secret"}
+        saved = send(client, "put", "/api/model-provider", body)
+        assert saved.status_code == 200
+        assert saved.json()["has_api_key"] is True
+        assert "sk-tenant" not in json.dumps(saved.json())
+        assert "sk-tenant" not in json.dumps(client.get("/api/model-provider").json())
+        with schema_context(tenant_alpha.tenant.schema_name):
+            row = ModelProvider.objects.get()
+            assert "sk-tenant" not in row.api_key_encrypted
+            assert decrypt(row.api_key_encrypted) == "sk-tenant-secret"
+        # The platform's server is gone; the tenant's own still answers.
+        settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+        conversation = send(client, "post", "/api/conversations").json()["id"]
+        reply = send(client, "post", f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert reply.status_code == 200, reply.content
+        assert client.get("/api/models").json() == {"models": ["hydronet-demo"], "default": "hydronet-demo"}
+
+    def test_keeping_and_removing_the_key(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        client = admin(tenant_alpha)
+        body = {"base_url": demo_model_url, "model_ids": ["m1"], "api_key": "k"}
+        send(client, "put", "/api/model-provider", body)
+        kept = send(client, "put", "/api/model-provider", {"base_url": demo_model_url, "model_ids": ["m1", "m2"]})
+        assert kept.json()["has_api_key"] is True
+        removed = send(client, "put", "/api/model-provider", {**body, "api_key": ""})
+        assert removed.json()["has_api_key"] is False
+        assert client.delete("/api/model-provider").status_code == 204
+        assert client.get("/api/model-provider").status_code == 404
+
+    @pytest.mark.parametrize("base_url", ["http://192.168.0.10/v1", "http://metadata.google.internal.test/v1"])
+    def test_unsafe_base_urls_are_refused(self, tenant_alpha: TenantFixture, settings: Any, base_url: str) -> None:
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        response = send(admin(tenant_alpha), "put", "/api/model-provider", {"base_url": base_url, "model_ids": ["m"]})
+        assert response.status_code == 400
+        assert "base_url" in response.json()["error"]["details"]
+
+    def test_only_admins_manage_the_provider(self, tenant_alpha: TenantFixture) -> None:
+        from tests.chat.conftest import member_client
+
+        user = member_client(tenant_alpha)
+        assert user.get("/api/model-provider").status_code == 403
+        assert user.get("/api/models").status_code == 200

@@ -1,0 +1,110 @@
+"""Streaming through the whole stack (gunicorn, Django, openai, the demo model server) over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import User
+from apps.chat.models import Conversation, Message
+from apps.tenants.db import connection
+from tests.conftest import TenantFixture, jwt_pair, make_member
+from tests.processes import WebServer
+
+
+@pytest.fixture
+def live_conversation(django_db_blocker: Any, tenant_alpha: TenantFixture) -> Iterator[tuple[int, str]]:
+    """A committed member of alpha with a conversation, and their access token."""
+    with django_db_blocker.unblock():
+        member = make_member(tenant_alpha, "user")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member)
+        token = jwt_pair(tenant_alpha, member)["access"]
+    yield conversation.pk, token
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        Conversation.objects.filter(pk=conversation.pk).delete()
+        User.objects.filter(pk=member.pk).delete()
+        connection.set_schema_to_public()
+
+
+def stream(web_server: WebServer, conversation_id: int, token: str, content: str) -> Any:
+    client = httpx2.Client(timeout=30)
+    return client.stream(
+        "POST",
+        f"http://127.0.0.1:{web_server.port}/api/conversations/{conversation_id}/messages",
+        json={"content": content, "stream": True},
+        headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {token}"},
+    )
+
+
+def events(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    buffer = ""
+    for text in response.iter_text():
+        buffer += text
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            fields = dict(line.split(": ", 1) for line in block.splitlines())
+            yield fields["event"], json.loads(fields["data"])
+
+
+def demo_stats(demo_model_url: str) -> dict[str, int]:
+    stats: dict[str, int] = httpx2.get(demo_model_url.removesuffix("/v1") + "/_demo/stats", timeout=5).json()
+    return stats
+
+
+def test_the_first_token_arrives_before_the_last_is_sent(
+    web_server: WebServer, live_conversation: tuple[int, str]
+) -> None:
+    conversation_id, token = live_conversation
+    with stream(web_server, conversation_id, token, "warm up") as response:
+        list(events(response))  # the server's first request loads code; keep that out of the timing
+    started = time.monotonic()
+    first = last = None
+    count = 0
+    with stream(web_server, conversation_id, token, "hi #long") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for kind, _data in events(response):
+            if kind == "token":
+                count += 1
+                first = first or time.monotonic() - started
+            if kind == "done":
+                last = time.monotonic() - started
+    assert count >= 200
+    assert first is not None
+    assert last is not None
+    # 200 chunks, 5 ms apart upstream (at least 1 s): a buffered stream would deliver its
+    # first token together with its last one.
+    assert last - first > 0.8, (first, last)
+
+
+def test_a_client_that_goes_away_cancels_the_upstream_request(
+    web_server: WebServer, live_conversation: tuple[int, str], demo_model_url: str, tenant_alpha: TenantFixture,
+    django_db_blocker: Any,
+) -> None:  # fmt: skip
+    conversation_id, token = live_conversation
+    before = demo_stats(demo_model_url)["streams_cancelled"]
+    with stream(web_server, conversation_id, token, "hi #long") as response:
+        for kind, _data in events(response):
+            if kind == "token":
+                break  # hang up after the first token
+    deadline = time.monotonic() + 10
+    while demo_stats(demo_model_url)["streams_cancelled"] == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert demo_stats(demo_model_url)["streams_cancelled"] == before + 1
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        deadline = time.monotonic() + 5
+        while not Message.objects.filter(conversation_id=conversation_id, role="assistant").exists():
+            assert time.monotonic() < deadline, "the partial reply was not stored"
+            time.sleep(0.1)
+        partial = Message.objects.get(conversation_id=conversation_id, role="assistant")
+        assert partial.status == "incomplete"
+        assert partial.content
+        assert Message.objects.get(conversation_id=conversation_id, role="user").content == "hi #long"
+        connection.set_schema_to_public()
