@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: run test setup check lint format typecheck makemessages bench bench-provisioning clean-devdata help
+.PHONY: run test setup check lint format typecheck makemessages bench bench-provisioning bench-chat clean-devdata help
 
 help:
 	@echo "make run        start HydroNet Cloud with a demo tenant (embedded PostgreSQL and Redis unless set)"
@@ -61,10 +61,13 @@ format: setup
 typecheck: setup
 	DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused $(VENV)/bin/mypy
 
-bench: bench-provisioning
+bench: bench-provisioning bench-chat
 
 bench-provisioning: setup
 	$(VPY) -m deploy.devstack exec -- $(VPY) bench/provisioning.py $(BENCH_ARGS)
+
+bench-chat: setup
+	$(VPY) -m deploy.devstack exec -- $(VPY) bench/chat_ttft.py $(BENCH_ARGS)
 
 clean-devdata:
 	rm -rf .devdata

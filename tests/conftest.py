@@ -131,19 +131,20 @@ def _english_outside_requests() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _reset_schema_and_routes() -> Iterator[None]:
-    """Every test starts and ends on the public schema with no cached routes or lockouts.
+    """Every test starts and ends on the public schema with no cached routes, AI setups or lockouts.
 
-    A route cached during a rolled-back test could point at a tenant that no
-    longer exists, and every test client comes from 127.0.0.1, so one test's
-    failed logins must not lock the next one out.
+    A route or a tenant's AI setup cached during a rolled-back test could point
+    at rows that no longer exist, and every test client comes from 127.0.0.1,
+    so one test's failed logins must not lock the next one out.
     """
     connection.set_schema_to_public()
     yield
     connection.set_schema_to_public()
     caches["platform"].delete_pattern("tenant-host:*")  # type: ignore[attr-defined]  # django-redis
     redis = get_redis_connection("default")
-    for key in redis.scan_iter(match=f"{settings.CACHE_KEY_PREFIX}:lockout:*", count=1000):
-        redis.delete(key)
+    for pattern in (f"{settings.CACHE_KEY_PREFIX}:lockout:*", f"*:{settings.CACHE_KEY_PREFIX}:*:ai-setup:*"):
+        for key in redis.scan_iter(match=pattern, count=1000):
+            redis.delete(key)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -44,7 +44,7 @@ def access_conversation(actor: Actor, conversation_id: Any, *, write: bool = Fal
         pk = int(str(conversation_id))
     except ValueError:
         raise Http404 from None
-    conversation = Conversation.objects.select_related("user").filter(pk=pk).first()
+    conversation = Conversation.objects.filter(pk=pk).first()
     if conversation is None:
         raise Http404
     own = actor.user is not None and conversation.user_id == actor.user.pk
@@ -69,33 +69,32 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     Tool results always follow the assistant message that asked for them, and a
     window never starts in the middle of such a group.
     """
-    recent = list(conversation.messages.exclude(status="error").order_by("-created_at", "-id")[:limit])[::-1]
-    while recent and recent[0].role != "user":
+    fields = ("role", "content", "tool_calls", "tool_call_id")
+    rows = conversation.messages.exclude(status="error").order_by("-created_at", "-id").values(*fields)
+    recent = list(rows[:limit])[::-1]
+    while recent and recent[0]["role"] != "user":
         recent.pop(0)
-    answered = {m.tool_call_id for m in recent if m.role == "tool"}
+    answered = {m["tool_call_id"] for m in recent if m["role"] == "tool"}
     history: list[dict[str, Any]] = []
     for message in recent:
-        if message.role == "tool":
-            history.append({"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content})
+        if message["role"] == "tool":
+            history.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})
             continue
         # A call whose result was never stored (the turn was cut short) is left out: the
         # model server would refuse a tool call without its result.
-        calls = [c for c in message.tool_calls if c["id"] in answered] if message.role == "assistant" else []
+        calls = [c for c in message["tool_calls"] if c["id"] in answered] if message["role"] == "assistant" else []
         if calls:
             history.append(
                 {
                     "role": "assistant",
-                    "content": message.content or None,
-                    "tool_calls": [
-                        {
-                            "id": c["id"],
-                            "type": "function",
-                            "function": {"name": c["name"], "arguments": c["arguments"]},
-                        }
-                        for c in calls
-                    ],
+                    "content": message["content"] or None,
+                    "tool_calls": [_openai_call(c) for c in calls],
                 }
             )
-        elif message.content:
-            history.append({"role": message.role, "content": message.content})
+        elif message["content"]:
+            history.append({"role": message["role"], "content": message["content"]})
     return history
+
+
+def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
+    return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}

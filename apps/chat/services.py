@@ -22,7 +22,7 @@ from apps.chat.selectors import model_history
 from apps.core.actors import Actor
 from apps.core.exceptions import InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
-from apps.mcp.models import McpService
+from apps.llm.setup_cache import AiSetup, ai_setup
 
 SYSTEM_PROMPT = (
     "You are HydroNet, an assistant for water-network and hydrology work. Answer in the language of the "
@@ -87,11 +87,11 @@ def _check_content(content: str) -> str:
     return content
 
 
-def _tools_for(actor: Actor) -> list[engine.BoundTool]:
+def _tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTool]:
     role = actor_role(actor)
     if role is None or not role_has(role, Perm.USE_MCP_SERVICES):
         return []
-    return engine.bind_tools(McpService.objects.filter(is_active=True).exclude(tools=[]))
+    return engine.bind_tools((setup or ai_setup()).services)
 
 
 def conversation_reply(
@@ -106,36 +106,65 @@ def conversation_reply(
     event and an assistant message with status ``error``; a client that goes
     away leaves the partial reply with status ``incomplete``.
     """
+    started = time.monotonic()
     content = _check_content(content)
-    server = model_server()
+    setup = ai_setup()
+    server = model_server(setup.provider)
     chosen = choose_model(server, model or conversation.model or None)
-    tools = _tools_for(actor)
-    with transaction.atomic():
-        Message.objects.create(conversation=conversation, role=Role.USER, content=content)
-        if not conversation.title:
-            conversation.title = content[:TITLE_LENGTH]
-        conversation.save(update_fields=["title", "updated_at"])
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *model_history(
-        conversation, limit=settings.CHAT_HISTORY_MESSAGES
-    )]  # fmt: skip
-    return _stream_turn(conversation, server, chosen, messages, tools)
+    tools = _tools_for(actor, setup)
+    history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
+    # The model server starts on the request while the user's message is being stored.
+    first: Any
+    try:
+        first = engine.open_stream(server, chosen, messages, [tool.openai_spec() for tool in tools])
+    except engine.UpstreamError as exc:
+        first = exc
+    try:
+        with transaction.atomic():
+            Message.objects.create(conversation=conversation, role=Role.USER, content=content)
+            if not conversation.title:
+                conversation.title = content[:TITLE_LENGTH]
+            conversation.save(update_fields=["title", "updated_at"])
+    except BaseException:
+        if not isinstance(first, engine.UpstreamError):
+            first.close()
+        raise
+    return _stream_turn(
+        conversation=conversation,
+        server=server,
+        model=chosen,
+        messages=messages,
+        tools=tools,
+        first=first,
+        started=started,
+    )
 
 
 def _stream_turn(
+    *,
     conversation: Conversation,
     server: ModelServer,
     model: str,
     messages: list[dict[str, Any]],
     tools: list[engine.BoundTool],
+    first: Any,
+    started: float,
 ) -> Iterator[ChatEvent]:
-    started = time.monotonic()
     tokens = 0
     partial: list[str] = []
     reply: Message | None = None
     turn = engine.run_turn(
-        server=server, model=model, messages=messages, tools=tools, max_rounds=settings.CHAT_MAX_TOOL_ROUNDS
+        server=server,
+        model=model,
+        messages=messages,
+        tools=tools,
+        max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
+        first_stream=first,
     )
     try:
+        if isinstance(first, engine.UpstreamError):
+            raise first
         for event in turn:
             if isinstance(event, engine.Token):
                 partial.append(event.text)

@@ -9,6 +9,7 @@ is the SSRF-guarded one (apps.core.outbound), checked again at every connect.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 import openai
@@ -17,7 +18,8 @@ from django.utils.translation import gettext as _
 
 from apps.core.crypto import decrypt
 from apps.core.exceptions import ApplicationError, InvalidInput
-from apps.llm.models import ModelProvider
+
+_UNSET: Any = object()
 
 
 class NoModelConfigured(ApplicationError):
@@ -39,9 +41,15 @@ class ModelServer:
         return self.models[0]
 
 
-def model_server() -> ModelServer:
-    """The current tenant's active provider, else the platform default."""
-    provider = ModelProvider.objects.filter(is_active=True).first()
+def model_server(provider: Any = _UNSET) -> ModelServer:
+    """The current tenant's active provider, else the platform default.
+
+    Pass ``provider`` when the caller already read the tenant's AI setup.
+    """
+    if provider is _UNSET:
+        from apps.llm.setup_cache import ai_setup
+
+        provider = ai_setup().provider
     if provider is not None and provider.model_ids:
         return ModelServer(
             base_url=provider.base_url,

@@ -11,6 +11,7 @@ from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput
 from apps.core.outbound import check_url
 from apps.llm.models import ModelProvider
+from apps.llm.setup_cache import ai_setup_forget
 
 _KEEP = object()
 
@@ -44,6 +45,7 @@ def model_provider_save(
     if api_key is not None:
         provider.api_key_encrypted = encrypt(api_key.strip())
     provider.save()
+    ai_setup_forget()
     audit_record(
         actor=actor,
         action="model_provider.saved",
@@ -60,3 +62,4 @@ def model_provider_delete(*, actor: Actor) -> None:
     if provider is not None:
         audit_record(actor=actor, action="model_provider.deleted", target=provider)
         provider.delete()
+        ai_setup_forget()

@@ -16,6 +16,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, QuotaExceeded
 from apps.core.outbound import check_url
+from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
 from apps.tenants.selectors import tenant_current_locked
@@ -114,6 +115,7 @@ def mcp_service_create(
     except IntegrityError as exc:
         message = _("Another service already uses this tool prefix.")
         raise InvalidInput(message, details={"slug": [message]}) from exc
+    ai_setup_forget()
     audit_record(actor=actor, action="mcp_service.created", target=service, metadata={"name": service.name,
                  "url": service.url})  # fmt: skip
     return service
@@ -149,6 +151,7 @@ def mcp_service_update(
         changed += ["tools", "tools_refreshed_at"]
     if changed:
         service.save(update_fields=[*changed, "updated_at"])
+        ai_setup_forget()
         public_names = {"secret_headers": "headers", "config": "timeout_seconds"}
         fields = sorted({public_names.get(f, f) for f in changed if f not in ("tools", "tools_refreshed_at")})
         audit_record(actor=actor, action="mcp_service.updated", target=service, metadata={"fields": fields})
@@ -164,6 +167,7 @@ def mcp_service_set_active(*, actor: Actor, service: McpService, active: bool) -
         _check_service_quota()
     service.is_active = active
     service.save(update_fields=["is_active", "updated_at"])
+    ai_setup_forget()
     audit_record(actor=actor, action="mcp_service.enabled" if active else "mcp_service.disabled", target=service)
     return service
 
@@ -172,6 +176,7 @@ def mcp_service_set_active(*, actor: Actor, service: McpService, active: bool) -
 def mcp_service_delete(*, actor: Actor, service: McpService) -> None:
     audit_record(actor=actor, action="mcp_service.deleted", target=service, metadata={"name": service.name})
     service.delete()
+    ai_setup_forget()
 
 
 def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSpec]:
@@ -194,5 +199,6 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSp
             updated_at=timezone.now(),
         )
         audit_record(actor=actor, action="mcp_service.tested", target=service, metadata={"tools": len(tools)})
+        ai_setup_forget()
     service.refresh_from_db()
     return tools

@@ -35,7 +35,7 @@ from apps.chat.services import SYSTEM_PROMPT
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import choose_model, model_server
-from apps.mcp.models import McpService
+from apps.llm.setup_cache import ai_setup
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 _PASSED_OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "tool_choice",
@@ -88,21 +88,27 @@ class ChatCompletionsApi(TenantApi):
         if total > settings.CHAT_MAX_MESSAGE_CHARS * 10:
             message = _("The messages are too long.")
             raise InvalidInput(message, code="message_too_long", details={"messages": [message]})
-        server = model_server()
+        setup = ai_setup()
+        server = model_server(setup.provider)
         model = choose_model(server, data.validated_data["model"] or None)
         options = {k: request.data[k] for k in _PASSED_OPTIONS if isinstance(request.data, dict) and k in request.data}
         client_tools = data.validated_data.get("tools")
+        tools = []
+        if not client_tools and role_has(getattr(request.user, "role", ""), Perm.USE_MCP_SERVICES):
+            tools = engine.bind_tools(setup.services)
+        if not client_tools and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+        specs = client_tools or [tool.openai_spec() for tool in tools]
+        try:
+            first = engine.open_stream(server, model, messages, specs, **options)
+        except engine.UpstreamError as exc:
+            raise ApplicationError(exc.message, code="upstream_error", status_code=502) from exc
+        events: Iterator[Any]
         if client_tools:
-            events: Iterator[Any] = engine.stream_model(server, model, messages, client_tools, **options)
+            events = engine.read_stream(first)
         else:
-            tools = []
-            if role_has(getattr(request.user, "role", ""), Perm.USE_MCP_SERVICES):
-                tools = engine.bind_tools(McpService.objects.filter(is_active=True).exclude(tools=[]))
-            if not any(m["role"] == "system" for m in messages):
-                messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
-            events = engine.run_turn(
-                server=server, model=model, messages=messages, tools=tools, max_rounds=settings.CHAT_MAX_TOOL_ROUNDS
-            )
+            events = engine.run_turn(server=server, model=model, messages=messages, tools=tools,
+                                     max_rounds=settings.CHAT_MAX_TOOL_ROUNDS, first_stream=first)  # fmt: skip
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if data.validated_data["stream"]:
             return sse_response(_chunks(events, completion_id, model, final_only=not client_tools))

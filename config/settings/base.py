@@ -75,6 +75,9 @@ DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 # Tenant.create_schema does this itself (apps.tenants.schemas), so django-tenants'
 # TENANT_CREATION_FAKES_MIGRATIONS is not used.
 TENANT_BASE_SCHEMA = "tenant_base"
+# Issue `SET search_path` once per connection and tenant switch, not before every
+# query (django-tenants re-issues it after set_tenant, rollbacks and reconnects).
+TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "apps.core.middleware.HealthCheckMiddleware",

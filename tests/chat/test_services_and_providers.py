@@ -171,3 +171,64 @@ class TestModelProvider:
         user = member_client(tenant_alpha)
         assert user.get("/api/model-provider").status_code == 403
         assert user.get("/api/models").status_code == 200
+
+
+class TestAiSetupCache:
+    """Every turn reads the provider and the services from Redis; changes must reach the next turn."""
+
+    def test_changes_reach_the_next_turn_at_once(
+        self, tenant_alpha: TenantFixture, hydrology: Any, demo_model_url: str
+    ) -> None:
+        from apps.chat.services import _tools_for
+        from apps.core.actors import Actor
+        from apps.llm.client import model_server
+        from tests.conftest import make_member
+
+        client = admin(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            actor = Actor(user=make_member(tenant_alpha, "user"))
+        tenant_url = demo_model_url.replace("127.0.0.1", "localhost")
+
+        def now() -> tuple[int, str]:
+            with schema_context(tenant_alpha.tenant.schema_name):  # each call fills the cache
+                return len(_tools_for(actor)), model_server().base_url
+
+        assert now() == (4, demo_model_url)
+        send(client, "post", f"/api/mcp-services/{hydrology.pk}/disable")
+        assert now() == (0, demo_model_url)
+        send(client, "post", f"/api/mcp-services/{hydrology.pk}/enable")
+        assert now() == (4, demo_model_url)
+        send(client, "put", "/api/model-provider", {"base_url": tenant_url, "model_ids": ["hydronet-demo"]})
+        assert now() == (4, tenant_url)
+        send(client, "patch", f"/api/mcp-services/{hydrology.pk}", {"name": "Hydro"})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            from apps.llm.setup_cache import ai_setup
+
+            assert [service.name for service in ai_setup().services] == ["Hydro"]
+        assert client.delete(f"/api/mcp-services/{hydrology.pk}").status_code == 204
+        assert client.delete("/api/model-provider").status_code == 204
+        assert now() == (0, demo_model_url)
+
+    def test_one_tenants_setup_never_answers_another(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
+    ) -> None:
+        from apps.llm.setup_cache import ai_setup
+
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert [service.slug for service in ai_setup().services] == ["hydrology"]
+        with schema_context(tenant_beta.tenant.schema_name):
+            assert ai_setup().services == []
+
+    def test_chat_still_works_while_redis_is_down(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        client = admin(tenant_alpha)
+        conversation = send(client, "post", "/api/conversations").json()["id"]
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"},
+        }
+        reply = send(client, "post", f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert reply.status_code == 200, reply.content
+        assert reply.json()["message"]["status"] == "complete"
+        assert send(client, "post", f"/api/mcp-services/{hydrology.pk}/disable").status_code == 200

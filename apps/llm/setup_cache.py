@@ -1,0 +1,75 @@
+"""The tenant's model provider and MCP services, as every chat turn needs them, cached in Redis.
+
+A chat turn's time to first token is spent mostly before the model is called,
+so the two rows every turn reads (the provider and the active MCP services with
+their cached tools) are kept in the tenant-aware cache and read in one round
+trip. Every service that changes either calls ``ai_setup_forget()``, which
+drops the entry at once and again after commit.
+
+It is only a cache of PostgreSQL: while Redis is unreachable every turn reads
+the two tables instead (fail open). A change made during an outage can be
+missed by the cache for at most ``_SECONDS`` after Redis returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
+
+from apps.llm.models import ModelProvider
+from apps.mcp.models import McpService
+
+logger = logging.getLogger(__name__)
+
+_KEY = "ai-setup:v1"
+_REDIS_DOWN = (ConnectionInterrupted, RedisError)
+_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class AiSetup:
+    provider: ModelProvider | None
+    services: list[McpService]
+
+
+def ai_setup() -> AiSetup:
+    """The active provider (None: the platform's) and the active services that have tools."""
+    try:
+        cached: Any = cache.get(_KEY)
+    except _REDIS_DOWN:
+        logger.warning("AI setup read from PostgreSQL: Redis is unreachable")
+        return _read()
+    if isinstance(cached, AiSetup):
+        return cached
+    setup = _read()
+    try:
+        cache.set(_KEY, setup, _SECONDS)
+    except _REDIS_DOWN:
+        logger.warning("AI setup not cached: Redis is unreachable")
+    return setup
+
+
+def ai_setup_forget() -> None:
+    """Call after any change to the provider or the services of the current tenant."""
+    _delete()
+    transaction.on_commit(_delete)
+
+
+def _read() -> AiSetup:
+    return AiSetup(
+        provider=ModelProvider.objects.filter(is_active=True).first(),
+        services=list(McpService.objects.filter(is_active=True).exclude(tools=[]).order_by("name", "id")),
+    )
+
+
+def _delete() -> None:
+    try:
+        cache.delete(_KEY)
+    except _REDIS_DOWN:
+        logger.warning("AI setup cache not cleared: Redis is unreachable; it expires within %s s", _SECONDS)

@@ -1,0 +1,228 @@
+"""Chat time to first token: through HydroNet against the model server directly, side by side.
+
+    make bench-chat                                  # throwaway PostgreSQL 18 and Redis
+    DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/chat_ttft.py --rounds 200
+
+One run starts the offline demo model server and HydroNet under gunicorn (as in
+production: gthread workers), provisions a tenant in a database of its own, and
+then measures, alternating request by request:
+
+* direct: ``POST /v1/chat/completions`` with ``stream: true`` to the model server,
+  until the first chunk with content;
+* HydroNet: ``POST /api/conversations/{id}/messages`` with ``stream: true`` (JWT,
+  the user message stored, history read, tools looked up, model called) until
+  the first ``token`` event.
+
+Both send the model server the same request (HydroNet's system prompt and the
+user's message), so the difference is HydroNet's own work.
+
+Both at 1 stream at a time and at 20 concurrent streams. The target (DESIGN.md):
+HydroNet adds at most 5 ms to the p50 time to first token. The script exits
+non-zero if it does not meet it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_MS = 5.0
+
+
+def ttft(client: httpx2.Client, url: str, body: dict[str, object], headers: dict[str, str], marker: bytes) -> float:
+    """Seconds from sending the request to the first chunk containing ``marker``."""
+    started = time.perf_counter()
+    elapsed = None
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        response.raise_for_status()
+        for chunk in response.iter_raw():  # read to the end, so the stream finishes normally
+            if elapsed is None and marker in chunk:
+                elapsed = time.perf_counter() - started
+    if elapsed is None:
+        raise RuntimeError(f"no {marker!r} in the stream from {url}")
+    return elapsed
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=120, help="requests per mode at concurrency 1")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=6, help="concurrent batches per mode")
+    args = parser.parse_args()
+
+    import psycopg
+
+    base = urlsplit(os.environ["DATABASE_URL"])
+    bench_db = f"hydronet_ttft_{os.getpid()}"
+    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{bench_db}"')
+    os.environ["DATABASE_URL"] = urlunsplit(base._replace(path=f"/{bench_db}"))
+    os.environ["CACHE_KEY_PREFIX"] = f"ttft-{os.getpid()}"
+    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"ttft-{os.getpid()}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+    try:
+        return run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace) -> int:
+    from demo.testing import run_model_server
+
+    with run_model_server(token_delay_ms=20) as model_root:
+        os.environ["LLM_BASE_URL"] = f"{model_root}/v1"
+        os.environ["LLM_MODELS"] = "hydronet-demo"
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+        from django.test.utils import override_settings
+        from django_redis import get_redis_connection
+
+        from apps.accounts.models import Role, User
+        from apps.accounts.services import token_pair_issue
+        from apps.core.actors import Actor
+        from apps.tenants.db import connection
+        from apps.tenants.services import tenant_provision
+
+        call_command("migrate_platform", parallel=1, verbosity=0)
+        with override_settings(BASE_DOMAIN="localhost"):
+            tenant = tenant_provision(
+                name="Bench", slug="bench", plan="enterprise", admin_email="admin@bench.example.com",
+                admin_password="Bench-Password-2026", actor=Actor(label="bench"),
+            ).tenant  # fmt: skip
+        connection.set_tenant(tenant)
+        user = User.objects.create_user("bench@bench.example.com", "Bench-Password-2026", role=Role.USER)
+        token = token_pair_issue(user=user)["access"]
+        connection.set_schema_to_public()
+
+        port = _free_port()
+        log = Path(tempfile.mkstemp(prefix="ttft-gunicorn-", suffix=".log")[1])
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
+               "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
+               "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
+               "BASE_DOMAIN": f"localhost:{port}"}  # fmt: skip
+        argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
+                "--workers", "2", "--threads", "32", "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
+        with log.open("wb") as out:
+            server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait(port)
+            results = measure(args, model_root, port, token)
+        except BaseException:
+            print(f"gunicorn's log: {log}", file=sys.stderr)
+            raise
+        else:
+            log.unlink(missing_ok=True)
+        finally:
+            server.terminate()
+            server.wait(15)
+        redis = get_redis_connection("default")
+        for key in redis.scan_iter(match=f"*ttft-{os.getpid()}*"):
+            redis.delete(key)
+
+    met = True
+    print(f"{'streams':<9}{'mode':<10}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}")
+    for concurrency, modes in results.items():
+        for mode, values in modes.items():
+            print(f"{concurrency:<9}{mode:<10}{len(values):>5}{percentile(values, 50) * 1000:>10.1f}"
+                  f"{percentile(values, 90) * 1000:>10.1f}")  # fmt: skip
+        added = (statistics.median(modes["hydronet"]) - statistics.median(modes["direct"])) * 1000
+        ok = added <= TARGET_MS
+        met = met and ok
+        print(f"  {concurrency} stream(s): HydroNet adds {added:.1f} ms at p50 (target <= {TARGET_MS:.0f}: "
+              f"{'met' if ok else 'NOT met'})")  # fmt: skip
+    return 0 if met else 1
+
+
+def measure(args: argparse.Namespace, model_root: str, port: int, token: str) -> dict[int, dict[str, list[float]]]:
+    """Both sides send the model the same request: our system prompt and one user message.
+
+    Each HydroNet sample posts to a new conversation (created untimed), so the
+    model server sees no history there either.
+    """
+    from apps.chat.services import SYSTEM_PROMPT
+
+    question = "hello"
+    direct_url = f"{model_root}/v1/chat/completions"
+    direct_headers = {"Authorization": "Bearer bench"}
+    direct_body = {
+        "model": "hydronet-demo",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+    }
+    ours_headers = {"Host": f"bench.localhost:{port}", "Authorization": f"Bearer {token}"}
+    base = f"http://127.0.0.1:{port}/api/conversations"
+
+    def direct(client: httpx2.Client) -> float:
+        return ttft(client, direct_url, direct_body, direct_headers, b'"delta": {"content": "')
+
+    def ours(client: httpx2.Client) -> float:
+        conversation = client.post(base, json={}, headers=ours_headers).json()["id"]
+        url = f"{base}/{conversation}/messages"
+        return ttft(client, url, {"content": question, "stream": True}, ours_headers, b"event: token")
+
+    results: dict[int, dict[str, list[float]]] = {}
+    with httpx2.Client(timeout=60, limits=httpx2.Limits(max_connections=64)) as client:
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
+            list(pool.map(lambda _n: (direct(client), ours(client)), range(args.concurrency)))
+        one: dict[str, list[float]] = {"direct": [], "hydronet": []}
+        for _ in range(args.rounds):
+            one["direct"].append(direct(client))
+            one["hydronet"].append(ours(client))
+        results[1] = one
+        many: dict[str, list[float]] = {"direct": [], "hydronet": []}
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            for _ in range(args.batches):
+                for mode, fn in (("direct", direct), ("hydronet", ours)):
+                    many[mode] += list(pool.map(lambda _n, fn=fn: fn(client), range(args.concurrency)))
+        results[args.concurrency] = many
+    return results
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not start")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
