@@ -120,6 +120,14 @@
         const created = await (await api("/api/conversations", {})).json();
         conversationId = String(created.id);
         history.replaceState(null, "", root.dataset.chatUrl + conversationId + "/");
+        const sidebar = root.querySelector("[data-testid=conversations]");
+        const placeholder = sidebar.querySelector(".muted");
+        if (placeholder) placeholder.remove();
+        const item = el("li");
+        const link = el("a", "active", content.slice(0, 60));
+        link.href = root.dataset.chatUrl + conversationId + "/";
+        item.append(link);
+        sidebar.prepend(item);
       }
       const modelSelect = form.querySelector("select[name=model]");
       const body = { content: content, stream: true };

@@ -52,6 +52,7 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
 
     page.get_by_test_id("chat-input").fill("站点 S001 最近的水位是多少?")
     page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-stop")).to_be_visible()  # while the reply streams
 
     panel = page.get_by_test_id("tool-panel").first
     expect(panel).to_contain_text("hydrology")
@@ -63,6 +64,8 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
     expect(answer).to_contain_text("S001", timeout=15_000)
     expect(answer).not_to_have_class("bubble assistant streaming", timeout=15_000)
     expect(page.get_by_test_id("chat-send")).to_be_visible()
+    expect(page.get_by_test_id("chat-stop")).to_be_hidden()
+    expect(page.get_by_test_id("conversations")).to_contain_text("站点 S001")  # added without a reload
 
     # The conversation is stored: reload and it is all still there, with the tool panel.
     expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/1/")
