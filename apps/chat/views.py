@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -34,5 +35,6 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "read_only": conversation is not None and conversation.user_id != request.user.pk,
         "models": models,
         "model_error": model_error,
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)

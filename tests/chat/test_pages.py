@@ -1,0 +1,216 @@
+"""The chat, tools and model-server pages: who sees them, what their forms do, in both languages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import Role
+from apps.accounts.permissions import Perm, role_has
+from apps.chat.models import Conversation, Message
+from apps.core.crypto import decrypt
+from apps.llm.models import ModelProvider
+from apps.mcp.models import McpService
+from tests.accounts.test_pages import logged_in
+from tests.conftest import ADMIN_PASSWORD, TenantFixture, make_member
+
+pytestmark = pytest.mark.django_db
+
+PAGES = {
+    "/chat/": (Perm.VIEW_OWN_CONVERSATIONS, "nav-chat"),
+    "/services/": (Perm.USE_MCP_SERVICES, "nav-services"),
+    "/settings/model/": (Perm.MANAGE_SERVICES, "nav-model"),
+}
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.USER, Role.VIEWER])
+@pytest.mark.parametrize("path", list(PAGES))
+def test_pages_follow_the_permission_map(tenant_alpha: TenantFixture, role: str, path: str) -> None:
+    permission, nav = PAGES[path]
+    client = logged_in(tenant_alpha, role)
+    response = client.get(path)
+    dashboard = client.get("/dashboard/").content.decode()
+    if role_has(role, permission):
+        assert response.status_code == 200
+        assert f'data-testid="{nav}"' in dashboard
+    else:
+        assert response.status_code == 403
+        assert str(permission) in response.content.decode()
+        assert f'data-testid="{nav}"' not in dashboard
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/chat/1/"])
+def test_pages_need_a_login(tenant_alpha: TenantFixture, path: str) -> None:
+    response = tenant_alpha.client().get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=")
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("zh-hans", ["新对话", "发送", "工具（MCP 服务）", "测试连接", "模型服务器"]),
+     ("en", ["New conversation", "Send", "Tools (MCP services)", "Test connection", "Model server"])],
+)  # fmt: skip
+def test_the_pages_speak_both_languages(
+    tenant_alpha: TenantFixture, hydrology: Any, language: str, expected: list[str]
+) -> None:
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = language
+    text = "".join(client.get(path).content.decode() for path in PAGES)
+    for phrase in expected:
+        assert phrase in text
+
+
+class TestChatPage:
+    def test_an_own_conversation_with_sanitized_markdown_and_tool_panels(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="<b>hi</b>")
+            Message.objects.create(conversation=conversation, role="tool", service="hydrology",
+                                   tool="get_water_levels", arguments={"station": "S001"},
+                                   content="<img src=x onerror=alert(1)>")  # fmt: skip
+            Message.objects.create(conversation=conversation, role="assistant",
+                                   content="**S001** is at 2.1 m <script>alert(1)</script>")  # fmt: skip
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert "<strong>S001</strong>" in page
+        assert "<script>alert(1)</script>" not in page
+        assert "<img src=x" not in page
+        assert "&lt;img src=x onerror=alert(1)&gt;" in page
+        assert "&lt;b&gt;hi&lt;/b&gt;" in page
+        assert 'data-testid="tool-panel"' in page
+        assert "get_water_levels" in page
+        assert 'data-testid="chat-form"' in page
+
+    def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
+        with schema_context(tenant_alpha.tenant.schema_name):
+            owner = make_member(tenant_alpha, Role.USER)
+            conversation = Conversation.objects.create(user=owner, title="Private")
+        assert logged_in(tenant_alpha, Role.USER).get(f"/chat/{conversation.pk}/").status_code == 404
+        admin_page = logged_in(tenant_alpha, Role.ADMIN).get(f"/chat/{conversation.pk}/")
+        assert admin_page.status_code == 200  # all_conversations: read, not write
+        assert 'data-testid="chat-form"' not in admin_page.content.decode()
+
+    def test_another_tenants_conversation_is_a_404(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=make_member(tenant_alpha, Role.USER))
+        assert logged_in(tenant_beta, Role.ADMIN).get(f"/chat/{conversation.pk}/").status_code == 404
+
+    def test_a_viewer_reads_but_has_no_form(self, tenant_alpha: TenantFixture) -> None:
+        page = logged_in(tenant_alpha, Role.VIEWER).get("/chat/").content.decode()
+        assert 'data-testid="chat-form"' not in page
+        assert "Your role can read conversations but not start them." in page
+
+    def test_the_message_limit_is_the_setting(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.CHAT_MAX_MESSAGE_CHARS = 1234
+        assert 'maxlength="1234"' in logged_in(tenant_alpha, Role.USER).get("/chat/").content.decode()
+
+
+class TestServicesPage:
+    def test_add_test_disable_enable_remove(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        added = client.post("/services/", {"name": "Hydrology", "url": demo_mcp_url, "type": "streamable-http",
+                                           "timeout_seconds": 10, "headers": "X-Token: s3cret"})  # fmt: skip
+        assert added.status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = McpService.objects.get()
+            assert "s3cret" not in service.secret_headers
+            assert "s3cret" in decrypt(service.secret_headers)
+        assert client.post(f"/services/{service.pk}/test/").status_code == 302
+        page = client.get("/services/").content.decode()
+        assert "answers with 4 tools" in page
+        assert "get_water_levels" in page
+        assert "s3cret" not in page
+        client.post(f"/services/{service.pk}/disable/")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get().is_active is False
+        client.post(f"/services/{service.pk}/enable/")
+        client.post(f"/services/{service.pk}/delete/")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not McpService.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [("http://10.0.0.5/mcp", "private network address"), ("ftp://mcp.example.com/", "use https or http")],
+    )
+    def test_a_bad_url_is_a_400_and_adds_nothing(
+        self, tenant_alpha: TenantFixture, settings: Any, url: str, message: str
+    ) -> None:
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post("/services/", {"name": "Bad", "url": url, "type": "streamable-http",
+                                              "timeout_seconds": 10})  # fmt: skip
+        assert response.status_code == 400
+        assert message in response.content.decode()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not McpService.objects.exists()
+
+    def test_a_server_that_is_not_mcp_shows_why(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        client.post("/services/", {"name": "Model", "url": demo_model_url, "type": "streamable-http",
+                                   "timeout_seconds": 5})  # fmt: skip
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = McpService.objects.get()
+        page = client.post(f"/services/{service.pk}/test/", follow=True).content.decode()
+        assert "Could not list the tools" in page
+
+    def test_members_see_the_tools_but_cannot_change_them(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        user = logged_in(tenant_alpha, Role.USER)
+        page = user.get("/services/").content.decode()
+        assert "get_water_levels" in page
+        assert 'data-testid="service-form"' not in page
+        assert 'data-testid="test-service"' not in page
+        user.post("/services/", {"name": "Sneaky", "url": "http://127.0.0.1:9/", "type": "sse", "timeout_seconds": 5})
+        for action in ("disable", "delete", "test"):
+            assert user.post(f"/services/{hydrology.pk}/{action}/").status_code == 403
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert list(McpService.objects.values_list("name", "is_active")) == [("Hydrology", True)]
+
+    def test_another_tenants_service_is_a_404(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
+    ) -> None:
+        beta = logged_in(tenant_beta, Role.ADMIN)
+        assert beta.post(f"/services/{hydrology.pk}/delete/").status_code == 404
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.filter(pk=hydrology.pk).exists()
+
+
+class TestModelServerPage:
+    def test_save_keep_the_key_and_go_back(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Ours", "base_url": demo_model_url, "model_ids": "m1\nm2", "is_active": "on"}
+        assert client.post("/settings/model/", {**form, "api_key": "sk-page-secret"}).status_code == 302
+        page = client.get("/settings/model/").content.decode()
+        assert "sk-page-secret" not in page
+        assert "An API key is stored (encrypted)." in page
+        assert client.post("/settings/model/", form).status_code == 302  # an empty key field keeps the key
+        with schema_context(tenant_alpha.tenant.schema_name):
+            provider = ModelProvider.objects.get()
+            assert provider.model_ids == ["m1", "m2"]
+            assert decrypt(provider.api_key_encrypted) == "sk-page-secret"
+        assert client.post("/settings/model/", {"action": "delete"}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
+
+    def test_an_unsafe_base_url_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post("/settings/model/", {"base_url": "http://169.254.169.254/v1", "model_ids": "m"})
+        assert response.status_code == 400
+        assert "cloud metadata" in response.content.decode()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
+
+    def test_only_admins(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        user: Client = logged_in(tenant_alpha, Role.USER)
+        response = user.post("/settings/model/", {"base_url": demo_model_url, "model_ids": "m"})
+        assert response.status_code == 403
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
