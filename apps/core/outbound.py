@@ -539,6 +539,21 @@ def _replace_pool(transport: httpx2.HTTPTransport | httpx2.AsyncHTTPTransport, e
     transport._pool = pool
 
 
+def _pool_options(
+    ssl_context: ssl.SSLContext, limits: httpx2.Limits, *, http1: bool, http2: bool, retries: int
+) -> dict[str, Any]:
+    """What httpx2's transports pass to their httpcore2 pool, but the network backend."""
+    return {
+        "ssl_context": ssl_context,
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+        "http1": http1,
+        "http2": http2,
+        "retries": retries,
+    }
+
+
 class GuardedHTTPTransport(httpx2.HTTPTransport):
     """httpx2's transport with a pool that connects through :class:`GuardedSyncBackend`; no proxies, no UDS."""
 
@@ -554,20 +569,9 @@ class GuardedHTTPTransport(httpx2.HTTPTransport):
         limits = limits or DEFAULT_LIMITS
         ssl_context = httpx2.create_ssl_context(verify=verify, trust_env=False)
         super().__init__(verify=ssl_context, trust_env=False, http1=http1, http2=http2, limits=limits)
-        _replace_pool(
-            self,
-            httpcore2.ConnectionPool,
-            httpcore2.ConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                http1=http1,
-                http2=http2,
-                retries=retries,
-                network_backend=GuardedSyncBackend(),
-            ),
-        )
+        options = _pool_options(ssl_context, limits, http1=http1, http2=http2, retries=retries)
+        pool = httpcore2.ConnectionPool(**options, network_backend=GuardedSyncBackend())
+        _replace_pool(self, httpcore2.ConnectionPool, pool)
 
 
 class GuardedAsyncHTTPTransport(httpx2.AsyncHTTPTransport):
@@ -585,20 +589,9 @@ class GuardedAsyncHTTPTransport(httpx2.AsyncHTTPTransport):
         limits = limits or DEFAULT_LIMITS
         ssl_context = httpx2.create_ssl_context(verify=verify, trust_env=False)
         super().__init__(verify=ssl_context, trust_env=False, http1=http1, http2=http2, limits=limits)
-        _replace_pool(
-            self,
-            httpcore2.AsyncConnectionPool,
-            httpcore2.AsyncConnectionPool(
-                ssl_context=ssl_context,
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                http1=http1,
-                http2=http2,
-                retries=retries,
-                network_backend=GuardedAsyncBackend(),
-            ),
-        )
+        options = _pool_options(ssl_context, limits, http1=http1, http2=http2, retries=retries)
+        pool = httpcore2.AsyncConnectionPool(**options, network_backend=GuardedAsyncBackend())
+        _replace_pool(self, httpcore2.AsyncConnectionPool, pool)
 
 
 def guarded_client(

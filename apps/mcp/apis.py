@@ -105,32 +105,28 @@ class McpServiceDeleteApi(TenantApi):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class McpServiceEnableApi(TenantApi):
+class _McpServiceSetActiveApi(TenantApi):
+    required_permission = Perm.MANAGE_SERVICES
+    active: bool
+
+    @extend_schema(request=None, responses={200: McpServiceOutput})
+    def post(self, request: Request, service_id: int) -> Response:
+        actor = self.actor(request)
+        service = access_mcp_service(actor, service_id)
+        service = services.mcp_service_set_active(actor=actor, service=service, active=self.active)
+        return Response(McpServiceOutput(service).data)
+
+
+class McpServiceEnableApi(_McpServiceSetActiveApi):
     """POST /api/mcp-services/{id}/enable: counts against the plan's MCP-service limit (402)."""
 
-    required_permission = Perm.MANAGE_SERVICES
-
-    @extend_schema(request=None, responses={200: McpServiceOutput})
-    def post(self, request: Request, service_id: int) -> Response:
-        actor = self.actor(request)
-        service = access_mcp_service(actor, service_id)
-        return Response(
-            McpServiceOutput(services.mcp_service_set_active(actor=actor, service=service, active=True)).data
-        )
+    active = True
 
 
-class McpServiceDisableApi(TenantApi):
+class McpServiceDisableApi(_McpServiceSetActiveApi):
     """POST /api/mcp-services/{id}/disable."""
 
-    required_permission = Perm.MANAGE_SERVICES
-
-    @extend_schema(request=None, responses={200: McpServiceOutput})
-    def post(self, request: Request, service_id: int) -> Response:
-        actor = self.actor(request)
-        service = access_mcp_service(actor, service_id)
-        return Response(
-            McpServiceOutput(services.mcp_service_set_active(actor=actor, service=service, active=False)).data
-        )
+    active = False
 
 
 class McpServiceTestApi(TenantApi):
