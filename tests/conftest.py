@@ -131,7 +131,7 @@ def _english_outside_requests() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _reset_schema_and_routes() -> Iterator[None]:
-    """Every test starts and ends on the public schema with no cached routes, AI setups or lockouts.
+    """Every test starts and ends on the public schema with no cached routes, AI setups, lockouts or counters.
 
     A route or a tenant's AI setup cached during a rolled-back test could point
     at rows that no longer exist, and every test client comes from 127.0.0.1,
@@ -142,7 +142,8 @@ def _reset_schema_and_routes() -> Iterator[None]:
     connection.set_schema_to_public()
     caches["platform"].delete_pattern("tenant-host:*")  # type: ignore[attr-defined]  # django-redis
     redis = get_redis_connection("default")
-    for pattern in (f"{settings.CACHE_KEY_PREFIX}:lockout:*", f"*:{settings.CACHE_KEY_PREFIX}:*:ai-setup:*"):
+    prefix = settings.CACHE_KEY_PREFIX
+    for pattern in (f"{prefix}:lockout:*", f"*:{prefix}:*:ai-setup:*", f"{prefix}:usage:*", f"{prefix}:rl:*"):
         for key in redis.scan_iter(match=pattern, count=1000):
             redis.delete(key)
 

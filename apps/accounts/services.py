@@ -101,8 +101,10 @@ def actor_role(actor: Actor) -> str | None:
 
 def _check_user_quota(*, adding: int = 1) -> None:
     """Active users plus pending invitations may not pass the plan's user limit."""
-    tenant = tenant_current_locked()
-    limit = tenant.plan.max_users if tenant.plan is not None else None
+    from apps.usage.limits import limits_for
+    from apps.usage.services import quota_check_count_alerts
+
+    limit = limits_for(tenant_current_locked()).users
     if limit is None:
         return
     pending = Invitation.objects.filter(
@@ -114,6 +116,7 @@ def _check_user_quota(*, adding: int = 1) -> None:
             _("Your plan allows %(limit)d users, counting pending invitations.") % {"limit": limit},
             details={"quota": "users", "limit": limit, "used": used, "resets_at": None},
         )
+    quota_check_count_alerts(quota="users", limit=limit, used_before=used, used_after=used + adding)
 
 
 def _keep_an_admin(user: User) -> None:

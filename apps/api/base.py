@@ -26,12 +26,15 @@ from apps.api.pagination import Pagination
 from apps.api.permissions import HasRequiredPermission
 from apps.core.actors import Actor, request_actor
 from apps.core.exceptions import ApplicationError
+from apps.usage.meter import Meter
 
 #: ``required_permission`` for endpoints any authenticated member or key may use.
 AUTHENTICATED: Any = None
 
 _UNDECLARED = object()
 _SEALED = (
+    "check_throttles",
+    "finalize_response",
     "authentication_classes",
     "permission_classes",
     "initial",
@@ -63,6 +66,10 @@ class TenantApi(APIView):
     dangerously_allow_anonymous: ClassVar[bool] = False
     #: Which credentials the endpoint accepts; a subclass may narrow it (never widen the checks).
     credentials: ClassVar[tuple[str, ...]] = ("api_key", "jwt", "session")
+    #: The endpoint makes AI calls: it passes ``self.meter`` to its service, whose first
+    #: charge counts the rate limit and the call in one Redis round trip.
+    metered: ClassVar[bool] = False
+    meter: Meter | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,6 +80,29 @@ class TenantApi(APIView):
             raise TypeError(f"{cls.__name__} must declare required_permission (a Perm, or AUTHENTICATED)")
         if cls.required_permission not in (_UNDECLARED, None) and not isinstance(cls.required_permission, Perm):
             raise TypeError(f"{cls.__name__}.required_permission must be a Perm")
+
+    def check_throttles(self, request: Request) -> None:
+        """The tenant's per-minute rate limit, for every authenticated request (apps.usage.meter).
+
+        Anonymous endpoints (logging in) are not counted, so nobody can use up a
+        tenant's limit without its credentials; per-IP limits guard them instead.
+        """
+        super().check_throttles(request)
+        if self.dangerously_allow_anonymous or not request.user or not request.user.is_authenticated:
+            return
+        self.meter = Meter.for_request(request, self.actor(request))
+        if not self.metered:
+            self.meter.hit_rate()
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if self.meter is not None:
+            if self.meter.count_rate:  # refused before its first AI call: it still counts
+                self.meter.hit_rate(enforce=False)
+            if self.meter.rate is not None:
+                for name, value in self.meter.rate.headers().items():
+                    response[name] = value
+        return response
 
     def get_authenticators(self) -> list[Any]:
         # Endpoints that exist to log in ignore whatever credential is (still) sent.

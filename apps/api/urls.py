@@ -9,6 +9,7 @@ from apps.audit import apis as audit
 from apps.chat import apis as chat
 from apps.llm import apis as llm
 from apps.mcp import apis as mcp
+from apps.usage import apis as usage
 
 app_name = "api"
 
@@ -72,6 +73,9 @@ urlpatterns = [
     path("mcp-services/<int:service_id>/enable", mcp.McpServiceEnableApi.as_view(), name="mcp-service-enable"),
     path("mcp-services/<int:service_id>/disable", mcp.McpServiceDisableApi.as_view(), name="mcp-service-disable"),
     path("mcp-services/<int:service_id>/test", mcp.McpServiceTestApi.as_view(), name="mcp-service-test"),
+    path("usage", usage.UsageApi.as_view(), name="usage"),
+    path("quota", usage.QuotaApi.as_view(), name="quota"),
+    path("quota/spending-cap", usage.SpendingCapApi.as_view(), name="spending-cap"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -167,6 +167,7 @@ class MessagePostApi(TenantApi):
     """
 
     required_permission = Perm.CREATE_CONVERSATION
+    metered = True
 
     class InputSerializer(StrictSerializer):
         content = serializers.CharField(allow_blank=True, trim_whitespace=False)
@@ -198,6 +199,7 @@ class MessagePostApi(TenantApi):
             conversation=conversation,
             content=data.validated_data["content"],
             model=data.validated_data["model"] or None,
+            meter=self.meter,
         )
         if data.validated_data["stream"]:
             return sse_response(encode(event.type, event.data) for event in events)
@@ -209,8 +211,9 @@ class MessagePostApi(TenantApi):
             if event.type == "tool_result":
                 tool_calls.append(event.data)
             elif event.type == "error":
-                raise ApplicationError(event.data["message"], code="upstream_error", status_code=502,
-                                       details={"message_id": event.data["message_id"]})  # fmt: skip
+                details = {**event.data.get("details", {}), "message_id": event.data["message_id"]}
+                raise ApplicationError(event.data["message"], code=event.data["code"],
+                                       status_code=event.data.get("status", 502), details=details)  # fmt: skip
             elif event.type == "done":
                 message = Message.objects.get(pk=event.data["message_id"])
                 body = {

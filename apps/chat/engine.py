@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 import openai
@@ -123,6 +123,14 @@ class ModelReply:
 
 Event = Token | ToolCall | ToolResult | ModelReply
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
+
+
+class CallMeter(Protocol):
+    """Meters each AI call of a turn (apps.usage.meter.Meter): charge before, then record or release."""
+
+    def charge(self, kind: str) -> Any: ...
+    def record(self, ticket: Any, tokens: int = 0) -> None: ...
+    def release(self, ticket: Any) -> None: ...
 
 
 def run_mcp_tool(tool: BoundTool, arguments: dict[str, Any]) -> mcp_client.ToolOutcome:
@@ -268,6 +276,23 @@ def _truncate(text: str) -> tuple[str, bool]:
     return text[:limit] + "\n…[truncated]", True
 
 
+def metered_round(stream: Any, meter: CallMeter, ticket: Any) -> Iterator[Token | ModelReply]:
+    """``read_stream``, with the call recorded with its tokens, or released if the model server failed.
+
+    A client that goes away mid-stream leaves the call recorded: the model did the work.
+    """
+    try:
+        for event in read_stream(stream):
+            if isinstance(event, ModelReply):
+                meter.record(ticket, event.tokens)
+            yield event
+    except UpstreamError:
+        meter.release(ticket)
+        raise
+    finally:
+        meter.record(ticket)  # a no-op once recorded or released
+
+
 def run_turn(
     *,
     server: ModelServer,
@@ -275,7 +300,9 @@ def run_turn(
     messages: list[dict[str, Any]],
     tools: list[BoundTool],
     max_rounds: int,
+    meter: CallMeter,
     first_stream: Any = None,
+    first_ticket: Any = None,
     run_tool: ToolRunner = run_mcp_tool,
 ) -> Generator[Event, None, None]:
     """Ask the model; while it asks for tools (at most ``max_rounds`` times) run them and ask again.
@@ -285,18 +312,30 @@ def run_turn(
     (unreachable, unknown, bad arguments, an error result) is reported to the
     model as that tool's result, so the model can explain or recover.
     ``first_stream`` is the first round's request when the caller already sent
-    it (``open_stream`` with all ``tools``), to overlap it with its own work.
+    it (``open_stream`` with all ``tools``, charged as ``first_ticket``), to
+    overlap it with its own work.
+
+    Every model round and every tool invocation is one AI call: ``meter``
+    charges it before it starts (a quota that runs out mid-turn raises
+    QuotaExceeded here), records it with its tokens once it ended, and releases
+    it if the model server failed. A turn the client abandons records the call
+    in progress: the model did the work.
     """
     by_name = {tool.exposed_name: tool for tool in tools}
     rounds = 0
     while True:
         if rounds == 0 and first_stream is not None:
-            stream = first_stream
+            stream, ticket = first_stream, first_ticket
         else:
             offered = tools if rounds < max_rounds else []
-            stream = open_stream(server, model, messages, [tool.openai_spec() for tool in offered])
+            ticket = meter.charge("model")
+            try:
+                stream = open_stream(server, model, messages, [tool.openai_spec() for tool in offered])
+            except UpstreamError:
+                meter.release(ticket)
+                raise
         reply: ModelReply | None = None
-        for event in read_stream(stream):
+        for event in metered_round(stream, meter, ticket):
             if isinstance(event, ModelReply):
                 reply = event
             yield event
@@ -324,7 +363,11 @@ def run_turn(
                     duration_ms=0,
                 )  # fmt: skip
             else:
-                outcome = run_tool(tool, call.arguments)
+                ticket = meter.charge("tool")
+                try:
+                    outcome = run_tool(tool, call.arguments)
+                finally:
+                    meter.record(ticket)
             text, truncated = _truncate(outcome.text)
             yield ToolResult(
                 call=call, result=text, is_error=outcome.is_error, duration_ms=outcome.duration_ms, truncated=truncated

@@ -20,9 +20,10 @@ from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
 from apps.chat.selectors import model_history
 from apps.core.actors import Actor
-from apps.core.exceptions import InvalidInput
+from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup
+from apps.usage.meter import Meter
 
 SYSTEM_PROMPT = (
     "You are HydroNet, an assistant for water-network and hydrology work. Answer in the language of the "
@@ -44,6 +45,7 @@ def _valid_title(title: str) -> str:
 def conversation_create(*, actor: Actor, title: str = "", model: str | None = None) -> Conversation:
     assert actor.user is not None
     model = choose_model(model_server(), model) if model else ""
+    Meter.for_actor(actor).check_storage()
     return Conversation.objects.create(user=actor.user, title=_valid_title(title), model=model)
 
 
@@ -95,7 +97,7 @@ def _tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundT
 
 
 def conversation_reply(
-    *, actor: Actor, conversation: Conversation, content: str, model: str | None = None
+    *, actor: Actor, conversation: Conversation, content: str, model: str | None = None, meter: Meter | None = None
 ) -> Iterator[ChatEvent]:
     """Store the user's message, then stream the assistant's turn, storing it as it goes.
 
@@ -114,11 +116,14 @@ def conversation_reply(
     tools = _tools_for(actor, setup)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
+    meter = meter or Meter.for_actor(actor)
+    ticket = meter.charge("model")
     # The model server starts on the request while the user's message is being stored.
     first: Any
     try:
         first = engine.open_stream(server, chosen, messages, [tool.openai_spec() for tool in tools])
     except engine.UpstreamError as exc:
+        meter.release(ticket)
         first = exc
     try:
         with transaction.atomic():
@@ -129,6 +134,7 @@ def conversation_reply(
     except BaseException:
         if not isinstance(first, engine.UpstreamError):
             first.close()
+            meter.release(ticket)
         raise
     return _stream_turn(
         conversation=conversation,
@@ -138,6 +144,8 @@ def conversation_reply(
         tools=tools,
         first=first,
         started=started,
+        meter=meter,
+        ticket=ticket,
     )
 
 
@@ -150,6 +158,8 @@ def _stream_turn(
     tools: list[engine.BoundTool],
     first: Any,
     started: float,
+    meter: Meter,
+    ticket: Any,
 ) -> Iterator[ChatEvent]:
     tokens = 0
     partial: list[str] = []
@@ -160,7 +170,9 @@ def _stream_turn(
         messages=messages,
         tools=tools,
         max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
+        meter=meter,
         first_stream=first,
+        first_ticket=ticket,
     )
     try:
         if isinstance(first, engine.UpstreamError):
@@ -187,6 +199,14 @@ def _stream_turn(
         )
         _add_tokens(conversation, tokens)
         yield ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
+        return
+    except ApplicationError as exc:  # a quota or the rate limit ran out between two calls of the turn
+        failed = _store_assistant(
+            conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
+        )
+        _add_tokens(conversation, tokens)
+        yield ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
+                                  "status": exc.status_code, "details": exc.details})  # fmt: skip
         return
     except GeneratorExit:
         turn.close()  # closes the upstream stream, which cancels the model server's work

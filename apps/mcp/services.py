@@ -20,6 +20,8 @@ from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
 from apps.tenants.selectors import tenant_current_locked
+from apps.usage.limits import limits_for
+from apps.usage.services import quota_check_count_alerts
 
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -28,8 +30,7 @@ MAX_TIMEOUT_SECONDS = 120
 
 def _check_service_quota(*, adding: int = 1) -> None:
     """Active MCP services may not pass the plan's limit."""
-    tenant = tenant_current_locked()
-    limit = tenant.plan.max_mcp_services if tenant.plan is not None else None
+    limit = limits_for(tenant_current_locked()).mcp_services
     if limit is None:
         return
     used = McpService.objects.filter(is_active=True).count()
@@ -38,6 +39,7 @@ def _check_service_quota(*, adding: int = 1) -> None:
             _("Your plan allows %(limit)d active MCP services.") % {"limit": limit},
             details={"quota": "mcp_services", "limit": limit, "used": used, "resets_at": None},
         )
+    quota_check_count_alerts(quota="mcp_services", limit=limit, used_before=used, used_after=used + adding)
 
 
 def _slug_for(name: str) -> str:

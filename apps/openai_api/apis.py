@@ -36,6 +36,7 @@ from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import choose_model, model_server
 from apps.llm.setup_cache import ai_setup
+from apps.usage.meter import Meter
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 _PASSED_OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "tool_choice",
@@ -68,6 +69,7 @@ class ChatCompletionsApi(TenantApi):
 
     required_permission = Perm.CREATE_CONVERSATION
     credentials = ("api_key",)
+    metered = True
 
     class InputSerializer(serializers.Serializer):
         model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -99,16 +101,20 @@ class ChatCompletionsApi(TenantApi):
         if not client_tools and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
         specs = client_tools or [tool.openai_spec() for tool in tools]
+        meter = self.meter or Meter.for_actor(self.actor(request))
+        ticket = meter.charge("model")
         try:
             first = engine.open_stream(server, model, messages, specs, **options)
         except engine.UpstreamError as exc:
+            meter.release(ticket)
             raise ApplicationError(exc.message, code="upstream_error", status_code=502) from exc
         events: Iterator[Any]
-        if client_tools:
-            events = engine.read_stream(first)
+        if client_tools:  # one model call; its tool calls go back to the client to run
+            events = engine.metered_round(first, meter, ticket)
         else:
-            events = engine.run_turn(server=server, model=model, messages=messages, tools=tools,
-                                     max_rounds=settings.CHAT_MAX_TOOL_ROUNDS, first_stream=first)  # fmt: skip
+            events = engine.run_turn(server=server, model=model, messages=messages, tools=tools, meter=meter,
+                                     max_rounds=settings.CHAT_MAX_TOOL_ROUNDS, first_stream=first,
+                                     first_ticket=ticket)  # fmt: skip
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if data.validated_data["stream"]:
             return sse_response(_chunks(events, completion_id, model, final_only=not client_tools))
@@ -164,6 +170,10 @@ def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only
                     yield _data(_chunk(completion_id, model, {}, finish=event.finish_reason))
     except engine.UpstreamError as exc:
         yield _data({"error": {"code": "upstream_error", "message": exc.message, "type": "upstream_error"}})
+        yield _data("[DONE]")
+        return
+    except ApplicationError as exc:  # a quota ran out between two calls of the turn
+        yield _data({"error": {"code": exc.code, "message": exc.message, "type": exc.code, "details": exc.details}})
         yield _data("[DONE]")
         return
     yield _data({**_chunk(completion_id, model, {}), "choices": [], "usage": _usage(prompt, completion)})

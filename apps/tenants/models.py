@@ -41,6 +41,26 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
     owner_email = models.EmailField(_("owner email"), blank=True)
     suspended_at = models.DateTimeField(_("suspended at"), null=True, blank=True)
     status_reason = models.CharField(_("reason for the status"), max_length=255, blank=True)
+    # Per-tenant quota overrides set by staff; empty means the plan's limit (apps.usage.limits).
+    api_calls_per_month_override = models.PositiveBigIntegerField(
+        _("API calls per month (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+    )
+    storage_mb_override = models.PositiveBigIntegerField(
+        _("storage MB (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+    )
+    max_users_override = models.PositiveIntegerField(
+        _("users (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+    )
+    max_mcp_services_override = models.PositiveIntegerField(
+        _("MCP services (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+    )
+    rate_limit_per_minute_override = models.PositiveIntegerField(
+        _("requests per minute (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+    )
+    # Set by the tenant's admins: once the month's overage reaches it, AI calls stop. Integer fen.
+    spending_cap_fen = models.PositiveBigIntegerField(
+        _("monthly spending cap on overage (fen)"), null=True, blank=True, help_text=_("Empty: no cap.")
+    )
 
     auto_create_schema = True
     auto_drop_schema = False

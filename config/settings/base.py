@@ -59,6 +59,7 @@ TENANT_APPS = [
     "apps.llm",
     "apps.mcp",
     "apps.chat",
+    "apps.usage",
     # The refresh-token blacklist lives in each tenant's schema.
     "rest_framework_simplejwt.token_blacklist",
 ]
@@ -194,6 +195,8 @@ USE_TZ = True
 
 # --- Static files ----------------------------------------------------------
 STATIC_URL = "/static/"
+# Files tenants store (exports, uploads), under tenants/<schema>/; counted in their storage.
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(BASE_DIR / ".devdata" / "media"))
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
@@ -316,6 +319,17 @@ CELERY_BEAT_SCHEDULE = {
     "clear-expired-sessions": {
         "task": "apps.accounts.tasks.clear_expired_sessions_everywhere",
         "schedule": crontab(hour=3, minute=17),
+    },
+    # Usage: the ledger into usage_stats every minute, storage every ten minutes.
+    "flush-usage": {
+        "task": "apps.tenants.tasks.run_for_each_tenant",
+        "schedule": 60.0,
+        "args": ("apps.usage.tasks.flush_usage",),
+    },
+    "measure-storage": {
+        "task": "apps.tenants.tasks.run_for_each_tenant",
+        "schedule": crontab(minute="*/10"),
+        "args": ("apps.usage.tasks.measure_storage",),
     },
 }
 

@@ -1,0 +1,135 @@
+"""The usage API: what was used, and where each quota stands."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.models import User
+from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import actor_role
+from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.core.exceptions import ApplicationError
+from apps.tenants.selectors import tenant_current
+from apps.usage import limits as L
+from apps.usage.selectors import quota_status, usage_series
+from apps.usage.services import spending_cap_set
+
+MAX_RANGE_DAYS = 366
+
+
+class UsageApi(TenantApi):
+    """GET /api/usage?from=&to=&group_by=day|user: calls, tokens and storage over a range of days.
+
+    Members with ``view_stats`` see the whole tenant (and may narrow it with
+    ``user``); other members see only their own calls. ``from`` defaults to the
+    first of this month, ``to`` to today (UTC), both inclusive, at most 366 days.
+    """
+
+    required_permission = AUTHENTICATED
+
+    class FilterSerializer(StrictSerializer):
+        # "from" is a Python keyword, hence the source mapping.
+        from_ = serializers.DateField(required=False, input_formats=["iso-8601"])
+        to = serializers.DateField(required=False, input_formats=["iso-8601"])
+        group_by = serializers.ChoiceField(choices=["day", "user"], required=False, default="day")
+        user = serializers.IntegerField(required=False, min_value=1)
+
+        def get_fields(self) -> dict[str, Any]:
+            fields = super().get_fields()
+            fields["from"] = fields.pop("from_")
+            return fields
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            today = L.today()
+            start = attrs.get("from") or L.period_start(today)
+            end = attrs.get("to") or today
+            if start > end:
+                raise serializers.ValidationError({"from": [_("The range starts after it ends.")]})
+            if (end - start).days >= MAX_RANGE_DAYS:
+                raise serializers.ValidationError({"to": [_("Ask for at most %(days)d days at a time.")
+                                                          % {"days": MAX_RANGE_DAYS}]})  # fmt: skip
+            return {**attrs, "from": start, "to": end}
+
+    class OutputSerializer(serializers.Serializer):
+        start = serializers.DateField(source="from")
+        end = serializers.DateField(source="to")
+        group_by = serializers.CharField()
+        scope = serializers.ChoiceField(choices=["tenant", "user"])
+        totals = serializers.DictField()
+        series = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        actor = self.actor(request)
+        everyone = role_has(actor_role(actor) or "", Perm.VIEW_STATS)
+        # Without view_stats, usage is one's own: a person's, so an API key gets member_required.
+        user_id = data.get("user") if everyone else self.member(request).pk
+        if user_id is not None and everyone and not User.objects.filter(pk=user_id).exists():
+            raise ApplicationError(_("No such member."), code="not_found", status_code=404)
+        series = usage_series(start=data["from"], end=data["to"], group_by=data["group_by"], user_id=user_id,
+                              only_user=user_id is not None)  # fmt: skip
+        totals = {
+            "api_calls": sum(row["api_calls"] for row in series),
+            "tokens": sum(row["tokens"] for row in series),
+        }
+        body = {"from": data["from"], "to": data["to"], "group_by": data["group_by"],
+                "scope": "tenant" if user_id is None else "user", "totals": totals, "series": series}  # fmt: skip
+        return Response(self.OutputSerializer(body).data)
+
+
+class QuotaApi(TenantApi):
+    """GET /api/quota: for each quota its limit (null: unlimited), used, remaining and resets_at.
+
+    API calls reset at the start of each month (UTC); storage, users and MCP
+    services do not reset. Storage is in bytes. The API-call entry also says
+    what overage the month has run up, and the spending cap.
+    """
+
+    required_permission = Perm.VIEW_STATS
+
+    class OutputSerializer(serializers.Serializer):
+        plan = serializers.CharField()
+        period_start = serializers.DateField()
+        resets_at = serializers.DateTimeField()
+        quotas = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        tenant = tenant_current()
+        today = L.today()
+        body = {
+            "plan": tenant.plan.code if tenant.plan else "",
+            "period_start": L.period_start(today),
+            "resets_at": L.resets_at(today),
+            "quotas": quota_status(tenant),
+        }
+        return Response(self.OutputSerializer(body).data)
+
+
+class SpendingCapApi(TenantApi):
+    """PUT /api/quota/spending-cap: the month's overage stops at this many fen (null: no cap)."""
+
+    required_permission = Perm.MANAGE_BILLING
+
+    class InputSerializer(StrictSerializer):
+        spending_cap_fen = serializers.IntegerField(allow_null=True)
+
+    class OutputSerializer(serializers.Serializer):
+        spending_cap_fen = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = spending_cap_set(actor=self.actor(request), cap_fen=data.validated_data["spending_cap_fen"])
+        return Response(self.OutputSerializer(tenant).data)

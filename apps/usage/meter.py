@@ -1,0 +1,396 @@
+"""Live counters in Redis: the tenant's rate limit, its monthly calls and tokens, and the quota check.
+
+One request costs at most two Redis round trips:
+
+1. ``charge`` runs one Lua script that counts the request against the tenant's
+   per-minute rate, checks the monthly call quota and storage, and takes one
+   call, atomically. With Q calls left and K concurrent requests, across any
+   number of processes, exactly min(K, Q) get through: Redis runs scripts one
+   at a time.
+2. ``record`` adds the call's tokens (one pipeline), after writing the call to
+   the ledger (``UsageEvent``) in PostgreSQL.
+
+The rate limit is django-ratelimit's fixed window (a counter per tenant per
+minute that expires with its window), but counted inside the same script as the
+quota so the pair costs one round trip; django-ratelimit's ``get_usage`` needs
+two (``add`` then ``incr``) before the quota check could even start.
+
+Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
+
+* ``usage:<schema>:m:<YYYYMM>``: hash, ``calls`` and ``tokens`` of the month;
+* ``usage:<schema>:d:<YYYYMMDD>``: hash, ``<who>:calls`` and ``<who>:tokens`` of the
+  day, where ``<who>`` is a user id or ``k`` for API keys, and ``init``;
+* ``usage:<schema>:storage``: the schema's last measured size in bytes;
+* ``rl:<schema>:<window start>``: requests in the current minute.
+
+When a month or day hash (or the storage value) is missing, because Redis
+restarted or was flushed or a new month began, ``charge`` rebuilds it from
+``UsageStat`` plus the ledger rows not yet flushed, then carries on.
+
+When Redis cannot be reached: the rate limit fails open; the quota check fails
+closed (503 ``metering_unavailable``) where calls could have to stop (the free
+plan, a spending cap) and open elsewhere, with the ledger row marked so the
+flush adds it to Redis later. Usage in PostgreSQL is exact either way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
+
+from apps.core.actors import Actor
+from apps.core.exceptions import ApplicationError, QuotaExceeded, RateLimited
+from apps.tenants.models import Tenant
+from apps.tenants.selectors import tenant_current
+from apps.usage import limits as L
+from apps.usage.models import CallKind, Quota, UsageEvent
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_SECONDS = 60
+MONTH_TTL_SECONDS = 70 * 24 * 3600
+DAY_TTL_SECONDS = 3 * 24 * 3600
+
+# What the charge script answers.
+OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED = 0, 1, 2, 3, 4
+
+# KEYS: rate, month, day, storage
+# ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none)
+# Returns {status, requests in this window, calls before, calls after, storage bytes}.
+_CHARGE = """
+local rate = -1
+if ARGV[1] == '1' then
+  rate = redis.call('INCR', KEYS[1])
+  if rate == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+  if rate > tonumber(ARGV[2]) then return {1, rate, 0, 0, 0} end
+end
+local n = tonumber(ARGV[4])
+if n == 0 then return {0, rate, 0, 0, 0} end
+local used = redis.call('HGET', KEYS[2], 'calls')
+local storage = redis.call('GET', KEYS[4])
+if (not used) or (not storage) or redis.call('HEXISTS', KEYS[3], 'init') == 0 then
+  return {2, rate, 0, 0, 0}
+end
+used = tonumber(used)
+storage = tonumber(storage)
+local storage_stop = tonumber(ARGV[7])
+if storage_stop >= 0 and storage >= storage_stop then return {4, rate, used, used, storage} end
+local stop = tonumber(ARGV[5])
+if stop >= 0 and used + n > stop then return {3, rate, used, used, storage} end
+local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
+redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
+return {0, rate, used, after, storage}
+"""
+
+# KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, then day field/value pairs.
+# Writes only what is missing, so of two processes rebuilding at once the first wins and the second is a no-op.
+_REBUILD_SCRIPT = """
+if not redis.call('HGET', KEYS[1], 'calls') then
+  redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+end
+if redis.call('HEXISTS', KEYS[2], 'init') == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'init', '1')
+  for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+end
+if not redis.call('GET', KEYS[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
+return 1
+"""
+
+# KEYS: month, day. ARGV: calls, tokens, who. Adds only to counters that exist (a missing one is rebuilt from the DB).
+_ADD = """
+if redis.call('HGET', KEYS[1], 'calls') then
+  redis.call('HINCRBY', KEYS[1], 'calls', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
+end
+if redis.call('HEXISTS', KEYS[2], 'init') == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':calls', ARGV[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':tokens', ARGV[2])
+end
+return 1
+"""
+
+_scripts: dict[str, Any] = {}
+
+
+def redis_client() -> Any:
+    return get_redis_connection("default")
+
+
+def _script(name: str, source: str) -> Any:
+    # register_script sends EVALSHA, falling back to EVAL once per server start: one round trip.
+    if name not in _scripts:
+        _scripts[name] = redis_client().register_script(source)
+    return _scripts[name]
+
+
+def _prefix(schema: str) -> str:
+    return f"{settings.CACHE_KEY_PREFIX}:usage:{schema}"
+
+
+def month_key(schema: str, day: dt.date) -> str:
+    return f"{_prefix(schema)}:m:{day:%Y%m}"
+
+
+def day_key(schema: str, day: dt.date) -> str:
+    return f"{_prefix(schema)}:d:{day:%Y%m%d}"
+
+
+def storage_key(schema: str) -> str:
+    return f"{_prefix(schema)}:storage"
+
+
+def rate_key(schema: str, window: int) -> str:
+    return f"{settings.CACHE_KEY_PREFIX}:rl:{schema}:{window}"
+
+
+def who(user_id: int | None) -> str:
+    return str(user_id) if user_id is not None else "k"
+
+
+# --- The rate limit's state, for the X-RateLimit-* headers -----------------------------
+
+
+@dataclass
+class RateState:
+    limit: int
+    reset: int  # when the window ends, in Unix seconds
+    remaining: int | None = None  # None: unknown (Redis unreachable)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Reset": str(self.reset)}
+        if self.remaining is not None:
+            headers["X-RateLimit-Remaining"] = str(self.remaining)
+        return headers
+
+
+@dataclass
+class Ticket:
+    """One AI call that was let through and not yet recorded or released."""
+
+    kind: str
+    day: dt.date
+    counted: bool  # False when Redis was unreachable as it was charged
+    done: bool = False
+
+
+@dataclass
+class Meter:
+    """Meters one request (or task) of one tenant: rate limit, quota checks and usage records.
+
+    ``count_rate``: the request still has to be counted against the rate limit,
+    which the first ``charge`` does in the same round trip (``hit_rate`` otherwise).
+    """
+
+    tenant: Tenant
+    user_id: int | None
+    api_key_id: int | None
+    count_rate: bool = False
+    rate: RateState | None = None
+    limits: L.Limits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limits = L.limits_for(self.tenant)
+
+    @classmethod
+    def for_actor(cls, actor: Actor, *, count_rate: bool = False) -> Meter:
+        return cls(
+            tenant=tenant_current(),
+            user_id=actor.user.pk if actor.user is not None else None,
+            api_key_id=actor.api_key.pk if actor.api_key is not None else None,
+            count_rate=count_rate,
+        )
+
+    @classmethod
+    def for_request(cls, request: HttpRequest | Any, actor: Actor) -> Meter:
+        tenant = getattr(request, "tenant", None)
+        meter = cls.for_actor(actor, count_rate=True)
+        if isinstance(tenant, Tenant):
+            meter.tenant = tenant
+            meter.limits = L.limits_for(tenant)
+        return meter
+
+    @property
+    def schema(self) -> str:
+        return self.tenant.schema_name
+
+    # --- Rate limit ----------------------------------------------------------------
+
+    def _window(self) -> tuple[str, int, int]:
+        now = int(time.time())
+        start = now - now % RATE_WINDOW_SECONDS
+        return rate_key(self.schema, start), start + RATE_WINDOW_SECONDS, RATE_WINDOW_SECONDS + 5
+
+    def hit_rate(self, *, enforce: bool = True) -> None:
+        """Count this request against the tenant's per-minute rate (one round trip)."""
+        if not self.count_rate:
+            return
+        self._run(calls=0, enforce_rate=enforce)
+
+    # --- Calls ---------------------------------------------------------------------
+
+    def charge(self, kind: str = CallKind.MODEL) -> Ticket:
+        """Take one AI call from the tenant's month, or raise RateLimited / QuotaExceeded.
+
+        Call it before the work it pays for, then ``record`` or ``release`` the ticket.
+        """
+        day = L.today()
+        status, used_before, used_after, storage = self._run(calls=1, enforce_rate=True, day=day)
+        if status is None:
+            return Ticket(kind=kind, day=day, counted=False)
+        if status == REBUILD:
+            self.rebuild(day)
+            status, used_before, used_after, storage = self._run(calls=1, enforce_rate=True, day=day)
+            if status is None:
+                return Ticket(kind=kind, day=day, counted=False)
+        if status == STORAGE_EXCEEDED:
+            raise self._storage_exceeded(storage, day)
+        if status == CALLS_EXCEEDED:
+            raise self._calls_exceeded(used_before, day)
+        self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+        return Ticket(kind=kind, day=day, counted=True)
+
+    def record(self, ticket: Ticket, tokens: int = 0) -> None:
+        """The call happened: write it to the ledger, then add its tokens to the live counters."""
+        if ticket.done:
+            return
+        ticket.done = True
+        event = UsageEvent.objects.create(
+            user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind, calls=1, tokens=max(0, tokens),
+            day=ticket.day, counted_calls=ticket.counted, counted_tokens=ticket.counted,
+        )  # fmt: skip
+        if not ticket.counted:
+            return
+        try:
+            if tokens:
+                pipe = redis_client().pipeline(transaction=False)
+                pipe.hincrby(month_key(self.schema, ticket.day), "tokens", tokens)
+                pipe.hincrby(day_key(self.schema, ticket.day), f"{who(self.user_id)}:tokens", tokens)
+                pipe.execute()
+        except RedisError:
+            logger.warning("usage tokens not added to Redis for %s; the flush will add them", self.schema)
+            UsageEvent.objects.filter(pk=event.pk).update(counted_tokens=False)
+
+    def release(self, ticket: Ticket) -> None:
+        """The call did not happen (the model server failed): give it back."""
+        if ticket.done:
+            return
+        ticket.done = True
+        if not ticket.counted:
+            return
+        try:
+            _script("add", _ADD)(
+                keys=[month_key(self.schema, ticket.day), day_key(self.schema, ticket.day)],
+                args=[-1, 0, who(self.user_id)],
+            )
+        except RedisError:
+            logger.warning("a released call of %s stays counted in Redis until its next rebuild", self.schema)
+
+    # --- Storage -------------------------------------------------------------------
+
+    def check_storage(self) -> None:
+        """For writes that add data: refuse them once a hard-stop plan's storage is full."""
+        stop = self.limits.storage_stop_at
+        if stop is None:
+            return
+        from apps.usage.selectors import storage_used
+
+        used = storage_used(self.tenant)
+        if used >= stop:
+            raise self._storage_exceeded(used, L.today())
+
+    # --- Internals -----------------------------------------------------------------
+
+    def _run(self, *, calls: int, enforce_rate: bool, day: dt.date | None = None) -> tuple[int | None, int, int, int]:
+        """Run the charge script; None as the status means Redis was unreachable and the check failed open."""
+        day = day or L.today()
+        key, reset, ttl = self._window()
+        count_rate = self.count_rate
+        limit = self.limits.rate_per_minute
+        stop = self.limits.calls_stop_at
+        storage_stop = self.limits.storage_stop_at
+        try:
+            reply = _script("charge", _CHARGE)(
+                keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
+                args=[
+                    "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
+                    -1 if storage_stop is None else storage_stop,
+                ],
+            )  # fmt: skip
+        except RedisError:
+            self.count_rate = False
+            if count_rate:
+                self.rate = RateState(limit=limit, reset=reset)
+                logger.warning("rate limit of %s not checked: Redis is unreachable (fail open)", self.schema)
+            if calls and (stop is not None or storage_stop is not None):
+                logger.warning("quota of %s not checked: Redis is unreachable (fail closed)", self.schema)
+                raise ApplicationError(
+                    _("Usage metering is unavailable for a moment. Try again shortly."),
+                    code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
+                ) from None  # fmt: skip
+            return None, 0, 0, 0
+        status, requests, before, after, storage = (int(v) for v in reply)
+        if count_rate:
+            self.count_rate = False
+            self.rate = RateState(limit=limit, reset=reset, remaining=max(0, limit - requests))
+            if status == RATE_LIMITED and enforce_rate:
+                raise RateLimited(retry_after=max(1, reset - int(time.time())))
+        return status, before, after, storage
+
+    def rebuild(self, day: dt.date) -> None:
+        """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""
+        from apps.usage.selectors import counters_from_database
+
+        snapshot = counters_from_database(day)
+        pairs: list[Any] = []
+        for user_id, (calls, tokens) in snapshot.day.items():
+            pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
+        _script("rebuild", _REBUILD_SCRIPT)(
+            keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
+            args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS, *pairs],
+        )
+        logger.info("usage counters of %s rebuilt from the database for %s", self.schema, day)
+
+    def _calls_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
+        limits = self.limits
+        assert limits.calls_stop_at is not None
+        if limits.api_calls is not None and limits.calls_stop_at > limits.api_calls:
+            message = _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {
+                "cap": f"{(limits.spending_cap_fen or 0) / 100:.2f}"
+            }
+            quota = "spending_cap"
+        else:
+            message = _("Your plan's %(limit)d API calls this month are used up.") % {"limit": limits.api_calls}
+            quota = Quota.API_CALLS
+        return QuotaExceeded(
+            message,
+            details={"quota": str(quota), "limit": limits.calls_stop_at, "used": used,
+                     "resets_at": L.resets_at(day).isoformat()},
+        )  # fmt: skip
+
+    def _storage_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
+        limit = self.limits.storage_bytes or 0
+        return QuotaExceeded(
+            _("Your plan's %(limit)d MB of storage are used up. Delete conversations or change plans.")
+            % {"limit": limit // L.MB},
+            details={"quota": Quota.STORAGE.value, "limit": limit, "used": used, "resets_at": None},
+        )
+
+    def _alert(self, quota: str, limit: int | None, before: int, after: int, day: dt.date) -> None:
+        thresholds = L.crossed(limit, before, after)
+        if thresholds:
+            from apps.usage.services import quota_alerts_raise
+
+            assert limit is not None
+            quota_alerts_raise(quota=quota, limit=limit, used=after, thresholds=thresholds, day=day)

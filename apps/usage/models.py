@@ -1,0 +1,103 @@
+"""What a tenant used: the ledger of AI calls, the per-user daily totals, and quota alerts.
+
+All three live in the tenant's schema. ``UsageEvent`` is the durable ledger: one
+row per AI call (a model round or an MCP tool invocation), written when the call
+ends. The flush task moves ledger rows into ``UsageStat`` (the design notes'
+``usage_stats``: per user per day) in one statement, so a retried flush never
+counts twice. Redis holds the live counters the quota checks read; when Redis
+loses them they are rebuilt from ``UsageStat`` plus the ledger rows not yet
+flushed (apps.usage.meter).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class CallKind(models.TextChoices):
+    MODEL = "model", _("Model call")
+    TOOL = "tool", _("Tool call")
+
+
+class Quota(models.TextChoices):
+    API_CALLS = "api_calls", _("API calls")
+    STORAGE = "storage", _("Storage")
+    USERS = "users", _("Users")
+    MCP_SERVICES = "mcp_services", _("MCP services")
+
+
+class UsageEvent(models.Model):
+    """One AI call, not yet flushed into ``UsageStat``. The flush deletes what it moves."""
+
+    # NULL: a call made with an API key (counted under "API keys", not a person).
+    user = models.ForeignKey("accounts.User", on_delete=models.DO_NOTHING, db_constraint=False, null=True,
+                             related_name="+")  # fmt: skip
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.DO_NOTHING, db_constraint=False, null=True,
+                                related_name="+")  # fmt: skip
+    kind = models.CharField(max_length=8, choices=CallKind.choices)
+    calls = models.PositiveIntegerField(default=1)
+    tokens = models.PositiveBigIntegerField(default=0)
+    # The day (UTC) the call counts on; its month is the billing period.
+    day = models.DateField()
+    # False when Redis could not be reached to count the call (or its tokens): the flush adds them there.
+    counted_calls = models.BooleanField(default=True)
+    counted_tokens = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["day"], name="usage_event_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.kind} user={self.user_id} calls={self.calls} tokens={self.tokens}"
+
+
+class UsageStat(models.Model):
+    """Per user per day: API calls and tokens; the tenant's row (user NULL) also holds storage."""
+
+    user = models.ForeignKey("accounts.User", on_delete=models.DO_NOTHING, db_constraint=False, null=True,
+                             related_name="+")  # fmt: skip
+    date = models.DateField()
+    api_calls = models.PositiveBigIntegerField(default=0)
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    # Only on the tenant's row (user NULL): the schema's size measured that day.
+    storage_used_mb = models.DecimalField(max_digits=12, decimal_places=3, default=0)
+    storage_bytes = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "usage_stats"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "date"], nulls_distinct=False, name="usage_stats_user_date_unique")
+        ]
+        indexes = [models.Index(fields=["date"], name="usage_stats_date_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.date} user={self.user_id} calls={self.api_calls} tokens={self.tokens_used}"
+
+
+class QuotaAlert(models.Model):
+    """A quota crossed 80, 90 or 100% in a period. Unique per (quota, period, threshold): it fires once.
+
+    The row is the recorded event: the banner reads it, the admins' email is sent
+    from it, and webhooks deliver it (``delivered_at``).
+    """
+
+    quota = models.CharField(_("quota"), max_length=16, choices=Quota.choices)
+    period = models.DateField(_("period"), help_text=_("The first day of the month the alert belongs to."))
+    threshold = models.PositiveSmallIntegerField(_("threshold (%)"))
+    limit = models.PositiveBigIntegerField(_("limit"))
+    used = models.PositiveBigIntegerField(_("used"))
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=["quota", "period", "threshold"], name="quota_alert_once_per_period")
+        ]
+        indexes = [models.Index(fields=["period"], name="quota_alert_period_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.period:%Y-%m} {self.quota} {self.threshold}%"

@@ -1,0 +1,185 @@
+"""Reads of usage: the counters as PostgreSQL knows them, series for the dashboard, quota status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from redis.exceptions import RedisError
+
+from apps.accounts.models import Invitation, User
+from apps.mcp.models import McpService
+from apps.tenants.models import Tenant
+from apps.usage import limits as L
+from apps.usage.meter import Meter, month_key, redis_client, storage_key
+from apps.usage.models import Quota, QuotaAlert
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    calls: int
+    tokens: int
+    storage_bytes: int
+    day: dict[int | None, tuple[int, int]]  # user id (None: API keys) -> (calls, tokens) of the day
+
+
+_SNAPSHOT_SQL = """
+SELECT 'm', NULL::bigint, COALESCE(SUM(api_calls), 0), COALESCE(SUM(tokens_used), 0)
+  FROM (SELECT api_calls, tokens_used FROM usage_stats WHERE date BETWEEN %(start)s AND %(end)s
+        UNION ALL SELECT calls, tokens FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s) m
+UNION ALL
+SELECT 'd', user_id, SUM(calls), SUM(tokens)
+  FROM (SELECT user_id, api_calls AS calls, tokens_used AS tokens FROM usage_stats WHERE date = %(day)s
+        UNION ALL SELECT user_id, calls, tokens FROM usage_usageevent WHERE day = %(day)s) d
+ GROUP BY user_id
+UNION ALL
+SELECT 's', NULL, COALESCE((SELECT storage_bytes FROM usage_stats WHERE user_id IS NULL AND storage_bytes > 0
+                            ORDER BY date DESC LIMIT 1), 0), 0
+"""
+
+
+def counters_from_database(day: dt.date) -> Snapshot:
+    """The month's and the day's counts as PostgreSQL has them: usage_stats plus unflushed calls.
+
+    One statement, so it sees one consistent state even while a flush moves rows.
+    """
+    calls = tokens = storage = 0
+    per_user: dict[int | None, tuple[int, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(_SNAPSHOT_SQL, {"start": L.period_start(day), "end": L.period_end(day), "day": day})
+        for kind, user_id, a, b in cursor.fetchall():
+            if kind == "m":
+                calls, tokens = int(a), int(b)
+            elif kind == "d":
+                per_user[user_id] = (int(a), int(b))
+            else:
+                storage = int(a)
+    return Snapshot(calls=calls, tokens=tokens, storage_bytes=storage, day=per_user)
+
+
+def storage_used(tenant: Tenant) -> int:
+    """The schema's last measured size in bytes: from Redis, else from usage_stats."""
+    try:
+        value = redis_client().get(storage_key(tenant.schema_name))
+        if value is not None:
+            return int(value)
+    except RedisError:
+        pass
+    return counters_from_database(L.today()).storage_bytes
+
+
+def month_usage(tenant: Tenant, day: dt.date) -> tuple[int, int]:
+    """(calls, tokens) of ``day``'s month: the live counters, rebuilt if lost; PostgreSQL if Redis is down."""
+    try:
+        client = redis_client()
+        calls, tokens = client.hmget(month_key(tenant.schema_name, day), ["calls", "tokens"])
+        if calls is None and day == L.today():
+            meter = Meter(tenant=tenant, user_id=None, api_key_id=None)
+            meter.rebuild(day)
+            calls, tokens = client.hmget(month_key(tenant.schema_name, day), ["calls", "tokens"])
+        if calls is not None:
+            return int(calls), int(tokens or 0)
+    except RedisError:
+        pass
+    snapshot = counters_from_database(day)
+    return snapshot.calls, snapshot.tokens
+
+
+def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
+    """Each quota: its limit, what is used, what remains and when it resets (None: it does not)."""
+    day = L.today()
+    limits = L.limits_for(tenant)
+    calls, _tokens = month_usage(tenant, day)
+    users = User.objects.filter(is_active=True).count()
+    pending = Invitation.objects.filter(
+        accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=dt.datetime.now(dt.UTC)
+    ).count()
+    services = McpService.objects.filter(is_active=True).count()
+    resets = L.resets_at(day).isoformat()
+    rows = [
+        (Quota.API_CALLS, limits.api_calls, calls, resets),
+        (Quota.STORAGE, limits.storage_bytes, storage_used(tenant), None),
+        (Quota.USERS, limits.users, users + pending, None),
+        (Quota.MCP_SERVICES, limits.mcp_services, services, None),
+    ]
+    out = []
+    for quota, limit, used, reset in rows:
+        out.append(
+            {
+                "quota": quota.value,
+                "limit": limit,
+                "used": used,
+                "remaining": None if limit is None else max(0, limit - used),
+                "percent": None if not limit else round(100 * used / limit, 1),
+                "resets_at": reset,
+            }
+        )
+    overage = limits.overage_calls(calls)
+    out[0]["overage"] = overage
+    out[0]["overage_fen"] = limits.overage_fen(calls)
+    out[0]["spending_cap_fen"] = limits.spending_cap_fen
+    out[0]["hard_stop"] = limits.hard_stop
+    return out
+
+
+def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | None = None,
+                 only_user: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Calls and tokens per day (``group_by="day"``) or per user (``"user"``) over [start, end].
+
+    Flushed totals and unflushed calls are added together, so the series is current.
+    ``only_user`` limits it to ``user_id`` (members who may not see the whole tenant).
+    """
+    params: dict[str, Any] = {"start": start, "end": end, "user": user_id}
+    where_user = "AND user_id = %(user)s" if only_user else ""
+    if group_by == "day":
+        sql = f"""
+        SELECT day, SUM(calls), SUM(tokens), MAX(storage) FROM (
+          SELECT date AS day, api_calls AS calls, tokens_used AS tokens,
+                 CASE WHEN user_id IS NULL THEN storage_bytes ELSE 0 END AS storage
+            FROM usage_stats WHERE date BETWEEN %(start)s AND %(end)s {where_user}
+          UNION ALL
+          SELECT day, calls, tokens, 0 FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s {where_user}
+        ) u GROUP BY day ORDER BY day"""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = {row[0]: row for row in cursor.fetchall()}
+        series = []
+        day = start
+        while day <= end:
+            row = found.get(day)
+            series.append(
+                {
+                    "date": day.isoformat(),
+                    "api_calls": int(row[1]) if row else 0,
+                    "tokens": int(row[2]) if row else 0,
+                    "storage_bytes": int(row[3]) if row and not only_user else 0,
+                }
+            )
+            day += dt.timedelta(days=1)
+        return series
+    sql = f"""
+    SELECT user_id, SUM(calls), SUM(tokens) FROM (
+      SELECT user_id, api_calls AS calls, tokens_used AS tokens FROM usage_stats
+       WHERE date BETWEEN %(start)s AND %(end)s {where_user}
+      UNION ALL
+      SELECT user_id, calls, tokens FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s {where_user}
+    ) u GROUP BY user_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    emails = dict(User.objects.filter(pk__in=[r[0] for r in rows if r[0]]).values_list("pk", "email"))
+    return [
+        {"user_id": uid, "email": emails.get(uid, "") if uid else None, "api_calls": int(c), "tokens": int(t)}
+        for uid, c, t in rows
+    ]
+
+
+def alerts_current(day: dt.date | None = None) -> list[QuotaAlert]:
+    """The highest threshold each quota crossed this month: what the banner shows."""
+    period = L.period_start(day or L.today())
+    best: dict[str, QuotaAlert] = {}
+    for alert in QuotaAlert.objects.filter(period=period).order_by("quota", "-threshold"):
+        best.setdefault(alert.quota, alert)
+    return list(best.values())
