@@ -133,17 +133,15 @@ class WebServer:
         return f"http://{host}:{self.port}{path}"
 
 
-@pytest.fixture(scope="session")
-def web_server(
-    django_db_setup: object, tmp_path_factory: pytest.TempPathFactory, demo_model_url: str
-) -> Iterator[WebServer]:
+@contextmanager
+def serve(tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8) -> Iterator[WebServer]:
     """gunicorn serving the app on a free loopback port, with BASE_DOMAIN=localhost:<port>,
-    talking to the demo model server."""
+    talking to the demo model server, until the context ends."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("web") / "gunicorn.log"
+    log = tmp / f"gunicorn-{port}.log"
     env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo")
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--threads", "8", "--worker-class", "gthread", "--access-logfile", "-"]  # fmt: skip
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
+            str(workers), "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-"]  # fmt: skip
 
     def answers() -> bool:
         try:
@@ -154,3 +152,12 @@ def web_server(
 
     with _process(argv, env, log, ready=answers, what="web server"):
         yield WebServer(port=port, log=log)
+
+
+@pytest.fixture(scope="session")
+def web_server(
+    django_db_setup: object, tmp_path_factory: pytest.TempPathFactory, demo_model_url: str
+) -> Iterator[WebServer]:
+    """The session's gunicorn (2 workers) on a free loopback port."""
+    with serve(tmp_path_factory.mktemp("web"), demo_model_url) as server:
+        yield server

@@ -116,7 +116,8 @@ def _check_user_quota(*, adding: int = 1) -> None:
             _("Your plan allows %(limit)d users, counting pending invitations.") % {"limit": limit},
             details={"quota": "users", "limit": limit, "used": used, "resets_at": None},
         )
-    quota_check_count_alerts(quota="users", limit=limit, used_before=used, used_after=used + adding)
+    if used:  # the workspace's first admin, created with it, is not news
+        quota_check_count_alerts(quota="users", limit=limit, used_before=used, used_after=used + adding)
 
 
 def _keep_an_admin(user: User) -> None:

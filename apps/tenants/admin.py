@@ -6,16 +6,23 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
+from django_tenants.utils import schema_context
 
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.plans.models import Plan
 from apps.tenants.admin_audit import PlatformAuditedAdmin
-from apps.tenants.models import Domain, PlatformAuditEvent, Tenant
+from apps.tenants.models import QUOTA_OVERRIDE_FIELDS, Domain, PlatformAuditEvent, Tenant
 from apps.tenants.services import tenant_provision, tenant_reactivate, tenant_suspend, tenant_update
+from apps.usage.limits import limits_for
+from apps.usage.models import Quota
+from apps.usage.selectors import quota_status, usage_by_tenant
 
 
 class DomainInline(admin.TabularInline):
@@ -34,7 +41,7 @@ class ProvisionForm(forms.Form):
 
 @admin.register(Tenant)
 class TenantAdmin(PlatformAuditedAdmin):
-    list_display = ("name", "slug", "plan", "status", "trial_ends_at", "owner_email", "created_at")
+    list_display = ("name", "slug", "plan", "status", "calls_this_month", "trial_ends_at", "owner_email", "created_at")
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "owner_email", "domains__domain")
     inlines = (DomainInline,)
@@ -48,10 +55,13 @@ class TenantAdmin(PlatformAuditedAdmin):
         "trial_ends_at",
         "suspended_at",
         "owner_email",
+        *QUOTA_OVERRIDE_FIELDS,
+        "usage_this_month",
         "created_at",
         "updated_at",
     )
     readonly_fields = (
+        "usage_this_month",
         "slug",
         "schema_name",
         "status",
@@ -82,6 +92,34 @@ class TenantAdmin(PlatformAuditedAdmin):
             actor=request_actor(request, label="admin"),
             name=form.cleaned_data["name"],
             plan=form.cleaned_data["plan"],
+            overrides={field: form.cleaned_data[field] for field in QUOTA_OVERRIDE_FIELDS},
+        )
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        self._month_calls = usage_by_tenant(list(changelist.result_list))  # one Redis round trip per page
+        return changelist
+
+    @admin.display(description=_("API calls this month"))
+    def calls_this_month(self, tenant: Tenant) -> str:
+        calls = getattr(self, "_month_calls", {}).get(tenant.pk)
+        limit = limits_for(tenant).api_calls
+        shown = "—" if calls is None else f"{calls:,}"
+        return f"{shown} / {limit:,}" if limit is not None else f"{shown} / ∞"
+
+    @admin.display(description=_("Usage this month"))
+    def usage_this_month(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "—"
+        with schema_context(tenant.schema_name):
+            quotas = quota_status(tenant)
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}: {} / {}",
+            (
+                (_quota_label(q["quota"]), _amount(q["quota"], q["used"]), _amount(q["quota"], q["limit"]))
+                for q in quotas
+            ),
         )
 
     def get_urls(self) -> list[URLPattern]:
@@ -133,6 +171,16 @@ class TenantAdmin(PlatformAuditedAdmin):
                 self.message_user(request, f"{tenant.slug}: {exc.message}", messages.WARNING)
         if done:
             self.message_user(request, _("%(count)d tenants updated.") % {"count": done}, messages.SUCCESS)
+
+
+def _quota_label(quota: str) -> str:
+    return str(Quota(quota).label)
+
+
+def _amount(quota: str, value: int | None) -> str:
+    if value is None:
+        return "∞"
+    return filesizeformat(value) if quota == Quota.STORAGE else f"{value:,}"
 
 
 @admin.register(PlatformAuditEvent)

@@ -22,6 +22,15 @@ class TenantStatus(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled")
 
 
+#: The per-tenant quota overrides staff may set (apps.usage.limits reads them).
+QUOTA_OVERRIDE_FIELDS = (
+    "api_calls_per_month_override",
+    "storage_mb_override",
+    "max_users_override",
+    "max_mcp_services_override",
+    "rate_limit_per_minute_override",
+)
+
 #: Statuses whose hosts answer 403 instead of serving the tenant.
 BLOCKED_STATUSES = frozenset({TenantStatus.SUSPENDED, TenantStatus.CANCELLED})
 

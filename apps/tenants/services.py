@@ -22,7 +22,14 @@ from apps.accounts.services import normalize_email, user_create, validate_new_pa
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.plans.models import Plan
-from apps.tenants.models import BLOCKED_STATUSES, Domain, PlatformAuditEvent, Tenant, TenantStatus
+from apps.tenants.models import (
+    BLOCKED_STATUSES,
+    QUOTA_OVERRIDE_FIELDS,
+    Domain,
+    PlatformAuditEvent,
+    Tenant,
+    TenantStatus,
+)
 from apps.tenants.slugs import normalize_slug, schema_name_for_slug, validate_slug
 
 logger = logging.getLogger(__name__)
@@ -266,10 +273,20 @@ def tenant_reactivate(*, tenant: Tenant, actor: Actor) -> Tenant:
 
 
 @transaction.atomic
-def tenant_update(*, tenant: Tenant, actor: Actor, name: str | None = None, plan: Plan | None = None) -> Tenant:
-    """Rename a tenant or move it to another plan, as staff do in the admin."""
+def tenant_update(
+    *,
+    tenant: Tenant,
+    actor: Actor,
+    name: str | None = None,
+    plan: Plan | None = None,
+    overrides: dict[str, int | None] | None = None,
+) -> Tenant:
+    """Rename a tenant, move it to another plan or override its quotas, as staff do in the admin.
+
+    ``overrides`` maps fields of QUOTA_OVERRIDE_FIELDS to a limit, or None for the plan's.
+    """
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-    changes: dict[str, list[str]] = {}
+    changes: dict[str, list[Any]] = {}
     if name is not None and name.strip() != tenant.name:
         name = name.strip()
         if not name or len(name) > 100:
@@ -279,9 +296,17 @@ def tenant_update(*, tenant: Tenant, actor: Actor, name: str | None = None, plan
     if plan is not None and plan.pk != tenant.plan_id:
         changes["plan"] = [tenant.plan.code if tenant.plan else "", plan.code]
         tenant.plan = plan
+    for field, value in (overrides or {}).items():
+        if field not in QUOTA_OVERRIDE_FIELDS:
+            raise InvalidInput(_("The input is not valid."), details={field: [_("This field is not accepted here.")]})
+        if value is not None and value < 0:
+            raise InvalidInput(_("The input is not valid."), details={field: [_("Enter zero or more.")]})
+        if getattr(tenant, field) != value:
+            changes[field] = [getattr(tenant, field), value]
+            setattr(tenant, field, value)
     if not changes:
         return tenant
-    tenant.save(update_fields=["name", "plan", "updated_at"])
+    tenant.save(update_fields=["name", "plan", *QUOTA_OVERRIDE_FIELDS, "updated_at"])
     platform_audit_record(
         actor=actor,
         action="tenant.updated",

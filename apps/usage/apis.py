@@ -100,7 +100,7 @@ class QuotaApi(TenantApi):
     class OutputSerializer(serializers.Serializer):
         plan = serializers.CharField()
         period_start = serializers.DateField()
-        resets_at = serializers.DateTimeField()
+        resets_at = serializers.DateTimeField(default_timezone=dt.UTC)
         quotas = serializers.ListField(child=serializers.DictField())
 
     @extend_schema(responses={200: OutputSerializer})

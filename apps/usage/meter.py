@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django_redis import get_redis_connection
@@ -128,11 +130,12 @@ def redis_client() -> Any:
     return get_redis_connection("default")
 
 
-def _script(name: str, source: str) -> Any:
-    # register_script sends EVALSHA, falling back to EVAL once per server start: one round trip.
+def _script(name: str, source: str, client: Any) -> Any:
+    """Run a Lua script on ``client``: EVALSHA, falling back to EVAL once per Redis start."""
     if name not in _scripts:
-        _scripts[name] = redis_client().register_script(source)
-    return _scripts[name]
+        _scripts[name] = client.register_script(source)
+    script = _scripts[name]
+    return lambda *, keys, args: script(keys=keys, args=args, client=client)
 
 
 def _prefix(schema: str) -> str:
@@ -157,6 +160,13 @@ def rate_key(schema: str, window: int) -> str:
 
 def who(user_id: int | None) -> str:
     return str(user_id) if user_id is not None else "k"
+
+
+def add_counts(schema: str, day: dt.date, user_id: int | None, *, calls: int, tokens: int) -> None:
+    """Add to the live counters that exist (one that is missing is rebuilt from PostgreSQL anyway)."""
+    _script("add", _ADD, redis_client())(
+        keys=[month_key(schema, day), day_key(schema, day)], args=[calls, tokens, who(user_id)]
+    )
 
 
 # --- The rate limit's state, for the X-RateLimit-* headers -----------------------------
@@ -290,10 +300,7 @@ class Meter:
         if not ticket.counted:
             return
         try:
-            _script("add", _ADD)(
-                keys=[month_key(self.schema, ticket.day), day_key(self.schema, ticket.day)],
-                args=[-1, 0, who(self.user_id)],
-            )
+            add_counts(self.schema, ticket.day, self.user_id, calls=-1, tokens=0)
         except RedisError:
             logger.warning("a released call of %s stays counted in Redis until its next rebuild", self.schema)
 
@@ -321,7 +328,7 @@ class Meter:
         stop = self.limits.calls_stop_at
         storage_stop = self.limits.storage_stop_at
         try:
-            reply = _script("charge", _CHARGE)(
+            reply = _script("charge", _CHARGE, redis_client())(
                 keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
                 args=[
                     "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
@@ -352,11 +359,16 @@ class Meter:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""
         from apps.usage.selectors import counters_from_database
 
-        snapshot = counters_from_database(day)
+        with transaction.atomic():
+            # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
+            UsageEvent.objects.filter(day__range=(L.period_start(day), L.period_end(day))).filter(
+                Q(counted_calls=False) | Q(counted_tokens=False)
+            ).update(counted_calls=True, counted_tokens=True)
+            snapshot = counters_from_database(day)
         pairs: list[Any] = []
         for user_id, (calls, tokens) in snapshot.day.items():
             pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
-        _script("rebuild", _REBUILD_SCRIPT)(
+        _script("rebuild", _REBUILD_SCRIPT, redis_client())(
             keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
             args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS, *pairs],
         )

@@ -19,7 +19,7 @@ from apps.tenants.db import connection
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
-from apps.usage.meter import day_key, month_key, redis_client, storage_key, who
+from apps.usage.meter import add_counts, redis_client, storage_key
 from apps.usage.models import Quota
 
 logger = logging.getLogger(__name__)
@@ -114,17 +114,13 @@ def usage_flush(*, batch: int = 50_000) -> int:
 
 
 def _add_missed(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
-    from apps.usage.meter import _ADD, _script
-
     missed = [(user_id, day, int(calls), int(tokens)) for user_id, day, _n, calls, tokens in rows if calls or tokens]
     if not missed:
         return
     schema = connection.schema_name
     try:
         for user_id, day, calls, tokens in missed:
-            _script("add", _ADD)(
-                keys=[month_key(schema, day), day_key(schema, day)], args=[calls, tokens, who(user_id)]
-            )
+            add_counts(schema, day, user_id, calls=calls, tokens=tokens)
     except RedisError:
         logger.warning("calls Redis missed for %s are still missing there; its next rebuild restores them", schema)
 

@@ -1,0 +1,589 @@
+"""Metering in one process: what counts, the ledger and its flush, quotas, the rate limit, Redis faults."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from typing import Any
+
+import psycopg
+import pytest
+import time_machine
+from django.conf import settings
+from django.core import mail
+from django.db import connection as default_connection
+from django.test import Client
+from django_redis import get_redis_connection
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import Role
+from apps.audit.models import AuditEvent
+from apps.chat.models import Message
+from apps.core.actors import Actor
+from apps.tenants.models import Tenant
+from apps.usage import limits as L
+from apps.usage.meter import Meter, day_key, month_key, storage_key
+from apps.usage.models import QuotaAlert, UsageEvent, UsageStat
+from apps.usage.services import _FLUSH_SQL, storage_measure, usage_flush
+from apps.usage.tasks import send_quota_alert_email
+from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
+from tests.usage.conftest import forget_counters, member_client, set_limits
+
+pytestmark = pytest.mark.django_db
+
+QUESTION = "站点 S001 最近的水位是多少?"
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def v1(client: Client, content: str = "Hello") -> Any:
+    body = {"model": "hydronet-demo", "messages": [{"role": "user", "content": content}]}
+    return client.post("/v1/chat/completions", body, content_type="application/json")
+
+
+def key_client(tenant: TenantFixture, role: str = Role.USER) -> Client:
+    return tenant.client(**bearer(api_key_secret(tenant, role)))
+
+
+def counters(tenant: TenantFixture, day: dt.date | None = None) -> dict[str, int]:
+    raw = get_redis_connection("default").hgetall(month_key(tenant.tenant.schema_name, day or L.today()))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def events(tenant: TenantFixture) -> list[UsageEvent]:
+    with schema_context(tenant.tenant.schema_name):
+        return list(UsageEvent.objects.order_by("id"))
+
+
+def flush(tenant: TenantFixture) -> int:
+    with schema_context(tenant.tenant.schema_name):
+        return usage_flush()
+
+
+def limits(tenant: TenantFixture, **changes: Any) -> Tenant:
+    return set_limits(Tenant.objects.get(pk=tenant.tenant.pk), **changes)
+
+
+def dead_redis(settings: Any) -> None:
+    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": DEAD_REDIS}}
+
+
+# --- What counts ------------------------------------------------------------------------
+
+
+class TestCounting:
+    def test_a_chat_turn_counts_each_model_round_and_each_tool_call(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        reply = client.post(f"/api/conversations/{conversation['id']}/messages", {"content": QUESTION},
+                            content_type="application/json")  # fmt: skip
+        assert reply.status_code == 200, reply.content
+        tokens = reply.json()["tokens"]
+        assert tokens > 0
+
+        ledger = events(tenant_alpha)
+        assert [e.kind for e in ledger] == ["model", "tool", "model"]
+        assert {e.user_id for e in ledger} == {client.member.pk}
+        assert sum(e.tokens for e in ledger) == tokens
+        assert counters(tenant_alpha) == {"calls": 3, "tokens": tokens}
+        day = get_redis_connection("default").hgetall(day_key(tenant_alpha.tenant.schema_name, L.today()))
+        assert int(day[f"{client.member.pk}:calls".encode()]) == 3
+        assert int(day[f"{client.member.pk}:tokens".encode()]) == tokens
+
+    def test_v1_calls_count_under_the_api_key(self, tenant_alpha: TenantFixture) -> None:
+        response = v1(key_client(tenant_alpha))
+        assert response.status_code == 200, response.content
+        (event,) = events(tenant_alpha)
+        assert event.user_id is None
+        assert event.api_key_id is not None
+        assert event.tokens == response.json()["usage"]["total_tokens"] > 0
+        assert counters(tenant_alpha)["calls"] == 1
+
+    def test_ordinary_reads_and_writes_are_not_metered(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        assert client.get("/api/conversations").status_code == 200
+        assert client.post("/api/conversations", {}, content_type="application/json").status_code == 201
+        assert events(tenant_alpha) == []
+
+    def test_a_model_server_failure_is_not_counted(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_BASE_URL = "http://127.0.0.1:1/v1"
+        response = v1(key_client(tenant_alpha))
+        assert response.status_code == 502
+        assert events(tenant_alpha) == []
+        assert counters(tenant_alpha).get("calls", 0) == 0
+
+
+class TestFlush:
+    def test_the_flush_moves_the_ledger_into_usage_stats_once(self, tenant_alpha: TenantFixture) -> None:
+        client = key_client(tenant_alpha)
+        tokens = sum(v1(client).json()["usage"]["total_tokens"] for _ in range(3))
+        assert flush(tenant_alpha) == 3
+        assert flush(tenant_alpha) == 0  # a retried flush counts nothing twice
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0
+            stat = UsageStat.objects.get(user=None, date=L.today())
+        assert (stat.api_calls, stat.tokens_used) == (3, tokens)
+        v1(client)
+        assert flush(tenant_alpha) == 1
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 4
+
+    def test_a_worker_killed_mid_flush_counts_nothing_twice(self, tenant_alpha: TenantFixture) -> None:
+        """The flush is one statement in one transaction: a worker that dies before COMMIT moved nothing."""
+        client = key_client(tenant_alpha)
+        for _ in range(2):
+            v1(client)
+        # The test's own transaction holds the ledger rows; commit-free visibility needs this connection.
+        with schema_context(tenant_alpha.tenant.schema_name):
+            with default_connection.cursor() as cursor:
+                cursor.execute("SAVEPOINT before_killed_flush")
+                cursor.execute(_FLUSH_SQL, {"batch": 1000})
+                assert sum(row[2] for row in cursor.fetchall()) == 2  # it got as far as moving them...
+                cursor.execute("ROLLBACK TO SAVEPOINT before_killed_flush")  # ...and died before COMMIT
+            assert UsageEvent.objects.count() == 2
+            assert usage_flush() == 2
+            assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 2
+
+
+def test_a_killed_worker_connection_rolls_the_flush_back(tenant_alpha: TenantFixture) -> None:
+    """The same with a real second connection, closed mid-transaction as a killed worker's would be."""
+    params = default_connection.get_connection_params()
+    dsn = {k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")}
+    schema = tenant_alpha.tenant.schema_name
+    with psycopg.connect(**dsn, autocommit=True) as setup:
+        setup.execute(f'INSERT INTO "{schema}".usage_usageevent (kind, calls, tokens, day, counted_calls, '
+                      "counted_tokens, created_at) VALUES ('model', 1, 10, %s, true, true, now())",
+                      [L.today()])  # fmt: skip
+    try:
+        killed = psycopg.connect(**dsn)
+        killed.execute(f'SET search_path TO "{schema}"')
+        killed.execute(_FLUSH_SQL, {"batch": 1000})
+        killed.close()  # no COMMIT: PostgreSQL rolls back
+        with psycopg.connect(**dsn, autocommit=True) as check:
+            count = check.execute(f'SELECT count(*) FROM "{schema}".usage_usageevent').fetchone()
+            assert count is not None
+            assert count[0] == 1
+            stats = check.execute(f'SELECT count(*) FROM "{schema}".usage_stats').fetchone()
+            assert stats is not None
+            assert stats[0] == 0
+    finally:
+        with psycopg.connect(**dsn, autocommit=True) as cleanup:
+            cleanup.execute(f'DELETE FROM "{schema}".usage_usageevent')
+            cleanup.execute(f'DELETE FROM "{schema}".usage_stats')
+
+
+class TestRedisLoss:
+    def test_counts_are_rebuilt_from_the_database_after_a_flush(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=6)
+        client = key_client(tenant_alpha)
+        for _ in range(3):
+            assert v1(client).status_code == 200
+        assert flush(tenant_alpha) == 3
+        for _ in range(2):
+            assert v1(client).status_code == 200  # not flushed yet
+        tokens = counters(tenant_alpha)["tokens"]
+
+        forget_counters()  # Redis restarted empty
+
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        quota = admin.get("/api/quota").json()["quotas"][0]
+        assert (quota["quota"], quota["used"], quota["remaining"]) == ("api_calls", 5, 1)
+        assert counters(tenant_alpha) == {"calls": 5, "tokens": tokens}
+        assert v1(client).status_code == 200
+        refused = v1(client)
+        assert refused.status_code == 402
+        assert refused.json()["error"]["details"]["used"] == 6
+
+    def test_redis_down_the_rate_limit_fails_open(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        client = member_client(tenant_alpha)
+        dead_redis(settings)
+        response = client.get("/api/conversations")
+        assert response.status_code == 200
+        assert response["X-RateLimit-Limit"] == "1000"
+        assert "X-RateLimit-Remaining" not in response  # not known without Redis
+
+    def test_redis_down_a_hard_stop_quota_fails_closed(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        limits(tenant_alpha, plan="free")
+        client = key_client(tenant_alpha)
+        dead_redis(settings)
+        response = v1(client)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "metering_unavailable"
+        assert response["Retry-After"] == "5"
+        assert events(tenant_alpha) == []
+
+    def test_redis_down_paid_calls_go_on_and_reach_the_counters_later(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200  # the month's counter exists
+        caches = settings.CACHES
+        dead_redis(settings)
+        missed = v1(client)
+        assert missed.status_code == 200
+        assert [e.counted_calls for e in events(tenant_alpha)] == [True, False]
+        settings.CACHES = caches
+        assert counters(tenant_alpha)["calls"] == 1
+        assert flush(tenant_alpha) == 2
+        assert counters(tenant_alpha)["calls"] == 2  # the flush added the call Redis missed
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 2
+
+    def test_redis_down_then_empty_counts_the_missed_call_once(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        client = key_client(tenant_alpha)
+        caches = settings.CACHES
+        dead_redis(settings)
+        assert v1(client).status_code == 200
+        settings.CACHES = caches
+        forget_counters()
+        assert v1(client).status_code == 200  # rebuilds from the ledger, which has the missed call
+        assert counters(tenant_alpha)["calls"] == 2
+        flush(tenant_alpha)
+        assert counters(tenant_alpha)["calls"] == 2  # and the flush does not add it again
+
+
+@pytest.mark.parametrize("moment", ["2026-11-30T23:59:59+00:00"])
+def test_a_month_boundary_puts_each_call_in_its_own_month(tenant_alpha: TenantFixture, moment: str) -> None:
+    client = key_client(tenant_alpha)
+    last = dt.datetime.fromisoformat(moment)
+    with time_machine.travel(last, tick=False):
+        assert v1(client).status_code == 200
+    with time_machine.travel(last + dt.timedelta(seconds=2), tick=False):
+        assert v1(client).status_code == 200
+        assert [e.day for e in events(tenant_alpha)] == [dt.date(2026, 11, 30), dt.date(2026, 12, 1)]
+        assert counters(tenant_alpha, dt.date(2026, 11, 30))["calls"] == 1
+        assert counters(tenant_alpha, dt.date(2026, 12, 1))["calls"] == 1
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = admin.get("/api/quota").json()
+        assert dt.datetime.fromisoformat(body["resets_at"]) == dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+        assert body["quotas"][0]["used"] == 1
+        flush(tenant_alpha)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert sorted(UsageStat.objects.values_list("date", "api_calls")) == [
+            (dt.date(2026, 11, 30), 1),
+            (dt.date(2026, 12, 1), 1),
+        ]
+
+
+# --- Quotas -----------------------------------------------------------------------------
+
+
+class TestQuotas:
+    def test_the_free_plan_stops_hard_and_the_refusal_changes_nothing(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=2)
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        for _ in range(2):
+            assert client.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):
+            stored = Message.objects.count()
+        refused = client.post(url, {"content": "Hi"}, content_type="application/json")
+        assert refused.status_code == 402
+        error = refused.json()["error"]
+        assert error["code"] == "quota_exceeded"
+        resets = L.resets_at(L.today()).isoformat()
+        assert error["details"] == {"quota": "api_calls", "limit": 2, "used": 2, "resets_at": resets}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert Message.objects.count() == stored  # no user message without a reply
+        assert len(events(tenant_alpha)) == 2
+        assert v1(key_client(tenant_alpha)).status_code == 402  # /v1 shares the quota
+
+    def test_a_quota_running_out_mid_turn_ends_it_with_an_error_event(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=1)  # the tool call will not fit
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        response = client.post(f"/api/conversations/{conversation['id']}/messages",
+                               {"content": QUESTION, "stream": True}, content_type="application/json")  # fmt: skip
+        body = b"".join(response.streaming_content).decode()
+        assert "event: error" in body
+        assert '"code":"quota_exceeded"' in body
+        assert [e.kind for e in events(tenant_alpha)] == ["model"]
+
+    def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        capped = admin.put("/api/quota/spending-cap", {"spending_cap_fen": 2}, content_type="application/json")
+        assert capped.status_code == 200
+        assert capped.json() == {"spending_cap_fen": 2}
+        client = key_client(tenant_alpha)
+        for _ in range(4):
+            assert v1(client).status_code == 200  # 2 in the quota, 2 fen of overage
+        refused = v1(client)
+        assert refused.status_code == 402
+        assert refused.json()["error"]["details"]["quota"] == "spending_cap"
+        calls = admin.get("/api/quota").json()["quotas"][0]
+        assert (calls["used"], calls["overage"], calls["overage_fen"], calls["spending_cap_fen"]) == (4, 2, 2, 2)
+        admin.put("/api/quota/spending-cap", {"spending_cap_fen": None}, content_type="application/json")
+        assert v1(client).status_code == 200  # no cap: overage goes on
+
+    def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, plan="enterprise")
+        get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 10**9)
+        assert v1(key_client(tenant_alpha)).status_code == 200
+
+    def test_staff_overrides_replace_the_plans_limits(self, tenant_alpha: TenantFixture) -> None:
+        overrides = {"api_calls_per_month_override": 5000, "max_users_override": 3, "storage_mb_override": 7,
+                     "max_mcp_services_override": 2, "rate_limit_per_minute_override": 9}  # fmt: skip
+        tenant = limits(tenant_alpha, plan="free", **overrides)
+        got = L.limits_for(tenant)
+        assert (got.api_calls, got.users, got.storage_bytes, got.mcp_services, got.rate_per_minute) == (
+            5000, 3, 7 * L.MB, 2, 9,
+        )  # fmt: skip
+        assert got.calls_stop_at == 5000  # still a free plan: a hard stop
+
+    def test_storage_full_on_a_hard_stop_plan_refuses_writes_that_add_data(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, plan="free")
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        get_redis_connection("default").set(storage_key(tenant_alpha.tenant.schema_name), 100 * L.MB)
+        for response in (
+            client.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
+                        content_type="application/json"),
+            client.post("/api/conversations", {}, content_type="application/json"),
+        ):  # fmt: skip
+            assert response.status_code == 402
+            assert response.json()["error"]["details"]["quota"] == "storage"
+
+    def test_storage_is_the_schemas_tables_plus_its_files(
+        self, tenant_alpha: TenantFixture, settings: Any, tmp_path: Any
+    ) -> None:
+        settings.MEDIA_ROOT = tmp_path
+        schema = tenant_alpha.tenant.schema_name
+        files = tmp_path / "tenants" / schema
+        files.mkdir(parents=True)
+        (files / "export.zip").write_bytes(b"x" * 1_500_000)
+        tenant = limits(tenant_alpha, plan="free", storage_mb_override=1)
+        with schema_context(schema):
+            size = storage_measure(tenant=tenant)
+            with default_connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT sum(pg_total_relation_size(format('%%I.%%I', schemaname, tablename)::regclass)) "
+                    "FROM pg_tables WHERE schemaname = %s",
+                    [schema],
+                )
+                tables = int(cursor.fetchone()[0])
+            assert size == tables + 1_500_000
+            assert UsageStat.objects.get(user=None, date=L.today()).storage_bytes == size
+            assert sorted(QuotaAlert.objects.filter(quota="storage").values_list("threshold", flat=True)) == [
+                80, 90, 100,
+            ]  # fmt: skip
+        assert int(get_redis_connection("default").get(storage_key(schema))) == size
+
+
+# --- Alerts -----------------------------------------------------------------------------
+
+
+class TestAlerts:
+    def test_each_threshold_fires_once_per_period(
+        self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        limits(tenant_alpha, api_calls_per_month_override=10)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            with django_capture_on_commit_callbacks() as callbacks:
+                for _ in range(12):
+                    meter.record(meter.charge())
+                forget_counters()  # a rebuild must not fire them again
+                meter.record(meter.charge())
+            alerts = list(QuotaAlert.objects.order_by("threshold").values_list("quota", "threshold", "used"))
+        assert alerts == [("api_calls", 80, 8), ("api_calls", 90, 9), ("api_calls", 100, 10)]
+        assert len(callbacks) == 3  # one email each
+
+    def test_the_email_goes_to_the_admins_once(self, tenant_alpha: TenantFixture) -> None:
+        make_member(tenant_alpha, Role.USER)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=90,
+                                              limit=100, used=90)  # fmt: skip
+            assert send_quota_alert_email.apply(args=[alert.pk, "en"]).get() == [tenant_alpha.admin_email]
+            assert send_quota_alert_email.apply(args=[alert.pk, "en"]).get() == []  # a retry sends nothing
+        (message,) = mail.outbox
+        assert message.to == [tenant_alpha.admin_email]
+        assert "90%" in message.subject
+        assert "API calls" in message.subject
+        assert "/usage/" in message.body
+
+    def test_users_and_mcp_services_alert_too(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
+        from apps.accounts.services import user_create
+        from apps.mcp.services import mcp_service_create
+
+        limits(tenant_alpha, max_users_override=5, max_mcp_services_override=1)
+        actor = Actor(user=admin_of(tenant_alpha))
+        with schema_context(tenant_alpha.tenant.schema_name):
+            for n in range(4):
+                user_create(actor=actor, email=f"m{n}@alpha.example.com", password=None, role=Role.USER)
+            mcp_service_create(actor=actor, name="Hydrology", url=demo_mcp_url)
+            found = sorted(QuotaAlert.objects.values_list("quota", "threshold"))
+        assert found == [("mcp_services", 80), ("mcp_services", 90), ("mcp_services", 100),
+                         ("users", 80), ("users", 90), ("users", 100)]  # fmt: skip
+
+
+# --- Rate limit -------------------------------------------------------------------------
+
+
+class TestRateLimit:
+    def test_every_response_carries_the_headers(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        first, second = client.get("/api/conversations"), client.get("/api/conversations")
+        assert first["X-RateLimit-Limit"] == second["X-RateLimit-Limit"] == "1000"  # pro
+        assert (int(first["X-RateLimit-Remaining"]), int(second["X-RateLimit-Remaining"])) == (999, 998)
+        now = time.time()
+        assert now < int(first["X-RateLimit-Reset"]) <= math.ceil(now) + 60
+        # Metered endpoints too, including a request refused for bad input, which still counts.
+        bad = client.post("/api/conversations/999999/messages", {"content": ""}, content_type="application/json")
+        metered = v1(key_client(tenant_alpha))
+        for response in (bad, metered):
+            assert response["X-RateLimit-Limit"] == "1000"
+        assert int(metered["X-RateLimit-Remaining"]) == 996
+
+    def test_over_the_limit_is_429_with_retry_after(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, rate_limit_per_minute_override=3)
+        client = member_client(tenant_alpha)
+        assert [client.get("/api/conversations").status_code for _ in range(3)] == [200, 200, 200]
+        refused = client.get("/api/conversations")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused["Retry-After"]) <= 60
+        assert refused["X-RateLimit-Remaining"] == "0"
+        metered = v1(key_client(tenant_alpha))
+        assert metered.status_code == 429
+        assert events(tenant_alpha) == []  # a refused request makes no AI call
+
+    def test_one_tenant_at_its_limit_leaves_another_alone(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        limits(tenant_alpha, rate_limit_per_minute_override=5)
+        alpha, beta = member_client(tenant_alpha), member_client(tenant_beta)
+        flood = [alpha.get("/api/conversations").status_code for _ in range(20)]
+        assert flood.count(200) == 5
+        assert flood.count(429) == 15
+        answers = [beta.get("/api/conversations") for _ in range(5)]
+        assert [r.status_code for r in answers] == [200] * 5
+        assert [int(r["X-RateLimit-Remaining"]) for r in answers] == [999, 998, 997, 996, 995]
+
+
+# --- The APIs ---------------------------------------------------------------------------
+
+
+class TestUsageApi:
+    def seed(self, tenant: TenantFixture) -> tuple[Any, Any]:
+        first, second = make_member(tenant, Role.USER), make_member(tenant, Role.USER)
+        with schema_context(tenant.tenant.schema_name):
+            UsageStat.objects.create(user_id=first.pk, date=dt.date(2026, 11, 2), api_calls=5, tokens_used=500)
+            UsageStat.objects.create(user_id=second.pk, date=dt.date(2026, 11, 2), api_calls=1, tokens_used=100)
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 11, 3), storage_bytes=4096)
+            UsageEvent.objects.create(user_id=first.pk, kind="model", tokens=50, day=dt.date(2026, 11, 3))
+        return first, second
+
+    def get(self, client: Client, **params: str) -> Any:
+        return client.get("/api/usage", params)
+
+    def test_by_day_and_by_user_for_an_admin(self, tenant_alpha: TenantFixture) -> None:
+        first, second = self.seed(tenant_alpha)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        by_day = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04"}).json()
+        assert by_day["scope"] == "tenant"
+        assert [(d["date"], d["api_calls"], d["tokens"]) for d in by_day["series"]] == [
+            ("2026-11-01", 0, 0), ("2026-11-02", 6, 600), ("2026-11-03", 1, 50), ("2026-11-04", 0, 0),
+        ]  # fmt: skip
+        assert by_day["series"][2]["storage_bytes"] == 4096
+        assert by_day["totals"] == {"api_calls": 7, "tokens": 650}
+        by_user = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "group_by": "user"}).json()
+        assert [(u["email"], u["api_calls"], u["tokens"]) for u in by_user["series"]] == [
+            (first.email, 6, 550), (second.email, 1, 100),
+        ]  # fmt: skip
+        one = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "user": str(second.pk)}).json()
+        assert one["totals"] == {"api_calls": 1, "tokens": 100}
+
+    def test_members_without_view_stats_see_only_their_own(self, tenant_alpha: TenantFixture) -> None:
+        first, _second = self.seed(tenant_alpha)
+        client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, first)["access"]))
+        body = self.get(client, **{"from": "2026-11-01", "to": "2026-11-30", "group_by": "user", "user": "1"}).json()
+        assert body["scope"] == "user"
+        assert [(u["email"], u["api_calls"]) for u in body["series"]] == [(first.email, 6)]
+        viewer = make_member(tenant_alpha, Role.VIEWER)
+        client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, viewer)["access"]))
+        assert self.get(client, **{"from": "2026-11-01", "to": "2026-11-30"}).json()["totals"]["api_calls"] == 0
+
+    def test_another_tenants_usage_is_never_shown(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        self.seed(tenant_beta)
+        assert v1(key_client(tenant_beta)).status_code == 200
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-30"}).json()
+        assert body["totals"] == {"api_calls": 0, "tokens": 0}
+        assert admin.get("/api/quota").json()["quotas"][0]["used"] == 0
+
+    @pytest.mark.parametrize(
+        "params",
+        [
+            {"from": "2026-13-01"},
+            {"from": "yesterday"},
+            {"from": "2026-11-05", "to": "2026-11-01"},
+            {"from": "2024-01-01", "to": "2026-11-01"},
+            {"group_by": "week"},
+            {"user": "abc"},
+            {"colour": "blue"},
+        ],
+    )
+    def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, params: dict[str, str]) -> None:
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        response = self.get(admin, **params)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "invalid_input"
+
+    def test_quota_lists_every_quota(self, tenant_alpha: TenantFixture) -> None:
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        v1(key_client(tenant_alpha))
+        body = admin.get("/api/quota").json()
+        assert body["plan"] == "pro"
+        got = {q["quota"]: (q["limit"], q["used"], q["remaining"]) for q in body["quotas"]}
+        assert got["api_calls"] == (100_000, 1, 99_999)
+        assert got["users"][0] == 20
+        assert got["mcp_services"][0] == 20
+        assert got["storage"][0] == 10_000 * L.MB
+        assert body["quotas"][0]["resets_at"] == L.resets_at(L.today()).isoformat()
+        user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
+        assert user.get("/api/quota").status_code == 403
+
+    @pytest.mark.parametrize("cap", [-1, "ten", 10**15, 1.5])
+    def test_a_bad_spending_cap_changes_nothing(self, tenant_alpha: TenantFixture, cap: Any) -> None:
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        response = admin.put("/api/quota/spending-cap", json.dumps({"spending_cap_fen": cap}),
+                             content_type="application/json")  # fmt: skip
+        assert response.status_code == 400, response.content
+        assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).spending_cap_fen is None
+
+    def test_the_spending_cap_is_the_billing_admins_and_audited(self, tenant_alpha: TenantFixture) -> None:
+        user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
+        body = {"spending_cap_fen": 500}
+        assert user.put("/api/quota/spending-cap", body, content_type="application/json").status_code == 403
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        assert admin.put("/api/quota/spending-cap", body, content_type="application/json").status_code == 200
+        assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).spending_cap_fen == 500
+        with schema_context(tenant_alpha.tenant.schema_name):
+            event = AuditEvent.objects.get(action="billing.spending_cap_set")
+        assert event.metadata == {"from_fen": None, "to_fen": 500}
+
+
+def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha: TenantFixture) -> None:
+    from apps.accounts.services import staff_user_create
+
+    staff = staff_user_create(email="staff@hydronet.example.com", password="Staff-Password-123")
+    client = Client(HTTP_HOST=settings.BASE_HOSTNAME)
+    client.force_login(staff)
+    v1(key_client(tenant_alpha))
+    listing = client.get("/admin/tenants/tenant/").content.decode()
+    assert "1 / 100,000" in listing
+    url = f"/admin/tenants/tenant/{tenant_alpha.tenant.pk}/change/"
+    page = client.get(url).content.decode()
+    assert "API calls: 1 / 100,000" in page
+    assert 'name="api_calls_per_month_override"' in page
