@@ -24,6 +24,7 @@ from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup
 from apps.usage.meter import Meter
+from apps.usage.services import storage_changed
 
 SYSTEM_PROMPT = (
     "You are HydroNet, an assistant for water-network and hydrology work. Answer in the language of the "
@@ -240,6 +241,7 @@ def _store_assistant(
     status: str = Status.COMPLETE,
     error: str = "",
 ) -> Message:
+    storage_changed(bytes_written=len(content.encode()))
     return Message.objects.create(
         conversation=conversation,
         role=Role.ASSISTANT,
@@ -254,6 +256,7 @@ def _store_assistant(
 
 
 def _store_tool_result(conversation: Conversation, result: engine.ToolResult) -> Message:
+    storage_changed(bytes_written=len(result.result.encode()))
     return Message.objects.create(
         conversation=conversation,
         role=Role.TOOL,

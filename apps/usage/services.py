@@ -177,6 +177,28 @@ def storage_measure(*, tenant: Tenant) -> int:
     return size
 
 
+LARGE_WRITE_BYTES = 64 * 1024
+
+
+def storage_changed(*, bytes_written: int) -> bool:
+    """After a large write, measure the tenant's storage soon: at most once a minute, after commit.
+
+    Returns whether a measurement was queued.
+    """
+    if bytes_written < LARGE_WRITE_BYTES:
+        return False
+    schema = connection.schema_name
+    try:
+        if not redis_client().set(f"{storage_key(schema)}:measure-soon", 1, nx=True, ex=60):
+            return False
+    except RedisError:
+        return False  # the periodic measurement still comes
+    from apps.usage.tasks import measure_storage
+
+    transaction.on_commit(lambda: measure_storage.apply_async(headers={"_schema_name": schema}), robust=True)
+    return True
+
+
 # --- Spending cap ----------------------------------------------------------------------
 
 

@@ -378,6 +378,18 @@ class TestQuotas:
         assert int(get_redis_connection("default").get(storage_key(schema))) == size
 
 
+def test_a_large_write_queues_a_storage_measurement_once_a_minute(
+    tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apps.usage.services import LARGE_WRITE_BYTES, storage_changed
+
+    with schema_context(tenant_alpha.tenant.schema_name), django_capture_on_commit_callbacks() as callbacks:
+        assert storage_changed(bytes_written=LARGE_WRITE_BYTES - 1) is False
+        assert storage_changed(bytes_written=LARGE_WRITE_BYTES) is True
+        assert storage_changed(bytes_written=10 * LARGE_WRITE_BYTES) is False  # one is already coming
+    assert len(callbacks) == 1
+
+
 # --- Alerts -----------------------------------------------------------------------------
 
 
@@ -578,7 +590,7 @@ def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha:
     from apps.accounts.services import staff_user_create
 
     staff = staff_user_create(email="staff@hydronet.example.com", password="Staff-Password-123")
-    client = Client(HTTP_HOST=settings.BASE_HOSTNAME)
+    client = Client(HTTP_HOST=settings.BASE_HOSTNAME, HTTP_ACCEPT_LANGUAGE="en")
     client.force_login(staff)
     v1(key_client(tenant_alpha))
     listing = client.get("/admin/tenants/tenant/").content.decode()
