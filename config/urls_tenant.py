@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("apps.chat.urls")),
     path("", include("apps.mcp.urls")),
     path("", include("apps.llm.urls")),
+    path("", include("apps.usage.urls")),
     path("api/", include("apps.api.urls")),
     path("v1/", include("apps.openai_api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.functional import SimpleLazyObject
 from django_tenants.utils import get_public_schema_name
 
 
@@ -11,10 +12,14 @@ def site(request: HttpRequest) -> dict[str, Any]:
     """What every template needs to know about where it is served."""
     tenant = getattr(request, "tenant", None)
     on_tenant = tenant is not None and tenant.schema_name != get_public_schema_name()
+    user = getattr(request, "user", None)
+    member = on_tenant and user is not None and user.is_authenticated
     return {
         "current_tenant": tenant if on_tenant else None,
         "platform_url": f"{settings.SITE_SCHEME}://{settings.BASE_DOMAIN}/",
         "can": _permissions(request) if on_tenant else {},
+        # Lazy: the one query runs only where base.html renders the banner.
+        "quota_alerts": SimpleLazyObject(lambda: _quota_alerts(request)) if member else [],
     }
 
 
@@ -25,3 +30,32 @@ def _permissions(request: HttpRequest) -> dict[str, bool]:
     user = getattr(request, "user", None)
     role = getattr(user, "role", "") if user is not None and user.is_authenticated else ""
     return {str(perm): True for perm in ROLE_PERMISSIONS.get(role, ())}
+
+
+def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
+    """The quota banner: the highest threshold each quota crossed this month, and whether calls stop.
+
+    One query (apps.usage.selectors.alerts_current); the plan comes with the routed tenant.
+    """
+    from apps.usage import limits as L
+    from apps.usage.models import Quota
+    from apps.usage.selectors import alerts_current
+
+    alerts = alerts_current()
+    if not alerts:
+        return []
+    limits = L.limits_for(request.tenant)  # type: ignore[attr-defined]  # set by the routing
+    # What the meter does at 100 % (apps.usage.meter): calls stop at the quota on a hard-stop plan
+    # (or with no overage price, or a spending cap of 0); storage stops them on a hard-stop plan.
+    calls_stop = limits.api_calls is not None and limits.calls_stop_at == limits.api_calls
+    stops = {Quota.API_CALLS.value: calls_stop, Quota.STORAGE.value: limits.storage_stop_at is not None}
+    return [
+        {
+            "alert": alert,
+            "quota": alert.get_quota_display(),
+            "stops": alert.threshold >= 100 and stops.get(alert.quota, False),
+            "overage": alert.threshold >= 100 and alert.quota == Quota.API_CALLS and not calls_stop,
+            "resets_on": L.resets_at(alert.period).date(),
+        }
+        for alert in alerts
+    ]

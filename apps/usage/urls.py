@@ -1,0 +1,10 @@
+from django.urls import path
+
+from apps.usage import views
+
+app_name = "usage"
+
+urlpatterns = [
+    path("usage/", views.usage_view, name="usage"),
+    path("usage/spending-cap/", views.spending_cap_view, name="spending-cap"),
+]

@@ -1,0 +1,125 @@
+"""The usage page: this month's calls and tokens, the quotas, and the spending cap."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST, require_safe
+
+from apps.accounts.decorators import permission_required
+from apps.accounts.permissions import Perm, role_has
+from apps.core.actors import request_actor
+from apps.core.exceptions import ApplicationError
+from apps.tenants.selectors import tenant_current
+from apps.usage import limits as L
+from apps.usage.forms import FEN_PER_YUAN, SpendingCapForm
+from apps.usage.models import Quota
+from apps.usage.selectors import quota_status, usage_series
+from apps.usage.services import spending_cap_set
+
+# Quota bars: amber from this share of the limit, red at the limit.
+WARN_PERCENT = 80
+
+
+def _yuan(fen: int | None) -> Decimal | None:
+    return None if fen is None else (Decimal(fen) / FEN_PER_YUAN).quantize(Decimal("0.01"))
+
+
+def _quota_bar(row: dict[str, Any]) -> dict[str, Any]:
+    """One quota from ``quota_status`` as the page draws it: label, level (colour) and bar values."""
+    limit, used = row["limit"], row["used"]
+    if limit is None:
+        level, percent = "unlimited", None
+    else:
+        # From the integers, not the rounded percent: 99.96 % is not yet the limit.
+        percent = used * 100 // limit if limit else 100
+        level = "over" if used >= limit else "warn" if used * 100 >= limit * WARN_PERCENT else "ok"
+    return {
+        **row,
+        "label": Quota(row["quota"]).label,
+        "is_bytes": row["quota"] == Quota.STORAGE,
+        "level": level,
+        "percent_floor": percent,
+        # <progress> needs max > 0; a zero limit shows as a full (red) bar.
+        "bar_max": max(limit or 0, 1),
+        "bar_value": min(used, limit) if limit else 1,
+    }
+
+
+def _page(request: HttpRequest, cap_form: SpendingCapForm, *, status: int = 200) -> HttpResponse:
+    user: Any = request.user
+    tenant = tenant_current()
+    everyone = role_has(user.role, Perm.VIEW_STATS)
+    today = L.today()
+    start = L.period_start(today)
+    # Members without view_stats see their own calls only, as in GET /api/usage.
+    own = None if everyone else user.pk
+    daily = usage_series(start=start, end=today, group_by="day", user_id=own, only_user=own is not None)
+    context: dict[str, Any] = {
+        "scope": "tenant" if everyone else "user",
+        "start": start,
+        "today": today,
+        "daily": daily,
+        "totals": {"api_calls": sum(d["api_calls"] for d in daily), "tokens": sum(d["tokens"] for d in daily)},
+        "chart": {
+            "days": [d["date"] for d in daily],
+            "api_calls": [d["api_calls"] for d in daily],
+            "tokens": [d["tokens"] for d in daily],
+            "labels": {"api_calls": _("API calls"), "tokens": _("Tokens")},
+        },
+    }
+    if everyone:
+        quotas = [_quota_bar(row) for row in quota_status(tenant)]
+        calls = next(q for q in quotas if q["quota"] == Quota.API_CALLS)
+        limits = L.limits_for(tenant)
+        context.update(
+            per_user=usage_series(start=start, end=today, group_by="user"),
+            quotas=quotas,
+            storage_used=next(q["used"] for q in quotas if q["quota"] == Quota.STORAGE),
+            resets_at=L.resets_at(today),
+            overage_calls=calls["overage"],
+            overage_yuan=_yuan(calls["overage_fen"]),
+            spending_cap_yuan=_yuan(calls["spending_cap_fen"]),
+            hard_stop=limits.hard_stop,
+            bills_overage=limits.api_calls is not None and not limits.hard_stop
+            and bool(limits.overage_fen_per_1000_calls),
+            overage_price_yuan=_yuan(limits.overage_fen_per_1000_calls),
+            cap_form=cap_form,
+        )  # fmt: skip
+    return render(request, "usage/usage.html", context, status=status)
+
+
+@login_required
+@require_safe
+def usage_view(request: HttpRequest) -> HttpResponse:
+    """Every member may open it: view_stats shows the whole tenant, anyone else their own usage."""
+    cap = tenant_current().spending_cap_fen
+    return _page(request, SpendingCapForm(initial={"cap_yuan": _yuan(cap)}))
+
+
+@permission_required(Perm.MANAGE_BILLING)
+@require_POST
+def spending_cap_view(request: HttpRequest) -> HttpResponse:
+    """Set the monthly spending cap in yuan, or remove it (``action=remove``)."""
+    form = SpendingCapForm(request.POST)
+    valid = form.is_valid()
+    remove = request.POST.get("action") == "remove"
+    if not remove and not valid:
+        return _page(request, form, status=400)
+    cap_fen = None if remove else form.cleaned_data["cap_fen"]
+    try:
+        spending_cap_set(actor=request_actor(request), cap_fen=cap_fen)
+    except ApplicationError as exc:
+        form.add_error(None, exc.message)
+        return _page(request, form, status=400)
+    if cap_fen is None:
+        messages.success(request, _("The spending cap is removed."))
+    else:
+        messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": _yuan(cap_fen)})
+    return redirect("usage:usage")

@@ -1,0 +1,344 @@
+"""The usage page and the quota banner: who sees what, the spending-cap form, both languages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import pytest
+from django.db import connection as db_connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django_tenants.utils import schema_context
+
+from apps.accounts.models import Role
+from apps.accounts.permissions import Perm, role_has
+from apps.audit.models import AuditEvent
+from apps.tenants.models import Tenant
+from apps.tenants.services import tenant_provision
+from apps.usage import limits as L
+from apps.usage.meter import day_key, month_key, redis_client
+from apps.usage.models import QuotaAlert, UsageStat
+from tests.accounts.test_pages import logged_in
+from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, make_member
+
+pytestmark = pytest.mark.django_db
+
+
+def stat(tenant: TenantFixture, user_id: int | None, calls: int, tokens: int, day: dt.date | None = None) -> None:
+    with schema_context(tenant.tenant.schema_name):
+        UsageStat.objects.create(user_id=user_id, date=day or L.today(), api_calls=calls, tokens_used=tokens)
+
+
+def alert(tenant: TenantFixture | Tenant, quota: str, threshold: int, period: dt.date | None = None) -> None:
+    schema = tenant.tenant.schema_name if isinstance(tenant, TenantFixture) else tenant.schema_name
+    with schema_context(schema):
+        QuotaAlert.objects.create(quota=quota, period=period or L.period_start(L.today()), threshold=threshold,
+                                  limit=1000, used=threshold * 10)  # fmt: skip
+
+
+def member_client(tenant: TenantFixture, role: str) -> tuple[Client, Any]:
+    member = make_member(tenant, role)
+    client = tenant.client(HTTP_ACCEPT_LANGUAGE="en")
+    assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+    return client, member
+
+
+def text_of(page: str, name: str) -> str:
+    """The text inside the element with data-testid=name (its first line of content)."""
+    match = re.search(rf'data-testid="{name}"[^>]*>([^<]*)<', page)
+    assert match, f"no {name} on the page"
+    return match.group(1).strip()
+
+
+def forget_live_counters(tenant: TenantFixture) -> None:
+    """Rows written straight to usage_stats: make the quota read them (Redis rebuilds from PostgreSQL)."""
+    schema = tenant.tenant.schema_name
+    redis_client().delete(month_key(schema, L.today()), day_key(schema, L.today()))
+
+
+def cap_of(tenant: TenantFixture) -> int | None:
+    return Tenant.objects.get(pk=tenant.tenant.pk).spending_cap_fen
+
+
+def cap_events(tenant: TenantFixture) -> list[AuditEvent]:
+    with schema_context(tenant.tenant.schema_name):
+        return list(AuditEvent.objects.filter(action="billing.spending_cap_set").order_by("id"))
+
+
+# --- Who sees what -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.USER, Role.VIEWER])
+def test_the_page_follows_the_roles(tenant_alpha: TenantFixture, role: str) -> None:
+    client = logged_in(tenant_alpha, role)
+    response = client.get("/usage/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    everyone = role_has(role, Perm.VIEW_STATS)
+    assert f'data-scope="{"tenant" if everyone else "user"}"' in page
+    assert ("The whole workspace" in page) is everyone
+    assert ("Your own calls only" in page) is not everyone
+    for part in ('data-testid="usage-members"', 'data-testid="quotas"', 'data-testid="storage-used"'):
+        assert (part in page) is everyone
+    assert ('data-testid="spending-cap-form"' in page) is role_has(role, Perm.MANAGE_BILLING)
+    # Every member has a usage page, so every member has the link.
+    assert 'data-testid="nav-usage"' in client.get("/dashboard/").content.decode()
+    assert 'id="usage-series"' in page
+    assert 'data-testid="chart-calls"' in page
+    assert 'data-testid="chart-tokens"' in page
+
+
+def test_the_page_needs_a_login(tenant_alpha: TenantFixture) -> None:
+    for path in ("/usage/", "/usage/spending-cap/"):
+        response = tenant_alpha.client().get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/?next=")
+    assert tenant_alpha.client().post("/usage/spending-cap/", {"cap_yuan": "5"}).status_code == 302
+
+
+def test_admins_see_the_tenant_and_each_member_others_their_own(tenant_alpha: TenantFixture) -> None:
+    user_client, user = member_client(tenant_alpha, Role.USER)
+    viewer_client, viewer = member_client(tenant_alpha, Role.VIEWER)
+    other = make_member(tenant_alpha, Role.USER)
+    today = L.today()
+    stat(tenant_alpha, user.pk, calls=7, tokens=70)
+    stat(tenant_alpha, other.pk, calls=500, tokens=5000)
+    stat(tenant_alpha, None, calls=30, tokens=300)  # API keys
+    if today.day > 1:
+        stat(tenant_alpha, user.pk, calls=2, tokens=20, day=L.period_start(today))
+    stat(tenant_alpha, user.pk, calls=900, tokens=9000, day=L.period_start(today) - dt.timedelta(days=1))  # last month
+    own = 9 if today.day > 1 else 7
+
+    page = user_client.get("/usage/").content.decode()
+    assert text_of(page, "total-calls") == str(own)
+    assert text_of(page, "total-tokens") == str(own * 10)
+    assert other.email not in page
+    for total in ("536", "537", "539"):  # the tenant's totals
+        assert f">{total}<" not in page
+    assert text_of(viewer_client.get("/usage/").content.decode(), "total-calls") == "0"
+
+    admin = logged_in(tenant_alpha, Role.ADMIN).get("/usage/").content.decode()
+    assert text_of(admin, "total-calls") == str(own + 530)
+    members = admin[admin.index('data-testid="per-user"') :]
+    for who in (user.email, other.email, "API keys"):
+        assert who in members
+    assert viewer.email not in members  # no calls, no row
+    assert members.index(other.email) < members.index(user.email)  # most calls first
+
+
+def test_quota_bars_change_colour_near_the_limit(tenant_alpha: TenantFixture) -> None:
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    assert L.limits_for(tenant_alpha.tenant).api_calls == 100_000  # pro
+
+    def page_with_calls(calls: int) -> str:
+        with schema_context(tenant_alpha.tenant.schema_name):
+            UsageStat.objects.update_or_create(user=None, date=L.today(), defaults={"api_calls": calls})
+        forget_live_counters(tenant_alpha)
+        return client.get("/usage/").content.decode()
+
+    def level(page: str) -> str:
+        match = re.search(r'data-testid="quota-api_calls" data-level="(\w+)"', page)
+        assert match
+        return match.group(1)
+
+    assert level(page_with_calls(0)) == "ok"
+    assert level(page_with_calls(79_999)) == "ok"
+    assert level(page_with_calls(80_000)) == "warn"
+    assert level(page_with_calls(99_999)) == "warn"
+    page = page_with_calls(100_000)
+    assert level(page) == "over"
+    assert "100,000 of 100,000 (100%)" in page
+    assert 'class="quota-bar over" max="100000" value="100000"' in page
+    page = page_with_calls(130_000)
+    assert 'class="quota-bar over" max="100000" value="100000"' in page
+    assert text_of(page, "overage") == "¥300.00"  # 30,000 calls past the quota at ¥10 per 1,000
+
+
+def test_unlimited_quotas_say_so() -> None:
+    result = tenant_provision(name="Big Water", slug="big-water", plan="enterprise",
+                              admin_email="admin@big-water.example.com", admin_password=ADMIN_PASSWORD,
+                              actor=TEST_ACTOR)  # fmt: skip
+    client = Client(HTTP_HOST=result.tenant.primary_hostname, HTTP_ACCEPT_LANGUAGE="en")
+    client.post("/login/", {"username": "admin@big-water.example.com", "password": ADMIN_PASSWORD})
+    page = client.get("/usage/").content.decode()
+    assert page.count('data-level="unlimited"') == 4
+    assert "quota-bar" not in page
+    assert "no overage charges" in page
+    assert 'data-testid="spending-cap-form"' not in page
+
+
+def test_a_member_of_beta_sees_nothing_of_alpha_and_alpha_nothing_of_beta(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+) -> None:
+    stat(tenant_beta, None, calls=4242, tokens=919_191)
+    alert(tenant_beta, "api_calls", 90)
+    page = logged_in(tenant_alpha, Role.ADMIN).get("/usage/").content.decode()
+    assert text_of(page, "total-calls") == "0"
+    for number in ("4,242", "4242", "919,191", "919191"):
+        assert number not in page
+    assert 'data-testid="quota-banner"' not in page
+
+    # A beta session means nothing on alpha's host, and beta's admin cannot log in there.
+    beta = logged_in(tenant_beta, Role.ADMIN)
+    assert text_of(beta.get("/usage/").content.decode(), "total-calls") == "4,242"
+    beta.defaults["HTTP_HOST"] = tenant_alpha.host
+    response = beta.get("/usage/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+    refused = tenant_alpha.client().post("/login/", {"username": tenant_beta.admin_email, "password": ADMIN_PASSWORD})
+    assert refused.status_code == 400
+
+
+# --- The spending cap ----------------------------------------------------------------------
+
+
+class TestSpendingCap:
+    def test_an_admin_sets_and_removes_it(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert cap_of(tenant_alpha) is None
+        assert text_of(client.get("/usage/").content.decode(), "spending-cap") == "No cap"
+        response = client.post("/usage/spending-cap/", {"cap_yuan": "12.34"})
+        assert response.status_code == 302
+        assert response["Location"] == "/usage/"
+        assert cap_of(tenant_alpha) == 1234
+        events = cap_events(tenant_alpha)
+        assert len(events) == 1
+        assert events[0].metadata == {"from_fen": None, "to_fen": 1234}
+        assert events[0].actor_user_id is not None
+        page = client.get("/usage/").content.decode()
+        assert text_of(page, "spending-cap") == "¥12.34 a month"
+        assert 'value="12.34"' in page  # the form starts from the current cap
+        assert "The spending cap is now ¥12.34 a month." in page
+
+        assert client.post("/usage/spending-cap/", {"cap_yuan": "0"}).status_code == 302
+        assert cap_of(tenant_alpha) == 0
+        assert client.post("/usage/spending-cap/", {"cap_yuan": "", "action": "remove"}).status_code == 302
+        assert cap_of(tenant_alpha) is None
+        assert [e.metadata["to_fen"] for e in cap_events(tenant_alpha)] == [1234, 0, None]
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [("-5", "greater than or equal to 0"), ("abc", "Enter a number"), ("1.234", "2 decimal places"),
+         ("", "This field is required"), ("NaN", "Enter a number"), ("Infinity", "Enter a number"),
+         ("1e99", "no more than 12 digits"), ("100000001", "less than or equal to 100000000")],
+    )  # fmt: skip
+    def test_garbage_is_a_form_error_and_changes_nothing(
+        self, tenant_alpha: TenantFixture, value: str, message: str
+    ) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post("/usage/spending-cap/", {"cap_yuan": value})
+        assert response.status_code == 400
+        page = response.content.decode()
+        assert message in page
+        assert 'class="errorlist' in page
+        assert 'data-testid="spending-cap-form"' in page
+        assert cap_of(tenant_alpha) is None
+        assert cap_events(tenant_alpha) == []
+
+    @pytest.mark.parametrize("role", [Role.USER, Role.VIEWER])
+    def test_other_roles_get_403(self, tenant_alpha: TenantFixture, role: str) -> None:
+        client = logged_in(tenant_alpha, role)
+        response = client.post("/usage/spending-cap/", {"cap_yuan": "99"})
+        assert response.status_code == 403
+        assert "manage_billing" in response.content.decode()
+        response = client.post("/usage/spending-cap/", {"action": "remove"})
+        assert response.status_code == 403
+        assert cap_of(tenant_alpha) is None
+        assert cap_events(tenant_alpha) == []
+
+    def test_get_is_not_allowed(self, tenant_alpha: TenantFixture) -> None:
+        assert logged_in(tenant_alpha, Role.ADMIN).get("/usage/spending-cap/").status_code == 405
+
+
+# --- The quota banner ----------------------------------------------------------------------
+
+
+def banner(page: str) -> str:
+    match = re.search(r'<div class="quota-banner" data-testid="quota-banner".*?\n      </div>', page, re.S)
+    return match.group(0) if match else ""
+
+
+class TestQuotaBanner:
+    def test_it_appears_once_a_threshold_was_crossed_this_month(self, tenant_alpha: TenantFixture) -> None:
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        user = logged_in(tenant_alpha, Role.USER)
+        alert(tenant_alpha, "api_calls", 90, period=L.period_start(L.period_start(L.today()) - dt.timedelta(days=1)))
+        for client in (admin, user):
+            assert banner(client.get("/dashboard/").content.decode()) == ""
+
+        alert(tenant_alpha, "api_calls", 80)
+        alert(tenant_alpha, "storage", 80)
+        alert(tenant_alpha, "storage", 90)
+        for path in ("/dashboard/", "/chat/", "/profile/", "/usage/"):
+            text = banner(admin.get(path).content.decode())
+            assert "API calls: 80% of the plan's quota is used this month." in text
+            assert "Storage: 90% of the plan's quota is used" in text
+            assert "Storage: 80%" not in text  # only the highest threshold of each quota
+            assert 'class="notice warning"' in text
+            assert "notice error" not in text
+            assert 'href="/usage/"' in text
+        text = banner(user.get("/dashboard/").content.decode())
+        assert "API calls: 80%" in text
+        assert 'href="/usage/"' not in text  # no view_stats, no link
+
+    def test_on_a_paid_plan_100_percent_is_a_warning_about_overage(self, tenant_alpha: TenantFixture) -> None:
+        alert(tenant_alpha, "api_calls", 100)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/dashboard/").content.decode())
+        assert "Further calls are billed as overage." in text
+        assert 'class="notice warning"' in text
+
+    def test_on_the_free_plan_100_percent_says_calls_stop(self) -> None:
+        result = tenant_provision(name="Tiny Water", slug="tiny-water", plan="free",
+                                  admin_email="admin@tiny-water.example.com", admin_password=ADMIN_PASSWORD,
+                                  actor=TEST_ACTOR)  # fmt: skip
+        alert(result.tenant, "api_calls", 100)
+        alert(result.tenant, "storage", 90)
+        client = Client(HTTP_HOST=result.tenant.primary_hostname, HTTP_ACCEPT_LANGUAGE="en")
+        client.post("/login/", {"username": "admin@tiny-water.example.com", "password": ADMIN_PASSWORD})
+        text = banner(client.get("/dashboard/").content.decode())
+        resets = L.resets_at(L.today()).date().isoformat()
+        stopped = (
+            f"API calls: 100% of the plan's quota is used. AI calls are stopped until the quota resets on {resets}."
+        )
+        assert stopped in text
+        assert 'class="notice error" data-quota="api_calls"' in text
+        assert 'class="notice warning" data-quota="storage"' in text
+
+    def test_not_on_the_public_host_nor_before_login(self, tenant_alpha: TenantFixture, public_client: Client) -> None:
+        alert(tenant_alpha, "api_calls", 100)
+        assert 'data-testid="quota-banner"' not in public_client.get("/").content.decode()
+        assert 'data-testid="quota-banner"' not in tenant_alpha.client().get("/login/").content.decode()
+
+    def test_it_costs_one_query(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.USER)
+        alert(tenant_alpha, "api_calls", 80)
+        alert(tenant_alpha, "users", 90)
+        with CaptureQueriesContext(db_connection) as queries:
+            page = client.get("/profile/").content.decode()
+        assert "Users: 90%" in banner(page)
+        assert len([q for q in queries if "usage_quotaalert" in q["sql"]]) == 1
+        with CaptureQueriesContext(db_connection) as queries:
+            client.get("/api/auth/me")
+        assert not [q for q in queries if "usage_quotaalert" in q["sql"]]  # no page, no query
+
+
+# --- Both languages ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [("en", ["Usage", "API calls per day", "Tokens per day", "Quotas", "Usage by member", "Spending cap",
+             "API calls: 80% of the plan"]),
+     ("zh-hans", ["用量", "每日 API 调用", "每日 Token 数", "配额", "成员用量", "支出上限",
+                  "API 调用：本月已用套餐配额的 80%"])],
+)  # fmt: skip
+def test_the_page_and_banner_speak_both_languages(tenant_alpha: TenantFixture, language: str, words: list[str]) -> None:
+    alert(tenant_alpha, "api_calls", 80)
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    page = client.get("/usage/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    for word in words:
+        assert word in page
+    own = logged_in(tenant_alpha, Role.USER).get("/usage/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    assert ("仅显示您自己的调用" if language == "zh-hans" else "Your own calls only") in own
