@@ -12,6 +12,7 @@ from apps.core.actors import Actor
 from apps.mcp.services import mcp_service_create, mcp_service_test
 from apps.tenants.db import connection
 from apps.tenants.services import tenant_provision
+from tests.browser.conftest import log_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
 from tests.processes import WebServer
 
@@ -44,10 +45,7 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
 ) -> None:
     page = browser.new_context(locale="zh-CN").new_page()
     page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
-    login = page.get_by_test_id("login-form")
-    login.locator("#id_username").fill(ADMIN)
-    login.locator("#id_password").fill(ADMIN_PASSWORD)
-    login.locator("button[type=submit]").click()
+    log_in(page, ADMIN, ADMIN_PASSWORD)
     page.get_by_test_id("nav-chat").click()
 
     page.get_by_test_id("chat-input").fill("站点 S001 最近的水位是多少?")

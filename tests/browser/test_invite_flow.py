@@ -11,6 +11,7 @@ from playwright.sync_api import Browser, expect
 
 from apps.tenants.db import connection
 from apps.tenants.services import tenant_provision
+from tests.browser.conftest import log_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
 from tests.processes import WebServer, Worker
 
@@ -56,9 +57,7 @@ def test_admin_invites_a_viewer_who_sees_no_admin_pages(
     host = f"{SLUG}.localhost"
     admin = browser.new_context(locale="en-US").new_page()
     admin.goto(web_server.url(host, "/login/"))
-    admin.get_by_test_id("login-form").locator("#id_username").fill(ADMIN)
-    admin.get_by_test_id("login-form").locator("#id_password").fill(ADMIN_PASSWORD)
-    admin.get_by_test_id("login-form").locator("button[type=submit]").click()
+    log_in(admin, ADMIN, ADMIN_PASSWORD)
     admin.get_by_test_id("nav-team").click()
     form = admin.get_by_test_id("invite-form")
     form.locator("#id_email").fill(VIEWER)
@@ -76,10 +75,7 @@ def test_admin_invites_a_viewer_who_sees_no_admin_pages(
     expect(viewer.get_by_test_id("dashboard-heading")).to_contain_text("Vera")
 
     viewer.get_by_role("button", name="Log out").click()
-    login = viewer.get_by_test_id("login-form")
-    login.locator("#id_username").fill(VIEWER)
-    login.locator("#id_password").fill(VIEWER_PASSWORD)
-    login.locator("button[type=submit]").click()
+    log_in(viewer, VIEWER, VIEWER_PASSWORD)
     expect(viewer.get_by_test_id("dashboard-heading")).to_contain_text("Vera")
     expect(viewer.get_by_test_id("nav-profile")).to_be_visible()
     for nav in ("nav-team", "nav-api-keys", "nav-audit"):

@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, expect
 from apps.accounts.services import api_key_create
 from apps.tenants.db import connection
 from apps.tenants.services import tenant_provision
+from tests.browser.conftest import log_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
 from tests.processes import WebServer
 
@@ -54,10 +55,7 @@ def test_the_admin_sees_real_calls_charted_and_the_quota_bars(
 
     page = browser.new_context(locale="en-US").new_page()
     page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
-    login = page.get_by_test_id("login-form")
-    login.locator("#id_username").fill(ADMIN)
-    login.locator("#id_password").fill(ADMIN_PASSWORD)
-    login.locator("button[type=submit]").click()
+    log_in(page, ADMIN, ADMIN_PASSWORD)
     page.get_by_test_id("nav-usage").click()
 
     expect(page.get_by_test_id("usage-scope")).to_have_attribute("data-scope", "tenant")
