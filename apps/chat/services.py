@@ -90,9 +90,11 @@ def _check_content(content: str) -> str:
     return content
 
 
-def _tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTool]:
+def tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTool]:
+    """The tenant's MCP tools the actor's turn may offer the model: none without use_mcp_services,
+    and none when CHAT_MAX_TOOL_ROUNDS is 0."""
     role = actor_role(actor)
-    if role is None or not role_has(role, Perm.USE_MCP_SERVICES):
+    if settings.CHAT_MAX_TOOL_ROUNDS <= 0 or role is None or not role_has(role, Perm.USE_MCP_SERVICES):
         return []
     return engine.bind_tools((setup or ai_setup()).services)
 
@@ -114,7 +116,7 @@ def conversation_reply(
     setup = ai_setup()
     server = model_server(setup.provider)
     chosen = choose_model(server, model or conversation.model or None)
-    tools = _tools_for(actor, setup)
+    tools = tools_for(actor, setup)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
     meter = meter or Meter.for_actor(actor)

@@ -28,10 +28,10 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.accounts.permissions import Perm, role_has
+from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, TenantApi
 from apps.chat import engine
-from apps.chat.services import SYSTEM_PROMPT
+from apps.chat.services import SYSTEM_PROMPT, tools_for
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import choose_model, model_server
@@ -95,9 +95,7 @@ class ChatCompletionsApi(TenantApi):
         model = choose_model(server, data.validated_data["model"] or None)
         options = {k: request.data[k] for k in _PASSED_OPTIONS if isinstance(request.data, dict) and k in request.data}
         client_tools = data.validated_data.get("tools")
-        tools = []
-        if not client_tools and role_has(getattr(request.user, "role", ""), Perm.USE_MCP_SERVICES):
-            tools = engine.bind_tools(setup.services)
+        tools = [] if client_tools else tools_for(self.actor(request), setup)
         if not client_tools and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
         specs = client_tools or [tool.openai_spec() for tool in tools]

@@ -173,13 +173,24 @@ class TestReplies:
 
     def test_a_viewer_role_gets_no_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         from apps.accounts.models import Role
-        from apps.chat.services import _tools_for
+        from apps.chat.services import tools_for
         from apps.core.actors import Actor
         from tests.conftest import make_member
 
         with schema_context(tenant_alpha.tenant.schema_name):
-            assert _tools_for(Actor(user=make_member(tenant_alpha, Role.VIEWER))) == []
-            assert len(_tools_for(Actor(user=make_member(tenant_alpha, Role.USER)))) == 4
+            assert tools_for(Actor(user=make_member(tenant_alpha, Role.VIEWER))) == []
+            assert len(tools_for(Actor(user=make_member(tenant_alpha, Role.USER)))) == 4
+
+    def test_no_tool_rounds_means_no_tools_offered(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        settings.CHAT_MAX_TOOL_ROUNDS = 0
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION, "stream": True}))
+        kinds = [kind for kind, _data in events]
+        assert "tool_call" not in kinds
+        assert kinds[-1] == "done"
 
 
 class TestBadInput:

@@ -107,14 +107,14 @@ class TestMcpServices:
 
     def test_disabled_services_offer_no_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         from apps.accounts.models import Role
-        from apps.chat.services import _tools_for
+        from apps.chat.services import tools_for
         from apps.core.actors import Actor
         from tests.conftest import make_member
 
         client = admin(tenant_alpha)
         send(client, "post", f"/api/mcp-services/{hydrology.pk}/disable")
         with schema_context(tenant_alpha.tenant.schema_name):
-            assert _tools_for(Actor(user=make_member(tenant_alpha, Role.USER))) == []
+            assert tools_for(Actor(user=make_member(tenant_alpha, Role.USER))) == []
 
     @pytest.mark.parametrize("field", ["url", "type", "timeout_seconds", "headers"])
     def test_bad_updates_are_400s(self, tenant_alpha: TenantFixture, hydrology: Any, field: str) -> None:
@@ -179,7 +179,7 @@ class TestAiSetupCache:
     def test_changes_reach_the_next_turn_at_once(
         self, tenant_alpha: TenantFixture, hydrology: Any, demo_model_url: str
     ) -> None:
-        from apps.chat.services import _tools_for
+        from apps.chat.services import tools_for
         from apps.core.actors import Actor
         from apps.llm.client import model_server
         from tests.conftest import make_member
@@ -191,7 +191,7 @@ class TestAiSetupCache:
 
         def now() -> tuple[int, str]:
             with schema_context(tenant_alpha.tenant.schema_name):  # each call fills the cache
-                return len(_tools_for(actor)), model_server().base_url
+                return len(tools_for(actor)), model_server().base_url
 
         assert now() == (4, demo_model_url)
         send(client, "post", f"/api/mcp-services/{hydrology.pk}/disable")
