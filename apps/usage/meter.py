@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
@@ -122,6 +122,11 @@ if redis.call('HEXISTS', KEYS[2], 'init') == 1 then
 end
 return 1
 """
+
+_LEDGER_INSERT = (
+    "INSERT INTO usage_usageevent (user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_tokens, "
+    "created_at) VALUES (%s, %s, %s, 1, %s, %s, %s, %s, now())"
+)
 
 _scripts: dict[str, Any] = {}
 
@@ -272,25 +277,30 @@ class Meter:
         return Ticket(kind=kind, day=day, counted=True)
 
     def record(self, ticket: Ticket, tokens: int = 0) -> None:
-        """The call happened: write it to the ledger, then add its tokens to the live counters."""
+        """The call happened: add its tokens to the live counters, and write it to the ledger.
+
+        The ledger row is one plain INSERT (no model instance, no RETURNING): it is
+        the only database work metering adds to a request (docs/benchmarks.md).
+        """
         if ticket.done:
             return
         ticket.done = True
-        event = UsageEvent.objects.create(
-            user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind, calls=1, tokens=max(0, tokens),
-            day=ticket.day, counted_calls=ticket.counted, counted_tokens=ticket.counted,
-        )  # fmt: skip
-        if not ticket.counted:
-            return
-        try:
-            if tokens:
+        tokens = max(0, tokens)
+        tokens_counted = ticket.counted
+        if ticket.counted and tokens:
+            try:
                 pipe = redis_client().pipeline(transaction=False)
                 pipe.hincrby(month_key(self.schema, ticket.day), "tokens", tokens)
                 pipe.hincrby(day_key(self.schema, ticket.day), f"{who(self.user_id)}:tokens", tokens)
                 pipe.execute()
-        except RedisError:
-            logger.warning("usage tokens not added to Redis for %s; the flush will add them", self.schema)
-            UsageEvent.objects.filter(pk=event.pk).update(counted_tokens=False)
+            except RedisError:
+                logger.warning("usage tokens not added to Redis for %s; the flush will add them", self.schema)
+                tokens_counted = False
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _LEDGER_INSERT,
+                [self.user_id, self.api_key_id, ticket.kind, tokens, ticket.day, ticket.counted, tokens_counted],
+            )
 
     def release(self, ticket: Ticket) -> None:
         """The call did not happen (the model server failed): give it back."""
