@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: run test setup check lint format typecheck makemessages bench bench-provisioning bench-chat clean-devdata help
+.PHONY: run test setup check lint format typecheck makemessages vendor-js bench bench-provisioning bench-chat bench-metering clean-devdata help
 
 help:
 	@echo "make run        start HydroNet Cloud with a demo tenant (embedded PostgreSQL and Redis unless set)"
@@ -20,6 +20,7 @@ help:
 	@echo "make check      ruff (lint and format) and mypy"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make makemessages   refresh the translation catalogues in locale/"
+	@echo "make vendor-js  fetch the vendored Chart.js again from npm, at the pinned version"
 
 run: setup
 	@$(VPY) -m deploy.devstack run
@@ -61,13 +62,37 @@ format: setup
 typecheck: setup
 	DATABASE_URL=postgres://unused/unused REDIS_URL=redis://unused $(VENV)/bin/mypy
 
-bench: bench-provisioning bench-chat
+# Chart.js, vendored under static/vendor/chartjs/ (MIT): the usage page's charts. The file is
+# the package's dist/chart.umd.js minus its sourceMappingURL line (the map is not shipped, and
+# collectstatic's manifest storage refuses a reference to a missing file). To upgrade, change
+# both lines: CHARTJS_INTEGRITY is `npm view chart.js@<version> dist.integrity`.
+CHARTJS_VERSION := 4.6.1
+CHARTJS_INTEGRITY := sha512-hJyniucsFmq//EvXYvJ6c6mahPoI3kaxdjVH8awTaJ/fDNWeSqqqArixMJWkWNN6fcYvPU3HneSANFNYtRi61g==
+CHARTJS_DIR := static/vendor/chartjs
+
+vendor-js:
+	@command -v npm >/dev/null || { echo "error: vendor-js needs npm (Node.js)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  tgz="$$tmp/chart.js-$(CHARTJS_VERSION).tgz" && \
+	  (cd "$$tmp" && npm pack --silent chart.js@$(CHARTJS_VERSION) >/dev/null) && \
+	  got="sha512-$$(openssl dgst -sha512 -binary "$$tgz" | base64 -w0)" && \
+	  if [ "$$got" != "$(CHARTJS_INTEGRITY)" ]; then echo "error: chart.js-$(CHARTJS_VERSION).tgz is $$got"; exit 1; fi && \
+	  tar -xzf "$$tgz" -C "$$tmp" package/dist/chart.umd.js package/LICENSE.md && \
+	  mkdir -p $(CHARTJS_DIR) && \
+	  sed '/^\/\/# sourceMappingURL=/d' "$$tmp/package/dist/chart.umd.js" > $(CHARTJS_DIR)/chart.umd.js && \
+	  cp "$$tmp/package/LICENSE.md" $(CHARTJS_DIR)/LICENSE.md && \
+	  echo "$(CHARTJS_DIR): Chart.js $(CHARTJS_VERSION)"
+
+bench: bench-provisioning bench-chat bench-metering
 
 bench-provisioning: setup
 	$(VPY) -m deploy.devstack exec -- $(VPY) bench/provisioning.py $(BENCH_ARGS)
 
 bench-chat: setup
 	$(VPY) -m deploy.devstack exec -- $(VPY) bench/chat_ttft.py $(BENCH_ARGS)
+
+bench-metering: setup
+	$(VPY) -m deploy.devstack exec -- $(VPY) bench/metering.py $(BENCH_ARGS)
 
 clean-devdata:
 	rm -rf .devdata
