@@ -219,9 +219,10 @@ class Meter:
         self.limits = L.limits_for(self.tenant)
 
     @classmethod
-    def for_actor(cls, actor: Actor, *, count_rate: bool = False) -> Meter:
+    def for_actor(cls, actor: Actor, *, count_rate: bool = False, tenant: Tenant | None = None) -> Meter:
+        """A meter for ``actor``'s work in ``tenant`` (by default the connection's)."""
         return cls(
-            tenant=tenant_current(),
+            tenant=tenant or tenant_current(),
             user_id=actor.user.pk if actor.user is not None else None,
             api_key_id=actor.api_key.pk if actor.api_key is not None else None,
             count_rate=count_rate,
@@ -229,12 +230,9 @@ class Meter:
 
     @classmethod
     def for_request(cls, request: HttpRequest | Any, actor: Actor) -> Meter:
+        """The request's meter: it still has to count the request against the rate limit."""
         tenant = getattr(request, "tenant", None)
-        meter = cls.for_actor(actor, count_rate=True)
-        if isinstance(tenant, Tenant):
-            meter.tenant = tenant
-            meter.limits = L.limits_for(tenant)
-        return meter
+        return cls.for_actor(actor, count_rate=True, tenant=tenant if isinstance(tenant, Tenant) else None)
 
     @property
     def schema(self) -> str:
