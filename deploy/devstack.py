@@ -409,10 +409,12 @@ def cmd_run(rest: list[str]) -> int:
                 "PYTHONUNBUFFERED": "1",
             }
             children: list[Child] = []
-            stopping = threading.Event()
+            # A plain flag: the handler runs in the main thread, possibly inside a wait on the same
+            # threading.Event, whose lock it would then wait for forever (seen: make run ignoring TERM).
+            stopping: list[int] = []
 
             def on_signal(signum: int, frame: object) -> None:
-                stopping.set()
+                stopping.append(signum)
 
             signal.signal(signal.SIGTERM, on_signal)
             try:
@@ -431,11 +433,11 @@ def cmd_run(rest: list[str]) -> int:
                 if not wait_ready(port, f"demo.localhost:{port}", 90):
                     raise StackError("the web server did not become ready within 90 s; see the [web] lines above")
                 print(_banner(base_domain, creds, bool(demo_mcp_url)), flush=True)
-                while not stopping.is_set():
+                while not stopping:
                     dead = [c for c in children if c.proc.poll() is not None]
                     if dead:
                         raise StackError(f"the {dead[0].name} process exited ({dead[0].proc.returncode}); stopping")
-                    stopping.wait(0.5)
+                    time.sleep(0.5)
                 say("stopping")
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
