@@ -17,6 +17,14 @@ def user_count_active() -> int:
     return User.objects.filter(is_active=True).count()
 
 
+def user_count_for_quota() -> int:
+    """What the plan's user limit counts: active members plus invitations still open."""
+    pending = Invitation.objects.filter(
+        accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    ).count()
+    return user_count_active() + pending
+
+
 def user_list(*, search: str = "", role: str = "", is_active: bool | None = None) -> QuerySet[User]:
     users = User.objects.all().order_by("email")
     if search:

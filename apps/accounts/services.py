@@ -101,16 +101,14 @@ def actor_role(actor: Actor) -> str | None:
 
 def _check_user_quota(*, adding: int = 1) -> None:
     """Active users plus pending invitations may not pass the plan's user limit."""
+    from apps.accounts.selectors import user_count_for_quota  # selectors import this module
     from apps.usage.limits import limits_for
     from apps.usage.services import quota_check_count_alerts
 
     limit = limits_for(tenant_current_locked()).users
     if limit is None:
         return
-    pending = Invitation.objects.filter(
-        accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
-    ).count()
-    used = User.objects.filter(is_active=True).count() + pending
+    used = user_count_for_quota()
     if used + adding > limit:
         raise QuotaExceeded(
             _("Your plan allows %(limit)d users, counting pending invitations.") % {"limit": limit},

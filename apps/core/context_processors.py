@@ -45,9 +45,7 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
     if not alerts:
         return []
     limits = L.limits_for(request.tenant)  # type: ignore[attr-defined]  # set by the routing
-    # What the meter does at 100 % (apps.usage.meter): calls stop at the quota on a hard-stop plan
-    # (or with no overage price, or a spending cap of 0); storage stops them on a hard-stop plan.
-    calls_stop = limits.api_calls is not None and limits.calls_stop_at == limits.api_calls
+    calls_stop = limits.stops_at_quota  # what the meter does at 100 %
     stops = {Quota.API_CALLS.value: calls_stop, Quota.STORAGE.value: limits.storage_stop_at is not None}
     return [
         {

@@ -13,6 +13,11 @@ def mcp_service_list() -> QuerySet[McpService]:
     return McpService.objects.all().order_by("name", "id")
 
 
+def mcp_service_count_active() -> int:
+    """What the plan's MCP-service limit counts."""
+    return McpService.objects.filter(is_active=True).count()
+
+
 def access_mcp_service(actor: Actor, service_id: object) -> McpService:
     """A service by id, for those who may use or manage services; otherwise the same 404."""
     try:

@@ -19,6 +19,7 @@ from apps.core.outbound import check_url
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
+from apps.mcp.selectors import mcp_service_count_active
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage.limits import limits_for
 from apps.usage.services import quota_check_count_alerts
@@ -33,7 +34,7 @@ def _check_service_quota(*, adding: int = 1) -> None:
     limit = limits_for(tenant_current_locked()).mcp_services
     if limit is None:
         return
-    used = McpService.objects.filter(is_active=True).count()
+    used = mcp_service_count_active()
     if used + adding > limit:
         raise QuotaExceeded(
             _("Your plan allows %(limit)d active MCP services.") % {"limit": limit},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.http import Http404
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -15,7 +16,6 @@ from apps.accounts.models import User
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
-from apps.core.exceptions import ApplicationError
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.selectors import quota_status, usage_series
@@ -75,7 +75,7 @@ class UsageApi(TenantApi):
         # Without view_stats, usage is one's own: a person's, so an API key gets member_required.
         user_id = data.get("user") if everyone else self.member(request).pk
         if user_id is not None and everyone and not User.objects.filter(pk=user_id).exists():
-            raise ApplicationError(_("No such member."), code="not_found", status_code=404)
+            raise Http404
         series = usage_series(start=data["from"], end=data["to"], group_by=data["group_by"], user_id=user_id,
                               only_user=user_id is not None)  # fmt: skip
         totals = {

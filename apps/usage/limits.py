@@ -39,11 +39,22 @@ class Limits:
         """The monthly call count past which calls are refused; None if never."""
         if self.api_calls is None:
             return None
-        if self.hard_stop or not self.overage_fen_per_1000_calls:
+        if not self.bills_overage:
             return self.api_calls
         if self.spending_cap_fen is None:
             return None
+        assert self.overage_fen_per_1000_calls  # bills_overage
         return self.api_calls + self.spending_cap_fen * 1000 // self.overage_fen_per_1000_calls
+
+    @property
+    def bills_overage(self) -> bool:
+        """Calls past the quota are billed as overage (until the spending cap, if any)."""
+        return self.api_calls is not None and not self.hard_stop and bool(self.overage_fen_per_1000_calls)
+
+    @property
+    def stops_at_quota(self) -> bool:
+        """Calls stop at the quota itself: a hard-stop plan, no overage price, or a spending cap of 0."""
+        return self.api_calls is not None and self.calls_stop_at == self.api_calls
 
     @property
     def storage_stop_at(self) -> int | None:

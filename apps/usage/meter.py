@@ -51,6 +51,7 @@ from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, QuotaExceeded, RateLimited
+from apps.plans.models import fen_to_yuan
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
@@ -385,9 +386,9 @@ class Meter:
     def _calls_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limits = self.limits
         assert limits.calls_stop_at is not None
-        if limits.api_calls is not None and limits.calls_stop_at > limits.api_calls:
+        if not limits.stops_at_quota:
             message = _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {
-                "cap": f"{(limits.spending_cap_fen or 0) / 100:.2f}"
+                "cap": fen_to_yuan(limits.spending_cap_fen or 0)
             }
             quota = "spending_cap"
         else:

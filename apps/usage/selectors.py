@@ -9,8 +9,9 @@ from typing import Any
 from django.db import connection
 from redis.exceptions import RedisError
 
-from apps.accounts.models import Invitation, User
-from apps.mcp.models import McpService
+from apps.accounts.models import User
+from apps.accounts.selectors import user_count_for_quota
+from apps.mcp.selectors import mcp_service_count_active
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import Meter, month_key, redis_client, storage_key
@@ -92,17 +93,12 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     day = L.today()
     limits = L.limits_for(tenant)
     calls, _tokens = month_usage(tenant, day)
-    users = User.objects.filter(is_active=True).count()
-    pending = Invitation.objects.filter(
-        accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=dt.datetime.now(dt.UTC)
-    ).count()
-    services = McpService.objects.filter(is_active=True).count()
     resets = L.resets_at(day).isoformat()
     rows = [
         (Quota.API_CALLS, limits.api_calls, calls, resets),
         (Quota.STORAGE, limits.storage_bytes, storage_used(tenant), None),
-        (Quota.USERS, limits.users, users + pending, None),
-        (Quota.MCP_SERVICES, limits.mcp_services, services, None),
+        (Quota.USERS, limits.users, user_count_for_quota(), None),
+        (Quota.MCP_SERVICES, limits.mcp_services, mcp_service_count_active(), None),
     ]
     out = []
     for quota, limit, used, reset in rows:

@@ -87,8 +87,7 @@ def _page(request: HttpRequest, cap_form: SpendingCapForm, *, status: int = 200)
             overage_yuan=_yuan(calls["overage_fen"]),
             spending_cap_yuan=_yuan(calls["spending_cap_fen"]),
             hard_stop=limits.hard_stop,
-            bills_overage=limits.api_calls is not None and not limits.hard_stop
-            and bool(limits.overage_fen_per_1000_calls),
+            bills_overage=limits.bills_overage,
             overage_price_yuan=_yuan(limits.overage_fen_per_1000_calls),
             cap_form=cap_form,
         )  # fmt: skip
