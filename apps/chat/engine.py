@@ -20,7 +20,7 @@ import httpx2
 import openai
 from django.conf import settings
 from django.utils.translation import gettext as _
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from apps.llm.client import ModelServer, openai_client
 from apps.mcp import client as mcp_client
@@ -159,13 +159,50 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
 
 
+class ChunkStream(openai.Stream[dict[str, Any]]):
+    """openai's stream of chat completion chunks, as plain dicts, read to the end of the body.
+
+    ``openai.Stream`` builds a pydantic model for every chunk and stops reading
+    at ``[DONE]``; the chunked body's last bytes then stay unread, so httpx drops
+    the connection and the next request to the model server connects anew. This
+    subclass (openai's ``extract_stream_chunk_type`` documents subclassing
+    ``Stream``) keeps openai's SSE decoding and error mapping, yields each chunk
+    as ``json.loads`` gives it, and reads the body to its end, which returns the
+    connection to the pool. The first token reaches the client about 2 ms
+    sooner (docs/benchmarks.md).
+    """
+
+    def __stream__(self) -> Iterator[dict[str, Any]]:
+        events = self._iter_events()
+        try:
+            for sse in events:
+                if sse.data.startswith("[DONE]"):
+                    for _rest in events:  # the end of the body: nothing, in practice
+                        pass
+                    return
+                data = json.loads(sse.data)
+                if not isinstance(data, dict):
+                    raise ValueError("a chunk is not a JSON object")
+                if data.get("error"):
+                    error = data["error"]
+                    message = error.get("message") if isinstance(error, dict) else None
+                    raise openai.APIError(
+                        message=message if isinstance(message, str) and message else "An error occurred during streaming",
+                        request=self.response.request,
+                        body=error,
+                    )
+                yield data
+        finally:
+            self.response.close()
+
+
 def open_stream(
     server: ModelServer,
     model: str,
     messages: list[dict[str, Any]],
     tool_specs: list[dict[str, Any]],
     **options: Any,
-) -> Any:
+) -> ChunkStream:
     """Send a streamed chat completion; return the open stream once the server has answered.
 
     ``tool_specs`` are OpenAI function tools; ``options`` go to the model server
@@ -183,7 +220,7 @@ def open_stream(
             body={"model": model, "messages": messages, "stream": True, **kwargs},
             cast_to=ChatCompletion,
             stream=True,
-            stream_cls=openai.Stream[ChatCompletionChunk],
+            stream_cls=ChunkStream,
         )
     except openai.APIStatusError as exc:
         raise UpstreamError(_status_message(exc), status=exc.status_code) from exc
@@ -191,7 +228,7 @@ def open_stream(
         raise UpstreamError(_("The model server could not be reached: %(error)s") % {"error": exc}) from exc
 
 
-def read_stream(stream: Any) -> Iterator[Token | ModelReply]:
+def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
     """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request."""
     reply = _Accumulator()
     try:
@@ -216,22 +253,31 @@ class _Accumulator:
         self.usage = (0, 0)
         self.finish = ""
 
-    def feed(self, chunk: Any) -> list[str]:
-        """Take one chunk; return the text it adds."""
+    def feed(self, chunk: dict[str, Any]) -> list[str]:
+        """Take one chunk; return the text it adds. A chunk of the wrong shape raises ValueError."""
+        try:
+            return self._feed(chunk)
+        except (AttributeError, TypeError) as exc:
+            raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
+
+    def _feed(self, chunk: dict[str, Any]) -> list[str]:
         texts: list[str] = []
-        if chunk.usage is not None:
-            self.usage = (chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
-        for choice in chunk.choices:
-            delta = choice.delta
-            if delta.content:
-                texts.append(delta.content)
-            for part in delta.tool_calls or []:
-                call = self.calls.setdefault(part.index, _Call())
-                call.id = part.id or call.id
-                if part.function is not None:
-                    call.name = part.function.name or call.name
-                    call.arguments.append(part.function.arguments or "")
-            self.finish = choice.finish_reason or self.finish
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                texts.append(str(content))
+            for part in delta.get("tool_calls") or ():
+                call = self.calls.setdefault(int(part.get("index") or 0), _Call())
+                call.id = part.get("id") or call.id
+                function = part.get("function")
+                if function:
+                    call.name = function.get("name") or call.name
+                    call.arguments.append(function.get("arguments") or "")
+            self.finish = choice.get("finish_reason") or self.finish
         self.content += texts
         return texts
 

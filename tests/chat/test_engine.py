@@ -1,0 +1,110 @@
+"""The engine's reading of model streams: plain chunks, kept-alive connections, and malformed shapes."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from apps.chat import engine
+from apps.llm.client import model_server
+
+
+def _reply(text: str) -> engine.ModelReply:
+    server = model_server(None)
+    stream = engine.open_stream(server, server.default_model, [{"role": "user", "content": text}], [])
+    *tokens, reply = list(engine.read_stream(stream))
+    assert all(isinstance(token, engine.Token) for token in tokens)
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.content == "".join(token.text for token in tokens)  # type: ignore[union-attr]
+    return reply
+
+
+def test_a_stream_read_to_its_end_leaves_the_connection_for_the_next(monkeypatch: Any) -> None:
+    """openai.Stream stops at [DONE] and drops the connection; ours reads the body's end and keeps it."""
+    engine._cached_client.cache_clear()  # a client of its own, with no connection yet
+    opened: list[Any] = []
+    create_connection = socket.create_connection
+
+    def counting(*args: Any, **kwargs: Any) -> socket.socket:
+        opened.append(args[0])
+        return create_connection(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counting)
+    replies = [_reply("hello"), _reply("hello again"), _reply("and once more")]
+    assert all(reply.finish_reason == "stop" and reply.completion_tokens > 0 for reply in replies)
+    assert len(opened) == 1, opened
+
+
+def test_usage_and_tool_calls_come_from_the_chunks() -> None:
+    reply = _reply("hello")
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert "offline demo model" in reply.content
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        ["not", "an", "object"],
+        {"choices": "not a list of choices"},
+        {"choices": [{"delta": "not an object"}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+        {"usage": {"prompt_tokens": "many"}},
+    ],
+)
+def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
+    """Malformed chunks end the turn as an UpstreamError (an ``error`` event), never a crash."""
+
+    class Stream:
+        def __iter__(self) -> Any:
+            yield {"choices": [{"delta": {"content": "Hello"}}]}
+            yield chunk
+
+        def close(self) -> None:
+            self.closed = True
+
+    stream = Stream()
+    events = engine.read_stream(stream)  # type: ignore[arg-type]
+    assert next(events) == engine.Token("Hello")
+    with pytest.raises(engine.UpstreamError, match="broke off"):
+        next(events)
+    assert stream.closed
+
+
+class _ErrorMidStream(BaseHTTPRequestHandler):
+    """A model server whose stream reports an error after the first piece of text."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = (
+            b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+            b'data: {"error": {"message": "the model fell over", "type": "server_error"}}\n\n'
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_error_inside_the_stream_is_an_upstream_error() -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ErrorMidStream)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        server = engine.ModelServer(base_url=base_url, api_key="k", models=("m",), tenant_supplied=False)
+        events = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+        assert next(events) == engine.Token("Hel")
+        with pytest.raises(engine.UpstreamError, match="the model fell over"):
+            next(events)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
