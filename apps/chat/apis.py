@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -191,7 +192,9 @@ class MessagePostApi(TenantApi):
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         self.member(request)
         actor = self.actor(request)
-        conversation = access_conversation(actor, conversation_id, write=True)
+        conversation = access_conversation(
+            actor, conversation_id, write=True, with_history=settings.CHAT_HISTORY_MESSAGES
+        )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         events = services.conversation_reply(

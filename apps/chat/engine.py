@@ -186,8 +186,10 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
                 if data.get("error"):
                     error = data["error"]
                     message = error.get("message") if isinstance(error, dict) else None
+                    if not isinstance(message, str) or not message:
+                        message = "An error occurred during streaming"
                     raise openai.APIError(
-                        message=message if isinstance(message, str) and message else "An error occurred during streaming",
+                        message=message,
                         request=self.response.request,
                         body=error,
                     )

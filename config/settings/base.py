@@ -115,7 +115,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 
 # --- Database --------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL")}
-DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+DATABASES["default"]["ENGINE"] = "apps.tenants.postgresql_backend"  # django-tenants', see its docstring
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

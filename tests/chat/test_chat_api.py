@@ -171,6 +171,34 @@ class TestReplies:
         assert again.status_code == 200
         assert len(stored(tenant_alpha, conversation)) == 6
 
+    def test_the_history_comes_with_the_conversation_in_one_query(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        from apps.chat.selectors import access_conversation, model_history
+        from apps.core.actors import Actor
+
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Message.objects.create(conversation_id=conversation, role="assistant", content="lost", status="error")
+            actor = Actor(user=client.member)  # type: ignore[attr-defined]
+            plain = Conversation.objects.get(pk=conversation)
+            for limit in (40, 4, 2):
+                with CaptureQueriesContext(connection) as queries:
+                    read = access_conversation(actor, conversation, write=True, with_history=limit)
+                    history = model_history(read, limit=limit)
+                assert len(queries) == 1, [q["sql"] for q in queries]
+                assert history == model_history(plain, limit=limit)
+            history = model_history(access_conversation(actor, conversation, with_history=40), limit=40)
+        assert [message["role"] for message in history] == ["user", "assistant", "tool", "assistant"]
+        assert history[0]["content"] == QUESTION
+        assert history[1]["tool_calls"][0]["function"]["name"] == "hydrology__get_water_levels"
+        assert history[2]["tool_call_id"] == history[1]["tool_calls"][0]["id"]
+
     def test_a_viewer_role_gets_no_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         from apps.accounts.models import Role
         from apps.chat.services import tools_for

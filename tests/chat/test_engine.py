@@ -41,7 +41,8 @@ def test_a_stream_read_to_its_end_leaves_the_connection_for_the_next(monkeypatch
 
 def test_usage_and_tool_calls_come_from_the_chunks() -> None:
     reply = _reply("hello")
-    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert reply.prompt_tokens > 0
+    assert reply.completion_tokens > 0
     assert "offline demo model" in reply.content
 
 

@@ -1,0 +1,112 @@
+"""The database backend: the tenant's search path doubles as the connection's health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import psycopg
+import pytest
+from django.db import connection
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+
+from apps.accounts.models import User
+from apps.tenants.postgresql_backend.base import DatabaseWrapper
+from tests import processes
+from tests.conftest import TenantFixture, admin_of, jwt_pair
+from tests.processes import WebServer
+
+
+@pytest.fixture
+def checks(monkeypatch: Any) -> list[str]:
+    """Each ``SELECT 1`` health check Django sends through this backend."""
+    sent: list[str] = []
+    is_usable = PostgresWrapper.is_usable
+
+    def counting(self: PostgresWrapper) -> bool:
+        sent.append(self.alias)
+        return bool(is_usable(self))
+
+    monkeypatch.setattr(PostgresWrapper, "is_usable", counting)
+    return sent
+
+
+def _new_request() -> None:
+    """What Django does when a request starts: the next query checks the connection first."""
+    connection.health_check_done = False
+
+
+@pytest.mark.django_db
+def test_a_request_for_another_tenant_sends_only_the_set(tenant_alpha: TenantFixture, checks: list[str]) -> None:
+    connection.ensure_connection()
+    _new_request()
+    connection.set_tenant(tenant_alpha.tenant)  # as routing does: the search path is due
+    assert User.objects.filter(email=admin_of(tenant_alpha).email).exists()
+    assert checks == []
+    assert connection.health_check_done
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW search_path")
+        assert cursor.fetchone()[0] == f"{tenant_alpha.tenant.schema_name}, public"
+
+
+@pytest.mark.django_db
+def test_with_the_path_already_set_django_checks_as_before(tenant_alpha: TenantFixture, checks: list[str]) -> None:
+    connection.set_tenant(tenant_alpha.tenant)
+    User.objects.exists()  # the search path is set now
+    _new_request()
+    User.objects.exists()
+    User.objects.exists()
+    assert checks == ["default"]
+
+
+@pytest.mark.django_db
+def test_a_connection_the_server_ended_is_closed_and_opened_again(tenant_alpha: TenantFixture) -> None:
+    probe = DatabaseWrapper({**connection.settings_dict}, alias="probe")  # outside the test's transaction
+    try:
+        probe.set_tenant(tenant_alpha.tenant)
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        probe.health_check_done = False
+        probe.set_tenant(tenant_alpha.tenant)  # the next request: check and SET are both due
+        probe.close_if_health_check_failed()
+        assert probe.connection is None
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), current_setting('search_path')")
+            new_pid, path = cursor.fetchone()
+        assert new_pid != pid
+        assert path == f"{tenant_alpha.tenant.schema_name}, public"
+    finally:
+        probe.close()
+
+
+def test_requests_survive_the_database_dropping_their_connections(
+    web_server: WebServer, tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """gunicorn keeps connections (CONN_MAX_AGE); after PostgreSQL ends them, the next request reconnects."""
+    with django_db_blocker.unblock():
+        token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    url = f"http://127.0.0.1:{web_server.port}/api/conversations"
+    headers = {"Host": f"{tenant_alpha.tenant.slug}.localhost:{web_server.port}", **_bearer(token)}
+
+    def answers() -> list[int]:
+        with httpx2.Client(timeout=30) as client:
+            return [client.get(url, headers=headers).status_code for _ in range(8)]
+
+    assert answers() == [200] * 8
+    ours = [connection.connection.info.backend_pid] if connection.connection is not None else []
+    with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND pid <> ALL(%s) AND backend_type = 'client backend'",
+            [ours],
+        ).fetchone()
+    assert ended is not None
+    assert ended[0] >= 1
+    assert answers() == [200] * 8
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
