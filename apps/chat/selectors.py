@@ -91,7 +91,7 @@ def _conversation_sql() -> tuple[str, tuple[str, ...]]:
 def _with_history(pk: int, limit: int) -> Conversation | None:
     sql, fields = _conversation_sql()
     with connection.cursor() as cursor:
-        cursor.execute(sql, [Status.ERROR, limit, pk])
+        cursor.execute(sql, [Status.ERROR.value, limit, pk])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -119,7 +119,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     if recent is None:
         with connection.cursor() as cursor:
             history_sql = _HISTORY_SQL.format(conversation="%s", messages=Message._meta.db_table)
-            cursor.execute(f"SELECT {history_sql}", [conversation.pk, Status.ERROR, limit])
+            cursor.execute(f"SELECT {history_sql}", [conversation.pk, Status.ERROR.value, limit])
             recent = _json(cursor.fetchone()[0])
     recent = recent[-limit:] if limit > 0 else []
     while recent and recent[0]["role"] != "user":

@@ -185,7 +185,7 @@ class TestReplies:
         post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION})
         with schema_context(tenant_alpha.tenant.schema_name):
             Message.objects.create(conversation_id=conversation, role="assistant", content="lost", status="error")
-            actor = Actor(user=client.member)  # type: ignore[attr-defined]
+            actor = Actor(user=client.member)
             plain = Conversation.objects.get(pk=conversation)
             for limit in (40, 4, 2):
                 with CaptureQueriesContext(connection) as queries:

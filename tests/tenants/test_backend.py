@@ -7,10 +7,10 @@ from typing import Any
 import httpx2
 import psycopg
 import pytest
-from django.db import connection
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 
 from apps.accounts.models import User
+from apps.tenants.db import connection
 from apps.tenants.postgresql_backend.base import DatabaseWrapper
 from tests import processes
 from tests.conftest import TenantFixture, admin_of, jwt_pair

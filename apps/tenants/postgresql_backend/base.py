@@ -16,6 +16,9 @@ from django_tenants.postgresql_backend import base
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    health_check_done: bool
+    search_path_set_schemas: list[str] | None
+
     def close_if_health_check_failed(self) -> None:
         if (
             self.connection is None
