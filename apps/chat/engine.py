@@ -168,8 +168,10 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     subclass (openai's ``extract_stream_chunk_type`` documents subclassing
     ``Stream``) keeps openai's SSE decoding and error mapping, yields each chunk
     as ``json.loads`` gives it, and reads the body to its end, which returns the
-    connection to the pool. The first token reaches the client about 2 ms
-    sooner (docs/benchmarks.md).
+    connection to the pool. The first token reaches the client about 1 ms
+    sooner (docs/benchmarks.md). Every OpenAI-compatible server we know ends the
+    body right after ``[DONE]``; one that kept it open would hold the turn's
+    ``done`` until the read timeout (``LLM_TIMEOUT_SECONDS``).
     """
 
     def __stream__(self) -> Iterator[dict[str, Any]]:
