@@ -185,7 +185,10 @@ def measure(args: argparse.Namespace, model_root: str, port: int, token: str) ->
         return ttft(client, url, {"content": question, "stream": True}, ours_headers, b"event: token")
 
     results: dict[str, dict[str, list[float]]] = {}
-    with httpx2.Client(timeout=60, limits=httpx2.Limits(max_connections=64)) as client:
+    # Idle connections are dropped after 1 s, before gunicorn closes them (its keep-alive is 2 s):
+    # reusing one as gunicorn closes it would fail the request with a reset.
+    limits = httpx2.Limits(max_connections=64, keepalive_expiry=1.0)
+    with httpx2.Client(timeout=60, limits=limits) as client:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
             list(pool.map(lambda _n: (direct(client), ours(client)), range(args.concurrency)))
         one: dict[str, list[float]] = {"direct": [], "hydronet": []}
