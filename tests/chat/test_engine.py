@@ -13,9 +13,9 @@ from apps.chat import engine
 from apps.llm.client import model_server
 
 
-def _reply(text: str) -> engine.ModelReply:
+def _reply(text: str, tools: list[dict[str, Any]] | None = None) -> engine.ModelReply:
     server = model_server(None)
-    stream = engine.open_stream(server, server.default_model, [{"role": "user", "content": text}], [])
+    stream = engine.open_stream(server, server.default_model, [{"role": "user", "content": text}], tools or [])
     *tokens, reply = list(engine.read_stream(stream))
     assert all(isinstance(token, engine.Token) for token in tokens)
     assert isinstance(reply, engine.ModelReply)
@@ -44,6 +44,22 @@ def test_usage_and_tool_calls_come_from_the_chunks() -> None:
     assert reply.prompt_tokens > 0
     assert reply.completion_tokens > 0
     assert "offline demo model" in reply.content
+    levels = {
+        "type": "function",
+        "function": {
+            "name": "hydrology__get_water_levels",
+            "description": "Water levels of a station",
+            "parameters": {"type": "object", "properties": {"station": {"type": "string"}}},
+        },
+    }
+    asked = _reply("站点 S001 最近的水位是多少?", tools=[levels])
+    assert asked.finish_reason == "tool_calls"
+    assert [(call.name, call.service, call.tool) for call in asked.tool_calls] == [
+        ("hydrology__get_water_levels", "hydrology", "get_water_levels")
+    ]
+    assert asked.tool_calls[0].arguments is not None
+    assert asked.tool_calls[0].arguments["station"] == "S001"
+    assert asked.tool_calls[0].id
 
 
 @pytest.mark.parametrize(
