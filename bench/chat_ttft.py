@@ -42,7 +42,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
@@ -80,25 +79,11 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=3, help="bursts per mode (reported, no target)")
     args = parser.parse_args()
 
-    import psycopg
+    from bench.scratch import scratch
 
-    base = urlsplit(os.environ["DATABASE_URL"])
-    bench_db = f"hydronet_ttft_{os.getpid()}"
-    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{bench_db}"')
-    os.environ["DATABASE_URL"] = urlunsplit(base._replace(path=f"/{bench_db}"))
-    os.environ["CACHE_KEY_PREFIX"] = f"ttft-{os.getpid()}"
-    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"ttft-{os.getpid()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-    try:
+    with scratch("ttft"):
         return run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
         django.setup()
         from django.conf import settings
-        from django_redis import get_redis_connection
 
         token = _bench_member()
         port = _free_port()
@@ -135,9 +119,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             server.terminate()
             server.wait(15)
-        redis = get_redis_connection("default")
-        for key in redis.scan_iter(match=f"*ttft-{os.getpid()}*"):
-            redis.delete(key)
 
     met = True
     print(f"{'streams':<12}{'mode':<10}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}")

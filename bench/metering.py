@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,31 +76,18 @@ def main() -> int:
     parser.add_argument("--gunicorn", action="store_true", help="send the batches to two gunicorn servers")
     args = parser.parse_args()
 
-    import psycopg
     from cryptography.fernet import Fernet
 
-    base = urlsplit(os.environ["DATABASE_URL"])
-    bench_db = f"hydronet_metering_{os.getpid()}"
-    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{bench_db}"')
-    os.environ["DATABASE_URL"] = urlunsplit(base._replace(path=f"/{bench_db}"))
-    os.environ["CACHE_KEY_PREFIX"] = f"metering-{os.getpid()}"
-    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"metering-{os.getpid()}"
+    from bench.scratch import scratch
+
     # The production settings, as gunicorn runs them, but over plain http on loopback.
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.prod"
     os.environ.update(
         SECRET_KEY=secrets.token_urlsafe(50), FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         SECURE_SSL_REDIRECT="false", SITE_SCHEME="http", BASE_DOMAIN="localhost", LOG_LEVEL="WARNING",
     )  # fmt: skip
-    try:
+    with scratch("metering"):
         return run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
 
 
 # --- Redis round trips ---------------------------------------------------------------
@@ -445,7 +431,6 @@ def run(args: argparse.Namespace) -> int:
         django.setup()
         from django.conf import settings
         from django.core.management import call_command
-        from django_redis import get_redis_connection
         from django_tenants.utils import tenant_context
 
         from apps.accounts.services import api_key_create
@@ -467,18 +452,12 @@ def run(args: argparse.Namespace) -> int:
             )
 
         trips = RoundTrips(prefix=settings.CACHE_KEY_PREFIX)
-        try:
-            with trips.counting():
-                results = measure(args, Client(secret, args.max_tokens, trips))
-            with tenant_context(tenant):
-                from apps.usage.models import UsageEvent
+        with trips.counting():
+            results = measure(args, Client(secret, args.max_tokens, trips))
+        with tenant_context(tenant):
+            from apps.usage.models import UsageEvent
 
-                ledger = UsageEvent.objects.count()
-        finally:  # this run's cache keys, and its Celery queue with kombu's bindings of it
-            redis = get_redis_connection("default")
-            for pattern in (f"*{settings.CACHE_KEY_PREFIX}:*", f"*{settings.CELERY_TASK_DEFAULT_QUEUE}"):
-                for key in redis.scan_iter(match=pattern):
-                    redis.delete(key)
+            ledger = UsageEvent.objects.count()
 
     return report(args, results, ledger)
 

@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,26 +31,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=9, help="tenants per method (default 9)")
     args = parser.parse_args()
 
-    import psycopg
+    from bench.scratch import scratch
 
-    base_url = os.environ["DATABASE_URL"]
-    parts = urlsplit(base_url)
-    bench_db = f"hydronet_bench_{os.getpid()}"
-    admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{bench_db}"')
-    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{bench_db}"))
-    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"bench-{os.getpid()}"  # welcome emails queue here, unread
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
-    os.environ["CACHE_KEY_PREFIX"] = f"bench-{os.getpid()}"
-    try:
+    with scratch("bench"):  # welcome emails queue in its Celery queue, unread
         return run(args.runs)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
 
 
 def run(runs: int) -> int:
@@ -61,7 +45,6 @@ def run(runs: int) -> int:
     from django.conf import settings
     from django.core.management import call_command
     from django.test import override_settings
-    from django_redis import get_redis_connection
 
     from apps.core.actors import Actor
     from apps.tenants.db import connection
@@ -93,11 +76,6 @@ def run(runs: int) -> int:
             elapsed, how = provision_once(f"bench-migrate-{i}")
         assert how == "migrations", how
         timings["migrations"].append(elapsed)
-
-    redis = get_redis_connection("default")
-    redis.delete(settings.CELERY_TASK_DEFAULT_QUEUE)
-    for key in redis.scan_iter(match=f"*{settings.CACHE_KEY_PREFIX}*"):
-        redis.delete(key)
 
     clone, migrate = statistics.median(timings["clone"]), statistics.median(timings["migrations"])
     with connection.cursor() as cursor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
@@ -96,12 +95,8 @@ def _with_history(pk: int, limit: int) -> Conversation | None:
     if row is None:
         return None
     conversation = Conversation.from_db(connection.alias, fields, row[:-1])
-    conversation.recent_messages = _json(row[-1])  # type: ignore[attr-defined]
+    conversation.recent_messages = row[-1]  # type: ignore[attr-defined]  # json: psycopg parses it
     return conversation
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def message_list(conversation: Conversation) -> QuerySet[Message]:
@@ -120,7 +115,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
         with connection.cursor() as cursor:
             history_sql = _HISTORY_SQL.format(conversation="%s", messages=Message._meta.db_table)
             cursor.execute(f"SELECT {history_sql}", [conversation.pk, Status.ERROR.value, limit])
-            recent = _json(cursor.fetchone()[0])
+            recent = cursor.fetchone()[0]
     recent = recent[-limit:] if limit > 0 else []
     while recent and recent[0]["role"] != "user":
         recent.pop(0)
