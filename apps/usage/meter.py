@@ -7,8 +7,9 @@ One request costs at most two Redis round trips:
    call, atomically. With Q calls left and K concurrent requests, across any
    number of processes, exactly min(K, Q) get through: Redis runs scripts one
    at a time.
-2. ``record`` adds the call's tokens (one pipeline), after writing the call to
-   the ledger (``UsageEvent``) in PostgreSQL.
+2. ``record`` adds the call's tokens (one pipeline) and writes the call to the
+   ledger (``UsageEvent``) in PostgreSQL; calls that end together share both
+   (``apps.usage.ledger``).
 
 The rate limit is django-ratelimit's fixed window (a counter per tenant per
 minute that expires with its window), but counted inside the same script as the
@@ -42,11 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
-from django_redis import get_redis_connection
 from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
@@ -54,8 +54,10 @@ from apps.core.exceptions import ApplicationError, QuotaExceeded, RateLimited
 from apps.plans.models import fen_to_yuan
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current
+from apps.usage import ledger
 from apps.usage import limits as L
 from apps.usage.models import CallKind, Quota, UsageEvent
+from apps.usage.scripts import redis_client, script
 
 logger = logging.getLogger(__name__)
 
@@ -124,25 +126,6 @@ end
 return 1
 """
 
-_LEDGER_INSERT = (
-    "INSERT INTO usage_usageevent (user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_tokens, "
-    "created_at) VALUES (%s, %s, %s, 1, %s, %s, %s, %s, now())"
-)
-
-_scripts: dict[str, Any] = {}
-
-
-def redis_client() -> Any:
-    return get_redis_connection("default")
-
-
-def _script(name: str, source: str, client: Any) -> Any:
-    """Run a Lua script on ``client``: EVALSHA, falling back to EVAL once per Redis start."""
-    if name not in _scripts:
-        _scripts[name] = client.register_script(source)
-    script = _scripts[name]
-    return lambda *, keys, args: script(keys=keys, args=args, client=client)
-
 
 def _prefix(schema: str) -> str:
     return f"{settings.CACHE_KEY_PREFIX}:usage:{schema}"
@@ -170,7 +153,7 @@ def who(user_id: int | None) -> str:
 
 def add_counts(schema: str, day: dt.date, user_id: int | None, *, calls: int, tokens: int) -> None:
     """Add to the live counters that exist (one that is missing is rebuilt from PostgreSQL anyway)."""
-    _script("add", _ADD, redis_client())(
+    script("add", _ADD, redis_client())(
         keys=[month_key(schema, day), day_key(schema, day)], args=[calls, tokens, who(user_id)]
     )
 
@@ -278,28 +261,22 @@ class Meter:
     def record(self, ticket: Ticket, tokens: int = 0) -> None:
         """The call happened: add its tokens to the live counters, and write it to the ledger.
 
-        The ledger row is one plain INSERT (no model instance, no RETURNING): it is
-        the only database work metering adds to a request (docs/benchmarks.md).
+        Returns once the ledger row is committed. Calls that end at the same time share
+        one pipeline and one ``INSERT`` (``apps.usage.ledger``); the ledger row is the
+        only database work metering adds to a request (docs/benchmarks.md).
         """
         if ticket.done:
             return
         ticket.done = True
-        tokens = max(0, tokens)
-        tokens_counted = ticket.counted
-        if ticket.counted and tokens:
-            try:
-                pipe = redis_client().pipeline(transaction=False)
-                pipe.hincrby(month_key(self.schema, ticket.day), "tokens", tokens)
-                pipe.hincrby(day_key(self.schema, ticket.day), f"{who(self.user_id)}:tokens", tokens)
-                pipe.execute()
-            except RedisError:
-                logger.warning("usage tokens not added to Redis for %s; the flush will add them", self.schema)
-                tokens_counted = False
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _LEDGER_INSERT,
-                [self.user_id, self.api_key_id, ticket.kind, tokens, ticket.day, ticket.counted, tokens_counted],
+        day_field = f"{who(self.user_id)}:tokens"
+        ledger.write(
+            ledger.Row(
+                schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
+                tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
+                month_key=month_key(self.schema, ticket.day), day_key=day_key(self.schema, ticket.day),
+                day_field=day_field,
             )
+        )  # fmt: skip
 
     def release(self, ticket: Ticket) -> None:
         """The call did not happen (the model server failed): give it back."""
@@ -337,7 +314,7 @@ class Meter:
         stop = self.limits.calls_stop_at
         storage_stop = self.limits.storage_stop_at
         try:
-            reply = _script("charge", _CHARGE, redis_client())(
+            reply = script("charge", _CHARGE, redis_client())(
                 keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
                 args=[
                     "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
@@ -377,7 +354,7 @@ class Meter:
         pairs: list[Any] = []
         for user_id, (calls, tokens) in snapshot.day.items():
             pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
-        _script("rebuild", _REBUILD_SCRIPT, redis_client())(
+        script("rebuild", _REBUILD_SCRIPT, redis_client())(
             keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
             args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS, *pairs],
         )

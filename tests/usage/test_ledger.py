@@ -1,0 +1,176 @@
+"""The ledger rows of AI calls: written together when calls end together, each committed before its call returns.
+
+The group path runs only outside a transaction, so these tests write from threads of
+their own (each with its own autocommit connection) and clean up what they committed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection as default_connection
+from django.db import connections, transaction
+from django_redis import get_redis_connection
+from django_tenants.utils import schema_context
+
+from apps.tenants.models import Tenant
+from apps.usage import ledger
+from apps.usage import limits as L
+from apps.usage.meter import Meter, day_key, month_key
+from apps.usage.models import UsageEvent
+from tests.conftest import TenantFixture
+from tests.usage.conftest import forget_counters
+from tests.usage.test_metering import counters, dead_redis, flush
+
+pytestmark = pytest.mark.django_db
+
+def _dsn() -> dict[str, Any]:
+    params = default_connection.get_connection_params()
+    return {k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")}
+
+
+def row(schema: str, tokens: int, *, user_id: int | None = 7) -> ledger.Row:
+    day = L.today()
+    return ledger.Row(
+        schema=schema, user_id=user_id, api_key_id=None, kind="model", tokens=tokens, day=day, counted_calls=True,
+        month_key=month_key(schema, day), day_key=day_key(schema, day), day_field=f"{user_id}:tokens",
+    )  # fmt: skip
+
+
+def committed(schema: str) -> list[tuple[int, dt.datetime]]:
+    """(tokens, created_at) of the rows another connection sees, i.e. the committed ones."""
+    with psycopg.connect(**_dsn(), autocommit=True) as check:
+        return check.execute(f'SELECT tokens, created_at FROM "{schema}".usage_usageevent ORDER BY id').fetchall()
+
+
+@pytest.fixture
+def committed_rows(tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> Iterator[None]:
+    """Rows committed outside the test's transaction, removed again with the live counters."""
+    forget_counters()
+    yield
+    forget_counters()
+    with psycopg.connect(**_dsn(), autocommit=True) as cleanup:
+        for tenant in (tenant_alpha, tenant_beta):
+            cleanup.execute(f'DELETE FROM "{tenant.tenant.schema_name}".usage_usageevent')
+
+
+class Writer(threading.Thread):
+    """Writes one row from a thread of its own, as a request of a threaded server would."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self.write = write
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.write()
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            self.error = exc
+        finally:
+            connections.close_all()
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def live_counters(schema: str) -> None:
+    """The month and day hashes as the charge script leaves them (tokens go only to hashes that exist)."""
+    redis = get_redis_connection("default")
+    day = L.today()
+    redis.hset(month_key(schema, day), mapping={"calls": 0, "tokens": 0})
+    redis.hset(day_key(schema, day), "init", 1)
+
+
+def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
+    tenant_alpha: TenantFixture, committed_rows: None
+) -> None:
+    schema = tenant_alpha.tenant.schema_name
+    live_counters(schema)
+    with psycopg.connect(**_dsn()) as lock, psycopg.connect(**_dsn(), autocommit=True) as watch:
+        # Holds the first writer inside its INSERT while four more calls end.
+        lock.execute(f'LOCK TABLE "{schema}".usage_usageevent IN SHARE MODE')
+        first = Writer(lambda: ledger.write(row(schema, 1)))
+        first.start()
+        wait_for(
+            lambda: watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%%'"
+            ).fetchone() == (1,),
+            "the first INSERT to wait for the lock",
+        )
+        missing = row("t_no_such_schema", 100)
+        others = [Writer(lambda n=n: ledger.write(row(schema, n))) for n in (2, 3, 4)]
+        others.append(Writer(lambda: ledger.write(missing)))
+        for writer in others:
+            writer.start()
+        time.sleep(0.2)
+        assert all(writer.is_alive() for writer in [first, *others])  # nobody returns before its row commits
+        lock.rollback()
+    for writer in [first, *others]:
+        writer.join(10)
+
+    assert first.error is None
+    assert [writer.error for writer in others[:3]] == [None, None, None]
+    assert isinstance(others[3].error, ledger.LedgerWriteError)  # its schema's INSERT failed, and only that one
+    rows = committed(schema)
+    assert sorted(tokens for tokens, _at in rows) == [1, 2, 3, 4]
+    created = {tokens: at for tokens, at in rows}
+    assert created[2] == created[3] == created[4] != created[1]  # one statement (one now()) for the three
+    assert counters(tenant_alpha)["tokens"] == 10
+    day = get_redis_connection("default").hgetall(day_key(schema, L.today()))
+    assert int(day[b"7:tokens"]) == 10
+
+
+def test_a_batch_writes_each_tenant_in_its_own_schema(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture, committed_rows: None
+) -> None:
+    alpha, beta = tenant_alpha.tenant.schema_name, tenant_beta.tenant.schema_name
+    rows = [row(alpha, 5), row(beta, 6), row(alpha, 7, user_id=None)]
+    writer = Writer(lambda: ledger.write_rows(rows))
+    writer.start()
+    writer.join(10)
+    assert writer.error is None
+    assert [r.error for r in rows] == [None, None, None]
+    assert sorted(t for t, _ in committed(alpha)) == [5, 7]
+    assert [t for t, _ in committed(beta)] == [6]
+
+
+def test_inside_a_transaction_the_row_commits_or_rolls_back_with_it(tenant_alpha: TenantFixture) -> None:
+    schema = tenant_alpha.tenant.schema_name
+    ledger.write(row(schema, 11))
+    with schema_context(schema):
+        assert list(UsageEvent.objects.values_list("tokens", flat=True)) == [11]
+    assert committed(schema) == []  # the test's transaction, not committed
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ledger.write(row(schema, 12))
+        raise RuntimeError("the caller's transaction fails")
+    with schema_context(schema):
+        assert list(UsageEvent.objects.values_list("tokens", flat=True)) == [11]
+
+
+def test_redis_lost_after_the_charge_leaves_the_tokens_to_the_flush(
+    tenant_alpha: TenantFixture, settings: Any, fresh_counters: None
+) -> None:
+    meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        ticket = meter.charge()  # counted in Redis
+        caches = settings.CACHES
+        dead_redis(settings)
+        meter.record(ticket, 42)  # the tokens cannot reach Redis
+        settings.CACHES = caches
+        (event,) = UsageEvent.objects.all()
+    assert (event.counted_calls, event.counted_tokens, event.tokens) == (True, False, 42)
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 0}
+    assert flush(tenant_alpha) == 1
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 42}  # added by the flush, once
