@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from redis.exceptions import RedisError
 
 from apps.usage.scripts import redis_client, script
@@ -124,7 +124,7 @@ def write(row: Row) -> None:
 
 
 def write_rows(rows: list[Row]) -> None:
-    """Write ``rows`` on this thread's connection: one Redis pipeline, one ``INSERT`` per schema.
+    """Write ``rows`` on this thread's connection: one Redis script call, one ``INSERT`` per schema.
 
     A schema whose ``INSERT`` fails sets ``error`` on its rows; the others are written.
     """
@@ -132,16 +132,17 @@ def write_rows(rows: list[Row]) -> None:
     by_schema: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_schema[row.schema].append(row)
-    connection.ensure_connection()
+    db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of django.db.connection looks it up again
+    db.ensure_connection()
     # psycopg's own cursor (server-side binding, not prepared, so poolers still work): Django's
     # cursor wrapper costs twice the CPU of the statement itself (docs/benchmarks.md).
-    with psycopg.Cursor(connection.connection) as cursor:
+    with psycopg.Cursor(db.connection) as cursor:
         for schema, batch in by_schema.items():
             params: list[Any] = []
             for row in batch:
                 params += [row.user_id, row.api_key_id, row.kind, row.tokens, row.day, row.counted_calls,
                            row.counted_tokens]  # fmt: skip
-            table = f"{connection.ops.quote_name(schema)}.usage_usageevent"
+            table = f"{db.ops.quote_name(schema)}.usage_usageevent"
             try:
                 cursor.execute(f"INSERT INTO {table} {_COLUMNS} VALUES {', '.join([_VALUES] * len(batch))}", params)
             except Exception as exc:  # handed to each row's caller
