@@ -3,9 +3,9 @@
 Every AI call leaves one ``UsageEvent`` row in its tenant's schema before its
 response goes out, and its tokens are added to the live counters in Redis
 (``apps.usage.meter``). Done one call at a time that is an ``INSERT`` and a Redis
-pipeline per call. Here the calls that end while another call's rows are being
+script call per call. Here the calls that end while another call's rows are being
 written wait, and the next of them to go writes all of theirs at once (group
-commit, as PostgreSQL does with its WAL): one pipeline with the tokens summed
+commit, as PostgreSQL does with its WAL): one script call with the tokens summed
 per counter, and one multi-row ``INSERT`` per schema. A call alone writes its own
 row at once, as before; under load each row costs a fraction of a round trip.
 

@@ -7,7 +7,7 @@ One request costs at most two Redis round trips:
    call, atomically. With Q calls left and K concurrent requests, across any
    number of processes, exactly min(K, Q) get through: Redis runs scripts one
    at a time.
-2. ``record`` adds the call's tokens (one pipeline) and writes the call to the
+2. ``record`` adds the call's tokens (a second script) and writes the call to the
    ledger (``UsageEvent``) in PostgreSQL; calls that end together share both
    (``apps.usage.ledger``).
 
@@ -262,7 +262,7 @@ class Meter:
         """The call happened: add its tokens to the live counters, and write it to the ledger.
 
         Returns once the ledger row is committed. Calls that end at the same time share
-        one pipeline and one ``INSERT`` (``apps.usage.ledger``); the ledger row is the
+        one script call and one ``INSERT`` (``apps.usage.ledger``); the ledger row is the
         only database work metering adds to a request (docs/benchmarks.md).
         """
         if ticket.done:
