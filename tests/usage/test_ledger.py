@@ -10,6 +10,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -29,6 +30,7 @@ from tests.usage.conftest import forget_counters
 from tests.usage.test_metering import counters, dead_redis, flush
 
 pytestmark = pytest.mark.django_db
+
 
 def _dsn() -> dict[str, Any]:
     params = default_connection.get_connection_params()
@@ -71,7 +73,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             self.write()
-        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+        except BaseException as exc:  # the test looks at it
             self.error = exc
         finally:
             connections.close_all()
@@ -103,13 +105,16 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
         first = Writer(lambda: ledger.write(row(schema, 1)))
         first.start()
         wait_for(
-            lambda: watch.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%%'"
-            ).fetchone() == (1,),
+            lambda: (
+                watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%%'"
+                ).fetchone()
+                == (1,)
+            ),
             "the first INSERT to wait for the lock",
         )
         missing = row("t_no_such_schema", 100)
-        others = [Writer(lambda n=n: ledger.write(row(schema, n))) for n in (2, 3, 4)]
+        others = [Writer(partial(ledger.write, row(schema, n))) for n in (2, 3, 4)]
         others.append(Writer(lambda: ledger.write(missing)))
         for writer in others:
             writer.start()
@@ -124,7 +129,7 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
     assert isinstance(others[3].error, ledger.LedgerWriteError)  # its schema's INSERT failed, and only that one
     rows = committed(schema)
     assert sorted(tokens for tokens, _at in rows) == [1, 2, 3, 4]
-    created = {tokens: at for tokens, at in rows}
+    created = dict(rows)
     assert created[2] == created[3] == created[4] != created[1]  # one statement (one now()) for the three
     assert counters(tenant_alpha)["tokens"] == 10
     day = get_redis_connection("default").hgetall(day_key(schema, L.today()))
@@ -152,9 +157,13 @@ def test_inside_a_transaction_the_row_commits_or_rolls_back_with_it(tenant_alpha
         assert list(UsageEvent.objects.values_list("tokens", flat=True)) == [11]
     assert committed(schema) == []  # the test's transaction, not committed
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        ledger.write(row(schema, 12))
-        raise RuntimeError("the caller's transaction fails")
+    def failing_transaction() -> None:
+        with transaction.atomic():
+            ledger.write(row(schema, 12))
+            raise RuntimeError("the caller's transaction fails")
+
+    with pytest.raises(RuntimeError):
+        failing_transaction()
     with schema_context(schema):
         assert list(UsageEvent.objects.values_list("tokens", flat=True)) == [11]
 
