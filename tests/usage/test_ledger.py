@@ -104,15 +104,8 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
         lock.execute(f'LOCK TABLE "{schema}".usage_usageevent IN SHARE MODE')
         first = Writer(lambda: ledger.write(row(schema, 1)))
         first.start()
-        wait_for(
-            lambda: (
-                watch.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%%'"
-                ).fetchone()
-                == (1,)
-            ),
-            "the first INSERT to wait for the lock",
-        )
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT%%'"
+        wait_for(lambda: watch.execute(waiting).fetchone() == (1,), "the first INSERT to wait for the lock")
         missing = row("t_no_such_schema", 100)
         others = [Writer(partial(ledger.write, row(schema, n))) for n in (2, 3, 4)]
         others.append(Writer(lambda: ledger.write(missing)))
