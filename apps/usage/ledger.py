@@ -29,21 +29,12 @@ import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from redis.exceptions import RedisError
 
-from apps.usage.scripts import redis_client, script
+from apps.usage.scripts import add_to_counters
 
 logger = logging.getLogger(__name__)
 
 _COLUMNS = "(user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_tokens, created_at)"
 _VALUES = "(%s, %s, %s, 1, %s, %s, %s, %s, now())"
-
-# KEYS: hashes; ARGV: a field and an amount for each. Adds only to the hashes that exist: one that is
-# missing (expired, or Redis lost it) is rebuilt from PostgreSQL, this call's row included.
-_ADD_TO_EXISTING = """
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, ARGV[2 * i - 1], ARGV[2 * i]) end
-end
-return 1
-"""
 
 
 @dataclass(eq=False)
@@ -59,7 +50,7 @@ class Row:
     counted_calls: bool  # False: Redis did not count the call (the flush will)
     month_key: str
     day_key: str
-    day_field: str  # "<who>:tokens"
+    who: str  # the day counter's "<user id>" or "k" (API keys)
     # Whether the tokens reached Redis (False: the flush adds them); set by the write.
     counted_tokens: bool = field(init=False)
     done: bool = False
@@ -154,16 +145,11 @@ def _add_tokens(rows: list[Row]) -> None:
     """One script call: each counter gets the sum of its rows' tokens."""
     if not rows:
         return
-    sums: Counter[tuple[str, str]] = Counter()
+    sums: Counter[tuple[str, str, str]] = Counter()
     for row in rows:
-        sums[row.month_key, "tokens"] += row.tokens
-        sums[row.day_key, row.day_field] += row.tokens
-    keys, args = [], []
-    for (key, name), tokens in sums.items():
-        keys.append(key)
-        args += [name, tokens]
+        sums[row.month_key, row.day_key, row.who] += row.tokens
     try:
-        script("add to existing", _ADD_TO_EXISTING, redis_client())(keys=keys, args=args)
+        add_to_counters({group: (0, tokens) for group, tokens in sums.items()})
     except RedisError:
         logger.warning("usage tokens of %d call(s) not added to Redis; the flush will add them", len(rows))
         for row in rows:

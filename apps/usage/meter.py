@@ -57,7 +57,7 @@ from apps.tenants.selectors import tenant_current
 from apps.usage import ledger
 from apps.usage import limits as L
 from apps.usage.models import CallKind, Quota, UsageEvent
-from apps.usage.scripts import redis_client, script
+from apps.usage.scripts import add_to_counters, redis_client, script
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +113,6 @@ if not redis.call('GET', KEYS[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
 return 1
 """
 
-# KEYS: month, day. ARGV: calls, tokens, who. Adds only to counters that exist (a missing one is rebuilt from the DB).
-_ADD = """
-if redis.call('HGET', KEYS[1], 'calls') then
-  redis.call('HINCRBY', KEYS[1], 'calls', ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[2])
-end
-if redis.call('HEXISTS', KEYS[2], 'init') == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':calls', ARGV[1])
-  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':tokens', ARGV[2])
-end
-return 1
-"""
-
 
 def _prefix(schema: str) -> str:
     return f"{settings.CACHE_KEY_PREFIX}:usage:{schema}"
@@ -153,9 +140,7 @@ def who(user_id: int | None) -> str:
 
 def add_counts(schema: str, day: dt.date, user_id: int | None, *, calls: int, tokens: int) -> None:
     """Add to the live counters that exist (one that is missing is rebuilt from PostgreSQL anyway)."""
-    script("add", _ADD, redis_client())(
-        keys=[month_key(schema, day), day_key(schema, day)], args=[calls, tokens, who(user_id)]
-    )
+    add_to_counters({(month_key(schema, day), day_key(schema, day), who(user_id)): (calls, tokens)})
 
 
 # --- The rate limit's state, for the X-RateLimit-* headers -----------------------------
@@ -268,13 +253,12 @@ class Meter:
         if ticket.done:
             return
         ticket.done = True
-        day_field = f"{who(self.user_id)}:tokens"
         ledger.write(
             ledger.Row(
                 schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
                 tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
                 month_key=month_key(self.schema, ticket.day), day_key=day_key(self.schema, ticket.day),
-                day_field=day_field,
+                who=who(self.user_id),
             )
         )  # fmt: skip
 

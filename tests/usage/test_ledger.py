@@ -41,7 +41,7 @@ def row(schema: str, tokens: int, *, user_id: int | None = 7) -> ledger.Row:
     day = L.today()
     return ledger.Row(
         schema=schema, user_id=user_id, api_key_id=None, kind="model", tokens=tokens, day=day, counted_calls=True,
-        month_key=month_key(schema, day), day_key=day_key(schema, day), day_field=f"{user_id}:tokens",
+        month_key=month_key(schema, day), day_key=day_key(schema, day), who=str(user_id or "k"),
     )  # fmt: skip
 
 
