@@ -129,7 +129,7 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
     assert int(day[b"7:tokens"]) == 10
 
 
-def test_a_batch_writes_each_tenant_in_its_own_schema(
+def test_a_batch_writes_each_tenant_in_its_own_schema_in_one_statement(
     tenant_alpha: TenantFixture, tenant_beta: TenantFixture, committed_rows: None
 ) -> None:
     alpha, beta = tenant_alpha.tenant.schema_name, tenant_beta.tenant.schema_name
@@ -141,6 +141,7 @@ def test_a_batch_writes_each_tenant_in_its_own_schema(
     assert [r.error for r in rows] == [None, None, None]
     assert sorted(t for t, _ in committed(alpha)) == [5, 7]
     assert [t for t, _ in committed(beta)] == [6]
+    assert {at for _, at in committed(alpha) + committed(beta)} == {committed(beta)[0][1]}  # one statement
 
 
 def test_inside_a_transaction_the_row_commits_or_rolls_back_with_it(tenant_alpha: TenantFixture) -> None:
