@@ -14,8 +14,9 @@ from apps.accounts.selectors import user_count_for_quota
 from apps.mcp.selectors import mcp_service_count_active
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
-from apps.usage.meter import Meter, month_key, redis_client, storage_key
+from apps.usage.meter import Meter, month_key, storage_key
 from apps.usage.models import Quota, QuotaAlert
+from apps.usage.scripts import redis_client
 
 
 @dataclass(frozen=True)

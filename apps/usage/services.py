@@ -19,8 +19,9 @@ from apps.tenants.db import connection
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
-from apps.usage.meter import add_counts, redis_client, storage_key
+from apps.usage.meter import add_counts, storage_key
 from apps.usage.models import Quota
+from apps.usage.scripts import redis_client
 
 logger = logging.getLogger(__name__)
 

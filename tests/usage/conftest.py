@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import connection
 from django_redis import get_redis_connection
+from django_tenants.utils import schema_context
 
 from apps.tenants.models import Tenant
+from apps.usage import limits as L
+from apps.usage.meter import month_key
+from apps.usage.services import usage_flush
 from tests.chat.conftest import _model_server, hydrology, member_client  # noqa: F401  (fixtures and helper)
+from tests.conftest import TenantFixture
 
 
 def set_limits(tenant: Tenant, *, plan: str | None = None, **overrides: Any) -> Tenant:
@@ -38,3 +45,28 @@ def fresh_counters() -> Iterator[None]:
     forget_counters()
     yield
     forget_counters()
+
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+def dead_redis(settings: Any) -> None:
+    """Point the cache (and so the usage counters) at a port where no Redis answers."""
+    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": DEAD_REDIS}}
+
+
+def counters(tenant: TenantFixture, day: dt.date | None = None) -> dict[str, int]:
+    """The tenant's live month counters in Redis."""
+    raw = get_redis_connection("default").hgetall(month_key(tenant.tenant.schema_name, day or L.today()))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def flush(tenant: TenantFixture) -> int:
+    with schema_context(tenant.tenant.schema_name):
+        return usage_flush()
+
+
+def direct_dsn() -> dict[str, Any]:
+    """The test database for a psycopg connection of one's own, outside the test's transaction."""
+    params = connection.get_connection_params()
+    return {k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")}

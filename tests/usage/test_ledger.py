@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection as default_connection
 from django.db import connections, transaction
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
@@ -26,15 +25,9 @@ from apps.usage import limits as L
 from apps.usage.meter import Meter, day_key, month_key
 from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture
-from tests.usage.conftest import forget_counters
-from tests.usage.test_metering import counters, dead_redis, flush
+from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters
 
 pytestmark = pytest.mark.django_db
-
-
-def _dsn() -> dict[str, Any]:
-    params = default_connection.get_connection_params()
-    return {k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")}
 
 
 def row(schema: str, tokens: int, *, user_id: int | None = 7) -> ledger.Row:
@@ -47,7 +40,7 @@ def row(schema: str, tokens: int, *, user_id: int | None = 7) -> ledger.Row:
 
 def committed(schema: str) -> list[tuple[int, dt.datetime]]:
     """(tokens, created_at) of the rows another connection sees, i.e. the committed ones."""
-    with psycopg.connect(**_dsn(), autocommit=True) as check:
+    with psycopg.connect(**direct_dsn(), autocommit=True) as check:
         return check.execute(f'SELECT tokens, created_at FROM "{schema}".usage_usageevent ORDER BY id').fetchall()
 
 
@@ -57,7 +50,7 @@ def committed_rows(tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> I
     forget_counters()
     yield
     forget_counters()
-    with psycopg.connect(**_dsn(), autocommit=True) as cleanup:
+    with psycopg.connect(**direct_dsn(), autocommit=True) as cleanup:
         for tenant in (tenant_alpha, tenant_beta):
             cleanup.execute(f'DELETE FROM "{tenant.tenant.schema_name}".usage_usageevent')
 
@@ -99,7 +92,7 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
 ) -> None:
     schema = tenant_alpha.tenant.schema_name
     live_counters(schema)
-    with psycopg.connect(**_dsn()) as lock, psycopg.connect(**_dsn(), autocommit=True) as watch:
+    with psycopg.connect(**direct_dsn()) as lock, psycopg.connect(**direct_dsn(), autocommit=True) as watch:
         # Holds the first writer inside its INSERT while four more calls end.
         lock.execute(f'LOCK TABLE "{schema}".usage_usageevent IN SHARE MODE')
         first = Writer(lambda: ledger.write(row(schema, 1)))

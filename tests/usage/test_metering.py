@@ -29,12 +29,11 @@ from apps.usage.models import QuotaAlert, UsageEvent, UsageStat
 from apps.usage.services import _FLUSH_SQL, storage_measure, usage_flush
 from apps.usage.tasks import send_quota_alert_email
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
-from tests.usage.conftest import forget_counters, member_client, set_limits
+from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters, member_client, set_limits
 
 pytestmark = pytest.mark.django_db
 
 QUESTION = "站点 S001 最近的水位是多少?"
-DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
 def v1(client: Client, content: str = "Hello") -> Any:
@@ -46,27 +45,13 @@ def key_client(tenant: TenantFixture, role: str = Role.USER) -> Client:
     return tenant.client(**bearer(api_key_secret(tenant, role)))
 
 
-def counters(tenant: TenantFixture, day: dt.date | None = None) -> dict[str, int]:
-    raw = get_redis_connection("default").hgetall(month_key(tenant.tenant.schema_name, day or L.today()))
-    return {k.decode(): int(v) for k, v in raw.items()}
-
-
 def events(tenant: TenantFixture) -> list[UsageEvent]:
     with schema_context(tenant.tenant.schema_name):
         return list(UsageEvent.objects.order_by("id"))
 
 
-def flush(tenant: TenantFixture) -> int:
-    with schema_context(tenant.tenant.schema_name):
-        return usage_flush()
-
-
 def limits(tenant: TenantFixture, **changes: Any) -> Tenant:
     return set_limits(Tenant.objects.get(pk=tenant.tenant.pk), **changes)
-
-
-def dead_redis(settings: Any) -> None:
-    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": DEAD_REDIS}}
 
 
 # --- What counts ------------------------------------------------------------------------
@@ -150,8 +135,7 @@ class TestFlush:
 
 def test_a_killed_worker_connection_rolls_the_flush_back(tenant_alpha: TenantFixture) -> None:
     """The same with a real second connection, closed mid-transaction as a killed worker's would be."""
-    params = default_connection.get_connection_params()
-    dsn = {k: v for k, v in params.items() if k in ("dbname", "user", "password", "host", "port")}
+    dsn = direct_dsn()
     schema = tenant_alpha.tenant.schema_name
     with psycopg.connect(**dsn, autocommit=True) as setup:
         setup.execute(f'INSERT INTO "{schema}".usage_usageevent (kind, calls, tokens, day, counted_calls, '
