@@ -3,6 +3,8 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.prod")
+# A web process's threads share a pool of database connections (settings.DATABASE_POOL).
+os.environ.setdefault("DATABASE_POOL", "true")
 
 application = get_wsgi_application()
 

@@ -118,6 +118,24 @@ DATABASES = {"default": env.db_url("DATABASE_URL")}
 DATABASES["default"]["ENGINE"] = "apps.tenants.postgresql_backend"  # django-tenants', see its docstring
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Web processes (config/wsgi.py turns this on) share one pool of connections among their
+# threads: a thread takes a warm connection for a request and gives it back after, so no
+# request waits for a new connection (a persistent one per thread was reopened every
+# CONN_MAX_AGE on the request's own time, ~5 ms). Celery and manage.py, which fork, keep
+# Django's connection per thread. The pool must have a connection for every thread that
+# serves a request (a streamed reply holds one to its end): keep the size >= gunicorn's threads.
+DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+    # No check on checkout (a round trip per request): the SET search_path sent first is the
+    # check, and a connection that fails it is swapped for another (apps.tenants.postgresql_backend).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=max(32, env.int("WEB_THREADS", default=0))),
+        "max_lifetime": env.float("DATABASE_POOL_MAX_LIFETIME", default=3600.0),  # replaced in the background
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and Redis -------------------------------------------------------

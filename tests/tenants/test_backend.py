@@ -1,7 +1,9 @@
-"""The database backend: the tenant's search path doubles as the connection's health check."""
+"""The database backend: the tenant's search path doubles as the connection's health check,
+for a persistent connection and for one taken from the pool."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2
@@ -82,10 +84,60 @@ def test_a_connection_the_server_ended_is_closed_and_opened_again(tenant_alpha: 
         probe.close()
 
 
+def _pooled_probe(size: int) -> DatabaseWrapper:
+    """A wrapper with a pool of its own, as web processes have (settings.DATABASE_POOL)."""
+    settings_dict = {**connection.settings_dict, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False}
+    settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "application_name": "pool-probe",
+                                "pool": {"min_size": size, "max_size": size, "timeout": 10}}  # fmt: skip
+    return DatabaseWrapper(settings_dict, alias="pool_probe")
+
+
+@pytest.mark.django_db
+def test_a_pooled_connection_is_checked_by_the_set_alone(tenant_alpha: TenantFixture) -> None:
+    probe = _pooled_probe(1)
+    try:
+        probe.set_tenant(tenant_alpha.tenant)
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        probe.close()  # the end of a request: back to the pool
+        assert probe.pool.get_stats()["pool_available"] == 1
+        probe.set_tenant(tenant_alpha.tenant)
+        with probe.cursor() as cursor:  # the same connection, with only the SET before the query
+            cursor.execute("SELECT pg_backend_pid(), current_setting('search_path')")
+            assert cursor.fetchone() == (pid, f"{tenant_alpha.tenant.schema_name}, public")
+        assert probe.pool.get_stats().get("connections_lost", 0) == 0
+    finally:
+        probe.close()
+        probe.close_pool()
+
+
+@pytest.mark.django_db
+def test_pooled_connections_the_server_ended_are_replaced(tenant_alpha: TenantFixture) -> None:
+    """After a server restart every idle connection in the pool is gone: the next query still works."""
+    probe = _pooled_probe(3)
+    try:
+        probe.pool.open(wait=True)
+        assert probe.pool.get_stats()["pool_available"] == 3
+        with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pool-probe'"
+            ).fetchone()
+        assert ended == (3,)
+        probe.set_tenant(tenant_alpha.tenant)
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT current_setting('search_path')")
+            assert cursor.fetchone() == (f"{tenant_alpha.tenant.schema_name}, public",)
+        assert probe.pool.get_stats()["connections_lost"] >= 2  # found by the pool's check of the others
+    finally:
+        probe.close()
+        probe.close_pool()
+
+
 def test_requests_survive_the_database_dropping_their_connections(
     web_server: WebServer, tenant_alpha: TenantFixture, django_db_blocker: Any
 ) -> None:
-    """gunicorn keeps connections (CONN_MAX_AGE); after PostgreSQL ends them, the next request reconnects."""
+    """gunicorn's workers keep pools of connections; after PostgreSQL ends them all, requests still succeed."""
     with django_db_blocker.unblock():
         token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
     url = f"http://127.0.0.1:{web_server.port}/api/conversations"
@@ -95,6 +147,9 @@ def test_requests_survive_the_database_dropping_their_connections(
         with httpx2.Client(timeout=30) as client:
             return [client.get(url, headers=headers).status_code for _ in range(8)]
 
+    with httpx2.Client(timeout=30, limits=httpx2.Limits(max_connections=16)) as client, ThreadPoolExecutor(16) as pool:
+        # at once, so each worker's pool holds several connections
+        assert set(pool.map(lambda _n: client.get(url, headers=headers).status_code, range(32))) == {200}
     assert answers() == [200] * 8
     ours = [connection.connection.info.backend_pid] if connection.connection is not None else []
     with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:

@@ -7,9 +7,17 @@ When both are due this backend sends only the ``SET``: if it succeeds the
 connection is usable; if it fails the connection is closed and the query that
 follows opens a new one, as after a failed ``SELECT 1``. It saves a round trip on
 every request, e.g. before a chat reply's first token (docs/benchmarks.md).
+
+With a pool (``settings.DATABASE_POOL``, web processes) the same holds for a
+connection just taken from the pool: the pool does not check it (that would be a
+round trip per request), the ``SET`` does. When it fails, the connection is
+dropped, the pool checks its other idle connections (after a server restart they
+are all gone), and the request takes another.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 from django_tenants.postgresql_backend import base
@@ -36,3 +44,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if not self.search_path_set_schemas:
             self.close()
         self.health_check_done = True
+
+    def _cursor(self, name: str | None = None) -> Any:
+        fresh_from_pool = self.pool is not None and self.connection is None and not self.in_atomic_block
+        cursor = super()._cursor(name)
+        if not fresh_from_pool or self.search_path_set_schemas:
+            return cursor
+        # The SET failed: the server ended the connection (its FATAL message can arrive before
+        # libpq sees the socket close, so the connection need not look broken yet).
+        # The pool's other idle connections are likely gone too (a server restart): check them all
+        # once, here, rather than on every checkout.
+        cursor.close()
+        self.connection.close()  # so the pool drops it (and opens a new one) instead of keeping it
+        self.close()
+        self.pool.check()
+        return super()._cursor(name)
