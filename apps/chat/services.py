@@ -22,8 +22,8 @@ from apps.chat.selectors import model_history
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
-from apps.llm.setup_cache import AiSetup, ai_setup
-from apps.usage.meter import Meter
+from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
+from apps.usage.meter import Meter, Ticket
 from apps.usage.services import storage_changed
 
 SYSTEM_PROMPT = (
@@ -99,6 +99,35 @@ def tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTo
     return engine.bind_tools((setup or ai_setup()).services)
 
 
+@dataclass(frozen=True)
+class TurnStart:
+    """A turn's first model call, charged, and what it is sent to."""
+
+    ticket: Ticket
+    setup: AiSetup
+    server: ModelServer
+    model: str
+
+
+def turn_start(*, meter: Meter, model: str | None) -> TurnStart:
+    """Charge a turn's first model call, reading the tenant's AI setup in the same Redis round trip.
+
+    What can still refuse the turn after that (no model server, an unknown model)
+    gives the call back, and the quota alerts it would cross are raised only once
+    it goes ahead.
+    """
+    ticket = meter.charge("model", also_get=ai_setup_key(), alert=False)
+    try:
+        setup = ai_setup(prefetched=ticket.fetched)
+        server = model_server(setup.provider)
+        chosen = choose_model(server, model)
+    except BaseException:
+        meter.release(ticket)
+        raise
+    meter.confirm(ticket)
+    return TurnStart(ticket=ticket, setup=setup, server=server, model=chosen)
+
+
 def conversation_reply(
     *, actor: Actor, conversation: Conversation, content: str, model: str | None = None, meter: Meter | None = None
 ) -> Iterator[ChatEvent]:
@@ -113,14 +142,12 @@ def conversation_reply(
     """
     started = time.monotonic()
     content = _check_content(content)
-    setup = ai_setup()
-    server = model_server(setup.provider)
-    chosen = choose_model(server, model or conversation.model or None)
-    tools = tools_for(actor, setup)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
     meter = meter or Meter.for_actor(actor)
-    ticket = meter.charge("model")
+    start = turn_start(meter=meter, model=model or conversation.model or None)
+    server, chosen, ticket = start.server, start.model, start.ticket
+    tools = tools_for(actor, start.setup)
     # The model server starts on the request while the user's message is being stored.
     first: Any
     try:

@@ -3,8 +3,10 @@
 A chat turn's time to first token is spent mostly before the model is called,
 so the two rows every turn reads (the provider and the active MCP services with
 their cached tools) are kept in the tenant-aware cache and read in one round
-trip. Every service that changes either calls ``ai_setup_forget()``, which
-drops the entry at once and again after commit.
+trip, or none: a metered turn reads the entry in the round trip that charges
+its call (``ai_setup_key`` for ``Meter.charge(also_get=...)``, then
+``ai_setup(prefetched=...)``). Every service that changes either calls
+``ai_setup_forget()``, which drops the entry at once and again after commit.
 
 It is only a cache of PostgreSQL: while Redis is unreachable every turn reads
 the two tables instead (fail open). A change made during an outage can be
@@ -38,8 +40,21 @@ class AiSetup:
     services: list[McpService]
 
 
-def ai_setup() -> AiSetup:
-    """The active provider (None: the platform's) and the active services that have tools."""
+def ai_setup_key() -> str:
+    """The current tenant's entry, as the Redis key the cache stores it under."""
+    return str(cache.client.make_key(_KEY))  # type: ignore[attr-defined]
+
+
+def ai_setup(prefetched: bytes | None = None) -> AiSetup:
+    """The active provider (None: the platform's) and the active services that have tools.
+
+    ``prefetched``: the entry as already read from Redis (``ai_setup_key``); when it
+    holds none, the cache is read as usual.
+    """
+    if prefetched is not None:
+        value: Any = cache.client.decode(prefetched)  # type: ignore[attr-defined]
+        if isinstance(value, AiSetup):
+            return value
     try:
         cached: Any = cache.get(_KEY)
     except _REDIS_DOWN:

@@ -31,11 +31,10 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, TenantApi
 from apps.chat import engine
-from apps.chat.services import SYSTEM_PROMPT, tools_for
+from apps.chat.services import SYSTEM_PROMPT, tools_for, turn_start
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput
-from apps.llm.client import choose_model, model_server
-from apps.llm.setup_cache import ai_setup
+from apps.llm.client import model_server
 from apps.usage.meter import Meter
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -90,17 +89,15 @@ class ChatCompletionsApi(TenantApi):
         if total > settings.CHAT_MAX_MESSAGE_CHARS * 10:
             message = _("The messages are too long.")
             raise InvalidInput(message, code="message_too_long", details={"messages": [message]})
-        setup = ai_setup()
-        server = model_server(setup.provider)
-        model = choose_model(server, data.validated_data["model"] or None)
+        meter = self.meter or Meter.for_actor(self.actor(request))
+        start = turn_start(meter=meter, model=data.validated_data["model"] or None)
+        server, model, ticket = start.server, start.model, start.ticket
         options = {k: request.data[k] for k in _PASSED_OPTIONS if isinstance(request.data, dict) and k in request.data}
         client_tools = data.validated_data.get("tools")
-        tools = [] if client_tools else tools_for(self.actor(request), setup)
+        tools = [] if client_tools else tools_for(self.actor(request), start.setup)
         if not client_tools and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
         specs = client_tools or [tool.openai_spec() for tool in tools]
-        meter = self.meter or Meter.for_actor(self.actor(request))
-        ticket = meter.charge("model")
         try:
             first = engine.open_stream(server, model, messages, specs, **options)
         except engine.UpstreamError as exc:

@@ -6,7 +6,9 @@ One request costs at most two Redis round trips:
    per-minute rate, checks the monthly call quota and storage, and takes one
    call, atomically. With Q calls left and K concurrent requests, across any
    number of processes, exactly min(K, Q) get through: Redis runs scripts one
-   at a time.
+   at a time. The script can also read one more key the call needs
+   (``also_get``: a chat turn's AI setup), so that read costs no round trip of
+   its own.
 2. ``record`` adds the call's tokens (a second script) and writes the call to the
    ledger (``UsageEvent``) in PostgreSQL; calls that end together share both
    (``apps.usage.ledger``).
@@ -68,9 +70,9 @@ DAY_TTL_SECONDS = 3 * 24 * 3600
 # What the charge script answers.
 OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED = 0, 1, 2, 3, 4
 
-# KEYS: rate, month, day, storage
+# KEYS: rate, month, day, storage, and optionally a key to read when the call is let through
 # ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none)
-# Returns {status, requests in this window, calls before, calls after, storage bytes}.
+# Returns {status, requests in this window, calls before, calls after, storage bytes[, the key's value]}.
 _CHARGE = """
 local rate = -1
 if ARGV[1] == '1' then
@@ -93,6 +95,7 @@ local stop = tonumber(ARGV[5])
 if stop >= 0 and used + n > stop then return {3, rate, used, used, storage} end
 local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
 redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
+if KEYS[5] then return {0, rate, used, after, storage, redis.call('GET', KEYS[5])} end
 return {0, rate, used, after, storage}
 """
 
@@ -167,6 +170,10 @@ class Ticket:
     day: dt.date
     counted: bool  # False when Redis was unreachable as it was charged
     done: bool = False
+    #: The value of ``charge``'s ``also_get`` key as stored (bytes), None if missing or not read.
+    fetched: bytes | None = None
+    #: The month's calls before and after this one, for a quota alert ``charge`` was told to leave.
+    used: tuple[int, int] | None = None
 
 
 @dataclass
@@ -222,26 +229,44 @@ class Meter:
 
     # --- Calls ---------------------------------------------------------------------
 
-    def charge(self, kind: str = CallKind.MODEL) -> Ticket:
+    def charge(self, kind: str = CallKind.MODEL, *, also_get: str | None = None, alert: bool = True) -> Ticket:
         """Take one AI call from the tenant's month, or raise RateLimited / QuotaExceeded.
 
         Call it before the work it pays for, then ``record`` or ``release`` the ticket.
+        ``also_get``: a Redis key whose value the call needs, read in the same round
+        trip into ``ticket.fetched``. ``alert=False`` leaves the quota alerts the call
+        may cross to ``confirm``, for a caller that may still refuse the call.
         """
         day = L.today()
-        status, used_before, used_after, storage = self._run(calls=1, enforce_rate=True, day=day)
+        status, used_before, used_after, storage, fetched = self._run(
+            calls=1, enforce_rate=True, day=day, also_get=also_get
+        )
         if status is None:
             return Ticket(kind=kind, day=day, counted=False)
         if status == REBUILD:
             self.rebuild(day)
-            status, used_before, used_after, storage = self._run(calls=1, enforce_rate=True, day=day)
+            status, used_before, used_after, storage, fetched = self._run(
+                calls=1, enforce_rate=True, day=day, also_get=also_get
+            )
             if status is None:
                 return Ticket(kind=kind, day=day, counted=False)
         if status == STORAGE_EXCEEDED:
             raise self._storage_exceeded(storage, day)
         if status == CALLS_EXCEEDED:
             raise self._calls_exceeded(used_before, day)
-        self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
-        return Ticket(kind=kind, day=day, counted=True)
+        ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched)
+        if alert:
+            self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+        else:
+            ticket.used = (used_before, used_after)
+        return ticket
+
+    def confirm(self, ticket: Ticket) -> None:
+        """The call charged with ``alert=False`` goes ahead: raise the quota alerts it crossed."""
+        if ticket.used is not None:
+            used_before, used_after = ticket.used
+            ticket.used = None
+            self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, ticket.day)
 
     def record(self, ticket: Ticket, tokens: int = 0) -> None:
         """The call happened: add its tokens to the live counters, and write it to the ledger.
@@ -289,7 +314,9 @@ class Meter:
 
     # --- Internals -----------------------------------------------------------------
 
-    def _run(self, *, calls: int, enforce_rate: bool, day: dt.date | None = None) -> tuple[int | None, int, int, int]:
+    def _run(
+        self, *, calls: int, enforce_rate: bool, day: dt.date | None = None, also_get: str | None = None
+    ) -> tuple[int | None, int, int, int, bytes | None]:
         """Run the charge script; None as the status means Redis was unreachable and the check failed open."""
         day = day or L.today()
         key, reset, ttl = self._window()
@@ -299,7 +326,8 @@ class Meter:
         storage_stop = self.limits.storage_stop_at
         try:
             reply = script("charge", _CHARGE, redis_client())(
-                keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
+                keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema),
+                      *([also_get] if also_get else [])],
                 args=[
                     "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
                     -1 if storage_stop is None else storage_stop,
@@ -316,14 +344,14 @@ class Meter:
                     _("Usage metering is unavailable for a moment. Try again shortly."),
                     code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
                 ) from None  # fmt: skip
-            return None, 0, 0, 0
-        status, requests, before, after, storage = (int(v) for v in reply)
+            return None, 0, 0, 0, None
+        status, requests, before, after, storage = (int(v) for v in reply[:5])
         if count_rate:
             self.count_rate = False
             self.rate = RateState(limit=limit, reset=reset, remaining=max(0, limit - requests))
             if status == RATE_LIMITED and enforce_rate:
                 raise RateLimited(retry_after=max(1, reset - int(time.time())))
-        return status, before, after, storage
+        return status, before, after, storage, reply[5] if len(reply) > 5 else None
 
     def rebuild(self, day: dt.date) -> None:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""

@@ -6,10 +6,12 @@ import datetime as dt
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+import redis
 import time_machine
 from django.conf import settings
 from django.core import mail
@@ -22,6 +24,7 @@ from apps.accounts.models import Role
 from apps.audit.models import AuditEvent
 from apps.chat.models import Message
 from apps.core.actors import Actor
+from apps.llm.setup_cache import ai_setup_key
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import Meter, day_key, month_key, storage_key
@@ -48,6 +51,11 @@ def key_client(tenant: TenantFixture, role: str = Role.USER) -> Client:
 def events(tenant: TenantFixture) -> list[UsageEvent]:
     with schema_context(tenant.tenant.schema_name):
         return list(UsageEvent.objects.order_by("id"))
+
+
+def with_schema(tenant: TenantFixture, read: Callable[[], Any]) -> Any:
+    with schema_context(tenant.tenant.schema_name):
+        return read()
 
 
 def limits(tenant: TenantFixture, **changes: Any) -> Tenant:
@@ -86,6 +94,34 @@ class TestCounting:
         assert event.api_key_id is not None
         assert event.tokens == response.json()["usage"]["total_tokens"] > 0
         assert counters(tenant_alpha)["calls"] == 1
+
+    def test_the_charge_reads_the_turns_ai_setup_in_its_own_round_trip(
+        self, tenant_alpha: TenantFixture, monkeypatch: Any
+    ) -> None:
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200  # caches the setup
+        sent: list[tuple[Any, ...]] = []
+        execute = redis.Redis.execute_command
+
+        def recording(self: redis.Redis, *args: Any, **options: Any) -> Any:
+            sent.append(args)
+            return execute(self, *args, **options)
+
+        monkeypatch.setattr(redis.Redis, "execute_command", recording)
+        assert v1(client).status_code == 200
+        setup_key = with_schema(tenant_alpha, ai_setup_key)
+        # read inside the charge script, not by a GET of its own
+        assert [args[0] for args in sent if setup_key in args] == ["EVALSHA"]
+
+    def test_charge_also_gets_a_key_only_for_a_call_it_lets_through(self, tenant_alpha: TenantFixture) -> None:
+        schema = tenant_alpha.tenant.schema_name
+        get_redis_connection("default").set(f"{schema}:probe", b"value")
+        with schema_context(schema):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            assert meter.charge(also_get=f"{schema}:probe").fetched == b"value"
+            assert meter.charge(also_get=f"{schema}:missing").fetched is None
+            assert meter.charge().fetched is None
+        get_redis_connection("default").delete(f"{schema}:probe")
 
     def test_ordinary_reads_and_writes_are_not_metered(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
@@ -392,6 +428,23 @@ class TestAlerts:
             alerts = list(QuotaAlert.objects.order_by("threshold").values_list("quota", "threshold", "used"))
         assert alerts == [("api_calls", 80, 8), ("api_calls", 90, 9), ("api_calls", 100, 10)]
         assert len(callbacks) == 3  # one email each
+
+    def test_a_refused_model_gives_its_call_back_before_any_alert(self, tenant_alpha: TenantFixture) -> None:
+        """The call is charged before the model can be checked (one round trip): a refusal undoes it whole."""
+        limits(tenant_alpha, api_calls_per_month_override=10)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(7):
+                meter.record(meter.charge())
+        client = key_client(tenant_alpha)
+        body = {"model": "no-such-model", "messages": [{"role": "user", "content": "Hello"}]}
+        refused = client.post("/v1/chat/completions", body, content_type="application/json")
+        assert refused.status_code == 400, refused.content
+        assert counters(tenant_alpha)["calls"] == 7
+        assert with_schema(tenant_alpha, QuotaAlert.objects.count) == 0
+        assert v1(client).status_code == 200
+        alerts = with_schema(tenant_alpha, lambda: list(QuotaAlert.objects.values_list("threshold", "used")))
+        assert alerts == [(80, 8)]
 
     def test_the_email_goes_to_the_admins_once(self, tenant_alpha: TenantFixture) -> None:
         make_member(tenant_alpha, Role.USER)
