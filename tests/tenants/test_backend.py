@@ -3,6 +3,8 @@ for a persistent connection and for one taken from the pool."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -82,6 +84,25 @@ def test_a_connection_the_server_ended_is_closed_and_opened_again(tenant_alpha: 
         assert path == f"{tenant_alpha.tenant.schema_name}, public"
     finally:
         probe.close()
+
+
+_SHOW_POOL = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'].get('pool'))"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("process", "code"), [
+    ("web", f"import config.wsgi; {_SHOW_POOL}"),
+    ("celery or manage.py", f"import django; django.setup(); {_SHOW_POOL}"),
+])  # fmt: skip
+def test_only_web_processes_pool_their_connections(process: str, code: str) -> None:
+    env = processes.child_env()
+    env.pop("DATABASE_POOL", None)
+    shown = subprocess.run([sys.executable, "-c", code], cwd=processes.ROOT, env=env, capture_output=True,
+                           text=True, timeout=60, check=True).stdout.strip()  # fmt: skip
+    if process == "web":
+        assert "'max_size': 32" in shown, shown
+    else:
+        assert shown == "None"
 
 
 def _pooled_probe(size: int) -> DatabaseWrapper:
