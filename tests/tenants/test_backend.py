@@ -12,6 +12,7 @@ import httpx2
 import psycopg
 import pytest
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+from django.db.utils import OperationalError
 
 from apps.accounts.models import User
 from apps.tenants.db import connection
@@ -150,6 +151,26 @@ def test_pooled_connections_the_server_ended_are_replaced(tenant_alpha: TenantFi
             cursor.execute("SELECT current_setting('search_path')")
             assert cursor.fetchone() == (f"{tenant_alpha.tenant.schema_name}, public",)
         assert probe.pool.get_stats()["connections_lost"] >= 2  # found by the pool's check of the others
+    finally:
+        probe.close()
+        probe.close_pool()
+
+
+@pytest.mark.django_db
+def test_a_pooled_connection_whose_path_cannot_be_set_is_never_queried(
+    tenant_alpha: TenantFixture, monkeypatch: Any
+) -> None:
+    """Its path is whatever the connection's previous user set, maybe another tenant's schema."""
+    probe = _pooled_probe(2)
+
+    def failing_set(self: DatabaseWrapper, cursor: Any = None) -> None:
+        self.search_path_set_schemas = None  # as django-tenants leaves it when the SET raises
+
+    try:
+        monkeypatch.setattr(DatabaseWrapper, "_handle_search_path", failing_set)
+        probe.set_tenant(tenant_alpha.tenant)
+        with pytest.raises(OperationalError, match="search_path"):
+            probe.cursor()
     finally:
         probe.close()
         probe.close_pool()

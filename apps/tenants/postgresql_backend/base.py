@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from django.db.utils import OperationalError
 from django_tenants.postgresql_backend import base
 
 
@@ -58,4 +59,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self.connection.close()  # so the pool drops it (and opens a new one) instead of keeping it
         self.close()
         self.pool.check()
-        return super()._cursor(name)
+        cursor = super()._cursor(name)
+        if not self.search_path_set_schemas:
+            # Never query with the path a connection's previous user left: it may be another tenant's.
+            cursor.close()
+            raise OperationalError("the tenant's search_path could not be set on a pooled connection")
+        return cursor
