@@ -115,7 +115,10 @@ def _pooled_probe(size: int) -> DatabaseWrapper:
 
 
 @pytest.mark.django_db
-def test_a_pooled_connection_is_checked_by_the_set_alone(tenant_alpha: TenantFixture) -> None:
+def test_a_connection_back_from_the_pool_takes_the_next_requests_tenant(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+) -> None:
+    """The pool hands the same connection on with the search path its last user set: it must be set again."""
     probe = _pooled_probe(1)
     try:
         probe.set_tenant(tenant_alpha.tenant)
@@ -124,10 +127,10 @@ def test_a_pooled_connection_is_checked_by_the_set_alone(tenant_alpha: TenantFix
             pid = cursor.fetchone()[0]
         probe.close()  # the end of a request: back to the pool
         assert probe.pool.get_stats()["pool_available"] == 1
-        probe.set_tenant(tenant_alpha.tenant)
-        with probe.cursor() as cursor:  # the same connection, with only the SET before the query
+        probe.set_tenant(tenant_beta.tenant)
+        with probe.cursor() as cursor:
             cursor.execute("SELECT pg_backend_pid(), current_setting('search_path')")
-            assert cursor.fetchone() == (pid, f"{tenant_alpha.tenant.schema_name}, public")
+            assert cursor.fetchone() == (pid, f"{tenant_beta.tenant.schema_name}, public")
         assert probe.pool.get_stats().get("connections_lost", 0) == 0
     finally:
         probe.close()

@@ -120,15 +120,18 @@ class TestCounting:
         # read inside the charge script, not by a GET of its own
         assert [args[0] for args in sent if setup_key in args] == ["EVALSHA"]
 
-    def test_charge_also_gets_a_key_only_for_a_call_it_lets_through(self, tenant_alpha: TenantFixture) -> None:
+    def test_charge_also_gets_one_key_in_its_script(self, tenant_alpha: TenantFixture) -> None:
         schema = tenant_alpha.tenant.schema_name
-        get_redis_connection("default").set(f"{schema}:probe", b"value")
-        with schema_context(schema):
-            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
-            assert meter.charge(also_get=f"{schema}:probe").fetched == b"value"
-            assert meter.charge(also_get=f"{schema}:missing").fetched is None
-            assert meter.charge().fetched is None
-        get_redis_connection("default").delete(f"{schema}:probe")
+        probe = f"{settings.CACHE_KEY_PREFIX}:{schema}:probe"
+        get_redis_connection("default").set(probe, b"value")
+        try:
+            with schema_context(schema):
+                meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+                assert meter.charge(also_get=probe).fetched == b"value"
+                assert meter.charge(also_get=f"{probe}-missing").fetched is None
+                assert meter.charge().fetched is None
+        finally:
+            get_redis_connection("default").delete(probe)
 
     def test_ordinary_reads_and_writes_are_not_metered(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
