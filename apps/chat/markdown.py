@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import markdown as md
 import nh3
 
@@ -12,9 +14,28 @@ _TAGS = {
 _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "code": {"class"}}
 
 
+_local = threading.local()
+
+
+def _converter() -> md.Markdown:
+    """This thread's converter. Building one looks its extensions up among the installed
+    packages' entry points, which reads their metadata from disk: 0.7 of the 1.1 ms a reply's
+    rendering took. A ``Markdown`` is not thread-safe; ``reset()`` readies it for the next text."""
+    converter = getattr(_local, "converter", None)
+    if converter is None:
+        converter = _local.converter = md.Markdown(
+            extensions=["fenced_code", "tables", "sane_lists"], output_format="html"
+        )
+    return converter
+
+
 def render(text: str) -> str:
     """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links."""
-    html = md.markdown(text or "", extensions=["fenced_code", "tables", "sane_lists"], output_format="html")
+    converter = _converter()
+    try:
+        html = converter.convert(text or "")
+    finally:
+        converter.reset()
     return nh3.clean(
         html,
         tags=_TAGS,

@@ -196,3 +196,75 @@ def test_logins_fail_open_while_redis_is_down(tenant_alpha: TenantFixture, setti
     for _ in range(6):
         assert login(client, tenant_alpha.admin_email, "wrong").status_code == 401
     assert login(client, tenant_alpha.admin_email, tenant_alpha.admin_password).status_code == 200
+
+
+class TestAccessTokenUser:
+    """The user behind an access token is read afresh on every request (apps.accounts.selectors.user_by_id)."""
+
+    def test_the_user_row_is_read_as_the_orm_reads_it(self, tenant_alpha: TenantFixture) -> None:
+        from django.forms.models import model_to_dict
+        from django.utils import timezone
+        from django_tenants.utils import schema_context
+
+        from apps.accounts.models import User
+        from apps.accounts.selectors import user_by_id
+
+        member = make_member(tenant_alpha, "viewer")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(last_login=timezone.now(), full_name="Grace Hopper")
+            expected = User.objects.get(pk=member.pk)
+            found = user_by_id(member.pk)
+            assert found is not None
+            assert found._state.adding is False and found._state.db == "default"
+            fields = [field.attname for field in User._meta.concrete_fields]
+            assert model_to_dict(found, fields=fields) == model_to_dict(expected, fields=fields)
+            assert found.last_login == expected.last_login and found.last_login.tzinfo is not None
+            assert user_by_id(member.pk + 10_000) is None
+
+    def test_ids_are_read_in_the_current_tenant_only(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        from django_tenants.utils import schema_context
+
+        from apps.accounts.selectors import user_by_id
+
+        alpha_member = make_member(tenant_alpha, "user")
+        with schema_context(tenant_beta.tenant.schema_name):
+            found = user_by_id(alpha_member.pk)
+        assert found is None or found.email != alpha_member.email
+
+    def test_a_role_change_counts_from_the_next_request(self, tenant_alpha: TenantFixture) -> None:
+        from django_tenants.utils import schema_context
+
+        from apps.accounts.models import User
+        from tests.conftest import jwt_pair
+
+        member = make_member(tenant_alpha, "user")
+        access = jwt_pair(tenant_alpha, member)["access"]
+        client = tenant_alpha.client()
+        assert client.get("/api/auth/me", **bearer(access)).json()["role"] == "user"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(role="viewer")
+        assert client.get("/api/auth/me", **bearer(access)).json()["role"] == "viewer"
+
+    def test_a_deleted_or_unknown_user_is_refused(self, tenant_alpha: TenantFixture) -> None:
+        from django_tenants.utils import schema_context
+        from rest_framework_simplejwt.tokens import AccessToken
+
+        from apps.accounts.models import User
+        from tests.conftest import jwt_pair
+
+        member = make_member(tenant_alpha, "user")
+        access = jwt_pair(tenant_alpha, member)["access"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).delete()
+        response = tenant_alpha.client().get("/api/auth/me", **bearer(access))
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "not_authenticated"
+
+        # A signed token whose user id is not a number (only a leaked signing key could make one): 401, not 500.
+        forged = AccessToken(access)
+        forged["user_id"] = "not-a-number"
+        refused = tenant_alpha.client().get("/api/auth/me", **bearer(str(forged)))
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "not_authenticated"
