@@ -22,7 +22,7 @@ from apps.core.actors import Actor
 @lru_cache(maxsize=1)
 def _user_sql() -> tuple[str, tuple[str, ...], tuple[tuple[int, tuple[Any, ...]], ...]]:
     fields = User._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     sql = f"SELECT {columns} FROM {connection.ops.quote_name(User._meta.db_table)} WHERE id = %s"
     # The ORM's conversions of column values, for any field that has one.
     converters = tuple(

@@ -77,13 +77,13 @@ class TenantJWTAuthentication(JWTAuthentication):
             raise TokenTenantMismatch()
         return self.get_user(token), token
 
-    def get_user(self, validated_token: Token) -> User:
+    def get_user(self, validated_token: Token) -> User:  # type: ignore[override]  # simplejwt's AuthUser TypeVar
         """simplejwt's checks (the user exists, is active, and has not changed password since the
         token was issued), with the user read by one hand-written statement (``user_by_id``)."""
         try:
             user_id = int(validated_token[jwt_settings.USER_ID_CLAIM])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+            raise InvalidToken(str(_("Token contained no recognizable user identification"))) from exc
         user = user_by_id(user_id)
         if user is None:
             raise exceptions.AuthenticationFailed(_("User not found"), code="user_not_found")

@@ -215,10 +215,13 @@ class TestAccessTokenUser:
             expected = User.objects.get(pk=member.pk)
             found = user_by_id(member.pk)
             assert found is not None
-            assert found._state.adding is False and found._state.db == "default"
+            assert found._state.adding is False
+            assert found._state.db == "default"
             fields = [field.attname for field in User._meta.concrete_fields]
             assert model_to_dict(found, fields=fields) == model_to_dict(expected, fields=fields)
-            assert found.last_login == expected.last_login and found.last_login.tzinfo is not None
+            assert found.last_login == expected.last_login
+            assert found.last_login is not None
+            assert found.last_login.tzinfo is not None
             assert user_by_id(member.pk + 10_000) is None
 
     def test_ids_are_read_in_the_current_tenant_only(
@@ -263,7 +266,7 @@ class TestAccessTokenUser:
         assert response.json()["error"]["code"] == "not_authenticated"
 
         # A signed token whose user id is not a number (only a leaked signing key could make one): 401, not 500.
-        forged = AccessToken(access)
+        forged = AccessToken(access)  # type: ignore[arg-type]  # simplejwt's stubs say Token
         forged["user_id"] = "not-a-number"
         refused = tenant_alpha.client().get("/api/auth/me", **bearer(str(forged)))
         assert refused.status_code == 401
