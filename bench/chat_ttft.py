@@ -4,7 +4,8 @@
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/chat_ttft.py --rounds 200
 
 One run starts the offline demo model server and HydroNet under gunicorn (as in
-production: gthread workers), provisions a tenant in a database of its own, and
+production: the Dockerfile's 3 gthread workers × 16 threads, or WEB_CONCURRENCY ×
+WEB_THREADS), provisions a tenant in a database of its own, and
 then measures, alternating request by request:
 
 * direct: ``POST /v1/chat/completions`` with ``stream: true`` to the model server,
@@ -104,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
                "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
                "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
                "BASE_DOMAIN": f"localhost:{port}"}  # fmt: skip
+        # The Dockerfile's command, with its defaults (WEB_CONCURRENCY 3, WEB_THREADS 16) unless set.
         argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                "--workers", "2", "--threads", "32", "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
+                "--workers", os.environ.get("WEB_CONCURRENCY", "3"), "--threads", os.environ.get("WEB_THREADS", "16"),
+                "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
         with log.open("wb") as out:
             server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
