@@ -23,7 +23,8 @@ from apps.core.actors import Actor
 def _user_sql() -> tuple[str, tuple[str, ...], tuple[tuple[int, tuple[Any, ...]], ...]]:
     fields = User._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-    sql = f"SELECT {columns} FROM {connection.ops.quote_name(User._meta.db_table)} WHERE id = %s"
+    table, pk = connection.ops.quote_name(User._meta.db_table), connection.ops.quote_name(str(User._meta.pk.column))
+    sql = f"SELECT {columns} FROM {table} WHERE {pk} = %s"
     # The ORM's conversions of column values, for any field that has one.
     converters = tuple(
         (index, tuple(connection.ops.get_db_converters(field.cached_col) + field.get_db_converters(connection)))
