@@ -45,8 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
@@ -58,7 +56,7 @@ from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current
 from apps.usage import ledger
 from apps.usage import limits as L
-from apps.usage.models import CallKind, Quota, UsageEvent
+from apps.usage.models import CallKind, Quota
 from apps.usage.scripts import add_to_counters, redis_client, script
 
 logger = logging.getLogger(__name__)
@@ -357,12 +355,8 @@ class Meter:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""
         from apps.usage.selectors import counters_from_database
 
-        with transaction.atomic():
-            # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
-            UsageEvent.objects.filter(day__range=(L.period_start(day), L.period_end(day))).filter(
-                Q(counted_calls=False) | Q(counted_tokens=False)
-            ).update(counted_calls=True, counted_tokens=True)
-            snapshot = counters_from_database(day)
+        # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
+        snapshot = counters_from_database(day, mark_counted=True)
         pairs: list[Any] = []
         for user_id, (calls, tokens) in snapshot.day.items():
             pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]

@@ -42,15 +42,31 @@ SELECT 's', NULL, COALESCE((SELECT storage_bytes FROM usage_stats WHERE user_id 
 """
 
 
-def counters_from_database(day: dt.date) -> Snapshot:
+# For a rebuild of the Redis counters: the month's ledger rows that Redis missed are marked
+# counted by the statement that reads the totals, so they share one snapshot. In two
+# statements a missed call committed between them would be in the totals and still marked
+# missed, and the next flush would add it to Redis a second time.
+_MARK_COUNTED_SQL = """
+WITH marked AS (
+  UPDATE usage_usageevent SET counted_calls = true, counted_tokens = true
+   WHERE day BETWEEN %(start)s AND %(end)s AND NOT (counted_calls AND counted_tokens)
+  RETURNING 1
+)
+"""
+
+
+def counters_from_database(day: dt.date, *, mark_counted: bool = False) -> Snapshot:
     """The month's and the day's counts as PostgreSQL has them: usage_stats plus unflushed calls.
 
     One statement, so it sees one consistent state even while a flush moves rows.
+    ``mark_counted``: the month's calls that Redis missed are in these counts, so the
+    same statement marks them counted and the flush does not add them to Redis again.
     """
     calls = tokens = storage = 0
     per_user: dict[int | None, tuple[int, int]] = {}
+    sql = _MARK_COUNTED_SQL + _SNAPSHOT_SQL if mark_counted else _SNAPSHOT_SQL
     with connection.cursor() as cursor:
-        cursor.execute(_SNAPSHOT_SQL, {"start": L.period_start(day), "end": L.period_end(day), "day": day})
+        cursor.execute(sql, {"start": L.period_start(day), "end": L.period_end(day), "day": day})
         for kind, user_id, a, b in cursor.fetchall():
             if kind == "m":
                 calls, tokens = int(a), int(b)

@@ -276,6 +276,34 @@ class TestRedisLoss:
         flush(tenant_alpha)
         assert counters(tenant_alpha)["calls"] == 2  # and the flush does not add it again
 
+    def test_a_missed_call_written_while_the_counters_are_rebuilt_counts_once(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The rebuild marks the calls Redis missed and reads the totals in one statement: a missed
+        call written between two statements would be in the totals and still marked missed, and
+        the flush would add it to Redis again."""
+        from apps.usage import selectors
+
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        forget_counters()  # the next call rebuilds the counters
+        read = selectors.counters_from_database
+
+        def a_missed_call_arrives_first(*args: Any, **kwargs: Any) -> Any:
+            # A call made while Redis was unreachable (in another process) commits its row now.
+            UsageEvent.objects.create(kind="model", calls=1, tokens=7, day=L.today(), counted_calls=False,
+                                      counted_tokens=False)  # fmt: skip
+            return read(*args, **kwargs)
+
+        monkeypatch.setattr(selectors, "counters_from_database", a_missed_call_arrives_first)
+        assert v1(client).status_code == 200  # rebuilds: the first call, the missed one, then this one
+        monkeypatch.undo()
+        assert counters(tenant_alpha)["calls"] == 3
+        assert flush(tenant_alpha) == 3
+        assert counters(tenant_alpha)["calls"] == 3  # not 4: the flush found the missed call marked counted
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 3
+
 
 @pytest.mark.parametrize("moment", ["2026-11-30T23:59:59+00:00"])
 def test_a_month_boundary_puts_each_call_in_its_own_month(tenant_alpha: TenantFixture, moment: str) -> None:
