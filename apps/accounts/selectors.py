@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 from django.db import connection
 from django.db.models import Q, QuerySet
@@ -18,34 +17,24 @@ from apps.core.actors import Actor
 
 # Every request with a JWT reads its user before anything else, so that read is one statement
 # written once per process: the ORM spent about 0.6 ms building ``User.objects.get(id=...)``,
-# against 0.15 ms to run it (docs/benchmarks.md, chat time to first token).
+# against 0.15 ms to run it (docs/benchmarks.md, chat time to first token). As with the
+# conversation statement (apps.chat.selectors), columns go to ``from_db`` as psycopg returns
+# them: no User field has a value converter on PostgreSQL (a test compares with the ORM's row).
 @lru_cache(maxsize=1)
-def _user_sql() -> tuple[str, tuple[str, ...], tuple[tuple[int, tuple[Any, ...]], ...]]:
+def _user_sql() -> tuple[str, tuple[str, ...]]:
     fields = User._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     table, pk = connection.ops.quote_name(User._meta.db_table), connection.ops.quote_name(str(User._meta.pk.column))
-    sql = f"SELECT {columns} FROM {table} WHERE {pk} = %s"
-    # The ORM's conversions of column values, for any field that has one.
-    converters = tuple(
-        (index, tuple(connection.ops.get_db_converters(field.cached_col) + field.get_db_converters(connection)))
-        for index, field in enumerate(fields)
-    )
-    return sql, tuple(field.attname for field in fields), tuple(item for item in converters if item[1])
+    return f"SELECT {columns} FROM {table} WHERE {pk} = %s", tuple(field.attname for field in fields)
 
 
 def user_by_id(pk: int) -> User | None:
     """The user with id ``pk`` in the current schema, active or not; None if there is none."""
-    sql, fields, converters = _user_sql()
+    sql, fields = _user_sql()
     with connection.cursor() as cursor:
         cursor.execute(sql, [pk])
         row = cursor.fetchone()
-    if row is None:
-        return None
-    values = list(row)
-    for index, functions in converters:
-        for convert in functions:
-            values[index] = convert(values[index], fields[index], connection)
-    return User.from_db(connection.alias, fields, values)
+    return None if row is None else User.from_db(connection.alias, fields, row)
 
 
 def user_count_active() -> int:
