@@ -27,6 +27,7 @@ from django_tenants.utils import schema_context
 from apps.core.actors import Actor
 from apps.tenants.db import connection
 from apps.tenants.models import Tenant
+from apps.tenants.route_memory import memory as route_memory
 from apps.tenants.services import tenant_provision
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright tests
@@ -141,6 +142,7 @@ def _reset_schema_and_routes() -> Iterator[None]:
     yield
     connection.set_schema_to_public()
     caches["platform"].delete_pattern("tenant-host:*")  # type: ignore[attr-defined]  # django-redis
+    route_memory.forget_all()  # at once: Redis's message about the delete arrives a moment later
     redis = get_redis_connection("default")
     prefix = settings.CACHE_KEY_PREFIX
     for pattern in (f"{prefix}:lockout:*", f"*:{prefix}:*:ai-setup:*", f"{prefix}:usage:*", f"{prefix}:rl:*"):

@@ -1,17 +1,23 @@
-"""Host -> tenant routing: isolation, unknown hosts, suspension, and the cached lookup."""
+"""Host -> tenant routing: isolation, unknown hosts, suspension, the cached lookup and its copy in memory."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
+from django.core.cache import caches
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
 from apps.tenants.models import Domain, Tenant, TenantStatus
+from apps.tenants.route_memory import memory as route_memory
 from apps.tenants.routing import tenant_for_hostname
 from apps.tenants.services import tenant_reactivate, tenant_suspend
 from tests.conftest import TEST_ACTOR, TenantFixture
@@ -176,3 +182,98 @@ class TestRedisOutage:
         settings.CACHES = {**settings.CACHES, "platform": dead}
         assert tenant_alpha.client().get("/login/").status_code == 200
         assert Client(HTTP_HOST="nobody.localhost").get("/login/").status_code == 404
+
+
+def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _route_in_memory(host: str) -> None:
+    """Route ``host`` until this process keeps it (the listener starts on the first lookup)."""
+    tenant_for_hostname(host)
+    assert _eventually(lambda: route_memory.live)
+    # Read from Redis while live, it is kept; unless the message about the route's own caching
+    # (the first lookup's write to Redis) arrives between the read and the keeping.
+    assert _eventually(lambda: tenant_for_hostname(host) is not None and len(route_memory) == 1)
+
+
+class TestRouteMemory:
+    """Each process keeps the routes it read while Redis reports every change to them."""
+
+    def test_a_route_in_memory_costs_no_round_trip_to_redis(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        _route_in_memory(tenant_alpha.host)
+        commands: list[Any] = []
+        original = redis.Redis.execute_command
+
+        def counted(client: redis.Redis, *args: Any, **options: Any) -> Any:
+            commands.append(args[0])
+            return original(client, *args, **options)
+
+        monkeypatch.setattr(redis.Redis, "execute_command", counted)
+        with CaptureQueriesContext(connection) as queries:
+            routed = tenant_for_hostname(tenant_alpha.host)
+        assert routed == tenant_alpha.tenant
+        assert routed is not tenant_for_hostname(tenant_alpha.host)  # decoded anew: requests share no Tenant
+        assert commands == []
+        assert len(queries) == 0
+
+    def test_a_change_made_by_another_process_reaches_this_one(self, tenant_alpha: TenantFixture) -> None:
+        host = tenant_alpha.host
+        _route_in_memory(host)
+        # What another process's tenant change does: the row changes and the Redis key goes,
+        # with no call into this process.
+        Tenant.objects.filter(pk=tenant_alpha.tenant.pk).update(name="Renamed Elsewhere")
+        get_redis_connection("platform").delete(caches["platform"].make_key(f"tenant-host:{host}"))
+        assert _eventually(lambda: tenant_for_hostname(host).name == "Renamed Elsewhere")  # type: ignore[union-attr]
+
+    def test_a_flushed_redis_empties_the_memory(self, tenant_alpha: TenantFixture) -> None:
+        _route_in_memory(tenant_alpha.host)
+        # Any database's flush is reported; an empty one keeps the test off the shared database 0.
+        kwargs = get_redis_connection("platform").connection_pool.connection_kwargs
+        redis.Redis(host=kwargs["host"], port=kwargs["port"], db=15).flushdb()
+        assert _eventually(lambda: len(route_memory) == 0)
+
+    def test_nothing_outlives_a_broken_connection(self, tenant_alpha: TenantFixture) -> None:
+        _route_in_memory(tenant_alpha.host)
+        listener = route_memory.client_id
+        assert listener is not None
+        get_redis_connection("platform").client_kill_filter(_id=listener)
+        assert _eventually(lambda: route_memory.client_id != listener and route_memory.live)
+        assert len(route_memory) == 0  # dropped while no change could be heard
+
+    def test_a_read_that_raced_a_change_is_not_kept(self, tenant_alpha: TenantFixture) -> None:
+        tenant_for_hostname(tenant_alpha.host)
+        assert _eventually(lambda: route_memory.live)
+        platform = caches["platform"]
+        key = platform.make_key(f"tenant-host:{tenant_alpha.host}")
+        client = get_redis_connection("platform")
+        kept, epoch = route_memory.recall(client, platform.make_key("tenant-host:"), key)
+        assert kept is None
+        value = client.get(key)  # read from Redis...
+        assert value is not None
+        route_memory.forget([key])  # ...while the route changes
+        route_memory.keep(key, value, epoch)
+        assert len(route_memory) == 0
+
+    def test_this_process_drops_its_own_change_at_once(self, tenant_alpha: TenantFixture) -> None:
+        host = tenant_alpha.host
+        _route_in_memory(host)
+        tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+        tenant.name = "Renamed Here"
+        tenant.save(update_fields=["name"])
+        assert tenant_for_hostname(host).name == "Renamed Here"  # type: ignore[union-attr]  # no waiting
+
+    def test_nothing_is_kept_while_redis_is_down(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        dead = {**settings.CACHES["platform"], "LOCATION": "redis://127.0.0.1:1/0"}
+        settings.CACHES = {**settings.CACHES, "platform": dead}
+        assert tenant_for_hostname(tenant_alpha.host) == tenant_alpha.tenant  # from the database
+        assert tenant_for_hostname(tenant_alpha.host) == tenant_alpha.tenant
+        assert not route_memory.live
+        assert len(route_memory) == 0
