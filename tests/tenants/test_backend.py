@@ -1,12 +1,18 @@
 """The database backend: the tenant's search path doubles as the connection's health check,
-for a persistent connection and for one taken from the pool."""
+for a persistent connection and for one taken from the pool; on PostgreSQL 18 a pooled
+connection that already has the path needs no SET."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import psycopg
@@ -17,6 +23,7 @@ from django.db.utils import OperationalError
 from apps.accounts.models import User
 from apps.tenants.db import connection
 from apps.tenants.postgresql_backend.base import DatabaseWrapper
+from deploy.devstack import EmbeddedPostgres
 from tests import processes
 from tests.conftest import TenantFixture, admin_of, jwt_pair
 from tests.processes import WebServer
@@ -210,3 +217,115 @@ def test_requests_survive_the_database_dropping_their_connections(
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def postgres_18() -> Iterator[str]:
+    """The embedded PostgreSQL 18 that `make run` uses, the first version to report search_path to clients.
+
+    CI's own server is older, so without this the path below would never run in the tests.
+    """
+    root = processes.ROOT / ".devdata" / f"test-pg18-{os.getpid()}"
+    server = EmbeddedPostgres(root, durable=False)
+    try:
+        url = server.start()
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("CREATE SCHEMA t_one; CREATE SCHEMA t_two")
+        yield url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _pooled_on(url: str) -> DatabaseWrapper:
+    """A wrapper with a pool of one connection to ``url``, as web processes have."""
+    parts = urlsplit(url)
+    settings_dict = {**connection.settings_dict, "HOST": parts.hostname, "PORT": parts.port, "NAME": parts.path[1:],
+                     "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False}  # fmt: skip
+    settings_dict["OPTIONS"] = {**settings_dict["OPTIONS"], "application_name": "pg18-probe",
+                                "pool": {"min_size": 1, "max_size": 1, "timeout": 10}}  # fmt: skip
+    return DatabaseWrapper(settings_dict, alias="pg18_probe")
+
+
+def _request(probe: DatabaseWrapper, schema: str) -> tuple[list[str], tuple[int, str]]:
+    """One request's routing and first query: the statements sent, and (backend pid, search path)."""
+    probe.set_schema(schema)
+    probe.queries_log.clear()
+    probe.force_debug_cursor = True  # logs every statement, the SET included
+    with probe.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_setting('search_path')")
+        answer = cursor.fetchone()
+    probe.close()  # the end of the request: back to the pool
+    return [query["sql"] for query in probe.queries_log], answer
+
+
+@pytest.mark.usefixtures("_database_access")
+class TestReportedSearchPath:
+    """PostgreSQL 18 reports search_path: a pooled connection that has the request's path needs no SET."""
+
+    @pytest.fixture
+    def _database_access(self, django_db_blocker: Any) -> Iterator[None]:
+        with django_db_blocker.unblock():  # a server of the tests' own, outside pytest-django's databases
+            yield
+
+    def test_a_connection_with_the_path_is_used_without_a_set(self, postgres_18: str) -> None:
+        probe = _pooled_on(postgres_18)
+        try:
+            sent, (pid, path) = _request(probe, "t_one")
+            assert sent[0].startswith("SET search_path")
+            assert path == "t_one, public"
+            sent, answer = _request(probe, "t_one")
+            assert len(sent) == 1
+            assert not sent[0].startswith("SET")
+            assert answer == (pid, "t_one, public")
+            sent, answer = _request(probe, "t_two")  # another tenant's request: the SET is due
+            assert sent[0].startswith("SET search_path")
+            assert answer == (pid, "t_two, public")
+        finally:
+            probe.close_pool()
+
+    def test_a_path_changed_behind_our_back_is_set_again(self, postgres_18: str) -> None:
+        probe = _pooled_on(postgres_18)
+        try:
+            _request(probe, "t_one")
+            probe.set_schema("t_one")
+            with probe.cursor() as cursor:
+                cursor.execute("SET search_path = t_two")  # whatever a previous user of the connection did
+            probe.close()
+            sent, (_pid, path) = _request(probe, "t_one")
+            assert sent[0].startswith("SET search_path")
+            assert path == "t_one, public"
+        finally:
+            probe.close_pool()
+
+    def test_a_set_undone_by_a_rollback_is_noticed(self, postgres_18: str) -> None:
+        probe = _pooled_on(postgres_18)
+        try:
+            _request(probe, "t_one")
+            probe.set_schema("t_two")
+            probe.set_autocommit(False)
+            probe.cursor().execute("SELECT 1")  # the SET to t_two, inside a transaction...
+            probe.rollback()  # ...that is rolled back
+            probe.set_autocommit(True)
+            probe.close()
+            sent, (_pid, path) = _request(probe, "t_two")  # the rollback undid the SET: t_one is back
+            assert sent[0].startswith("SET search_path")
+            assert path == "t_two, public"
+        finally:
+            probe.close_pool()
+
+    def test_a_connection_the_server_ended_is_not_trusted_for_its_path(self, postgres_18: str) -> None:
+        probe = _pooled_on(postgres_18)
+        try:
+            _, (pid, _path) = _request(probe, "t_one")
+            with psycopg.connect(postgres_18, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+                for _ in range(500):  # until the backend is gone and its end of the socket closed
+                    if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+                        break
+                    time.sleep(0.01)
+            _, (new_pid, path) = _request(probe, "t_one")
+            assert new_pid != pid
+            assert path == "t_one, public"
+        finally:
+            probe.close_pool()

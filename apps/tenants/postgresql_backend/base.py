@@ -13,20 +13,42 @@ connection just taken from the pool: the pool does not check it (that would be a
 round trip per request), the ``SET`` does. When it fails, the connection is
 dropped, the pool checks its other idle connections (after a server restart they
 are all gone), and the request takes another.
+
+From PostgreSQL 18 the server reports ``search_path`` to the client whenever it
+changes (a ``ParameterStatus`` message, a rollback that undoes a ``SET``
+included), so libpq always knows the path a connection has. A connection taken
+from the pool that already has the request's path, and has nothing waiting on
+its socket (a closing server's FATAL message, or its end of the connection),
+is used without the ``SET``: one round trip less before a request's first query
+(docs/benchmarks.md). Otherwise, and with older servers, the ``SET`` is sent as
+above. Which reported value a path gives is learned from the server, after the
+``SET`` that set it, never guessed from PostgreSQL's quoting rules.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import psycopg
 from django.db.utils import OperationalError
 from django_tenants.postgresql_backend import base
+from psycopg.pq import TransactionStatus
+
+# search_path (as schema names) -> the value the server reports for it, learned from the server.
+_REPORTED_PATHS: dict[tuple[str, ...], bytes] = {}
+_MAX_REPORTED_PATHS = 10_000
+
+
+def _has_input_waiting(connection: psycopg.Connection[Any]) -> bool:
+    readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    return bool(readable)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     health_check_done: bool
     search_path_set_schemas: list[str] | None
+    _setting_search_path: bool
 
     def close_if_health_check_failed(self) -> None:
         if (
@@ -45,6 +67,28 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if not self.search_path_set_schemas:
             self.close()
         self.health_check_done = True
+
+    def _handle_search_path(self, cursor: Any = None) -> None:
+        if self.pool is None or self.search_path_set_schemas or self._setting_search_path or not self.schema_name:
+            super()._handle_search_path(cursor)
+            return
+        paths = self._get_cursor_search_paths()
+        known = _REPORTED_PATHS.get(tuple(paths))
+        pgconn = self.connection.pgconn
+        if (
+            known is not None
+            and pgconn.transaction_status == TransactionStatus.IDLE
+            and pgconn.parameter_status(b"search_path") == known
+            and not _has_input_waiting(self.connection)
+        ):
+            self.search_path_set_schemas = paths
+            return
+        super()._handle_search_path(cursor)
+        reported = pgconn.parameter_status(b"search_path")  # None before PostgreSQL 18
+        if self.search_path_set_schemas and reported is not None:
+            if len(_REPORTED_PATHS) >= _MAX_REPORTED_PATHS:
+                _REPORTED_PATHS.clear()
+            _REPORTED_PATHS[tuple(paths)] = reported
 
     def _cursor(self, name: str | None = None) -> Any:
         fresh_from_pool = self.pool is not None and self.connection is None and not self.in_atomic_block
