@@ -43,8 +43,10 @@ logger = logging.getLogger(__name__)
 INVALIDATE_CHANNEL = "__redis__:invalidate"
 CLIENT_NAME = "hydronet-route-memory"
 MAX_ROUTES = 4096  # hosts kept per process; a full memory forgets its oldest
-PING_SECONDS = 5.0  # how long the connection may be silent before it is pinged
-PING_TIMEOUT = 2.0
+# A silent connection is pinged: one that cannot reach Redis (while this process still could
+# route from memory) is given up within PING_SECONDS + PING_TIMEOUT.
+PING_SECONDS = 1.0
+PING_TIMEOUT = 0.5
 
 
 def _target(client: redis.Redis) -> tuple[Any, ...]:

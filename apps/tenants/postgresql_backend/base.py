@@ -41,8 +41,9 @@ _MAX_REPORTED_PATHS = 10_000
 
 
 def _has_input_waiting(connection: psycopg.Connection[Any]) -> bool:
-    readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
-    return bool(readable)
+    poller = select.poll()  # not select.select(), which fails on descriptors above 1023
+    poller.register(connection.pgconn.socket, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
