@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from django.db.utils import OperationalError
 from django_tenants.postgresql_backend import base
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 
 # search_path (as schema names) -> the value the server reports for it, learned from the server.
 _REPORTED_PATHS: dict[tuple[str, ...], bytes] = {}
@@ -78,6 +78,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         pgconn = self.connection.pgconn
         if (
             known is not None
+            and pgconn.status == ConnStatus.OK
             and pgconn.transaction_status == TransactionStatus.IDLE
             and pgconn.parameter_status(b"search_path") == known
             and not _has_input_waiting(self.connection)
