@@ -268,64 +268,57 @@ class TestReportedSearchPath:
         with django_db_blocker.unblock():  # a server of the tests' own, outside pytest-django's databases
             yield
 
-    def test_a_connection_with_the_path_is_used_without_a_set(self, postgres_18: str) -> None:
+    @pytest.fixture
+    def probe(self, postgres_18: str) -> Iterator[DatabaseWrapper]:
         probe = _pooled_on(postgres_18)
-        try:
-            sent, (pid, path) = _request(probe, "t_one")
-            assert sent[0].startswith("SET search_path")
-            assert path == "t_one, public"
-            sent, answer = _request(probe, "t_one")
-            assert len(sent) == 1
-            assert not sent[0].startswith("SET")
-            assert answer == (pid, "t_one, public")
-            sent, answer = _request(probe, "t_two")  # another tenant's request: the SET is due
-            assert sent[0].startswith("SET search_path")
-            assert answer == (pid, "t_two, public")
-        finally:
-            probe.close_pool()
+        yield probe
+        probe.close()
+        probe.close_pool()
 
-    def test_a_path_changed_behind_our_back_is_set_again(self, postgres_18: str) -> None:
-        probe = _pooled_on(postgres_18)
-        try:
-            _request(probe, "t_one")
-            probe.set_schema("t_one")
-            with probe.cursor() as cursor:
-                cursor.execute("SET search_path = t_two")  # whatever a previous user of the connection did
-            probe.close()
-            sent, (_pid, path) = _request(probe, "t_one")
-            assert sent[0].startswith("SET search_path")
-            assert path == "t_one, public"
-        finally:
-            probe.close_pool()
+    def test_a_connection_with_the_path_is_used_without_a_set(self, probe: DatabaseWrapper) -> None:
+        sent, (pid, path) = _request(probe, "t_one")
+        assert sent[0].startswith("SET search_path")
+        assert path == "t_one, public"
+        sent, answer = _request(probe, "t_one")
+        assert len(sent) == 1
+        assert not sent[0].startswith("SET")
+        assert answer == (pid, "t_one, public")
+        sent, answer = _request(probe, "t_two")  # another tenant's request: the SET is due
+        assert sent[0].startswith("SET search_path")
+        assert answer == (pid, "t_two, public")
 
-    def test_a_set_undone_by_a_rollback_is_noticed(self, postgres_18: str) -> None:
-        probe = _pooled_on(postgres_18)
-        try:
-            _request(probe, "t_one")
-            probe.set_schema("t_two")
-            probe.set_autocommit(False)
-            probe.cursor().execute("SELECT 1")  # the SET to t_two, inside a transaction...
-            probe.rollback()  # ...that is rolled back
-            probe.set_autocommit(True)
-            probe.close()
-            sent, (_pid, path) = _request(probe, "t_two")  # the rollback undid the SET: t_one is back
-            assert sent[0].startswith("SET search_path")
-            assert path == "t_two, public"
-        finally:
-            probe.close_pool()
+    def test_a_path_changed_behind_our_back_is_set_again(self, probe: DatabaseWrapper) -> None:
+        _request(probe, "t_one")
+        probe.set_schema("t_one")
+        with probe.cursor() as cursor:
+            cursor.execute("SET search_path = t_two")  # whatever a previous user of the connection did
+        probe.close()
+        sent, (_pid, path) = _request(probe, "t_one")
+        assert sent[0].startswith("SET search_path")
+        assert path == "t_one, public"
 
-    def test_a_connection_the_server_ended_is_not_trusted_for_its_path(self, postgres_18: str) -> None:
-        probe = _pooled_on(postgres_18)
-        try:
-            _, (pid, _path) = _request(probe, "t_one")
-            with psycopg.connect(postgres_18, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-                for _ in range(500):  # until the backend is gone and its end of the socket closed
-                    if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
-                        break
-                    time.sleep(0.01)
-            _, (new_pid, path) = _request(probe, "t_one")
-            assert new_pid != pid
-            assert path == "t_one, public"
-        finally:
-            probe.close_pool()
+    def test_a_set_undone_by_a_rollback_is_noticed(self, probe: DatabaseWrapper) -> None:
+        _request(probe, "t_one")
+        probe.set_schema("t_two")
+        probe.set_autocommit(False)
+        probe.cursor().execute("SELECT 1")  # the SET to t_two, inside a transaction...
+        probe.rollback()  # ...that is rolled back
+        probe.set_autocommit(True)
+        probe.close()
+        sent, (_pid, path) = _request(probe, "t_two")  # the rollback undid the SET: t_one is back
+        assert sent[0].startswith("SET search_path")
+        assert path == "t_two, public"
+
+    def test_a_connection_the_server_ended_is_not_trusted_for_its_path(
+        self, probe: DatabaseWrapper, postgres_18: str
+    ) -> None:
+        _, (pid, _path) = _request(probe, "t_one")
+        with psycopg.connect(postgres_18, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            for _ in range(500):  # until the backend is gone and its end of the socket closed
+                if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+                    break
+                time.sleep(0.01)
+        _, (new_pid, path) = _request(probe, "t_one")
+        assert new_pid != pid
+        assert path == "t_one, public"
