@@ -148,6 +148,8 @@ class RouteMemory:
                 self._relay(generation, connection)
             except (redis.RedisError, OSError) as exc:
                 logger.debug("route memory: connection to Redis lost (%s); routes are read from Redis", exc)
+            except Exception:  # a bug here must not end the thread for good: routes are read from Redis meanwhile
+                logger.exception("route memory: listener failed; starting again")
             finally:
                 self._set_live(generation, False)
                 connection.disconnect()
@@ -189,6 +191,7 @@ class RouteMemory:
         self._listener = None
         self._live = False
         self._routes = {}
+        self.client_id = None
 
 
 memory = RouteMemory()
