@@ -1,6 +1,7 @@
 """Chat time to first token: through HydroNet against the model server directly, side by side.
 
     make bench-chat                                  # throwaway PostgreSQL 18 and Redis
+    make bench-chat BENCH_ARGS="--relay"             # and the floor: a bare relay, side by side
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/chat_ttft.py --rounds 200
 
 One run starts the offline demo model server and HydroNet under gunicorn (as in
@@ -16,6 +17,12 @@ then measures, alternating request by request:
 
 Both send the model server the same request (HydroNet's system prompt and the
 user's message), so the difference is HydroNet's own work.
+
+With ``--relay`` a third mode joins the same rotation: the same two requests to
+``bench/relay_wsgi.py`` under the same gunicorn command, an app that only relays
+the model's stream. What it adds is the floor any streaming proxy pays on the
+machine (the server, the extra hop, relaying); the report also gives what
+HydroNet adds beyond it. The relay has no target.
 
 Each sample reads its stream to the end. Three measurements:
 
@@ -41,7 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx2
@@ -78,6 +87,7 @@ def main() -> int:
     parser.add_argument("--stream-rounds", type=int, default=6,
                         help="requests per mode on each concurrent stream, after the first")  # fmt: skip
     parser.add_argument("--batches", type=int, default=3, help="bursts per mode (reported, no target)")
+    parser.add_argument("--relay", action="store_true", help="also measure a bare relay (bench/relay_wsgi.py)")
     args = parser.parse_args()
 
     from bench.scratch import scratch
@@ -98,30 +108,22 @@ def run(args: argparse.Namespace) -> int:
         django.setup()
         from django.conf import settings
 
+        from apps.chat.services import SYSTEM_PROMPT
+
         token = _bench_member()
         port = _free_port()
-        log = Path(tempfile.mkstemp(prefix="ttft-gunicorn-", suffix=".log")[1])
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
                "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
                "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
                "BASE_DOMAIN": f"localhost:{port}"}  # fmt: skip
-        # The Dockerfile's command, with its defaults (WEB_CONCURRENCY 3, WEB_THREADS 16) unless set.
-        argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
-                "--workers", os.environ.get("WEB_CONCURRENCY", "3"), "--threads", os.environ.get("WEB_THREADS", "16"),
-                "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
-        with log.open("wb") as out:
-            server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait(port)
-            results = measure(args, model_root, port, token)
-        except BaseException:
-            print(f"gunicorn's log: {log}", file=sys.stderr)
-            raise
-        else:
-            log.unlink(missing_ok=True)
-        finally:
-            server.terminate()
-            server.wait(15)
+        with ExitStack() as servers:
+            servers.enter_context(_gunicorn("config.wsgi", port, env))
+            relay_port = None
+            if args.relay:
+                relay_port = _free_port()
+                servers.enter_context(_gunicorn("bench.relay_wsgi", relay_port,
+                                                {**os.environ, "BENCH_SYSTEM_PROMPT": SYSTEM_PROMPT}))  # fmt: skip
+            results = measure(args, model_root, port, token, relay_port)
 
     met = True
     print(f"{'streams':<12}{'mode':<10}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}")
@@ -129,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
         for mode, values in modes.items():
             print(f"{label:<12}{mode:<10}{len(values):>5}{percentile(values, 50) * 1000:>10.1f}"
                   f"{percentile(values, 90) * 1000:>10.1f}")  # fmt: skip
-        added = (statistics.median(modes["hydronet"]) - statistics.median(modes["direct"])) * 1000
+        added = _added(modes, "hydronet")
+        if "relay" in modes:
+            print(f"  {label}: a bare relay adds {_added(modes, 'relay'):.1f} ms at p50 (the floor; no target), "
+                  f"HydroNet {added - _added(modes, 'relay'):.1f} ms more")  # fmt: skip
         if label.endswith("burst"):
             print(f"  {label}: HydroNet adds {added:.1f} ms at p50 (all streams start at once; no target)")
             continue
@@ -140,11 +145,41 @@ def run(args: argparse.Namespace) -> int:
     return 0 if met else 1
 
 
-def measure(args: argparse.Namespace, model_root: str, port: int, token: str) -> dict[str, dict[str, list[float]]]:
-    """Both sides send the model the same request: our system prompt and one user message.
+def _added(modes: dict[str, list[float]], mode: str) -> float:
+    """Milliseconds ``mode`` adds to the direct request's p50."""
+    return (statistics.median(modes[mode]) - statistics.median(modes["direct"])) * 1000
+
+
+@contextmanager
+def _gunicorn(module: str, port: int, env: dict[str, str]) -> Iterator[None]:
+    """The Dockerfile's command, with its defaults (WEB_CONCURRENCY 3, WEB_THREADS 16) unless set."""
+    log = Path(tempfile.mkstemp(prefix="ttft-gunicorn-", suffix=".log")[1])
+    argv = [sys.executable, "-m", "gunicorn", module, "--bind", f"127.0.0.1:{port}",
+            "--workers", os.environ.get("WEB_CONCURRENCY", "3"), "--threads", os.environ.get("WEB_THREADS", "16"),
+            "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait(port)
+        yield
+    except BaseException:
+        print(f"gunicorn's log ({module}): {log}", file=sys.stderr)
+        raise
+    else:
+        log.unlink(missing_ok=True)
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def measure(
+    args: argparse.Namespace, model_root: str, port: int, token: str, relay_port: int | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """All modes send the model the same request: our system prompt and one user message.
 
     Each HydroNet sample posts to a new conversation (created untimed), so the
-    model server sees no history there either.
+    model server sees no history there either; the relay answers the same two
+    requests.
     """
     from apps.chat.services import SYSTEM_PROMPT
 
@@ -157,16 +192,28 @@ def measure(args: argparse.Namespace, model_root: str, port: int, token: str) ->
         "stream_options": {"include_usage": True},
         "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
     }
-    ours_headers = {"Host": f"bench.localhost:{port}", "Authorization": f"Bearer {token}"}
-    base = f"http://127.0.0.1:{port}/api/conversations"
 
     def direct(client: httpx2.Client) -> float:
         return ttft(client, direct_url, direct_body, direct_headers, b'"delta": {"content": "')
 
-    def ours(client: httpx2.Client) -> float:
-        conversation = client.post(base, json={}, headers=ours_headers).json()["id"]
-        url = f"{base}/{conversation}/messages"
-        return ttft(client, url, {"content": question, "stream": True}, ours_headers, b"event: token")
+    def through(server_port: int) -> Callable[[httpx2.Client], float]:
+        headers = {"Host": f"bench.localhost:{port}", "Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{server_port}/api/conversations"
+
+        def sample(client: httpx2.Client) -> float:
+            conversation = client.post(base, json={}, headers=headers).json()["id"]
+            url = f"{base}/{conversation}/messages"
+            return ttft(client, url, {"content": question, "stream": True}, headers, b"event: token")
+
+        return sample
+
+    modes: dict[str, Callable[[httpx2.Client], float]] = {"direct": direct, "hydronet": through(port)}
+    if relay_port is not None:
+        modes["relay"] = through(relay_port)
+    order = list(modes.items())
+
+    def empty() -> dict[str, list[float]]:
+        return {mode: [] for mode in modes}
 
     results: dict[str, dict[str, list[float]]] = {}
     # Idle connections are dropped after 1 s, before gunicorn closes them (its keep-alive is 2 s):
@@ -174,37 +221,36 @@ def measure(args: argparse.Namespace, model_root: str, port: int, token: str) ->
     limits = httpx2.Limits(max_connections=64, keepalive_expiry=1.0)
     with httpx2.Client(timeout=60, limits=limits) as client:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
-            list(pool.map(lambda _n: (direct(client), ours(client)), range(args.concurrency)))
-        one: dict[str, list[float]] = {"direct": [], "hydronet": []}
+            list(pool.map(lambda _n: [fn(client) for fn in modes.values()], range(args.concurrency)))
+        one = empty()
         for _ in range(args.rounds):
-            one["direct"].append(direct(client))
-            one["hydronet"].append(ours(client))
+            for mode, fn in order:
+                one[mode].append(fn(client))
         results["1"] = one
 
         def stream_after_stream(thread: int) -> dict[str, list[float]]:
-            """One of the concurrent streams: requests back to back, the two modes in turn."""
-            order = [("direct", direct), ("hydronet", ours)]
-            if thread % 2:
-                order.reverse()
-            samples: dict[str, list[float]] = {"direct": [], "hydronet": []}
+            """One of the concurrent streams: requests back to back, the modes in turn."""
+            shift = thread % len(order)  # each mode starts an equal share of the streams
+            mine = order[shift:] + order[:shift]
+            samples = empty()
             for round_ in range(args.stream_rounds + 1):
-                for mode, fn in order:
+                for mode, fn in mine:
                     elapsed = fn(client)
                     if round_:  # the first round starts all streams at once: that is the burst below
                         samples[mode].append(elapsed)
             return samples
 
-        steady: dict[str, list[float]] = {"direct": [], "hydronet": []}
+        steady = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for samples in pool.map(stream_after_stream, range(args.concurrency)):
                 for mode, values in samples.items():
                     steady[mode] += values
         results[str(args.concurrency)] = steady
 
-        burst: dict[str, list[float]] = {"direct": [], "hydronet": []}
+        burst = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for _ in range(args.batches):
-                for mode, fn in (("direct", direct), ("hydronet", ours)):
+                for mode, fn in order:
                     burst[mode] += list(pool.map(lambda _n, fn=fn: fn(client), range(args.concurrency)))
         results[f"{args.concurrency} burst"] = burst
     return results
