@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -15,26 +15,39 @@ from apps.accounts.services import actor_role
 from apps.core.actors import Actor
 
 
-# Every request with a JWT reads its user before anything else, so that read is one statement
-# written once per process: the ORM spent about 0.6 ms building ``User.objects.get(id=...)``,
-# against 0.15 ms to run it (docs/benchmarks.md, chat time to first token). As with the
-# conversation statement (apps.chat.selectors), columns go to ``from_db`` as psycopg returns
-# them: no User field has a value converter on PostgreSQL (a test compares with the ORM's row).
-@lru_cache(maxsize=1)
-def _user_sql() -> tuple[str, tuple[str, ...]]:
-    fields = User._meta.concrete_fields
+# Every request with a JWT reads its user before anything else, and every request with an API
+# key its key, so those reads are statements written once per process: the ORM spent about
+# 0.6 ms building ``User.objects.get(id=...)`` and 0.55 ms building
+# ``ApiKey.objects.filter(prefix=...).first()``, against 0.15 ms to run either (docs/benchmarks.md).
+# As with the conversation statement (apps.chat.selectors), columns go to ``from_db`` as psycopg
+# returns them: no field of either model has a value converter on PostgreSQL (tests compare
+# each with the ORM's row).
+@cache
+def _select_by(model: type[Model], field_name: str) -> tuple[str, tuple[str, ...]]:
+    fields = model._meta.concrete_fields
     columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
-    table, pk = connection.ops.quote_name(User._meta.db_table), connection.ops.quote_name(str(User._meta.pk.column))
-    return f"SELECT {columns} FROM {table} WHERE {pk} = %s", tuple(field.attname for field in fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    column = connection.ops.quote_name(str(model._meta.get_field(field_name).column))  # type: ignore[union-attr]
+    return f"SELECT {columns} FROM {table} WHERE {column} = %s", tuple(field.attname for field in fields)
+
+
+def _row_by[M: Model](model: type[M], field_name: str, value: int | str) -> M | None:
+    """The row of ``model`` in the current schema whose unique ``field_name`` is ``value``."""
+    sql, attnames = _select_by(model, field_name)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value])
+        row = cursor.fetchone()
+    return None if row is None else model.from_db(connection.alias, attnames, row)
 
 
 def user_by_id(pk: int) -> User | None:
     """The user with id ``pk`` in the current schema, active or not; None if there is none."""
-    sql, fields = _user_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
-    return None if row is None else User.from_db(connection.alias, fields, row)
+    return _row_by(User, "id", pk)
+
+
+def api_key_by_prefix(prefix: str) -> ApiKey | None:
+    """The API key whose lookup prefix is ``prefix`` in the current schema, usable or not."""
+    return _row_by(ApiKey, "prefix", prefix)
 
 
 def user_count_active() -> int:

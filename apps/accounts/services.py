@@ -563,8 +563,10 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey:
     """The usable key behind ``secret``; InvalidCredentials otherwise. Guesses are locked out per IP."""
     subjects = lockout.api_key_subjects(ip=ip)
     lockout.check(subjects)
+    from apps.accounts.selectors import api_key_by_prefix  # selectors import this module
+
     prefix = secret[len(API_KEY_PREFIX) : len(API_KEY_PREFIX) + API_KEY_LOOKUP_LENGTH]
-    api_key = ApiKey.objects.filter(prefix=prefix).first() if secret.startswith(API_KEY_PREFIX) else None
+    api_key = api_key_by_prefix(prefix) if secret.startswith(API_KEY_PREFIX) else None
     if api_key is None or not hmac.compare_digest(api_key.secret_hash, _api_key_hash(secret)):
         if lockout.record_failure(subjects):
             with transaction.atomic():

@@ -103,3 +103,45 @@ def test_keys_cannot_act_as_a_person(tenant_alpha: TenantFixture) -> None:
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "member_required"
+
+
+class TestKeyLookup:
+    """Every request with a key reads it by one hand-written statement (apps.accounts.selectors.api_key_by_prefix)."""
+
+    def test_the_key_row_is_read_as_the_orm_reads_it(self, tenant_alpha: TenantFixture) -> None:
+        from django.forms.models import model_to_dict
+
+        from apps.accounts.selectors import api_key_by_prefix
+
+        creator = admin_of(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            key, _secret = services.api_key_create(
+                actor=Actor(user=creator), name="read", role=Role.VIEWER, expires_at=timezone.now() + timedelta(days=1)
+            )
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now(), revoked_at=timezone.now())
+            expected = ApiKey.objects.get(pk=key.pk)
+            found = api_key_by_prefix(key.prefix)
+            assert found is not None
+            assert found._state.adding is False
+            assert found._state.db == "default"
+            fields = [field.attname for field in ApiKey._meta.concrete_fields]
+            assert model_to_dict(found, fields=fields) == model_to_dict(expected, fields=fields)
+            for moment in (found.created_at, found.expires_at, found.last_used_at, found.revoked_at):
+                assert moment is not None
+                assert moment.tzinfo is not None
+            assert found.created_by_id == creator.pk
+            assert found.is_usable is False  # revoked
+            assert api_key_by_prefix("no-such-key") is None
+
+    def test_a_key_is_looked_up_in_its_own_tenant_only(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        from apps.accounts.selectors import api_key_by_prefix
+
+        secret = api_key_secret(tenant_alpha, Role.ADMIN)
+        with schema_context(tenant_beta.tenant.schema_name):
+            assert api_key_by_prefix(secret[3:15]) is None
+        refused = tenant_beta.client().get("/api/auth/me", **bearer(secret))
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "not_authenticated"
+        assert tenant_alpha.client().get("/api/auth/me", **bearer(secret)).status_code == 200
