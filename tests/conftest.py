@@ -210,5 +210,16 @@ def api_key_secret(tenant: TenantFixture, role: str, **extra: Any) -> str:
     return str(secret)
 
 
+def assert_read_as_the_orm_reads(found: Any, expected: Any) -> None:
+    """A row built from a hand-written statement (``from_db``) is the ORM's row: fields and state."""
+    from django.forms.models import model_to_dict
+
+    assert found is not None
+    assert found._state.adding is False
+    assert found._state.db == "default"
+    fields = [field.attname for field in type(expected)._meta.concrete_fields]
+    assert model_to_dict(found, fields=fields) == model_to_dict(expected, fields=fields)
+
+
 def bearer(token: str) -> dict[str, Any]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
