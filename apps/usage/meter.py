@@ -24,6 +24,8 @@ Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
 * ``usage:<schema>:d:<YYYYMMDD>``: hash, ``<who>:calls`` and ``<who>:tokens`` of the
   day, where ``<who>`` is a user id or ``k`` for API keys, and ``init``;
 * ``usage:<schema>:storage``: the schema's last measured size in bytes;
+* ``usage:<schema>:lock``: held while the month and day hashes are rebuilt, or while a
+  flush moves calls Redis missed and adds them (``counters_turn``);
 * ``rl:<schema>:<window start>``: requests in the current minute.
 
 When a month or day hash (or the storage value) is missing, because Redis
@@ -41,6 +43,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +141,45 @@ def rate_key(schema: str, window: int) -> str:
 
 def who(user_id: int | None) -> str:
     return str(user_id) if user_id is not None else "k"
+
+
+# How long a rebuild or a flush batch may hold a tenant's counters (the lock then expires, so a
+# killed process cannot block the tenant), and how long the other waits for its turn.
+COUNTERS_LOCK_SECONDS = 30
+COUNTERS_WAIT_SECONDS = 5
+
+
+@contextmanager
+def counters_turn(schema: str) -> Iterator[None]:
+    """A rebuild of the tenant's counters and a flush's catching up of Redis take turns.
+
+    A flush moves the calls Redis missed into usage_stats, commits, then adds them to
+    Redis. A rebuild in between would read them from usage_stats and then get them a
+    second time from the flush. So each holds a Redis lock (redis-py's ``Lock``) per
+    tenant for its whole span. Without Redis there is nothing to rebuild or add to, and
+    after waiting ``COUNTERS_WAIT_SECONDS`` for a holder that is still busy the work
+    goes ahead anyway: the flush's rows must reach usage_stats, and a call must not wait
+    longer for its counters.
+    """
+    lock = redis_client().lock(
+        f"{_prefix(schema)}:lock", timeout=COUNTERS_LOCK_SECONDS, sleep=0.01, blocking_timeout=COUNTERS_WAIT_SECONDS
+    )
+    try:
+        held = bool(lock.acquire())
+    except RedisError:
+        held = False
+    else:
+        if not held:
+            logger.warning("usage counters of %s: went ahead without the lock after %d s", schema,
+                           COUNTERS_WAIT_SECONDS)  # fmt: skip
+    try:
+        yield
+    finally:
+        if held:
+            try:
+                lock.release()
+            except RedisError:  # expired (held too long), or Redis went away: nothing left to release
+                logger.warning("usage counters of %s: the lock was lost before its release", schema)
 
 
 def add_counts(schema: str, day: dt.date, user_id: int | None, *, calls: int, tokens: int) -> None:
@@ -355,15 +398,17 @@ class Meter:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""
         from apps.usage.selectors import counters_from_database
 
-        # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
-        snapshot = counters_from_database(day, mark_counted=True)
-        pairs: list[Any] = []
-        for user_id, (calls, tokens) in snapshot.day.items():
-            pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
-        script("rebuild", _REBUILD_SCRIPT, redis_client())(
-            keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
-            args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS, *pairs],
-        )
+        with counters_turn(self.schema):  # not between a flush's commit and its adding to Redis
+            # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
+            snapshot = counters_from_database(day, mark_counted=True)
+            pairs: list[Any] = []
+            for user_id, (calls, tokens) in snapshot.day.items():
+                pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
+            script("rebuild", _REBUILD_SCRIPT, redis_client())(
+                keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
+                args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS,
+                      *pairs],
+            )  # fmt: skip
         logger.info("usage counters of %s rebuilt from the database for %s", self.schema, day)
 
     def _calls_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:

@@ -19,7 +19,7 @@ from apps.tenants.db import connection
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
-from apps.usage.meter import add_counts, storage_key
+from apps.usage.meter import add_counts, counters_turn, storage_key
 from apps.usage.models import Quota
 from apps.usage.scripts import redis_client
 
@@ -104,12 +104,14 @@ def usage_flush(*, batch: int = 50_000) -> int:
     """
     moved = 0
     while True:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_FLUSH_SQL, {"batch": batch})
-            rows = cursor.fetchall()
+        # A counter rebuild between the commit and the adding would count the missed calls twice.
+        with counters_turn(connection.schema_name):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_FLUSH_SQL, {"batch": batch})
+                rows = cursor.fetchall()
+            _add_missed(rows)
         count = sum(int(r[2]) for r in rows)
         moved += count
-        _add_missed(rows)
         if count < batch:
             return moved
 

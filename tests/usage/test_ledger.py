@@ -175,3 +175,60 @@ def test_redis_lost_after_the_charge_leaves_the_tokens_to_the_flush(
     assert counters(tenant_alpha) == {"calls": 1, "tokens": 0}
     assert flush(tenant_alpha) == 1
     assert counters(tenant_alpha) == {"calls": 1, "tokens": 42}  # added by the flush, once
+
+
+@pytest.fixture
+def committed_usage(tenant_alpha: TenantFixture) -> Iterator[None]:
+    """Ledger rows and usage_stats committed outside the test's transaction, removed again."""
+    forget_counters()
+    yield
+    forget_counters()
+    with psycopg.connect(**direct_dsn(), autocommit=True) as cleanup:
+        for table in ("usage_usageevent", "usage_stats"):
+            cleanup.execute(f'DELETE FROM "{tenant_alpha.tenant.schema_name}".{table}')
+
+
+def test_a_flush_and_a_rebuild_that_overlap_count_a_missed_call_once(
+    tenant_alpha: TenantFixture, committed_usage: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush moves a call Redis missed, then adds it to Redis; a rebuild in between would read it
+    from usage_stats and then get it a second time from the flush. The two take turns per tenant."""
+    from apps.usage import services
+
+    schema, day = tenant_alpha.tenant.schema_name, L.today()
+    with psycopg.connect(**direct_dsn(), autocommit=True) as setup:  # a call made while Redis was unreachable
+        setup.execute(
+            f'INSERT INTO "{schema}".usage_usageevent {ledger._COLUMNS} VALUES {ledger._VALUES}',
+            [None, None, "model", 7, day, False, False],
+        )
+    moved, resume = threading.Event(), threading.Event()
+    add_missed = services._add_missed
+
+    def moved_then_wait(rows: Any) -> None:  # the flush has committed; Redis not yet told
+        moved.set()
+        assert resume.wait(10)
+        add_missed(rows)
+
+    def flush_alpha() -> None:
+        flush(tenant_alpha)
+
+    monkeypatch.setattr(services, "_add_missed", moved_then_wait)
+    flusher = Writer(flush_alpha)
+    flusher.start()
+    assert moved.wait(10)
+    tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+
+    def rebuild() -> None:
+        with schema_context(schema):
+            Meter(tenant=tenant, user_id=None, api_key_id=None).rebuild(day)
+
+    rebuilder = Writer(rebuild)  # Redis lost its counters: the next call rebuilds them
+    rebuilder.start()
+    rebuilder.join(0.5)
+    assert rebuilder.is_alive()  # its turn comes once the flush has told Redis
+    resume.set()
+    flusher.join(10)
+    rebuilder.join(10)
+    assert flusher.error is None
+    assert rebuilder.error is None
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 7}
