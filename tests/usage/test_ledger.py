@@ -225,10 +225,11 @@ def test_a_flush_and_a_rebuild_that_overlap_count_a_missed_call_once(
     rebuilder = Writer(rebuild)  # Redis lost its counters: the next call rebuilds them
     rebuilder.start()
     rebuilder.join(0.5)
-    assert rebuilder.is_alive()  # its turn comes once the flush has told Redis
+    waited = rebuilder.is_alive()  # its turn comes once the flush has told Redis
     resume.set()
     flusher.join(10)
     rebuilder.join(10)
+    assert waited
     assert flusher.error is None
     assert rebuilder.error is None
     assert counters(tenant_alpha) == {"calls": 1, "tokens": 7}
