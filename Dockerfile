@@ -2,7 +2,7 @@
 # HydroNet Cloud production image.
 #
 #   docker build -t hydronet-cloud .
-#   docker run --env-file .env -p 8000:8000 hydronet-cloud                          # web (gunicorn)
+#   docker run --env-file .env -p 8000:8000 hydronet-cloud                          # web (granian)
 #   docker run --env-file .env hydronet-cloud python manage.py migrate_platform     # migrations, once per release
 #   docker run --env-file .env hydronet-cloud celery -A config worker -l INFO        # worker
 #   docker run --env-file .env hydronet-cloud celery -A config beat -l INFO          # scheduler (one only)
@@ -63,5 +63,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# exec, so gunicorn is PID 1 and receives SIGTERM from `docker stop` directly.
-CMD ["sh", "-c", "exec gunicorn config.wsgi --bind 0.0.0.0:8000 --workers ${WEB_CONCURRENCY:-3} --threads ${WEB_THREADS:-16} --worker-class gthread --access-logfile - --timeout 120"]
+# granian with WEB_CONCURRENCY workers (default 3) × WEB_THREADS threads (default 16), and an
+# access log on stdout. deploy.web execs it, so it is PID 1 and gets `docker stop`'s SIGTERM.
+CMD ["python", "-m", "deploy.web", "--bind", "0.0.0.0:8000"]

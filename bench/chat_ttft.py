@@ -4,10 +4,10 @@
     make bench-chat BENCH_ARGS="--relay"             # and the floor: a bare relay, side by side
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/chat_ttft.py --rounds 200
 
-One run starts the offline demo model server and HydroNet under gunicorn (as in
-production: the Dockerfile's 3 gthread workers × 16 threads, or WEB_CONCURRENCY ×
-WEB_THREADS), provisions a tenant in a database of its own, and
-then measures, alternating request by request:
+One run starts the offline demo model server and HydroNet under the production
+web server (``deploy.web``, the Dockerfile's command: granian, 3 workers × 16
+threads, or WEB_CONCURRENCY × WEB_THREADS), provisions a tenant in a database of
+its own, and then measures, alternating request by request:
 
 * direct: ``POST /v1/chat/completions`` with ``stream: true`` to the model server,
   until the first chunk with content;
@@ -18,11 +18,13 @@ then measures, alternating request by request:
 Both send the model server the same request (HydroNet's system prompt and the
 user's message), so the difference is HydroNet's own work.
 
-With ``--relay`` a third mode joins the same rotation: the same two requests to
-``bench/relay_wsgi.py`` under the same gunicorn command, an app that only relays
-the model's stream. What it adds is the floor any streaming proxy pays on the
+With ``--relay`` another mode joins the same rotation: the same two requests to
+``bench/relay_wsgi.py`` under the same command, an app that only relays the
+model's stream. What it adds is the floor any streaming proxy pays on the
 machine (the server, the extra hop, relaying); the report also gives what
-HydroNet adds beyond it. The relay has no target.
+HydroNet adds beyond it. The relay has no target. With ``--gunicorn`` HydroNet
+also runs under gunicorn's gthread workers (the same workers × threads), the
+server before granian, in the same rotation: the two servers side by side.
 
 Each sample reads its stream to the end. Three measurements:
 
@@ -88,6 +90,7 @@ def main() -> int:
                         help="requests per mode on each concurrent stream, after the first")  # fmt: skip
     parser.add_argument("--batches", type=int, default=3, help="bursts per mode (reported, no target)")
     parser.add_argument("--relay", action="store_true", help="also measure a bare relay (bench/relay_wsgi.py)")
+    parser.add_argument("--gunicorn", action="store_true", help="also measure HydroNet under gunicorn gthread")
     args = parser.parse_args()
 
     from bench.scratch import scratch
@@ -99,6 +102,7 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     from demo.testing import run_model_server
+    from deploy import web
 
     with run_model_server(token_delay_ms=20) as model_root:
         os.environ["LLM_BASE_URL"] = f"{model_root}/v1"
@@ -117,13 +121,18 @@ def run(args: argparse.Namespace) -> int:
                "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
                "BASE_DOMAIN": f"localhost:{port}"}  # fmt: skip
         with ExitStack() as servers:
-            servers.enter_context(_gunicorn("config.wsgi", port, env))
-            relay_port = None
+            servers.enter_context(_server(web.argv(bind=f"127.0.0.1:{port}", quiet=True), port, env))
+            others: dict[str, int] = {}
+            if args.gunicorn:
+                others["gunicorn"] = _free_port()
+                servers.enter_context(_server(_gunicorn_argv("config.wsgi", others["gunicorn"]), others["gunicorn"],
+                                              env))  # fmt: skip
             if args.relay:
-                relay_port = _free_port()
-                servers.enter_context(_gunicorn("bench.relay_wsgi", relay_port,
-                                                {**os.environ, "BENCH_SYSTEM_PROMPT": SYSTEM_PROMPT}))  # fmt: skip
-            results = measure(args, model_root, port, token, relay_port)
+                others["relay"] = _free_port()
+                relay = web.argv(bind=f"127.0.0.1:{others['relay']}", app="bench.relay_wsgi:application", quiet=True)
+                servers.enter_context(_server(relay, others["relay"],
+                                              {**os.environ, "BENCH_SYSTEM_PROMPT": SYSTEM_PROMPT}))  # fmt: skip
+            results = measure(args, model_root, port, token, others)
 
     met = True
     print(f"{'streams':<12}{'mode':<10}{'n':>5}{'p50 ms':>10}{'p90 ms':>10}")
@@ -132,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{label:<12}{mode:<10}{len(values):>5}{percentile(values, 50) * 1000:>10.1f}"
                   f"{percentile(values, 90) * 1000:>10.1f}")  # fmt: skip
         added = _added(modes, "hydronet")
+        if "gunicorn" in modes:
+            print(f"  {label}: under gunicorn gthread HydroNet adds {_added(modes, 'gunicorn'):.1f} ms at p50 "
+                  f"(under granian {added:.1f}; no target)")  # fmt: skip
         if "relay" in modes:
             print(f"  {label}: a bare relay adds {_added(modes, 'relay'):.1f} ms at p50 (the floor; no target), "
                   f"HydroNet {added - _added(modes, 'relay'):.1f} ms more")  # fmt: skip
@@ -150,20 +162,24 @@ def _added(modes: dict[str, list[float]], mode: str) -> float:
     return (statistics.median(modes[mode]) - statistics.median(modes["direct"])) * 1000
 
 
-@contextmanager
-def _gunicorn(module: str, port: int, env: dict[str, str]) -> Iterator[None]:
-    """The Dockerfile's command, with its defaults (WEB_CONCURRENCY 3, WEB_THREADS 16) unless set."""
-    log = Path(tempfile.mkstemp(prefix="ttft-gunicorn-", suffix=".log")[1])
-    argv = [sys.executable, "-m", "gunicorn", module, "--bind", f"127.0.0.1:{port}",
+def _gunicorn_argv(module: str, port: int) -> list[str]:
+    """The Dockerfile's command until 2026-11-30: gunicorn gthread, with the same workers × threads."""
+    return [sys.executable, "-m", "gunicorn", module, "--bind", f"127.0.0.1:{port}",
             "--workers", os.environ.get("WEB_CONCURRENCY", "3"), "--threads", os.environ.get("WEB_THREADS", "16"),
             "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
+
+
+@contextmanager
+def _server(argv: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
+    """Run ``argv`` until the context ends, once it answers /healthz on ``port``."""
+    log = Path(tempfile.mkstemp(prefix="ttft-server-", suffix=".log")[1])
     with log.open("wb") as out:
         server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait(port)
         yield
     except BaseException:
-        print(f"gunicorn's log ({module}): {log}", file=sys.stderr)
+        print(f"the server's log ({argv[-1]}): {log}", file=sys.stderr)
         raise
     else:
         log.unlink(missing_ok=True)
@@ -173,13 +189,13 @@ def _gunicorn(module: str, port: int, env: dict[str, str]) -> Iterator[None]:
 
 
 def measure(
-    args: argparse.Namespace, model_root: str, port: int, token: str, relay_port: int | None = None
+    args: argparse.Namespace, model_root: str, port: int, token: str, others: dict[str, int] | None = None
 ) -> dict[str, dict[str, list[float]]]:
     """All modes send the model the same request: our system prompt and one user message.
 
     Each HydroNet sample posts to a new conversation (created untimed), so the
     model server sees no history there either; the relay answers the same two
-    requests.
+    requests. ``others``: more modes (name: port) that answer HydroNet's requests.
     """
     from apps.chat.services import SYSTEM_PROMPT
 
@@ -208,16 +224,15 @@ def measure(
         return sample
 
     modes: dict[str, Callable[[httpx2.Client], float]] = {"direct": direct, "hydronet": through(port)}
-    if relay_port is not None:
-        modes["relay"] = through(relay_port)
+    modes.update((name, through(other)) for name, other in (others or {}).items())
     order = list(modes.items())
 
     def empty() -> dict[str, list[float]]:
         return {mode: [] for mode in modes}
 
     results: dict[str, dict[str, list[float]]] = {}
-    # Idle connections are dropped after 1 s, before gunicorn closes them (its keep-alive is 2 s):
-    # reusing one as gunicorn closes it would fail the request with a reset.
+    # Idle connections are dropped after 1 s, before a server may close them (gunicorn's keep-alive
+    # is 2 s): reusing one as the server closes it would fail the request with a reset.
     limits = httpx2.Limits(max_connections=64, keepalive_expiry=1.0)
     with httpx2.Client(timeout=60, limits=limits) as client:
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
@@ -296,7 +311,7 @@ def _wait(port: int) -> None:
                 return
         except httpx2.HTTPError:
             time.sleep(0.2)
-    raise RuntimeError("gunicorn did not start")
+    raise RuntimeError(f"the server on port {port} did not start")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Metering: one metered endpoint with and without metering, quota and rate limit, side by side.
 
     make bench-metering                              # throwaway PostgreSQL 18 and Redis
-    make bench-metering BENCH_ARGS="--gunicorn"      # the batches through two gunicorn servers
+    make bench-metering BENCH_ARGS="--http"          # the batches through two production web servers
     DATABASE_URL=... REDIS_URL=... .venv/bin/python bench/metering.py --batches 10 --requests 200
 
 One run starts the offline demo model server (no delay between tokens),
@@ -19,9 +19,10 @@ alternate between two variants:
 
 By default HydroNet runs in this process, called through Django's WSGI handler
 as a WSGI server would call it, and the unmetered batches patch ``Meter`` for
-their length. With ``--gunicorn`` the batches go over HTTP to two gunicorn
-servers instead (gthread, as in production): ``config.wsgi`` and
-``bench.unmetered_wsgi``, which applies the same patch at start-up.
+their length. With ``--http`` the batches go over HTTP to two servers instead,
+each started with production's command (``deploy.web``, 2 workers):
+``config.wsgi`` and ``bench.unmetered_wsgi``, which applies the same patch at
+start-up. (Until 2026-11-30 this was ``--gunicorn``, when production ran gunicorn.)
 
 In this process it also sends ``--probe`` requests of each variant one at a
 time, timing ``Meter.charge`` and ``Meter.record``, and counts the Redis round
@@ -73,14 +74,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="threads sending requests (default 8)")
     parser.add_argument("--probe", type=int, default=50, help="requests per variant one at a time (default 50)")
     parser.add_argument("--max-tokens", type=int, default=16, help="max_tokens of each request; 0: the whole answer")
-    parser.add_argument("--gunicorn", action="store_true", help="send the batches to two gunicorn servers")
+    parser.add_argument("--http", action="store_true", help="send the batches to two production web servers")
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
 
     from bench.scratch import scratch
 
-    # The production settings, as gunicorn runs them, but over plain http on loopback.
+    # The production settings, as the web server runs them, but over plain http on loopback.
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.prod"
     os.environ.update(
         SECRET_KEY=secrets.token_urlsafe(50), FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
@@ -339,10 +340,10 @@ def measure(args: argparse.Namespace, client: Client) -> Results:
                 results.one_request[variant] = sent
                 results.requests[variant] += 1
 
-        if not args.gunicorn:
+        if not args.http:
             batches(args, results, pool, in_process, variants)
             return results
-        with gunicorn_servers(args.concurrency) as ports, http_client(args.concurrency) as http:
+        with web_servers(args.concurrency) as ports, http_client(args.concurrency) as http:
             same = dict.fromkeys(variants, _as_is)  # each server is one variant for the whole run
 
             def over_http(variant: str) -> None:
@@ -377,19 +378,18 @@ def batches(
 
 
 @contextmanager
-def gunicorn_servers(threads: int) -> Iterator[dict[str, int]]:
-    """Both variants under gunicorn, as in production (2 gthread workers each); yields their ports."""
+def web_servers(threads: int) -> Iterator[dict[str, int]]:
+    """Both variants under production's web server (2 workers each); yields their ports."""
     from bench.chat_ttft import _free_port, _wait
+    from deploy import web
 
     servers: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
     ports: dict[str, int] = {}
     try:
-        for variant, module in ((METERED, "config.wsgi"), (UNMETERED, "bench.unmetered_wsgi")):
+        for variant, app in ((METERED, "config.wsgi:application"), (UNMETERED, "bench.unmetered_wsgi:application")):
             ports[variant] = _free_port()
             log = Path(tempfile.mkstemp(prefix=f"metering-{variant}-", suffix=".log")[1])
-            argv = [sys.executable, "-m", "gunicorn", module, "--bind", f"127.0.0.1:{ports[variant]}",
-                    "--workers", "2", "--threads", str(threads), "--worker-class", "gthread",
-                    "--log-level", "warning"]  # fmt: skip
+            argv = web.argv(bind=f"127.0.0.1:{ports[variant]}", app=app, workers=2, threads=threads, quiet=True)
             with log.open("wb") as out:
                 servers[variant] = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT), log
         for port in ports.values():
@@ -397,7 +397,7 @@ def gunicorn_servers(threads: int) -> Iterator[dict[str, int]]:
         yield ports
     except BaseException:
         for _server, log in servers.values():
-            print(f"gunicorn's log: {log}", file=sys.stderr)
+            print(f"the server's log: {log}", file=sys.stderr)
         raise
     else:
         for _server, log in servers.values():
@@ -473,7 +473,7 @@ def report(args: argparse.Namespace, results: Results, ledger: int) -> int:
     if ledger != results.requests[METERED]:
         print(f"the ledger has {ledger} rows for {results.requests[METERED]} metered requests")
         return 1
-    served = "two gunicorn servers (2 workers each)" if args.gunicorn else "WSGI in this process"
+    served = "two web servers (2 workers each)" if args.http else "WSGI in this process"
     print(f"POST /v1/chat/completions, {served}; {args.concurrency} threads, {args.batches} batches of "
           f"{args.requests} requests per variant, alternating; {ledger} metered calls in the ledger")  # fmt: skip
     print(f"{'variant':<11}{'req/s median':>13}{'min':>8}{'max':>8}{'1 at a time p50':>17}{'Redis trips':>13}")

@@ -1,6 +1,6 @@
 """The floor for ``bench/chat_ttft.py --relay``: a streaming relay with none of HydroNet's work.
 
-Under the same gunicorn command as HydroNet, it answers the bench's two requests
+Under the same web server command as HydroNet, it answers the bench's two requests
 as HydroNet's API does, but does only what any proxy in front of the model
 server must: it reads the request, sends the model server the same request
 HydroNet sends (httpx, no openai client), and writes each content delta back as
@@ -9,7 +9,7 @@ Django. What it adds to the direct time to first token is what the server, the
 extra hop and the relaying cost on the machine; what HydroNet adds beyond it is
 HydroNet's own work.
 
-Only that benchmark starts it (``gunicorn bench.relay_wsgi``); it reads
+Only that benchmark serves it (``deploy.web``'s command with ``bench.relay_wsgi:application``); it reads
 ``LLM_BASE_URL`` and ``BENCH_SYSTEM_PROMPT`` from the environment.
 """
 

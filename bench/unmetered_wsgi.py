@@ -1,6 +1,6 @@
-"""The unmetered variant of ``bench/metering.py --gunicorn``: production's WSGI application, metering swapped out.
+"""The unmetered variant of ``bench/metering.py --http``: production's WSGI application, metering swapped out.
 
-Only that benchmark starts it (``gunicorn bench.unmetered_wsgi``); nothing else imports it.
+Only that benchmark serves it (``deploy.web``'s command with ``bench.unmetered_wsgi:application``).
 """
 
 from bench.metering import metering_switched_off

@@ -1,4 +1,4 @@
-"""Real processes for tests: a Celery worker and a gunicorn web server on loopback.
+"""Real processes for tests: a Celery worker and the production web server on loopback.
 
 Both run against this session's test database and Redis keys. They only see
 committed data, so tests that use them commit what they need and clean up.
@@ -22,6 +22,8 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from deploy import web
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +78,7 @@ def _free_port() -> int:
 @contextmanager
 def _process(
     argv: list[str], env: dict[str, str], log: Path, *, ready: Callable[[], bool], what: str
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` until the context ends; fail the test if it is not ready within a minute."""
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -86,7 +88,7 @@ def _process(
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the {what} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield
+        yield proc
     finally:
         _stop(proc)
 
@@ -128,6 +130,7 @@ def celery_worker(django_db_setup: object, tmp_path_factory: pytest.TempPathFact
 class WebServer:
     port: int
     log: Path
+    pid: int
 
     def url(self, host: str = "localhost", path: str = "/") -> str:
         return f"http://{host}:{self.port}{path}"
@@ -135,13 +138,12 @@ class WebServer:
 
 @contextmanager
 def serve(tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8) -> Iterator[WebServer]:
-    """gunicorn serving the app on a free loopback port, with BASE_DOMAIN=localhost:<port>,
-    talking to the demo model server, until the context ends."""
+    """The production web server (``deploy.web``) serving the app on a free loopback port, with
+    BASE_DOMAIN=localhost:<port>, talking to the demo model server, until the context ends."""
     port = _free_port()
-    log = tmp / f"gunicorn-{port}.log"
+    log = tmp / f"web-{port}.log"
     env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo")
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers",
-            str(workers), "--threads", str(threads), "--worker-class", "gthread", "--access-logfile", "-"]  # fmt: skip
+    argv = web.argv(bind=f"127.0.0.1:{port}", workers=workers, threads=threads)
 
     def answers() -> bool:
         try:
@@ -150,14 +152,14 @@ def serve(tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    with _process(argv, env, log, ready=answers, what="web server"):
-        yield WebServer(port=port, log=log)
+    with _process(argv, env, log, ready=answers, what="web server") as proc:
+        yield WebServer(port=port, log=log, pid=proc.pid)
 
 
 @pytest.fixture(scope="session")
 def web_server(
     django_db_setup: object, tmp_path_factory: pytest.TempPathFactory, demo_model_url: str
 ) -> Iterator[WebServer]:
-    """The session's gunicorn (2 workers) on a free loopback port."""
+    """The session's web server (2 workers) on a free loopback port."""
     with serve(tmp_path_factory.mktemp("web"), demo_model_url) as server:
         yield server

@@ -123,7 +123,7 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # request waits for a new connection (a persistent one per thread was reopened every
 # CONN_MAX_AGE on the request's own time, ~5 ms). Celery and manage.py, which fork, keep
 # Django's connection per thread. The pool must have a connection for every thread that
-# serves a request (a streamed reply holds one to its end): keep the size >= gunicorn's threads.
+# serves a request (a streamed reply holds one to its end): keep the size >= WEB_THREADS.
 DATABASE_POOL = env.bool("DATABASE_POOL", default=False)
 if DATABASE_POOL:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections

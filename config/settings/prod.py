@@ -1,4 +1,4 @@
-"""Production: gunicorn behind a TLS-terminating proxy."""
+"""Production: granian (deploy/web.py) behind a TLS-terminating proxy."""
 
 from .base import *  # noqa: F403
 from .base import env

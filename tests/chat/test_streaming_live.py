@@ -1,13 +1,15 @@
-"""Streaming through the whole stack (gunicorn, Django, openai, the demo model server) over real HTTP."""
+"""Streaming through the whole stack (the web server, Django, openai, the demo model server) over real HTTP."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
+import psutil
 import pytest
 from django_tenants.utils import schema_context
 
@@ -15,7 +17,7 @@ from apps.accounts.models import User
 from apps.chat.models import Conversation, Message
 from apps.tenants.db import connection
 from tests.conftest import TenantFixture, jwt_pair, make_member
-from tests.processes import WebServer
+from tests.processes import WebServer, serve
 
 
 @pytest.fixture
@@ -108,3 +110,23 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(
         assert partial.content
         assert Message.objects.get(conversation_id=conversation_id, role="user").content == "hi #long"
         connection.set_schema_to_public()
+
+
+def test_a_reply_that_is_streaming_finishes_when_the_server_is_told_to_stop(
+    tmp_path: Path, demo_model_url: str, live_conversation: tuple[int, str]
+) -> None:
+    """A deploy's SIGTERM does not cut a reply that is streaming: the stream runs to its
+    `done` event, then the server exits and takes no more connections."""
+    conversation_id, token = live_conversation
+    with serve(tmp_path, demo_model_url, workers=1, threads=2) as server:
+        seen: list[str] = []
+        with stream(server, conversation_id, token, "hi #long") as response:
+            for kind, _data in events(response):
+                seen.append(kind)
+                if seen.count("token") == 1 and kind == "token":
+                    psutil.Process(server.pid).terminate()
+        assert seen[-1] == "done"
+        assert seen.count("token") >= 200
+        psutil.Process(server.pid).wait(40)
+        with pytest.raises(httpx2.ConnectError):
+            httpx2.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)

@@ -1,0 +1,101 @@
+"""The production web server's command (deploy/web.py): its sizing, its faults, and a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deploy import web
+from deploy.devstack import ROOT
+from tests.processes import _free_port, _stop, child_env
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+class TestCommand:
+    def test_sizes_come_from_the_environment(self) -> None:
+        argv = web.argv(bind="127.0.0.1:9000", environ={"WEB_CONCURRENCY": "5", "WEB_THREADS": "8"})
+        assert argv[:3] == [sys.executable, "-m", "granian"]
+        assert option(argv, "--interface") == "wsgi"
+        assert (option(argv, "--host"), option(argv, "--port")) == ("127.0.0.1", "9000")
+        assert (option(argv, "--workers"), option(argv, "--blocking-threads")) == ("5", "8")
+        assert argv[-1] == "config.wsgi:application"
+
+    def test_defaults_and_explicit_sizes(self) -> None:
+        argv = web.argv(environ={})
+        assert (option(argv, "--host"), option(argv, "--port")) == ("0.0.0.0", "8000")  # noqa: S104 (a container)
+        assert (option(argv, "--workers"), option(argv, "--blocking-threads")) == ("3", "16")
+        argv = web.argv(workers=2, threads=4, environ={"WEB_CONCURRENCY": "9", "WEB_THREADS": "9"})
+        assert (option(argv, "--workers"), option(argv, "--blocking-threads")) == ("2", "4")
+
+    @pytest.mark.parametrize(
+        ("environ", "bind", "message"),
+        [
+            ({"WEB_CONCURRENCY": "three"}, "0.0.0.0:8000", "WEB_CONCURRENCY must be a whole number"),
+            ({"WEB_THREADS": "0"}, "0.0.0.0:8000", "WEB_THREADS must be at least 1"),
+            ({"WEB_CONCURRENCY": "-2"}, "0.0.0.0:8000", "WEB_CONCURRENCY must be at least 1"),
+            ({}, "8000", "bind must be host:port"),
+            ({}, "localhost:http", "bind must be host:port"),
+        ],
+    )
+    def test_bad_settings_are_refused_by_name(self, environ: dict[str, str], bind: str, message: str) -> None:
+        with pytest.raises(web.ConfigError, match=message):
+            web.argv(bind=bind, environ=environ)
+
+    def test_the_module_refuses_a_bad_setting_with_one_line_and_starts_nothing(self) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "deploy.web", "--bind", f"127.0.0.1:{_free_port()}"],
+            cwd=ROOT, env={**child_env(), "WEB_CONCURRENCY": "many"}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1] == "deploy.web: WEB_CONCURRENCY must be a whole number, not 'many'"
+
+
+@pytest.mark.django_db
+def test_the_module_becomes_the_server_keeps_its_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`python -m deploy.web` execs granian (same PID, as PID 1 in the container), runs
+    WEB_CONCURRENCY workers, replaces one that dies, and exits on SIGTERM."""
+    port = _free_port()
+    log = tmp_path / "web.log"
+    env = {**child_env(BASE_DOMAIN=f"localhost:{port}"), "WEB_CONCURRENCY": "2", "WEB_THREADS": "2"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.web", "--bind", f"127.0.0.1:{port}"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        server = psutil.Process(proc.pid)
+        assert "granian" in " ".join(server.cmdline())
+        workers = server.children()
+        assert len(workers) == 2
+        workers[0].kill()  # a worker that dies (the OOM killer, a crash) is replaced
+        workers[0].wait(10)
+        deadline = time.monotonic() + 30
+        while {w.pid for w in server.children()} in ({workers[1].pid}, {w.pid for w in workers}):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(server.children()) == 2
+        for _ in range(4):  # whichever worker takes the connection answers
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                assert response.status == 200
+        proc.terminate()
+        assert proc.wait(40) == 0
+    finally:
+        _stop(proc)
