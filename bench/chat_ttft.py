@@ -188,14 +188,38 @@ def _server(argv: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
         server.wait(15)
 
 
+class _Conversations:
+    """New conversations for HydroNet's samples, created before each measurement (untimed)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.unused: dict[int, list[int]] = {}  # server port: conversations not posted to yet
+
+    def create(self, client: httpx2.Client, count: int) -> None:
+        """``count`` new conversations on each server, for the measurement that follows."""
+
+        def one(port: int) -> int:
+            url = f"http://127.0.0.1:{port}/api/conversations"
+            return int(client.post(url, json={}, headers=self.headers).json()["id"])
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for port in self.unused:
+                self.unused[port] = list(pool.map(lambda _n, port=port: one(port), range(count)))
+
+    def take(self, port: int) -> int:
+        return self.unused[port].pop()  # list.pop is atomic: the streams' threads share the list
+
+
 def measure(
     args: argparse.Namespace, model_root: str, port: int, token: str, others: dict[str, int] | None = None
 ) -> dict[str, dict[str, list[float]]]:
     """All modes send the model the same request: our system prompt and one user message.
 
-    Each HydroNet sample posts to a new conversation (created untimed), so the
-    model server sees no history there either; the relay answers the same two
-    requests. ``others``: more modes (name: port) that answer HydroNet's requests.
+    Each HydroNet sample posts to a new conversation, so the model server sees
+    no history there either. The conversations are created before each
+    measurement starts (untimed), so that its streams are all that loads the
+    servers while it runs. The relay answers the same requests. ``others``: more
+    modes (name: port) that answer HydroNet's requests.
     """
     from apps.chat.services import SYSTEM_PROMPT
 
@@ -212,16 +236,19 @@ def measure(
     def direct(client: httpx2.Client) -> float:
         return ttft(client, direct_url, direct_body, direct_headers, b'"delta": {"content": "')
 
+    headers = {"Host": f"bench.localhost:{port}", "Authorization": f"Bearer {token}"}
+    conversations = _Conversations(headers)
+
     def through(server_port: int) -> Callable[[httpx2.Client], float]:
-        headers = {"Host": f"bench.localhost:{port}", "Authorization": f"Bearer {token}"}
-        base = f"http://127.0.0.1:{server_port}/api/conversations"
+        conversations.unused[server_port] = []
 
         def sample(client: httpx2.Client) -> float:
-            conversation = client.post(base, json={}, headers=headers).json()["id"]
-            url = f"{base}/{conversation}/messages"
+            url = f"http://127.0.0.1:{server_port}/api/conversations/{conversations.take(server_port)}/messages"
             return ttft(client, url, {"content": question, "stream": True}, headers, b"event: token")
 
         return sample
+
+    prepare = conversations.create
 
     modes: dict[str, Callable[[httpx2.Client], float]] = {"direct": direct, "hydronet": through(port)}
     modes.update((name, through(other)) for name, other in (others or {}).items())
@@ -235,8 +262,10 @@ def measure(
     # is 2 s): reusing one as the server closes it would fail the request with a reset.
     limits = httpx2.Limits(max_connections=64, keepalive_expiry=1.0)
     with httpx2.Client(timeout=60, limits=limits) as client:
+        prepare(client, args.concurrency)
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
             list(pool.map(lambda _n: [fn(client) for fn in modes.values()], range(args.concurrency)))
+        prepare(client, args.rounds)
         one = empty()
         for _ in range(args.rounds):
             for mode, fn in order:
@@ -255,6 +284,7 @@ def measure(
                         samples[mode].append(elapsed)
             return samples
 
+        prepare(client, args.concurrency * (args.stream_rounds + 1))
         steady = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for samples in pool.map(stream_after_stream, range(args.concurrency)):
@@ -262,6 +292,7 @@ def measure(
                     steady[mode] += values
         results[str(args.concurrency)] = steady
 
+        prepare(client, args.batches * args.concurrency)
         burst = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for _ in range(args.batches):
