@@ -248,8 +248,6 @@ def measure(
 
         return sample
 
-    prepare = conversations.create
-
     modes: dict[str, Callable[[httpx2.Client], float]] = {"direct": direct, "hydronet": through(port)}
     modes.update((name, through(other)) for name, other in (others or {}).items())
     order = list(modes.items())
@@ -262,10 +260,10 @@ def measure(
     # is 2 s): reusing one as the server closes it would fail the request with a reset.
     limits = httpx2.Limits(max_connections=64, keepalive_expiry=1.0)
     with httpx2.Client(timeout=60, limits=limits) as client:
-        prepare(client, args.concurrency)
+        conversations.create(client, args.concurrency)
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:  # warm every worker and pool
             list(pool.map(lambda _n: [fn(client) for fn in modes.values()], range(args.concurrency)))
-        prepare(client, args.rounds)
+        conversations.create(client, args.rounds)
         one = empty()
         for _ in range(args.rounds):
             for mode, fn in order:
@@ -284,7 +282,7 @@ def measure(
                         samples[mode].append(elapsed)
             return samples
 
-        prepare(client, args.concurrency * (args.stream_rounds + 1))
+        conversations.create(client, args.concurrency * (args.stream_rounds + 1))
         steady = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for samples in pool.map(stream_after_stream, range(args.concurrency)):
@@ -292,7 +290,7 @@ def measure(
                     steady[mode] += values
         results[str(args.concurrency)] = steady
 
-        prepare(client, args.batches * args.concurrency)
+        conversations.create(client, args.batches * args.concurrency)
         burst = empty()
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             for _ in range(args.batches):

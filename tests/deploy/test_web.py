@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -60,6 +62,27 @@ class TestCommand:
         assert done.stderr.strip().splitlines()[-1] == "deploy.web: WEB_CONCURRENCY must be a whole number, not 'many'"
 
 
+def healthz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return None
+
+
+def started(log: Path) -> int:
+    """How many worker processes granian has started serving, respawned ones included."""
+    return len(re.findall(r"Started worker-\d+ runtime-", log.read_text()))
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.django_db
 def test_the_module_becomes_the_server_keeps_its_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`python -m deploy.web` execs granian (same PID, as PID 1 in the container), runs
@@ -71,30 +94,19 @@ def test_the_module_becomes_the_server_keeps_its_workers_and_stops_on_sigterm(tm
         proc = subprocess.Popen([sys.executable, "-m", "deploy.web", "--bind", f"127.0.0.1:{port}"], cwd=ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
+        # Each worker loads the app on its own, then granian logs its runtime as started.
+        wait_for(lambda: started(log) == 2 and healthz(port) == 200, proc, log)
         server = psutil.Process(proc.pid)
         assert "granian" in " ".join(server.cmdline())
         workers = server.children()
         assert len(workers) == 2
         workers[0].kill()  # a worker that dies (the OOM killer, a crash) is replaced
-        workers[0].wait(10)
-        deadline = time.monotonic() + 30
-        while {w.pid for w in server.children()} in ({workers[1].pid}, {w.pid for w in workers}):
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_for(lambda: started(log) == 3, proc, log)
         assert len(server.children()) == 2
+        assert workers[1] in server.children()
+        assert workers[0] not in server.children()
         for _ in range(4):  # whichever worker takes the connection answers
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-                assert response.status == 200
+            assert healthz(port) == 200
         proc.terminate()
         assert proc.wait(40) == 0
     finally:
