@@ -97,7 +97,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(15)
+            # Longer than the web server gives its workers to stop: killed before them, it would
+            # leave them running.
+            proc.wait(web.GRACEFUL_SECONDS + 15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
