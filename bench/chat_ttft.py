@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             others: dict[str, int] = {}
             if args.gunicorn:
                 others["gunicorn"] = _free_port()
-                servers.enter_context(_server(_gunicorn_argv("config.wsgi", others["gunicorn"]), others["gunicorn"],
+                servers.enter_context(_server(_gunicorn_argv(others["gunicorn"]), others["gunicorn"],
                                               env))  # fmt: skip
             if args.relay:
                 others["relay"] = _free_port()
@@ -162,9 +162,9 @@ def _added(modes: dict[str, list[float]], mode: str) -> float:
     return (statistics.median(modes[mode]) - statistics.median(modes["direct"])) * 1000
 
 
-def _gunicorn_argv(module: str, port: int) -> list[str]:
+def _gunicorn_argv(port: int) -> list[str]:
     """The Dockerfile's command until 2026-11-30: gunicorn gthread, with the same workers × threads."""
-    return [sys.executable, "-m", "gunicorn", module, "--bind", f"127.0.0.1:{port}",
+    return [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}",
             "--workers", os.environ.get("WEB_CONCURRENCY", "3"), "--threads", os.environ.get("WEB_THREADS", "16"),
             "--worker-class", "gthread", "--log-level", "warning"]  # fmt: skip
 

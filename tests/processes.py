@@ -83,14 +83,28 @@ def _process(
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while not ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the {what} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until(ready, proc, log, what=f"the {what} to start")
         yield proc
     finally:
         _stop(proc)
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, *, what: str) -> None:
+    """Poll ``condition`` for up to a minute; fail the test with ``proc``'s log if it exits or time runs out."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"waited in vain for {what}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def answers(port: int, path: str = "/readyz") -> bool:
+    """Whether the web server on ``port`` answers ``path`` with 200 (for any of its workers)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -147,14 +161,7 @@ def serve(tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8)
     env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo")
     argv = web.argv(bind=f"127.0.0.1:{port}", workers=workers, threads=threads)
 
-    def answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    with _process(argv, env, log, ready=answers, what="web server") as proc:
+    with _process(argv, env, log, ready=lambda: answers(port), what="web server") as proc:
         yield WebServer(port=port, log=log, pid=proc.pid)
 
 

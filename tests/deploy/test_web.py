@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -15,7 +12,7 @@ import pytest
 
 from deploy import web
 from deploy.devstack import ROOT
-from tests.processes import _free_port, _stop, child_env
+from tests.processes import _free_port, _process, answers, child_env, wait_until
 
 
 def option(argv: list[str], name: str) -> str:
@@ -62,25 +59,9 @@ class TestCommand:
         assert done.stderr.strip().splitlines()[-1] == "deploy.web: WEB_CONCURRENCY must be a whole number, not 'many'"
 
 
-def healthz(port: int) -> int | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return int(response.status)
-    except OSError:
-        return None
-
-
 def started(log: Path) -> int:
     """How many worker processes granian has started serving, respawned ones included."""
     return len(re.findall(r"Started worker-\d+ runtime-", log.read_text()))
-
-
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
 
 
 @pytest.mark.django_db
@@ -90,24 +71,22 @@ def test_the_module_becomes_the_server_keeps_its_workers_and_stops_on_sigterm(tm
     port = _free_port()
     log = tmp_path / "web.log"
     env = {**child_env(BASE_DOMAIN=f"localhost:{port}"), "WEB_CONCURRENCY": "2", "WEB_THREADS": "2"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "deploy.web", "--bind", f"127.0.0.1:{port}"], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        # Each worker loads the app on its own, then granian logs its runtime as started.
-        wait_for(lambda: started(log) == 2 and healthz(port) == 200, proc, log)
+    argv = [sys.executable, "-m", "deploy.web", "--bind", f"127.0.0.1:{port}"]
+
+    def ready() -> bool:  # each worker loads the app on its own, then granian logs its runtime as started
+        return started(log) == 2 and answers(port, "/healthz")
+
+    with _process(argv, env, log, ready=ready, what="web server") as proc:
         server = psutil.Process(proc.pid)
         assert "granian" in " ".join(server.cmdline())
         workers = server.children()
         assert len(workers) == 2
         workers[0].kill()  # a worker that dies (the OOM killer, a crash) is replaced
-        wait_for(lambda: started(log) == 3, proc, log)
+        wait_until(lambda: started(log) == 3, proc, log, what="the worker's replacement")
         assert len(server.children()) == 2
         assert workers[1] in server.children()
         assert workers[0] not in server.children()
         for _ in range(4):  # whichever worker takes the connection answers
-            assert healthz(port) == 200
+            assert answers(port, "/healthz")
         proc.terminate()
         assert proc.wait(40) == 0
-    finally:
-        _stop(proc)
