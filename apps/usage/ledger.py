@@ -1,13 +1,11 @@
-"""The ledger rows of AI calls, with their tokens added to Redis: written together when calls end together.
+"""The ledger rows of AI calls: written together when calls end together.
 
 Every AI call leaves one ``UsageEvent`` row in its tenant's schema before its
-response goes out, and its tokens are added to the live counters in Redis
-(``apps.usage.meter``). Done one call at a time that is an ``INSERT`` and a Redis
-script call per call. Here the calls that end while another call's rows are being
-written wait, and the next of them to go writes all of theirs at once (group
-commit, as PostgreSQL does with its WAL): one script call with the tokens summed
-per counter, and one statement with a multi-row ``INSERT`` per schema. A call alone
-writes its own row at once, as before; under load each row costs a fraction of a
+response goes out. Done one call at a time that is an ``INSERT`` per call. Here
+the calls that end while another call's rows are being written wait, and the
+next of them to go writes all of theirs at once (group commit, as PostgreSQL
+does with its WAL): one statement with a multi-row ``INSERT`` per schema. A call
+alone writes its own row at once; under load each row costs a fraction of a
 round trip, and a call that writes other tenants' rows waits for one round trip
 more at most.
 
@@ -16,6 +14,13 @@ exact. The rows name their schema in the statement, so the call that writes a
 batch does not depend on its connection's search path. A caller inside a
 transaction (``atomic``) writes its own row there instead, so that the row
 commits or rolls back with that transaction.
+
+A call's tokens reach the live counters in Redis with the next flush
+(``apps.usage.services.usage_flush``, every minute), not with the call: the row
+is written with ``counted_tokens`` false. Nothing is checked against tokens
+before a call (no quota, alert or rate counts them) and everything that shows
+them reads PostgreSQL, so adding them one call at a time would cost every AI
+call a Redis round trip that no reader waits for (docs/benchmarks.md, metering).
 """
 
 from __future__ import annotations
@@ -23,25 +28,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from redis.exceptions import RedisError
-
-from apps.usage.scripts import add_to_counters
 
 logger = logging.getLogger(__name__)
 
 _COLUMNS = "(user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_tokens, created_at)"
-_VALUES = "(%s, %s, %s, 1, %s, %s, %s, %s, now())"
+# counted_tokens false: the flush adds the tokens to Redis (see above).
+_VALUES = "(%s, %s, %s, 1, %s, %s, %s, false, now())"
 
 
 @dataclass(eq=False)
 class Row:
-    """One AI call's ledger row, with the Redis counters its tokens go to."""
+    """One AI call's ledger row."""
 
     schema: str
     user_id: int | None
@@ -50,16 +53,8 @@ class Row:
     tokens: int
     day: dt.date
     counted_calls: bool  # False: Redis did not count the call (the flush will)
-    month_key: str
-    day_key: str
-    who: str  # the day counter's "<user id>" or "k" (API keys)
-    # Whether the tokens reached Redis (False: the flush adds them); set by the write.
-    counted_tokens: bool = field(init=False)
     done: bool = False
     error: BaseException | None = None
-
-    def __post_init__(self) -> None:
-        self.counted_tokens = self.counted_calls
 
 
 class LedgerWriteError(Exception):
@@ -107,7 +102,7 @@ _group = _GroupCommit()
 
 
 def write(row: Row) -> None:
-    """Add the row's tokens to Redis and commit the row; return once it is committed."""
+    """Commit the row; return once it is committed."""
     if connection.in_atomic_block:
         write_rows([row])
         if row.error is not None:
@@ -117,14 +112,13 @@ def write(row: Row) -> None:
 
 
 def write_rows(rows: list[Row]) -> None:
-    """Write ``rows`` on this thread's connection: one Redis script call and one statement.
+    """Write ``rows`` on this thread's connection, in one statement.
 
     Rows of several tenants go in one statement (an ``INSERT`` per schema, each a
     ``WITH`` clause), so a call that writes other tenants' rows waits for one round
     trip, not one per tenant. If it fails, each schema is tried alone: a schema whose
     ``INSERT`` fails sets ``error`` on its rows, and the others are written.
     """
-    _add_tokens([row for row in rows if row.counted_calls and row.tokens])
     inserts: list[tuple[str, list[Any], list[Row]]] = []
     db = connections[DEFAULT_DB_ALIAS]  # once: each attribute of django.db.connection looks it up again
     by_schema: dict[str, list[Row]] = defaultdict(list)
@@ -133,8 +127,7 @@ def write_rows(rows: list[Row]) -> None:
     for schema, batch in by_schema.items():
         params: list[Any] = []
         for row in batch:
-            params += [row.user_id, row.api_key_id, row.kind, row.tokens, row.day, row.counted_calls,
-                       row.counted_tokens]  # fmt: skip
+            params += [row.user_id, row.api_key_id, row.kind, row.tokens, row.day, row.counted_calls]
         table = f"{db.ops.quote_name(schema)}.usage_usageevent"
         inserts.append((f"INSERT INTO {table} {_COLUMNS} VALUES {', '.join([_VALUES] * len(batch))}", params, batch))
     db.ensure_connection()
@@ -154,18 +147,3 @@ def write_rows(rows: list[Row]) -> None:
             except Exception as exc:  # handed to each row's caller
                 for row in batch:
                     row.error = exc
-
-
-def _add_tokens(rows: list[Row]) -> None:
-    """One script call: each counter gets the sum of its rows' tokens."""
-    if not rows:
-        return
-    sums: Counter[tuple[str, str, str]] = Counter()
-    for row in rows:
-        sums[row.month_key, row.day_key, row.who] += row.tokens
-    try:
-        add_to_counters({group: (0, tokens) for group, tokens in sums.items()})
-    except RedisError:
-        logger.warning("usage tokens of %d call(s) not added to Redis; the flush will add them", len(rows))
-        for row in rows:
-            row.counted_tokens = False

@@ -1,17 +1,17 @@
 """Live counters in Redis: the tenant's rate limit, its monthly calls and tokens, and the quota check.
 
-One request costs at most two Redis round trips:
+One request costs at most one Redis round trip:
 
-1. ``charge`` runs one Lua script that counts the request against the tenant's
+``charge`` runs one Lua script that counts the request against the tenant's
    per-minute rate, checks the monthly call quota and storage, and takes one
    call, atomically. With Q calls left and K concurrent requests, across any
    number of processes, exactly min(K, Q) get through: Redis runs scripts one
    at a time. The script can also read one more key the call needs
    (``also_get``: a chat turn's AI setup), so that read costs no round trip of
-   its own.
-2. ``record`` adds the call's tokens (a second script) and writes the call to the
-   ledger (``UsageEvent``) in PostgreSQL; calls that end together share both
-   (``apps.usage.ledger``).
+   its own. ``record`` then writes the call, with its tokens, to the ledger
+   (``UsageEvent``) in PostgreSQL; calls that end together share the ``INSERT``
+   (``apps.usage.ledger``). The tokens reach the month and day hashes with the
+   minute's flush, as nothing is checked against them.
 
 The rate limit is django-ratelimit's fixed window (a counter per tenant per
 minute that expires with its window), but counted inside the same script as the
@@ -20,7 +20,8 @@ two (``add`` then ``incr``) before the quota check could even start.
 
 Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
 
-* ``usage:<schema>:m:<YYYYMM>``: hash, ``calls`` and ``tokens`` of the month;
+* ``usage:<schema>:m:<YYYYMM>``: hash, ``calls`` and ``tokens`` of the month (tokens
+  as of the last flush);
 * ``usage:<schema>:d:<YYYYMMDD>``: hash, ``<who>:calls`` and ``<who>:tokens`` of the
   day, where ``<who>`` is a user id or ``k`` for API keys, and ``init``;
 * ``usage:<schema>:storage``: the schema's last measured size in bytes;
@@ -310,11 +311,11 @@ class Meter:
             self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, ticket.day)
 
     def record(self, ticket: Ticket, tokens: int = 0) -> None:
-        """The call happened: add its tokens to the live counters, and write it to the ledger.
+        """The call happened: write it, with its tokens, to the ledger.
 
         Returns once the ledger row is committed. Calls that end at the same time share
-        one script call and one ``INSERT`` (``apps.usage.ledger``); the ledger row is the
-        only database work metering adds to a request (docs/benchmarks.md).
+        one ``INSERT`` (``apps.usage.ledger``); the ledger row is the only database work
+        metering adds to a request, and the tokens reach Redis with the next flush.
         """
         if ticket.done:
             return
@@ -323,8 +324,6 @@ class Meter:
             ledger.Row(
                 schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
                 tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
-                month_key=month_key(self.schema, ticket.day), day_key=day_key(self.schema, ticket.day),
-                who=who(self.user_id),
             )
         )  # fmt: skip
 

@@ -40,7 +40,8 @@ class UsageEvent(models.Model):
     tokens = models.PositiveBigIntegerField(default=0)
     # The day (UTC) the call counts on; its month is the billing period.
     day = models.DateField()
-    # False when Redis could not be reached to count the call (or its tokens): the flush adds them there.
+    # counted_calls is false when Redis could not be reached to count the call; counted_tokens is false
+    # until the flush (or a rebuild) adds the tokens there, as the ledger writes them (apps.usage.ledger).
     counted_calls = models.BooleanField(default=True)
     counted_tokens = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -19,9 +19,9 @@ from apps.tenants.db import connection
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
-from apps.usage.meter import add_counts, counters_turn, storage_key
+from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
 from apps.usage.models import Quota
-from apps.usage.scripts import redis_client
+from apps.usage.scripts import add_to_counters, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,10 @@ SELECT user_id, day, COUNT(*),
 def usage_flush(*, batch: int = 50_000) -> int:
     """Persist the current tenant's unflushed calls into usage_stats; return how many calls moved.
 
-    Calls that Redis missed (it was unreachable) are added to its counters after
-    the commit, so the live quota catches up with them.
+    After the commit the calls' tokens are added to the live counters in Redis
+    (calls reach them with the call, tokens only here: ``apps.usage.ledger``), and
+    so are calls Redis missed while it was unreachable, so the live quota catches
+    up with them. One script call per batch.
     """
     moved = 0
     while True:
@@ -117,15 +119,19 @@ def usage_flush(*, batch: int = 50_000) -> int:
 
 
 def _add_missed(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
-    missed = [(user_id, day, int(calls), int(tokens)) for user_id, day, _n, calls, tokens in rows if calls or tokens]
+    """Add what Redis has not counted yet (every call's tokens, and calls made while it was unreachable)."""
+    schema = connection.schema_name
+    missed = {
+        (month_key(schema, day), day_key(schema, day), who(user_id)): (int(calls), int(tokens))
+        for user_id, day, _n, calls, tokens in rows
+        if calls or tokens
+    }
     if not missed:
         return
-    schema = connection.schema_name
     try:
-        for user_id, day, calls, tokens in missed:
-            add_counts(schema, day, user_id, calls=calls, tokens=tokens)
+        add_to_counters(missed)  # one round trip for the whole batch
     except RedisError:
-        logger.warning("calls Redis missed for %s are still missing there; its next rebuild restores them", schema)
+        logger.warning("usage Redis missed for %s is still missing there; its next rebuild restores it", schema)
 
 
 # --- Storage ---------------------------------------------------------------------------

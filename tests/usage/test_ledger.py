@@ -22,7 +22,7 @@ from django_tenants.utils import schema_context
 from apps.tenants.models import Tenant
 from apps.usage import ledger
 from apps.usage import limits as L
-from apps.usage.meter import Meter, day_key, month_key
+from apps.usage.meter import Meter, day_key
 from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture
 from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters
@@ -34,7 +34,6 @@ def row(schema: str, tokens: int, *, user_id: int | None = 7) -> ledger.Row:
     day = L.today()
     return ledger.Row(
         schema=schema, user_id=user_id, api_key_id=None, kind="model", tokens=tokens, day=day, counted_calls=True,
-        month_key=month_key(schema, day), day_key=day_key(schema, day), who=str(user_id or "k"),
     )  # fmt: skip
 
 
@@ -79,19 +78,10 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
-def live_counters(schema: str) -> None:
-    """The month and day hashes as the charge script leaves them (tokens go only to hashes that exist)."""
-    redis = get_redis_connection("default")
-    day = L.today()
-    redis.hset(month_key(schema, day), mapping={"calls": 0, "tokens": 0})
-    redis.hset(day_key(schema, day), "init", 1)
-
-
 def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
     tenant_alpha: TenantFixture, committed_rows: None
 ) -> None:
     schema = tenant_alpha.tenant.schema_name
-    live_counters(schema)
     with psycopg.connect(**direct_dsn()) as lock, psycopg.connect(**direct_dsn(), autocommit=True) as watch:
         # Holds the first writer inside its INSERT while four more calls end.
         lock.execute(f'LOCK TABLE "{schema}".usage_usageevent IN SHARE MODE')
@@ -122,9 +112,6 @@ def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
     assert sorted(tokens for tokens, _at in rows) == [1, 2, 3, 4]
     created = dict(rows)
     assert created[2] == created[3] == created[4] != created[1]  # one statement (one now()) for the three
-    assert counters(tenant_alpha)["tokens"] == 10
-    day = get_redis_connection("default").hgetall(day_key(schema, L.today()))
-    assert int(day[b"7:tokens"]) == 10
 
 
 def test_a_batch_writes_each_tenant_in_its_own_schema_in_one_statement(
@@ -160,7 +147,25 @@ def test_inside_a_transaction_the_row_commits_or_rolls_back_with_it(tenant_alpha
         assert list(UsageEvent.objects.values_list("tokens", flat=True)) == [11]
 
 
-def test_redis_lost_after_the_charge_leaves_the_tokens_to_the_flush(
+def test_a_calls_tokens_reach_redis_with_the_flush_once(tenant_alpha: TenantFixture, fresh_counters: None) -> None:
+    """The call counts in Redis as it is charged; its tokens are in the ledger at once and reach Redis's month
+    and day counters with the next flush, exactly once (a second flush finds nothing to add)."""
+    meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=7, api_key_id=None)
+    schema = tenant_alpha.tenant.schema_name
+    with schema_context(schema):
+        ticket = meter.charge()
+        meter.record(ticket, 42)
+        (event,) = UsageEvent.objects.all()
+    assert (event.counted_calls, event.counted_tokens, event.tokens) == (True, False, 42)
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 0}
+    assert flush(tenant_alpha) == 1
+    assert flush(tenant_alpha) == 0
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 42}
+    day = get_redis_connection("default").hgetall(day_key(schema, L.today()))
+    assert (int(day[b"7:calls"]), int(day[b"7:tokens"])) == (1, 42)
+
+
+def test_redis_lost_after_the_charge_still_records_the_call(
     tenant_alpha: TenantFixture, settings: Any, fresh_counters: None
 ) -> None:
     meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None)
@@ -168,13 +173,12 @@ def test_redis_lost_after_the_charge_leaves_the_tokens_to_the_flush(
         ticket = meter.charge()  # counted in Redis
         caches = settings.CACHES
         dead_redis(settings)
-        meter.record(ticket, 42)  # the tokens cannot reach Redis
+        meter.record(ticket, 42)  # needs only PostgreSQL
         settings.CACHES = caches
         (event,) = UsageEvent.objects.all()
     assert (event.counted_calls, event.counted_tokens, event.tokens) == (True, False, 42)
-    assert counters(tenant_alpha) == {"calls": 1, "tokens": 0}
     assert flush(tenant_alpha) == 1
-    assert counters(tenant_alpha) == {"calls": 1, "tokens": 42}  # added by the flush, once
+    assert counters(tenant_alpha) == {"calls": 1, "tokens": 42}  # the call once, its tokens by the flush
 
 
 @pytest.fixture
@@ -199,7 +203,7 @@ def test_a_flush_and_a_rebuild_that_overlap_count_a_missed_call_once(
     with psycopg.connect(**direct_dsn(), autocommit=True) as setup:  # a call made while Redis was unreachable
         setup.execute(
             f'INSERT INTO "{schema}".usage_usageevent {ledger._COLUMNS} VALUES {ledger._VALUES}',
-            [None, None, "model", 7, day, False, False],
+            [None, None, "model", 7, day, False],
         )
     moved, resume = threading.Event(), threading.Event()
     add_missed = services._add_missed
