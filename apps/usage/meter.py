@@ -1,17 +1,15 @@
 """Live counters in Redis: the tenant's rate limit, its monthly calls and tokens, and the quota check.
 
-One request costs at most one Redis round trip:
-
-``charge`` runs one Lua script that counts the request against the tenant's
-   per-minute rate, checks the monthly call quota and storage, and takes one
-   call, atomically. With Q calls left and K concurrent requests, across any
-   number of processes, exactly min(K, Q) get through: Redis runs scripts one
-   at a time. The script can also read one more key the call needs
-   (``also_get``: a chat turn's AI setup), so that read costs no round trip of
-   its own. ``record`` then writes the call, with its tokens, to the ledger
-   (``UsageEvent``) in PostgreSQL; calls that end together share the ``INSERT``
-   (``apps.usage.ledger``). The tokens reach the month and day hashes with the
-   minute's flush, as nothing is checked against them.
+Each AI call costs one Redis round trip: ``charge`` runs one Lua script that
+counts the request against the tenant's per-minute rate, checks the monthly call
+quota and storage, and takes one call, atomically. With Q calls left and K
+concurrent requests, across any number of processes, exactly min(K, Q) get
+through: Redis runs scripts one at a time. The script can also read one more key
+the call needs (``also_get``: a chat turn's AI setup), so that read costs no round
+trip of its own. ``record`` then writes the call, with its tokens, to the ledger
+(``UsageEvent``) in PostgreSQL; calls that end together share the ``INSERT``
+(``apps.usage.ledger``). The tokens reach the month and day hashes with the
+minute's flush, as nothing is checked against them.
 
 The rate limit is django-ratelimit's fixed window (a counter per tenant per
 minute that expires with its window), but counted inside the same script as the
