@@ -88,28 +88,30 @@ def storage_used(tenant: Tenant) -> int:
     return counters_from_database(L.today()).storage_bytes
 
 
-def month_usage(tenant: Tenant, day: dt.date) -> tuple[int, int]:
-    """(calls, tokens) of ``day``'s month: the live counters, rebuilt if lost; PostgreSQL if Redis is down."""
+def month_calls(tenant: Tenant, day: dt.date) -> int:
+    """The calls of ``day``'s month: the live counter, rebuilt if lost; PostgreSQL if Redis is down.
+
+    (The counter's tokens run up to a flush behind; what shows tokens reads PostgreSQL.)
+    """
     try:
         client = redis_client()
-        calls, tokens = client.hmget(month_key(tenant.schema_name, day), ["calls", "tokens"])
+        calls = client.hget(month_key(tenant.schema_name, day), "calls")
         if calls is None and day == L.today():
             meter = Meter(tenant=tenant, user_id=None, api_key_id=None)
             meter.rebuild(day)
-            calls, tokens = client.hmget(month_key(tenant.schema_name, day), ["calls", "tokens"])
+            calls = client.hget(month_key(tenant.schema_name, day), "calls")
         if calls is not None:
-            return int(calls), int(tokens or 0)
+            return int(calls)
     except RedisError:
         pass
-    snapshot = counters_from_database(day)
-    return snapshot.calls, snapshot.tokens
+    return counters_from_database(day).calls
 
 
 def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     """Each quota: its limit, what is used, what remains and when it resets (None: it does not)."""
     day = L.today()
     limits = L.limits_for(tenant)
-    calls, _tokens = month_usage(tenant, day)
+    calls = month_calls(tenant, day)
     resets = L.resets_at(day).isoformat()
     rows = [
         (Quota.API_CALLS, limits.api_calls, calls, resets),
