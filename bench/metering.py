@@ -31,6 +31,9 @@ command sent outside a pipeline is one round trip, a pipeline's ``execute`` is
 one. The django cache's calls are counted as well, in both variants; the
 difference is what metering costs.
 
+Every metered call must leave one ledger row, and after a flush at the end the
+month's counters in Redis must equal usage_stats, calls and tokens.
+
 The targets: metered throughput at least 0.90 of unmetered (ratio of the
 medians over the batches), and metering at most 2 Redis round trips a request.
 The script exits non-zero if either is missed.
@@ -465,8 +468,37 @@ def run(args: argparse.Namespace) -> int:
             from apps.usage.models import UsageEvent
 
             ledger = UsageEvent.objects.count()
+            counters_exact = _counters_after_flush(tenant)
 
-    return report(args, results, ledger)
+    return report(args, results, ledger) if counters_exact else 1
+
+
+def _counters_after_flush(tenant: Any) -> bool:
+    """After the flush the month's live counters in Redis hold every metered call and its tokens, once.
+
+    The calls reach Redis with the charge, the tokens with the flush; usage_stats
+    then has both, and the two must agree.
+    """
+    from django.db.models import Sum
+    from django_redis import get_redis_connection
+
+    from apps.usage import limits
+    from apps.usage.meter import month_key
+    from apps.usage.models import UsageStat
+    from apps.usage.services import usage_flush
+
+    usage_flush()
+    day = limits.today()
+    stored = UsageStat.objects.filter(date__gte=limits.period_start(day)).aggregate(
+        calls=Sum("api_calls"), tokens=Sum("tokens_used")
+    )
+    live = get_redis_connection("default").hmget(month_key(tenant.schema_name, day), ["calls", "tokens"])
+    counts = [int(v or 0) for v in live]
+    if counts != [stored["calls"] or 0, stored["tokens"] or 0]:
+        print(f"after the flush Redis counts {counts} (calls, tokens), usage_stats {stored}")
+        return False
+    print(f"after the flush Redis and usage_stats agree: {counts[0]} calls, {counts[1]} tokens")
+    return True
 
 
 def report(args: argparse.Namespace, results: Results, ledger: int) -> int:
