@@ -111,14 +111,14 @@ def usage_flush(*, batch: int = 50_000) -> int:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(_FLUSH_SQL, {"batch": batch})
                 rows = cursor.fetchall()
-            _add_missed(rows)
+            _add_uncounted(rows)
         count = sum(int(r[2]) for r in rows)
         moved += count
         if count < batch:
             return moved
 
 
-def _add_missed(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
+def _add_uncounted(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
     """Add what Redis has not counted yet (every call's tokens, and calls made while it was unreachable)."""
     schema = connection.schema_name
     missed = {
@@ -131,7 +131,7 @@ def _add_missed(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
     try:
         add_to_counters(missed)  # one round trip for the whole batch
     except RedisError:
-        logger.warning("usage Redis missed for %s is still missing there; its next rebuild restores it", schema)
+        logger.warning("usage of %s not added to Redis; its next rebuild restores it from PostgreSQL", schema)
 
 
 # --- Storage ---------------------------------------------------------------------------

@@ -206,17 +206,17 @@ def test_a_flush_and_a_rebuild_that_overlap_count_a_missed_call_once(
             [None, None, "model", 7, day, False],
         )
     moved, resume = threading.Event(), threading.Event()
-    add_missed = services._add_missed
+    add_uncounted = services._add_uncounted
 
     def moved_then_wait(rows: Any) -> None:  # the flush has committed; Redis not yet told
         moved.set()
         assert resume.wait(10)
-        add_missed(rows)
+        add_uncounted(rows)
 
     def flush_alpha() -> None:
         flush(tenant_alpha)
 
-    monkeypatch.setattr(services, "_add_missed", moved_then_wait)
+    monkeypatch.setattr(services, "_add_uncounted", moved_then_wait)
     flusher = Writer(flush_alpha)
     flusher.start()
     assert moved.wait(10)
