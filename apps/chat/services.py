@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils.translation import gettext as _
 
@@ -156,11 +156,7 @@ def conversation_reply(
         meter.release(ticket)
         first = exc
     try:
-        with transaction.atomic():
-            Message.objects.create(conversation=conversation, role=Role.USER, content=content)
-            if not conversation.title:
-                conversation.title = content[:TITLE_LENGTH]
-            conversation.save(update_fields=["title", "updated_at"])
+        _store_user_message(conversation, content)
     except BaseException:
         if not isinstance(first, engine.UpstreamError):
             first.close()
@@ -177,6 +173,35 @@ def conversation_reply(
         meter=meter,
         ticket=ticket,
     )
+
+
+def _store_user_message(conversation: Conversation, content: str) -> None:
+    """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
+
+    One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
+    (``BEGIN``, both statements, ``COMMIT``) and about 1.5 ms of the ORM's CPU
+    on every turn; as one statement (a data-modifying ``WITH``) they are one
+    round trip, and as atomic (docs/benchmarks.md, chat time to first token).
+    The values are prepared by the fields themselves, as ``save()`` would.
+    """
+    message = Message(conversation=conversation, role=Role.USER, content=content)
+    if not conversation.title:
+        conversation.title = content[:TITLE_LENGTH]
+    insert_sql, insert_params = _insert_sql(message)
+    updated_at = Conversation._meta.get_field("updated_at")
+    touched = updated_at.pre_save(conversation, add=False)  # auto_now: sets conversation.updated_at too
+    sql = f"WITH m AS ({insert_sql}) UPDATE {Conversation._meta.db_table} SET title = %s, updated_at = %s WHERE id = %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*insert_params, conversation.title, updated_at.get_db_prep_save(touched, connection),
+                             conversation.pk])  # fmt: skip
+
+
+def _insert_sql(instance: Message) -> tuple[str, list[Any]]:
+    """The ``INSERT`` of ``instance`` (every column but the id), with its values prepared as ``save()`` would."""
+    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
+    columns = ", ".join(f'"{field.column}"' for field in fields)
+    return f"INSERT INTO {Message._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", values
 
 
 def _stream_turn(

@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from apps.chat.models import Conversation, Message
+from apps.chat.services import TITLE_LENGTH, _store_user_message
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
 
@@ -112,6 +115,31 @@ class TestReplies:
             saved = Conversation.objects.get(pk=conversation)
             assert saved.title == "Hello there"  # from the first exchange
             assert saved.tokens_used == body["tokens"]
+
+    def test_the_users_message_and_the_conversation_are_written_in_one_statement(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        content = "How high is the Yangtze at Wuhan today, and is it rising faster than last week?"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            row = Conversation.objects.get(pk=conversation)
+            before = row.updated_at
+            with CaptureQueriesContext(connection) as queries:
+                _store_user_message(row, content)
+            assert len(queries) == 1  # not BEGIN, INSERT, UPDATE, COMMIT
+            message = Message.objects.get(conversation_id=conversation)
+            assert (message.role, message.content, message.status, message.tokens_used) == (
+                "user", content, "complete", 0)  # fmt: skip
+            assert message.tool_calls == []
+            assert message.arguments is None
+            assert message.created_at >= before
+            saved = Conversation.objects.get(pk=conversation)
+            assert saved.title == content[:TITLE_LENGTH] == row.title
+            assert saved.updated_at == row.updated_at > before
+            _store_user_message(saved, "A second question")
+            assert Conversation.objects.get(pk=conversation).title == content[:TITLE_LENGTH]  # a title stays
+            assert Message.objects.filter(conversation_id=conversation).count() == 2
 
     def test_a_streamed_reply(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
