@@ -127,7 +127,7 @@ class TestReplies:
             before = row.updated_at
             with CaptureQueriesContext(connection) as queries:
                 _store_user_message(row, content)
-            assert len(queries) == 1  # not BEGIN, INSERT, UPDATE, COMMIT
+            assert len(queries) == 1  # it was an INSERT and an UPDATE, in a transaction
             message = Message.objects.get(conversation_id=conversation)
             assert (message.role, message.content, message.status, message.tokens_used) == (
                 "user", content, "complete", 0)  # fmt: skip
