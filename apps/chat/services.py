@@ -179,9 +179,10 @@ def _store_user_message(conversation: Conversation, content: str) -> None:
     """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
 
     One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
-    (``BEGIN``, both statements, ``COMMIT``) and about 1.5 ms of the ORM's CPU
-    on every turn; as one statement (a data-modifying ``WITH``) they are one
-    round trip, and as atomic (docs/benchmarks.md, chat time to first token).
+    (``BEGIN``, both statements, ``COMMIT``); as one statement (a data-modifying
+    ``WITH``) they are one round trip, and as atomic. The turn's CPU from the
+    model's answer to the response went from 2.0 to 0.9 ms (docs/benchmarks.md,
+    chat time to first token).
     The values are prepared by the fields themselves, as ``save()`` would.
     """
     message = Message(conversation=conversation, role=Role.USER, content=content)

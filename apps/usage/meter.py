@@ -181,11 +181,6 @@ def counters_turn(schema: str) -> Iterator[None]:
                 logger.warning("usage counters of %s: the lock was lost before its release", schema)
 
 
-def add_counts(schema: str, day: dt.date, user_id: int | None, *, calls: int, tokens: int) -> None:
-    """Add to the live counters that exist (one that is missing is rebuilt from PostgreSQL anyway)."""
-    add_to_counters({(month_key(schema, day), day_key(schema, day), who(user_id)): (calls, tokens)})
-
-
 # --- The rate limit's state, for the X-RateLimit-* headers -----------------------------
 
 
@@ -333,7 +328,9 @@ class Meter:
         if not ticket.counted:
             return
         try:
-            add_counts(self.schema, ticket.day, self.user_id, calls=-1, tokens=0)
+            # Only to counters that exist: one that is missing is rebuilt from PostgreSQL anyway.
+            add_to_counters({(month_key(self.schema, ticket.day), day_key(self.schema, ticket.day),
+                              who(self.user_id)): (-1, 0)})  # fmt: skip
         except RedisError:
             logger.warning("a released call of %s stays counted in Redis until its next rebuild", self.schema)
 
