@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils.translation import gettext as _
 
 from apps.accounts.permissions import Perm, role_has
@@ -175,7 +174,7 @@ def conversation_reply(
     )
 
 
-def _store_user_message(conversation: Conversation, content: str) -> None:
+def _store_user_message(conversation: Conversation, content: str) -> Message:
     """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
 
     One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
@@ -183,26 +182,44 @@ def _store_user_message(conversation: Conversation, content: str) -> None:
     ``WITH``) they are one round trip, and as atomic. The turn's CPU from the
     model's answer to the response went from 2.0 to 0.9 ms (docs/benchmarks.md,
     chat time to first token).
-    The values are prepared by the fields themselves, as ``save()`` would.
     """
     message = Message(conversation=conversation, role=Role.USER, content=content)
     if not conversation.title:
         conversation.title = content[:TITLE_LENGTH]
-    insert_sql, insert_params = _insert_sql(message)
     updated_at = Conversation._meta.get_field("updated_at")
     touched = updated_at.pre_save(conversation, add=False)  # auto_now: sets conversation.updated_at too
-    sql = f"WITH m AS ({insert_sql}) UPDATE {Conversation._meta.db_table} SET title = %s, updated_at = %s WHERE id = %s"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*insert_params, conversation.title, updated_at.get_db_prep_save(touched, connection),
-                             conversation.pk])  # fmt: skip
+    _insert_message(
+        message,
+        then="SET title = %s, updated_at = %s",
+        params=[conversation.title, updated_at.get_db_prep_save(touched, connection)],
+    )
+    return message
 
 
-def _insert_sql(instance: Message) -> tuple[str, list[Any]]:
-    """The ``INSERT`` of ``instance`` (every column but the id), with its values prepared as ``save()`` would."""
+def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] = ()) -> None:
+    """``INSERT`` the message; with ``then`` (an ``UPDATE``'s ``SET`` clause), update its conversation in the
+    same statement (a data-modifying ``WITH``): one round trip, and atomic without a transaction.
+
+    The values are prepared by the fields themselves, as ``save()`` would; ``message.pk`` is set.
+    """
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
-    values = [field.get_db_prep_save(field.pre_save(instance, add=True), connection) for field in fields]
+    values = [field.get_db_prep_save(field.pre_save(message, add=True), connection) for field in fields]
     columns = ", ".join(f'"{field.column}"' for field in fields)
-    return f"INSERT INTO {Message._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})", values
+    insert = (f"INSERT INTO {Message._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "
+              "RETURNING id")  # fmt: skip
+    if then:
+        sql = (f"WITH m AS ({insert}) UPDATE {Conversation._meta.db_table} {then} WHERE id = %s "
+               "RETURNING (SELECT id FROM m)")  # fmt: skip
+        values += [*params, message.conversation_id]
+    else:
+        sql = insert
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    assert row is not None  # without its conversation the INSERT fails on the foreign key instead
+    message.pk = row[0]
+    message._state.adding = False
+    message._state.db = connection.alias
 
 
 def _stream_turn(
@@ -253,14 +270,12 @@ def _stream_turn(
         failed = _store_assistant(
             conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
         )
-        _add_tokens(conversation, tokens)
         yield ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
         return
     except ApplicationError as exc:  # a quota or the rate limit ran out between two calls of the turn
         failed = _store_assistant(
             conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
         )
-        _add_tokens(conversation, tokens)
         yield ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
                                   "status": exc.status_code, "details": exc.details})  # fmt: skip
         return
@@ -268,9 +283,7 @@ def _stream_turn(
         turn.close()  # closes the upstream stream, which cancels the model server's work
         if partial:
             _store_assistant(conversation, model, "".join(partial), 0, [], started=started, status=Status.INCOMPLETE)
-        _add_tokens(conversation, tokens)
         raise
-    _add_tokens(conversation, tokens)
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
         "done",
@@ -296,8 +309,9 @@ def _store_assistant(
     status: str = Status.COMPLETE,
     error: str = "",
 ) -> Message:
+    """Store an assistant message and add its ``tokens`` to the conversation's count, in one statement."""
     storage_changed(bytes_written=len(content.encode()))
-    return Message.objects.create(
+    message = Message(
         conversation=conversation,
         role=Role.ASSISTANT,
         content=content,
@@ -308,6 +322,11 @@ def _store_assistant(
         latency_ms=int((time.monotonic() - started) * 1000) if started is not None else None,
         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
     )
+    if tokens:
+        _insert_message(message, then="SET tokens_used = tokens_used + %s", params=[tokens])
+    else:
+        _insert_message(message)
+    return message
 
 
 def _store_tool_result(conversation: Conversation, result: engine.ToolResult) -> Message:
@@ -325,11 +344,6 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
         error=result.result[:2000] if result.is_error else "",
         status=Status.ERROR if result.is_error else Status.COMPLETE,
     )
-
-
-def _add_tokens(conversation: Conversation, tokens: int) -> None:
-    if tokens:
-        Conversation.objects.filter(pk=conversation.pk).update(tokens_used=F("tokens_used") + tokens)
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:

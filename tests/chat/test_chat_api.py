@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from apps.chat.models import Conversation, Message
-from apps.chat.services import TITLE_LENGTH, _store_user_message
+from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_user_message
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
 
@@ -141,6 +142,27 @@ class TestReplies:
             assert Conversation.objects.get(pk=conversation).title == content[:TITLE_LENGTH]  # a title stays
             assert Message.objects.filter(conversation_id=conversation).count() == 2
 
+    def test_a_reply_and_its_tokens_in_the_conversation_are_written_in_one_statement(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            row = Conversation.objects.get(pk=conversation)
+            with CaptureQueriesContext(connection) as queries:
+                reply = _store_assistant(row, "hydronet-demo", "The Yangtze is at 27.3 m.", 42, [],
+                                         started=time.monotonic())  # fmt: skip
+            assert len(queries) == 1  # it was an INSERT, then an UPDATE at the end of the turn
+            saved = Message.objects.get(conversation_id=conversation)
+            assert saved.pk == reply.pk
+            assert (saved.role, saved.content, saved.status, saved.tokens_used, saved.model) == (
+                "assistant", "The Yangtze is at 27.3 m.", "complete", 42, "hydronet-demo")  # fmt: skip
+            assert saved.tool_calls == []
+            assert saved.latency_ms is not None
+            assert Conversation.objects.get(pk=conversation).tokens_used == 42
+            _store_assistant(row, "hydronet-demo", "Another answer.", 5, [])
+            assert Conversation.objects.get(pk=conversation).tokens_used == 47  # added, not set
+
     def test_a_streamed_reply(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
@@ -180,6 +202,8 @@ class TestReplies:
         assert tool.duration_ms is not None
         assert tool.error == ""
         assert final.content == answer
+        with schema_context(tenant_alpha.tenant.schema_name):  # both model rounds' tokens, counted once
+            assert Conversation.objects.get(pk=conversation).tokens_used == asked.tokens_used + final.tokens_used > 0
 
     def test_a_tool_error_goes_back_to_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = member_client(tenant_alpha)

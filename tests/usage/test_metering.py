@@ -22,7 +22,7 @@ from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role
 from apps.audit.models import AuditEvent
-from apps.chat.models import Message
+from apps.chat.models import Conversation, Message
 from apps.core.actors import Actor
 from apps.llm.setup_cache import ai_setup_key
 from apps.tenants.models import Tenant
@@ -367,6 +367,8 @@ class TestQuotas:
         assert "event: error" in body
         assert '"code":"quota_exceeded"' in body
         assert [e.kind for e in events(tenant_alpha)] == ["model"]
+        tokens = with_schema(tenant_alpha, lambda: Conversation.objects.get(pk=conversation["id"]).tokens_used)
+        assert tokens == events(tenant_alpha)[0].tokens > 0  # the round that ran is in the conversation's count
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
