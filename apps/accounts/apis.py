@@ -21,6 +21,7 @@ from apps.accounts.selectors import (
     user_list,
 )
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.schema import error_response, quota_exceeded
 
 
 class UserOutput(serializers.ModelSerializer):
@@ -61,6 +62,10 @@ ROLE_CHOICES = Role.choices
 
 # --- Auth -------------------------------------------------------------------------
 
+REFRESH_TOKEN_REFUSED = error_response(
+    "`token_not_valid` (expired, revoked, or the password changed since) or `token_tenant_mismatch`."
+)
+
 
 class LoginApi(TenantApi):
     """POST /api/auth/login: email and password for a token pair."""
@@ -78,7 +83,15 @@ class LoginApi(TenantApi):
         user = UserOutput()
         tenant = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            401: error_response("`invalid_credentials`: the email or the password is not correct."),
+            429: error_response("`rate_limited`: too many failed attempts for this email or from this address."),
+        },
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -107,7 +120,7 @@ class RefreshApi(TenantApi):
         access = serializers.CharField()
         refresh = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, auth=[])
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 401: REFRESH_TOKEN_REFUSED}, auth=[])
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -123,7 +136,7 @@ class LogoutApi(TenantApi):
     class InputSerializer(StrictSerializer):
         refresh = serializers.CharField(max_length=4096)
 
-    @extend_schema(request=InputSerializer, responses={204: None}, auth=[])
+    @extend_schema(request=InputSerializer, responses={204: None, 401: REFRESH_TOKEN_REFUSED}, auth=[])
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -215,7 +228,11 @@ class PasswordResetRequestApi(TenantApi):
     class InputSerializer(StrictSerializer):
         email = serializers.CharField(max_length=254)
 
-    @extend_schema(request=InputSerializer, responses={202: None}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: None, 429: error_response("`rate_limited`: too many requests for this email or address.")},
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -285,7 +302,7 @@ class UserCreateApi(TenantApi):
         role = serializers.ChoiceField(choices=ROLE_CHOICES, default=Role.USER)
         full_name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
 
-    @extend_schema(request=InputSerializer, responses={201: UserOutput})
+    @extend_schema(request=InputSerializer, responses={201: UserOutput, 402: quota_exceeded("users")})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -348,7 +365,7 @@ class UserReactivateApi(TenantApi):
 
     required_permission = Perm.MANAGE_USERS
 
-    @extend_schema(request=None, responses={200: UserOutput})
+    @extend_schema(request=None, responses={200: UserOutput, 402: quota_exceeded("users")})
     def post(self, request: Request, user_id: int) -> Response:
         actor = self.actor(request)
         return Response(UserOutput(services.user_reactivate(actor=actor, user=access_user(actor, user_id))).data)
@@ -376,7 +393,7 @@ class InvitationCreateApi(TenantApi):
         email = serializers.CharField(max_length=254)
         role = serializers.ChoiceField(choices=ROLE_CHOICES, default=Role.USER)
 
-    @extend_schema(request=InputSerializer, responses={201: InvitationOutput})
+    @extend_schema(request=InputSerializer, responses={201: InvitationOutput, 402: quota_exceeded("users")})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http.response import HttpResponseBase
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.schema import quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message
@@ -80,7 +82,7 @@ class ConversationCreateApi(TenantApi):
         title = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
         model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
-    @extend_schema(request=InputSerializer, responses={201: ConversationOutput})
+    @extend_schema(request=InputSerializer, responses={201: ConversationOutput, 402: quota_exceeded("storage")})
     def post(self, request: Request) -> Response:
         self.member(request)
         data = self.InputSerializer(data=request.data)
@@ -185,8 +187,12 @@ class MessagePostApi(TenantApi):
     @extend_schema(
         request=InputSerializer,
         responses={
-            200: OutputSerializer,
-            502: OpenApiResponse(description="The model server failed (error code upstream_error)."),
+            (200, "application/json"): OutputSerializer,
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="With `stream: true`: Server-Sent Events `token`, `tool_call`, `tool_result`, then "
+                "`done` or `error`.",
+            ),
         },
     )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:

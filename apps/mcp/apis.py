@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
+from apps.api.schema import quota_exceeded
 from apps.mcp import services
 from apps.mcp.models import McpService, Transport
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
@@ -53,7 +54,7 @@ class McpServiceCreateApi(TenantApi):
     class InputSerializer(_ServiceInput):
         slug = serializers.CharField(max_length=30, required=False, allow_null=True, default=None)
 
-    @extend_schema(request=InputSerializer, responses={201: McpServiceOutput})
+    @extend_schema(request=InputSerializer, responses={201: McpServiceOutput, 402: quota_exceeded("mcp_services")})
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -117,6 +118,9 @@ class _McpServiceSetActiveApi(TenantApi):
         return Response(McpServiceOutput(service).data)
 
 
+@extend_schema_view(
+    post=extend_schema(request=None, responses={200: McpServiceOutput, 402: quota_exceeded("mcp_services")})
+)
 class McpServiceEnableApi(_McpServiceSetActiveApi):
     """POST /api/mcp-services/{id}/enable: counts against the plan's MCP-service limit (402)."""
 

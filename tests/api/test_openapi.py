@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 
@@ -47,3 +49,40 @@ def test_the_schema_generates_without_warnings(tmp_path: object) -> None:
     call_command(
         "spectacular", urlconf="config.urls_tenant", fail_on_warn=True, file=f"{tmp_path}/schema.yaml", validate=True
     )
+
+
+def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixture) -> None:
+    schema = tenant_alpha.client().get("/api/schema/?format=json").json()
+    paths = schema["paths"]
+
+    def responses(path: str, method: str) -> dict[str, Any]:
+        return dict(paths[path][method]["responses"])
+
+    error = schema["components"]["schemas"]["Error"]
+    assert error["properties"]["error"] == {"$ref": "#/components/schemas/ErrorDetail"}
+    assert set(schema["components"]["schemas"]["ErrorDetail"]["properties"]) == {"code", "message", "details"}
+    # A metered operation: input, credentials, role, a missing conversation, the rate limit, the quota, the model.
+    post_message = responses("/api/conversations/{conversation_id}/messages", "post")
+    assert set(post_message) == {"200", "400", "401", "402", "403", "404", "429", "502", "503"}
+    assert post_message["402"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert "quota_exceeded" in post_message["402"]["description"]
+    assert set(post_message["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert set(responses("/v1/chat/completions", "post")) >= {"200", "400", "401", "402", "403", "429", "502", "503"}
+    # Not metered: no 402 or 502; no path parameter: no 404; a GET without parameters: no 400.
+    assert set(responses("/api/models", "get")) == {"200", "401", "403", "429"}
+    assert set(responses("/api/usage", "get")) == {"200", "400", "401", "403", "429"}
+    assert set(responses("/api/conversations/{conversation_id}", "delete")) == {
+        "204", "400", "401", "403", "404", "429"}  # fmt: skip
+    # Logging in needs no credential: its own 401 and 429, no 403.
+    login = responses("/api/auth/login", "post")
+    assert set(login) == {"200", "400", "401", "429"}
+    assert "invalid_credentials" in login["401"]["description"]
+    assert set(responses("/api/auth/refresh", "post")) == {"200", "400", "401"}
+    # Operations that count against a plan's limit say which.
+    for path, method, quota in [("/api/users", "post", "users"), ("/api/invitations", "post", "users"),
+                                ("/api/users/{user_id}/reactivate", "post", "users"),
+                                ("/api/mcp-services", "post", "mcp_services"),
+                                ("/api/mcp-services/{service_id}/enable", "post", "mcp_services"),
+                                ("/api/conversations", "post", "storage")]:  # fmt: skip
+        assert f"`{quota}`" in responses(path, method)["402"]["description"], path
+    assert "402" not in responses("/api/mcp-services/{service_id}/disable", "post")
