@@ -6,7 +6,7 @@ from typing import Any
 
 from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -34,6 +34,19 @@ class TenantJWTScheme(SimpleJWTScheme):
 
 class TenantSessionScheme(SessionScheme):
     target_class = "apps.api.authentication.TenantSessionAuthentication"
+
+
+class StrictSerializerScheme(OpenApiSerializerExtension):
+    """A ``StrictSerializer`` answers 400 for fields it does not know: its request schema says so."""
+
+    target_class = "apps.api.base.StrictSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> Any:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
 
 
 class OperationAutoSchema(AutoSchema):

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +87,15 @@ def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixtu
                                 ("/api/conversations", "post", "storage")]:  # fmt: skip
         assert f"`{quota}`" in responses(path, method)["402"]["description"], path
     assert "402" not in responses("/api/mcp-services/{service_id}/disable", "post")
+
+
+def test_request_bodies_say_that_unknown_fields_are_refused(tenant_alpha: TenantFixture) -> None:
+    schemas = tenant_alpha.client().get("/api/schema/?format=json").json()["components"]["schemas"]
+    assert schemas["MessagePostInputRequest"]["additionalProperties"] is False
+    assert schemas["UserCreateInputRequest"]["additionalProperties"] is False
+    assert "additionalProperties" not in schemas["MessagePostOutput"]  # answers may grow fields
+    response = member_client(tenant_alpha).post(
+        "/api/conversations", {"title": "x", "owner": 1}, content_type="application/json"
+    )
+    assert (response.status_code, response.json()["error"]["details"]) == (
+        400, {"owner": ["This field is not accepted here."]})  # fmt: skip
