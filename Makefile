@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: run test setup check lint format typecheck makemessages vendor-js bench bench-provisioning bench-chat bench-metering clean-devdata help
+.PHONY: run test setup check lint format typecheck makemessages vendor-js bench bench-provisioning bench-chat bench-chat-cpu bench-metering clean-devdata help
 
 help:
 	@echo "make run        start HydroNet Cloud with a demo tenant (embedded PostgreSQL and Redis unless set)"
@@ -90,6 +90,9 @@ bench-provisioning: setup
 
 bench-chat: setup
 	$(VPY) -m deploy.devstack exec -- $(VPY) bench/chat_ttft.py $(BENCH_ARGS)
+
+bench-chat-cpu: setup
+	$(VPY) -m deploy.devstack exec -- $(VPY) bench/chat_cpu.py $(BENCH_ARGS)
 
 bench-metering: setup
 	$(VPY) -m deploy.devstack exec -- $(VPY) bench/metering.py $(BENCH_ARGS)
