@@ -61,17 +61,12 @@ def main() -> int:
         import django
 
         django.setup()
-        from django.conf import settings
-
         from apps.chat.services import SYSTEM_PROMPT
-        from bench.chat_ttft import _bench_member
+        from bench.chat_ttft import _bench_member, production_env
 
         token = _bench_member()
         # The production settings, as bench/chat_ttft.py gives its servers: in a process of their own.
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
-               "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
-               "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS), "BASE_DOMAIN": "localhost:8000",
-               "BENCH_TOKEN": token, "BENCH_SYSTEM_PROMPT": SYSTEM_PROMPT}  # fmt: skip
+        env = {**production_env("localhost:8000"), "BENCH_TOKEN": token, "BENCH_SYSTEM_PROMPT": SYSTEM_PROMPT}
         return subprocess.call([sys.executable, __file__, "--inner", "--turns", str(args.turns)], cwd=ROOT, env=env)
 
 

@@ -110,16 +110,12 @@ def run(args: argparse.Namespace) -> int:
         import django
 
         django.setup()
-        from django.conf import settings
 
         from apps.chat.services import SYSTEM_PROMPT
 
         token = _bench_member()
         port = _free_port()
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
-               "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
-               "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS),
-               "BASE_DOMAIN": f"localhost:{port}"}  # fmt: skip
+        env = production_env(f"localhost:{port}")
         with ExitStack() as servers:
             servers.enter_context(_server(web.argv(bind=f"127.0.0.1:{port}", quiet=True), port, env))
             others: dict[str, int] = {}
@@ -155,6 +151,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label} stream(s): HydroNet adds {added:.1f} ms at p50 (target <= {TARGET_MS:.0f}: "
               f"{'met' if ok else 'NOT met'})")  # fmt: skip
     return 0 if met else 1
+
+
+def production_env(base_domain: str) -> dict[str, str]:
+    """The environment of a process that serves HydroNet with the production settings, over plain HTTP,
+    sharing this process's database, Redis, secret and encryption keys (Django is set up)."""
+    from django.conf import settings
+
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
+            "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
+            "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS), "BASE_DOMAIN": base_domain}  # fmt: skip
 
 
 def _added(modes: dict[str, list[float]], mode: str) -> float:

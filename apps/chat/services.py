@@ -174,7 +174,7 @@ def conversation_reply(
     )
 
 
-def _store_user_message(conversation: Conversation, content: str) -> Message:
+def _store_user_message(conversation: Conversation, content: str) -> None:
     """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
 
     One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
@@ -193,7 +193,6 @@ def _store_user_message(conversation: Conversation, content: str) -> Message:
         then="SET title = %s, updated_at = %s",
         params=[conversation.title, updated_at.get_db_prep_save(touched, connection)],
     )
-    return message
 
 
 def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] = ()) -> None:
