@@ -7,6 +7,8 @@ key is looked up only in the host's schema, and sessions are stored per schema.
 
 from __future__ import annotations
 
+import time
+from functools import lru_cache
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -17,7 +19,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import Token
-from rest_framework_simplejwt.utils import get_md5_hash_password
+from rest_framework_simplejwt.utils import aware_utcnow, get_md5_hash_password
 
 from apps.accounts.models import User
 from apps.accounts.selectors import user_by_id
@@ -63,8 +65,38 @@ class ApiKeyAuthentication(BaseAuthentication):
         return 'Bearer realm="api"'
 
 
+# Access tokens this process has verified, by their encoded bytes. Verifying one (PyJWT's
+# signature and claim checks, then simplejwt's) is most of the CPU of authenticating a
+# request by JWT (docs/benchmarks.md, chat), and a client sends the same token for its whole
+# lifetime. What a token says cannot change once it is signed, so only what depends on the
+# time is checked again on every request: the expiry. What can change (the user's row:
+# active, password) is read on every request in ``get_user``, as before. A token that
+# fails verification is never kept. The signing key cannot change under a kept token:
+# simplejwt reads it once per process (``rest_framework_simplejwt.state``).
+VERIFIED_TOKENS_KEPT = 4096
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_KEPT)
+def _verified(raw_token: bytes) -> tuple[Token, float]:
+    """The token, verified as simplejwt verifies it (raises if it is not valid), and the time it expires."""
+    token = JWTAuthentication().get_validated_token(raw_token)
+    leeway = token.get_token_backend().get_leeway().total_seconds()
+    return token, float(token["exp"]) + leeway
+
+
 class TenantJWTAuthentication(JWTAuthentication):
     """simplejwt's access tokens, accepted only on the host of the tenant that issued them."""
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        """simplejwt's verification, done once per token in this process (see ``_verified``)."""
+        token, expires = _verified(raw_token)
+        if time.time() >= expires:  # simplejwt's check_exp: expired once exp <= now - leeway
+            return super().get_validated_token(raw_token)  # raises simplejwt's own "expired" error
+        mine = object.__new__(type(token))  # this request's copy: nothing shared can be changed through it
+        mine.__dict__.update(token.__dict__)
+        mine.payload = dict(token.payload)
+        mine.current_time = aware_utcnow()
+        return mine
 
     def authenticate(self, request: Request) -> tuple[Any, Token] | None:
         header = self.get_header(request)

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
+import time_machine
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 from django_tenants.utils import schema_context
+from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.tokens import AccessToken
 
-from apps.accounts.models import Role
+from apps.accounts.models import Role, User
 from apps.accounts.permissions import ROLE_PERMISSIONS, role_has
+from apps.api import authentication
 from apps.api.base import TenantApi
 from tests.api.endpoints import Endpoint, tenant_api_endpoints
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
@@ -173,3 +177,87 @@ class TestBadTokens:
             "/api/auth/refresh", {"refresh": str(refresh)}, content_type="application/json"
         )
         assert response.status_code == 401
+
+
+class TestVerifiedTokensKept:
+    """A process verifies each access token once; what can change is still checked on every request."""
+
+    @pytest.fixture
+    def decodes(self, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+        """Each verification of a signature (simplejwt's backend, PyJWT underneath), from an empty store."""
+        authentication._verified.cache_clear()
+        seen: list[Any] = []
+        decode = TokenBackend.decode
+
+        def counted(backend: TokenBackend, token: Any, verify: bool = True) -> dict[str, Any]:
+            seen.append(token)
+            return decode(backend, token, verify)
+
+        monkeypatch.setattr(TokenBackend, "decode", counted)
+        return seen
+
+    @staticmethod
+    def me(tenant: TenantFixture, token: str) -> Any:
+        return tenant.client().get("/api/auth/me", **bearer(token))
+
+    def test_a_token_is_verified_once_then_kept(self, tenant_alpha: TenantFixture, decodes: list[Any]) -> None:
+        first = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        second = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        for _ in range(3):
+            assert self.me(tenant_alpha, first).status_code == 200
+        assert len(decodes) == 1
+        assert self.me(tenant_alpha, second).status_code == 200  # another token: verified on its own
+        assert len(decodes) == 2
+
+    def test_a_kept_token_still_expires(self, tenant_alpha: TenantFixture, decodes: list[Any]) -> None:
+        with time_machine.travel(timezone.now(), tick=False) as clock:
+            token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+            assert self.me(tenant_alpha, token).status_code == 200
+            lifetime = cast(timedelta, settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"])
+            clock.shift(lifetime - timedelta(seconds=1))
+            assert self.me(tenant_alpha, token).status_code == 200  # kept, with a second left
+            clock.shift(timedelta(seconds=1))
+            kept = self.me(tenant_alpha, token)
+            authentication._verified.cache_clear()
+            fresh = self.me(tenant_alpha, token)
+        assert kept.status_code == fresh.status_code == 401
+        assert kept.json() == fresh.json()  # the answer of a process that never saw the token
+        assert len(decodes) == 3  # the first request, the expired one (for simplejwt's error), the fresh one
+
+    def test_a_kept_tokens_user_is_read_on_every_request(self, tenant_alpha: TenantFixture, decodes: list[Any]) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        token = jwt_pair(tenant_alpha, member)["access"]
+        assert self.me(tenant_alpha, token).status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(is_active=False)
+        assert self.me(tenant_alpha, token).status_code == 401
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(is_active=True, password="changed")
+        assert self.me(tenant_alpha, token).status_code == 401  # a new password ends the tokens issued before it
+        assert len(decodes) == 1
+
+    def test_a_kept_token_changed_by_one_character_is_verified_and_refused(
+        self, tenant_alpha: TenantFixture, decodes: list[Any]
+    ) -> None:
+        token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        assert self.me(tenant_alpha, token).status_code == 200
+        header, claims, signature = token.split(".")
+        altered = f"{header}.{claims}.{signature[:-2]}{'B' if signature[-2] == 'A' else 'A'}{signature[-1]}"
+        assert self.me(tenant_alpha, altered).status_code == 401
+        assert len(decodes) == 2
+
+    def test_a_kept_token_is_still_refused_on_another_tenants_host(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, decodes: list[Any]
+    ) -> None:
+        token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        assert self.me(tenant_alpha, token).status_code == 200
+        response = self.me(tenant_beta, token)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "token_tenant_mismatch"
+
+    def test_a_request_cannot_change_the_kept_token(self, tenant_alpha: TenantFixture, decodes: list[Any]) -> None:
+        raw = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"].encode()
+        mine = authentication.TenantJWTAuthentication().get_validated_token(raw)
+        mine["user_id"] = -1
+        assert authentication.TenantJWTAuthentication().get_validated_token(raw)["user_id"] != -1
+        assert len(decodes) == 1
