@@ -28,8 +28,10 @@ Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
 * ``rl:<schema>:<window start>``: requests in the current minute.
 
 When a month or day hash (or the storage value) is missing, because Redis
-restarted or was flushed or a new month began, ``charge`` rebuilds it from
-``UsageStat`` plus the ledger rows not yet flushed, then carries on.
+restarted or was flushed or a new month or day began, ``charge`` rebuilds it from
+``UsageStat`` plus the ledger rows not yet flushed, then carries on. A hash missing
+while the other is there starts from what Redis had counted of those rows, and the
+flush adds the rest to both (``apps.usage.selectors.counters_for_rebuild``).
 
 When Redis cannot be reached: the rate limit fails open; the quota check fails
 closed (503 ``metering_unavailable``) where calls could have to stop (the free
@@ -149,7 +151,7 @@ COUNTERS_WAIT_SECONDS = 5
 
 
 @contextmanager
-def counters_turn(schema: str) -> Iterator[None]:
+def counters_turn(schema: str) -> Iterator[bool]:
     """A rebuild of the tenant's counters and a flush's catching up of Redis take turns.
 
     A flush moves the calls Redis missed into usage_stats, commits, then adds them to
@@ -158,7 +160,7 @@ def counters_turn(schema: str) -> Iterator[None]:
     tenant for its whole span. Without Redis there is nothing to rebuild or add to, and
     after waiting ``COUNTERS_WAIT_SECONDS`` for a holder that is still busy the work
     goes ahead anyway: the flush's rows must reach usage_stats, and a call must not wait
-    longer for its counters.
+    longer for its counters. Yields whether it holds the turn.
     """
     lock = redis_client().lock(
         f"{_prefix(schema)}:lock", timeout=COUNTERS_LOCK_SECONDS, sleep=0.01, blocking_timeout=COUNTERS_WAIT_SECONDS
@@ -172,7 +174,7 @@ def counters_turn(schema: str) -> Iterator[None]:
             logger.warning("usage counters of %s: went ahead without the lock after %d s", schema,
                            COUNTERS_WAIT_SECONDS)  # fmt: skip
     try:
-        yield
+        yield held
     finally:
         if held:
             try:
@@ -389,17 +391,29 @@ class Meter:
         return status, before, after, storage, reply[5] if len(reply) > 5 else None
 
     def rebuild(self, day: dt.date) -> None:
-        """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed."""
-        from apps.usage.selectors import counters_from_database
+        """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed.
 
-        with counters_turn(self.schema):  # not between a flush's commit and its adding to Redis
-            # Calls Redis missed while it was unreachable are in the snapshot now: the flush must not add them again.
-            snapshot = counters_from_database(day, mark_counted=True)
+        Only what is missing is written, so of the workers whose charges all found the
+        counters missing (a new month or day, Redis emptied) the first rebuilds them and
+        the others change nothing (``counters_for_rebuild`` says what each writes).
+        """
+        from apps.usage.selectors import counters_for_rebuild
+
+        month, today = month_key(self.schema, day), day_key(self.schema, day)
+        client = redis_client()
+        with counters_turn(self.schema) as held:  # not between a flush's commit and its adding to Redis
+            # Which counters are missing. In the turn no other rebuild can write them before this
+            # one's script does; without it (a holder that took too long) one may: nothing is marked.
+            with client.pipeline(transaction=False) as pipe:
+                pipe.hexists(month, "calls")
+                pipe.hexists(today, "init")
+                month_there, day_there = pipe.execute()
+            snapshot = counters_for_rebuild(day, both_missing=held and not month_there and not day_there)
             pairs: list[Any] = []
             for user_id, (calls, tokens) in snapshot.day.items():
                 pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
-            script("rebuild", _REBUILD_SCRIPT, redis_client())(
-                keys=[month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema)],
+            script("rebuild", _REBUILD_SCRIPT, client)(
+                keys=[month, today, storage_key(self.schema)],
                 args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS,
                       *pairs],
             )  # fmt: skip

@@ -27,25 +27,31 @@ class Snapshot:
     day: dict[int | None, tuple[int, int]]  # user id (None: API keys) -> (calls, tokens) of the day
 
 
-_SNAPSHOT_SQL = """
+# The month's and the day's totals: usage_stats plus the ledger rows not flushed yet, whose calls
+# and tokens are {calls} and {tokens}.
+_SNAPSHOT_TEMPLATE = """
 SELECT 'm', NULL::bigint, COALESCE(SUM(api_calls), 0), COALESCE(SUM(tokens_used), 0)
   FROM (SELECT api_calls, tokens_used FROM usage_stats WHERE date BETWEEN %(start)s AND %(end)s
-        UNION ALL SELECT calls, tokens FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s) m
+        UNION ALL SELECT {calls}, {tokens} FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s) m
 UNION ALL
 SELECT 'd', user_id, SUM(calls), SUM(tokens)
   FROM (SELECT user_id, api_calls AS calls, tokens_used AS tokens FROM usage_stats WHERE date = %(day)s
-        UNION ALL SELECT user_id, calls, tokens FROM usage_usageevent WHERE day = %(day)s) d
+        UNION ALL SELECT user_id, {calls}, {tokens} FROM usage_usageevent WHERE day = %(day)s) d
  GROUP BY user_id
 UNION ALL
 SELECT 's', NULL, COALESCE((SELECT storage_bytes FROM usage_stats WHERE user_id IS NULL AND storage_bytes > 0
                             ORDER BY date DESC LIMIT 1), 0), 0
 """
+_SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(calls="calls", tokens="tokens")
+# Only what Redis has counted of the ledger rows: the flush adds the rest (counted_* false) to Redis.
+_COUNTED_SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(
+    calls="CASE WHEN counted_calls THEN calls ELSE 0 END", tokens="CASE WHEN counted_tokens THEN tokens ELSE 0 END"
+)
 
-
-# For a rebuild of the Redis counters: the month's ledger rows that Redis missed are marked
-# counted by the statement that reads the totals, so they share one snapshot. In two
-# statements a missed call committed between them would be in the totals and still marked
-# missed, and the next flush would add it to Redis a second time.
+# For a rebuild of both counters: the month's ledger rows that Redis missed are marked counted
+# by the statement that reads the totals, so they share one snapshot. In two statements a
+# missed call committed between them would be in the totals and still marked missed, and the
+# next flush would add it to Redis a second time.
 _MARK_COUNTED_SQL = """
 WITH marked AS (
   UPDATE usage_usageevent SET counted_calls = true, counted_tokens = true
@@ -55,16 +61,32 @@ WITH marked AS (
 """
 
 
-def counters_from_database(day: dt.date, *, mark_counted: bool = False) -> Snapshot:
+def counters_from_database(day: dt.date) -> Snapshot:
     """The month's and the day's counts as PostgreSQL has them: usage_stats plus unflushed calls.
 
     One statement, so it sees one consistent state even while a flush moves rows.
-    ``mark_counted``: the month's calls that Redis missed are in these counts, so the
-    same statement marks them counted and the flush does not add them to Redis again.
     """
+    return _snapshot(_SNAPSHOT_SQL, day)
+
+
+def counters_for_rebuild(day: dt.date, *, both_missing: bool) -> Snapshot:
+    """What a rebuild writes into the live counters of ``day`` that are missing from Redis.
+
+    Call it in the tenant's counters turn (``apps.usage.meter.counters_turn``), after
+    reading which counters are missing. ``both_missing`` (the month's and the day's:
+    Redis lost them, or a month begins): everything PostgreSQL has, with the ledger rows
+    Redis missed marked counted in the same statement, so the flush does not add them
+    again. Otherwise one of them is still in Redis without the ledger rows' uncounted
+    calls and tokens, which only the flush adds: marking them would keep them out of it
+    for good. So the missing one starts from what Redis had counted, and the flush adds
+    the rest to both, once.
+    """
+    return _snapshot(_MARK_COUNTED_SQL + _SNAPSHOT_SQL if both_missing else _COUNTED_SNAPSHOT_SQL, day)
+
+
+def _snapshot(sql: str, day: dt.date) -> Snapshot:
     calls = tokens = storage = 0
     per_user: dict[int | None, tuple[int, int]] = {}
-    sql = _MARK_COUNTED_SQL + _SNAPSHOT_SQL if mark_counted else _SNAPSHOT_SQL
     with connection.cursor() as cursor:
         cursor.execute(sql, {"start": L.period_start(day), "end": L.period_end(day), "day": day})
         for kind, user_id, a, b in cursor.fetchall():

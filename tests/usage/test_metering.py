@@ -290,7 +290,7 @@ class TestRedisLoss:
         client = key_client(tenant_alpha)
         assert v1(client).status_code == 200
         forget_counters()  # the next call rebuilds the counters
-        read = selectors.counters_from_database
+        read = selectors.counters_for_rebuild
 
         def a_missed_call_arrives_first(*args: Any, **kwargs: Any) -> Any:
             # A call made while Redis was unreachable (in another process) commits its row now.
@@ -298,7 +298,7 @@ class TestRedisLoss:
                                       counted_tokens=False)  # fmt: skip
             return read(*args, **kwargs)
 
-        monkeypatch.setattr(selectors, "counters_from_database", a_missed_call_arrives_first)
+        monkeypatch.setattr(selectors, "counters_for_rebuild", a_missed_call_arrives_first)
         assert v1(client).status_code == 200  # rebuilds: the first call, the missed one, then this one
         monkeypatch.undo()
         assert counters(tenant_alpha)["calls"] == 3
@@ -306,6 +306,75 @@ class TestRedisLoss:
         assert counters(tenant_alpha)["calls"] == 3  # not 4: the flush found the missed call marked counted
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 3
+
+    def test_a_rebuild_that_finds_the_counters_rebuilt_changes_nothing(self, tenant_alpha: TenantFixture) -> None:
+        """Workers whose first charges all found the counters missing rebuild them one after another. A
+        later one finds them rebuilt, and calls made meanwhile whose tokens only the flush adds to Redis:
+        it must not mark those counted (they are in no counter yet), or the flush never adds them."""
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200  # the first rebuild, then a call: its tokens wait for the flush
+        before = counters(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None).rebuild(
+                L.today()
+            )
+        assert counters(tenant_alpha) == before
+        assert flush(tenant_alpha) == 1
+        stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=L.today()))
+        assert stat.tokens_used > 0
+        assert counters(tenant_alpha) == {"calls": stat.api_calls, "tokens": stat.tokens_used}
+
+    def test_a_new_days_counters_are_rebuilt_without_losing_the_months_unflushed_usage(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """At midnight the new day's counters are missing while the month's are there: the rebuild writes
+        the day's from what Redis had counted, and the flush adds the rest to both, once."""
+        client = key_client(tenant_alpha)
+        evening = dt.datetime(2026, 11, 29, 23, 59, 58, tzinfo=dt.UTC)
+        with time_machine.travel(evening, tick=False):
+            assert v1(client).status_code == 200  # its tokens wait for the flush
+            # A call Redis missed (another process, while Redis was unreachable): calls and tokens uncounted.
+            with schema_context(tenant_alpha.tenant.schema_name):
+                UsageEvent.objects.create(kind="model", calls=1, tokens=7, day=L.today(), counted_calls=False,
+                                          counted_tokens=False)  # fmt: skip
+        with time_machine.travel(evening + dt.timedelta(seconds=4), tick=False):
+            assert v1(client).status_code == 200  # the day's counters are missing: rebuilt; the month's are kept
+            assert flush(tenant_alpha) == 3
+            stats = with_schema(tenant_alpha, lambda: list(UsageStat.objects.filter(user=None).order_by("date")))
+            assert [(s.date, s.api_calls) for s in stats] == [(dt.date(2026, 11, 29), 2), (dt.date(2026, 11, 30), 1)]
+            assert counters(tenant_alpha) == {"calls": 3, "tokens": sum(s.tokens_used for s in stats)}
+            today = get_redis_connection("default").hgetall(day_key(tenant_alpha.tenant.schema_name, L.today()))
+            assert {k: int(v) for k, v in today.items() if k != b"init"} == {
+                b"k:calls": 1,
+                b"k:tokens": stats[1].tokens_used,
+            }
+
+    def test_a_rebuild_without_the_turn_marks_nothing(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rebuild that went ahead without the turn (its holder took too long) cannot know that no other
+        rebuild writes the counters first, so it leaves the calls Redis missed to the flush."""
+        from apps.usage import meter
+
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):
+            UsageEvent.objects.create(kind="model", calls=1, tokens=7, day=L.today(), counted_calls=False,
+                                      counted_tokens=False)  # fmt: skip
+        forget_counters()
+        monkeypatch.setattr(meter, "COUNTERS_WAIT_SECONDS", 0.05)
+        holder = get_redis_connection("default").lock(f"{meter._prefix(tenant_alpha.tenant.schema_name)}:lock",
+                                                      timeout=10)  # fmt: skip
+        assert holder.acquire()
+        try:
+            assert v1(client).status_code == 200  # rebuilt without the turn
+        finally:
+            holder.release()
+        assert [e.counted_calls for e in events(tenant_alpha)] == [True, False, True]
+        assert counters(tenant_alpha)["calls"] == 2  # the first call and this one; the flush adds the missed one
+        assert flush(tenant_alpha) == 3
+        stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=L.today()))
+        assert counters(tenant_alpha) == {"calls": 3, "tokens": stat.tokens_used}
 
 
 @pytest.mark.parametrize("moment", ["2026-11-30T23:59:59+00:00"])
