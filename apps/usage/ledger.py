@@ -37,9 +37,9 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = "(user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_tokens, created_at)"
+_COLUMNS = "(user_id, api_key_id, kind, calls, tokens, day, counted_calls, counted_in, counted_tokens, created_at)"
 # counted_tokens false: the flush adds the tokens to Redis (see above).
-_VALUES = "(%s, %s, %s, 1, %s, %s, %s, false, now())"
+_VALUES = "(%s, %s, %s, 1, %s, %s, %s, %s, false, now())"
 
 
 @dataclass(eq=False)
@@ -53,6 +53,7 @@ class Row:
     tokens: int
     day: dt.date
     counted_calls: bool  # False: Redis did not count the call (the flush will)
+    counted_in: str = ""  # the live counters' generation that counted it (apps.usage.models.UsageEvent)
     done: bool = False
     error: BaseException | None = None
 
@@ -127,7 +128,7 @@ def write_rows(rows: list[Row]) -> None:
     for schema, batch in by_schema.items():
         params: list[Any] = []
         for row in batch:
-            params += [row.user_id, row.api_key_id, row.kind, row.tokens, row.day, row.counted_calls]
+            params += [row.user_id, row.api_key_id, row.kind, row.tokens, row.day, row.counted_calls, row.counted_in]
         table = f"{db.ops.quote_name(schema)}.usage_usageevent"
         inserts.append((f"INSERT INTO {table} {_COLUMNS} VALUES {', '.join([_VALUES] * len(batch))}", params, batch))
     db.ensure_connection()

@@ -19,9 +19,9 @@ two (``add`` then ``incr``) before the quota check could even start.
 Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
 
 * ``usage:<schema>:m:<YYYYMM>``: hash, ``calls`` and ``tokens`` of the month (tokens
-  as of the last flush);
+  as of the last flush), and ``g``, the counters' generation (see ``rebuild``);
 * ``usage:<schema>:d:<YYYYMMDD>``: hash, ``<who>:calls`` and ``<who>:tokens`` of the
-  day, where ``<who>`` is a user id or ``k`` for API keys, and ``init``;
+  day, where ``<who>`` is a user id or ``k`` for API keys, ``init`` and ``g``;
 * ``usage:<schema>:storage``: the schema's last measured size in bytes;
 * ``usage:<schema>:lock``: held while the month and day hashes are rebuilt, or while a
   flush moves calls Redis missed and adds them (``counters_turn``);
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +63,7 @@ from apps.tenants.selectors import tenant_current
 from apps.usage import ledger
 from apps.usage import limits as L
 from apps.usage.models import CallKind, Quota
-from apps.usage.scripts import add_to_counters, redis_client, script
+from apps.usage.scripts import Adjustment, add_to_counters, redis_client, script
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED = 0, 1, 2, 3, 4
 
 # KEYS: rate, month, day, storage, and optionally a key to read when the call is let through
 # ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none)
-# Returns {status, requests in this window, calls before, calls after, storage bytes[, the key's value]}.
+# Returns {status, requests in this window, calls before, calls after, storage bytes[, the counters'
+# generation, the key's value]}: a call that was let through gets the generation of the counters it is in.
 _CHARGE = """
 local rate = -1
 if ARGV[1] == '1' then
@@ -98,21 +100,23 @@ local stop = tonumber(ARGV[5])
 if stop >= 0 and used + n > stop then return {3, rate, used, used, storage} end
 local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
 redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
-if KEYS[5] then return {0, rate, used, after, storage, redis.call('GET', KEYS[5])} end
-return {0, rate, used, after, storage}
+local generation = redis.call('HGET', KEYS[2], 'g') or ''
+if KEYS[5] then return {0, rate, used, after, storage, generation, redis.call('GET', KEYS[5])} end
+return {0, rate, used, after, storage, generation}
 """
 
-# KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, then day field/value pairs.
-# Writes only what is missing, so of two processes rebuilding at once the first wins and the second is a no-op.
+# KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, generation, then day
+# field/value pairs. Writes only what is missing, so of two processes rebuilding at once the first wins and
+# the second is a no-op. Both hashes carry the generation ('g') of the counters they belong to.
 _REBUILD_SCRIPT = """
 if not redis.call('HGET', KEYS[1], 'calls') then
-  redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2])
+  redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2], 'g', ARGV[6])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 end
 if redis.call('HEXISTS', KEYS[2], 'init') == 0 then
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[2], 'init', '1')
-  for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[2], 'init', '1', 'g', ARGV[6])
+  for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 end
 if not redis.call('GET', KEYS[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
@@ -211,6 +215,8 @@ class Ticket:
     fetched: bytes | None = None
     #: The month's calls before and after this one, for a quota alert ``charge`` was told to leave.
     used: tuple[int, int] | None = None
+    #: The generation of the live counters that counted the call ("" before generations).
+    generation: str = ""
 
 
 @dataclass
@@ -275,14 +281,14 @@ class Meter:
         may cross to ``confirm``, for a caller that may still refuse the call.
         """
         day = L.today()
-        status, used_before, used_after, storage, fetched = self._run(
+        status, used_before, used_after, storage, generation, fetched = self._run(
             calls=1, enforce_rate=True, day=day, also_get=also_get
         )
         if status is None:
             return Ticket(kind=kind, day=day, counted=False)
         if status == REBUILD:
             self.rebuild(day)
-            status, used_before, used_after, storage, fetched = self._run(
+            status, used_before, used_after, storage, generation, fetched = self._run(
                 calls=1, enforce_rate=True, day=day, also_get=also_get
             )
             if status is None:
@@ -291,7 +297,7 @@ class Meter:
             raise self._storage_exceeded(storage, day)
         if status == CALLS_EXCEEDED:
             raise self._calls_exceeded(used_before, day)
-        ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched)
+        ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
             self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
         else:
@@ -319,6 +325,7 @@ class Meter:
             ledger.Row(
                 schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
                 tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
+                counted_in=ticket.generation if ticket.counted else "",
             )
         )  # fmt: skip
 
@@ -330,9 +337,13 @@ class Meter:
         if not ticket.counted:
             return
         try:
-            # Only to counters that exist: one that is missing is rebuilt from PostgreSQL anyway.
-            add_to_counters({(month_key(self.schema, ticket.day), day_key(self.schema, ticket.day),
-                              who(self.user_id)): (-1, 0)})  # fmt: skip
+            # Only to counters that exist and counted it: one that is missing is rebuilt from PostgreSQL
+            # anyway, and counters rebuilt since (another generation) never had it.
+            given_back = Adjustment(
+                month=month_key(self.schema, ticket.day), day=day_key(self.schema, ticket.day),
+                who=who(self.user_id), generation=ticket.generation, if_same_calls=-1,
+            )  # fmt: skip
+            add_to_counters([given_back])
         except RedisError:
             logger.warning("a released call of %s stays counted in Redis until its next rebuild", self.schema)
 
@@ -353,8 +364,9 @@ class Meter:
 
     def _run(
         self, *, calls: int, enforce_rate: bool, day: dt.date | None = None, also_get: str | None = None
-    ) -> tuple[int | None, int, int, int, bytes | None]:
-        """Run the charge script; None as the status means Redis was unreachable and the check failed open."""
+    ) -> tuple[int | None, int, int, int, str, bytes | None]:
+        """Run the charge script: status, calls before and after, storage, the counters' generation, the
+        ``also_get`` value. None as the status means Redis was unreachable and the check failed open."""
         day = day or L.today()
         key, reset, ttl = self._window()
         count_rate = self.count_rate
@@ -381,14 +393,15 @@ class Meter:
                     _("Usage metering is unavailable for a moment. Try again shortly."),
                     code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
                 ) from None  # fmt: skip
-            return None, 0, 0, 0, None
+            return None, 0, 0, 0, "", None
         status, requests, before, after, storage = (int(v) for v in reply[:5])
         if count_rate:
             self.count_rate = False
             self.rate = RateState(limit=limit, reset=reset, remaining=max(0, limit - requests))
             if status == RATE_LIMITED and enforce_rate:
                 raise RateLimited(retry_after=max(1, reset - int(time.time())))
-        return status, before, after, storage, reply[5] if len(reply) > 5 else None
+        generation = reply[5].decode() if len(reply) > 5 else ""
+        return status, before, after, storage, generation, reply[6] if len(reply) > 6 else None
 
     def rebuild(self, day: dt.date) -> None:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed.
@@ -396,6 +409,9 @@ class Meter:
         Only what is missing is written, so of the workers whose charges all found the
         counters missing (a new month or day, Redis emptied) the first rebuilds them and
         the others change nothing (``counters_for_rebuild`` says what each writes).
+        Counters written anew, both of them, are a new generation: calls counted in the
+        lost ones and still in flight are in neither, and their ledger rows, which name
+        the old generation, tell the flush to add them (docs/architecture.md).
         """
         from apps.usage.selectors import counters_for_rebuild
 
@@ -407,15 +423,22 @@ class Meter:
             with client.pipeline(transaction=False) as pipe:
                 pipe.hexists(month, "calls")
                 pipe.hexists(today, "init")
-                month_there, day_there = pipe.execute()
-            snapshot = counters_for_rebuild(day, both_missing=held and not month_there and not day_there)
+                pipe.hget(month, "g")
+                pipe.hget(today, "g")
+                month_there, day_there, month_generation, day_generation = pipe.execute()
+            if not month_there and not day_there:
+                # New counters: a call counted in the lost ones (still in flight now) is in neither.
+                generation = secrets.token_hex(4)
+            else:  # the one that is there says which calls it has counted
+                generation = ((month_generation if month_there else day_generation) or b"").decode()
+            snapshot = counters_for_rebuild(day, generation=generation, mark=held and not month_there and not day_there)
             pairs: list[Any] = []
             for user_id, (calls, tokens) in snapshot.day.items():
                 pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
             script("rebuild", _REBUILD_SCRIPT, client)(
                 keys=[month, today, storage_key(self.schema)],
                 args=[snapshot.calls, snapshot.tokens, snapshot.storage_bytes, MONTH_TTL_SECONDS, DAY_TTL_SECONDS,
-                      *pairs],
+                      generation, *pairs],
             )  # fmt: skip
         logger.info("usage counters of %s rebuilt from the database for %s", self.schema, day)
 

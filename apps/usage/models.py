@@ -44,6 +44,10 @@ class UsageEvent(models.Model):
     # until the flush (or a rebuild) adds the tokens there, as the ledger writes them (apps.usage.ledger).
     counted_calls = models.BooleanField(default=True)
     counted_tokens = models.BooleanField(default=True)
+    # The generation of the live counters the counted parts are in ("" before generations, or
+    # when Redis counted nothing). A rebuild after Redis lost its data starts a new generation, so
+    # the flush can tell calls counted in the lost counters, still in flight then, from the others.
+    counted_in = models.CharField(max_length=16, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

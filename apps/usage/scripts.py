@@ -2,30 +2,62 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django_redis import get_redis_connection
 
 _scripts: dict[str, Any] = {}
 
-# KEYS: a month hash and a day hash per group. ARGV: per group, who ("<user id>" or "k"), calls, tokens.
+# KEYS: a month hash and a day hash per group. ARGV: per group, who ("<user id>" or "k"), generation, calls,
+# tokens, calls and tokens if the hash's generation is another, calls if it is the same (see Adjustment).
 # Adds only to whole hashes (the month's has 'calls', the day's has 'init'): one that is missing is
 # rebuilt from PostgreSQL, which already has what is added here, so adding to it would count twice.
 _ADD = """
+local function add(hash, present, calls_field, tokens_field, generation, calls, tokens, other_calls, other_tokens,
+                   same_calls)
+  if not present then return end
+  if (redis.call('HGET', hash, 'g') or '') == generation then
+    calls = calls + same_calls
+  else
+    calls, tokens = calls + other_calls, tokens + other_tokens
+  end
+  if calls ~= 0 then redis.call('HINCRBY', hash, calls_field, calls) end
+  if tokens ~= 0 then redis.call('HINCRBY', hash, tokens_field, tokens) end
+end
 for g = 1, #KEYS / 2 do
-  local month, day = KEYS[2 * g - 1], KEYS[2 * g]
-  local who, calls, tokens = ARGV[3 * g - 2], tonumber(ARGV[3 * g - 1]), tonumber(ARGV[3 * g])
-  if redis.call('HGET', month, 'calls') then
-    if calls ~= 0 then redis.call('HINCRBY', month, 'calls', calls) end
-    if tokens ~= 0 then redis.call('HINCRBY', month, 'tokens', tokens) end
-  end
-  if redis.call('HEXISTS', day, 'init') == 1 then
-    if calls ~= 0 then redis.call('HINCRBY', day, who .. ':calls', calls) end
-    if tokens ~= 0 then redis.call('HINCRBY', day, who .. ':tokens', tokens) end
-  end
+  local month, day, a = KEYS[2 * g - 1], KEYS[2 * g], 7 * (g - 1)
+  local who, generation = ARGV[a + 1], ARGV[a + 2]
+  local n = {tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]),
+             tonumber(ARGV[a + 7])}
+  add(month, redis.call('HGET', month, 'calls'), 'calls', 'tokens', generation, n[1], n[2], n[3], n[4], n[5])
+  add(day, redis.call('HEXISTS', day, 'init') == 1, who .. ':calls', who .. ':tokens', generation, n[1], n[2],
+      n[3], n[4], n[5])
 end
 return 1
 """
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """What to add to the live counters of one (month, day, who), wherever they exist.
+
+    ``calls`` and ``tokens`` are added to any generation of the counters. The
+    ``if_other_*`` parts are what counters of ``generation`` counted already: added
+    only to counters of another generation (rebuilt since, without them). ``if_same_calls``
+    only to counters of ``generation``: a call given back leaves only the counters
+    that counted it.
+    """
+
+    month: str
+    day: str
+    who: str
+    generation: str = ""
+    calls: int = 0
+    tokens: int = 0
+    if_other_calls: int = 0
+    if_other_tokens: int = 0
+    if_same_calls: int = 0
 
 
 def redis_client() -> Any:
@@ -40,11 +72,11 @@ def script(name: str, source: str, client: Any) -> Any:
     return lambda *, keys, args: registered(keys=keys, args=args, client=client)
 
 
-def add_to_counters(counts: dict[tuple[str, str, str], tuple[int, int]]) -> None:
-    """Add (calls, tokens) to the counters of each (month key, day key, who) that exist: one round trip."""
+def add_to_counters(adjustments: list[Adjustment]) -> None:
+    """Apply ``adjustments`` to the counters that exist: one round trip."""
     keys: list[str] = []
     args: list[Any] = []
-    for (month, day, who), (calls, tokens) in counts.items():
-        keys += [month, day]
-        args += [who, calls, tokens]
+    for a in adjustments:
+        keys += [a.month, a.day]
+        args += [a.who, a.generation, a.calls, a.tokens, a.if_other_calls, a.if_other_tokens, a.if_same_calls]
     script("add", _ADD, redis_client())(keys=keys, args=args)

@@ -43,19 +43,20 @@ SELECT 's', NULL, COALESCE((SELECT storage_bytes FROM usage_stats WHERE user_id 
                             ORDER BY date DESC LIMIT 1), 0), 0
 """
 _SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(calls="calls", tokens="tokens")
-# Only what Redis has counted of the ledger rows: the flush adds the rest (counted_* false) to Redis.
+# Only what the counters of one generation have counted of the ledger rows: the flush adds the rest.
 _COUNTED_SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(
-    calls="CASE WHEN counted_calls THEN calls ELSE 0 END", tokens="CASE WHEN counted_tokens THEN tokens ELSE 0 END"
+    calls="CASE WHEN counted_calls AND counted_in = %(generation)s THEN calls ELSE 0 END",
+    tokens="CASE WHEN counted_tokens AND counted_in = %(generation)s THEN tokens ELSE 0 END",
 )
 
-# For a rebuild of both counters: the month's ledger rows that Redis missed are marked counted
-# by the statement that reads the totals, so they share one snapshot. In two statements a
-# missed call committed between them would be in the totals and still marked missed, and the
-# next flush would add it to Redis a second time.
+# For a rebuild of both counters: the month's ledger rows are marked counted in the new
+# generation by the statement that reads the totals, so they share one snapshot. In two
+# statements a call committed between them would be in the totals and still marked missed
+# (or counted in the lost counters), and the next flush would add it to Redis a second time.
 _MARK_COUNTED_SQL = """
 WITH marked AS (
-  UPDATE usage_usageevent SET counted_calls = true, counted_tokens = true
-   WHERE day BETWEEN %(start)s AND %(end)s AND NOT (counted_calls AND counted_tokens)
+  UPDATE usage_usageevent SET counted_calls = true, counted_tokens = true, counted_in = %(generation)s
+   WHERE day BETWEEN %(start)s AND %(end)s
   RETURNING 1
 )
 """
@@ -69,26 +70,30 @@ def counters_from_database(day: dt.date) -> Snapshot:
     return _snapshot(_SNAPSHOT_SQL, day)
 
 
-def counters_for_rebuild(day: dt.date, *, both_missing: bool) -> Snapshot:
-    """What a rebuild writes into the live counters of ``day`` that are missing from Redis.
+def counters_for_rebuild(day: dt.date, *, generation: str, mark: bool) -> Snapshot:
+    """What a rebuild writes into the live counters of ``day`` (generation ``generation``) that are missing.
 
     Call it in the tenant's counters turn (``apps.usage.meter.counters_turn``), after
-    reading which counters are missing. ``both_missing`` (the month's and the day's:
-    Redis lost them, or a month begins): everything PostgreSQL has, with the ledger rows
-    Redis missed marked counted in the same statement, so the flush does not add them
-    again. Otherwise one of them is still in Redis without the ledger rows' uncounted
-    calls and tokens, which only the flush adds: marking them would keep them out of it
-    for good. So the missing one starts from what Redis had counted, and the flush adds
-    the rest to both, once.
+    reading which counters are missing. ``mark`` (both were missing: Redis lost them, or
+    a month begins, and no other rebuild can write them first): everything PostgreSQL
+    has, with the month's ledger rows marked counted in the new generation in the same
+    statement, so the flush does not add them again. Otherwise only what the counters of
+    ``generation`` have counted of the rows: the counter still in Redis lacks the rest
+    (every call's tokens until the flush, calls Redis missed, calls counted in lost
+    counters), and marking it would keep it out of the flush for good. So the missing one
+    starts from the same, and the flush adds the rest to both, once.
     """
-    return _snapshot(_MARK_COUNTED_SQL + _SNAPSHOT_SQL if both_missing else _COUNTED_SNAPSHOT_SQL, day)
+    return _snapshot(_MARK_COUNTED_SQL + _SNAPSHOT_SQL if mark else _COUNTED_SNAPSHOT_SQL, day, generation)
 
 
-def _snapshot(sql: str, day: dt.date) -> Snapshot:
+def _snapshot(sql: str, day: dt.date, generation: str = "") -> Snapshot:
     calls = tokens = storage = 0
     per_user: dict[int | None, tuple[int, int]] = {}
+    params: dict[str, dt.date | str] = {
+        "start": L.period_start(day), "end": L.period_end(day), "day": day, "generation": generation,
+    }  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"start": L.period_start(day), "end": L.period_end(day), "day": day})
+        cursor.execute(sql, params)
         for kind, user_id, a, b in cursor.fetchall():
             if kind == "m":
                 calls, tokens = int(a), int(b)

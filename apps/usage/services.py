@@ -21,7 +21,7 @@ from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
 from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
 from apps.usage.models import Quota
-from apps.usage.scripts import add_to_counters, redis_client
+from apps.usage.scripts import Adjustment, add_to_counters, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ _FLUSH_SQL = """
 WITH moved AS (
   DELETE FROM usage_usageevent
    WHERE id IN (SELECT id FROM usage_usageevent ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-  RETURNING user_id, day, calls, tokens, counted_calls, counted_tokens
+  RETURNING user_id, day, calls, tokens, counted_calls, counted_tokens, counted_in
 ), added AS (
   INSERT INTO usage_stats AS s (user_id, date, api_calls, tokens_used, storage_used_mb, storage_bytes, updated_at)
   SELECT user_id, day, SUM(calls), SUM(tokens), 0, 0, now() FROM moved GROUP BY user_id, day
@@ -89,10 +89,12 @@ WITH moved AS (
     SET api_calls = s.api_calls + EXCLUDED.api_calls, tokens_used = s.tokens_used + EXCLUDED.tokens_used,
         updated_at = now()
 )
-SELECT user_id, day, COUNT(*),
+SELECT user_id, day, counted_in, COUNT(*),
        COALESCE(SUM(calls) FILTER (WHERE NOT counted_calls), 0),
-       COALESCE(SUM(tokens) FILTER (WHERE NOT counted_tokens), 0)
-  FROM moved GROUP BY user_id, day
+       COALESCE(SUM(tokens) FILTER (WHERE NOT counted_tokens), 0),
+       COALESCE(SUM(calls) FILTER (WHERE counted_calls), 0),
+       COALESCE(SUM(tokens) FILTER (WHERE counted_tokens), 0)
+  FROM moved GROUP BY user_id, day, counted_in
 """
 
 
@@ -101,8 +103,9 @@ def usage_flush(*, batch: int = 50_000) -> int:
 
     After the commit the calls' tokens are added to the live counters in Redis
     (calls reach them with the call, tokens only here: ``apps.usage.ledger``), and
-    so are calls Redis missed while it was unreachable, so the live quota catches
-    up with them. One script call per batch.
+    so are calls Redis missed while it was unreachable and calls counted in counters
+    Redis has lost since (another generation: ``apps.usage.scripts.Adjustment``), so
+    the live quota catches up with them. One script call per batch.
     """
     moved = 0
     while True:
@@ -112,20 +115,30 @@ def usage_flush(*, batch: int = 50_000) -> int:
                 cursor.execute(_FLUSH_SQL, {"batch": batch})
                 rows = cursor.fetchall()
             _add_uncounted(rows)
-        count = sum(int(r[2]) for r in rows)
+        count = sum(int(r[3]) for r in rows)
         moved += count
         if count < batch:
             return moved
 
 
-def _add_uncounted(rows: list[tuple[int | None, dt.date, int, int, int]]) -> None:
-    """Add what Redis has not counted yet (every call's tokens, and calls made while it was unreachable)."""
+def _add_uncounted(rows: list[tuple[int | None, dt.date, str, int, int, int, int, int]]) -> None:
+    """Add what Redis has not counted yet: every call's tokens, calls made while it was unreachable, and
+    calls counted in counters Redis has lost since (their generation is not the live counters')."""
     schema = connection.schema_name
-    missed = {
-        (month_key(schema, day), day_key(schema, day), who(user_id)): (int(calls), int(tokens))
-        for user_id, day, _n, calls, tokens in rows
-        if calls or tokens
-    }
+    missed = [
+        Adjustment(
+            month=month_key(schema, day),
+            day=day_key(schema, day),
+            who=who(user_id),
+            generation=generation,
+            calls=int(calls),
+            tokens=int(tokens),
+            if_other_calls=int(counted_calls),
+            if_other_tokens=int(counted_tokens),
+        )
+        for user_id, day, generation, _n, calls, tokens, counted_calls, counted_tokens in rows
+        if calls or tokens or counted_calls or counted_tokens
+    ]
     if not missed:
         return
     try:

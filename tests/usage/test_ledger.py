@@ -203,7 +203,7 @@ def test_a_flush_and_a_rebuild_that_overlap_count_a_missed_call_once(
     with psycopg.connect(**direct_dsn(), autocommit=True) as setup:  # a call made while Redis was unreachable
         setup.execute(
             f'INSERT INTO "{schema}".usage_usageevent {ledger._COLUMNS} VALUES {ledger._VALUES}',
-            [None, None, "model", 7, day, False],
+            [None, None, "model", 7, day, False, ""],
         )
     moved, resume = threading.Event(), threading.Event()
     add_uncounted = services._add_uncounted

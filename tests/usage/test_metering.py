@@ -174,7 +174,7 @@ class TestFlush:
             with default_connection.cursor() as cursor:
                 cursor.execute("SAVEPOINT before_killed_flush")
                 cursor.execute(_FLUSH_SQL, {"batch": 1000})
-                assert sum(row[2] for row in cursor.fetchall()) == 2  # it got as far as moving them...
+                assert sum(row[3] for row in cursor.fetchall()) == 2  # it got as far as moving them...
                 cursor.execute("ROLLBACK TO SAVEPOINT before_killed_flush")  # ...and died before COMMIT
             assert UsageEvent.objects.count() == 2
             assert usage_flush() == 2
@@ -344,7 +344,7 @@ class TestRedisLoss:
             assert [(s.date, s.api_calls) for s in stats] == [(dt.date(2026, 11, 29), 2), (dt.date(2026, 11, 30), 1)]
             assert counters(tenant_alpha) == {"calls": 3, "tokens": sum(s.tokens_used for s in stats)}
             today = get_redis_connection("default").hgetall(day_key(tenant_alpha.tenant.schema_name, L.today()))
-            assert {k: int(v) for k, v in today.items() if k != b"init"} == {
+            assert {k: int(v) for k, v in today.items() if k not in (b"init", b"g")} == {
                 b"k:calls": 1,
                 b"k:tokens": stats[1].tokens_used,
             }
@@ -371,10 +371,83 @@ class TestRedisLoss:
         finally:
             holder.release()
         assert [e.counted_calls for e in events(tenant_alpha)] == [True, False, True]
-        assert counters(tenant_alpha)["calls"] == 2  # the first call and this one; the flush adds the missed one
+        # Only this call: the first was counted in the lost counters, and Redis missed the other; the flush
+        # adds both.
+        assert counters(tenant_alpha)["calls"] == 1
         assert flush(tenant_alpha) == 3
         stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=L.today()))
         assert counters(tenant_alpha) == {"calls": 3, "tokens": stat.tokens_used}
+
+    def test_a_call_in_flight_when_redis_loses_its_data_reaches_the_rebuilt_counters(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A call counted in counters Redis then loses commits its ledger row after the rebuild read the
+        ledger: it is in neither. Its row names the generation that counted it, so the flush adds it."""
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            in_flight = meter.charge()  # the model is still answering when Redis restarts
+        forget_counters()
+        assert v1(client).status_code == 200  # rebuilt from the first call's row, then this call
+        assert counters(tenant_alpha)["calls"] == 2
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter.record(in_flight, 5)  # the call in flight ends
+        assert flush(tenant_alpha) == 3
+        stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=L.today()))
+        assert stat.api_calls == 3
+        assert counters(tenant_alpha) == {"calls": 3, "tokens": stat.tokens_used}
+        assert flush(tenant_alpha) == 0
+        assert counters(tenant_alpha) == {"calls": 3, "tokens": stat.tokens_used}
+
+    def test_a_call_given_back_after_redis_lost_its_data_leaves_the_rebuilt_counters_alone(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A call whose model server failed is given back only to the counters that counted it."""
+        client = key_client(tenant_alpha)
+        meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            failing = meter.charge()
+        forget_counters()
+        assert v1(client).status_code == 200  # rebuilt: only this call
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter.release(failing)
+        assert counters(tenant_alpha)["calls"] == 1
+        assert flush(tenant_alpha) == 1
+        stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=L.today()))
+        assert counters(tenant_alpha) == {"calls": stat.api_calls, "tokens": stat.tokens_used}
+
+    def test_counters_from_before_generations_go_on_counting_exactly(self, tenant_alpha: TenantFixture) -> None:
+        """Counters written before generations existed have no ``g``, nor have their ledger rows: all are of
+        generation "", and a new day's counters rebuilt from such a month's keep it."""
+        client = key_client(tenant_alpha)
+        schema, today = tenant_alpha.tenant.schema_name, L.today()
+        redis = get_redis_connection("default")
+        assert v1(client).status_code == 200
+        redis.hdel(month_key(schema, today), "g")
+        redis.hdel(day_key(schema, today), "g")
+        with schema_context(schema):
+            UsageEvent.objects.update(counted_in="")
+        assert v1(client).status_code == 200
+        redis.delete(day_key(schema, today))
+        assert v1(client).status_code == 200  # the day's counters rebuilt beside the month's
+        assert [e.counted_in for e in events(tenant_alpha)] == ["", "", ""]
+        assert flush(tenant_alpha) == 3
+        stat = with_schema(tenant_alpha, lambda: UsageStat.objects.get(user=None, date=today))
+        assert counters(tenant_alpha) == {"calls": 3, "tokens": stat.tokens_used}
+        day = redis.hgetall(day_key(schema, today))
+        assert (int(day[b"k:calls"]), int(day[b"k:tokens"])) == (3, stat.tokens_used)
+
+    def test_a_call_given_back_leaves_the_counters_that_counted_it(self, tenant_alpha: TenantFixture) -> None:
+        meter = Meter(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), user_id=None, api_key_id=None)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            kept, failing = meter.charge(), meter.charge()
+            assert counters(tenant_alpha)["calls"] == 2
+            meter.release(failing)
+            meter.record(kept, 3)
+        assert counters(tenant_alpha)["calls"] == 1
+        assert flush(tenant_alpha) == 1
+        assert counters(tenant_alpha) == {"calls": 1, "tokens": 3}
 
 
 @pytest.mark.parametrize("moment", ["2026-11-30T23:59:59+00:00"])
