@@ -7,6 +7,7 @@ key is looked up only in the host's schema, and sessions are stored per schema.
 
 from __future__ import annotations
 
+import copy
 import time
 from functools import lru_cache
 from typing import Any
@@ -92,8 +93,7 @@ class TenantJWTAuthentication(JWTAuthentication):
         token, expires = _verified(raw_token)
         if time.time() >= expires:  # simplejwt's check_exp: expired once exp <= now - leeway
             return super().get_validated_token(raw_token)  # raises simplejwt's own "expired" error
-        mine = object.__new__(type(token))  # this request's copy: nothing shared can be changed through it
-        mine.__dict__.update(token.__dict__)
+        mine = copy.copy(token)  # this request's copy: nothing shared can be changed through it
         mine.payload = dict(token.payload)
         mine.current_time = aware_utcnow()
         return mine

@@ -426,12 +426,13 @@ class Meter:
                 pipe.hget(month, "g")
                 pipe.hget(today, "g")
                 month_there, day_there, month_generation, day_generation = pipe.execute()
-            if not month_there and not day_there:
+            both_missing = not month_there and not day_there
+            if both_missing:
                 # New counters: a call counted in the lost ones (still in flight now) is in neither.
                 generation = secrets.token_hex(4)
             else:  # the one that is there says which calls it has counted
                 generation = ((month_generation if month_there else day_generation) or b"").decode()
-            snapshot = counters_for_rebuild(day, generation=generation, mark=held and not month_there and not day_there)
+            snapshot = counters_for_rebuild(day, generation=generation, mark=held and both_missing)
             pairs: list[Any] = []
             for user_id, (calls, tokens) in snapshot.day.items():
                 pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]
