@@ -103,7 +103,6 @@ _DRF_CODES: list[tuple[type[drf_exceptions.APIException], str]] = [
     (drf_exceptions.NotAuthenticated, "not_authenticated"),
     (drf_exceptions.AuthenticationFailed, "not_authenticated"),
     (drf_exceptions.PermissionDenied, "permission_denied"),
-    (drf_exceptions.ParseError, "invalid_input"),
     (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
     (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
     (drf_exceptions.NotAcceptable, "not_acceptable"),
@@ -139,6 +138,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = error_body("invalid_input", _("The input is not valid."), _field_details(exc.detail))
     elif isinstance(exc, drf_exceptions.NotFound):
         body = error_body("not_found", _("Not found."))
+    elif isinstance(exc, drf_exceptions.ParseError):
+        # JSONParser's own message is English and quotes Python's json error.
+        body = error_body("invalid_input", _("The request body is not valid JSON."))
     elif isinstance(exc, drf_exceptions.Throttled):
         wait = int(exc.wait or 1)  # type: ignore[attr-defined]
         body = error_body("rate_limited", str(exc.detail), {"retry_after": wait})

@@ -47,6 +47,8 @@ SHARED_APPS = [
     "apps.api",
     "apps.openai_api",
     "rest_framework",
+    # No models: installed for its translations, which Django loads only from installed apps.
+    "rest_framework_simplejwt",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",

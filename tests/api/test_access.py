@@ -179,6 +179,48 @@ class TestBadTokens:
         assert response.status_code == 401
 
 
+def _has_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+class TestTokenErrorsInChinese:
+    """A refused token's message follows the request's language, like every other error's
+    (simplejwt's own messages come from its catalog, installed as an app)."""
+
+    @staticmethod
+    def me(tenant: TenantFixture, token: str) -> Any:
+        return tenant.client(HTTP_ACCEPT_LANGUAGE="zh-hans").get("/api/auth/me", **bearer(token))
+
+    def test_a_malformed_token(self, tenant_alpha: TenantFixture) -> None:
+        error = self.me(tenant_alpha, "garbage")
+        assert error.status_code == 401
+        assert _has_chinese(error.json()["error"]["message"]), error.json()
+
+    def test_an_expired_token(self, tenant_alpha: TenantFixture) -> None:
+        token = AccessToken(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])  # type: ignore[arg-type]
+        token.set_exp(lifetime=-timedelta(seconds=1))
+        error = self.me(tenant_alpha, str(token))
+        assert error.status_code == 401
+        assert _has_chinese(error.json()["error"]["message"]), error.json()
+
+    def test_a_deactivated_member_and_a_changed_password(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.USER)
+        token = jwt_pair(tenant_alpha, member)["access"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(is_active=False)
+        inactive = self.me(tenant_alpha, token)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).update(is_active=True, password="changed")
+        changed = self.me(tenant_alpha, token)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=member.pk).delete()
+        gone = self.me(tenant_alpha, token)
+        for error in (inactive, changed, gone):
+            assert error.status_code == 401
+            assert _has_chinese(error.json()["error"]["message"]), error.json()
+        assert len({error.json()["error"]["message"] for error in (inactive, changed, gone)}) == 3
+
+
 class TestVerifiedTokensKept:
     """A process verifies each access token once; what can change is still checked on every request."""
 

@@ -64,3 +64,18 @@ def test_error_messages_follow_the_language(public_client: Client) -> None:
     zh = public_client.get("/api/nothing", HTTP_ACCEPT_LANGUAGE="zh-hans").json()["error"]["message"]
     assert en == "Not found."
     assert zh != en
+
+
+def test_a_body_that_is_not_json_is_a_400_in_the_requests_language(tenant_alpha: TenantFixture) -> None:
+    messages = {}
+    for language in ("en", "zh-hans"):
+        response = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE=language).post(
+            "/api/auth/login", "{not json", content_type="application/json"
+        )
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["details"] == {}
+        messages[language] = error["message"]
+    assert messages["en"] == "The request body is not valid JSON."  # not Python's json error, quoted
+    assert messages["zh-hans"] == "请求正文不是有效的 JSON。"
