@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -353,6 +353,7 @@ def run_turn(
     meter: CallMeter,
     first_stream: Any = None,
     first_ticket: Any = None,
+    options: Mapping[str, Any] | None = None,
     run_tool: ToolRunner = run_mcp_tool,
 ) -> Generator[Event, None, None]:
     """Ask the model; while it asks for tools (at most ``max_rounds`` times) run them and ask again.
@@ -363,7 +364,8 @@ def run_turn(
     model as that tool's result, so the model can explain or recover.
     ``first_stream`` is the first round's request when the caller already sent
     it (``open_stream`` with all ``tools``, charged as ``first_ticket``), to
-    overlap it with its own work.
+    overlap it with its own work. ``options`` (temperature, max_tokens...) go with
+    every round's request, as they went with the first.
 
     Every model round and every tool invocation is one AI call: ``meter``
     charges it before it starts (a quota that runs out mid-turn raises
@@ -380,7 +382,9 @@ def run_turn(
             offered = tools if rounds < max_rounds else []
             ticket = meter.charge("model")
             try:
-                stream = open_stream(server, model, messages, [tool.openai_spec() for tool in offered])
+                stream = open_stream(
+                    server, model, messages, [tool.openai_spec() for tool in offered], **(options or {})
+                )
             except UpstreamError:
                 meter.release(ticket)
                 raise

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.http.response import HttpResponseBase
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
@@ -38,8 +39,14 @@ from apps.llm.client import model_server
 from apps.usage.meter import Meter
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
+# Sent to the model server as the client gave them (checked by the InputSerializer), on every
+# model round of the turn; tool_choice goes only with the client's own tools (one round).
 _PASSED_OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "tool_choice",
                    "presence_penalty", "frequency_penalty", "response_format")  # fmt: skip
+_TOOL_CHOICE_MODES = ("none", "auto", "required")
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+_INT32_MAX = 2**31 - 1
+_ONE_CHOICE = gettext_lazy("Only one choice (n = 1) is supported.")
 
 
 class ModelsApi(TenantApi):
@@ -63,6 +70,20 @@ class MessageSerializer(serializers.Serializer):
     tool_call_id = serializers.CharField(required=False, max_length=100)
 
 
+class StreamOptionsSerializer(serializers.Serializer):
+    include_usage = serializers.BooleanField(required=False, default=False)
+
+
+class ResponseFormatSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=RESPONSE_FORMAT_TYPES)
+    json_schema = serializers.DictField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["type"] == "json_schema" and not attrs.get("json_schema"):
+            raise serializers.ValidationError({"json_schema": [_("This field is required.")]})
+        return attrs
+
+
 class ChatCompletionsApi(TenantApi):
     """POST /v1/chat/completions, streaming (``stream: true``) or not."""
 
@@ -71,10 +92,59 @@ class ChatCompletionsApi(TenantApi):
     metered = True
 
     class InputSerializer(serializers.Serializer):
+        """OpenAI's request body. The options are checked against OpenAI's ranges here, so a bad one
+        is a 400 from us rather than the model server's refusal as a 502. Fields it does not list
+        are ignored, as OpenAI ignores what it does not use (clients send ``user``, ``store``...)."""
+
         model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         messages = MessageSerializer(many=True, allow_empty=False)
         stream = serializers.BooleanField(required=False, default=False)
+        stream_options = StreamOptionsSerializer(required=False, allow_null=True)
         tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+        tool_choice = serializers.JSONField(required=False, allow_null=True)
+        n = serializers.IntegerField(
+            required=False, allow_null=True, min_value=1, max_value=1, error_messages={"max_value": _ONE_CHOICE}
+        )
+        temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+        top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+        max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=_INT32_MAX)
+        max_completion_tokens = serializers.IntegerField(
+            required=False, allow_null=True, min_value=1, max_value=_INT32_MAX
+        )
+        presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+        frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+        seed = serializers.IntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
+        stop = serializers.JSONField(required=False, allow_null=True)
+        response_format = ResponseFormatSerializer(required=False, allow_null=True)
+
+        def validate_stop(self, value: Any) -> Any:
+            stops = [value] if isinstance(value, str) else value
+            if value is not None and not (
+                isinstance(stops, list) and 1 <= len(stops) <= 4 and all(isinstance(s, str) and s for s in stops)
+            ):
+                raise serializers.ValidationError(_("Give a string or a list of one to four strings."))
+            return value
+
+        def validate_tool_choice(self, value: Any) -> Any:
+            if value is None or value in _TOOL_CHOICE_MODES:
+                return value
+            named = isinstance(value, dict) and value.get("type") == "function"
+            function = value.get("function") if named else None
+            if not (isinstance(function, dict) and isinstance(function.get("name"), str)):
+                raise serializers.ValidationError(
+                    _('Give "none", "auto", "required" or {"type": "function", "function": {"name": ...}}.')
+                )
+            return value
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            choice, tools = attrs.get("tool_choice"), attrs.get("tools")
+            if choice is not None and not tools:  # as OpenAI: only with the request's own tools
+                raise serializers.ValidationError({"tool_choice": [_("tool_choice needs tools in the request.")]})
+            if isinstance(choice, dict):
+                names = {(t.get("function") or {}).get("name") for t in tools or []}
+                if choice["function"]["name"] not in names:
+                    raise serializers.ValidationError({"tool_choice": [_("No tool of that name is in the request.")]})
+            return attrs
 
     @extend_schema(
         request=InputSerializer,
@@ -92,7 +162,7 @@ class ChatCompletionsApi(TenantApi):
         meter = self.meter or Meter.for_actor(self.actor(request))
         start = turn_start(meter=meter, model=data.validated_data["model"] or None)
         server, model, ticket = start.server, start.model, start.ticket
-        options = {k: request.data[k] for k in _PASSED_OPTIONS if isinstance(request.data, dict) and k in request.data}
+        options = {k: data.validated_data[k] for k in _PASSED_OPTIONS if data.validated_data.get(k) is not None}
         client_tools = data.validated_data.get("tools")
         tools = [] if client_tools else tools_for(self.actor(request), start.setup)
         if not client_tools and not any(m["role"] == "system" for m in messages):
@@ -109,10 +179,11 @@ class ChatCompletionsApi(TenantApi):
         else:
             events = engine.run_turn(server=server, model=model, messages=messages, tools=tools, meter=meter,
                                      max_rounds=settings.CHAT_MAX_TOOL_ROUNDS, first_stream=first,
-                                     first_ticket=ticket)  # fmt: skip
+                                     first_ticket=ticket, options=options)  # fmt: skip
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if data.validated_data["stream"]:
-            return sse_response(_chunks(events, completion_id, model, final_only=not client_tools))
+            usage = bool((data.validated_data.get("stream_options") or {}).get("include_usage"))
+            return sse_response(_chunks(events, completion_id, model, final_only=not client_tools, usage=usage))
         return Response(_whole(events, completion_id, model, final_only=not client_tools))
 
 
@@ -146,10 +217,12 @@ def _calls_out(reply: engine.ModelReply) -> list[dict[str, Any]]:
     ]
 
 
-def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool) -> Iterator[bytes]:
+def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool, usage: bool) -> Iterator[bytes]:
     """OpenAI's stream format. In HydroNet-tools mode only the last round's text is the answer,
     but every round's tokens are streamed as they come: the rounds before it are the model
-    saying what it is about to look up."""
+    saying what it is about to look up. As OpenAI's, the stream ends with a chunk that has
+    the usage and no choices only when the client asked for it (``stream_options.include_usage``):
+    clients that read ``choices[0]`` of every chunk would fail on it."""
     prompt = completion = 0
     yield _data(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
     try:
@@ -171,7 +244,8 @@ def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only
         yield _data({"error": {"code": exc.code, "message": exc.message, "type": exc.code, "details": exc.details}})
         yield _data("[DONE]")
         return
-    yield _data({**_chunk(completion_id, model, {}), "choices": [], "usage": _usage(prompt, completion)})
+    if usage:
+        yield _data({**_chunk(completion_id, model, {}), "choices": [], "usage": _usage(prompt, completion)})
     yield _data("[DONE]")
 
 

@@ -251,7 +251,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "DEFAULT_GENERATOR_CLASS": "apps.api.routing.OperationsSchemaGenerator",
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "apps.accounts.models.Role"},
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "apps.accounts.models.Role",
+        "TypeEnum": "apps.mcp.models.Transport",  # the MCP service's; its name before /v1's response_format
+        "ResponseFormatTypeEnum": "apps.openai_api.apis.RESPONSE_FORMAT_TYPES",
+    },
 }
 
 from .jwt import *  # noqa: E402,F403

@@ -64,7 +64,9 @@ class TestInProcess:
 
     def test_streaming_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
-        response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=True)
+        response = completions(
+            client, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
         lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
         assert lines[-1] == "data: [DONE]"
         chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
@@ -98,6 +100,85 @@ class TestInProcess:
     def test_bad_requests_are_400s(self, tenant_alpha: TenantFixture, body: dict[str, Any]) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         assert completions(client, **body).status_code == 400
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [("temperature", 2.5), ("temperature", "hot"), ("top_p", -0.1), ("max_tokens", 0), ("max_tokens", "many"),
+         ("max_completion_tokens", 2**31), ("presence_penalty", 3), ("frequency_penalty", -2.5), ("n", 2),
+         ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7), ("stop", [""]), ("seed", 2**64), ("tool_choice", "always"),
+         ("tool_choice", {"type": "function"}), ("tool_choice", "auto"), ("response_format", {"type": "yaml"}),
+         ("response_format", {"type": "json_schema"}), ("stream_options", {"include_usage": "perhaps"})],
+    )  # fmt: skip
+    def test_a_bad_option_is_a_400_and_costs_nothing(
+        self, tenant_alpha: TenantFixture, option: str, value: Any
+    ) -> None:
+        from django.utils import timezone
+        from django_redis import get_redis_connection
+
+        from apps.usage.meter import month_key
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        counter = month_key(tenant_alpha.tenant.schema_name, timezone.now().date())
+        calls_before = get_redis_connection("default").hget(counter, "calls")
+        response = completions(client, messages=[{"role": "user", "content": "hi"}], **{option: value})
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert option in error["details"]
+        assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
+
+    def test_an_options_error_follows_the_requests_language(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="zh-hans", **bearer(api_key_secret(tenant_alpha, "user")))
+        for option, value in (("n", 3), ("stop", 7), ("tool_choice", "auto")):
+            error = completions(client, messages=[{"role": "user", "content": "hi"}], **{option: value}).json()["error"]
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in error["details"][option][0]), error
+
+    def test_a_named_tool_choice_must_name_one_of_the_requests_tools(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        choice = {"type": "function", "function": {"name": "get_rainfall"}}
+        response = completions(
+            client, messages=[{"role": "user", "content": QUESTION}], tools=TOOLS, tool_choice=choice
+        )
+        assert response.status_code == 400
+        assert "tool_choice" in response.json()["error"]["details"]
+
+    def test_good_options_reach_the_model_server(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        body = completions(
+            client, messages=[{"role": "user", "content": "hello"}], max_tokens=3, temperature=0, top_p=1, seed=7,
+            stop=["\n\n"], n=1, response_format={"type": "text"}, user="someone", store=False,
+        ).json()  # fmt: skip
+        assert body["choices"][0]["finish_reason"] == "length"  # the demo model cuts at max_tokens
+        assert len(body["choices"][0]["message"]["content"]) <= 3 * 4
+        chosen = {"type": "function", "function": {"name": "get_water_levels"}}
+        body = completions(client, messages=[{"role": "user", "content": QUESTION}], tools=TOOLS, tool_choice=chosen)
+        assert body.json()["choices"][0]["finish_reason"] == "tool_calls"
+
+    def test_options_apply_to_every_round_of_a_turn_with_the_tenants_tools(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        body = completions(client, messages=[{"role": "user", "content": QUESTION}], max_tokens=5).json()
+        assert body["choices"][0]["finish_reason"] == "length"  # the answer after the tool call, cut too
+        assert len(body["choices"][0]["message"]["content"]) <= 5 * 4
+        assert body["usage"]["completion_tokens"] > 5  # the tool call's round, then the answer's
+
+    def test_a_stream_ends_with_the_usage_only_when_asked(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+
+        def chunks(**extra: Any) -> list[dict[str, Any]]:
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=True, **extra)
+            lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+            assert lines[-1] == "data: [DONE]"
+            return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+
+        plain = chunks()
+        assert all(chunk["choices"] for chunk in plain)  # OpenAI's own clients read choices[0] of each
+        assert all("usage" not in chunk for chunk in plain)
+        asked = chunks(stream_options={"include_usage": True})
+        assert asked[-1]["choices"] == []
+        assert asked[-1]["usage"]["total_tokens"] > 0
+        assert all(chunk["choices"] for chunk in asked[:-1])
 
     def test_an_upstream_failure_is_a_502(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
@@ -141,7 +222,7 @@ def test_the_official_openai_client(web_server: WebServer, live_key: str) -> Non
     stream = client.chat.completions.create(
         model="hydronet-demo", messages=[{"role": "user", "content": "hello"}], stream=True
     )
-    pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
+    pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices[0].delta.content]  # as OpenAI's docs
     assert len(pieces) > 3
     assert "offline demo model" in "".join(pieces)
     with pytest.raises(openai.AuthenticationError):
