@@ -1,6 +1,7 @@
 """Synthetic, deterministic hydrology data for the demo MCP server.
 
-Everything here is a pure function of its arguments: no clock, no randomness.
+Everything here is a pure function of its arguments: no clock, no randomness (the
+MCP server passes the current time as ``until``, so no reading is from the future).
 "Noise" comes from a SHA-256 hash of the station id and the timestamp, so the
 same question always gets the same answer, on every machine.
 
@@ -200,15 +201,29 @@ def water_level_at(station: Station, when: datetime) -> float:
     return round(station.base_level_m + seasonal + daily + noise, 2)
 
 
-def water_levels(station: str, start: str, end: str) -> WaterLevelSeries:
-    """Hourly water levels of ``station`` from ``start`` 00:00 to ``end`` 23:00 UTC (dates inclusive)."""
+def _not_after(first: date, until: datetime | None) -> None:
+    """Refuse a range that starts after ``until``: nothing has been measured there yet."""
+    if until is not None and first > until.astimezone(UTC).date():
+        now = until.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+        raise HydrologyError(f"The range starts on {first.isoformat()}, after now ({now}): nothing is measured yet.")
+
+
+def water_levels(station: str, start: str, end: str, *, until: datetime | None = None) -> WaterLevelSeries:
+    """Hourly water levels of ``station`` from ``start`` 00:00 to ``end`` 23:00 UTC (dates inclusive).
+
+    With ``until`` (the server passes the current time), readings stop at the last
+    hour before it, as a real gauge's would: "the latest level" is never in the future.
+    """
     found = get_station(station)
     first, last = parse_date_range(start, end)
+    _not_after(first, until)
     begin = datetime.combine(first, time(0), tzinfo=UTC)
     hours = ((last - first).days + 1) * 24
     readings: list[WaterLevelReading] = []
     for hour in range(hours):
         when = begin + timedelta(hours=hour)
+        if until is not None and when > until:
+            break
         readings.append({"time": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "level_m": water_level_at(found, when)})
     return {
         "station": found.id,
@@ -229,13 +244,17 @@ def rainfall_on(station: Station, day: date) -> float:
     return round(amount, 1)
 
 
-def rainfall(station: str, start: str, end: str) -> RainfallSeries:
-    """Daily rainfall totals of ``station`` from ``start`` to ``end`` (inclusive)."""
+def rainfall(station: str, start: str, end: str, *, until: datetime | None = None) -> RainfallSeries:
+    """Daily rainfall totals of ``station`` from ``start`` to ``end`` (inclusive); with ``until``,
+    no day after its date (UTC)."""
     found = get_station(station)
     first, last = parse_date_range(start, end)
+    _not_after(first, until)
     daily: list[RainfallDay] = []
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
+        if until is not None and day > until.astimezone(UTC).date():
+            break
         daily.append({"date": day.isoformat(), "rainfall_mm": rainfall_on(found, day)})
     return {
         "station": found.id,

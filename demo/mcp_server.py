@@ -7,13 +7,14 @@ Run it with::
 Tools: ``list_stations``, ``get_water_levels``, ``get_rainfall`` and
 ``get_flood_warning_levels``; the data comes from :mod:`demo.hydrology`, whose
 pure functions (``water_levels``, ``rainfall``, ...) are re-exported here. A
-refused request (unknown station, bad date, end before start, more than 31 days)
-comes back as a tool result with ``isError: true`` and a clear message.
+refused request (unknown station, bad date, end before start, more than 31 days,
+a range that starts after today) comes back as a tool result with ``isError: true`` and a clear message.
 """
 
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Annotated
 
 from mcp.server import MCPServer
@@ -79,7 +80,7 @@ def get_water_levels(station: StationId, start: StartDate, end: EndDate) -> Wate
     Returns the station, unit "m" and readings [{"time": ISO 8601 UTC, "level_m": float}].
     """
     try:
-        return water_levels(station, start, end)
+        return water_levels(station, start, end, until=datetime.now(UTC))
     except HydrologyError as exc:
         raise ToolError(str(exc)) from exc
 
@@ -91,7 +92,7 @@ def get_rainfall(station: StationId, start: StartDate, end: EndDate) -> Rainfall
     Returns the station, unit "mm", total_mm and daily [{"date": YYYY-MM-DD, "rainfall_mm": float}].
     """
     try:
-        return rainfall(station, start, end)
+        return rainfall(station, start, end, until=datetime.now(UTC))
     except HydrologyError as exc:
         raise ToolError(str(exc)) from exc
 

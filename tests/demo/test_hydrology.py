@@ -121,3 +121,23 @@ def test_bad_requests_are_refused_clearly(station: str, start: str, end: str, me
 def test_unknown_station_has_no_warning_levels() -> None:
     with pytest.raises(HydrologyError, match="Known stations: S001"):
         flood_warning_levels("X1")
+
+
+def test_readings_stop_at_until() -> None:
+    until = datetime(2025, 7, 2, 9, 30, tzinfo=UTC)
+    levels = water_levels("S001", "2025-07-01", "2025-07-03", until=until)["readings"]
+    assert levels == water_levels("S001", "2025-07-01", "2025-07-03")["readings"][: 24 + 10]  # to 09:00 on the 2nd
+    assert levels[-1]["time"] == "2025-07-02T09:00:00Z"
+    days = rainfall("S008", "2025-07-01", "2025-07-31", until=until)["daily"]
+    assert [d["date"] for d in days] == ["2025-07-01", "2025-07-02"]
+    assert rainfall("S008", "2025-07-01", "2025-07-02", until=until)["total_mm"] == round(
+        sum(d["rainfall_mm"] for d in days), 1
+    )
+
+
+def test_a_range_that_starts_after_until_is_refused() -> None:
+    until = datetime(2025, 7, 2, 9, 30, tzinfo=UTC)
+    for series in (water_levels, rainfall):
+        with pytest.raises(HydrologyError, match="after now"):
+            series("S001", "2025-07-03", "2025-07-04", until=until)
+        assert series("S001", "2025-07-02", "2025-07-04", until=until)  # from today: what there is so far

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -90,6 +91,36 @@ def test_same_call_same_result(demo_mcp_url: str) -> None:
     again = with_session(demo_mcp_url, body)
     assert first[0].structured_content == first[1].structured_content == again[0].structured_content
     assert text_of(first[0]) == text_of(again[1])
+
+
+def test_no_reading_is_from_the_future(demo_mcp_url: str) -> None:
+    today = datetime.now(UTC).date()
+    arguments = {"station": "S001", "start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}
+
+    async def body(session: ClientSession) -> list[mcp_types.CallToolResult]:
+        return [await session.call_tool(name, arguments) for name in ("get_water_levels", "get_rainfall")]
+
+    before = datetime.now(UTC)
+    levels, rain = with_session(demo_mcp_url, body)
+    after = datetime.now(UTC)
+    readings = levels.structured_content["readings"]
+    last = datetime.fromisoformat(readings[-1]["time"])
+    assert last <= after
+    assert before - last < timedelta(hours=1)  # the last full hour: the latest level, not a guess
+    assert len(readings) == 24 + last.hour + 1
+    assert [d["date"] for d in rain.structured_content["daily"]][-1] == today.isoformat()
+    tomorrow = {
+        **arguments,
+        "start": (today + timedelta(days=1)).isoformat(),
+        "end": (today + timedelta(days=2)).isoformat(),
+    }
+
+    async def ahead(session: ClientSession) -> mcp_types.CallToolResult:
+        return await session.call_tool("get_water_levels", tomorrow)
+
+    refused = with_session(demo_mcp_url, ahead)
+    assert refused.is_error
+    assert "nothing is measured yet" in text_of(refused)
 
 
 @pytest.mark.parametrize(
