@@ -70,3 +70,44 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
     page.reload()
     expect(page.get_by_test_id("tool-panel")).to_have_count(1)
     expect(page.get_by_test_id("conversations")).to_contain_text("站点 S001")
+
+
+def test_stop_ends_the_reply_and_keeps_what_came(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    from apps.chat.models import Message
+
+    page = browser.new_context(locale="en").new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.get_by_test_id("nav-chat").click()
+
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("chunk 3")
+    page.get_by_test_id("chat-stop").click()
+    expect(answer).to_contain_text("Stopped. The partial reply is kept.")
+    expect(answer).to_have_class("bubble assistant incomplete")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+    expect(page.get_by_test_id("chat-input")).to_be_enabled()
+    shown = answer.locator(".markdown").inner_text()
+    assert "chunk 199" not in shown
+
+    # The server saw the client go, cancelled the model's stream and kept the partial reply.
+    def stored() -> Message | None:
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            reply = Message.objects.filter(role="assistant").order_by("-id").first()
+        connection.set_schema_to_public()
+        return reply
+
+    for _ in range(50):
+        if (reply := stored()) is not None:
+            break
+        page.wait_for_timeout(100)
+    assert reply is not None
+    assert reply.status == "incomplete"
+    assert reply.content.startswith(shown[:40])
+    assert "chunk 199" not in reply.content
+    page.reload()
+    expect(page.get_by_test_id("messages")).to_contain_text("This reply was cut short.")
