@@ -1,4 +1,4 @@
-"""A demo hydrology MCP server (streamable HTTP at ``/mcp``) over synthetic, deterministic data.
+"""A demo hydrology MCP server (streamable HTTP at ``/mcp``, SSE at ``/sse``) over synthetic, deterministic data.
 
 Run it with::
 
@@ -108,12 +108,15 @@ def get_flood_warning_levels(station: StationId) -> FloodWarningLevels:
 
 
 def create_app(host: str = "127.0.0.1") -> Starlette:
-    """The MCP server as a Starlette app serving streamable HTTP at ``/mcp``.
+    """The MCP server as a Starlette app: streamable HTTP at ``/mcp``, and the older SSE
+    transport at ``/sse`` (with its ``/messages/`` endpoint), the two a tenant can choose.
 
     ``host`` is where it will listen: on loopback the SDK turns on DNS-rebinding
     protection (only loopback ``Host`` and ``Origin`` headers are accepted).
     """
-    return server.streamable_http_app(host=host)
+    app = server.streamable_http_app(host=host)
+    app.router.routes.extend(server.sse_app(host=host).routes)  # no lifespan of its own to carry over
+    return app
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     from demo.serving import serve
 
     parser = argparse.ArgumentParser(
-        prog="python -m demo.mcp_server", description="Demo hydrology MCP server (streamable HTTP at /mcp)."
+        prog="python -m demo.mcp_server",
+        description="Demo hydrology MCP server (streamable HTTP at /mcp, SSE at /sse).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8102, help="port to bind, 0 for any free one (default: 8102)")
@@ -131,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(args.host),
         host=args.host,
         port=args.port,
-        announce=lambda host, port: f"demo hydrology MCP server listening on http://{host}:{port}/mcp",
+        announce=lambda host, port: f"demo hydrology MCP server listening on http://{host}:{port}/mcp (SSE: /sse)",
         log_level=args.log_level,
     )
 

@@ -205,6 +205,22 @@ class TestReplies:
         with schema_context(tenant_alpha.tenant.schema_name):  # both model rounds' tokens, counted once
             assert Conversation.objects.get(pk=conversation).tokens_used == asked.tokens_used + final.tokens_used > 0
 
+    def test_a_large_tool_result_is_truncated_for_the_model_and_the_store(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        settings.MCP_RESULT_MAX_CHARS = 300  # 72 hourly readings are about 3,000 characters
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION, "stream": True}))
+        result = dict(events)["tool_result"]
+        assert result["result"].endswith("…[truncated]")
+        assert len(result["result"]) == 300 + len("\n…[truncated]")
+        tool = stored(tenant_alpha, conversation)[2]
+        assert tool.role == "tool"
+        assert tool.result_truncated is True
+        assert tool.content == result["result"]
+        assert events[-1][0] == "done"  # the model answered from what it got
+
     def test_a_tool_error_goes_back_to_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)

@@ -11,6 +11,7 @@ from django_tenants.utils import schema_context
 
 from apps.core.crypto import decrypt
 from apps.llm.models import ModelProvider
+from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 from apps.tenants.services import tenant_provision
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
@@ -39,6 +40,28 @@ class TestMcpServices:
         names = {tool["name"] for tool in tested.json()["tools"]}
         assert names == {"list_stations", "get_water_levels", "get_rainfall", "get_flood_warning_levels"}
         assert tested.json()["tools_refreshed_at"]
+
+    def test_the_sse_transport_lists_and_calls_tools(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
+        """The older transport, over real HTTP: the demo server serves it at /sse."""
+        client = admin(tenant_alpha)
+        sse_url = demo_mcp_url.removesuffix("/mcp") + "/sse"
+        body = {"name": "Hydrology SSE", "url": sse_url, "type": "sse"}
+        created = send(client, "post", "/api/mcp-services", body)
+        assert created.status_code == 201, created.content
+        assert created.json()["type"] == "sse"
+        tested = send(client, "post", f"/api/mcp-services/{created.json()['id']}/test")
+        assert tested.status_code == 200, tested.content
+        assert {tool["name"] for tool in tested.json()["tools"]} >= {"get_water_levels", "list_stations"}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = McpService.objects.get(pk=created.json()["id"])
+            outcome = mcp_client.call_tool(service, "list_stations", {})
+        assert not outcome.is_error
+        assert "S001" in outcome.text
+        # The same server through the other transport's URL is not an SSE endpoint: a clear error.
+        wrong = send(client, "post", "/api/mcp-services", {"name": "Wrong", "url": demo_mcp_url, "type": "sse"})
+        refused = send(client, "post", f"/api/mcp-services/{wrong.json()['id']}/test")
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "mcp_unreachable"
 
     def test_auth_headers_are_encrypted_and_never_returned(
         self, tenant_alpha: TenantFixture, demo_mcp_url: str
