@@ -37,6 +37,11 @@ month's counters in Redis must equal usage_stats, calls and tokens.
 The targets: metered throughput at least 0.90 of unmetered (ratio of the
 medians over the batches), and metering at most 2 Redis round trips a request.
 The script exits non-zero if either is missed.
+
+It also reports, without a target, the machine's CPU a request of each variant
+costs, by process (this one, each web server with its workers, PostgreSQL, Redis,
+the model server), summed over all batches from /proc: steadier than throughput on
+a shared 2-core machine, and it says where metering's cost lands (``ProcessCpu``).
 """
 
 from __future__ import annotations
@@ -251,6 +256,73 @@ def timing_meter(timings: dict[str, list[float]], trips: RoundTrips) -> Iterator
         yield
 
 
+# --- Where the CPU goes ------------------------------------------------------------------
+
+THIS_PROCESS, WEB_METERED, WEB_UNMETERED = "this process", "web server, metered", "web server, unmetered"
+POSTGRESQL, REDIS, MODEL_SERVER, OTHER = "PostgreSQL", "Redis", "model server", "other processes"
+
+
+class ProcessCpu:
+    """The machine's CPU time by the role of each process, read from /proc (Linux) around each batch.
+
+    Throughput on a shared 2-core machine moves by a tenth from batch to batch; the CPU
+    each variant costs a request, summed over all batches and split by process, is
+    steadier and says where metering's cost lands: the web workers' Python, PostgreSQL
+    (the ledger row) or Redis (the charge script). Roles: the web servers and their
+    workers by process tree, the model server by its command line, PostgreSQL and Redis
+    by process name (any on the machine; idle ones add only noise). A clock tick is
+    10 ms, hence sums over whole batches rather than per-request figures.
+    """
+
+    def __init__(self) -> None:
+        self.available = os.path.isdir("/proc/self")
+        self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
+        self.servers: dict[int, str] = {}  # a web server's pid -> its role
+
+    def sample(self) -> dict[int, tuple[str, float]]:
+        """pid -> (role, CPU seconds so far)."""
+        if not self.available:
+            return {}
+        seen: dict[int, tuple[int, str, str, float]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # gone meanwhile
+                continue
+            name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            seen[int(entry)] = (int(fields[1]), name, command, (int(fields[11]) + int(fields[12])) / self.tick)
+        return {pid: (self._role(pid, seen), cpu) for pid, (_parent, _name, _command, cpu) in seen.items()}
+
+    def _role(self, pid: int, seen: dict[int, tuple[int, str, str, float]]) -> str:
+        _parent, name, command, _cpu = seen[pid]
+        ancestor = pid
+        while ancestor in seen and ancestor > 1:
+            if ancestor in self.servers:
+                return self.servers[ancestor]
+            if ancestor == os.getpid():
+                return MODEL_SERVER if "demo.model_server" in command else THIS_PROCESS
+            ancestor = seen[ancestor][0]
+        if name.startswith("postgres"):
+            return POSTGRESQL
+        if name.startswith("redis"):
+            return REDIS
+        return OTHER
+
+    @staticmethod
+    def add_spent(
+        total: dict[str, float], before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+    ) -> None:
+        """Add the CPU seconds by role between two samples to ``total`` (new processes count from zero)."""
+        for pid, (role, cpu) in after.items():
+            total[role] = total.get(role, 0.0) + cpu - before.get(pid, (role, 0.0))[1]
+
+
+PROCESS_CPU = ProcessCpu()
+
+
 # --- Requests --------------------------------------------------------------------------
 
 
@@ -264,6 +336,9 @@ class Results:
         default_factory=lambda: {"charge": [], "charge redis": [], "record": [], "record redis": []}
     )
     requests: dict[str, int] = field(default_factory=lambda: {METERED: 0, UNMETERED: 0})
+    # CPU seconds by process role over all batches of each variant, and the requests they served.
+    cpu: dict[str, dict[str, float]] = field(default_factory=lambda: {METERED: {}, UNMETERED: {}})
+    cpu_requests: dict[str, int] = field(default_factory=lambda: {METERED: 0, UNMETERED: 0})
 
 
 class Client:
@@ -374,9 +449,12 @@ def batches(
     for n in range(args.batches):
         for variant, switch in variants.items() if n % 2 == 0 else reversed(variants.items()):
             with switch():
+                before = PROCESS_CPU.sample()
                 started = time.perf_counter()
                 list(pool.map(lambda _n, v=variant: send(v), range(args.requests)))
                 results.throughput[variant].append(args.requests / (time.perf_counter() - started))
+                ProcessCpu.add_spent(results.cpu[variant], before, PROCESS_CPU.sample())
+                results.cpu_requests[variant] += args.requests
             results.requests[variant] += args.requests
 
 
@@ -395,6 +473,7 @@ def web_servers(threads: int) -> Iterator[dict[str, int]]:
             argv = web.argv(bind=f"127.0.0.1:{ports[variant]}", app=app, workers=2, threads=threads, quiet=True)
             with log.open("wb") as out:
                 servers[variant] = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT), log
+            PROCESS_CPU.servers[servers[variant][0].pid] = WEB_METERED if variant == METERED else WEB_UNMETERED
         for port in ports.values():
             _wait(port)
         yield ports
@@ -538,7 +617,28 @@ def report(args: argparse.Namespace, results: Results, ledger: int) -> int:
         print(f"one {variant} request's Redis round trips:")
         for sent in results.one_request[variant]:
             print(f"  {sent.seconds * 1000:6.2f} ms  {sent.what}")
+    report_cpu(results)
     return 0 if ratio_ok and trips_ok else 1
+
+
+def report_cpu(results: Results) -> None:
+    """The machine's CPU a request, by process, summed over all batches of each variant (no target)."""
+    if not PROCESS_CPU.available or not all(results.cpu_requests.values()):
+        return
+    per_request = {
+        variant: {role: seconds * 1000 / results.cpu_requests[variant] for role, seconds in spent.items()}
+        for variant, spent in results.cpu.items()
+    }
+    roles = [role for role in (THIS_PROCESS, WEB_METERED, WEB_UNMETERED, POSTGRESQL, REDIS, MODEL_SERVER, OTHER)
+             if any(role in spent for spent in per_request.values())]  # fmt: skip
+    print("CPU a request, all batches (ms; /proc, 10 ms ticks):")
+    print(f"  {'process':<24}{METERED:>10}{UNMETERED:>11}{'difference':>12}")
+    for role in roles:
+        metered, unmetered = per_request[METERED].get(role, 0.0), per_request[UNMETERED].get(role, 0.0)
+        print(f"  {role:<24}{metered:>10.3f}{unmetered:>11.3f}{metered - unmetered:>+12.3f}")
+    metered, unmetered = (sum(per_request[variant].values()) for variant in (METERED, UNMETERED))
+    print(f"  {'all':<24}{metered:>10.3f}{unmetered:>11.3f}{metered - unmetered:>+12.3f}"
+          f"   unmetered / metered = {unmetered / metered:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
