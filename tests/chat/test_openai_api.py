@@ -180,6 +180,17 @@ class TestInProcess:
         assert asked[-1]["usage"]["total_tokens"] > 0
         assert all(chunk["choices"] for chunk in asked[:-1])
 
+    def test_the_schema_documents_every_option_though_a_request_builds_only_its_own(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        from apps.openai_api.apis import _OPTION_FIELDS, ChatCompletionsApi
+
+        schemas = tenant_alpha.client().get("/api/schema/?format=json").json()["components"]["schemas"]
+        documented = set(schemas["ChatCompletionsInputRequest"]["properties"])
+        assert documented >= _OPTION_FIELDS | {"model", "messages", "stream", "tools"}
+        given = ChatCompletionsApi.InputSerializer(data={"messages": [], "temperature": 1})
+        assert set(given.fields) == {"model", "messages", "stream", "tools", "temperature"}
+
     def test_an_upstream_failure_is_a_502(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(client, messages=[{"role": "user", "content": "hi #error500"}])
