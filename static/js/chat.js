@@ -133,6 +133,7 @@
       const body = { content: content, stream: true };
       if (modelSelect) body.model = modelSelect.value;
       const response = await api("/api/conversations/" + conversationId + "/messages", body);
+      let ended = false; // a done or error event came
       await readEvents(response, (type, data) => {
         if (type === "token") {
           text.textContent += data.text;
@@ -150,16 +151,23 @@
           const panel = panels[data.id];
           if (panel) finishToolPanel(panel, data);
         } else if (type === "done") {
+          ended = true;
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
         } else if (type === "error") {
+          ended = true;
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
           bubble.append(el("div", "bubble-note", t("error") + " " + data.message));
         }
         scroll();
       });
+      if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
+        bubble.classList.remove("streaming");
+        bubble.classList.add("incomplete");
+        bubble.append(el("div", "bubble-note", t("cutShort")));
+      }
     } catch (error) {
       bubble.classList.remove("streaming");
       if (error.name === "AbortError") {

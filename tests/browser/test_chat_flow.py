@@ -111,3 +111,26 @@ def test_stop_ends_the_reply_and_keeps_what_came(
     assert "chunk 199" not in reply.content
     page.reload()
     expect(page.get_by_test_id("messages")).to_contain_text("This reply was cut short.")
+
+
+def test_a_stream_that_ends_without_done_is_marked_cut_short(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A connection closed mid-reply (a proxy's timeout, a restart) ends the stream with no done or error
+    event: the page says the reply was cut short instead of showing it as still streaming."""
+    page = browser.new_context(locale="en").new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.get_by_test_id("nav-chat").click()
+    truncated = 'event: token\ndata: {"text":"The level at S001 is"}\n\n'
+    page.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=truncated),
+    )
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("The level at S001 is")
+    expect(answer).to_contain_text("This reply was cut short.")
+    expect(answer).to_have_class("bubble assistant incomplete")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
