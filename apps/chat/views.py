@@ -12,6 +12,10 @@ from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
 
+# The sidebar lists the most recent conversations; a search by title finds the older ones.
+SIDEBAR_CONVERSATIONS = 100
+SEARCH_MAX_CHARS = 200
+
 
 @permission_required(Perm.VIEW_OWN_CONVERSATIONS)
 def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
@@ -28,8 +32,13 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         models, model_error = list(server.models), ""
     except ApplicationError as exc:
         models, model_error = [], exc.message
+    search = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+    conversations = list(conversation_list(actor=actor, search=search)[: SIDEBAR_CONVERSATIONS + 1])
     context = {
-        "conversations": conversation_list(actor=actor)[:100],
+        "conversations": conversations[:SIDEBAR_CONVERSATIONS],
+        "more_conversations": len(conversations) > SIDEBAR_CONVERSATIONS,
+        "sidebar_count": SIDEBAR_CONVERSATIONS,
+        "search": search,
         "conversation": conversation,
         "messages": messages,
         "read_only": conversation is not None and conversation.user_id != request.user.pk,

@@ -51,8 +51,8 @@ def test_pages_need_a_login(tenant_alpha: TenantFixture, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("language", "expected"),
-    [("zh-hans", ["新对话", "发送", "工具（MCP 服务）", "测试连接", "模型服务器"]),
-     ("en", ["New conversation", "Send", "Tools (MCP services)", "Test connection", "Model server"])],
+    [("zh-hans", ["新对话", "发送", "工具（MCP 服务）", "测试连接", "模型服务器", "搜索标题"]),
+     ("en", ["New conversation", "Send", "Tools (MCP services)", "Test connection", "Model server", "Search titles"])],
 )  # fmt: skip
 def test_the_pages_speak_both_languages(
     tenant_alpha: TenantFixture, hydrology: Any, language: str, expected: list[str]
@@ -86,6 +86,36 @@ class TestChatPage:
         assert 'data-testid="tool-panel"' in page
         assert "get_water_levels" in page
         assert 'data-testid="chat-form"' in page
+
+    def test_the_sidebar_searches_titles_and_says_when_it_shows_only_the_latest(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.chat import views
+
+        monkeypatch.setattr(views, "SIDEBAR_CONVERSATIONS", 3)
+        member = make_member(tenant_alpha, Role.USER)
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            for title in ("Flood 2024 review", "Pump station S003", "Rainfall June", "Reservoir levels"):
+                Conversation.objects.create(user=member, title=title)
+            Conversation.objects.create(user=make_member(tenant_alpha, Role.USER), title="Someone else's flood")
+
+        def sidebar(query: str = "") -> str:
+            page = client.get("/chat/", {"q": query} if query else {}).content.decode()
+            return page.split('data-testid="conversations"')[1].split("</aside>")[0]
+
+        latest = sidebar()
+        assert "Reservoir levels" in latest
+        assert "Flood 2024 review" not in latest  # the oldest of four, past the three shown
+        assert "The 3 most recent are shown; search to find the others." in latest
+        found = sidebar("FLOOD")
+        assert "Flood 2024 review" in found
+        assert "Someone else" not in found  # only one's own
+        assert "Reservoir" not in found
+        assert "most recent are shown" not in found
+        assert "No conversation title matches." in sidebar("nothing like this")
+        assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
 
     def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
         with schema_context(tenant_alpha.tenant.schema_name):
