@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from apps.accounts.decorators import permission_required
-from apps.accounts.permissions import Perm
+from apps.accounts.permissions import Perm, role_has
 from apps.chat.markdown import render as render_markdown
 from apps.chat.selectors import access_conversation, conversation_list, message_list
 from apps.core.actors import request_actor
@@ -33,12 +33,17 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     except ApplicationError as exc:
         models, model_error = [], exc.message
     search = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
-    conversations = list(conversation_list(actor=actor, search=search)[: SIDEBAR_CONVERSATIONS + 1])
+    can_see_all = role_has(getattr(request.user, "role", ""), Perm.ALL_CONVERSATIONS)
+    everyone = can_see_all and request.GET.get("all") == "1"  # the sidebar lists everyone's, read-only
+    found = conversation_list(actor=actor, search=search, everyone=everyone)
+    conversations = list(found[: SIDEBAR_CONVERSATIONS + 1])
     context = {
         "conversations": conversations[:SIDEBAR_CONVERSATIONS],
         "more_conversations": len(conversations) > SIDEBAR_CONVERSATIONS,
         "sidebar_count": SIDEBAR_CONVERSATIONS,
         "search": search,
+        "can_see_all": can_see_all,
+        "everyone": everyone,
         "conversation": conversation,
         "messages": messages,
         "read_only": conversation is not None and conversation.user_id != request.user.pk,

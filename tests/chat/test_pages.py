@@ -117,6 +117,31 @@ class TestChatPage:
         assert "No conversation title matches." in sidebar("nothing like this")
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
 
+    def test_an_admin_lists_everyones_conversations_read_only_and_a_user_cannot(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        owner = make_member(tenant_alpha, Role.USER, email="owner-of-levels@example.com")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            theirs = Conversation.objects.create(user=owner, title="Their levels")
+
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        own = admin.get("/chat/").content.decode()
+        assert 'data-testid="conversation-scope"' in own
+        assert "Their levels" not in own
+        everyone = admin.get("/chat/", {"all": "1"}).content.decode()
+        assert "Their levels" in everyone
+        assert "owner-of-levels@example.com" in everyone
+        assert f"/chat/{theirs.pk}/?all=1" in everyone
+        assert "Their levels" in admin.get("/chat/", {"all": "1", "q": "their"}).content.decode()
+        assert "Their levels" not in admin.get("/chat/", {"all": "1", "q": "nothing"}).content.decode()
+        opened = admin.get(f"/chat/{theirs.pk}/", {"all": "1"}).content.decode()
+        assert 'data-testid="chat-form"' not in opened  # read-only
+
+        user = logged_in(tenant_alpha, Role.USER)
+        page = user.get("/chat/", {"all": "1"}).content.decode()
+        assert 'data-testid="conversation-scope"' not in page
+        assert "Their levels" not in page
+
     def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
         with schema_context(tenant_alpha.tenant.schema_name):
             owner = make_member(tenant_alpha, Role.USER)
