@@ -10,11 +10,50 @@
   const form = root.querySelector("[data-testid=chat-form]");
   const list = root.querySelector("[data-testid=messages]");
   const t = (key) => root.dataset["i18n" + key.charAt(0).toUpperCase() + key.slice(1)] || key;
+  const csrfInput = root.querySelector("input[name=csrfmiddlewaretoken]");
+  const csrfToken = csrfInput ? csrfInput.value : "";
+
+  // Rename and delete the open conversation, through the same API as any client.
+  async function change(method, body) {
+    const response = await fetch("/api/conversations/" + root.dataset.conversationId, {
+      method: method,
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    if (!response.ok) {
+      let message = response.statusText;
+      try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
+      window.alert(message);
+      return null;
+    }
+    return response;
+  }
+  const renameButton = root.querySelector("[data-testid=chat-rename]");
+  if (renameButton) {
+    renameButton.addEventListener("click", async () => {
+      const heading = root.querySelector("[data-testid=chat-title]");
+      const title = window.prompt(t("renamePrompt"), heading.textContent.trim());
+      if (title === null) return;
+      const response = await change("PATCH", { title: title.trim() });
+      if (!response) return;
+      const renamed = (await response.json()).title || t("untitled");
+      heading.textContent = renamed;
+      const active = root.querySelector("[data-testid=conversations] a.active");
+      if (active) active.textContent = renamed;
+    });
+  }
+  const deleteButton = root.querySelector("[data-testid=chat-delete]");
+  if (deleteButton) {
+    deleteButton.addEventListener("click", async () => {
+      if (!window.confirm(t("deleteConfirm"))) return;
+      if (await change("DELETE")) window.location.assign(root.dataset.chatUrl);
+    });
+  }
   if (!form) return;
   const input = form.querySelector("textarea");
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
-  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
   let conversationId = root.dataset.conversationId;
   let controller = null;
 
@@ -29,7 +68,7 @@
   async function api(path, body) {
     const response = await fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, "Accept": "text/event-stream, application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json" },
       body: JSON.stringify(body),
       signal: controller ? controller.signal : undefined,
       credentials: "same-origin",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Page, expect
 
 from apps.core.actors import Actor
 from apps.mcp.services import mcp_service_create, mcp_service_test
@@ -40,13 +40,19 @@ def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[None]:
         drop_tenant(SLUG)
 
 
-def test_ask_the_demo_question_and_watch_the_tool_call(
-    browser: Browser, web_server: WebServer, workspace: None
-) -> None:
-    page = browser.new_context(locale="zh-CN").new_page()
+def chat_page(browser: Browser, web_server: WebServer, locale: str) -> Page:
+    """The workspace's admin, logged in, on the chat page."""
+    page = browser.new_context(locale=locale).new_page()
     page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
     log_in(page, ADMIN, ADMIN_PASSWORD)
     page.get_by_test_id("nav-chat").click()
+    return page
+
+
+def test_ask_the_demo_question_and_watch_the_tool_call(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    page = chat_page(browser, web_server, "zh-CN")
 
     page.get_by_test_id("chat-input").fill("站点 S001 最近的水位是多少?")
     page.get_by_test_id("chat-send").click()
@@ -77,10 +83,7 @@ def test_stop_ends_the_reply_and_keeps_what_came(
 ) -> None:
     from apps.chat.models import Message
 
-    page = browser.new_context(locale="en").new_page()
-    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
-    log_in(page, ADMIN, ADMIN_PASSWORD)
-    page.get_by_test_id("nav-chat").click()
+    page = chat_page(browser, web_server, "en")
 
     page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
     page.get_by_test_id("chat-send").click()
@@ -118,10 +121,7 @@ def test_a_stream_that_ends_without_done_is_marked_cut_short(
 ) -> None:
     """A connection closed mid-reply (a proxy's timeout, a restart) ends the stream with no done or error
     event: the page says the reply was cut short instead of showing it as still streaming."""
-    page = browser.new_context(locale="en").new_page()
-    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
-    log_in(page, ADMIN, ADMIN_PASSWORD)
-    page.get_by_test_id("nav-chat").click()
+    page = chat_page(browser, web_server, "en")
     truncated = 'event: token\ndata: {"text":"The level at S001 is"}\n\n'
     page.route(
         "**/api/conversations/*/messages",
@@ -134,3 +134,34 @@ def test_a_stream_that_ends_without_done_is_marked_cut_short(
     expect(answer).to_contain_text("This reply was cut short.")
     expect(answer).to_have_class("bubble assistant incomplete")
     expect(page.get_by_test_id("chat-send")).to_be_visible()
+
+
+def test_rename_and_delete_a_conversation_from_the_page(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    from apps.chat.models import Conversation
+
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=15_000)  # the reply is done
+    page.reload()  # the stored conversation, with its header
+    expect(page.get_by_test_id("chat-title")).to_have_text("hello")
+
+    page.once("dialog", lambda dialog: dialog.accept("Reservoir S003 levels"))
+    page.get_by_test_id("chat-rename").click()
+    expect(page.get_by_test_id("chat-title")).to_have_text("Reservoir S003 levels")
+    expect(page.get_by_test_id("conversations")).to_contain_text("Reservoir S003 levels")
+    page.reload()
+    expect(page.get_by_test_id("chat-title")).to_have_text("Reservoir S003 levels")
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # changed one's mind: nothing happens
+    page.get_by_test_id("chat-delete").click()
+    expect(page.get_by_test_id("chat-title")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("chat-delete").click()
+    expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/")
+    expect(page.get_by_test_id("conversations")).not_to_contain_text("Reservoir S003 levels")
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        assert not Conversation.objects.exists()
+    connection.set_schema_to_public()

@@ -86,6 +86,8 @@ class TestChatPage:
         assert 'data-testid="tool-panel"' in page
         assert "get_water_levels" in page
         assert 'data-testid="chat-form"' in page
+        assert 'data-testid="chat-rename"' in page  # one's own: rename and delete
+        assert 'data-testid="chat-delete"' in page
 
     def test_the_sidebar_searches_titles_and_says_when_it_shows_only_the_latest(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
@@ -136,6 +138,8 @@ class TestChatPage:
         assert "Their levels" not in admin.get("/chat/", {"all": "1", "q": "nothing"}).content.decode()
         opened = admin.get(f"/chat/{theirs.pk}/", {"all": "1"}).content.decode()
         assert 'data-testid="chat-form"' not in opened  # read-only
+        assert 'data-testid="chat-rename"' not in opened
+        assert 'data-testid="chat-delete"' not in opened
 
         user = logged_in(tenant_alpha, Role.USER)
         page = user.get("/chat/", {"all": "1"}).content.decode()
@@ -162,6 +166,15 @@ class TestChatPage:
         page = logged_in(tenant_alpha, Role.VIEWER).get("/chat/").content.decode()
         assert 'data-testid="chat-form"' not in page
         assert "Your role can read conversations but not start them." in page
+        viewer = make_member(tenant_alpha, Role.VIEWER)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            own = Conversation.objects.create(user=viewer, title="Kept from before")
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        assert client.post("/login/", {"username": viewer.email, "password": ADMIN_PASSWORD}).status_code == 302
+        opened = client.get(f"/chat/{own.pk}/").content.decode()
+        assert "Kept from before" in opened
+        assert 'data-testid="chat-rename"' not in opened  # the API refuses a viewer both (403)
+        assert 'data-testid="chat-delete"' not in opened
 
     def test_the_message_limit_is_the_setting(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.CHAT_MAX_MESSAGE_CHARS = 1234
