@@ -64,6 +64,7 @@ urlpatterns = [
         operations(GET=llm.ModelProviderDetailApi, PUT=llm.ModelProviderSaveApi, DELETE=llm.ModelProviderDeleteApi),
         name="model-provider",
     ),
+    path("model-provider/test", llm.ModelProviderTestApi.as_view(), name="model-provider-test"),
     path("mcp-services", operations(GET=mcp.McpServiceListApi, POST=mcp.McpServiceCreateApi), name="mcp-services"),
     path(
         "mcp-services/<int:service_id>",

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
+from apps.llm.client import check_model_server, provider_server
 from apps.llm.models import ModelProvider
 from apps.llm.services import model_provider_delete, model_provider_save
 
@@ -69,3 +70,26 @@ class ModelProviderDeleteApi(TenantApi):
     def delete(self, request: Request) -> Response:
         model_provider_delete(actor=self.actor(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelProviderTestApi(TenantApi):
+    """POST /api/model-provider/test: ask the workspace's own model server for its models, with the stored key.
+
+    400 ``model_server_unreachable`` when it cannot be reached, refuses the key or is not
+    OpenAI-compatible; ``missing`` lists the workspace's models that it does not offer.
+    404 while the workspace uses the platform's server.
+    """
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class OutputSerializer(serializers.Serializer):
+        offered = serializers.ListField(child=serializers.CharField())
+        missing = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(request=None, responses={200: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        provider = ModelProvider.objects.first()
+        if provider is None:
+            raise Http404
+        check = check_model_server(provider_server(provider))
+        return Response(self.OutputSerializer({"offered": check.offered, "missing": check.missing}).data)

@@ -27,6 +27,13 @@ class NoModelConfigured(ApplicationError):
     code = "no_model_configured"
 
 
+class ModelServerUnreachable(ApplicationError):
+    """A check of a tenant's own model server failed: not reachable, key refused, not OpenAI-compatible."""
+
+    status_code = 400
+    code = "model_server_unreachable"
+
+
 @dataclass(frozen=True)
 class ModelServer:
     """Where to send chat completions, and which models may be asked for there."""
@@ -51,12 +58,7 @@ def model_server(provider: Any = _UNSET) -> ModelServer:
 
         provider = ai_setup().provider
     if provider is not None and provider.model_ids:
-        return ModelServer(
-            base_url=provider.base_url,
-            api_key=decrypt(provider.api_key_encrypted),
-            models=tuple(provider.model_ids),
-            tenant_supplied=True,
-        )
+        return provider_server(provider)
     if not settings.LLM_BASE_URL or not settings.LLM_MODELS:
         raise NoModelConfigured(_("No model server is configured for this workspace. Ask an admin to add one."))
     return ModelServer(
@@ -65,6 +67,46 @@ def model_server(provider: Any = _UNSET) -> ModelServer:
         models=tuple(settings.LLM_MODELS),
         tenant_supplied=False,
     )
+
+
+def provider_server(provider: Any) -> ModelServer:
+    """A tenant's own provider (``apps.llm.models.ModelProvider``), whether or not it is in use."""
+    return ModelServer(
+        base_url=provider.base_url,
+        api_key=decrypt(provider.api_key_encrypted),
+        models=tuple(provider.model_ids),
+        tenant_supplied=True,
+    )
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """What a model server answered to ``GET /models``."""
+
+    offered: tuple[str, ...]  # the models it lists
+    missing: tuple[str, ...]  # the models the workspace names that it does not list
+
+
+def check_model_server(server: ModelServer) -> ServerCheck:
+    """Ask the server for its models, with the stored key and no retries: is it reachable, does it take
+    the key, does it offer the models the workspace names? Raises ModelServerUnreachable."""
+    client = openai_client(server).with_options(max_retries=0)
+    try:
+        offered = tuple(model.id for model in client.models.list())
+    except openai.AuthenticationError as exc:
+        raise ModelServerUnreachable(
+            _("The model server refused the API key (%(status)d).") % {"status": exc.status_code}
+        ) from exc
+    except openai.APIStatusError as exc:
+        raise ModelServerUnreachable(
+            _("The model server answered %(status)d: %(error)s") % {"status": exc.status_code,
+                                                                     "error": str(exc.message)[:300]}
+        ) from exc  # fmt: skip
+    except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+        raise ModelServerUnreachable(_("The model server could not be reached: %(error)s") % {"error": exc}) from exc
+    finally:
+        client.close()
+    return ServerCheck(offered=offered, missing=tuple(m for m in server.models if m not in offered))
 
 
 def choose_model(server: ModelServer, requested: str | None, *, field: str = "model") -> str:

@@ -4,12 +4,14 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
+from apps.llm.client import check_model_server, provider_server
 from apps.llm.forms import ModelProviderForm
 from apps.llm.models import ModelProvider
 from apps.llm.services import model_provider_delete, model_provider_save
@@ -24,6 +26,9 @@ def provider_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and request.POST.get("action") == "delete":
         model_provider_delete(actor=request_actor(request))
         messages.success(request, _("This workspace uses the platform's model server again."))
+        return redirect("llm:provider")
+    if request.method == "POST" and request.POST.get("action") == "test" and provider is not None:
+        _report_check(request, provider)
         return redirect("llm:provider")
     if request.method == "POST":
         form = ModelProviderForm(request.POST)
@@ -60,3 +65,24 @@ def provider_view(request: HttpRequest) -> HttpResponse:
     else:
         form = ModelProviderForm()
     return render(request, "llm/provider.html", {"form": form, "provider": provider}, status=status)
+
+
+def _report_check(request: HttpRequest, provider: ModelProvider) -> None:
+    """Ask the server for its models and say what came back, as the page's next message."""
+    try:
+        check = check_model_server(provider_server(provider))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return
+    count = len(check.offered)
+    messages.success(
+        request,
+        ngettext(
+            "Connected: the server offers %(count)d model.", "Connected: the server offers %(count)d models.", count
+        )
+        % {"count": count},
+    )
+    if check.missing:
+        messages.warning(
+            request, _("It does not list these models: %(models)s.") % {"models": ", ".join(check.missing)}
+        )

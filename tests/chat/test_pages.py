@@ -267,6 +267,21 @@ class TestModelServerPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not ModelProvider.objects.exists()
 
+    def test_test_connection_says_what_the_server_offers(
+        self, tenant_alpha: TenantFixture, demo_model_url: str
+    ) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert 'data-testid="provider-test"' not in client.get("/settings/model/").content.decode()
+        form = {"base_url": demo_model_url, "model_ids": "hydronet-demo\ngpt-nope", "is_active": "on"}
+        assert client.post("/settings/model/", form).status_code == 302
+        assert 'data-testid="provider-test"' in client.get("/settings/model/").content.decode()
+        page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
+        assert "Connected: the server offers 1 model." in page
+        assert "It does not list these models: gpt-nope." in page
+        client.post("/settings/model/", {**form, "base_url": "http://127.0.0.1:9/v1"})
+        page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
+        assert "The model server could not be reached" in page
+
     def test_an_unsafe_base_url_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.OUTBOUND_ALLOWED_NETWORKS = []
         client = logged_in(tenant_alpha, Role.ADMIN)

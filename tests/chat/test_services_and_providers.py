@@ -181,6 +181,37 @@ class TestModelProvider:
         assert client.delete("/api/model-provider").status_code == 204
         assert client.get("/api/model-provider").status_code == 404
 
+    def test_a_connection_test_lists_the_servers_models_and_what_is_missing(
+        self, tenant_alpha: TenantFixture, demo_model_url: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        assert send(client, "post", "/api/model-provider/test").status_code == 404  # the platform's server
+        body = {"base_url": demo_model_url, "model_ids": ["hydronet-demo", "gpt-nope"], "is_active": False}
+        send(client, "put", "/api/model-provider", body)
+        tested = send(client, "post", "/api/model-provider/test")  # saved but not in use: tested all the same
+        assert tested.status_code == 200, tested.content
+        assert tested.json() == {"offered": ["hydronet-demo"], "missing": ["gpt-nope"]}
+
+    def test_a_connection_test_reports_a_refused_key_and_a_server_that_is_down(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        from demo.testing import run_model_server
+
+        client = admin(tenant_alpha)
+        with run_model_server(api_key="the-right-key") as root:
+            body = {"base_url": f"{root}/v1", "model_ids": ["hydronet-demo"], "api_key": "a-wrong-key"}
+            send(client, "put", "/api/model-provider", body)
+            refused = send(client, "post", "/api/model-provider/test")
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "model_server_unreachable"
+            assert "refused the API key (401)" in refused.json()["error"]["message"]
+            send(client, "put", "/api/model-provider", {**body, "api_key": "the-right-key"})
+            assert send(client, "post", "/api/model-provider/test").json()["missing"] == []
+        send(client, "put", "/api/model-provider", {"base_url": "http://127.0.0.1:9/v1", "model_ids": ["m"]})
+        down = send(client, "post", "/api/model-provider/test")
+        assert down.status_code == 400
+        assert "could not be reached" in down.json()["error"]["message"]
+
     @pytest.mark.parametrize("base_url", ["http://192.168.0.10/v1", "http://metadata.google.internal.test/v1"])
     def test_unsafe_base_urls_are_refused(self, tenant_alpha: TenantFixture, settings: Any, base_url: str) -> None:
         settings.OUTBOUND_ALLOWED_NETWORKS = []
