@@ -27,6 +27,7 @@ from django.utils import timezone, translation
 from django.utils.encoding import force_str
 from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
@@ -111,7 +112,12 @@ def _check_user_quota(*, adding: int = 1) -> None:
     used = user_count_for_quota()
     if used + adding > limit:
         raise QuotaExceeded(
-            _("Your plan allows %(limit)d users, counting pending invitations.") % {"limit": limit},
+            ngettext(
+                "Your plan allows %(limit)d user, counting pending invitations.",
+                "Your plan allows %(limit)d users, counting pending invitations.",
+                limit,
+            )
+            % {"limit": limit},
             details={"quota": "users", "limit": limit, "used": used, "resets_at": None},
         )
     if used:  # the workspace's first admin, created with it, is not news

@@ -37,20 +37,7 @@ from apps.accounts.selectors import access_api_key, access_invitation, access_us
 from apps.accounts.selectors import user_list as member_list
 from apps.audit.selectors import audit_event_list
 from apps.core.actors import request_actor
-from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited
-
-
-def _form_errors(form: Any, exc: ApplicationError) -> None:
-    """Put a service's error on the form: on its fields where it names them, else on the form."""
-    placed = False
-    for field, problems in (exc.details or {}).items():
-        if field in form.fields:
-            for problem in problems if isinstance(problems, list) else [problems]:
-                form.add_error(field, problem)
-                placed = True
-    if not placed:
-        form.add_error(None, exc.message)
-
+from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited, put_on_form
 
 # --- Login and logout -------------------------------------------------------------
 
@@ -132,7 +119,7 @@ def profile_view(request: HttpRequest) -> HttpResponse:
                     keep_session_key=request.session.session_key,
                 )
             except ApplicationError as exc:
-                _form_errors(password_form, exc)
+                put_on_form(password_form, exc)
             else:
                 update_session_auth_hash(request, user)
                 messages.success(request, _("Your password is changed. Other sessions were logged out."))
@@ -156,7 +143,7 @@ def team_view(request: HttpRequest) -> HttpResponse:
             try:
                 invitation = services.invitation_create(actor=request_actor(request), **invite_form.cleaned_data)
             except ApplicationError as exc:
-                _form_errors(invite_form, exc)
+                put_on_form(invite_form, exc)
                 status = 402 if exc.code == "quota_exceeded" else 400
             else:
                 messages.success(request, _("Invitation sent to %(email)s.") % {"email": invitation.email})
@@ -236,7 +223,7 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
             except ApplicationError as exc:
                 if exc.code == "invitation_invalid":
                     return render(request, "accounts/invitation_invalid.html", {"message": exc.message}, status=400)
-                _form_errors(form, exc)
+                put_on_form(form, exc)
             else:
                 auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
                 messages.success(request, _("Welcome to %(name)s.") % {"name": request.tenant.name})  # type: ignore[attr-defined]
@@ -266,7 +253,7 @@ def api_keys_view(request: HttpRequest) -> HttpResponse:
                     expires_at=expires_at,
                 )
             except ApplicationError as exc:
-                _form_errors(form, exc)
+                put_on_form(form, exc)
                 status = 400
             else:
                 # Shown in this response only: the secret is not stored and this page is not a redirect.
@@ -349,7 +336,7 @@ def password_reset_confirm_view(request: HttpRequest, uidb64: str, token: str) -
                 uidb64=uidb64, token=token, new_password=form.cleaned_data["new_password"], actor=request_actor(request)
             )
         except ApplicationError as exc:
-            _form_errors(form, exc)
+            put_on_form(form, exc)
         else:
             messages.success(request, _("Your password is set. Log in with it."))
             return HttpResponseRedirect("/login/")

@@ -90,6 +90,25 @@ def json_error(
     return response
 
 
+def put_on_form(form: Any, exc: ApplicationError) -> None:
+    """Put a service's error on a Django form, as the API puts it in ``details``.
+
+    Each problem goes on the field it names, or on the form where the form has no such
+    field. Where the details hold no problems (a quota's limit, use and reset time), the
+    message goes on the form.
+    """
+    placed = False
+    for name, detail in (exc.details or {}).items():
+        problems = [detail] if isinstance(detail, str) and name in form.fields else detail
+        if not isinstance(problems, list):
+            continue
+        for problem in problems:
+            form.add_error(name if name in form.fields else None, str(problem))
+            placed = True
+    if not placed:
+        form.add_error(None, exc.message)
+
+
 def _field_details(detail: Any) -> dict[str, Any]:
     if isinstance(detail, dict):
         return {str(k): v for k, v in detail.items()}

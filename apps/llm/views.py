@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm
 from apps.core.actors import request_actor
-from apps.core.exceptions import ApplicationError
+from apps.core.exceptions import ApplicationError, put_on_form
 from apps.llm.client import check_model_server, provider_server
 from apps.llm.forms import ModelProviderForm
 from apps.llm.models import ModelProvider
@@ -44,9 +44,7 @@ def provider_view(request: HttpRequest) -> HttpResponse:
                     is_active=data["is_active"],
                 )
             except ApplicationError as exc:
-                for field, problems in exc.details.items():
-                    for problem in problems if isinstance(problems, list) else [problems]:
-                        form.add_error(field if field in form.fields else None, str(problem))
+                put_on_form(form, exc)
                 status = 400
             else:
                 messages.success(request, _("The model server is saved."))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -28,3 +30,13 @@ class McpServiceForm(forms.Form):
                 raise forms.ValidationError(_("Write each header as “Name: value”."))
             headers[name.strip()] = value.strip()
         return headers
+
+
+class McpServiceEditForm(McpServiceForm):
+    """The same fields; the stored headers cannot be shown, so empty keeps them and a box removes them."""
+
+    clear_headers = forms.BooleanField(label=_("Remove the stored auth headers"), required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["headers"].help_text = _("Leave empty to keep the stored headers; new ones replace them all.")

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
@@ -37,7 +38,12 @@ def _check_service_quota(*, adding: int = 1) -> None:
     used = mcp_service_count_active()
     if used + adding > limit:
         raise QuotaExceeded(
-            _("Your plan allows %(limit)d active MCP services.") % {"limit": limit},
+            ngettext(
+                "Your plan allows %(limit)d active MCP service.",
+                "Your plan allows %(limit)d active MCP services.",
+                limit,
+            )
+            % {"limit": limit},
             details={"quota": "mcp_services", "limit": limit, "used": used, "resets_at": None},
         )
     quota_check_count_alerts(quota="mcp_services", limit=limit, used_before=used, used_after=used + adding)

@@ -11,9 +11,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.core.actors import request_actor
-from apps.core.exceptions import ApplicationError
+from apps.core.exceptions import ApplicationError, put_on_form
 from apps.mcp import services
-from apps.mcp.forms import McpServiceForm
+from apps.mcp.forms import McpServiceEditForm, McpServiceForm
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
 
 
@@ -32,9 +32,7 @@ def services_view(request: HttpRequest) -> HttpResponse:
             try:
                 service = services.mcp_service_create(actor=request_actor(request), **form.cleaned_data)
             except ApplicationError as exc:
-                for field, problems in exc.details.items():
-                    for problem in problems if isinstance(problems, list) else [problems]:
-                        form.add_error(field if field in form.fields else None, str(problem))
+                put_on_form(form, exc)
                 status = 402 if exc.code == "quota_exceeded" else 400
             else:
                 messages.success(request, _("%(name)s is added. Test it to load its tools.") % {"name": service.name})
@@ -67,3 +65,36 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
         else:
             messages.success(request, _("Done."))
     return redirect("mcp:services")
+
+
+@permission_required(Perm.MANAGE_SERVICES)
+@require_http_methods(["GET", "POST"])
+def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
+    """Change a service's name, URL, transport, timeout or auth headers (to rotate a token, say)."""
+    actor = request_actor(request)
+    service = access_mcp_service(actor, service_id)
+    status = 200
+    if request.method == "POST":
+        form = McpServiceEditForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            headers = {} if data["clear_headers"] else (data["headers"] or None)  # None keeps them
+            try:
+                services.mcp_service_update(
+                    actor=actor, service=service, name=data["name"], url=data["url"], type=data["type"],
+                    timeout_seconds=data["timeout_seconds"], headers=headers,
+                )  # fmt: skip
+            except ApplicationError as exc:
+                put_on_form(form, exc)
+                status = 400
+            else:
+                messages.success(request, _("%(name)s is saved.") % {"name": data["name"]})
+                return redirect("mcp:services")
+        else:
+            status = 400
+    else:
+        form = McpServiceEditForm(
+            initial={"name": service.name, "url": service.url, "type": service.type,
+                     "timeout_seconds": service.timeout_seconds}
+        )  # fmt: skip
+    return render(request, "mcp/service_edit.html", {"form": form, "service": service}, status=status)

@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django_tenants.utils import schema_context
 
 from apps.core.actors import request_actor
-from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.exceptions import ApplicationError, InvalidInput, put_on_form
 from apps.plans.models import Plan
 from apps.tenants.admin_audit import PlatformAuditedAdmin
 from apps.tenants.models import QUOTA_OVERRIDE_FIELDS, Domain, PlatformAuditEvent, Tenant
@@ -132,9 +132,7 @@ class TenantAdmin(PlatformAuditedAdmin):
             try:
                 result = tenant_provision(**form.cleaned_data, actor=request_actor(request, label="admin"))
             except InvalidInput as exc:
-                for field, errors in exc.details.items():
-                    for error in errors:
-                        form.add_error(field if field in form.fields else None, error)
+                put_on_form(form, exc)
             else:
                 self.message_user(
                     request,

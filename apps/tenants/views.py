@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.selectors import user_count_active
 from apps.core.actors import request_actor
-from apps.core.exceptions import InvalidInput, RateLimited
+from apps.core.exceptions import InvalidInput, RateLimited, put_on_form
 from apps.core.ratelimits import enforce_rate_limit
 from apps.plans.selectors import plan_list_public
 from apps.tenants.forms import SignupForm
@@ -52,9 +52,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             self_serve_only=True,
         )
     except InvalidInput as exc:
-        for field, messages in exc.details.items():
-            for message in messages:
-                form.add_error(field if field in form.fields else None, message)
+        put_on_form(form, exc)
         return _landing(request, form, status=400)
     query = urlencode({"email": result.admin.email, "welcome": "1"})
     return HttpResponseRedirect(f"{result.tenant.url}login/?{query}")

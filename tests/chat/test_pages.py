@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from apps.chat.models import Conversation, Message
 from apps.core.crypto import decrypt
 from apps.llm.models import ModelProvider
 from apps.mcp.models import McpService
+from apps.tenants.models import Tenant
 from tests.accounts.test_pages import logged_in
 from tests.conftest import ADMIN_PASSWORD, TenantFixture, make_member
 
@@ -240,6 +242,69 @@ class TestServicesPage:
             assert user.post(f"/services/{hydrology.pk}/{action}/").status_code == 403
         with schema_context(tenant_alpha.tenant.schema_name):
             assert list(McpService.objects.values_list("name", "is_active")) == [("Hydrology", True)]
+
+    def test_past_the_plans_service_limit_the_page_says_so(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        from tests.usage.conftest import set_limits
+
+        set_limits(Tenant.objects.get(pk=tenant_alpha.tenant.pk), plan="pro", max_mcp_services_override=1)
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post("/services/", {"name": "Second", "url": hydrology.url, "type": "streamable-http",
+                                              "timeout_seconds": 10})  # fmt: skip
+        assert response.status_code == 402
+        page = response.content.decode()
+        assert "Your plan allows 1 active MCP service." in page
+        assert "<li>mcp_services</li>" not in page  # the quota's figures are not shown as problems
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.count() == 1
+
+    def test_edit_a_service_rotating_its_headers(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        base = {"name": "Hydrology", "url": demo_mcp_url, "type": "streamable-http", "timeout_seconds": 10}
+        client.post("/services/", {**base, "headers": "Authorization: Bearer old-token"})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = McpService.objects.get()
+        edit = f"/services/{service.pk}/edit/"
+        page = client.get(edit).content.decode()
+        assert 'data-testid="service-edit-form"' in page
+        assert "old-token" not in page
+        assert 'href="' + edit + '"' in client.get("/services/").content.decode()
+
+        def stored() -> McpService:
+            with schema_context(tenant_alpha.tenant.schema_name):
+                return McpService.objects.get(pk=service.pk)
+
+        assert client.post(edit, {**base, "name": "Hydrology 2", "timeout_seconds": 20}).status_code == 302
+        assert (stored().name, stored().timeout_seconds) == ("Hydrology 2", 20)
+        assert json.loads(decrypt(stored().secret_headers)) == {"Authorization": "Bearer old-token"}  # kept
+        assert client.post(edit, {**base, "headers": "Authorization: Bearer new-token"}).status_code == 302
+        assert json.loads(decrypt(stored().secret_headers)) == {"Authorization": "Bearer new-token"}
+        assert client.post(edit, {**base, "clear_headers": "on"}).status_code == 302
+        assert stored().secret_headers == ""
+
+    def test_an_edit_with_a_bad_url_is_a_400_and_changes_nothing(
+        self, tenant_alpha: TenantFixture, settings: Any, hydrology: Any
+    ) -> None:
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post(f"/services/{hydrology.pk}/edit/", {"name": "Renamed", "url": "http://10.0.0.5/mcp",
+                                                                    "type": "sse", "timeout_seconds": 10})  # fmt: skip
+        assert response.status_code == 400
+        assert "private network address" in response.content.decode()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            unchanged = McpService.objects.get(pk=hydrology.pk)
+        assert (unchanged.name, unchanged.url, unchanged.type) == (hydrology.name, hydrology.url, hydrology.type)
+        assert unchanged.tools == hydrology.tools
+
+    def test_only_admins_edit_and_only_their_own_tenants_services(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
+    ) -> None:
+        edit = f"/services/{hydrology.pk}/edit/"
+        body = {"name": "Sneaky", "url": "http://127.0.0.1:9/", "type": "sse", "timeout_seconds": 5}
+        assert logged_in(tenant_alpha, Role.USER).post(edit, body).status_code == 403
+        assert logged_in(tenant_alpha, Role.USER).get(edit).status_code == 403
+        assert logged_in(tenant_beta, Role.ADMIN).post(edit, body).status_code == 404
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).name == "Hydrology"
 
     def test_another_tenants_service_is_a_404(
         self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
