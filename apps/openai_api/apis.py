@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from django.http import Http404
 from django.http.response import HttpResponseBase
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -61,8 +62,25 @@ class ModelsApi(TenantApi):
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="OpenAI's model list.")
     def get(self, request: Request) -> Response:
         created = int(time.time())
-        data = [{"id": m, "object": "model", "created": created, "owned_by": "hydronet"} for m in model_server().models]
-        return Response({"object": "list", "data": data})
+        return Response({"object": "list", "data": [_model(m, created) for m in model_server().models]})
+
+
+class ModelDetailApi(TenantApi):
+    """GET /v1/models/{model}: one model of the list (openai's ``models.retrieve``); 404 for any other."""
+
+    required_permission = AUTHENTICATED
+    credentials = ("api_key",)
+
+    @extend_schema(operation_id="v1_model_retrieve", responses={200: OpenApiTypes.OBJECT},
+                   description="OpenAI's model object.")  # fmt: skip
+    def get(self, request: Request, model: str) -> Response:
+        if model not in model_server().models:
+            raise Http404
+        return Response(_model(model, int(time.time())))
+
+
+def _model(model: str, created: int) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": created, "owned_by": "hydronet"}
 
 
 class MessageSerializer(serializers.Serializer):

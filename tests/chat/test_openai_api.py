@@ -44,6 +44,17 @@ class TestInProcess:
         assert body["object"] == "list"
         assert [m["id"] for m in body["data"]] == ["hydronet-demo"]
 
+    def test_one_model_and_an_unknown_one(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_MODELS = ["hydronet-demo", "org/model-2"]
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "viewer")))
+        one = client.get("/v1/models/hydronet-demo").json()
+        assert (one["id"], one["object"]) == ("hydronet-demo", "model")
+        assert client.get("/v1/models/org/model-2").json()["id"] == "org/model-2"
+        missing = client.get("/v1/models/gpt-nope")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "not_found"
+        assert tenant_alpha.client().get("/v1/models/hydronet-demo").status_code == 401
+
     def test_a_whole_completion_uses_the_tenants_mcp_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         body = completions(client, model="hydronet-demo", messages=[{"role": "user", "content": QUESTION}]).json()
@@ -226,6 +237,7 @@ def openai_client(web_server: WebServer, key: str) -> openai.OpenAI:
 def test_the_official_openai_client(web_server: WebServer, live_key: str) -> None:
     client = openai_client(web_server, live_key)
     assert [m.id for m in client.models.list()] == ["hydronet-demo"]
+    assert client.models.retrieve("hydronet-demo").id == "hydronet-demo"
     whole = client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hello"}])
     assert "offline demo model" in (whole.choices[0].message.content or "")
     assert whole.usage is not None
