@@ -220,7 +220,9 @@ class MessagePostApi(TenantApi):
             if event.type == "tool_result":
                 tool_calls.append(event.data)
             elif event.type == "error":
-                details = {**event.data.get("details", {}), "message_id": event.data["message_id"]}
+                details = dict(event.data.get("details", {}))
+                if "message_id" in event.data:  # the failed reply, stored; none when the conversation is gone
+                    details["message_id"] = event.data["message_id"]
                 raise ApplicationError(event.data["message"], code=event.data["code"],
                                        status_code=event.data.get("status", 502), details=details)  # fmt: skip
             elif event.type == "done":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.translation import gettext as _
 
 from apps.accounts.permissions import Perm, role_has
@@ -24,6 +26,17 @@ from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
 from apps.usage.meter import Meter, Ticket
 from apps.usage.services import storage_changed
+
+
+class ConversationGone(ApplicationError):
+    """The conversation was deleted while its turn ran (from another tab, say): nothing more is stored."""
+
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self) -> None:
+        super().__init__(_("This conversation was deleted while the reply was being written."))
+
 
 SYSTEM_PROMPT = (
     "You are HydroNet, an assistant for water-network and hydrology work. Answer in the language of the "
@@ -212,10 +225,16 @@ def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] =
         values += [*params, message.conversation_id]
     else:
         sql = insert
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    assert row is not None  # without its conversation the INSERT fails on the foreign key instead
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            row = cursor.fetchone()
+    except IntegrityError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.ForeignKeyViolation):  # checked as the statement commits
+            raise ConversationGone() from exc
+        raise
+    if row is None:  # the UPDATE found no conversation
+        raise ConversationGone()
     message.pk = row[0]
     message._state.adding = False
     message._state.db = connection.alias
@@ -265,23 +284,19 @@ def _stream_turn(
             elif isinstance(event, engine.ToolResult):
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
-    except engine.UpstreamError as exc:
-        failed = _store_assistant(
-            conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
-        )
-        yield ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
+    except ConversationGone as exc:
+        turn.close()  # no further round: there is nowhere to store it
+        yield _gone_event(exc)
         return
-    except ApplicationError as exc:  # a quota or the rate limit ran out between two calls of the turn
-        failed = _store_assistant(
-            conversation, model, "".join(partial), 0, [], started=started, status=Status.ERROR, error=exc.message
-        )
-        yield ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
-                                  "status": exc.status_code, "details": exc.details})  # fmt: skip
+    except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
+        yield _failure_event(conversation, model, "".join(partial), started, exc)
         return
     except GeneratorExit:
         turn.close()  # closes the upstream stream, which cancels the model server's work
         if partial:
-            _store_assistant(conversation, model, "".join(partial), 0, [], started=started, status=Status.INCOMPLETE)
+            with suppress(ConversationGone):  # deleted too: nothing to keep it in
+                _store_assistant(conversation, model, "".join(partial), 0, [], started=started,
+                                 status=Status.INCOMPLETE)  # fmt: skip
         raise
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
@@ -295,6 +310,25 @@ def _stream_turn(
             "html": render(reply.content),
         },
     )
+
+
+def _gone_event(exc: ConversationGone) -> ChatEvent:
+    return ChatEvent("error", {"code": exc.code, "message": exc.message, "status": exc.status_code})
+
+
+def _failure_event(
+    conversation: Conversation, model: str, partial: str, started: float, exc: engine.UpstreamError | ApplicationError
+) -> ChatEvent:
+    """Store what came of a turn that failed, marked as failed, and say so."""
+    try:
+        failed = _store_assistant(conversation, model, partial, 0, [], started=started, status=Status.ERROR,
+                                  error=exc.message)  # fmt: skip
+    except ConversationGone as gone:
+        return _gone_event(gone)
+    if isinstance(exc, engine.UpstreamError):
+        return ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
+    return ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
+                               "status": exc.status_code, "details": exc.details})  # fmt: skip
 
 
 def _store_assistant(
@@ -330,7 +364,7 @@ def _store_assistant(
 
 def _store_tool_result(conversation: Conversation, result: engine.ToolResult) -> Message:
     storage_changed(bytes_written=len(result.result.encode()))
-    return Message.objects.create(
+    message = Message(
         conversation=conversation,
         role=Role.TOOL,
         content=result.result,
@@ -343,6 +377,8 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
         error=result.result[:2000] if result.is_error else "",
         status=Status.ERROR if result.is_error else Status.COMPLETE,
     )
+    _insert_message(message)
+    return message
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:

@@ -112,6 +112,33 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(
         connection.set_schema_to_public()
 
 
+def test_a_conversation_deleted_while_its_reply_streams_ends_the_turn_cleanly(
+    web_server: WebServer, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """Another tab deletes the conversation mid-reply: when the reply is to be stored, the stream ends with an
+    error event, where the reply's INSERT used to fail on its foreign key and break off the stream."""
+    conversation_id, token = live_conversation
+    seen: list[tuple[str, dict[str, Any]]] = []
+    log_size = web_server.log.stat().st_size
+    with stream(web_server, conversation_id, token, "tell me everything #long") as response:
+        for kind, data in events(response):
+            seen.append((kind, data))
+            if len(seen) == 3:  # the reply is under way
+                deleted = httpx2.delete(
+                    f"http://127.0.0.1:{web_server.port}/api/conversations/{conversation_id}",
+                    headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {token}"},
+                )
+                assert deleted.status_code == 204
+    kind, data = seen[-1]
+    assert kind == "error", seen[-3:]
+    assert data["code"] == "not_found"
+    assert "deleted" in data["message"]
+    assert "Traceback" not in web_server.log.read_text()[log_size:]
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        assert not Message.objects.filter(conversation_id=conversation_id).exists()
+        connection.set_schema_to_public()
+
+
 def test_a_reply_that_is_streaming_finishes_when_the_server_is_told_to_stop(
     tmp_path: Path, demo_model_url: str, live_conversation: tuple[int, str]
 ) -> None:
