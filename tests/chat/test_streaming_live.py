@@ -132,7 +132,8 @@ def test_a_conversation_deleted_while_its_reply_streams_ends_the_turn_cleanly(
     kind, data = seen[-1]
     assert kind == "error", seen[-3:]
     assert data["code"] == "not_found"
-    assert "deleted" in data["message"]
+    assert data["status"] == 404
+    assert data["message"] == "回复生成期间，此对话已被删除。"  # no Accept-Language: the default, zh-hans
     assert "Traceback" not in web_server.log.read_text()[log_size:]
     with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
         assert not Message.objects.filter(conversation_id=conversation_id).exists()
