@@ -26,7 +26,7 @@
           borderColor: fill,
           borderWidth: type === "line" ? 2 : 0,
           pointRadius: type === "line" ? 2 : 0,
-          tension: 0.2,
+          tension: 0, // straight: daily totals have no values between days
         }],
       },
       options: {
