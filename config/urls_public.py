@@ -1,8 +1,9 @@
 """URLs on the platform host (BASE_DOMAIN): landing, sign-up, staff admin, public API."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 
+from apps.core.views import api_path_not_found
 from apps.tenants.urls import public_api_urlpatterns, public_urlpatterns
 
 handler400 = "apps.core.views.bad_request"
@@ -15,4 +16,6 @@ urlpatterns = [
     path("api/public/", include((public_api_urlpatterns, "public-api"))),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Last: any other API path is the JSON 404, under DEBUG too (where Django would show its HTML page).
+    re_path(r"^(?:api|v1)(?:/|$)", api_path_not_found),
 ]

@@ -1,8 +1,9 @@
 """URLs on a tenant's host (<slug>.BASE_DOMAIN): its web UI and its API. No admin here."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from apps.core.views import api_path_not_found
 from apps.tenants.urls import tenant_urlpatterns
 
 handler400 = "apps.core.views.bad_request"
@@ -21,4 +22,6 @@ urlpatterns = [
     path("api/", include("apps.api.urls")),
     path("v1/", include("apps.openai_api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Last: any other API path is the JSON 404, under DEBUG too (where Django would show its HTML page).
+    re_path(r"^(?:api|v1)(?:/|$)", api_path_not_found),
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 
 from apps.core.exceptions import json_error
@@ -23,6 +25,23 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if is_api_request(request):
         return json_error("not_found", _("Not found."), status=404)
     return error_page(request, status=404, title=_("Page not found"), message=_("There is nothing at this address."))
+
+
+def api_path_not_found(request: HttpRequest) -> HttpResponse:
+    """Any path under /api/ or /v1/ that nothing else answers (the URL confs' last pattern): the JSON
+    404, under DEBUG too, where Django would show its HTML debug page instead of ``handler404``.
+
+    A path that exists with a trailing slash (the schema, the docs) is redirected there, as
+    Django's APPEND_SLASH did before this pattern matched everything under /api/.
+    """
+    if settings.APPEND_SLASH and not request.path_info.endswith("/"):
+        try:
+            match = resolve(f"{request.path_info}/", getattr(request, "urlconf", None))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_path_not_found:
+            return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    return not_found(request)
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client, override_settings
 
@@ -44,13 +46,21 @@ def test_readyz_is_503_when_redis_is_unreachable(settings: object) -> None:
     assert checks["broker"]["ok"] is False
 
 
-def test_unknown_api_paths_get_the_json_404(tenant_alpha: TenantFixture, public_client: Client) -> None:
+@pytest.mark.parametrize("debug", [False, True])
+def test_unknown_api_paths_get_the_json_404(
+    tenant_alpha: TenantFixture, public_client: Client, settings: Any, debug: bool
+) -> None:
+    settings.DEBUG = debug  # make run's settings: Django would answer with its HTML debug page
     for client in (tenant_alpha.client(), public_client):
-        response = client.get("/api/no/such/thing")
-        assert response.status_code == 404
-        assert response.json() == {
-            "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}}
-        }
+        for path in ("/api/no/such/thing", "/v1/nothing", "/api", "/v1/chat/completions/extra"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert response.json() == {
+                "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}}
+            }
+    assert tenant_alpha.client().get("/no/such/page/").status_code == 404  # pages keep their own 404
+    schema = tenant_alpha.client().get("/api/schema")  # it exists with its slash: redirected, as before
+    assert (schema.status_code, schema["Location"]) == (301, "/api/schema/")
 
 
 def test_unknown_pages_get_an_html_404(tenant_alpha: TenantFixture) -> None:
