@@ -22,11 +22,11 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     """The chat page: one's conversations on the left, the open one on the right."""
     actor = request_actor(request)
     conversation = access_conversation(actor, conversation_id) if conversation_id is not None else None
-    messages = []
+    shown = []  # not "messages": that is the messages framework's, which base.html shows as notices
     if conversation is not None:
         for message in message_list(conversation):
             html = render_markdown(message.content) if message.role == "assistant" else ""
-            messages.append({"message": message, "html": html})
+            shown.append({"message": message, "html": html})
     try:
         server = model_server()
         models, model_error = list(server.models), ""
@@ -45,7 +45,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "can_see_all": can_see_all,
         "everyone": everyone,
         "conversation": conversation,
-        "messages": messages,
+        "chat_messages": shown,
         "read_only": conversation is not None and conversation.user_id != request.user.pk,
         "models": models,
         "model_error": model_error,

@@ -90,6 +90,10 @@ class TestChatPage:
         assert 'data-testid="chat-form"' in page
         assert 'data-testid="chat-rename"' in page  # one's own: rename and delete
         assert 'data-testid="chat-delete"' in page
+        # The conversation's messages are not taken for the messages framework's notices (base.html).
+        assert "&lt;Message:" not in page
+        assert page.count("**S001**") == 0
+        assert page.count("<strong>S001</strong>") == 1
 
     def test_the_sidebar_searches_titles_and_says_when_it_shows_only_the_latest(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
