@@ -15,6 +15,9 @@ from apps.llm.client import model_server
 # The sidebar lists the most recent conversations; a search by title finds the older ones.
 SIDEBAR_CONVERSATIONS = 100
 SEARCH_MAX_CHARS = 200
+# A long conversation opens at its latest messages: each assistant message is Markdown rendered and
+# cleaned on every view (1,000 messages took 0.6 s). "Show all" renders the whole of it.
+PAGE_MESSAGES = 200
 
 
 @permission_required(Perm.VIEW_OWN_CONVERSATIONS)
@@ -23,8 +26,13 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     actor = request_actor(request)
     conversation = access_conversation(actor, conversation_id) if conversation_id is not None else None
     shown = []  # not "messages": that is the messages framework's, which base.html shows as notices
+    earlier = 0  # messages before the ones shown
     if conversation is not None:
-        for message in message_list(conversation):
+        listed = message_list(conversation)
+        if request.GET.get("full") != "1":
+            earlier = max(0, listed.count() - PAGE_MESSAGES)
+            listed = listed[earlier:]
+        for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
             shown.append({"message": message, "html": html})
     try:
@@ -46,6 +54,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "everyone": everyone,
         "conversation": conversation,
         "chat_messages": shown,
+        "earlier_messages": earlier,
         "read_only": conversation is not None and conversation.user_id != request.user.pk,
         "models": models,
         "model_error": model_error,

@@ -152,6 +152,26 @@ class TestChatPage:
         assert 'data-testid="conversation-scope"' not in page
         assert "Their levels" not in page
 
+    def test_a_long_conversation_opens_at_its_latest_messages(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.chat import views
+
+        monkeypatch.setattr(views, "PAGE_MESSAGES", 3)
+        member = make_member(tenant_alpha, Role.USER)
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Long")
+            for n in range(5):
+                Message.objects.create(conversation=conversation, role="user", content=f"question number {n}")
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert [n for n in range(5) if f"question number {n}" in page] == [2, 3, 4]
+        assert "2 earlier messages are not shown." in page
+        full = client.get(f"/chat/{conversation.pk}/", {"full": "1"}).content.decode()
+        assert [n for n in range(5) if f"question number {n}" in full] == [0, 1, 2, 3, 4]
+        assert 'data-testid="earlier-messages"' not in full
+
     def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
         with schema_context(tenant_alpha.tenant.schema_name):
             owner = make_member(tenant_alpha, Role.USER)
