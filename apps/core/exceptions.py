@@ -138,7 +138,30 @@ def _message(detail: Any) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: every error leaves in the one JSON format."""
+    """DRF's EXCEPTION_HANDLER: every error leaves in the one JSON format (under /v1/ with OpenAI's
+    ``type`` and ``param`` as well)."""
+    response = _error_response(exc, context)
+    request = context.get("request")
+    if response is not None and request is not None and request.path.startswith("/v1/"):
+        _add_openai_fields(response.data["error"], response.status_code)
+    return response
+
+
+# OpenAI's error types by status, for OpenAI's clients (their exceptions' ``type``).
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
+def _add_openai_fields(error: dict[str, Any], status: int) -> None:
+    """OpenAI's ``type`` and ``param`` next to ours: the field a 400 is about, if it names one."""
+    if error["code"] == "quota_exceeded":
+        error["type"] = "insufficient_quota"
+    else:
+        error["type"] = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    fields = [name for name, problems in error["details"].items() if isinstance(problems, list | dict)]
+    error["param"] = fields[0] if status == 400 and fields else None
+
+
+def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, DjangoValidationError):

@@ -102,6 +102,20 @@ class TestInProcess:
         response = completions(client, messages=[{"role": "user", "content": "hi"}])
         assert response.status_code == 403
         assert response.json()["error"]["details"] == {"permission": "create_conversation"}
+        assert (response.json()["error"]["type"], response.json()["error"]["param"]) == ("permission_error", None)
+
+    def test_errors_carry_openais_type_under_v1_only(self, tenant_alpha: TenantFixture) -> None:
+        unauthenticated = completions(tenant_alpha.client(), messages=[{"role": "user", "content": "hi"}])
+        assert unauthenticated.status_code == 401
+        assert unauthenticated.json()["error"]["type"] == "authentication_error"
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        unknown = completions(client, model="gpt-nope", messages=[{"role": "user", "content": "hi"}]).json()["error"]
+        assert (unknown["code"], unknown["type"], unknown["param"]) == ("unknown_model", "invalid_request_error",
+                                                                        "model")  # fmt: skip
+        failed = completions(client, messages=[{"role": "user", "content": "hi #error500"}]).json()["error"]
+        assert (failed["code"], failed["type"]) == ("upstream_error", "api_error")
+        other_api = tenant_alpha.client().get("/api/auth/me").json()["error"]
+        assert "type" not in other_api  # the rest of the API keeps the one format
 
     @pytest.mark.parametrize(
         "body",
@@ -136,6 +150,7 @@ class TestInProcess:
         error = response.json()["error"]
         assert error["code"] == "invalid_input"
         assert option in error["details"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", option)  # OpenAI's fields too
         assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
 
     def test_an_options_error_follows_the_requests_language(self, tenant_alpha: TenantFixture) -> None:
@@ -250,3 +265,7 @@ def test_the_official_openai_client(web_server: WebServer, live_key: str) -> Non
     assert "offline demo model" in "".join(pieces)
     with pytest.raises(openai.AuthenticationError):
         openai_client(web_server, "hn_not_a_key_at_all_xxxxxxxxxxxx").models.list()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hi"}], top_p=3)
+    assert (refused.value.code, refused.value.type, refused.value.param) == ("invalid_input", "invalid_request_error",
+                                                                           "top_p")  # fmt: skip
