@@ -66,11 +66,17 @@ def test_the_pages_speak_both_languages(
         assert phrase in text
 
 
+def member_and_client(tenant: TenantFixture) -> tuple[Any, Client]:
+    """A new member (role user), and a client logged in as them."""
+    member = make_member(tenant, Role.USER)
+    client = tenant.client(HTTP_ACCEPT_LANGUAGE="en")
+    assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+    return member, client
+
+
 class TestChatPage:
     def test_an_own_conversation_with_sanitized_markdown_and_tool_panels(self, tenant_alpha: TenantFixture) -> None:
-        member = make_member(tenant_alpha, Role.USER)
-        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
-        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        member, client = member_and_client(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
             conversation = Conversation.objects.create(user=member, title="Levels")
             Message.objects.create(conversation=conversation, role="user", content="<b>hi</b>")
@@ -101,9 +107,7 @@ class TestChatPage:
         from apps.chat import views
 
         monkeypatch.setattr(views, "SIDEBAR_CONVERSATIONS", 3)
-        member = make_member(tenant_alpha, Role.USER)
-        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
-        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        member, client = member_and_client(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
             for title in ("Flood 2024 review", "Pump station S003", "Rainfall June", "Reservoir levels"):
                 Conversation.objects.create(user=member, title=title)
@@ -158,9 +162,7 @@ class TestChatPage:
         from apps.chat import views
 
         monkeypatch.setattr(views, "PAGE_MESSAGES", 3)
-        member = make_member(tenant_alpha, Role.USER)
-        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
-        assert client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD}).status_code == 302
+        member, client = member_and_client(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
             conversation = Conversation.objects.create(user=member, title="Long")
             for n in range(5):
