@@ -13,21 +13,31 @@
   const csrfInput = root.querySelector("input[name=csrfmiddlewaretoken]");
   const csrfToken = csrfInput ? csrfInput.value : "";
 
-  // Rename and delete the open conversation, through the same API as any client.
-  async function change(method, body) {
-    const response = await fetch("/api/conversations/" + root.dataset.conversationId, {
+  // The same API as any client, with the session's CSRF token; an error answer throws its message.
+  async function api(method, path, body, signal) {
+    const response = await fetch(path, {
       method: method,
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "application/json" },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal: signal,
       credentials: "same-origin",
     });
     if (!response.ok) {
       let message = response.statusText;
       try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
-      window.alert(message);
-      return null;
+      throw new Error(message);
     }
     return response;
+  }
+
+  // Rename and delete the open conversation; a refusal is shown as it came.
+  async function change(method, body) {
+    try {
+      return await api(method, "/api/conversations/" + root.dataset.conversationId, body);
+    } catch (error) {
+      window.alert(error.message);
+      return null;
+    }
   }
   const renameButton = root.querySelector("[data-testid=chat-rename]");
   if (renameButton) {
@@ -64,22 +74,6 @@
     return node;
   };
   const scroll = () => { list.scrollTop = list.scrollHeight; };
-
-  async function api(path, body) {
-    const response = await fetch(path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json" },
-      body: JSON.stringify(body),
-      signal: controller ? controller.signal : undefined,
-      credentials: "same-origin",
-    });
-    if (!response.ok) {
-      let message = response.statusText;
-      try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
-      throw new Error(message);
-    }
-    return response;
-  }
 
   function toolPanel(data) {
     const panel = el("details", "tool-panel");
@@ -156,7 +150,7 @@
     const panels = {};
     try {
       if (!conversationId) {
-        const created = await (await api("/api/conversations", {})).json();
+        const created = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
         conversationId = String(created.id);
         history.replaceState(null, "", root.dataset.chatUrl + conversationId + "/");
         const sidebar = root.querySelector("[data-testid=conversations]");
@@ -171,7 +165,7 @@
       const modelSelect = form.querySelector("select[name=model]");
       const body = { content: content, stream: true };
       if (modelSelect) body.model = modelSelect.value;
-      const response = await api("/api/conversations/" + conversationId + "/messages", body);
+      const response = await api("POST", "/api/conversations/" + conversationId + "/messages", body, controller.signal);
       let ended = false; // a done or error event came
       await readEvents(response, (type, data) => {
         if (type === "token") {
