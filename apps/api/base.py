@@ -81,18 +81,20 @@ class TenantApi(APIView):
         if cls.required_permission not in (_UNDECLARED, None) and not isinstance(cls.required_permission, Perm):
             raise TypeError(f"{cls.__name__}.required_permission must be a Perm")
 
-    def check_throttles(self, request: Request) -> None:
-        """The tenant's per-minute rate limit, for every authenticated request (apps.usage.meter).
+    def check_permissions(self, request: Request) -> None:
+        """The tenant's per-minute rate limit (apps.usage.meter), then the role's permission.
 
-        Anonymous endpoints (logging in) are not counted, so nobody can use up a
-        tenant's limit without its credentials; per-IP limits guard them instead.
+        DRF checks permissions before throttles; the rate limit comes first here,
+        so a request refused for its role counts and carries the rate-limit headers
+        too: it was made with the tenant's credentials. Anonymous endpoints (logging
+        in) and requests without valid credentials are not counted, so nobody can
+        use up a tenant's limit without them; per-IP limits guard those instead.
         """
-        super().check_throttles(request)
-        if self.dangerously_allow_anonymous or not request.user or not request.user.is_authenticated:
-            return
-        self.meter = Meter.for_request(request, self.actor(request))
-        if not self.metered:
-            self.meter.hit_rate()
+        if not self.dangerously_allow_anonymous and request.user and request.user.is_authenticated:
+            self.meter = Meter.for_request(request, self.actor(request))
+            if not self.metered:
+                self.meter.hit_rate()
+        super().check_permissions(request)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)

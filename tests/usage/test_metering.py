@@ -692,6 +692,23 @@ class TestRateLimit:
         assert metered.status_code == 429
         assert events(tenant_alpha) == []  # a refused request makes no AI call
 
+    def test_a_request_refused_for_its_role_counts_and_carries_the_headers(self, tenant_alpha: TenantFixture) -> None:
+        limits(tenant_alpha, rate_limit_per_minute_override=4)
+        viewer = member_client(tenant_alpha, Role.VIEWER)
+        one_window()
+        forbidden = [
+            viewer.get("/api/quota"),  # needs view_stats
+            viewer.post("/api/conversations", {}, content_type="application/json"),  # needs create_conversation
+            v1(key_client(tenant_alpha, Role.VIEWER)),  # metered: refused before its AI call
+        ]
+        assert [r.status_code for r in forbidden] == [403, 403, 403]
+        assert [r["X-RateLimit-Remaining"] for r in forbidden] == ["3", "2", "1"]
+        assert viewer.get("/api/conversations").status_code == 200  # the fourth and last of the minute
+        over = viewer.get("/api/quota")
+        assert over.status_code == 429  # the limit before the role: no flooding with forbidden requests
+        assert over["X-RateLimit-Remaining"] == "0"
+        assert events(tenant_alpha) == []
+
     def test_one_tenant_at_its_limit_leaves_another_alone(
         self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
     ) -> None:
