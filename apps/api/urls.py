@@ -58,6 +58,7 @@ urlpatterns = [
         operations(GET=chat.MessageListApi, POST=chat.MessagePostApi),
         name="conversation-messages",
     ),
+    path("conversations/<int:conversation_id>/retry", chat.MessageRetryApi.as_view(), name="conversation-retry"),
     path("models", chat.ModelListApi.as_view(), name="models"),
     path(
         "model-provider",

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -159,6 +159,57 @@ class MessageListApi(TenantApi):
         return self.paginate(request, message_list(conversation), MessageOutput)
 
 
+# The component keeps the name it had before retry shared it: generated clients' types stay as they were.
+@extend_schema_serializer(component_name="MessagePostOutput")
+class ReplyOutput(serializers.Serializer):
+    conversation_id = serializers.IntegerField()
+    message = MessageOutput()
+    tool_calls = serializers.ListField(child=serializers.DictField())
+    tokens = serializers.IntegerField()
+    latency_ms = serializers.IntegerField()
+
+
+REPLY_RESPONSES = {
+    (200, "application/json"): ReplyOutput,
+    (200, "text/event-stream"): OpenApiResponse(
+        response=OpenApiTypes.STR,
+        description="With `stream: true`: Server-Sent Events `token`, `tool_call`, `tool_result`, then "
+        "`done` or `error`.",
+    ),
+}
+
+
+def _whole(conversation: Conversation, events: Iterator[services.ChatEvent]) -> Response:
+    """A turn's events as one JSON answer; a failed turn as the error it ended with."""
+    tool_calls: list[dict[str, Any]] = []
+    for event in events:
+        if event.type == "tool_result":
+            tool_calls.append(event.data)
+        elif event.type == "error":
+            details = dict(event.data.get("details", {}))
+            if "message_id" in event.data:  # the failed reply, stored; none when the conversation is gone
+                details["message_id"] = event.data["message_id"]
+            raise ApplicationError(event.data["message"], code=event.data["code"],
+                                   status_code=event.data.get("status", 502), details=details)  # fmt: skip
+        elif event.type == "done":
+            message = Message.objects.get(pk=event.data["message_id"])
+            body = {
+                "conversation_id": conversation.pk,
+                "message": message,
+                "tool_calls": tool_calls,
+                "tokens": event.data["tokens"],
+                "latency_ms": event.data["latency_ms"],
+            }
+            return Response(ReplyOutput(body).data)
+    raise AssertionError("a chat turn ends with done or error")
+
+
+def _respond(conversation: Conversation, events: Iterator[services.ChatEvent], stream: bool) -> HttpResponseBase:
+    if stream:
+        return sse_response(encode(event.type, event.data) for event in events)
+    return _whole(conversation, events)
+
+
 class MessagePostApi(TenantApi):
     """POST /api/conversations/{id}/messages: the user's message, and the assistant's reply.
 
@@ -177,24 +228,7 @@ class MessagePostApi(TenantApi):
         stream = serializers.BooleanField(required=False, default=False)
         model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
-    class OutputSerializer(serializers.Serializer):
-        conversation_id = serializers.IntegerField()
-        message = MessageOutput()
-        tool_calls = serializers.ListField(child=serializers.DictField())
-        tokens = serializers.IntegerField()
-        latency_ms = serializers.IntegerField()
-
-    @extend_schema(
-        request=InputSerializer,
-        responses={
-            (200, "application/json"): OutputSerializer,
-            (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR,
-                description="With `stream: true`: Server-Sent Events `token`, `tool_call`, `tool_result`, then "
-                "`done` or `error`.",
-            ),
-        },
-    )
+    @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         self.member(request)
         actor = self.actor(request)
@@ -210,32 +244,37 @@ class MessagePostApi(TenantApi):
             model=data.validated_data["model"] or None,
             meter=self.meter,
         )
-        if data.validated_data["stream"]:
-            return sse_response(encode(event.type, event.data) for event in events)
-        return self._whole(conversation, events)
+        return _respond(conversation, events, data.validated_data["stream"])
 
-    def _whole(self, conversation: Conversation, events: Iterator[services.ChatEvent]) -> Response:
-        tool_calls: list[dict[str, Any]] = []
-        for event in events:
-            if event.type == "tool_result":
-                tool_calls.append(event.data)
-            elif event.type == "error":
-                details = dict(event.data.get("details", {}))
-                if "message_id" in event.data:  # the failed reply, stored; none when the conversation is gone
-                    details["message_id"] = event.data["message_id"]
-                raise ApplicationError(event.data["message"], code=event.data["code"],
-                                       status_code=event.data.get("status", 502), details=details)  # fmt: skip
-            elif event.type == "done":
-                message = Message.objects.get(pk=event.data["message_id"])
-                body = {
-                    "conversation_id": conversation.pk,
-                    "message": message,
-                    "tool_calls": tool_calls,
-                    "tokens": event.data["tokens"],
-                    "latency_ms": event.data["latency_ms"],
-                }
-                return Response(self.OutputSerializer(body).data)
-        raise AssertionError("a chat turn ends with done or error")
+
+class MessageRetryApi(TenantApi):
+    """POST /api/conversations/{id}/retry: answer the last question again, after its turn failed or was cut short.
+
+    Nothing new is stored for the user. The reply streams (``stream: true``) or
+    comes whole, as ``POST .../messages``' does, and is metered the same way.
+    409 ``nothing_to_retry`` when the last question has its complete answer.
+    """
+
+    required_permission = Perm.CREATE_CONVERSATION
+    metered = True
+
+    class InputSerializer(StrictSerializer):
+        stream = serializers.BooleanField(required=False, default=False)
+        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+
+    @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
+    def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
+        self.member(request)
+        actor = self.actor(request)
+        conversation = access_conversation(
+            actor, conversation_id, write=True, with_history=settings.CHAT_HISTORY_MESSAGES
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        events = services.conversation_retry(
+            actor=actor, conversation=conversation, model=data.validated_data["model"] or None, meter=self.meter
+        )
+        return _respond(conversation, events, data.validated_data["stream"])
 
 
 class ModelListApi(TenantApi):

@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.chat.models import Conversation, Message, Status
+from apps.chat.models import Conversation, Message, Role, Status
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 
@@ -103,6 +103,23 @@ def message_list(conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.order_by("created_at", "id")
 
 
+def turn_unanswered(conversation: Conversation) -> bool:
+    """True if the last question has no complete answer: its turn failed, was stopped or was cut short.
+
+    Failed replies (status ``error``) do not count as answers; what such a turn
+    may try again is ``apps.chat.services.conversation_retry``.
+    """
+    last = (
+        conversation.messages.exclude(status=Status.ERROR)
+        .order_by("-created_at", "-id")
+        .values("role", "status", "tool_calls")
+        .first()
+    )
+    if last is None:
+        return False
+    return not (last["role"] == Role.ASSISTANT and last["status"] == Status.COMPLETE and not last["tool_calls"])
+
+
 def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` messages as the model reads them, starting at a user message.
 
@@ -137,8 +154,14 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
                 }
             )
         elif message["content"]:
+            if message["role"] == "assistant" and history and _is_plain_reply(history[-1]):
+                history.pop()  # a reply cut short, then answered again (conversation_retry): the new one stands
             history.append({"role": message["role"], "content": message["content"]})
     return history
+
+
+def _is_plain_reply(message: dict[str, Any]) -> bool:
+    return message["role"] == "assistant" and "tool_calls" not in message
 
 
 def _openai_call(call: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import model_history
+from apps.chat.selectors import model_history, turn_unanswered
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -156,6 +156,47 @@ def conversation_reply(
     content = _check_content(content)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
+    return _reply(actor=actor, conversation=conversation, messages=messages, question=content, model=model,
+                  meter=meter, started=started)  # fmt: skip
+
+
+def conversation_retry(
+    *, actor: Actor, conversation: Conversation, model: str | None = None, meter: Meter | None = None
+) -> Iterator[ChatEvent]:
+    """Answer the last question again, after its turn failed, was stopped or was cut short.
+
+    Nothing is stored for the user: the question is already there. The model
+    reads the conversation as it stands: a failed reply was never part of it, a
+    reply cut short is left out, and tool results the failed turn got are kept,
+    so the model answers from them without calling the tools again. The turn is
+    metered and streamed as ``conversation_reply``'s. A last question that has
+    its complete answer is refused (409 ``nothing_to_retry``) before anything
+    is charged.
+    """
+    started = time.monotonic()
+    history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    while history and history[-1]["role"] == "assistant" and "tool_calls" not in history[-1]:
+        history.pop()  # a reply cut short: answered anew
+    if not history or not turn_unanswered(conversation):
+        raise ApplicationError(
+            _("The last question has its answer; ask a new one instead."), code="nothing_to_retry", status_code=409
+        )
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history]
+    return _reply(actor=actor, conversation=conversation, messages=messages, question=None, model=model,
+                  meter=meter, started=started)  # fmt: skip
+
+
+def _reply(
+    *,
+    actor: Actor,
+    conversation: Conversation,
+    messages: list[dict[str, Any]],
+    question: str | None,
+    model: str | None,
+    meter: Meter | None,
+    started: float,
+) -> Iterator[ChatEvent]:
+    """Charge the turn, send its first model request, store ``question`` (if new) meanwhile, and stream."""
     meter = meter or Meter.for_actor(actor)
     start = turn_start(meter=meter, model=model or conversation.model or None)
     server, chosen, ticket = start.server, start.model, start.ticket
@@ -167,13 +208,14 @@ def conversation_reply(
     except engine.UpstreamError as exc:
         meter.release(ticket)
         first = exc
-    try:
-        _store_user_message(conversation, content)
-    except BaseException:
-        if not isinstance(first, engine.UpstreamError):
-            first.close()
-            meter.release(ticket)
-        raise
+    if question is not None:
+        try:
+            _store_user_message(conversation, question)
+        except BaseException:
+            if not isinstance(first, engine.UpstreamError):
+                first.close()
+                meter.release(ticket)
+            raise
     return _stream_turn(
         conversation=conversation,
         server=server,

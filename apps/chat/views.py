@@ -7,7 +7,7 @@ from django.shortcuts import render
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.chat.markdown import render as render_markdown
-from apps.chat.selectors import access_conversation, conversation_list, message_list
+from apps.chat.selectors import access_conversation, conversation_list, message_list, turn_unanswered
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -45,6 +45,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     everyone = can_see_all and request.GET.get("all") == "1"  # the sidebar lists everyone's, read-only
     found = conversation_list(actor=actor, search=search, everyone=everyone)
     conversations = list(found[: SIDEBAR_CONVERSATIONS + 1])
+    read_only = conversation is not None and conversation.user_id != request.user.pk
+    writable = not read_only and role_has(getattr(request.user, "role", ""), Perm.CREATE_CONVERSATION)
     context = {
         "conversations": conversations[:SIDEBAR_CONVERSATIONS],
         "more_conversations": len(conversations) > SIDEBAR_CONVERSATIONS,
@@ -55,7 +57,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "conversation": conversation,
         "chat_messages": shown,
         "earlier_messages": earlier,
-        "read_only": conversation is not None and conversation.user_id != request.user.pk,
+        "read_only": read_only,
+        # The last question's turn failed or was cut short: the page offers to answer it again.
+        "can_retry": conversation is not None and writable and not model_error and turn_unanswered(conversation),
         "models": models,
         "model_error": model_error,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,

@@ -131,41 +131,60 @@
 
   stop.addEventListener("click", () => { if (controller) controller.abort(); });
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const content = input.value.trim();
-    if (!content || controller) return;
-    const empty = list.querySelector("[data-testid=chat-empty]");
-    if (empty) empty.remove();
-    list.append(el("div", "bubble user", content));
-    let bubble = el("div", "bubble assistant streaming");
-    bubble.dataset.testid = "assistant-reply";
-    let text = el("div", "markdown");
-    bubble.append(text);
-    list.append(bubble);
+  function newBubble() {
+    const node = el("div", "bubble assistant streaming");
+    node.dataset.testid = "assistant-reply";
+    node.append(el("div", "markdown"));
+    list.append(node);
+    return node;
+  }
+
+  // A turn that failed, was stopped or was cut short can be answered again (POST .../retry).
+  // The page brings the button when the conversation opens on such a turn; a turn that fails here adds it.
+  function wireRetry(button) {
+    button.addEventListener("click", () => {
+      if (controller) return;
+      button.remove();
+      const modelSelect = form.querySelector("select[name=model]");
+      const body = { stream: true };
+      if (modelSelect) body.model = modelSelect.value;
+      runTurn("/retry", body, newBubble(), null);
+    });
+  }
+  function offerRetry() {
+    if (list.querySelector("[data-testid=chat-retry]")) return;
+    const button = el("button", "button secondary chat-retry", t("retry"));
+    button.type = "button";
+    button.dataset.testid = "chat-retry";
+    wireRetry(button);
+    list.append(button);
+  }
+  const offered = list.querySelector("[data-testid=chat-retry]");
+  if (offered) wireRetry(offered);
+
+  // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
+  async function runTurn(path, body, bubble, created) {
+    let text = bubble.querySelector(".markdown");
     scroll();
-    input.value = "";
     controller = new AbortController();
     busy(true);
     const panels = {};
+    let answered = false;
     try {
       if (!conversationId) {
-        const created = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
-        conversationId = String(created.id);
+        const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
+        conversationId = String(conversation.id);
         history.replaceState(null, "", root.dataset.chatUrl + conversationId + "/");
         const sidebar = root.querySelector("[data-testid=conversations]");
         const placeholder = sidebar.querySelector(".muted");
         if (placeholder) placeholder.remove();
         const item = el("li");
-        const link = el("a", "active", content.slice(0, 60));
+        const link = el("a", "active", created.slice(0, 60));
         link.href = root.dataset.chatUrl + conversationId + "/";
         item.append(link);
         sidebar.prepend(item);
       }
-      const modelSelect = form.querySelector("select[name=model]");
-      const body = { content: content, stream: true };
-      if (modelSelect) body.model = modelSelect.value;
-      const response = await api("POST", "/api/conversations/" + conversationId + "/messages", body, controller.signal);
+      const response = await api("POST", "/api/conversations/" + conversationId + path, body, controller.signal);
       let ended = false; // a done or error event came
       await readEvents(response, (type, data) => {
         if (type === "token") {
@@ -175,16 +194,13 @@
           const panel = toolPanel(data);
           panels[data.id] = panel;
           list.append(panel);
-          bubble = el("div", "bubble assistant streaming");
-          bubble.dataset.testid = "assistant-reply";
-          text = el("div", "markdown");
-          bubble.append(text);
-          list.append(bubble);
+          bubble = newBubble();
+          text = bubble.querySelector(".markdown");
         } else if (type === "tool_result") {
           const panel = panels[data.id];
           if (panel) finishToolPanel(panel, data);
         } else if (type === "done") {
-          ended = true;
+          ended = answered = true;
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
@@ -213,9 +229,28 @@
     } finally {
       controller = null;
       busy(false);
+      // Without a conversation (its creation failed) there is no question to answer again.
+      if (!answered && conversationId) offerRetry();
       input.focus();
       scroll();
     }
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const content = input.value.trim();
+    if (!content || controller) return;
+    const empty = list.querySelector("[data-testid=chat-empty]");
+    if (empty) empty.remove();
+    const retry = list.querySelector("[data-testid=chat-retry]");
+    if (retry) retry.remove(); // a new question instead
+    list.append(el("div", "bubble user", content));
+    const bubble = newBubble();
+    input.value = "";
+    const modelSelect = form.querySelector("select[name=model]");
+    const body = { content: content, stream: true };
+    if (modelSelect) body.model = modelSelect.value;
+    await runTurn("/messages", body, bubble, content);
   });
 
   input.addEventListener("keydown", (event) => {

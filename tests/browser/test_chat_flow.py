@@ -116,6 +116,43 @@ def test_stop_ends_the_reply_and_keeps_what_came(
     page.reload()
     expect(page.get_by_test_id("messages")).to_contain_text("This reply was cut short.")
 
+    # The page opens on the unanswered turn and offers to answer it again, in full this time.
+    page.get_by_test_id("chat-retry").click()
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+    retried = page.get_by_test_id("assistant-reply").last
+    expect(retried).to_contain_text("chunk 199", timeout=15_000)
+    expect(retried).not_to_have_class("bubble assistant streaming", timeout=15_000)
+    page.reload()
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)  # answered
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        turn = [(m.role, m.status) for m in Message.objects.order_by("id")]
+    connection.set_schema_to_public()
+    assert turn == [("user", "complete"), ("assistant", "incomplete"), ("assistant", "complete")]
+
+
+def test_a_failed_reply_offers_to_try_again(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
+) -> None:
+    from apps.llm.services import model_provider_save
+
+    def model_server_at(url: str) -> None:  # the workspace's own model server, as its admin sets it
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            model_provider_save(actor=TEST_ACTOR, base_url=url, model_ids=["hydronet-demo"], api_key="test")
+        connection.set_schema_to_public()
+
+    model_server_at("http://127.0.0.1:9/v1")  # down
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The model server could not be reached")
+    model_server_at(demo_model_url)  # back
+    page.get_by_test_id("chat-retry").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("offline demo model", timeout=15_000)
+    expect(answer).not_to_have_class("bubble assistant streaming", timeout=15_000)
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+    expect(page.get_by_test_id("messages").locator(".bubble.user")).to_have_count(1)  # asked once
+
 
 def test_a_stream_that_ends_without_done_is_marked_cut_short(
     browser: Browser, web_server: WebServer, workspace: None

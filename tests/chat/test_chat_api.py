@@ -12,8 +12,11 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
+from apps.chat import engine
 from apps.chat.models import Conversation, Message
+from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_user_message
+from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
 
@@ -364,6 +367,117 @@ class TestModelServerFaults:
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "no_model_configured"
         assert stored(tenant_alpha, conversation) == []
+
+
+class TestRetry:
+    """POST /api/conversations/{id}/retry answers the last question again after its turn failed or was cut short."""
+
+    def usage_events(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return UsageEvent.objects.count()
+
+    def test_a_failed_turn_is_answered_when_the_model_server_is_back(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        working = settings.LLM_BASE_URL
+        settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        failed = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
+        assert failed[-1][0] == "error"
+        retried_while_down = post(client, f"/api/conversations/{conversation}/retry")
+        assert retried_while_down.status_code == 502  # still down: a second failed reply, still retryable
+        assert self.usage_events(tenant_alpha) == 0  # failed calls are given back
+        settings.LLM_BASE_URL = working
+        events = sse(post(client, f"/api/conversations/{conversation}/retry", {"stream": True}))
+        assert events[-1][0] == "done"
+        answer = "".join(data["text"] for kind, data in events if kind == "token")
+        user, first_failure, second_failure, reply = stored(tenant_alpha, conversation)
+        assert (user.role, user.content) == ("user", "hi")  # the question is not stored again
+        assert (first_failure.status, second_failure.status) == ("error", "error")
+        assert (reply.role, reply.status, reply.content) == ("assistant", "complete", answer)
+        assert events[-1][1]["message_id"] == reply.pk
+        assert self.usage_events(tenant_alpha) == 1  # the retry is one metered AI call
+        again = post(client, f"/api/conversations/{conversation}/retry")
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "nothing_to_retry"
+        assert len(stored(tenant_alpha, conversation)) == 4
+        assert self.usage_events(tenant_alpha) == 1  # refused before anything is charged
+
+    def test_a_stopped_reply_is_left_out_of_what_the_model_reads(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        assert post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION}).status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):  # a second question, stopped mid-reply
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "谢谢")
+            _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
+        sent: list[list[dict[str, Any]]] = []
+        real_open_stream = engine.open_stream
+
+        def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            sent.append([dict(m) for m in messages])
+            return real_open_stream(server, model, messages, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "open_stream", spy)
+        response = post(client, f"/api/conversations/{conversation}/retry")
+        assert response.status_code == 200, response.content
+        assert sent[0][-1] == {"role": "user", "content": "谢谢"}  # not the stopped reply
+        assert "half a rep" not in json.dumps(sent[0])
+        roles = [(m.role, m.status) for m in stored(tenant_alpha, conversation)]
+        assert roles[-3:] == [("user", "complete"), ("assistant", "incomplete"), ("assistant", "complete")]
+        with schema_context(tenant_alpha.tenant.schema_name):  # and later turns read the new reply only
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert "half a rep" not in json.dumps(history)
+        assert history[-1] == {"role": "assistant", "content": response.json()["message"]["content"]}
+        assert history[-2] == {"role": "user", "content": "谢谢"}
+
+    def test_an_answered_or_empty_conversation_has_nothing_to_retry(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        empty = post(client, f"/api/conversations/{conversation}/retry", {"stream": True})
+        assert (empty.status_code, empty.json()["error"]["code"]) == (409, "nothing_to_retry")
+        assert post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 200
+        answered = post(client, f"/api/conversations/{conversation}/retry")
+        assert (answered.status_code, answered.json()["error"]["code"]) == (409, "nothing_to_retry")
+        assert len(stored(tenant_alpha, conversation)) == 2
+        assert self.usage_events(tenant_alpha) == 1
+
+    def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        for body, code in (({"content": "again"}, "invalid_input"), ({"stream": "maybe"}, "invalid_input"),
+                           ({"model": "gpt-imaginary"}, "unknown_model")):  # fmt: skip
+            response = post(client, f"/api/conversations/{conversation}/retry", body)
+            assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+        assert len(stored(tenant_alpha, conversation)) == 2
+
+    def test_only_the_owner_may_retry(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+        from tests.conftest import api_key_secret
+
+        alice = member_client(tenant_alpha)
+        conversation = new_conversation(alice)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            _store_user_message(Conversation.objects.get(pk=conversation), "hi")  # unanswered
+        path = f"/api/conversations/{conversation}/retry"
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        assert post(admin, path).status_code == 403  # reads everyone's conversations, writes to none
+        assert post(member_client(tenant_alpha), path).status_code == 404  # another member's
+        assert post(member_client(tenant_beta), path).status_code == 404  # another tenant's
+        viewer = member_client(tenant_alpha, "viewer")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            own = Conversation.objects.create(user=viewer.member)
+            _store_user_message(own, "hi")
+        refused = post(viewer, f"/api/conversations/{own.pk}/retry")
+        assert refused.json()["error"]["details"] == {"permission": "create_conversation"}
+        key = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        assert post(key, path).json()["error"]["code"] == "member_required"
+        assert [m.role for m in stored(tenant_alpha, conversation)] == ["user"]
+        assert self.usage_events(tenant_alpha) == 0
 
 
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:

@@ -174,6 +174,36 @@ class TestChatPage:
         assert [n for n in range(5) if f"question number {n}" in full] == [0, 1, 2, 3, 4]
         assert 'data-testid="earlier-messages"' not in full
 
+    @pytest.mark.parametrize(
+        ("turn", "offered"),
+        [
+            ([("user", "complete")], True),  # the model server never answered
+            ([("user", "complete"), ("assistant", "error")], True),
+            ([("user", "complete"), ("assistant", "incomplete")], True),  # stopped
+            ([("user", "complete"), ("assistant", "error"), ("assistant", "complete")], False),  # answered again
+            ([("user", "complete"), ("assistant", "complete")], False),
+            ([], False),
+        ],
+    )
+    def test_a_turn_without_its_answer_offers_to_try_again(
+        self, tenant_alpha: TenantFixture, turn: list[tuple[str, str]], offered: bool
+    ) -> None:
+        member, client = member_and_client(tenant_alpha)
+        viewer = make_member(tenant_alpha, Role.VIEWER)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversations = [Conversation.objects.create(user=owner, title="Levels") for owner in (member, viewer)]
+            for conversation in conversations:
+                for role, status in turn:
+                    Message.objects.create(conversation=conversation, role=role, status=status, content="S001?")
+        own, viewers = conversations
+        assert ('data-testid="chat-retry"' in client.get(f"/chat/{own.pk}/").content.decode()) is offered
+        # Only the owner, and only with create_conversation, as the API allows it.
+        admin_view = logged_in(tenant_alpha, Role.ADMIN).get(f"/chat/{own.pk}/").content.decode()
+        assert 'data-testid="chat-retry"' not in admin_view
+        as_viewer = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+        as_viewer.post("/login/", {"username": viewer.email, "password": ADMIN_PASSWORD})
+        assert 'data-testid="chat-retry"' not in as_viewer.get(f"/chat/{viewers.pk}/").content.decode()
+
     def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
         with schema_context(tenant_alpha.tenant.schema_name):
             owner = make_member(tenant_alpha, Role.USER)
