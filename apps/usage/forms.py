@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from apps.usage import limits as L
 from apps.usage.services import MAX_SPENDING_CAP_FEN
 
 FEN_PER_YUAN = 100
@@ -33,3 +35,25 @@ class SpendingCapForm(forms.Form):
             # Exact: the field allows at most two decimals, so this is a whole number of fen.
             data["cap_fen"] = int(yuan * FEN_PER_YUAN)
         return data
+
+
+BAD_MONTH = _("Give the month as YYYY-MM, for example 2026-11.")
+
+
+class UsageMonthForm(forms.Form):
+    """The month the usage page shows, ``?month=YYYY-MM``; ``cleaned_data["month"]`` is its first day (None: this
+    month). A month that has not started is refused, as there is nothing to show."""
+
+    month = forms.RegexField(regex=r"^\d{4}-\d{2}$", required=False, error_messages={"invalid": BAD_MONTH})
+
+    def clean_month(self) -> dt.date | None:
+        value = self.cleaned_data.get("month")
+        if not value:
+            return None
+        year, month = (int(part) for part in value.split("-"))
+        if not (1 <= month <= 12 and year >= 2000):
+            raise forms.ValidationError(BAD_MONTH)
+        first = dt.date(year, month, 1)
+        if first > L.period_start(L.today()):
+            raise forms.ValidationError(_("That month has not started yet."))
+        return first

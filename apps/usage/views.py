@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,7 @@ from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
-from apps.usage.forms import FEN_PER_YUAN, SpendingCapForm
+from apps.usage.forms import FEN_PER_YUAN, SpendingCapForm, UsageMonthForm
 from apps.usage.models import Quota
 from apps.usage.selectors import quota_status, usage_series
 from apps.usage.services import spending_cap_set
@@ -52,19 +53,36 @@ def _quota_bar(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _page(request: HttpRequest, cap_form: SpendingCapForm, *, status: int = 200) -> HttpResponse:
+def _page(
+    request: HttpRequest,
+    cap_form: SpendingCapForm,
+    *,
+    month: dt.date | None = None,
+    month_form: UsageMonthForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """The usage of ``month`` (its first day; this month by default); quotas and the cap only with this month."""
     user: Any = request.user
     tenant = tenant_current()
     everyone = role_has(user.role, Perm.VIEW_STATS)
     today = L.today()
-    start = L.period_start(today)
+    this_month = L.period_start(today)
+    start = month or this_month
+    current = start == this_month
+    end = today if current else L.period_end(start)
+    first_month = L.period_start(tenant.created_at.astimezone(dt.UTC).date())
     # Members without view_stats see their own calls only, as in GET /api/usage.
     own = None if everyone else user.pk
-    daily = usage_series(start=start, end=today, group_by="day", user_id=own, only_user=own is not None)
+    daily = usage_series(start=start, end=end, group_by="day", user_id=own, only_user=own is not None)
     context: dict[str, Any] = {
         "scope": "tenant" if everyone else "user",
         "start": start,
-        "today": today,
+        "end": end,
+        "current": current,
+        "this_month": this_month,
+        "previous_month": L.period_start(start - dt.timedelta(days=1)) if start > first_month else None,
+        "next_month": None if current else L.period_start(L.period_end(start) + dt.timedelta(days=1)),
+        "month_form": month_form,
         "daily": daily,
         "totals": {"api_calls": sum(d["api_calls"] for d in daily), "tokens": sum(d["tokens"] for d in daily)},
         "chart": {
@@ -75,11 +93,12 @@ def _page(request: HttpRequest, cap_form: SpendingCapForm, *, status: int = 200)
         },
     }
     if everyone:
+        context["per_user"] = usage_series(start=start, end=end, group_by="user")
+    if everyone and current:
         quotas = [_quota_bar(row) for row in quota_status(tenant)]
         calls = next(q for q in quotas if q["quota"] == Quota.API_CALLS)
         limits = L.limits_for(tenant)
         context.update(
-            per_user=usage_series(start=start, end=today, group_by="user"),
             quotas=quotas,
             storage_used=next(q["used"] for q in quotas if q["quota"] == Quota.STORAGE),
             resets_at=L.resets_at(today),
@@ -97,9 +116,15 @@ def _page(request: HttpRequest, cap_form: SpendingCapForm, *, status: int = 200)
 @login_required
 @require_safe
 def usage_view(request: HttpRequest) -> HttpResponse:
-    """Every member may open it: view_stats shows the whole tenant, anyone else their own usage."""
-    cap = tenant_current().spending_cap_fen
-    return _page(request, SpendingCapForm(initial={"cap_yuan": _yuan(cap)}))
+    """Every member may open it: view_stats shows the whole tenant, anyone else their own usage.
+
+    ``?month=YYYY-MM`` shows an earlier month; a bad or future one is a 400 that shows this month.
+    """
+    cap_form = SpendingCapForm(initial={"cap_yuan": _yuan(tenant_current().spending_cap_fen)})
+    month_form = UsageMonthForm(request.GET)
+    if not month_form.is_valid():
+        return _page(request, cap_form, month_form=month_form, status=400)
+    return _page(request, cap_form, month=month_form.cleaned_data["month"])
 
 
 @permission_required(Perm.MANAGE_BILLING)

@@ -342,3 +342,71 @@ def test_the_page_and_banner_speak_both_languages(tenant_alpha: TenantFixture, l
         assert word in page
     own = logged_in(tenant_alpha, Role.USER).get("/usage/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
     assert ("仅显示您自己的调用" if language == "zh-hans" else "Your own calls only") in own
+
+
+# --- Earlier months -----------------------------------------------------------------------
+
+
+class TestEarlierMonths:
+    def months(self) -> tuple[dt.date, dt.date, dt.date]:
+        this = L.period_start(L.today())
+        last = L.period_start(this - dt.timedelta(days=1))
+        return L.period_start(last - dt.timedelta(days=1)), last, this
+
+    def created_in(self, tenant: TenantFixture, month: dt.date) -> None:
+        row = Tenant.objects.get(pk=tenant.tenant.pk)
+        row.created_at = dt.datetime(month.year, month.month, 15, tzinfo=dt.UTC)
+        row.save()
+
+    def test_an_earlier_month_shows_its_usage_and_links_both_ways(self, tenant_alpha: TenantFixture) -> None:
+        before, last, _this = self.months()
+        self.created_in(tenant_alpha, before)
+        user_client, user = member_client(tenant_alpha, Role.USER)
+        other = make_member(tenant_alpha, Role.USER)
+        stat(tenant_alpha, user.pk, calls=900, tokens=9000, day=L.period_end(last))
+        stat(tenant_alpha, other.pk, calls=40, tokens=400, day=last)
+        stat(tenant_alpha, user.pk, calls=5, tokens=50)  # this month
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+
+        response = admin.get("/usage/", {"month": f"{last:%Y-%m}"})
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert text_of(page, "total-calls") == "940"
+        assert text_of(page, "total-tokens") == "9,400"
+        members = page[page.index('data-testid="per-user"') :]
+        assert members.index(user.email) < members.index(other.email)
+        assert f"from {last:%Y-%m-%d} to {L.period_end(last):%Y-%m-%d} (UTC)" in page
+        assert response.context["chart"]["days"][-1] == L.period_end(last).isoformat()  # the whole month
+        assert f'href="?month={before:%Y-%m}" data-testid="previous-month"' in page
+        assert 'href="?" data-testid="next-month"' in page  # back to this month
+        for now_only in ("quotas", "spending-cap-form", "storage-used", "overage"):  # they are this month's
+            assert f'data-testid="{now_only}"' not in page
+        assert 'data-testid="quotas-elsewhere"' in page
+
+        current = admin.get("/usage/").content.decode()
+        assert text_of(current, "total-calls") == "5"
+        assert f'href="?month={last:%Y-%m}" data-testid="previous-month"' in current
+        assert 'data-testid="next-month"' not in current
+        assert 'data-testid="quotas"' in current
+        first = admin.get("/usage/", {"month": f"{before:%Y-%m}"}).content.decode()
+        assert 'data-testid="previous-month"' not in first  # the workspace's first month
+        assert text_of(first, "total-calls") == "0"
+
+        own = user_client.get("/usage/", {"month": f"{last:%Y-%m}"}).content.decode()
+        assert text_of(own, "total-calls") == "900"  # members without view_stats: their own, any month
+        assert other.email not in own
+
+    @pytest.mark.parametrize("month", ["2026-13", "2026-00", "26-11", "2026-1", "yesterday", "1999-12", "next"])
+    def test_a_bad_or_future_month_is_a_400_showing_this_month(self, tenant_alpha: TenantFixture, month: str) -> None:
+        this = L.period_start(L.today())
+        if month == "next":
+            month = f"{L.period_end(this) + dt.timedelta(days=1):%Y-%m}"
+        stat(tenant_alpha, None, calls=3, tokens=30)
+        response = logged_in(tenant_alpha, Role.ADMIN).get("/usage/", {"month": month})
+        assert response.status_code == 400
+        page = response.content.decode()
+        expected = "That month has not started yet." if month.startswith("20") and month[5:] not in ("00", "13") \
+            and len(month) == 7 else "Give the month as YYYY-MM"  # fmt: skip
+        assert expected in text_of(page, "month-error")
+        assert response.context["start"] == this
+        assert text_of(page, "total-calls") == "3"
