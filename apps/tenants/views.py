@@ -6,8 +6,10 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.accounts.permissions import Perm, role_has
 from apps.accounts.selectors import user_count_active
 from apps.core.actors import request_actor
 from apps.core.exceptions import InvalidInput, RateLimited, put_on_form
@@ -15,6 +17,9 @@ from apps.core.ratelimits import enforce_rate_limit
 from apps.plans.selectors import plan_list_public
 from apps.tenants.forms import SignupForm
 from apps.tenants.services import tenant_provision
+from apps.usage.limits import limits_for
+from apps.usage.models import Quota
+from apps.usage.selectors import quota_status
 
 
 def _landing(request: HttpRequest, form: SignupForm, *, status: int = 200) -> HttpResponse:
@@ -60,5 +65,26 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """The workspace at a glance: plan, status, members, and its limits as they apply (staff overrides
+    included); with ``view_stats``, what is used of each, as on the usage page."""
     tenant = request.tenant  # type: ignore[attr-defined]
-    return render(request, "tenants/dashboard.html", {"tenant": tenant, "member_count": user_count_active()})
+    limits = limits_for(tenant)
+    used = None
+    if role_has(getattr(request.user, "role", ""), Perm.VIEW_STATS):
+        used = {row["quota"]: row["used"] for row in quota_status(tenant)}
+    rows = [
+        {"quota": Quota.API_CALLS, "label": _("API calls a month"), "limit": limits.api_calls},
+        {"quota": Quota.STORAGE, "label": _("Storage"), "limit": limits.storage_bytes, "is_bytes": True},
+        {"quota": Quota.USERS, "label": _("Users"), "limit": limits.users},
+        {"quota": Quota.MCP_SERVICES, "label": _("MCP services"), "limit": limits.mcp_services},
+    ]
+    for row in rows:
+        row["used"] = used.get(row["quota"]) if used is not None else None
+    context = {
+        "tenant": tenant,
+        "member_count": user_count_active(),
+        "limits": rows,
+        "rate_per_minute": limits.rate_per_minute,
+        "shows_used": used is not None,
+    }
+    return render(request, "tenants/dashboard.html", context)

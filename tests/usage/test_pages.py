@@ -410,3 +410,28 @@ class TestEarlierMonths:
         assert expected in text_of(page, "month-error")
         assert response.context["start"] == this
         assert text_of(page, "total-calls") == "3"
+
+
+# --- The dashboard ----------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_the_limits_that_apply_and_admins_what_is_used(tenant_alpha: TenantFixture) -> None:
+    from tests.usage.conftest import set_limits
+
+    set_limits(Tenant.objects.get(pk=tenant_alpha.tenant.pk), api_calls_per_month_override=250_000,
+               max_users_override=40, storage_mb_override=2048)  # fmt: skip
+    stat(tenant_alpha, None, calls=1234, tokens=10)
+    forget_live_counters(tenant_alpha)
+    admin = logged_in(tenant_alpha, Role.ADMIN).get("/dashboard/").content.decode()
+    calls = admin[admin.index('data-testid="limit-api_calls"') :]
+    assert "<td>250,000</td>" in calls.split("</tr>")[0]  # the override, not the pro plan's 100,000
+    assert "<td>1,234</td>" in calls.split("</tr>")[0]  # used this month
+    assert "<td>40</td>" in admin[admin.index('data-testid="limit-users"') :].split("</tr>")[0]
+    assert "<td>2.0\xa0GB</td>" in admin[admin.index('data-testid="limit-storage"') :].split("</tr>")[0]
+    assert "/usage/" in admin
+
+    user, _member = member_client(tenant_alpha, Role.USER)
+    page = user.get("/dashboard/").content.decode()
+    row = page[page.index('data-testid="limit-api_calls"') :].split("</tr>")[0]
+    assert "<td>250,000</td>" in row
+    assert "1,234" not in page  # the workspace's usage needs view_stats
