@@ -134,6 +134,7 @@
   function newBubble() {
     const node = el("div", "bubble assistant streaming");
     node.dataset.testid = "assistant-reply";
+    node.setAttribute("aria-busy", "true"); // screen readers read the reply once, when it is complete
     node.append(el("div", "markdown"));
     list.append(node);
     return node;
@@ -191,6 +192,10 @@
           text.textContent += data.text;
         } else if (type === "tool_call") {
           if (!text.textContent) bubble.remove();
+          else { // what the model said before calling the tool: done streaming
+            bubble.classList.remove("streaming");
+            bubble.setAttribute("aria-busy", "false");
+          }
           const panel = toolPanel(data);
           panels[data.id] = panel;
           list.append(panel);
@@ -227,6 +232,7 @@
         bubble.append(el("div", "bubble-note", t("error") + " " + error.message));
       }
     } finally {
+      bubble.setAttribute("aria-busy", "false");
       controller = null;
       busy(false);
       // Without a conversation (its creation failed) there is no question to answer again.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -203,3 +204,44 @@ def test_rename_and_delete_a_conversation_from_the_page(
     with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
         assert not Conversation.objects.exists()
     connection.set_schema_to_public()
+
+
+def test_text_before_a_tool_call_stops_streaming_and_replies_are_read_once_complete(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Some models say something before they call a tool: that bubble ends there (no cursor left blinking),
+    and screen readers, told of changes to the messages, wait until each reply is complete (aria-busy)."""
+    page = chat_page(browser, web_server, "en")
+    call = {"id": "c1", "name": "hydrology__get_water_levels", "service": "hydrology", "tool": "get_water_levels",
+            "arguments": {"station": "S001"}}  # fmt: skip
+    events = [
+        ("token", {"text": "Let me look that up."}),
+        ("tool_call", call),
+        ("tool_result", {**call, "result": "{}", "is_error": False, "duration_ms": 9, "truncated": False}),
+        ("token", {"text": "S001 is at 2.1 m."}),
+        (
+            "done",
+            {
+                "message_id": 9,
+                "conversation_id": 1,
+                "title": "t",
+                "tokens": 5,
+                "latency_ms": 9,
+                "html": "<p>S001 is at 2.1 m.</p>",
+            },
+        ),
+    ]
+    body = "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
+    page.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+    )
+    expect(page.get_by_test_id("messages")).to_have_attribute("aria-live", "polite")
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    before, after = page.get_by_test_id("assistant-reply").nth(0), page.get_by_test_id("assistant-reply").nth(1)
+    expect(after).to_contain_text("S001 is at 2.1 m.")
+    expect(before).to_have_text("Let me look that up.")
+    for reply in (before, after):
+        expect(reply).to_have_class("bubble assistant")
+        expect(reply).to_have_attribute("aria-busy", "false")
