@@ -62,10 +62,13 @@ class BoundTool:
 
 
 def bind_tools(services: Iterable[McpService]) -> list[BoundTool]:
-    """The cached tools of ``services``, namespaced so two servers' tools never collide."""
+    """The cached tools of ``services`` but the disabled ones, namespaced so two servers' tools never collide."""
     bound: list[BoundTool] = []
     for service in services:
+        disabled = set(service.disabled_tools)
         for spec in service.tools:
+            if spec["name"] in disabled:  # kept from the model by the admins
+                continue
             name = _TOOL_NAME_RE.sub("_", f"{service.slug}{SEPARATOR}{spec['name']}")[:64]
             bound.append(
                 BoundTool(

@@ -18,12 +18,13 @@ from apps.mcp.selectors import access_mcp_service, mcp_service_list
 class McpServiceOutput(serializers.ModelSerializer):
     timeout_seconds = serializers.IntegerField()
     has_secret_headers = serializers.BooleanField()
+    disabled_tools = serializers.ListField(child=serializers.CharField())
 
     class Meta:
         model = McpService
         fields = (
             "id", "name", "slug", "url", "type", "timeout_seconds", "has_secret_headers", "is_active", "tools",
-            "tools_refreshed_at", "last_error", "created_at", "updated_at",
+            "disabled_tools", "tools_refreshed_at", "last_error", "created_at", "updated_at",
         )  # fmt: skip
         read_only_fields = fields
 
@@ -73,7 +74,10 @@ class McpServiceDetailApi(TenantApi):
 
 
 class McpServiceUpdateApi(TenantApi):
-    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers."""
+    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers, disabled_tools.
+
+    ``disabled_tools`` names tools of the loaded list that are not offered to the model; ``[]`` offers all.
+    """
 
     required_permission = Perm.MANAGE_SERVICES
 
@@ -83,6 +87,8 @@ class McpServiceUpdateApi(TenantApi):
         type = serializers.ChoiceField(choices=Transport.choices, required=False)
         timeout_seconds = serializers.IntegerField(required=False)
         headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+        disabled_tools = serializers.ListField(child=serializers.CharField(max_length=200), max_length=500,
+                                               required=False)  # fmt: skip
 
     @extend_schema(request=InputSerializer, responses={200: McpServiceOutput})
     def patch(self, request: Request, service_id: int) -> Response:

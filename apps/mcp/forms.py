@@ -37,6 +37,27 @@ class McpServiceEditForm(McpServiceForm):
 
     clear_headers = forms.BooleanField(label=_("Remove the stored auth headers"), required=False)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    offered_tools = forms.MultipleChoiceField(
+        label=_("Tools offered to the model"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("Unchecked tools are kept from the model. Tools the server adds later are offered."),
+    )
+
+    def __init__(self, *args: Any, tool_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["headers"].help_text = _("Leave empty to keep the stored headers; new ones replace them all.")
+        self.tool_names = tool_names or []
+        if self.tool_names:
+            field = self.fields["offered_tools"]
+            assert isinstance(field, forms.MultipleChoiceField)
+            field.choices = [(name, name) for name in self.tool_names]
+        else:
+            del self.fields["offered_tools"]
+
+    def disabled_tools(self) -> list[str] | None:
+        """The loaded tools left unchecked; None when no tools are loaded (nothing to choose)."""
+        if not self.tool_names:
+            return None
+        offered = set(self.cleaned_data.get("offered_tools") or ())
+        return [name for name in self.tool_names if name not in offered]

@@ -13,7 +13,7 @@ class Transport(models.TextChoices):
 class McpService(models.Model):
     """One of the tenant's MCP tool servers. The design notes' fields: name, url, type, config, is_active.
 
-    ``config`` holds what is not secret (``timeout_seconds``); auth headers are
+    ``config`` holds what is not secret (``timeout_seconds``, ``disabled_tools``); auth headers are
     encrypted in ``secret_headers`` and never returned. ``tools`` caches the
     server's tool list from the last successful connection test.
     """
@@ -46,6 +46,11 @@ class McpService(models.Model):
     @property
     def timeout_seconds(self) -> int:
         return int(self.config.get("timeout_seconds") or settings.MCP_DEFAULT_TIMEOUT_SECONDS)
+
+    @property
+    def disabled_tools(self) -> list[str]:
+        """Tools of this server the admins keep from the model, by name (``config["disabled_tools"]``)."""
+        return list(self.config.get("disabled_tools") or [])
 
     @property
     def has_secret_headers(self) -> bool:

@@ -140,31 +140,55 @@ def mcp_service_update(
     type: str | None = None,
     timeout_seconds: int | None = None,
     headers: dict[str, str] | None = None,
+    disabled_tools: list[str] | None = None,
 ) -> McpService:
-    """Change a service. A new URL or transport forgets the cached tools until the next test."""
+    """Change a service. A new URL or transport forgets the cached tools until the next test.
+
+    ``disabled_tools`` (names from the loaded tool list) are kept from the model;
+    the others, and tools the server adds later, are offered.
+    """
     service = McpService.objects.select_for_update().get(pk=service.pk)
     clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
-    changed: list[str] = []
+    if disabled_tools is not None:
+        clean["disabled_tools"] = _valid_disabled_tools(service, disabled_tools)
+    changed: list[str] = []  # the model's fields
+    audited: list[str] = []  # the API's names for them
     for field in ("name", "url", "type"):
         if field in clean and clean[field] != getattr(service, field):
             setattr(service, field, clean[field])
             changed.append(field)
-    if "timeout_seconds" in clean:
-        service.config = {**service.config, "timeout_seconds": clean["timeout_seconds"]}
-        changed.append("config")
+            audited.append(field)
+    current = {"timeout_seconds": service.timeout_seconds, "disabled_tools": service.disabled_tools}
+    for key, value in current.items():
+        if key in clean and clean[key] != value:
+            service.config = {**service.config, key: clean[key]}
+            changed.append("config")
+            audited.append(key)
     if "headers" in clean:
         service.secret_headers = encrypt(json.dumps(clean["headers"])) if clean["headers"] else ""
         changed.append("secret_headers")
+        audited.append("headers")
     if {"url", "type"} & set(changed):
         service.tools, service.tools_refreshed_at = [], None
         changed += ["tools", "tools_refreshed_at"]
     if changed:
-        service.save(update_fields=[*changed, "updated_at"])
+        service.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
         ai_setup_forget()
-        public_names = {"secret_headers": "headers", "config": "timeout_seconds"}
-        fields = sorted({public_names.get(f, f) for f in changed if f not in ("tools", "tools_refreshed_at")})
-        audit_record(actor=actor, action="mcp_service.updated", target=service, metadata={"fields": fields})
+        audit_record(actor=actor, action="mcp_service.updated", target=service, metadata={"fields": sorted(audited)})
     return service
+
+
+def _valid_disabled_tools(service: McpService, names: list[str]) -> list[str]:
+    """The names, each once and sorted; every one must be a tool of the loaded list, so a typo cannot
+    leave a tool offered that the admin meant to keep from the model."""
+    known = {tool["name"] for tool in service.tools}
+    unknown = sorted({name for name in names if name not in known})
+    if unknown:
+        message = _("%(names)s: not a tool of this server's loaded list. Test the connection to load its tools.") % {
+            "names": ", ".join(unknown)[:500]
+        }
+        raise InvalidInput(message, details={"disabled_tools": [message]})
+    return sorted(set(names))
 
 
 @transaction.atomic

@@ -70,19 +70,21 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
 @permission_required(Perm.MANAGE_SERVICES)
 @require_http_methods(["GET", "POST"])
 def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
-    """Change a service's name, URL, transport, timeout or auth headers (to rotate a token, say)."""
+    """Change a service's name, URL, transport, timeout or auth headers (to rotate a token, say), and choose
+    which of its loaded tools the model is offered."""
     actor = request_actor(request)
     service = access_mcp_service(actor, service_id)
     status = 200
+    tool_names = [tool["name"] for tool in service.tools]
     if request.method == "POST":
-        form = McpServiceEditForm(request.POST)
+        form = McpServiceEditForm(request.POST, tool_names=tool_names)
         if form.is_valid():
             data = form.cleaned_data
             headers = {} if data["clear_headers"] else (data["headers"] or None)  # None keeps them
             try:
                 services.mcp_service_update(
                     actor=actor, service=service, name=data["name"], url=data["url"], type=data["type"],
-                    timeout_seconds=data["timeout_seconds"], headers=headers,
+                    timeout_seconds=data["timeout_seconds"], headers=headers, disabled_tools=form.disabled_tools(),
                 )  # fmt: skip
             except ApplicationError as exc:
                 put_on_form(form, exc)
@@ -93,8 +95,11 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
         else:
             status = 400
     else:
+        disabled = set(service.disabled_tools)
         form = McpServiceEditForm(
             initial={"name": service.name, "url": service.url, "type": service.type,
-                     "timeout_seconds": service.timeout_seconds}
+                     "timeout_seconds": service.timeout_seconds,
+                     "offered_tools": [name for name in tool_names if name not in disabled]},
+            tool_names=tool_names,
         )  # fmt: skip
     return render(request, "mcp/service_edit.html", {"form": form, "service": service}, status=status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -312,6 +313,30 @@ class TestServicesPage:
         assert "<li>mcp_services</li>" not in page  # the quota's figures are not shown as problems
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.count() == 1
+
+    def test_choose_the_tools_offered_to_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        edit = f"/services/{hydrology.pk}/edit/"
+        page = client.get(edit).content.decode()
+        assert 'data-testid="offered-tools"' in page
+
+        def boxes(page: str) -> list[bool]:
+            return [" checked" in box for box in re.findall(r'<input[^>]*name="offered_tools"[^>]*>', page)]
+
+        assert boxes(page) == [True] * 4  # all offered
+        base = {"name": "Hydrology", "url": hydrology.url, "type": "streamable-http", "timeout_seconds": 10}
+        kept = ["list_stations", "get_rainfall", "get_flood_warning_levels"]
+        assert client.post(edit, {**base, "offered_tools": kept}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).disabled_tools == ["get_water_levels"]
+        listed = client.get("/services/").content.decode()
+        assert listed.count('data-testid="tool-off"') == 1
+        assert "(not offered)" in listed
+        assert sorted(boxes(client.get(edit).content.decode())) == [False, True, True, True]
+        bad = client.post(edit, {**base, "offered_tools": [*kept, "drop_database"]})
+        assert bad.status_code == 400  # not one of the choices
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).disabled_tools == ["get_water_levels"]
 
     def test_edit_a_service_rotating_its_headers(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)

@@ -139,6 +139,54 @@ class TestMcpServices:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert tools_for(Actor(user=make_member(tenant_alpha, Role.USER))) == []
 
+    def test_a_disabled_tool_is_kept_from_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        from apps.audit.models import AuditEvent
+        from tests.chat.conftest import member_client
+
+        client = admin(tenant_alpha)
+        path = f"/api/mcp-services/{hydrology.pk}"
+        changed = send(client, "patch", path, {"disabled_tools": ["get_water_levels", "get_water_levels"]})
+        assert changed.status_code == 200, changed.content
+        assert changed.json()["disabled_tools"] == ["get_water_levels"]
+        assert len(changed.json()["tools"]) == 4  # the server's list is kept whole
+        member = member_client(tenant_alpha)
+        conversation = send(member, "post", "/api/conversations").json()["id"]
+        question = {"content": "站点 S001 最近的水位是多少?", "stream": True}
+        body = b"".join(send(member, "post", f"/api/conversations/{conversation}/messages", question).streaming_content)
+        assert b"event: tool_call" not in body  # the demo model calls only tools it is offered
+        assert b"event: done" in body
+        with schema_context(tenant_alpha.tenant.schema_name):
+            event = AuditEvent.objects.filter(action="mcp_service.updated").latest("id")
+            assert event.metadata == {"fields": ["disabled_tools"]}
+        offered_again = send(client, "patch", path, {"disabled_tools": []})
+        assert offered_again.json()["disabled_tools"] == []
+        body = b"".join(send(member, "post", f"/api/conversations/{conversation}/messages", question).streaming_content)
+        assert b'"tool":"get_water_levels"' in body
+
+    @pytest.mark.parametrize(
+        "disabled", [["get_water_level"], "get_water_levels", [1], ["x" * 201], [None], ["get_rainfall"] * 501]
+    )
+    def test_disabling_what_is_not_a_loaded_tool_is_a_400(
+        self, tenant_alpha: TenantFixture, hydrology: Any, disabled: Any
+    ) -> None:
+        response = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{hydrology.pk}", {"disabled_tools": disabled})
+        assert response.status_code == 400
+        assert "disabled_tools" in response.json()["error"]["details"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).disabled_tools == []
+
+    def test_only_admins_of_the_tenant_choose_tools(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
+    ) -> None:
+        from tests.chat.conftest import member_client
+
+        path = f"/api/mcp-services/{hydrology.pk}"
+        user = send(member_client(tenant_alpha), "patch", path, {"disabled_tools": ["get_rainfall"]})
+        assert user.json()["error"]["details"] == {"permission": "manage_services"}
+        assert send(admin(tenant_beta), "patch", path, {"disabled_tools": ["get_rainfall"]}).status_code == 404
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).disabled_tools == []
+
     @pytest.mark.parametrize("field", ["url", "type", "timeout_seconds", "headers"])
     def test_bad_updates_are_400s(self, tenant_alpha: TenantFixture, hydrology: Any, field: str) -> None:
         bad = {"url": "ftp://x/", "type": "websocket", "timeout_seconds": 999, "headers": {"Bad Name": "x"}}[field]
