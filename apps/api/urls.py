@@ -59,6 +59,9 @@ urlpatterns = [
         name="conversation-messages",
     ),
     path("conversations/<int:conversation_id>/retry", chat.MessageRetryApi.as_view(), name="conversation-retry"),
+    path(
+        "conversations/<int:conversation_id>/export", chat.ConversationExportApi.as_view(), name="conversation-export"
+    ),
     path("models", chat.ModelListApi.as_view(), name="models"),
     path(
         "model-provider",

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
@@ -19,7 +20,7 @@ from apps.api.schema import quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message
-from apps.chat.selectors import access_conversation, conversation_list, message_list
+from apps.chat.selectors import access_conversation, conversation_list, conversation_markdown, message_list
 from apps.chat.sse import encode, sse_response
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -113,6 +114,23 @@ class ConversationDetailApi(TenantApi):
         self.member(request)
         conversation = access_conversation(self.actor(request), conversation_id)
         return Response(self.OutputSerializer(conversation).data)
+
+
+class ConversationExportApi(TenantApi):
+    """GET /api/conversations/{id}/export: the whole conversation as a Markdown file to download.
+
+    Who may read the conversation may export it: one's own, and everyone's with ``all_conversations``.
+    """
+
+    required_permission = Perm.VIEW_OWN_CONVERSATIONS
+
+    @extend_schema(responses={(200, "text/markdown"): OpenApiResponse(response=OpenApiTypes.STR)})
+    def get(self, request: Request, conversation_id: int) -> HttpResponse:
+        self.member(request)
+        conversation = access_conversation(self.actor(request), conversation_id)
+        response = HttpResponse(conversation_markdown(conversation), content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="conversation-{conversation.pk}.md"'
+        return response
 
 
 class ConversationRenameApi(TenantApi):

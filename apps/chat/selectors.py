@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -166,3 +169,47 @@ def _is_plain_reply(message: dict[str, Any]) -> bool:
 
 def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
     return {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+
+
+def conversation_markdown(conversation: Conversation) -> str:
+    """The whole conversation as a Markdown document, as a member downloads it.
+
+    Every stored message in order: the questions, the answers (failed and cut-short ones
+    marked so), and each tool call with its arguments and result. The messages' own text
+    is Markdown already; the parts around it are plain, so the file reads well as text too.
+    """
+    # gettext outside the f-strings: xgettext does not read inside them.
+    untitled, question, answer, calls = _("New conversation"), _("Question"), _("Answer"), _("Calls the tool")
+    cut_short, failed, tool_label = _("This reply was cut short."), _("The reply failed:"), _("Tool")
+    lines = [f"# {conversation.title or untitled}", ""]
+    details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]
+    if conversation.model:
+        details.append(conversation.model)
+    lines += [" · ".join(details), ""]
+    for message in message_list(conversation):
+        if message.role == Role.USER:
+            lines += [f"## {question}", "", message.content, ""]
+        elif message.role == Role.ASSISTANT:
+            for call in message.tool_calls:
+                lines += [f"> {calls} `{call.get('name', '')}`", ""]
+            if not message.content and message.status == Status.COMPLETE:
+                continue
+            lines += [f"## {answer}", ""]
+            if message.content:
+                lines += [message.content, ""]
+            if message.status == Status.INCOMPLETE:
+                lines += [f"*{cut_short}*", ""]
+            elif message.status == Status.ERROR:
+                lines += [f"*{failed} {message.error}*", ""]
+        elif message.role == Role.TOOL:
+            arguments = json.dumps(message.arguments, ensure_ascii=False, indent=2)
+            lines += [f"### {tool_label} `{message.service}.{message.tool}`", ""]
+            lines += [*_fenced(arguments, "json"), "", *_fenced(message.content), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _fenced(text: str, info: str = "") -> list[str]:
+    """A fenced code block whose fence no run of tildes in ``text`` can close early."""
+    longest = max((len(run) for run in re.findall(r"~+", text)), default=0)
+    fence = "~" * max(3, longest + 1)
+    return [f"{fence}{info}", text, fence]

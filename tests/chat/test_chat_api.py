@@ -369,6 +369,49 @@ class TestModelServerFaults:
         assert stored(tenant_alpha, conversation) == []
 
 
+class TestExport:
+    def test_a_conversation_downloads_as_markdown_with_its_tool_calls(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        answer = post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION}).json()
+        with schema_context(tenant_alpha.tenant.schema_name):  # a tool result that holds a fence of its own
+            record = Conversation.objects.get(pk=conversation)
+            tool = Message.objects.get(conversation=record, role="tool")
+            tool.content += "\n~~~~\n# not a heading"
+            tool.save()
+            _store_user_message(record, "And rainfall?")
+            _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="The model server answered 500.")
+        response = client.get(f"/api/conversations/{conversation}/export")
+        assert response.status_code == 200
+        assert response["Content-Type"] == "text/markdown; charset=utf-8"
+        assert response["Content-Disposition"] == f'attachment; filename="conversation-{conversation}.md"'
+        text = response.content.decode()
+        assert text.startswith(f"# {QUESTION}\n")
+        assert text.index(f"## Question\n\n{QUESTION}") < text.index("> Calls the tool `hydrology__get_water_levels`")
+        assert text.index("### Tool `hydrology.get_water_levels`") < text.index(answer["message"]["content"])
+        assert '"station": "S001"' in text
+        assert "\n~~~~~\n" in text  # the result's own ~~~~ cannot close its block
+        assert "\n# not a heading" in text
+        assert text.rstrip().endswith("*The reply failed: The model server answered 500.*")
+
+    def test_who_may_read_it_may_export_it(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+        from tests.conftest import api_key_secret
+
+        alice = member_client(tenant_alpha)
+        conversation = new_conversation(alice)
+        path = f"/api/conversations/{conversation}/export"
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        assert admin.get(path).status_code == 200  # all_conversations reads everyone's
+        assert member_client(tenant_alpha).get(path).status_code == 404  # another member's
+        assert member_client(tenant_alpha, "viewer").get(path).status_code == 404
+        assert member_client(tenant_beta).get(path).status_code == 404  # another tenant's
+        key = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "admin")))
+        assert key.get(path).json()["error"]["code"] == "member_required"
+        assert tenant_alpha.client().get(path).status_code == 401
+
+
 class TestRetry:
     """POST /api/conversations/{id}/retry answers the last question again after its turn failed or was cut short."""
 

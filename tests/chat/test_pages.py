@@ -97,6 +97,7 @@ class TestChatPage:
         assert 'data-testid="chat-form"' in page
         assert 'data-testid="chat-rename"' in page  # one's own: rename and delete
         assert 'data-testid="chat-delete"' in page
+        assert f'href="/api/conversations/{conversation.pk}/export" download' in page
         # The conversation's messages are not taken for the messages framework's notices (base.html).
         assert "&lt;Message:" not in page
         assert page.count("**S001**") == 0
@@ -151,6 +152,8 @@ class TestChatPage:
         assert 'data-testid="chat-form"' not in opened  # read-only
         assert 'data-testid="chat-rename"' not in opened
         assert 'data-testid="chat-delete"' not in opened
+        assert f'href="/api/conversations/{theirs.pk}/export" download' in opened  # reading includes downloading
+        assert admin.get(f"/api/conversations/{theirs.pk}/export").status_code == 200  # with the session
 
         user = logged_in(tenant_alpha, Role.USER)
         page = user.get("/chat/", {"all": "1"}).content.decode()
