@@ -6,5 +6,6 @@ app_name = "usage"
 
 urlpatterns = [
     path("usage/", views.usage_view, name="usage"),
+    path("usage/export.csv", views.usage_export_view, name="export"),
     path("usage/spending-cap/", views.spending_cap_view, name="spending-cap"),
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -16,7 +18,7 @@ from django.views.decorators.http import require_POST, require_safe
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.core.actors import request_actor
-from apps.core.exceptions import ApplicationError
+from apps.core.exceptions import ApplicationError, json_error
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.forms import FEN_PER_YUAN, SpendingCapForm, UsageMonthForm
@@ -125,6 +127,53 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     if not month_form.is_valid():
         return _page(request, cap_form, month_form=month_form, status=400)
     return _page(request, cap_form, month=month_form.cleaned_data["month"])
+
+
+@login_required
+@require_safe
+def usage_export_view(request: HttpRequest) -> HttpResponse:
+    """A month's usage as CSV, as the page shows it: ``?month=YYYY-MM`` (this month by default) and
+    ``by=day`` (calls and tokens per day) or ``by=member`` (per member; needs view_stats).
+
+    Members without view_stats get their own calls per day, as on the page.
+    """
+    user: Any = request.user
+    everyone = role_has(user.role, Perm.VIEW_STATS)
+    month_form = UsageMonthForm(request.GET)
+    by = request.GET.get("by", "day")
+    if not month_form.is_valid():
+        message = str(month_form.errors["month"][0])
+        return json_error("invalid_input", message, status=400, details={"month": [message]})
+    if by not in ("day", "member"):
+        message = _("Choose by=day or by=member.")
+        return json_error("invalid_input", message, status=400, details={"by": [message]})
+    if by == "member" and not everyone:
+        raise PermissionDenied(_("Usage by member needs the view_stats permission."))
+    today = L.today()
+    start = month_form.cleaned_data["month"] or L.period_start(today)
+    end = min(today, L.period_end(start))
+    if by == "day":
+        own = None if everyone else user.pk
+        series = usage_series(start=start, end=end, group_by="day", user_id=own, only_user=own is not None)
+        header = ["date", "api_calls", "tokens"]
+        rows = [[d["date"], d["api_calls"], d["tokens"]] for d in series]
+    else:
+        header = ["member", "user_id", "api_calls", "tokens"]
+        rows = [[r["email"] if r["user_id"] else _("API keys"), r["user_id"] or "", r["api_calls"], r["tokens"]]
+                for r in usage_series(start=start, end=end, group_by="user")]  # fmt: skip
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y-%m}-by-{by}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows([[_spreadsheet_safe(cell) for cell in row] for row in rows])
+    return response
+
+
+def _spreadsheet_safe(cell: Any) -> Any:
+    """Text that a spreadsheet would run as a formula (=, +, -, @ first) is quoted with ' (OWASP's advice)."""
+    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + cell
+    return cell
 
 
 @permission_required(Perm.MANAGE_BILLING)

@@ -435,3 +435,61 @@ def test_the_dashboard_shows_the_limits_that_apply_and_admins_what_is_used(tenan
     row = page[page.index('data-testid="limit-api_calls"') :].split("</tr>")[0]
     assert "<td>250,000</td>" in row
     assert "1,234" not in page  # the workspace's usage needs view_stats
+
+
+# --- CSV downloads ------------------------------------------------------------------------------
+
+
+class TestCsvExport:
+    def rows(self, response: Any) -> list[list[str]]:
+        import csv
+        import io
+
+        assert response["Content-Type"] == "text/csv; charset=utf-8"
+        return list(csv.reader(io.StringIO(response.content.decode())))
+
+    def test_a_month_by_day_and_by_member(self, tenant_alpha: TenantFixture) -> None:
+        this = L.period_start(L.today())
+        last = L.period_start(this - dt.timedelta(days=1))
+        user_client, user = member_client(tenant_alpha, Role.USER)
+        formula = make_member(tenant_alpha, Role.USER, email="=cmd@example.com")  # a spreadsheet formula
+        stat(tenant_alpha, user.pk, calls=7, tokens=70, day=last)
+        stat(tenant_alpha, formula.pk, calls=2, tokens=20, day=last)
+        stat(tenant_alpha, None, calls=3, tokens=30, day=L.period_end(last))  # API keys
+        stat(tenant_alpha, user.pk, calls=1, tokens=10)  # this month
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+
+        by_day = admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "day"})
+        assert by_day["Content-Disposition"] == f'attachment; filename="usage-{last:%Y-%m}-by-day.csv"'
+        rows = self.rows(by_day)
+        assert rows[0] == ["date", "api_calls", "tokens"]
+        assert len(rows) == 1 + L.period_end(last).day  # every day of the month
+        assert rows[1] == [last.isoformat(), "9", "90"]
+        assert rows[-1] == [L.period_end(last).isoformat(), "3", "30"]
+
+        by_member = self.rows(admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "member"}))
+        assert by_member[0] == ["member", "user_id", "api_calls", "tokens"]
+        assert sorted(by_member[1:]) == sorted([[user.email, str(user.pk), "7", "70"], ["API keys", "", "3", "30"],
+                                                ["'=cmd@example.com", str(formula.pk), "2", "20"]])  # fmt: skip
+        assert self.rows(admin.get("/usage/export.csv"))[1:] != rows[1:]  # this month by default
+        page = admin.get("/usage/", {"month": f"{last:%Y-%m}"}).content.decode()
+        assert f'href="/usage/export.csv?month={last:%Y-%m}&amp;by=member"' in page
+
+        own = self.rows(user_client.get("/usage/export.csv", {"month": f"{last:%Y-%m}"}))
+        assert own[1] == [last.isoformat(), "7", "70"]  # one's own calls only
+        assert user_client.get("/usage/export.csv", {"by": "member"}).status_code == 403
+        assert 'data-testid="export-members"' not in user_client.get("/usage/").content.decode()
+
+    @pytest.mark.parametrize(("params", "field"), [({"month": "2026-13"}, "month"), ({"by": "week"}, "by")])
+    def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, params: dict[str, str], field: str) -> None:
+        response = logged_in(tenant_alpha, Role.ADMIN).get("/usage/export.csv", params)
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == [field]
+
+    def test_it_needs_a_login_and_shows_no_other_tenant(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        assert tenant_alpha.client().get("/usage/export.csv").status_code == 302
+        stat(tenant_beta, None, calls=50, tokens=500)
+        rows = self.rows(logged_in(tenant_alpha, Role.ADMIN).get("/usage/export.csv"))
+        assert sum(int(row[1]) for row in rows[1:]) == 0
