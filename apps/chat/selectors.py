@@ -106,11 +106,17 @@ def message_list(conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.order_by("created_at", "id")
 
 
-def turn_unanswered(conversation: Conversation) -> bool:
-    """True if the last question has no complete answer: its turn failed, was stopped or was cut short.
+class TurnState:
+    EMPTY = "empty"  # no question yet
+    UNANSWERED = "unanswered"  # the last question's turn failed, was stopped or was cut short
+    ANSWERED = "answered"  # the last question has its complete answer
 
-    Failed replies (status ``error``) do not count as answers; what such a turn
-    may try again is ``apps.chat.services.conversation_retry``.
+
+def turn_state(conversation: Conversation) -> str:
+    """Where the conversation's last turn stands; failed replies (status ``error``) are no answer.
+
+    Either of the last two may be answered again (``apps.chat.services.conversation_retry``):
+    "Try again" and "Regenerate" on the page.
     """
     last = (
         conversation.messages.exclude(status=Status.ERROR)
@@ -119,8 +125,10 @@ def turn_unanswered(conversation: Conversation) -> bool:
         .first()
     )
     if last is None:
-        return False
-    return not (last["role"] == Role.ASSISTANT and last["status"] == Status.COMPLETE and not last["tool_calls"])
+        return TurnState.EMPTY
+    if last["role"] == Role.ASSISTANT and last["status"] == Status.COMPLETE and not last["tool_calls"]:
+        return TurnState.ANSWERED
+    return TurnState.UNANSWERED
 
 
 def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, Any]]:
@@ -158,7 +166,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
             )
         elif message["content"]:
             if message["role"] == "assistant" and history and _is_plain_reply(history[-1]):
-                history.pop()  # a reply cut short, then answered again (conversation_retry): the new one stands
+                history.pop()  # a reply cut short or regenerated, then answered again (conversation_retry)
             history.append({"role": message["role"], "content": message["content"]})
     return history
 

@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import model_history, turn_unanswered
+from apps.chat.selectors import model_history
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -163,23 +163,25 @@ def conversation_reply(
 def conversation_retry(
     *, actor: Actor, conversation: Conversation, model: str | None = None, meter: Meter | None = None
 ) -> Iterator[ChatEvent]:
-    """Answer the last question again, after its turn failed, was stopped or was cut short.
+    """Answer the last question again: after its turn failed, was stopped or was cut short ("Try again"),
+    or for another answer than the one it got ("Regenerate").
 
     Nothing is stored for the user: the question is already there. The model
-    reads the conversation as it stands: a failed reply was never part of it, a
-    reply cut short is left out, and tool results the failed turn got are kept,
-    so the model answers from them without calling the tools again. The turn is
-    metered and streamed as ``conversation_reply``'s. A last question that has
-    its complete answer is refused (409 ``nothing_to_retry``) before anything
-    is charged.
+    reads the conversation as it stands, without the reply being replaced: a
+    failed reply was never part of it, a reply cut short or complete is left
+    out, and tool results the turn got are kept, so the model answers from them
+    without calling the tools again. The replaced reply stays stored; later
+    turns read only the new one (``model_history``). The turn is metered and
+    streamed as ``conversation_reply``'s. A conversation without a question is
+    refused (409 ``nothing_to_retry``) before anything is charged.
     """
     started = time.monotonic()
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     while history and history[-1]["role"] == "assistant" and "tool_calls" not in history[-1]:
-        history.pop()  # a reply cut short: answered anew
-    if not history or not turn_unanswered(conversation):
+        history.pop()  # the reply being replaced
+    if not any(message["role"] == "user" for message in history):
         raise ApplicationError(
-            _("The last question has its answer; ask a new one instead."), code="nothing_to_retry", status_code=409
+            _("There is no question to answer yet; ask one first."), code="nothing_to_retry", status_code=409
         )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history]
     return _reply(actor=actor, conversation=conversation, messages=messages, question=None, model=model,

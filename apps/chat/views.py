@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -7,7 +9,8 @@ from django.shortcuts import render
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.chat.markdown import render as render_markdown
-from apps.chat.selectors import access_conversation, conversation_list, message_list, turn_unanswered
+from apps.chat.models import Message, Role, Status
+from apps.chat.selectors import access_conversation, conversation_list, message_list, turn_state
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -25,7 +28,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     """The chat page: one's conversations on the left, the open one on the right."""
     actor = request_actor(request)
     conversation = access_conversation(actor, conversation_id) if conversation_id is not None else None
-    shown = []  # not "messages": that is the messages framework's, which base.html shows as notices
+    shown: list[
+        dict[str, Any]
+    ] = []  # not "messages": that is the messages framework's, which base.html shows as notices
     earlier = 0  # messages before the ones shown
     if conversation is not None:
         listed = message_list(conversation)
@@ -34,6 +39,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             listed = listed[earlier:]
         for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
+            if shown and message.role == Role.ASSISTANT and _is_plain_reply(shown[-1]["message"]):
+                shown[-1]["replaced"] = True  # answered again (Try again, Regenerate): the new reply stands
             shown.append({"message": message, "html": html})
     try:
         server = model_server()
@@ -58,10 +65,15 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "chat_messages": shown,
         "earlier_messages": earlier,
         "read_only": read_only,
-        # The last question's turn failed or was cut short: the page offers to answer it again.
-        "can_retry": conversation is not None and writable and not model_error and turn_unanswered(conversation),
+        # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
+        "turn": turn_state(conversation) if conversation is not None and writable and not model_error else None,
         "models": models,
         "model_error": model_error,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)
+
+
+def _is_plain_reply(message: Message) -> bool:
+    """An assistant reply that asked for no tools, and did not fail (failed ones are marked anyway)."""
+    return message.role == Role.ASSISTANT and not message.tool_calls and message.status != Status.ERROR

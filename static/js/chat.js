@@ -140,27 +140,38 @@
     return node;
   }
 
-  // A turn that failed, was stopped or was cut short can be answered again (POST .../retry).
-  // The page brings the button when the conversation opens on such a turn; a turn that fails here adds it.
+  // The last question can be answered again (POST .../retry): "Try again" after a turn that failed, was
+  // stopped or was cut short, "Regenerate" after a complete answer, which then stands replaced. The page
+  // brings the button when the conversation opens; each turn here ends by offering the one that fits.
   function wireRetry(button) {
     button.addEventListener("click", () => {
       if (controller) return;
       button.remove();
+      if (button.dataset.testid === "chat-regenerate") {
+        const replaced = list.querySelectorAll(".bubble.assistant");
+        const last = replaced[replaced.length - 1];
+        if (last) {
+          last.classList.add("replaced");
+          last.append(el("div", "bubble-note", t("replaced")));
+        }
+      }
       const modelSelect = form.querySelector("select[name=model]");
       const body = { stream: true };
       if (modelSelect) body.model = modelSelect.value;
       runTurn("/retry", body, newBubble(), null);
     });
   }
-  function offerRetry() {
-    if (list.querySelector("[data-testid=chat-retry]")) return;
-    const button = el("button", "button secondary chat-retry", t("retry"));
+  function offerRetry(answered) {
+    const old = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
+    if (old) old.remove();
+    const button = el("button", (answered ? "link-button" : "button secondary") + " chat-retry",
+                      t(answered ? "regenerate" : "retry"));
     button.type = "button";
-    button.dataset.testid = "chat-retry";
+    button.dataset.testid = answered ? "chat-regenerate" : "chat-retry";
     wireRetry(button);
     list.append(button);
   }
-  const offered = list.querySelector("[data-testid=chat-retry]");
+  const offered = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
   if (offered) wireRetry(offered);
 
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
@@ -236,7 +247,7 @@
       controller = null;
       busy(false);
       // Without a conversation (its creation failed) there is no question to answer again.
-      if (!answered && conversationId) offerRetry();
+      if (conversationId) offerRetry(answered);
       input.focus();
       scroll();
     }
@@ -248,7 +259,7 @@
     if (!content || controller) return;
     const empty = list.querySelector("[data-testid=chat-empty]");
     if (empty) empty.remove();
-    const retry = list.querySelector("[data-testid=chat-retry]");
+    const retry = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
     if (retry) retry.remove(); // a new question instead
     list.append(el("div", "bubble user", content));
     const bubble = newBubble();

@@ -154,6 +154,19 @@ def test_a_failed_reply_offers_to_try_again(
     expect(page.get_by_test_id("chat-retry")).to_have_count(0)
     expect(page.get_by_test_id("messages").locator(".bubble.user")).to_have_count(1)  # asked once
 
+    # Another answer to the same question: the first stands replaced, on the page and after a reload.
+    first_answer = page.get_by_test_id("assistant-reply").nth(1)  # after the failed one
+    page.get_by_test_id("chat-regenerate").click()
+    expect(first_answer).to_have_class("bubble assistant replaced")
+    expect(first_answer).to_contain_text("Answered again below.")
+    regenerated = page.get_by_test_id("assistant-reply").last
+    expect(regenerated).to_contain_text("offline demo model", timeout=15_000)
+    expect(regenerated).to_have_class("bubble assistant", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+    page.reload()
+    expect(page.get_by_test_id("messages").locator(".bubble.assistant.replaced")).to_have_count(1)
+    expect(page.get_by_test_id("messages").locator(".bubble.user")).to_have_count(1)
+
 
 def test_a_stream_that_ends_without_done_is_marked_cut_short(
     browser: Browser, web_server: WebServer, workspace: None

@@ -441,11 +441,6 @@ class TestRetry:
         assert (reply.role, reply.status, reply.content) == ("assistant", "complete", answer)
         assert events[-1][1]["message_id"] == reply.pk
         assert self.usage_events(tenant_alpha) == 1  # the retry is one metered AI call
-        again = post(client, f"/api/conversations/{conversation}/retry")
-        assert again.status_code == 409
-        assert again.json()["error"]["code"] == "nothing_to_retry"
-        assert len(stored(tenant_alpha, conversation)) == 4
-        assert self.usage_events(tenant_alpha) == 1  # refused before anything is charged
 
     def test_a_stopped_reply_is_left_out_of_what_the_model_reads(
         self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
@@ -477,16 +472,43 @@ class TestRetry:
         assert history[-1] == {"role": "assistant", "content": response.json()["message"]["content"]}
         assert history[-2] == {"role": "user", "content": "谢谢"}
 
-    def test_an_answered_or_empty_conversation_has_nothing_to_retry(self, tenant_alpha: TenantFixture) -> None:
+    def test_an_empty_conversation_has_nothing_to_retry(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
         empty = post(client, f"/api/conversations/{conversation}/retry", {"stream": True})
         assert (empty.status_code, empty.json()["error"]["code"]) == (409, "nothing_to_retry")
-        assert post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 200
-        answered = post(client, f"/api/conversations/{conversation}/retry")
-        assert (answered.status_code, answered.json()["error"]["code"]) == (409, "nothing_to_retry")
-        assert len(stored(tenant_alpha, conversation)) == 2
-        assert self.usage_events(tenant_alpha) == 1
+        assert stored(tenant_alpha, conversation) == []
+        assert self.usage_events(tenant_alpha) == 0  # refused before anything is charged
+
+    def test_a_complete_answer_is_regenerated_and_later_turns_read_the_new_one(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        first = post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION}).json()
+        with schema_context(tenant_alpha.tenant.schema_name):  # an answer to replace, told apart by its text
+            Message.objects.filter(pk=first["message"]["id"]).update(content="the first answer")
+        sent: list[list[dict[str, Any]]] = []
+        real_open_stream = engine.open_stream
+
+        def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            sent.append([dict(m) for m in messages])
+            return real_open_stream(server, model, messages, *args, **kwargs)
+
+        monkeypatch.setattr(engine, "open_stream", spy)
+        regenerated = post(client, f"/api/conversations/{conversation}/retry")
+        assert regenerated.status_code == 200, regenerated.content
+        assert regenerated.json()["tool_calls"] == []  # the turn's tool results are read again, not fetched again
+        assert sent[0][-1]["role"] == "tool"
+        assert "the first answer" not in json.dumps(sent[0])
+        roles = [(m.role, m.content == "the first answer") for m in stored(tenant_alpha, conversation)]
+        assert roles == [("user", False), ("assistant", False), ("tool", False), ("assistant", True),
+                         ("assistant", False)]  # fmt: skip
+        assert self.usage_events(tenant_alpha) == 4  # the first turn: two model rounds and a tool; then one round
+        with schema_context(tenant_alpha.tenant.schema_name):
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert "the first answer" not in json.dumps(history)
+        assert history[-1]["content"] == regenerated.json()["message"]["content"]
 
     def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"

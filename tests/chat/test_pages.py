@@ -179,19 +179,23 @@ class TestChatPage:
         assert 'data-testid="earlier-messages"' not in full
 
     @pytest.mark.parametrize(
-        ("turn", "offered"),
+        ("turn", "offered", "replaced"),
         [
-            ([("user", "complete")], True),  # the model server never answered
-            ([("user", "complete"), ("assistant", "error")], True),
-            ([("user", "complete"), ("assistant", "incomplete")], True),  # stopped
-            ([("user", "complete"), ("assistant", "error"), ("assistant", "complete")], False),  # answered again
-            ([("user", "complete"), ("assistant", "complete")], False),
-            ([], False),
+            ([("user", "complete")], "chat-retry", 0),  # the model server never answered
+            ([("user", "complete"), ("assistant", "error")], "chat-retry", 0),
+            ([("user", "complete"), ("assistant", "incomplete")], "chat-retry", 0),  # stopped
+            ([("user", "complete"), ("assistant", "error"), ("assistant", "complete")], "chat-regenerate", 0),
+            ([("user", "complete"), ("assistant", "complete")], "chat-regenerate", 0),
+            ([("user", "complete"), ("assistant", "incomplete"), ("assistant", "complete")], "chat-regenerate", 1),
+            ([("user", "complete"), ("assistant", "complete"), ("assistant", "complete")], "chat-regenerate", 1),
+            ([], None, 0),
         ],
     )
-    def test_a_turn_without_its_answer_offers_to_try_again(
-        self, tenant_alpha: TenantFixture, turn: list[tuple[str, str]], offered: bool
+    def test_the_last_question_can_be_answered_again(
+        self, tenant_alpha: TenantFixture, turn: list[tuple[str, str]], offered: str | None, replaced: int
     ) -> None:
+        """ "Try again" after a turn without its answer, "Regenerate" after a complete one; a replaced answer
+        is shown as such."""
         member, client = member_and_client(tenant_alpha)
         viewer = make_member(tenant_alpha, Role.VIEWER)
         with schema_context(tenant_alpha.tenant.schema_name):
@@ -200,13 +204,17 @@ class TestChatPage:
                 for role, status in turn:
                     Message.objects.create(conversation=conversation, role=role, status=status, content="S001?")
         own, viewers = conversations
-        assert ('data-testid="chat-retry"' in client.get(f"/chat/{own.pk}/").content.decode()) is offered
+        page = client.get(f"/chat/{own.pk}/").content.decode()
+        for button in ("chat-retry", "chat-regenerate"):
+            assert (f'data-testid="{button}"' in page) is (button == offered)
+        assert page.count(' replaced">') == replaced
         # Only the owner, and only with create_conversation, as the API allows it.
         admin_view = logged_in(tenant_alpha, Role.ADMIN).get(f"/chat/{own.pk}/").content.decode()
-        assert 'data-testid="chat-retry"' not in admin_view
         as_viewer = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
         as_viewer.post("/login/", {"username": viewer.email, "password": ADMIN_PASSWORD})
-        assert 'data-testid="chat-retry"' not in as_viewer.get(f"/chat/{viewers.pk}/").content.decode()
+        for other in (admin_view, as_viewer.get(f"/chat/{viewers.pk}/").content.decode()):
+            assert 'data-testid="chat-retry"' not in other
+            assert 'data-testid="chat-regenerate"' not in other
 
     def test_another_members_conversation(self, tenant_alpha: TenantFixture) -> None:
         with schema_context(tenant_alpha.tenant.schema_name):
