@@ -69,6 +69,11 @@ urlpatterns = [
         name="model-provider",
     ),
     path("model-provider/test", llm.ModelProviderTestApi.as_view(), name="model-provider-test"),
+    path(
+        "assistant",
+        operations(GET=llm.AssistantInstructionsApi, PUT=llm.AssistantInstructionsSaveApi),
+        name="assistant",
+    ),
     path("mcp-services", operations(GET=mcp.McpServiceListApi, POST=mcp.McpServiceCreateApi), name="mcp-services"),
     path(
         "mcp-services/<int:service_id>",

@@ -46,6 +46,13 @@ SYSTEM_PROMPT = (
 TITLE_LENGTH = 60
 
 
+def system_prompt(instructions: str = "") -> str:
+    """HydroNet's prompt, then the workspace admins' instructions (apps.llm AssistantSettings), if any."""
+    if not instructions:
+        return SYSTEM_PROMPT
+    return f"{SYSTEM_PROMPT}\n\nThis workspace's administrators add these instructions:\n{instructions}"
+
+
 def _valid_title(title: str) -> str:
     title = (title or "").strip()
     if len(title) > 200:
@@ -202,6 +209,8 @@ def _reply(
     meter = meter or Meter.for_actor(actor)
     start = turn_start(meter=meter, model=model or conversation.model or None)
     server, chosen, ticket = start.server, start.model, start.ticket
+    if start.setup.instructions:  # the workspace's own, after HydroNet's
+        messages[0] = {"role": "system", "content": system_prompt(start.setup.instructions)}
     tools = tools_for(actor, start.setup)
     # The model server starts on the request while the user's message is being stored.
     first: Any

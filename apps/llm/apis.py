@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
 from apps.llm.client import check_model_server, provider_server
-from apps.llm.models import ModelProvider
-from apps.llm.services import model_provider_delete, model_provider_save
+from apps.llm.models import AssistantSettings, ModelProvider
+from apps.llm.services import assistant_instructions_set, model_provider_delete, model_provider_save
 
 
 class ModelProviderOutput(serializers.ModelSerializer):
@@ -93,3 +93,36 @@ class ModelProviderTestApi(TenantApi):
             raise Http404
         check = check_model_server(provider_server(provider))
         return Response(self.OutputSerializer({"offered": check.offered, "missing": check.missing}).data)
+
+
+class AssistantInstructionsApi(TenantApi):
+    """GET /api/assistant: the admins' instructions to the model in every chat turn ("" when none)."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class OutputSerializer(serializers.Serializer):
+        instructions = serializers.CharField()
+        updated_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        row = AssistantSettings.objects.first()
+        body = {"instructions": row.instructions if row else "", "updated_at": row.updated_at if row else None}
+        return Response(self.OutputSerializer(body).data)
+
+
+class AssistantInstructionsSaveApi(TenantApi):
+    """PUT /api/assistant: ``{instructions}``, at most 4,000 characters; "" removes them. The next turn uses them."""
+
+    required_permission = Perm.MANAGE_SERVICES
+
+    class InputSerializer(StrictSerializer):
+        instructions = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses={200: AssistantInstructionsApi.OutputSerializer})
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        row = assistant_instructions_set(actor=self.actor(request), instructions=data.validated_data["instructions"])
+        body = {"instructions": row.instructions, "updated_at": row.updated_at}
+        return Response(AssistantInstructionsApi.OutputSerializer(body).data)

@@ -27,3 +27,18 @@ class ModelProviderForm(forms.Form):
 
     def clean_model_ids(self) -> list[str]:
         return [line.strip() for line in self.cleaned_data["model_ids"].replace(",", "\n").splitlines() if line.strip()]
+
+
+class AssistantInstructionsForm(forms.Form):
+    instructions = forms.CharField(
+        label=_("Instructions to the assistant"),
+        required=False,
+        max_length=4000,
+        widget=forms.Textarea(
+            attrs={
+                "rows": 6,
+                "placeholder": _("For example: our stations are named after their rivers; answer formally."),
+            }
+        ),
+        help_text=_("Sent to the model with every chat turn, after HydroNet's own. At most 4,000 characters."),
+    )

@@ -31,3 +31,22 @@ class ModelProvider(models.Model):
     @property
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
+
+
+class AssistantSettings(models.Model):
+    """How the workspace's assistant behaves, beyond HydroNet's own prompt: at most one row per tenant.
+
+    ``instructions`` are the admins' words to the model wherever HydroNet's own
+    prompt goes (chat turns, and ``/v1`` requests without a system message or
+    tools of their own): the utility's context, station naming, tone, language.
+    """
+
+    instructions = models.TextField(_("instructions"), blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("assistant settings")
+        verbose_name_plural = _("assistant settings")
+
+    def __str__(self) -> str:
+        return str(_("assistant settings"))

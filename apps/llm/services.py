@@ -1,4 +1,5 @@
-"""Writes to the tenant's own model provider. The key is encrypted; the URL passes the SSRF guard."""
+"""Writes to the tenant's own model provider (the key encrypted, the URL through the SSRF guard) and to the
+assistant's instructions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput
 from apps.core.outbound import check_url
-from apps.llm.models import ModelProvider
+from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
 
 _KEEP = object()
@@ -63,3 +64,28 @@ def model_provider_delete(*, actor: Actor) -> None:
         audit_record(actor=actor, action="model_provider.deleted", target=provider)
         provider.delete()
         ai_setup_forget()
+
+
+MAX_INSTRUCTIONS_CHARS = 4000
+
+
+@transaction.atomic
+def assistant_instructions_set(*, actor: Actor, instructions: str) -> AssistantSettings:
+    """Set the admins' instructions to the model for every chat turn; "" removes them.
+
+    The next turn reads them (the AI setup cache is dropped). At most 4,000
+    characters: they are sent with every model call, and paid for as tokens.
+    """
+    instructions = (instructions or "").strip()
+    if len(instructions) > MAX_INSTRUCTIONS_CHARS:
+        message = _("Use at most %(max)d characters.") % {"max": MAX_INSTRUCTIONS_CHARS}
+        raise InvalidInput(message, details={"instructions": [message]})
+    settings_row = AssistantSettings.objects.select_for_update().first() or AssistantSettings()
+    if settings_row.pk is not None and settings_row.instructions == instructions:
+        return settings_row
+    settings_row.instructions = instructions
+    settings_row.save()
+    ai_setup_forget()
+    audit_record(actor=actor, action="assistant.instructions_set", target=settings_row,
+                 metadata={"chars": len(instructions)})  # fmt: skip
+    return settings_row

@@ -1,4 +1,5 @@
-"""The tenant's model provider and MCP services, as every chat turn needs them, cached in Redis.
+"""The tenant's model provider, MCP services and assistant instructions, as every chat turn needs them,
+cached in Redis.
 
 A chat turn's time to first token is spent mostly before the model is called,
 so the two rows every turn reads (the provider and the active MCP services with
@@ -24,12 +25,12 @@ from django.db import transaction
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisError
 
-from apps.llm.models import ModelProvider
+from apps.llm.models import AssistantSettings, ModelProvider
 from apps.mcp.models import McpService
 
 logger = logging.getLogger(__name__)
 
-_KEY = "ai-setup:v1"
+_KEY = "ai-setup:v2"  # v2: with the instructions
 _REDIS_DOWN = (ConnectionInterrupted, RedisError)
 _SECONDS = 300
 
@@ -38,6 +39,7 @@ _SECONDS = 300
 class AiSetup:
     provider: ModelProvider | None
     services: list[McpService]
+    instructions: str = ""  # the admins' instructions to the model (AssistantSettings)
 
 
 def ai_setup_key() -> str:
@@ -80,6 +82,7 @@ def _read() -> AiSetup:
     return AiSetup(
         provider=ModelProvider.objects.filter(is_active=True).first(),
         services=list(McpService.objects.filter(is_active=True).exclude(tools=[]).order_by("name", "id")),
+        instructions=AssistantSettings.objects.values_list("instructions", flat=True).first() or "",
     )
 
 

@@ -12,17 +12,32 @@ from apps.accounts.permissions import Perm
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, put_on_form
 from apps.llm.client import check_model_server, provider_server
-from apps.llm.forms import ModelProviderForm
-from apps.llm.models import ModelProvider
-from apps.llm.services import model_provider_delete, model_provider_save
+from apps.llm.forms import AssistantInstructionsForm, ModelProviderForm
+from apps.llm.models import AssistantSettings, ModelProvider
+from apps.llm.services import assistant_instructions_set, model_provider_delete, model_provider_save
 
 
 @permission_required(Perm.MANAGE_SERVICES)
 @require_http_methods(["GET", "POST"])
 def provider_view(request: HttpRequest) -> HttpResponse:
-    """The tenant's own model server; without one, the platform's is used."""
+    """The tenant's own model server (without one, the platform's is used), and the admins' instructions to
+    the assistant."""
     provider = ModelProvider.objects.first()
     status = 200
+    assistant = AssistantSettings.objects.first()
+    instructions_form = AssistantInstructionsForm(initial={"instructions": assistant.instructions if assistant else ""})
+    if request.method == "POST" and request.POST.get("action") == "instructions":
+        instructions_form = AssistantInstructionsForm(request.POST)
+        if instructions_form.is_valid():
+            try:
+                assistant_instructions_set(actor=request_actor(request),
+                                           instructions=instructions_form.cleaned_data["instructions"])  # fmt: skip
+            except ApplicationError as exc:
+                put_on_form(instructions_form, exc)
+            else:
+                messages.success(request, _("The instructions are saved; the next reply follows them."))
+                return redirect("llm:provider")
+        return _page(request, _provider_form(provider), provider, instructions_form, status=400)
     if request.method == "POST" and request.POST.get("action") == "delete":
         model_provider_delete(actor=request_actor(request))
         messages.success(request, _("This workspace uses the platform's model server again."))
@@ -51,18 +66,34 @@ def provider_view(request: HttpRequest) -> HttpResponse:
                 return redirect("llm:provider")
         else:
             status = 400
-    elif provider is not None:
-        form = ModelProviderForm(
-            initial={
-                "name": provider.name,
-                "base_url": provider.base_url,
-                "model_ids": "\n".join(provider.model_ids),
-                "is_active": provider.is_active,
-            }
-        )
     else:
-        form = ModelProviderForm()
-    return render(request, "llm/provider.html", {"form": form, "provider": provider}, status=status)
+        form = _provider_form(provider)
+    return _page(request, form, provider, instructions_form, status=status)
+
+
+def _provider_form(provider: ModelProvider | None) -> ModelProviderForm:
+    if provider is None:
+        return ModelProviderForm()
+    return ModelProviderForm(
+        initial={
+            "name": provider.name,
+            "base_url": provider.base_url,
+            "model_ids": "\n".join(provider.model_ids),
+            "is_active": provider.is_active,
+        }
+    )
+
+
+def _page(
+    request: HttpRequest,
+    form: ModelProviderForm,
+    provider: ModelProvider | None,
+    instructions_form: AssistantInstructionsForm,
+    *,
+    status: int = 200,
+) -> HttpResponse:
+    context = {"form": form, "provider": provider, "instructions_form": instructions_form}
+    return render(request, "llm/provider.html", context, status=status)
 
 
 def _report_check(request: HttpRequest, provider: ModelProvider) -> None:

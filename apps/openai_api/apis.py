@@ -34,7 +34,7 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, TenantApi
 from apps.chat import engine
-from apps.chat.services import SYSTEM_PROMPT, tools_for, turn_start
+from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import model_server
@@ -199,7 +199,7 @@ class ChatCompletionsApi(TenantApi):
         client_tools = data.validated_data.get("tools")
         tools = [] if client_tools else tools_for(self.actor(request), start.setup)
         if not client_tools and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+            messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
         specs = client_tools or [tool.openai_spec() for tool in tools]
         try:
             first = engine.open_stream(server, model, messages, specs, **options)
