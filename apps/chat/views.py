@@ -28,9 +28,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     """The chat page: one's conversations on the left, the open one on the right."""
     actor = request_actor(request)
     conversation = access_conversation(actor, conversation_id) if conversation_id is not None else None
-    shown: list[
-        dict[str, Any]
-    ] = []  # not "messages": that is the messages framework's, which base.html shows as notices
+    # Not "messages": that is the messages framework's, which base.html shows as notices.
+    shown: list[dict[str, Any]] = []
     earlier = 0  # messages before the ones shown
     if conversation is not None:
         listed = message_list(conversation)

@@ -37,3 +37,19 @@ def member_client(tenant: TenantFixture, role: str = "user") -> Any:
     client = tenant.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant, member)["access"]))
     client.member = member  # type: ignore[attr-defined]
     return client
+
+
+@pytest.fixture
+def model_requests(monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, Any]]]:
+    """The messages of every model request a turn sends, in order; the requests still go to the demo model."""
+    from apps.chat import engine
+
+    sent: list[list[dict[str, Any]]] = []
+    real_open_stream = engine.open_stream
+
+    def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+        sent.append([dict(m) for m in messages])
+        return real_open_stream(server, model, messages, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "open_stream", spy)
+    return sent

@@ -12,7 +12,6 @@ from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
-from apps.chat import engine
 from apps.chat.models import Conversation, Message
 from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_user_message
@@ -443,7 +442,7 @@ class TestRetry:
         assert self.usage_events(tenant_alpha) == 1  # the retry is one metered AI call
 
     def test_a_stopped_reply_is_left_out_of_what_the_model_reads(
-        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+        self, tenant_alpha: TenantFixture, hydrology: Any, model_requests: list[list[dict[str, Any]]]
     ) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
@@ -452,14 +451,8 @@ class TestRetry:
             record = Conversation.objects.get(pk=conversation)
             _store_user_message(record, "谢谢")
             _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
-        sent: list[list[dict[str, Any]]] = []
-        real_open_stream = engine.open_stream
-
-        def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
-            sent.append([dict(m) for m in messages])
-            return real_open_stream(server, model, messages, *args, **kwargs)
-
-        monkeypatch.setattr(engine, "open_stream", spy)
+        sent = model_requests
+        sent.clear()  # only the requests from here on
         response = post(client, f"/api/conversations/{conversation}/retry")
         assert response.status_code == 200, response.content
         assert sent[0][-1] == {"role": "user", "content": "谢谢"}  # not the stopped reply
@@ -481,21 +474,15 @@ class TestRetry:
         assert self.usage_events(tenant_alpha) == 0  # refused before anything is charged
 
     def test_a_complete_answer_is_regenerated_and_later_turns_read_the_new_one(
-        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+        self, tenant_alpha: TenantFixture, hydrology: Any, model_requests: list[list[dict[str, Any]]]
     ) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
         first = post(client, f"/api/conversations/{conversation}/messages", {"content": QUESTION}).json()
         with schema_context(tenant_alpha.tenant.schema_name):  # an answer to replace, told apart by its text
             Message.objects.filter(pk=first["message"]["id"]).update(content="the first answer")
-        sent: list[list[dict[str, Any]]] = []
-        real_open_stream = engine.open_stream
-
-        def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
-            sent.append([dict(m) for m in messages])
-            return real_open_stream(server, model, messages, *args, **kwargs)
-
-        monkeypatch.setattr(engine, "open_stream", spy)
+        sent = model_requests
+        sent.clear()  # only the requests from here on
         regenerated = post(client, f"/api/conversations/{conversation}/retry")
         assert regenerated.status_code == 200, regenerated.content
         assert regenerated.json()["tool_calls"] == []  # the turn's tool results are read again, not fetched again

@@ -337,32 +337,19 @@ class TestAiSetupCache:
 
 
 class TestAssistantInstructions:
-    def spy_on_the_model(self, monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, Any]]]:
-        from apps.chat import engine
-
-        sent: list[list[dict[str, Any]]] = []
-        real_open_stream = engine.open_stream
-
-        def spy(server: Any, model: str, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
-            sent.append([dict(m) for m in messages])
-            return real_open_stream(server, model, messages, *args, **kwargs)
-
-        monkeypatch.setattr(engine, "open_stream", spy)
-        return sent
-
     def ask(self, client: Client) -> None:
         conversation = send(client, "post", "/api/conversations").json()["id"]
         answer = send(client, "post", f"/api/conversations/{conversation}/messages", {"content": "hi"})
         assert answer.status_code == 200, answer.content
 
     def test_the_next_turn_follows_them_and_only_in_this_workspace(
-        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, monkeypatch: pytest.MonkeyPatch
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, model_requests: list[list[dict[str, Any]]]
     ) -> None:
         from apps.audit.models import AuditEvent
         from apps.chat.services import SYSTEM_PROMPT
         from tests.chat.conftest import member_client
 
-        sent = self.spy_on_the_model(monkeypatch)
+        sent = model_requests
         alpha, beta = member_client(tenant_alpha), member_client(tenant_beta)
         self.ask(alpha)  # before: HydroNet's prompt alone (and the AI setup cached)
         assert sent[-1][0] == {"role": "system", "content": SYSTEM_PROMPT}
