@@ -122,6 +122,16 @@ def test_the_team_page_speaks_both_languages(tenant_alpha: TenantFixture, langua
         assert word in page
 
 
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_the_language_switch_names_each_language_in_itself(tenant_alpha: TenantFixture, language: str) -> None:
+    """Someone who cannot read the page's language still finds their own: "English", never "英语"."""
+    page = tenant_alpha.client().get("/login/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    switch = page[page.index('class="lang-switch"') : page.index("</form>", page.index('class="lang-switch"'))]
+    assert re.findall(r'value="([a-z-]+)" lang="[a-z-]+" aria-pressed="\w+">([^<]+)<', switch) == [
+        ("zh-hans", "简体中文"), ("en", "English"),
+    ]  # fmt: skip
+
+
 def test_password_reset_page_says_the_same_for_any_address(tenant_alpha: TenantFixture) -> None:
     client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
     known = client.post("/password-reset/", {"email": tenant_alpha.admin_email}, REMOTE_ADDR="10.5.5.1")
