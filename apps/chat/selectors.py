@@ -156,6 +156,13 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
         # A call whose result was never stored (the turn was cut short) is left out: the
         # model server would refuse a tool call without its result.
         calls = [c for c in message["tool_calls"] if c["id"] in answered] if message["role"] == "assistant" else []
+        if (
+            message["role"] == "assistant"
+            and (calls or message["content"])
+            and history
+            and _is_plain_reply(history[-1])
+        ):
+            history.pop()  # a reply cut short or regenerated, then answered again (conversation_retry)
         if calls:
             history.append(
                 {
@@ -165,8 +172,6 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
                 }
             )
         elif message["content"]:
-            if message["role"] == "assistant" and history and _is_plain_reply(history[-1]):
-                history.pop()  # a reply cut short or regenerated, then answered again (conversation_retry)
             history.append({"role": message["role"], "content": message["content"]})
     return history
 

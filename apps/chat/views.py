@@ -36,11 +36,17 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         if request.GET.get("full") != "1":
             earlier = max(0, listed.count() - PAGE_MESSAGES)
             listed = listed[earlier:]
+        kept: dict[str, Any] | None = None  # the last message that did not fail
         for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
-            if shown and message.role == Role.ASSISTANT and _is_plain_reply(shown[-1]["message"]):
-                shown[-1]["replaced"] = True  # answered again (Try again, Regenerate): the new reply stands
-            shown.append({"message": message, "html": html})
+            item = {"message": message, "html": html}
+            if message.status != Status.ERROR:
+                # Answered again (Try again, Regenerate): the newer reply stands, as in what the model reads
+                # (selectors.model_history). A failed attempt replaces nothing.
+                if kept is not None and message.role == Role.ASSISTANT and _is_plain_reply(kept["message"]):
+                    kept["replaced"] = True
+                kept = item
+            shown.append(item)
     try:
         server = model_server()
         models, model_error = list(server.models), ""
@@ -74,5 +80,5 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
 
 
 def _is_plain_reply(message: Message) -> bool:
-    """An assistant reply that asked for no tools, and did not fail (failed ones are marked anyway)."""
-    return message.role == Role.ASSISTANT and not message.tool_calls and message.status != Status.ERROR
+    """An assistant reply that asked for no tools."""
+    return message.role == Role.ASSISTANT and not message.tool_calls

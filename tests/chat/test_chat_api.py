@@ -497,6 +497,36 @@ class TestRetry:
         assert "the first answer" not in json.dumps(history)
         assert history[-1]["content"] == regenerated.json()["message"]["content"]
 
+    def test_a_failed_regeneration_replaces_nothing(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "hi")
+            _store_assistant(record, "hydronet-demo", "the answer", 0, [])
+            _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="down")
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert history == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "the answer"}]
+
+    def test_a_reply_answered_again_with_a_tool_call_is_left_out_too(self, tenant_alpha: TenantFixture) -> None:
+        from apps.chat import engine
+
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        call = engine.ToolCall(id="c1", name="hydrology__list_stations", service="hydrology", tool="list_stations",
+                               arguments={}, raw_arguments="{}")  # fmt: skip
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "Which stations?")
+            _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
+            _store_assistant(record, "hydronet-demo", "", 0, [call])  # the retry asked for a tool
+            Message.objects.create(conversation=record, role="tool", tool_call_id="c1", content="S001")
+            _store_assistant(record, "hydronet-demo", "S001.", 0, [])
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+        assert "half a rep" not in json.dumps(history)
+        assert history[1]["tool_calls"][0]["id"] == "c1"
+
     def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
         client = member_client(tenant_alpha)

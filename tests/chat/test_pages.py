@@ -188,6 +188,7 @@ class TestChatPage:
             ([("user", "complete"), ("assistant", "complete")], "chat-regenerate", 0),
             ([("user", "complete"), ("assistant", "incomplete"), ("assistant", "complete")], "chat-regenerate", 1),
             ([("user", "complete"), ("assistant", "complete"), ("assistant", "complete")], "chat-regenerate", 1),
+            ([("user", "complete"), ("assistant", "complete"), ("assistant", "error")], "chat-regenerate", 0),
             ([], None, 0),
         ],
     )
