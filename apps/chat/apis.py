@@ -51,7 +51,7 @@ class MessageOutput(serializers.ModelSerializer):
 
 
 class ConversationListApi(TenantApi):
-    """GET /api/conversations: one's own, newest first; ``?all=true`` is everyone's (all_conversations)."""
+    """GET /api/conversations: one's own, the most recently active first; ``?all=true`` is everyone's."""
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
 

@@ -395,7 +395,7 @@ def _store_assistant(
     status: str = Status.COMPLETE,
     error: str = "",
 ) -> Message:
-    """Store an assistant message and add its ``tokens`` to the conversation's count, in one statement."""
+    """Store an assistant message, add its ``tokens`` to the conversation's count and touch it, in one statement."""
     storage_changed(bytes_written=len(content.encode()))
     message = Message(
         conversation=conversation,
@@ -408,10 +408,10 @@ def _store_assistant(
         latency_ms=int((time.monotonic() - started) * 1000) if started is not None else None,
         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
     )
-    if tokens:
-        _insert_message(message, then="SET tokens_used = tokens_used + %s", params=[tokens])
-    else:
-        _insert_message(message)
+    # The conversation was active now (the sidebar lists the latest first, a regenerated answer too).
+    updated_at = Conversation._meta.get_field("updated_at")
+    touched = updated_at.get_db_prep_save(updated_at.pre_save(conversation, add=False), connection)
+    _insert_message(message, then="SET tokens_used = tokens_used + %s, updated_at = %s", params=[tokens, touched])
     return message
 
 

@@ -497,6 +497,15 @@ class TestRetry:
         assert "the first answer" not in json.dumps(history)
         assert history[-1]["content"] == regenerated.json()["message"]["content"]
 
+    def test_an_answer_again_brings_the_conversation_to_the_top(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        older, newer = new_conversation(client), new_conversation(client)
+        for conversation in (older, newer):
+            assert post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 200
+        assert [c["id"] for c in client.get("/api/conversations").json()["results"]] == [newer, older]
+        assert post(client, f"/api/conversations/{older}/retry").status_code == 200
+        assert [c["id"] for c in client.get("/api/conversations").json()["results"]] == [older, newer]
+
     def test_a_failed_regeneration_replaces_nothing(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
