@@ -60,6 +60,34 @@
       if (await change("DELETE")) window.location.assign(root.dataset.chatUrl);
     });
   }
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  };
+
+  // Each finished reply gets a "Copy" button: its text, as shown, to the clipboard.
+  function addCopy(bubble) {
+    if (bubble.querySelector(".copy-reply") || !navigator.clipboard) return;
+    const button = el("button", "link-button copy-reply", t("copy"));
+    button.type = "button";
+    button.dataset.testid = "copy-reply";
+    button.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(bubble.querySelector(".markdown").innerText.trim());
+        button.textContent = t("copied");
+      } catch (error) {
+        button.textContent = t("copyFailed");
+      }
+      window.setTimeout(() => { button.textContent = t("copy"); }, 2000);
+    });
+    bubble.append(button);
+  }
+  list.querySelectorAll(".bubble.assistant").forEach((bubble) => {
+    if (bubble.querySelector(".markdown").textContent.trim()) addCopy(bubble);
+  });
+
   if (!form) return;
   const input = form.querySelector("textarea");
   const send = form.querySelector("[data-testid=chat-send]");
@@ -67,12 +95,6 @@
   let conversationId = root.dataset.conversationId;
   let controller = null;
 
-  const el = (tag, cls, text) => {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  };
   const scroll = () => { list.scrollTop = list.scrollHeight; };
 
   function toolPanel(data) {
@@ -220,6 +242,7 @@
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
+          addCopy(bubble);
         } else if (type === "error") {
           ended = true;
           bubble.classList.remove("streaming");

@@ -41,9 +41,9 @@ def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[None]:
         drop_tenant(SLUG)
 
 
-def chat_page(browser: Browser, web_server: WebServer, locale: str) -> Page:
+def chat_page(browser: Browser, web_server: WebServer, locale: str, permissions: list[str] | None = None) -> Page:
     """The workspace's admin, logged in, on the chat page."""
-    page = browser.new_context(locale=locale).new_page()
+    page = browser.new_context(locale=locale, permissions=permissions or []).new_page()
     page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
     log_in(page, ADMIN, ADMIN_PASSWORD)
     page.get_by_test_id("nav-chat").click()
@@ -258,3 +258,18 @@ def test_text_before_a_tool_call_stops_streaming_and_replies_are_read_once_compl
     for reply in (before, after):
         expect(reply).to_have_class("bubble assistant")
         expect(reply).to_have_attribute("aria-busy", "false")
+
+
+def test_copy_a_reply(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    page = chat_page(browser, web_server, "en", permissions=["clipboard-read", "clipboard-write"])
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer.get_by_test_id("copy-reply")).to_be_visible(timeout=15_000)  # once the reply is done
+    answer.get_by_test_id("copy-reply").click()
+    expect(answer.get_by_test_id("copy-reply")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "offline demo model" in copied
+    assert copied == answer.locator(".markdown").inner_text().strip()
+    page.reload()  # stored replies have it too
+    expect(page.get_by_test_id("copy-reply")).to_have_count(1)
