@@ -34,7 +34,7 @@ class ModelProvider(models.Model):
 
 
 class AssistantSettings(models.Model):
-    """How the workspace's assistant behaves, beyond HydroNet's own prompt: at most one row per tenant.
+    """How the workspace's assistant behaves, beyond HydroNet's own prompt: one row per tenant, pk 1.
 
     ``instructions`` are the admins' words to the model wherever HydroNet's own
     prompt goes (chat turns, and ``/v1`` requests without a system message or

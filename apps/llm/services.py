@@ -80,8 +80,10 @@ def assistant_instructions_set(*, actor: Actor, instructions: str) -> AssistantS
     if len(instructions) > MAX_INSTRUCTIONS_CHARS:
         message = _("Use at most %(max)d characters.") % {"max": MAX_INSTRUCTIONS_CHARS}
         raise InvalidInput(message, details={"instructions": [message]})
-    settings_row = AssistantSettings.objects.select_for_update().first() or AssistantSettings()
-    if settings_row.pk is not None and settings_row.instructions == instructions:
+    # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
+    AssistantSettings.objects.get_or_create(pk=1)
+    settings_row = AssistantSettings.objects.select_for_update().get(pk=1)
+    if settings_row.instructions == instructions:
         return settings_row
     settings_row.instructions = instructions
     settings_row.save()
