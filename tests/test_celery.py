@@ -85,3 +85,30 @@ def test_a_worker_reports_a_missing_result_as_a_timeout_not_a_hang(committed: No
 
     with pytest.raises(CeleryTimeout):
         app.AsyncResult("no-such-task-id").get(timeout=1)
+
+
+def test_a_new_workspace_has_its_storage_measured_at_once(committed: None, celery_worker: Worker) -> None:
+    import time
+
+    from apps.tenants.services import tenant_provision
+    from apps.usage.models import UsageStat
+    from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
+
+    tenant = tenant_provision(name="Storage First", slug="storage-first", plan="free",
+                              admin_email="admin@storage-first.example.com", admin_password=ADMIN_PASSWORD,
+                              actor=TEST_ACTOR).tenant  # fmt: skip
+    try:
+        measured = None
+        for _ in range(150):  # the worker takes the task queued at commit; no beat runs here
+            with schema_context(tenant.schema_name):
+                measured = (
+                    UsageStat.objects.filter(user_id__isnull=True).values_list("storage_bytes", flat=True).first()
+                )
+            if measured:
+                break
+            time.sleep(0.2)
+        assert measured is not None
+        assert measured > 100_000  # the tables and indexes of a fresh schema
+    finally:
+        connection.set_schema_to_public()
+        drop_tenant("storage-first")

@@ -219,6 +219,13 @@ def tenant_provision(
         lambda: send_welcome_email.apply_async(args=[admin_id, language], headers={"_schema_name": schema_name}),
         robust=True,  # the tenant exists either way; a broker outage loses only this email, and logs it
     )
+    from apps.usage.tasks import measure_storage
+
+    # The schema's size, so that the usage page and the storage quota start from it rather than from 0.
+    transaction.on_commit(
+        lambda: measure_storage.apply_async(headers={"_schema_name": schema_name}),
+        robust=True,  # the periodic measurement comes within ten minutes anyway
+    )
     logger.info("provisioned tenant %s (%s) on plan %s", slug, tenant.schema_name, plan_obj.code)
     return ProvisionResult(tenant=tenant, admin=admin, generated_password=generated_password)
 
