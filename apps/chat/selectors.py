@@ -112,21 +112,23 @@ class TurnState:
     ANSWERED = "answered"  # the last question has its complete answer
 
 
-def turn_state(conversation: Conversation) -> str:
+def turn_state(conversation: Conversation, *, last: Message | None = None) -> str:
     """Where the conversation's last turn stands; failed replies (status ``error``) are no answer.
 
     Either of the last two may be answered again (``apps.chat.services.conversation_retry``):
-    "Try again" and "Regenerate" on the page.
+    "Try again" and "Regenerate" on the page. ``last``: the latest message that did not fail,
+    when the caller has read it already (the chat page); read here otherwise.
     """
-    last = (
-        conversation.messages.exclude(status=Status.ERROR)
-        .order_by("-created_at", "-id")
-        .values("role", "status", "tool_calls")
-        .first()
-    )
+    if last is None:
+        last = (
+            conversation.messages.exclude(status=Status.ERROR)
+            .order_by("-created_at", "-id")
+            .only("role", "status", "tool_calls")
+            .first()
+        )
     if last is None:
         return TurnState.EMPTY
-    if last["role"] == Role.ASSISTANT and last["status"] == Status.COMPLETE and not last["tool_calls"]:
+    if last.role == Role.ASSISTANT and last.status == Status.COMPLETE and not last.tool_calls:
         return TurnState.ANSWERED
     return TurnState.UNANSWERED
 
@@ -156,12 +158,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
         # A call whose result was never stored (the turn was cut short) is left out: the
         # model server would refuse a tool call without its result.
         calls = [c for c in message["tool_calls"] if c["id"] in answered] if message["role"] == "assistant" else []
-        if (
-            message["role"] == "assistant"
-            and (calls or message["content"])
-            and history
-            and _is_plain_reply(history[-1])
-        ):
+        if message["role"] == "assistant" and (calls or message["content"]) and history and is_plain_reply(history[-1]):
             history.pop()  # a reply cut short or regenerated, then answered again (conversation_retry)
         if calls:
             history.append(
@@ -176,7 +173,8 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     return history
 
 
-def _is_plain_reply(message: dict[str, Any]) -> bool:
+def is_plain_reply(message: dict[str, Any]) -> bool:
+    """An assistant reply, in the model's history, that asks for no tools."""
     return message["role"] == "assistant" and "tool_calls" not in message
 
 

@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import model_history
+from apps.chat.selectors import is_plain_reply, model_history
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -184,7 +184,7 @@ def conversation_retry(
     """
     started = time.monotonic()
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
-    while history and history[-1]["role"] == "assistant" and "tool_calls" not in history[-1]:
+    while history and is_plain_reply(history[-1]):
         history.pop()  # the reply being replaced
     if not any(message["role"] == "user" for message in history):
         raise ApplicationError(
@@ -252,13 +252,13 @@ def _store_user_message(conversation: Conversation, content: str) -> None:
     message = Message(conversation=conversation, role=Role.USER, content=content)
     if not conversation.title:
         conversation.title = content[:TITLE_LENGTH]
+    _insert_message(message, then="SET title = %s, updated_at = %s", params=[conversation.title, _touch(conversation)])
+
+
+def _touch(conversation: Conversation) -> Any:
+    """Now, as the conversation's ``updated_at`` (set on it, as ``auto_now`` would), ready for the database."""
     updated_at = Conversation._meta.get_field("updated_at")
-    touched = updated_at.pre_save(conversation, add=False)  # auto_now: sets conversation.updated_at too
-    _insert_message(
-        message,
-        then="SET title = %s, updated_at = %s",
-        params=[conversation.title, updated_at.get_db_prep_save(touched, connection)],
-    )
+    return updated_at.get_db_prep_save(updated_at.pre_save(conversation, add=False), connection)
 
 
 def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] = ()) -> None:
@@ -409,9 +409,9 @@ def _store_assistant(
         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
     )
     # The conversation was active now (the sidebar lists the latest first, a regenerated answer too).
-    updated_at = Conversation._meta.get_field("updated_at")
-    touched = updated_at.get_db_prep_save(updated_at.pre_save(conversation, add=False), connection)
-    _insert_message(message, then="SET tokens_used = tokens_used + %s, updated_at = %s", params=[tokens, touched])
+    _insert_message(
+        message, then="SET tokens_used = tokens_used + %s, updated_at = %s", params=[tokens, _touch(conversation)]
+    )
     return message
 
 

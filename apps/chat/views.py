@@ -31,12 +31,12 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     # Not "messages": that is the messages framework's, which base.html shows as notices.
     shown: list[dict[str, Any]] = []
     earlier = 0  # messages before the ones shown
+    kept: dict[str, Any] | None = None  # the last shown message that did not fail
     if conversation is not None:
         listed = message_list(conversation)
         if request.GET.get("full") != "1":
             earlier = max(0, listed.count() - PAGE_MESSAGES)
             listed = listed[earlier:]
-        kept: dict[str, Any] | None = None  # the last message that did not fail
         for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
             item = {"message": message, "html": html}
@@ -59,6 +59,10 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     conversations = list(found[: SIDEBAR_CONVERSATIONS + 1])
     read_only = conversation is not None and conversation.user_id != request.user.pk
     writable = not read_only and role_has(getattr(request.user, "role", ""), Perm.CREATE_CONVERSATION)
+    # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
+    turn = None
+    if conversation is not None and writable and not model_error:
+        turn = turn_state(conversation, last=kept["message"] if kept else None)
     context = {
         "conversations": conversations[:SIDEBAR_CONVERSATIONS],
         "more_conversations": len(conversations) > SIDEBAR_CONVERSATIONS,
@@ -70,8 +74,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "chat_messages": shown,
         "earlier_messages": earlier,
         "read_only": read_only,
-        # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
-        "turn": turn_state(conversation) if conversation is not None and writable and not model_error else None,
+        "turn": turn,
         "models": models,
         "model_error": model_error,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,

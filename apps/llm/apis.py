@@ -95,20 +95,22 @@ class ModelProviderTestApi(TenantApi):
         return Response(self.OutputSerializer({"offered": check.offered, "missing": check.missing}).data)
 
 
+class AssistantSettingsOutput(serializers.ModelSerializer):
+    class Meta:
+        model = AssistantSettings
+        fields = ("instructions", "updated_at")
+        read_only_fields = fields
+
+
 class AssistantInstructionsApi(TenantApi):
     """GET /api/assistant: the admins' instructions to the model in every chat turn ("" when none)."""
 
     required_permission = Perm.MANAGE_SERVICES
 
-    class OutputSerializer(serializers.Serializer):
-        instructions = serializers.CharField()
-        updated_at = serializers.DateTimeField(allow_null=True)
-
-    @extend_schema(responses={200: OutputSerializer})
+    @extend_schema(responses={200: AssistantSettingsOutput})
     def get(self, request: Request) -> Response:
-        row = AssistantSettings.objects.first()
-        body = {"instructions": row.instructions if row else "", "updated_at": row.updated_at if row else None}
-        return Response(self.OutputSerializer(body).data)
+        # Never saved: "" and no updated_at.
+        return Response(AssistantSettingsOutput(AssistantSettings.objects.first() or AssistantSettings()).data)
 
 
 class AssistantInstructionsSaveApi(TenantApi):
@@ -119,10 +121,9 @@ class AssistantInstructionsSaveApi(TenantApi):
     class InputSerializer(StrictSerializer):
         instructions = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={200: AssistantInstructionsApi.OutputSerializer})
+    @extend_schema(request=InputSerializer, responses={200: AssistantSettingsOutput})
     def put(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         row = assistant_instructions_set(actor=self.actor(request), instructions=data.validated_data["instructions"])
-        body = {"instructions": row.instructions, "updated_at": row.updated_at}
-        return Response(AssistantInstructionsApi.OutputSerializer(body).data)
+        return Response(AssistantSettingsOutput(row).data)

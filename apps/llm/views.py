@@ -24,8 +24,8 @@ def provider_view(request: HttpRequest) -> HttpResponse:
     the assistant."""
     provider = ModelProvider.objects.first()
     status = 200
-    assistant = AssistantSettings.objects.first()
-    instructions_form = AssistantInstructionsForm(initial={"instructions": assistant.instructions if assistant else ""})
+    assistant = AssistantSettings.objects.first() or AssistantSettings()
+    instructions_form = AssistantInstructionsForm(initial={"instructions": assistant.instructions})
     if request.method == "POST" and request.POST.get("action") == "instructions":
         instructions_form = AssistantInstructionsForm(request.POST)
         if instructions_form.is_valid():

@@ -55,6 +55,19 @@ def _quota_bar(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _month_range(month: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The first and last day shown of ``month`` (its first day; None: this month, up to today)."""
+    today = L.today()
+    start = month or L.period_start(today)
+    return start, min(today, L.period_end(start))
+
+
+def _daily(user: Any, everyone: bool, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+    """Calls and tokens per day: the tenant's with view_stats, else one's own, as in GET /api/usage."""
+    own = None if everyone else user.pk
+    return usage_series(start=start, end=end, group_by="day", user_id=own, only_user=own is not None)
+
+
 def _page(
     request: HttpRequest,
     cap_form: SpendingCapForm,
@@ -69,13 +82,10 @@ def _page(
     everyone = role_has(user.role, Perm.VIEW_STATS)
     today = L.today()
     this_month = L.period_start(today)
-    start = month or this_month
+    start, end = _month_range(month)
     current = start == this_month
-    end = today if current else L.period_end(start)
     first_month = L.period_start(tenant.created_at.astimezone(dt.UTC).date())
-    # Members without view_stats see their own calls only, as in GET /api/usage.
-    own = None if everyone else user.pk
-    daily = usage_series(start=start, end=end, group_by="day", user_id=own, only_user=own is not None)
+    daily = _daily(user, everyone, start, end)
     context: dict[str, Any] = {
         "scope": "tenant" if everyone else "user",
         "start": start,
@@ -149,14 +159,10 @@ def usage_export_view(request: HttpRequest) -> HttpResponse:
         return json_error("invalid_input", message, status=400, details={"by": [message]})
     if by == "member" and not everyone:
         raise PermissionDenied(_("Usage by member needs the view_stats permission."))
-    today = L.today()
-    start = month_form.cleaned_data["month"] or L.period_start(today)
-    end = min(today, L.period_end(start))
+    start, end = _month_range(month_form.cleaned_data["month"])
     if by == "day":
-        own = None if everyone else user.pk
-        series = usage_series(start=start, end=end, group_by="day", user_id=own, only_user=own is not None)
         header = ["date", "api_calls", "tokens"]
-        rows = [[d["date"], d["api_calls"], d["tokens"]] for d in series]
+        rows = [[d["date"], d["api_calls"], d["tokens"]] for d in _daily(user, everyone, start, end)]
     else:
         header = ["member", "user_id", "api_calls", "tokens"]
         rows = [[r["email"] if r["user_id"] else _("API keys"), r["user_id"] or "", r["api_calls"], r["tokens"]]
