@@ -16,6 +16,7 @@ from apps.accounts.models import User
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.permissions import PermissionMissing
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.selectors import quota_status, usage_series
@@ -25,10 +26,12 @@ MAX_RANGE_DAYS = 366
 
 
 class UsageApi(TenantApi):
-    """GET /api/usage?from=&to=&group_by=day|user: calls, tokens and storage over a range of days.
+    """GET /api/usage?from=&to=&group_by=day|user|api_key: calls, tokens and storage over a range of days.
 
     Members with ``view_stats`` see the whole tenant (and may narrow it with
-    ``user``); other members see only their own calls. ``from`` defaults to the
+    ``user``); other members see only their own calls. ``group_by=api_key``, each
+    API key's calls, is the tenant's and needs ``view_stats``; it cannot be
+    narrowed to a user, as no one's calls are a key's. ``from`` defaults to the
     first of this month, ``to`` to today (UTC), both inclusive, at most 366 days.
     """
 
@@ -38,7 +41,7 @@ class UsageApi(TenantApi):
         # "from" is a Python keyword, hence the source mapping.
         from_ = serializers.DateField(required=False, input_formats=["iso-8601"])
         to = serializers.DateField(required=False, input_formats=["iso-8601"])
-        group_by = serializers.ChoiceField(choices=["day", "user"], required=False, default="day")
+        group_by = serializers.ChoiceField(choices=["day", "user", "api_key"], required=False, default="day")
         user = serializers.IntegerField(required=False, min_value=1)
 
         def get_fields(self) -> dict[str, Any]:
@@ -52,6 +55,9 @@ class UsageApi(TenantApi):
             end = attrs.get("to") or today
             if start > end:
                 raise serializers.ValidationError({"from": [_("The range starts after it ends.")]})
+            if attrs.get("group_by") == "api_key" and "user" in attrs:
+                raise serializers.ValidationError({"user": [_("Calls made with API keys are no member's; "
+                                                              "leave out user to group by API key.")]})  # fmt: skip
             if (end - start).days >= MAX_RANGE_DAYS:
                 raise serializers.ValidationError({"to": [_("Ask for at most %(days)d days at a time.")
                                                           % {"days": MAX_RANGE_DAYS}]})  # fmt: skip
@@ -72,6 +78,8 @@ class UsageApi(TenantApi):
         data = filters.validated_data
         actor = self.actor(request)
         everyone = role_has(actor_role(actor) or "", Perm.VIEW_STATS)
+        if data["group_by"] == "api_key" and not everyone:
+            raise PermissionMissing(Perm.VIEW_STATS)
         # Without view_stats, usage is one's own: a person's, so an API key gets member_required.
         user_id = data.get("user") if everyone else self.member(request).pk
         if user_id is not None and everyone and not User.objects.filter(pk=user_id).exists():

@@ -3,7 +3,8 @@
 All three live in the tenant's schema. ``UsageEvent`` is the durable ledger: one
 row per AI call (a model round or an MCP tool invocation), written when the call
 ends. The flush task moves ledger rows into ``UsageStat`` (the design notes'
-``usage_stats``: per user per day) in one statement, so a retried flush never
+``usage_stats``: per user per day), and the calls made with API keys also into
+``ApiKeyUsage`` (per key per day), in one statement, so a retried flush never
 counts twice. Redis holds the live counters the quota checks read; when Redis
 loses them they are rebuilt from ``UsageStat`` plus the ledger rows not yet
 flushed (apps.usage.meter).
@@ -79,6 +80,28 @@ class UsageStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.date} user={self.user_id} calls={self.api_calls} tokens={self.tokens_used}"
+
+
+class ApiKeyUsage(models.Model):
+    """Per API key per day: API calls and tokens. A breakdown of the keys' calls, which ``UsageStat`` counts on
+    the tenant's row (user NULL) with nothing to tell one key from another; the flush writes both in one
+    statement. Keys are revoked, never deleted, so every row's key exists."""
+
+    # No index of its own: the unique constraint's (api_key, date) serves lookups by key.
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.DO_NOTHING, db_constraint=False,
+                                db_index=False, related_name="+")  # fmt: skip
+    date = models.DateField()
+    api_calls = models.PositiveBigIntegerField(default=0)
+    tokens_used = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "usage_api_key_stats"
+        constraints = [models.UniqueConstraint(fields=["api_key", "date"], name="usage_api_key_stats_key_date_unique")]
+        indexes = [models.Index(fields=["date"], name="usage_api_key_stats_date_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.date} api_key={self.api_key_id} calls={self.api_calls} tokens={self.tokens_used}"
 
 
 class QuotaAlert(models.Model):

@@ -75,18 +75,26 @@ def quota_check_count_alerts(*, quota: str, limit: int | None, used_before: int,
 
 # --- Flush -----------------------------------------------------------------------------
 
-# Moves ledger rows into usage_stats in one statement: a worker killed or a flush
-# retried either moved a row (and deleted it) or did not; nothing counts twice.
+# Moves ledger rows into usage_stats, and the calls made with API keys also into the per-key
+# table, in one statement: a worker killed or a flush retried either moved a row (and deleted
+# it) or did not; nothing counts twice.
 _FLUSH_SQL = """
 WITH moved AS (
   DELETE FROM usage_usageevent
    WHERE id IN (SELECT id FROM usage_usageevent ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-  RETURNING user_id, day, calls, tokens, counted_calls, counted_tokens, counted_in
+  RETURNING user_id, api_key_id, day, calls, tokens, counted_calls, counted_tokens, counted_in
 ), added AS (
   INSERT INTO usage_stats AS s (user_id, date, api_calls, tokens_used, storage_used_mb, storage_bytes, updated_at)
   SELECT user_id, day, SUM(calls), SUM(tokens), 0, 0, now() FROM moved GROUP BY user_id, day
   ON CONFLICT ON CONSTRAINT usage_stats_user_date_unique DO UPDATE
     SET api_calls = s.api_calls + EXCLUDED.api_calls, tokens_used = s.tokens_used + EXCLUDED.tokens_used,
+        updated_at = now()
+), by_key AS (
+  INSERT INTO usage_api_key_stats AS k (api_key_id, date, api_calls, tokens_used, updated_at)
+  SELECT api_key_id, day, SUM(calls), SUM(tokens), now() FROM moved WHERE api_key_id IS NOT NULL
+   GROUP BY api_key_id, day
+  ON CONFLICT ON CONSTRAINT usage_api_key_stats_key_date_unique DO UPDATE
+    SET api_calls = k.api_calls + EXCLUDED.api_calls, tokens_used = k.tokens_used + EXCLUDED.tokens_used,
         updated_at = now()
 )
 SELECT user_id, day, counted_in, COUNT(*),

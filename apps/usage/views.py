@@ -106,6 +106,7 @@ def _page(
     }
     if everyone:
         context["per_user"] = usage_series(start=start, end=end, group_by="user")
+        context["per_key"] = usage_series(start=start, end=end, group_by="api_key")
     if everyone and current:
         quotas = [_quota_bar(row) for row in quota_status(tenant)]
         calls = next(q for q in quotas if q["quota"] == Quota.API_CALLS)
@@ -143,7 +144,8 @@ def usage_view(request: HttpRequest) -> HttpResponse:
 @require_safe
 def usage_export_view(request: HttpRequest) -> HttpResponse:
     """A month's usage as CSV, as the page shows it: ``?month=YYYY-MM`` (this month by default) and
-    ``by=day`` (calls and tokens per day) or ``by=member`` (per member; needs view_stats).
+    ``by=day`` (calls and tokens per day), ``by=member`` (per member) or ``by=api_key`` (per API key); the
+    last two need view_stats.
 
     Members without view_stats get their own calls per day, as on the page.
     """
@@ -154,19 +156,25 @@ def usage_export_view(request: HttpRequest) -> HttpResponse:
     if not month_form.is_valid():
         message = str(month_form.errors["month"][0])
         return json_error("invalid_input", message, status=400, details={"month": [message]})
-    if by not in ("day", "member"):
-        message = _("Choose by=day or by=member.")
+    if by not in ("day", "member", "api_key"):
+        message = _("Choose by=day, by=member or by=api_key.")
         return json_error("invalid_input", message, status=400, details={"by": [message]})
     if by == "member" and not everyone:
         raise PermissionDenied(_("Usage by member needs the view_stats permission."))
+    if by == "api_key" and not everyone:
+        raise PermissionDenied(_("Usage by API key needs the view_stats permission."))
     start, end = _month_range(month_form.cleaned_data["month"])
     if by == "day":
         header = ["date", "api_calls", "tokens"]
         rows = [[d["date"], d["api_calls"], d["tokens"]] for d in _daily(user, everyone, start, end)]
-    else:
+    elif by == "member":
         header = ["member", "user_id", "api_calls", "tokens"]
         rows = [[r["email"] if r["user_id"] else _("API keys"), r["user_id"] or "", r["api_calls"], r["tokens"]]
                 for r in usage_series(start=start, end=end, group_by="user")]  # fmt: skip
+    else:
+        header = ["api_key", "prefix", "api_key_id", "revoked", "api_calls", "tokens"]
+        rows = [[r["name"], r["prefix"], r["api_key_id"], "yes" if r["revoked"] else "no", r["api_calls"], r["tokens"]]
+                for r in usage_series(start=start, end=end, group_by="api_key")]  # fmt: skip
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y-%m}-by-{by}.csv"'
     writer = csv.writer(response)

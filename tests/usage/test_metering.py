@@ -20,7 +20,8 @@ from django.test import Client
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
-from apps.accounts.models import Role
+from apps.accounts.models import ApiKey, Role
+from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.chat.models import Conversation, Message
 from apps.core.actors import Actor
@@ -28,10 +29,10 @@ from apps.llm.setup_cache import ai_setup_key
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import RATE_WINDOW_SECONDS, Meter, day_key, month_key, storage_key
-from apps.usage.models import QuotaAlert, UsageEvent, UsageStat
+from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageEvent, UsageStat
 from apps.usage.services import _FLUSH_SQL, storage_measure, usage_flush
 from apps.usage.tasks import send_quota_alert_email
-from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
+from tests.conftest import TEST_ACTOR, TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters, member_client, set_limits
 
 pytestmark = pytest.mark.django_db
@@ -164,6 +165,29 @@ class TestFlush:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 4
 
+    def test_each_api_keys_calls_are_flushed_into_its_own_row_once(self, tenant_alpha: TenantFixture) -> None:
+        """Two keys and a member: each key's calls and tokens on its own row, a day; the tenant's row has them all."""
+        first, second = api_key_secret(tenant_alpha, Role.USER), api_key_secret(tenant_alpha, Role.ADMIN)
+        first_tokens = sum(v1(tenant_alpha.client(**bearer(first))).json()["usage"]["total_tokens"] for _ in range(3))
+        second_tokens = v1(tenant_alpha.client(**bearer(second))).json()["usage"]["total_tokens"]
+        chat = member_client(tenant_alpha)  # a member's call: no key's
+        conversation = chat.post("/api/conversations", {}, content_type="application/json").json()["id"]
+        turn = chat.post(f"/api/conversations/{conversation}/messages", {"content": "Hello"},
+                         content_type="application/json")  # fmt: skip
+        assert turn.status_code == 200, turn.content
+        assert flush(tenant_alpha) == 5
+        assert flush(tenant_alpha) == 0  # a retried flush counts nothing twice
+        with schema_context(tenant_alpha.tenant.schema_name):
+            keys = {key.name: key.pk for key in ApiKey.objects.all()}
+            per_key = {row.api_key_id: (row.api_calls, row.tokens_used) for row in ApiKeyUsage.objects.all()}
+            tenant_row = UsageStat.objects.get(user=None, date=L.today())
+        assert per_key == {keys["user key"]: (3, first_tokens), keys["admin key"]: (1, second_tokens)}
+        assert (tenant_row.api_calls, tenant_row.tokens_used) == (4, first_tokens + second_tokens)
+        v1(tenant_alpha.client(**bearer(first)))
+        assert flush(tenant_alpha) == 1
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert ApiKeyUsage.objects.get(api_key_id=keys["user key"], date=L.today()).api_calls == 4
+
     def test_a_worker_killed_mid_flush_counts_nothing_twice(self, tenant_alpha: TenantFixture) -> None:
         """The flush is one statement in one transaction: a worker that dies before COMMIT moved nothing."""
         client = key_client(tenant_alpha)
@@ -177,8 +201,10 @@ class TestFlush:
                 assert sum(row[3] for row in cursor.fetchall()) == 2  # it got as far as moving them...
                 cursor.execute("ROLLBACK TO SAVEPOINT before_killed_flush")  # ...and died before COMMIT
             assert UsageEvent.objects.count() == 2
+            assert not ApiKeyUsage.objects.exists()
             assert usage_flush() == 2
             assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 2
+            assert ApiKeyUsage.objects.get().api_calls == 2
 
 
 def test_a_killed_worker_connection_rolls_the_flush_back(tenant_alpha: TenantFixture) -> None:
@@ -775,6 +801,39 @@ class TestUsageApi:
         body = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-30"}).json()
         assert body["totals"] == {"api_calls": 0, "tokens": 0}
         assert admin.get("/api/quota").json()["quotas"][0]["used"] == 0
+
+    def test_by_api_key_is_the_tenants_and_needs_view_stats(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+    ) -> None:
+        v1(key_client(tenant_beta))  # another tenant's key: never shown
+        with schema_context(tenant_alpha.tenant.schema_name):
+            reports, _secret = api_key_create(actor=TEST_ACTOR, name="Reports", role=Role.USER)
+            sync, _secret = api_key_create(actor=TEST_ACTOR, name="Sync", role=Role.USER)
+            _idle, _secret = api_key_create(actor=TEST_ACTOR, name="Idle", role=Role.USER)
+            ApiKeyUsage.objects.create(api_key=reports, date=dt.date(2026, 11, 2), api_calls=4, tokens_used=400)
+            ApiKeyUsage.objects.create(api_key=sync, date=dt.date(2026, 11, 3), api_calls=9, tokens_used=90)
+            ApiKeyUsage.objects.create(api_key=sync, date=dt.date(2026, 10, 31), api_calls=100, tokens_used=1)
+            UsageEvent.objects.create(api_key=reports, kind="model", tokens=40, day=dt.date(2026, 11, 3))  # unflushed
+            api_key_revoke(actor=TEST_ACTOR, api_key=sync)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-30", "group_by": "api_key"}).json()
+        assert body["scope"] == "tenant"
+        assert [(k["name"], k["prefix"], k["revoked"], k["api_calls"], k["tokens"]) for k in body["series"]] == [
+            ("Sync", sync.prefix, True, 9, 90), ("Reports", reports.prefix, False, 5, 440),
+        ]  # fmt: skip
+        assert [k["api_key_id"] for k in body["series"]] == [sync.pk, reports.pk]
+        assert body["totals"] == {"api_calls": 14, "tokens": 530}
+        admin_key = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, Role.ADMIN)))  # view_stats too
+        assert self.get(admin_key, **{"from": "2026-11-01", "group_by": "api_key"}).json()["totals"]["api_calls"] == 14
+
+        both = self.get(admin, **{"group_by": "api_key", "user": str(admin_of(tenant_alpha).pk)})
+        assert both.status_code == 400
+        assert list(both.json()["error"]["details"]) == ["user"]
+        for role in (Role.USER, Role.VIEWER):
+            member = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, role))["access"]))
+            refused = self.get(member, group_by="api_key")
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "permission_denied"
 
     @pytest.mark.parametrize(
         "params",

@@ -14,12 +14,13 @@ from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role
 from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_provision
 from apps.usage import limits as L
 from apps.usage.meter import day_key, month_key, redis_client
-from apps.usage.models import QuotaAlert, UsageStat
+from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageStat
 from tests.accounts.test_pages import logged_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, make_member
 
@@ -415,6 +416,27 @@ class TestEarlierMonths:
 # --- The dashboard ----------------------------------------------------------------------------
 
 
+def test_admins_see_each_api_keys_calls_others_do_not(tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
+    with schema_context(tenant_beta.tenant.schema_name):
+        theirs, _secret = api_key_create(actor=TEST_ACTOR, name="Beta integration", role=Role.USER)
+        ApiKeyUsage.objects.create(api_key=theirs, date=L.today(), api_calls=50, tokens_used=500)
+    admin = logged_in(tenant_alpha, Role.ADMIN)
+    assert 'data-testid="per-key-empty"' in admin.get("/usage/").content.decode()
+    with schema_context(tenant_alpha.tenant.schema_name):
+        key, _secret = api_key_create(actor=TEST_ACTOR, name="Nightly <sync>", role=Role.USER)
+        ApiKeyUsage.objects.create(api_key=key, date=L.today(), api_calls=1234, tokens_used=56789)
+    page = admin.get("/usage/").content.decode()
+    table = page[page.index('data-testid="per-key"') :]
+    table = table[: table.index("</table>")]
+    assert "Nightly &lt;sync&gt;" in table
+    assert key.prefix in table
+    assert "1,234" in table
+    assert "56,789" in table
+    assert "Beta integration" not in page
+    user_client, _user = member_client(tenant_alpha, Role.USER)
+    assert 'data-testid="usage-keys"' not in user_client.get("/usage/").content.decode()
+
+
 def test_the_dashboard_shows_the_limits_that_apply_and_admins_what_is_used(tenant_alpha: TenantFixture) -> None:
     from tests.usage.conftest import set_limits
 
@@ -479,6 +501,22 @@ class TestCsvExport:
         assert own[1] == [last.isoformat(), "7", "70"]  # one's own calls only
         assert user_client.get("/usage/export.csv", {"by": "member"}).status_code == 403
         assert 'data-testid="export-members"' not in user_client.get("/usage/").content.decode()
+
+    def test_a_month_by_api_key(self, tenant_alpha: TenantFixture) -> None:
+        last = L.period_start(L.period_start(L.today()) - dt.timedelta(days=1))
+        with schema_context(tenant_alpha.tenant.schema_name):
+            sync, _secret = api_key_create(actor=TEST_ACTOR, name="=HYPERLINK(1)", role=Role.USER)
+            reports, _secret = api_key_create(actor=TEST_ACTOR, name="Reports", role=Role.USER)
+            ApiKeyUsage.objects.create(api_key=sync, date=last, api_calls=3, tokens_used=30)
+            ApiKeyUsage.objects.create(api_key=reports, date=L.today(), api_calls=8, tokens_used=80)  # this month
+            api_key_revoke(actor=TEST_ACTOR, api_key=sync)
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        rows = self.rows(admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "api_key"}))
+        assert rows == [["api_key", "prefix", "api_key_id", "revoked", "api_calls", "tokens"],
+                        ["'=HYPERLINK(1)", sync.prefix, str(sync.pk), "yes", "3", "30"]]  # fmt: skip
+        assert self.rows(admin.get("/usage/export.csv", {"by": "api_key"}))[1][0] == "Reports"
+        user_client, _user = member_client(tenant_alpha, Role.USER)
+        assert user_client.get("/usage/export.csv", {"by": "api_key"}).status_code == 403
 
     @pytest.mark.parametrize(("params", "field"), [({"month": "2026-13"}, "month"), ({"by": "week"}, "by")])
     def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, params: dict[str, str], field: str) -> None:
