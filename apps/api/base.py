@@ -12,6 +12,7 @@ log in (login, refresh, password reset, accepting an invitation).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.utils.translation import gettext as _
@@ -130,7 +131,15 @@ class TenantApi(APIView):
             )
         return request.user
 
-    def paginate(self, request: Request, queryset: Any, serializer_class: type[serializers.Serializer]) -> Any:
+    def paginate(
+        self,
+        request: Request,
+        queryset: Any,
+        serializer_class: type[serializers.Serializer],
+        context: Callable[[list[Any]], dict[str, Any]] | None = None,
+    ) -> Any:
+        """One page of ``queryset``; ``context`` gives the serializer's context from the page's rows."""
         paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+        extra = context(list(page)) if context is not None else {}
+        return paginator.get_paginated_response(serializer_class(page, many=True, context=extra).data)

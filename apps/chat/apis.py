@@ -19,8 +19,15 @@ from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
 from apps.api.schema import quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
-from apps.chat.models import Conversation, Message
-from apps.chat.selectors import access_conversation, conversation_list, conversation_markdown, message_list
+from apps.chat.models import Conversation, Message, Role, Status
+from apps.chat.selectors import (
+    access_conversation,
+    conversation_list,
+    conversation_markdown,
+    message_after,
+    message_list,
+    replaced_replies,
+)
 from apps.chat.sse import encode, sse_response
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -36,18 +43,34 @@ class ConversationOutput(serializers.ModelSerializer):
 
 
 class MessageOutput(serializers.ModelSerializer):
+    """A message; ``replaced``: a reply answered again since ("Try again", "Regenerate"), which the model no
+    longer reads. The context's ``replaced`` holds their ids (``selectors.replaced_replies``)."""
+
     html = serializers.SerializerMethodField()
+    replaced = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = (
-            "id", "role", "content", "html", "status", "tokens_used", "model", "latency_ms", "tool_calls",
+            "id", "role", "content", "html", "status", "replaced", "tokens_used", "model", "latency_ms", "tool_calls",
             "tool_call_id", "service", "tool", "arguments", "result_truncated", "duration_ms", "error", "created_at",
         )  # fmt: skip
         read_only_fields = fields
 
     def get_html(self, message: Message) -> str:
         return render(message.content) if message.role == "assistant" else ""
+
+    def get_replaced(self, message: Message) -> bool:
+        return message.pk in self.context.get("replaced", ())
+
+
+def _replaced_on_page(page: list[Message]) -> dict[str, Any]:
+    """The serializer context of a page of messages: which were answered again, by the page's end too."""
+    standing = [message for message in page if message.status != Status.ERROR]
+    last = standing[-1] if standing else None
+    plain_reply = last is not None and last.role == Role.ASSISTANT and not last.tool_calls
+    following = message_after(page[-1]) if plain_reply else None  # on the next page
+    return {"replaced": replaced_replies(page, following=following)}
 
 
 class ConversationListApi(TenantApi):
@@ -107,7 +130,8 @@ class ConversationDetailApi(TenantApi):
             read_only_fields = fields  # type: ignore[assignment]
 
         def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-            return list(MessageOutput(message_list(conversation), many=True).data)
+            messages = list(message_list(conversation))
+            return list(MessageOutput(messages, many=True, context={"replaced": replaced_replies(messages)}).data)
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request, conversation_id: int) -> Response:
@@ -174,7 +198,7 @@ class MessageListApi(TenantApi):
     def get(self, request: Request, conversation_id: int) -> Response:
         self.member(request)
         conversation = access_conversation(self.actor(request), conversation_id)
-        return self.paginate(request, message_list(conversation), MessageOutput)
+        return self.paginate(request, message_list(conversation), MessageOutput, context=_replaced_on_page)
 
 
 # The component keeps the name it had before retry shared it: generated clients' types stay as they were.

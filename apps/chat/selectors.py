@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils.translation import gettext as _
 
@@ -106,6 +107,38 @@ def message_list(conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.order_by("created_at", "id")
 
 
+def replaced_replies(messages: Iterable[Message], *, following: Message | None = None) -> set[int]:
+    """The ids of the replies among ``messages`` (in order) that were answered again: "Try again" after a
+    reply was cut short, or "Regenerate" after a complete one (``apps.chat.services.conversation_retry``).
+
+    A plain reply (no tool calls, not failed) followed by another assistant message, failed ones not
+    counted, is replaced: the newer one stands, as in what the model reads (``model_history``). A failed
+    attempt replaces nothing. ``following``: the message after the last of ``messages``
+    (``message_after``), when they are one page of a longer list.
+    """
+    replaced: set[int] = set()
+    kept: Message | None = None  # the last message that did not fail
+    for message in [*messages, *([following] if following is not None else [])]:
+        if message.status == Status.ERROR:
+            continue
+        if kept is not None and message.role == Role.ASSISTANT and kept.role == Role.ASSISTANT and not kept.tool_calls:
+            replaced.add(kept.pk)
+        kept = message
+    return replaced
+
+
+def message_after(message: Message) -> Message | None:
+    """The first message after ``message`` in its conversation that did not fail, if any."""
+    later = Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, id__gt=message.pk)
+    return (
+        Message.objects.filter(later, conversation_id=message.conversation_id)
+        .exclude(status=Status.ERROR)
+        .order_by("created_at", "id")
+        .only("role", "status", "tool_calls")
+        .first()
+    )
+
+
 class TurnState:
     EMPTY = "empty"  # no question yet
     UNANSWERED = "unanswered"  # the last question's turn failed, was stopped or was cut short
@@ -185,19 +218,22 @@ def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
 def conversation_markdown(conversation: Conversation) -> str:
     """The whole conversation as a Markdown document, as a member downloads it.
 
-    Every stored message in order: the questions, the answers (failed and cut-short ones
-    marked so), and each tool call with its arguments and result. The messages' own text
+    Every stored message in order: the questions, the answers (failed, cut-short and
+    replaced ones marked so), and each tool call with its arguments and result. The messages' own text
     is Markdown already; the parts around it are plain, so the file reads well as text too.
     """
     # gettext outside the f-strings: xgettext does not read inside them.
     untitled, question, answer, calls = _("New conversation"), _("Question"), _("Answer"), _("Calls the tool")
     cut_short, failed, tool_label = _("This reply was cut short."), _("The reply failed:"), _("Tool")
+    answered_again = _("Answered again below.")
     lines = [f"# {conversation.title or untitled}", ""]
     details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     if conversation.model:
         details.append(conversation.model)
     lines += [" · ".join(details), ""]
-    for message in message_list(conversation):
+    messages = list(message_list(conversation))
+    replaced = replaced_replies(messages)
+    for message in messages:
         if message.role == Role.USER:
             lines += [f"## {question}", "", message.content, ""]
         elif message.role == Role.ASSISTANT:
@@ -212,6 +248,8 @@ def conversation_markdown(conversation: Conversation) -> str:
                 lines += [f"*{cut_short}*", ""]
             elif message.status == Status.ERROR:
                 lines += [f"*{failed} {message.error}*", ""]
+            if message.pk in replaced:
+                lines += [f"*{answered_again}*", ""]
         elif message.role == Role.TOOL:
             arguments = json.dumps(message.arguments, ensure_ascii=False, indent=2)
             lines += [f"### {tool_label} `{message.service}.{message.tool}`", ""]

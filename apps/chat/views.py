@@ -9,8 +9,8 @@ from django.shortcuts import render
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.chat.markdown import render as render_markdown
-from apps.chat.models import Message, Role, Status
-from apps.chat.selectors import access_conversation, conversation_list, message_list, turn_state
+from apps.chat.models import Status
+from apps.chat.selectors import access_conversation, conversation_list, message_list, replaced_replies, turn_state
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -33,18 +33,15 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     earlier = 0  # messages before the ones shown
     kept: dict[str, Any] | None = None  # the last shown message that did not fail
     if conversation is not None:
-        listed = message_list(conversation)
+        every = message_list(conversation)
         if request.GET.get("full") != "1":
-            earlier = max(0, listed.count() - PAGE_MESSAGES)
-            listed = listed[earlier:]
+            earlier = max(0, every.count() - PAGE_MESSAGES)
+        listed = list(every[earlier:])
+        replaced = replaced_replies(listed)  # the page shows the conversation to its end: nothing follows
         for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
-            item = {"message": message, "html": html}
+            item = {"message": message, "html": html, "replaced": message.pk in replaced}
             if message.status != Status.ERROR:
-                # Answered again (Try again, Regenerate): the newer reply stands, as in what the model reads
-                # (selectors.model_history). A failed attempt replaces nothing.
-                if kept is not None and message.role == Role.ASSISTANT and _is_plain_reply(kept["message"]):
-                    kept["replaced"] = True
                 kept = item
             shown.append(item)
     try:
@@ -80,8 +77,3 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)
-
-
-def _is_plain_reply(message: Message) -> bool:
-    """An assistant reply that asked for no tools."""
-    return message.role == Role.ASSISTANT and not message.tool_calls

@@ -506,6 +506,35 @@ class TestRetry:
         assert post(client, f"/api/conversations/{older}/retry").status_code == 200
         assert [c["id"] for c in client.get("/api/conversations").json()["results"]] == [older, newer]
 
+    def test_the_api_and_the_download_say_which_replies_were_answered_again(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "hi")
+            first = _store_assistant(record, "hydronet-demo", "the first answer", 0, [])
+            _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="down")  # replaces nothing
+            second = _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
+            third = _store_assistant(record, "hydronet-demo", "the answer", 0, [])
+            _store_user_message(record, "thanks")
+            fourth = _store_assistant(record, "hydronet-demo", "you are welcome", 0, [])
+        every = client.get(f"/api/conversations/{conversation}/messages").json()["results"]
+        assert [(m["content"], m["replaced"]) for m in every if m["role"] == "assistant"] == [
+            ("the first answer", True), ("", False), ("half a rep", True), ("the answer", False),
+            ("you are welcome", False),
+        ]  # fmt: skip
+        detail = client.get(f"/api/conversations/{conversation}").json()["messages"]
+        assert [m["id"] for m in detail if m["replaced"]] == [first.pk, second.pk]
+        # A page that ends with a replaced reply: the next page's first message says so.
+        for size, ids in ((2, {first.pk}), (3, {first.pk}), (4, {first.pk, second.pk}), (5, {first.pk, second.pk})):
+            pages = client.get(f"/api/conversations/{conversation}/messages", {"page_size": size}).json()
+            assert {m["id"] for m in pages["results"] if m["replaced"]} == ids
+        assert fourth.pk not in {m["id"] for m in every if m["replaced"]}
+        assert third.pk not in {m["id"] for m in every if m["replaced"]}
+        text = client.get(f"/api/conversations/{conversation}/export").content.decode()
+        assert text.count("*Answered again below.*") == 2
+        assert text.index("the first answer") < text.index("*Answered again below.*") < text.index("half a rep")
+
     def test_a_failed_regeneration_replaces_nothing(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)
