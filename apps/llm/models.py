@@ -7,7 +7,8 @@ from django.utils.translation import gettext_lazy as _
 class ModelProvider(models.Model):
     """A tenant's own OpenAI-compatible model server ("bring your own key").
 
-    At most one per tenant. While it is active, the tenant's chats use it instead
+    At most one per tenant: the row is pk 1, which a check constraint holds to, so two
+    first saves racing each other cannot leave two. While it is active, the tenant's chats use it instead
     of the platform's default model server. The API key is stored encrypted
     (apps.core.crypto) and never returned by the API.
     """
@@ -24,6 +25,7 @@ class ModelProvider(models.Model):
     class Meta:
         verbose_name = _("model provider")
         verbose_name_plural = _("model providers")
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="llm_model_provider_one_row")]
 
     def __str__(self) -> str:
         return self.name or self.base_url

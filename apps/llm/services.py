@@ -38,7 +38,9 @@ def model_provider_save(
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
     if errors:
         raise InvalidInput(_("The input is not valid."), details=errors)
-    provider = ModelProvider.objects.select_for_update().first() or ModelProvider()
+    # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
+    ModelProvider.objects.get_or_create(pk=1, defaults={"base_url": base_url, "model_ids": model_ids})
+    provider = ModelProvider.objects.select_for_update().get(pk=1)
     provider.name = name.strip()[:100]
     provider.base_url = base_url
     provider.model_ids = list(dict.fromkeys(model_ids))

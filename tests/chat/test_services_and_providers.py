@@ -229,6 +229,32 @@ class TestModelProvider:
         assert client.delete("/api/model-provider").status_code == 204
         assert client.get("/api/model-provider").status_code == 404
 
+    def test_there_is_never_more_than_one_row(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        """Two first saves racing each other used to leave two providers; deleting one left the other in use."""
+        import importlib
+
+        from django.apps import apps as django_apps
+        from django.db import IntegrityError, connection, transaction
+
+        client = admin(tenant_alpha)
+        body = {"base_url": demo_model_url, "model_ids": ["m1"]}
+        for _ in range(2):
+            assert send(client, "put", "/api/model-provider", body).status_code == 200
+            with schema_context(tenant_alpha.tenant.schema_name):
+                assert list(ModelProvider.objects.values_list("pk", flat=True)) == [1]
+            assert client.delete("/api/model-provider").status_code == 204  # and saved again: pk 1 again
+        with schema_context(tenant_alpha.tenant.schema_name):
+            with pytest.raises(IntegrityError), transaction.atomic():
+                ModelProvider.objects.create(pk=2, base_url=demo_model_url, model_ids=["m1"])
+            # What a race left before: the migration keeps the row the app used (the lowest pk) as pk 1.
+            migration = importlib.import_module("apps.llm.migrations.0003_model_provider_one_row")
+            with connection.cursor() as cursor:
+                cursor.execute("ALTER TABLE llm_modelprovider DROP CONSTRAINT llm_model_provider_one_row")
+            ModelProvider.objects.create(pk=5, base_url=demo_model_url, model_ids=["used"])
+            ModelProvider.objects.create(pk=7, base_url=demo_model_url, model_ids=["raced"])
+            migration.keep_one_row_as_pk_1(django_apps, None)
+            assert list(ModelProvider.objects.values_list("pk", "model_ids")) == [(1, ["used"])]
+
     def test_a_connection_test_lists_the_servers_models_and_what_is_missing(
         self, tenant_alpha: TenantFixture, demo_model_url: str
     ) -> None:
