@@ -209,6 +209,8 @@ LOGOUT_REDIRECT_URL = "accounts:login"
 LANGUAGE_CODE = "zh-hans"
 LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Where our number formats differ from Django's: zh-hans groups digits by three (config/formats/zh_Hans).
+FORMAT_MODULE_PATH = ["config.formats"]
 USE_I18N = True
 TIME_ZONE = env("TIME_ZONE", default="Asia/Shanghai")
 USE_TZ = True

@@ -345,6 +345,17 @@ def test_the_page_and_banner_speak_both_languages(tenant_alpha: TenantFixture, l
     assert ("仅显示您自己的调用" if language == "zh-hans" else "Your own calls only") in own
 
 
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_large_numbers_are_grouped_by_three_in_both_languages(tenant_alpha: TenantFixture, language: str) -> None:
+    """Django's zh-hans formats group no digits (12345678); ours use a comma, as Chinese statements do."""
+    _client, user = member_client(tenant_alpha, Role.USER)
+    stat(tenant_alpha, user.pk, calls=1234, tokens=12345678)
+    page = logged_in(tenant_alpha, Role.ADMIN).get("/usage/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    members = page[page.index('data-testid="per-user"') :]
+    assert "12,345,678" in members[: members.index("</table>")]
+    assert "1,234" in members[: members.index("</table>")]
+
+
 # --- Earlier months -----------------------------------------------------------------------
 
 
