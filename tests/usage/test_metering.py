@@ -593,7 +593,8 @@ class TestQuotas:
         (files / "export.zip").write_bytes(b"x" * 1_500_000)
         tenant = limits(tenant_alpha, plan="free", storage_mb_override=1)
         with schema_context(schema):
-            size = storage_measure(tenant=tenant)
+            # The tables' size before the measurement: what it writes after (its usage_stats row, the alerts)
+            # may add a table's first pages, which a size read afterwards would count.
             with default_connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT sum(pg_total_relation_size(format('%%I.%%I', schemaname, tablename)::regclass)) "
@@ -601,6 +602,7 @@ class TestQuotas:
                     [schema],
                 )
                 tables = int(cursor.fetchone()[0])
+            size = storage_measure(tenant=tenant)
             assert size == tables + 1_500_000
             assert UsageStat.objects.get(user=None, date=L.today()).storage_bytes == size
             assert sorted(QuotaAlert.objects.filter(quota="storage").values_list("threshold", flat=True)) == [
