@@ -19,7 +19,7 @@ from apps.audit.models import AuditEvent
 from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_provision
 from apps.usage import limits as L
-from apps.usage.meter import day_key, month_key, redis_client
+from apps.usage.meter import day_key, month_key, redis_client, storage_key
 from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageStat
 from tests.accounts.test_pages import logged_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, make_member
@@ -155,6 +155,27 @@ def test_quota_bars_change_colour_near_the_limit(tenant_alpha: TenantFixture) ->
     page = page_with_calls(130_000)
     assert 'class="quota-bar over" max="100000" value="100000"' in page
     assert text_of(page, "overage") == "¥300.00"  # 30,000 calls past the quota at ¥10 per 1,000
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(None, ""), (0, "0 MB"), (500, "< 0.1 MB"), (L.MB * 3 // 2, "1.5 MB"), (L.MB * 99, "99.0 MB"),
+     (L.MB * 2048, "2,048 MB"), (L.MB * 10_000, "10,000 MB"), (L.MB * 10_000 - 1, "10,000 MB")],
+)  # fmt: skip
+def test_storage_is_shown_in_the_plans_unit(size: int | None, shown: str) -> None:
+    """The plans state MB: 10,000 MB is not shown as 9.8 GB next to a price list that says 10,000 MB."""
+    from apps.usage.templatetags.usage_units import megabytes
+
+    assert megabytes(size) == shown
+
+
+def test_the_usage_page_shows_storage_as_the_plan_states_it(tenant_alpha: TenantFixture) -> None:
+    with schema_context(tenant_alpha.tenant.schema_name):
+        UsageStat.objects.create(user=None, date=L.today(), storage_bytes=L.MB * 1234)
+    redis_client().delete(storage_key(tenant_alpha.tenant.schema_name))
+    page = logged_in(tenant_alpha, Role.ADMIN).get("/usage/").content.decode()
+    assert text_of(page, "storage-used") == "1,234 MB"
+    assert "1,234 MB of 10,000 MB (12%)" in page  # the pro plan's 10,000 MB
 
 
 def test_unlimited_quotas_say_so() -> None:
@@ -460,7 +481,7 @@ def test_the_dashboard_shows_the_limits_that_apply_and_admins_what_is_used(tenan
     assert "<td>250,000</td>" in calls.split("</tr>")[0]  # the override, not the pro plan's 100,000
     assert "<td>1,234</td>" in calls.split("</tr>")[0]  # used this month
     assert "<td>40</td>" in admin[admin.index('data-testid="limit-users"') :].split("</tr>")[0]
-    assert "<td>2.0\xa0GB</td>" in admin[admin.index('data-testid="limit-storage"') :].split("</tr>")[0]
+    assert "<td>2,048 MB</td>" in admin[admin.index('data-testid="limit-storage"') :].split("</tr>")[0]
     assert "/usage/" in admin
 
     user, _member = member_client(tenant_alpha, Role.USER)
