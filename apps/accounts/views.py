@@ -32,12 +32,14 @@ from apps.accounts.forms import (
     SetPasswordForm,
 )
 from apps.accounts.models import Role
-from apps.accounts.permissions import Perm
+from apps.accounts.permissions import Perm, role_has
 from apps.accounts.selectors import access_api_key, access_invitation, access_user, api_key_list, invitation_list_open
 from apps.accounts.selectors import user_list as member_list
 from apps.audit.selectors import audit_event_list
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited, put_on_form
+from apps.usage import limits
+from apps.usage.selectors import usage_series
 
 # --- Login and logout -------------------------------------------------------------
 
@@ -262,7 +264,14 @@ def api_keys_view(request: HttpRequest) -> HttpResponse:
                 status = 201
         else:
             status = 400
-    context = {"keys": api_key_list(), "form": form, "created": created}
+    keys = list(api_key_list())
+    if role_has(getattr(request.user, "role", ""), Perm.VIEW_STATS):  # each key's calls this month
+        today = limits.today()
+        calls = {row["api_key_id"]: row["api_calls"]
+                 for row in usage_series(start=limits.period_start(today), end=today, group_by="api_key")}  # fmt: skip
+        for key in keys:
+            key.calls_this_month = calls.get(key.pk, 0)  # type: ignore[attr-defined]
+    context = {"keys": keys, "form": form, "created": created}
     response = render(request, "accounts/api_keys.html", context, status=status)
     response["Cache-Control"] = "no-store"
     return response

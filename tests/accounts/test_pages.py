@@ -101,6 +101,25 @@ class TestApiKeysPage:
         assert "pipeline" in listing
         assert tenant_alpha.client().get("/api/auth/me", HTTP_X_API_KEY=secret.group(0)).status_code == 200
 
+    def test_each_key_shows_its_calls_this_month(self, tenant_alpha: TenantFixture) -> None:
+        import datetime as dt
+
+        from apps.usage import limits
+        from apps.usage.models import ApiKeyUsage, UsageEvent
+
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        for name in ("busy", "quiet"):
+            client.post("/api-keys/", {"name": name, "role": "user"})
+        with schema_context(tenant_alpha.tenant.schema_name):
+            busy = ApiKey.objects.get(name="busy")
+            ApiKeyUsage.objects.create(api_key=busy, date=limits.today(), api_calls=1200)
+            UsageEvent.objects.create(api_key=busy, kind="model", day=limits.today())  # not flushed yet
+            last_month = limits.period_start(limits.today()) - dt.timedelta(days=1)
+            ApiKeyUsage.objects.create(api_key=busy, date=last_month, api_calls=99)  # another month
+        page = client.get("/api-keys/").content.decode()
+        cells = re.findall(r'<td>(\w+)</td>.*?data-testid="key-calls">(?:<a [^>]*>)?([\d,]+)<', page, re.S)
+        assert sorted(cells) == [("busy", "1,201"), ("quiet", "0")]
+
     def test_revoke(self, tenant_alpha: TenantFixture) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         client.post("/api-keys/", {"name": "old", "role": "user"})
