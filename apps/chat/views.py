@@ -71,6 +71,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "chat_messages": shown,
         "earlier_messages": earlier,
         "read_only": read_only,
+        "writable": writable,
         "turn": turn,
         "models": models,
         "model_error": model_error,

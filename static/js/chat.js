@@ -30,10 +30,14 @@
     return response;
   }
 
+  // The open conversation: none on a new chat until its first question makes one.
+  let conversationId = root.dataset.conversationId;
+  const head = root.querySelector("[data-testid=chat-head]");
+
   // Rename and delete the open conversation; a refusal is shown as it came.
   async function change(method, body) {
     try {
-      return await api(method, "/api/conversations/" + root.dataset.conversationId, body);
+      return await api(method, "/api/conversations/" + conversationId, body);
     } catch (error) {
       window.alert(error.message);
       return null;
@@ -92,7 +96,6 @@
   const input = form.querySelector("textarea");
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
-  let conversationId = root.dataset.conversationId;
   let controller = null;
 
   const scroll = () => { list.scrollTop = list.scrollHeight; };
@@ -217,6 +220,10 @@
         link.href = root.dataset.chatUrl + conversationId + "/";
         item.append(link);
         sidebar.prepend(item);
+        if (head) { // its header: download, rename and delete without reloading the page
+          head.querySelector("[data-testid=chat-export]").href = "/api/conversations/" + conversationId + "/export";
+          head.hidden = false;
+        }
       }
       const response = await api("POST", "/api/conversations/" + conversationId + path, body, controller.signal);
       let ended = false; // a done or error event came
@@ -243,6 +250,12 @@
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
           addCopy(bubble);
+          if (data.title) { // the first exchange titles the conversation
+            const heading = root.querySelector("[data-testid=chat-title]");
+            if (heading) heading.textContent = data.title;
+            const active = root.querySelector("[data-testid=conversations] a.active");
+            if (active) active.textContent = data.title;
+          }
         } else if (type === "error") {
           ended = true;
           bubble.classList.remove("streaming");

@@ -194,11 +194,14 @@ def test_rename_and_delete_a_conversation_from_the_page(
     from apps.chat.models import Conversation
 
     page = chat_page(browser, web_server, "en")
+    expect(page.get_by_test_id("chat-head")).to_be_hidden()  # no conversation yet
     page.get_by_test_id("chat-input").fill("hello")
     page.get_by_test_id("chat-send").click()
     expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=15_000)  # the reply is done
-    page.reload()  # the stored conversation, with its header
+    # The first question made the conversation: its header, titled by the exchange, without a reload.
     expect(page.get_by_test_id("chat-title")).to_have_text("hello")
+    conversation = page.url.rstrip("/").rsplit("/", 1)[1]
+    expect(page.get_by_test_id("chat-export")).to_have_attribute("href", f"/api/conversations/{conversation}/export")
 
     page.once("dialog", lambda dialog: dialog.accept("Reservoir S003 levels"))
     page.get_by_test_id("chat-rename").click()
