@@ -19,7 +19,8 @@ Behaviour, the same input always giving the same output:
    level / level calls ``get_water_levels``, 降雨 / 雨量 / rain calls ``get_rainfall``,
    预警 / 警戒 / warning / flood calls ``get_flood_warning_levels``; without a
    station id, 站点 / 站 / stations / list calls ``list_stations``. Dates are
-   ``end`` = today (UTC) and ``start`` = two days earlier; only arguments the
+   ``end`` = today (UTC) and ``start`` = two days earlier, or six days earlier
+   when the question says a week (一周 / 一星期 / 7 天 / week); only arguments the
    tool's JSON schema declares are sent. ``tool_choice`` "none", "required" and a
    named function are honoured.
 3. Else a plain answer saying it is the offline demo model, echoing the question.
@@ -96,6 +97,7 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _LIST_INTENT = re.compile(r"站点|站|\bstations?\b|\blist\b", re.IGNORECASE | re.ASCII)
 _UNDATED_TOOLS = frozenset({"get_flood_warning_levels", "list_stations"})
+_WEEK = re.compile(r"一周|一星期|七天|7\s*天|\bweek\b", re.IGNORECASE | re.ASCII)
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
@@ -255,7 +257,8 @@ def _tool_call(bare: str, full: str, declared: set[str], text: str, today: date)
     match = _STATION_RE.search(text)
     arguments: dict[str, str] = {"station": match.group(0).upper() if match else "S001"}
     if bare not in _UNDATED_TOOLS:  # levels, rainfall, and any other tool forced by tool_choice
-        arguments |= {"start": (today - timedelta(days=2)).isoformat(), "end": today.isoformat()}
+        days = 6 if _WEEK.search(text) else 2  # the days before today: a week is today and the six before
+        arguments |= {"start": (today - timedelta(days=days)).isoformat(), "end": today.isoformat()}
     encoded = json.dumps({k: v for k, v in arguments.items() if k in declared}, ensure_ascii=False)
     return ToolCall(id=tool_call_id(full, encoded), name=full, arguments=encoded)
 

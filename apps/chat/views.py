@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext_lazy as _
 
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
@@ -21,6 +22,12 @@ SEARCH_MAX_CHARS = 200
 # A long conversation opens at its latest messages: each assistant message is Markdown rendered and
 # cleaned on every view (1,000 messages took 0.6 s). "Show all" renders the whole of it.
 PAGE_MESSAGES = 200
+# A new chat offers these to ask with one click; the demo workspace's hydrology tools answer each.
+SUGGESTIONS = (
+    _("What are the latest water levels at station S001?"),
+    _("How much rain fell at station S002 over the past week?"),
+    _("What are the flood warning levels at station S003?"),
+)
 
 
 @permission_required(Perm.VIEW_OWN_CONVERSATIONS)
@@ -72,6 +79,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "earlier_messages": earlier,
         "read_only": read_only,
         "writable": writable,
+        "suggestions": SUGGESTIONS,
         "turn": turn,
         "models": models,
         "model_error": model_error,

@@ -306,6 +306,15 @@
     await runTurn("/messages", body, bubble, content);
   });
 
+  // A new chat's suggested questions: one click asks it.
+  for (const suggestion of list.querySelectorAll("[data-testid=chat-suggestion]")) {
+    suggestion.addEventListener("click", () => {
+      if (controller) return;
+      input.value = suggestion.textContent.trim();
+      form.requestSubmit();
+    });
+  }
+
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();

@@ -80,6 +80,18 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
     expect(page.get_by_test_id("conversations")).to_contain_text("站点 S001")
 
 
+def test_a_suggested_question_is_asked_with_one_click(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    page = chat_page(browser, web_server, "en")
+    suggestions = page.get_by_test_id("chat-suggestion")
+    expect(suggestions).to_have_count(3)
+    suggestions.nth(1).click()  # the rainfall question
+    expect(page.locator(".bubble.user")).to_have_text("How much rain fell at station S002 over the past week?")
+    panel = page.get_by_test_id("tool-panel").first
+    expect(panel).to_contain_text("get_rainfall")
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("S002", timeout=15_000)
+    expect(page.get_by_test_id("chat-suggestion")).to_have_count(0)  # the empty state is gone
+
+
 def test_stop_ends_the_reply_and_keeps_what_came(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:

@@ -233,9 +233,24 @@ class TestChatPage:
             conversation = Conversation.objects.create(user=make_member(tenant_alpha, Role.USER))
         assert logged_in(tenant_beta, Role.ADMIN).get(f"/chat/{conversation.pk}/").status_code == 404
 
+    @pytest.mark.parametrize(
+        ("language", "first"),
+        [("zh-hans", "站点 S001 最近的水位是多少?"), ("en", "What are the latest water levels at station S001?")],
+    )
+    def test_a_new_chat_suggests_questions_in_the_pages_language(
+        self, tenant_alpha: TenantFixture, language: str, first: str
+    ) -> None:
+        page = logged_in(tenant_alpha, Role.USER).get("/chat/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+        asked = re.findall(r'data-testid="chat-suggestion">([^<]+)<', page)
+        assert len(asked) == 3
+        assert asked[0] == first
+        assert 'data-testid="chat-head" hidden' in page  # until the first question makes the conversation
+
     def test_a_viewer_reads_but_has_no_form(self, tenant_alpha: TenantFixture) -> None:
         page = logged_in(tenant_alpha, Role.VIEWER).get("/chat/").content.decode()
         assert 'data-testid="chat-form"' not in page
+        assert 'data-testid="chat-suggestion"' not in page  # shown as examples, not as questions to send
+        assert 'data-testid="chat-head"' not in page
         assert "Your role can read conversations but not start them." in page
         viewer = make_member(tenant_alpha, Role.VIEWER)
         with schema_context(tenant_alpha.tenant.schema_name):

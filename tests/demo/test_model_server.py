@@ -41,6 +41,7 @@ TOOLS = [
 QUESTION = "站点 S001 最近的水位是多少?"
 TODAY = date(2025, 7, 10)
 RECENT = {"start": "2025-07-08", "end": "2025-07-10"}  # TODAY - 2 days .. TODAY
+WEEK = {"start": "2025-07-04", "end": "2025-07-10"}  # a week: TODAY and the six days before
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -95,6 +96,24 @@ def test_split_pieces_round_trips(text: str) -> None:
         ("S006 的警戒水位是多少", "hydrology__get_flood_warning_levels", {"station": "S006"}),
         ("flood warning level for S007", "hydrology__get_flood_warning_levels", {"station": "S007"}),
         ("有哪些站点？", "hydrology__list_stations", {}),
+        # The chat page's suggested questions (apps.chat.views.SUGGESTIONS), in both languages.
+        (
+            "What are the latest water levels at station S001?",
+            "hydrology__get_water_levels",
+            {"station": "S001", **RECENT},
+        ),
+        (
+            "How much rain fell at station S002 over the past week?",
+            "hydrology__get_rainfall",
+            {"station": "S002", **WEEK},
+        ),
+        ("站点 S002 过去一周的降雨量是多少？", "hydrology__get_rainfall", {"station": "S002", **WEEK}),
+        (
+            "What are the flood warning levels at station S003?",
+            "hydrology__get_flood_warning_levels",
+            {"station": "S003"},
+        ),
+        ("站点 S003 的防洪警戒水位是多少？", "hydrology__get_flood_warning_levels", {"station": "S003"}),
         ("list the stations", "hydrology__list_stations", {}),
     ],
 )
