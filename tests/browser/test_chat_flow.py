@@ -288,3 +288,29 @@ def test_copy_a_reply(browser: Browser, web_server: WebServer, workspace: None) 
     assert copied == answer.locator(".markdown").inner_text().strip()
     page.reload()  # stored replies have it too
     expect(page.get_by_test_id("copy-reply")).to_have_count(1)
+
+
+# Every page an admin reaches from the navigation, with content that is wide on a phone: a long
+# conversation title, and the tables of API keys and the audit trail.
+PHONE_PAGES = ["/dashboard/", "/chat/", "/services/", "/usage/", "/settings/model/", "/team/", "/api-keys/", "/audit/"]
+
+
+def test_on_a_phone_no_page_is_wider_than_the_screen(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    """A page wider than a phone's screen scrolls sideways as a whole; wide tables scroll on their own instead."""
+    context = browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/api-keys/"))
+    page.get_by_test_id("api-key-form").locator("input[name=name]").fill("a key for the nightly sync job")
+    page.get_by_test_id("api-key-form").locator("button").click()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+    page.get_by_test_id("chat-input").fill("站点 S001 的水位" + "，以及上游各站的降雨与警戒水位" * 4)
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=15_000)
+    pages = [*PHONE_PAGES, page.url.split(f":{web_server.port}", 1)[1]]  # the conversation itself
+    for path in pages:
+        page.goto(web_server.url(f"{SLUG}.localhost", path))
+        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], f"{path} is {widths[0]} px wide on a {widths[1]} px screen"
+    context.close()
