@@ -155,6 +155,13 @@
   }
 
   stop.addEventListener("click", () => { if (controller) controller.abort(); });
+  // Escape stops the reply too, wherever the focus is (the input is disabled while a reply streams).
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && controller) {
+      event.preventDefault();
+      controller.abort();
+    }
+  });
 
   function newBubble() {
     const node = el("div", "bubble assistant streaming");

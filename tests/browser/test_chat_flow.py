@@ -92,6 +92,18 @@ def test_a_suggested_question_is_asked_with_one_click(browser: Browser, web_serv
     expect(page.get_by_test_id("chat-suggestion")).to_have_count(0)  # the empty state is gone
 
 
+def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("chunk 3")
+    page.keyboard.press("Escape")  # the input is disabled while the reply streams: the page hears it
+    expect(answer).to_contain_text("Stopped. The partial reply is kept.")
+    assert "chunk 199" not in answer.locator(".markdown").inner_text()
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+
+
 def test_stop_ends_the_reply_and_keeps_what_came(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:
