@@ -257,9 +257,10 @@
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
           addCopy(bubble);
-          if (data.title) { // the first exchange titles the conversation
-            const heading = root.querySelector("[data-testid=chat-title]");
-            if (heading) heading.textContent = data.title;
+          // The first exchange titles a new conversation (unless it was renamed meanwhile).
+          const heading = root.querySelector("[data-testid=chat-title]");
+          if (data.title && heading && heading.textContent.trim() === t("untitled")) {
+            heading.textContent = data.title;
             const active = root.querySelector("[data-testid=conversations] a.active");
             if (active) active.textContent = data.title;
           }

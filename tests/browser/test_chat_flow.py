@@ -104,6 +104,22 @@ def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspa
     expect(page.get_by_test_id("chat-send")).to_be_visible()
 
 
+def test_a_title_given_while_the_first_reply_streams_is_kept(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("chunk 3")
+    page.once("dialog", lambda dialog: dialog.accept("Renamed mid-reply"))
+    page.get_by_test_id("chat-rename").click()
+    expect(page.get_by_test_id("chat-title")).to_have_text("Renamed mid-reply")
+    expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=15_000)  # the reply is done
+    expect(page.get_by_test_id("chat-title")).to_have_text("Renamed mid-reply")  # not the first exchange's
+    page.reload()
+    expect(page.get_by_test_id("chat-title")).to_have_text("Renamed mid-reply")
+
+
 def test_stop_ends_the_reply_and_keeps_what_came(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:
