@@ -24,8 +24,8 @@ from apps.chat.selectors import (
     access_conversation,
     conversation_list,
     conversation_markdown,
-    message_after,
     message_list,
+    replaced_among,
     replaced_replies,
 )
 from apps.chat.sse import encode, sse_response
@@ -65,12 +65,9 @@ class MessageOutput(serializers.ModelSerializer):
 
 
 def _replaced_on_page(page: list[Message]) -> dict[str, Any]:
-    """The serializer context of a page of messages: which were answered again, by the page's end too."""
-    standing = [message for message in page if message.status != Status.ERROR]
-    last = standing[-1] if standing else None
-    plain_reply = last is not None and last.role == Role.ASSISTANT and not last.tool_calls
-    following = message_after(page[-1]) if plain_reply else None  # on the next page
-    return {"replaced": replaced_replies(page, following=following)}
+    """The serializer context of a page of messages: which were answered again, also on a later page."""
+    replies = [m.pk for m in page if m.role == Role.ASSISTANT and m.status != Status.ERROR and not m.tool_calls]
+    return {"replaced": replaced_among(replies)}
 
 
 class ConversationListApi(TenantApi):

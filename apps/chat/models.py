@@ -65,13 +65,23 @@ class Message(models.Model):
     result_truncated = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # The first assistant message of a turn that answered the last question again ("Try again",
+    # "Regenerate") names the reply it replaces; that reply stays stored, and the model no longer
+    # reads it. Said explicitly, so two turns that ran at once in one conversation are not taken
+    # for a reply and its replacement.
+    replaces = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, db_index=False,
+                                 related_name="+")  # fmt: skip
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ("created_at", "id")
         verbose_name = _("message")
         verbose_name_plural = _("messages")
-        indexes = [models.Index(fields=["conversation", "id"], name="chat_msg_conv_id_idx")]
+        indexes = [
+            models.Index(fields=["conversation", "id"], name="chat_msg_conv_id_idx"),
+            # Only the few messages that replace one: which replies were replaced, by id.
+            models.Index(fields=["replaces"], condition=models.Q(replaces__isnull=False), name="chat_msg_replaces_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

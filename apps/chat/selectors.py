@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils.translation import gettext as _
 
@@ -74,10 +74,11 @@ def access_conversation(
 # against 0.3 ms to run them (docs/benchmarks.md, chat time to first token). The messages come
 # oldest first, as json objects; error replies are left out, as the model never saw them.
 _HISTORY_SQL = """
-    (SELECT coalesce(json_agg(json_build_object('role', m.role, 'content', m.content,
-                                                'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id)
+    (SELECT coalesce(json_agg(json_build_object('id', m.id, 'role', m.role, 'content', m.content,
+                                                'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id,
+                                                'replaces', m.replaces_id)
                               ORDER BY m.created_at, m.id), '[]')
-       FROM (SELECT role, content, tool_calls, tool_call_id, created_at, id FROM {messages}
+       FROM (SELECT id, role, content, tool_calls, tool_call_id, replaces_id, created_at FROM {messages}
               WHERE conversation_id = {conversation} AND status <> %s
               ORDER BY created_at DESC, id DESC LIMIT %s) m)
 """
@@ -107,36 +108,21 @@ def message_list(conversation: Conversation) -> QuerySet[Message]:
     return conversation.messages.order_by("created_at", "id")
 
 
-def replaced_replies(messages: Iterable[Message], *, following: Message | None = None) -> set[int]:
-    """The ids of the replies among ``messages`` (in order) that were answered again: "Try again" after a
-    reply was cut short, or "Regenerate" after a complete one (``apps.chat.services.conversation_retry``).
+def replaced_replies(messages: Sequence[Message]) -> set[int]:
+    """The ids of the replies among ``messages`` that were answered again ("Try again", "Regenerate"):
+    those a later message among them names in ``replaces`` (``apps.chat.services.conversation_retry``).
 
-    A plain reply (no tool calls, not failed) followed by another assistant message, failed ones not
-    counted, is replaced: the newer one stands, as in what the model reads (``model_history``). A failed
-    attempt replaces nothing. ``following``: the message after the last of ``messages``
-    (``message_after``), when they are one page of a longer list.
+    For a list that runs to the conversation's end (a replacement always comes later);
+    ``replaced_among`` for a page of it.
     """
-    replaced: set[int] = set()
-    kept: Message | None = None  # the last message that did not fail
-    for message in [*messages, *([following] if following is not None else [])]:
-        if message.status == Status.ERROR:
-            continue
-        if kept is not None and message.role == Role.ASSISTANT and kept.role == Role.ASSISTANT and not kept.tool_calls:
-            replaced.add(kept.pk)
-        kept = message
-    return replaced
+    return {message.replaces_id for message in messages if message.replaces_id is not None}
 
 
-def message_after(message: Message) -> Message | None:
-    """The first message after ``message`` in its conversation that did not fail, if any."""
-    later = Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, id__gt=message.pk)
-    return (
-        Message.objects.filter(later, conversation_id=message.conversation_id)
-        .exclude(status=Status.ERROR)
-        .order_by("created_at", "id")
-        .only("role", "status", "tool_calls")
-        .first()
-    )
+def replaced_among(ids: Sequence[int]) -> set[int]:
+    """Which of the messages ``ids`` were answered again, wherever their replacements are: one query."""
+    if not ids:
+        return set()
+    return set(Message.objects.filter(replaces_id__in=ids).values_list("replaces_id", flat=True))
 
 
 class TurnState:
@@ -183,16 +169,17 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     while recent and recent[0]["role"] != "user":
         recent.pop(0)
     answered = {m["tool_call_id"] for m in recent if m["role"] == "tool"}
+    replaced = {m["replaces"] for m in recent if m.get("replaces")}  # answered again: the newer reply stands
     history: list[dict[str, Any]] = []
     for message in recent:
+        if message.get("id") in replaced:
+            continue
         if message["role"] == "tool":
             history.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})
             continue
         # A call whose result was never stored (the turn was cut short) is left out: the
         # model server would refuse a tool call without its result.
         calls = [c for c in message["tool_calls"] if c["id"] in answered] if message["role"] == "assistant" else []
-        if message["role"] == "assistant" and (calls or message["content"]) and history and is_plain_reply(history[-1]):
-            history.pop()  # a reply cut short or regenerated, then answered again (conversation_retry)
         if calls:
             history.append(
                 {
@@ -204,6 +191,24 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
         elif message["content"]:
             history.append({"role": message["role"], "content": message["content"]})
     return history
+
+
+def reply_to_replace(conversation: Conversation) -> int | None:
+    """The id of the reply a turn answering the last question again replaces: the last message that did
+    not fail, if it is a plain reply (no tool calls; complete or cut short). None after a failed turn."""
+    recent = getattr(conversation, "recent_messages", None)
+    if recent is not None:
+        last = recent[-1] if recent else None
+        if last is None or last["role"] != Role.ASSISTANT or last["tool_calls"]:
+            return None
+        return int(last["id"])
+    message = (
+        conversation.messages.exclude(status=Status.ERROR)
+        .order_by("-created_at", "-id")
+        .only("role", "tool_calls")
+        .first()
+    )
+    return message.pk if message is not None and message.role == Role.ASSISTANT and not message.tool_calls else None
 
 
 def is_plain_reply(message: dict[str, Any]) -> bool:

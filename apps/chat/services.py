@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import is_plain_reply, model_history
+from apps.chat.selectors import is_plain_reply, model_history, reply_to_replace
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -183,6 +183,7 @@ def conversation_retry(
     refused (409 ``nothing_to_retry``) before anything is charged.
     """
     started = time.monotonic()
+    replaces = reply_to_replace(conversation)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     while history and is_plain_reply(history[-1]):
         history.pop()  # the reply being replaced
@@ -192,7 +193,7 @@ def conversation_retry(
         )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history]
     return _reply(actor=actor, conversation=conversation, messages=messages, question=None, model=model,
-                  meter=meter, started=started)  # fmt: skip
+                  meter=meter, started=started, replaces=replaces)  # fmt: skip
 
 
 def _reply(
@@ -204,8 +205,12 @@ def _reply(
     model: str | None,
     meter: Meter | None,
     started: float,
+    replaces: int | None = None,
 ) -> Iterator[ChatEvent]:
-    """Charge the turn, send its first model request, store ``question`` (if new) meanwhile, and stream."""
+    """Charge the turn, send its first model request, store ``question`` (if new) meanwhile, and stream.
+
+    ``replaces``: the reply a turn answering the question again replaces; its first stored
+    assistant message that did not fail names it."""
     meter = meter or Meter.for_actor(actor)
     start = turn_start(meter=meter, model=model or conversation.model or None)
     server, chosen, ticket = start.server, start.model, start.ticket
@@ -237,6 +242,7 @@ def _reply(
         started=started,
         meter=meter,
         ticket=ticket,
+        replaces=replaces,
     )
 
 
@@ -304,6 +310,7 @@ def _stream_turn(
     started: float,
     meter: Meter,
     ticket: Any,
+    replaces: int | None = None,
 ) -> Iterator[ChatEvent]:
     tokens = 0
     partial: list[str] = []
@@ -329,9 +336,12 @@ def _stream_turn(
                 tokens += event.tokens
                 partial = []
                 if event.tool_calls:
-                    _store_assistant(conversation, model, event.content, event.tokens, event.tool_calls)
+                    _store_assistant(conversation, model, event.content, event.tokens, event.tool_calls,
+                                     replaces=replaces)  # fmt: skip
                 else:
-                    reply = _store_assistant(conversation, model, event.content, event.tokens, [], started=started)
+                    reply = _store_assistant(conversation, model, event.content, event.tokens, [], started=started,
+                                             replaces=replaces)  # fmt: skip
+                replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):
                 yield ChatEvent("tool_call", _tool_call_data(event))
             elif isinstance(event, engine.ToolResult):
@@ -349,7 +359,7 @@ def _stream_turn(
         if partial:
             with suppress(ConversationGone):  # deleted too: nothing to keep it in
                 _store_assistant(conversation, model, "".join(partial), 0, [], started=started,
-                                 status=Status.INCOMPLETE)  # fmt: skip
+                                 status=Status.INCOMPLETE, replaces=replaces)  # fmt: skip
         raise
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
@@ -394,8 +404,12 @@ def _store_assistant(
     started: float | None = None,
     status: str = Status.COMPLETE,
     error: str = "",
+    replaces: int | None = None,
 ) -> Message:
-    """Store an assistant message, add its ``tokens`` to the conversation's count and touch it, in one statement."""
+    """Store an assistant message, add its ``tokens`` to the conversation's count and touch it, in one statement.
+
+    ``replaces``: the reply it answers again (not for a failed one: a failed attempt replaces nothing).
+    """
     storage_changed(bytes_written=len(content.encode()))
     message = Message(
         conversation=conversation,
@@ -407,6 +421,7 @@ def _store_assistant(
         error=error,
         latency_ms=int((time.monotonic() - started) * 1000) if started is not None else None,
         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
+        replaces_id=None if status == Status.ERROR else replaces,
     )
     # The conversation was active now (the sidebar lists the latest first, a regenerated answer too).
     _insert_message(

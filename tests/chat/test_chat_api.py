@@ -513,9 +513,11 @@ class TestRetry:
             record = Conversation.objects.get(pk=conversation)
             _store_user_message(record, "hi")
             first = _store_assistant(record, "hydronet-demo", "the first answer", 0, [])
-            _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="down")  # replaces nothing
-            second = _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
-            third = _store_assistant(record, "hydronet-demo", "the answer", 0, [])
+            _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="down",
+                             replaces=first.pk)  # a failed attempt replaces nothing  # fmt: skip
+            second = _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete",
+                                      replaces=first.pk)  # fmt: skip
+            third = _store_assistant(record, "hydronet-demo", "the answer", 0, [], replaces=second.pk)
             _store_user_message(record, "thanks")
             fourth = _store_assistant(record, "hydronet-demo", "you are welcome", 0, [])
         every = client.get(f"/api/conversations/{conversation}/messages").json()["results"]
@@ -525,7 +527,7 @@ class TestRetry:
         ]  # fmt: skip
         detail = client.get(f"/api/conversations/{conversation}").json()["messages"]
         assert [m["id"] for m in detail if m["replaced"]] == [first.pk, second.pk]
-        # A page that ends with a replaced reply: the next page's first message says so.
+        # A page that ends with a replaced reply: its replacement on a later page says so.
         for size, ids in ((2, {first.pk}), (3, {first.pk}), (4, {first.pk, second.pk}), (5, {first.pk, second.pk})):
             pages = client.get(f"/api/conversations/{conversation}/messages", {"page_size": size}).json()
             assert {m["id"] for m in pages["results"] if m["replaced"]} == ids
@@ -534,6 +536,67 @@ class TestRetry:
         text = client.get(f"/api/conversations/{conversation}/export").content.decode()
         assert text.count("*Answered again below.*") == 2
         assert text.index("the first answer") < text.index("*Answered again below.*") < text.index("half a rep")
+
+    def test_two_turns_at_once_replace_nothing(self, tenant_alpha: TenantFixture) -> None:
+        """Two questions asked at once (two windows, or an API client) interleave: neither reply replaces the
+        other, so the model reads both and none is marked answered again."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "levels at S001?")
+            _store_user_message(record, "rainfall at S002?")
+            _store_assistant(record, "hydronet-demo", "S001 is at 165.7 m.", 0, [])
+            _store_assistant(record, "hydronet-demo", "S002 had 12 mm.", 0, [])
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert [m["content"] for m in history] == [
+            "levels at S001?", "rainfall at S002?", "S001 is at 165.7 m.", "S002 had 12 mm.",
+        ]  # fmt: skip
+        listed = client.get(f"/api/conversations/{conversation}/messages").json()["results"]
+        assert not any(m["replaced"] for m in listed)
+        assert "Answered again" not in client.get(f"/api/conversations/{conversation}/export").content.decode()
+
+    def test_a_retry_names_the_reply_it_replaces(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        first = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"}).json()["message"]
+        again = post(client, f"/api/conversations/{conversation}/retry").json()["message"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert Message.objects.get(pk=again["id"]).replaces_id == first["id"]
+        listed = client.get(f"/api/conversations/{conversation}/messages").json()["results"]
+        assert [(m["id"], m["replaced"]) for m in listed if m["role"] == "assistant"] == [
+            (first["id"], True), (again["id"], False),
+        ]  # fmt: skip
+
+    def test_the_migration_names_what_earlier_retries_replaced(self, tenant_alpha: TenantFixture) -> None:
+        """Before replies named what they replaced, position told: a reply, then another assistant message."""
+        import importlib
+
+        from django.db import connection as db
+
+        from apps.chat import engine
+
+        migration = importlib.import_module("apps.chat.migrations.0002_message_replaces")
+        call = engine.ToolCall(id="c1", name="hydrology__list_stations", service="hydrology", tool="list_stations",
+                               arguments={}, raw_arguments="{}")  # fmt: skip
+        conversation = new_conversation(member_client(tenant_alpha))
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "hi")
+            first = _store_assistant(record, "hydronet-demo", "the first answer", 0, [])
+            failed = _store_assistant(record, "hydronet-demo", "", 0, [], status="error", error="down")
+            again = _store_assistant(record, "hydronet-demo", "the answer", 0, [])  # a regeneration
+            _store_user_message(record, "Which stations?")
+            asked = _store_assistant(record, "hydronet-demo", "", 0, [call])  # a tool round, not a reply
+            Message.objects.create(conversation=record, role="tool", tool_call_id="c1", content="S001")
+            final = _store_assistant(record, "hydronet-demo", "S001.", 0, [])
+            with db.cursor() as cursor:
+                cursor.execute(migration.BACKFILL)
+            replaces = dict(Message.objects.filter(conversation=record).values_list("pk", "replaces_id"))
+        assert replaces[again.pk] == first.pk
+        assert replaces[failed.pk] is None
+        assert replaces[asked.pk] is None
+        assert replaces[final.pk] is None
 
     def test_a_failed_regeneration_replaces_nothing(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
@@ -556,8 +619,8 @@ class TestRetry:
         with schema_context(tenant_alpha.tenant.schema_name):
             record = Conversation.objects.get(pk=conversation)
             _store_user_message(record, "Which stations?")
-            _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
-            _store_assistant(record, "hydronet-demo", "", 0, [call])  # the retry asked for a tool
+            half = _store_assistant(record, "hydronet-demo", "half a rep", 0, [], status="incomplete")
+            _store_assistant(record, "hydronet-demo", "", 0, [call], replaces=half.pk)  # the retry asked for a tool
             Message.objects.create(conversation=record, role="tool", tool_call_id="c1", content="S001")
             _store_assistant(record, "hydronet-demo", "S001.", 0, [])
             history = model_history(Conversation.objects.get(pk=conversation), limit=50)

@@ -202,8 +202,15 @@ class TestChatPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             conversations = [Conversation.objects.create(user=owner, title="Levels") for owner in (member, viewer)]
             for conversation in conversations:
+                standing = None  # the last message that did not fail
                 for role, status in turn:
-                    Message.objects.create(conversation=conversation, role=role, status=status, content="S001?")
+                    # An assistant message after a reply is the turn answering it again: it names it, as
+                    # conversation_retry stores it (a failed attempt names nothing).
+                    again = role == "assistant" and status != "error" and standing and standing.role == "assistant"
+                    message = Message.objects.create(conversation=conversation, role=role, status=status,
+                                                     content="S001?", replaces=standing if again else None)  # fmt: skip
+                    if status != "error":
+                        standing = message
         own, viewers = conversations
         page = client.get(f"/chat/{own.pk}/").content.decode()
         for button in ("chat-retry", "chat-regenerate"):
