@@ -39,7 +39,7 @@ from apps.audit.selectors import audit_event_list
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited, put_on_form
 from apps.usage import limits
-from apps.usage.selectors import usage_series
+from apps.usage.selectors import api_key_totals
 
 # --- Login and logout -------------------------------------------------------------
 
@@ -267,8 +267,7 @@ def api_keys_view(request: HttpRequest) -> HttpResponse:
     keys = list(api_key_list())
     if role_has(getattr(request.user, "role", ""), Perm.VIEW_STATS):  # each key's calls this month
         today = limits.today()
-        calls = {row["api_key_id"]: row["api_calls"]
-                 for row in usage_series(start=limits.period_start(today), end=today, group_by="api_key")}  # fmt: skip
+        calls = {key_id: count for key_id, count, _tokens in api_key_totals(limits.period_start(today), today)}
         for key in keys:
             key.calls_this_month = calls.get(key.pk, 0)  # type: ignore[attr-defined]
     context = {"keys": keys, "form": form, "created": created}

@@ -29,6 +29,7 @@ from apps.chat.selectors import (
     replaced_replies,
 )
 from apps.chat.sse import encode, sse_response
+from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
 
@@ -249,7 +250,27 @@ def _respond(conversation: Conversation, events: Iterator[services.ChatEvent], s
     return _whole(conversation, events)
 
 
-class MessagePostApi(TenantApi):
+class _TurnApi(TenantApi):
+    """What the two operations that run a chat turn share: their options, and the conversation they answer in."""
+
+    required_permission = Perm.CREATE_CONVERSATION
+    metered = True
+
+    class InputSerializer(StrictSerializer):
+        stream = serializers.BooleanField(required=False, default=False)
+        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+
+    def turn_conversation(self, request: Request, conversation_id: int) -> tuple[Actor, Conversation]:
+        """The member's own conversation, with the history the turn sends the model (404 for anyone else's)."""
+        self.member(request)
+        actor = self.actor(request)
+        conversation = access_conversation(
+            actor, conversation_id, write=True, with_history=settings.CHAT_HISTORY_MESSAGES
+        )
+        return actor, conversation
+
+
+class MessagePostApi(_TurnApi):
     """POST /api/conversations/{id}/messages: the user's message, and the assistant's reply.
 
     With ``stream: true`` the reply is Server-Sent Events: ``token`` (``text``),
@@ -259,21 +280,12 @@ class MessagePostApi(TenantApi):
     user's message is stored either way.
     """
 
-    required_permission = Perm.CREATE_CONVERSATION
-    metered = True
-
-    class InputSerializer(StrictSerializer):
+    class InputSerializer(_TurnApi.InputSerializer):
         content = serializers.CharField(allow_blank=True, trim_whitespace=False)
-        stream = serializers.BooleanField(required=False, default=False)
-        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
     @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
-        self.member(request)
-        actor = self.actor(request)
-        conversation = access_conversation(
-            actor, conversation_id, write=True, with_history=settings.CHAT_HISTORY_MESSAGES
-        )
+        actor, conversation = self.turn_conversation(request, conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         events = services.conversation_reply(
@@ -286,28 +298,18 @@ class MessagePostApi(TenantApi):
         return _respond(conversation, events, data.validated_data["stream"])
 
 
-class MessageRetryApi(TenantApi):
-    """POST /api/conversations/{id}/retry: answer the last question again, after its turn failed or was cut short.
+class MessageRetryApi(_TurnApi):
+    """POST /api/conversations/{id}/retry: answer the last question again: "Try again" after its turn failed,
+    was stopped or was cut short, "Regenerate" after a complete answer.
 
     Nothing new is stored for the user. The reply streams (``stream: true``) or
     comes whole, as ``POST .../messages``' does, and is metered the same way.
-    409 ``nothing_to_retry`` when the last question has its complete answer.
+    409 ``nothing_to_retry`` when there is no question yet.
     """
 
-    required_permission = Perm.CREATE_CONVERSATION
-    metered = True
-
-    class InputSerializer(StrictSerializer):
-        stream = serializers.BooleanField(required=False, default=False)
-        model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
-
-    @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
+    @extend_schema(request=_TurnApi.InputSerializer, responses=REPLY_RESPONSES)
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
-        self.member(request)
-        actor = self.actor(request)
-        conversation = access_conversation(
-            actor, conversation_id, write=True, with_history=settings.CHAT_HISTORY_MESSAGES
-        )
+        actor, conversation = self.turn_conversation(request, conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         events = services.conversation_retry(

@@ -159,13 +159,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     window never starts in the middle of such a group. A conversation read by
     ``access_conversation(..., with_history=n)`` (n >= ``limit``) brings them along.
     """
-    recent = getattr(conversation, "recent_messages", None)
-    if recent is None:
-        with connection.cursor() as cursor:
-            history_sql = _HISTORY_SQL.format(conversation="%s", messages=Message._meta.db_table)
-            cursor.execute(f"SELECT {history_sql}", [conversation.pk, Status.ERROR.value, limit])
-            recent = cursor.fetchone()[0]
-    recent = recent[-limit:] if limit > 0 else []
+    recent = _recent_messages(conversation, limit)[-limit:] if limit > 0 else []
     while recent and recent[0]["role"] != "user":
         recent.pop(0)
     answered = {m["tool_call_id"] for m in recent if m["role"] == "tool"}
@@ -193,22 +187,26 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     return history
 
 
-def reply_to_replace(conversation: Conversation) -> int | None:
+def _recent_messages(conversation: Conversation, limit: int) -> list[dict[str, Any]]:
+    """The conversation's last messages that did not fail (at least ``limit``), oldest first, as
+    ``_HISTORY_SQL`` gives them: brought along by ``access_conversation(..., with_history=n)``, else read."""
+    recent = getattr(conversation, "recent_messages", None)
+    if recent is None:
+        with connection.cursor() as cursor:
+            history_sql = _HISTORY_SQL.format(conversation="%s", messages=Message._meta.db_table)
+            cursor.execute(f"SELECT {history_sql}", [conversation.pk, Status.ERROR.value, limit])
+            recent = cursor.fetchone()[0]
+    return recent
+
+
+def reply_to_replace(conversation: Conversation, *, limit: int) -> int | None:
     """The id of the reply a turn answering the last question again replaces: the last message that did
     not fail, if it is a plain reply (no tool calls; complete or cut short). None after a failed turn."""
-    recent = getattr(conversation, "recent_messages", None)
-    if recent is not None:
-        last = recent[-1] if recent else None
-        if last is None or last["role"] != Role.ASSISTANT or last["tool_calls"]:
-            return None
-        return int(last["id"])
-    message = (
-        conversation.messages.exclude(status=Status.ERROR)
-        .order_by("-created_at", "-id")
-        .only("role", "tool_calls")
-        .first()
-    )
-    return message.pk if message is not None and message.role == Role.ASSISTANT and not message.tool_calls else None
+    recent = _recent_messages(conversation, limit)
+    last = recent[-1] if recent else None
+    if last is None or last["role"] != Role.ASSISTANT or last["tool_calls"]:
+        return None
+    return int(last["id"])
 
 
 def is_plain_reply(message: dict[str, Any]) -> bool:

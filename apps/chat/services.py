@@ -183,7 +183,7 @@ def conversation_retry(
     refused (409 ``nothing_to_retry``) before anything is charged.
     """
     started = time.monotonic()
-    replaces = reply_to_replace(conversation)
+    replaces = reply_to_replace(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     while history and is_plain_reply(history[-1]):
         history.pop()  # the reply being replaced

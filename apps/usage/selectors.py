@@ -222,13 +222,9 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
     ]
 
 
-def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
-    """Each API key's calls and tokens over [start, end], most calls first; keys without calls are left out.
-
-    Counted per key since migration usage.0003: calls flushed before it count on the
-    tenant's row only, so in a range that reaches back before it the keys add up to less than the
-    "API keys" line of the per-user series.
-    """
+def api_key_totals(start: dt.date, end: dt.date) -> list[tuple[int, int, int]]:
+    """(key id, calls, tokens) of each API key with calls over [start, end], most calls first: flushed
+    totals and unflushed calls together."""
     sql = """
     SELECT api_key_id, SUM(calls), SUM(tokens) FROM (
       SELECT api_key_id, api_calls AS calls, tokens_used AS tokens FROM usage_api_key_stats
@@ -239,7 +235,17 @@ def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
     ) u GROUP BY api_key_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC, api_key_id"""
     with connection.cursor() as cursor:
         cursor.execute(sql, {"start": start, "end": end})
-        rows = cursor.fetchall()
+        return [(int(key), int(calls), int(tokens)) for key, calls, tokens in cursor.fetchall()]
+
+
+def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
+    """Each API key's calls and tokens over [start, end], most calls first; keys without calls are left out.
+
+    Counted per key since migration usage.0003: calls flushed before it count on the
+    tenant's row only, so in a range that reaches back before it the keys add up to less than the
+    "API keys" line of the per-user series.
+    """
+    rows = api_key_totals(start, end)
     keys = {key.pk: key for key in ApiKey.objects.filter(pk__in=[r[0] for r in rows])}
     out = []
     for key_id, calls, tokens in rows:
@@ -250,8 +256,8 @@ def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
                 "name": key.name if key else "",
                 "prefix": key.prefix if key else "",
                 "revoked": bool(key and key.revoked_at),
-                "api_calls": int(calls),
-                "tokens": int(tokens),
+                "api_calls": calls,
+                "tokens": tokens,
             }
         )
     return out
