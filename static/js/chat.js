@@ -329,4 +329,5 @@
       form.requestSubmit();
     }
   });
+  send.disabled = false; // wired: the page can send now
 })();
