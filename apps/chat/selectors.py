@@ -10,7 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
+from django.db.models.functions import Coalesce, Concat, Greatest, Length, Lower, StrIndex, Substr
 from django.http import Http404
 from django.utils.translation import gettext as _
 
@@ -20,9 +21,18 @@ from apps.chat.models import Conversation, Message, Role, Status
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 
+# What a search shows of a message that matched: the match, with this much before it, as plain text.
+MATCH_LEAD_CHARS = 40
+MATCH_CHARS = 140
+
 
 def conversation_list(*, actor: Actor, search: str = "", everyone: bool = False) -> QuerySet[Conversation]:
-    """The actor's conversations, newest first; everyone's with ``all_conversations``."""
+    """The actor's conversations, newest first; everyone's with ``all_conversations``.
+
+    ``search`` finds it in the title or in what was said: a question or an answer, not a tool's output or
+    a failed turn's error. Each found conversation has ``match``: a window of the latest message that
+    contains it, with "…" where the message goes on ("" when only the title matches).
+    """
     conversations = Conversation.objects.select_related("user")
     if everyone and _can(actor, Perm.ALL_CONVERSATIONS):
         pass
@@ -31,7 +41,30 @@ def conversation_list(*, actor: Actor, search: str = "", everyone: bool = False)
     else:
         conversations = conversations.none()
     if search:
-        conversations = conversations.filter(title__icontains=search)
+        said = (
+            Message.objects.filter(
+                conversation=OuterRef("pk"), role__in=(Role.USER, Role.ASSISTANT), content__icontains=search
+            )
+            .exclude(status=Status.ERROR)
+            .annotate(at=StrIndex(Lower("content"), Lower(Value(search))))
+            .annotate(start=Greatest(F("at") - MATCH_LEAD_CHARS, 1))
+            .annotate(
+                window=Concat(
+                    Case(When(start__gt=1, then=Value("…")), default=Value(""), output_field=TextField()),
+                    Substr("content", F("start"), MATCH_CHARS),
+                    Case(
+                        When(start__lt=Length("content") - MATCH_CHARS + 1, then=Value("…")),
+                        default=Value(""),
+                        output_field=TextField(),
+                    ),
+                    output_field=TextField(),
+                )
+            )
+            .order_by("-id")
+        )
+        conversations = conversations.annotate(
+            match=Coalesce(Subquery(said.values("window")[:1]), Value(""), output_field=TextField())
+        ).filter(Q(title__icontains=search) | ~Q(match=""))
     return conversations.order_by("-updated_at", "-id")
 
 

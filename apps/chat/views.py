@@ -16,7 +16,7 @@ from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
 
-# The sidebar lists the most recent conversations; a search by title finds the older ones.
+# The sidebar lists the most recent conversations; a search (titles and what was said) finds the older ones.
 SIDEBAR_CONVERSATIONS = 100
 SEARCH_MAX_CHARS = 200
 # A long conversation opens at its latest messages: each assistant message is Markdown rendered and
@@ -61,6 +61,10 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     everyone = can_see_all and request.GET.get("all") == "1"  # the sidebar lists everyone's, read-only
     found = conversation_list(actor=actor, search=search, everyone=everyone)
     conversations = list(found[: SIDEBAR_CONVERSATIONS + 1])
+    for item in conversations:  # found by what was said, not by the title: show where
+        item.match_parts = (
+            _match_parts(item.match, search) if search and search.lower() not in item.title.lower() else None
+        )
     read_only = conversation is not None and conversation.user_id != request.user.pk
     writable = not read_only and role_has(getattr(request.user, "role", ""), Perm.CREATE_CONVERSATION)
     # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
@@ -86,3 +90,13 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)
+
+
+def _match_parts(window: str, search: str) -> tuple[str, str, str] | None:
+    """The window of a message a search found, split around the match (to be marked); escaped by the template."""
+    if not window:
+        return None
+    at = window.lower().find(search.lower())
+    if at < 0:  # PostgreSQL's case folding found it where Python's does not: show it unmarked
+        return window, "", ""
+    return window[:at], window[at : at + len(search)], window[at + len(search) :]

@@ -62,6 +62,32 @@ class TestConversations:
         assert client.delete(f"/api/conversations/{second}").status_code == 204
         assert client.get(f"/api/conversations/{second}").status_code == 404
 
+    def test_search_finds_what_was_said_but_not_tool_output_errors_or_others_conversations(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        client = member_client(tenant_alpha)
+        said, tool_only, failed = new_conversation(client), new_conversation(client), new_conversation(client)
+        theirs = new_conversation(member_client(tenant_alpha))
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Message.objects.create(conversation_id=said, role="assistant", content="The spillway at S004 is open.")
+            Message.objects.create(conversation_id=tool_only, role="tool", service="hydrology", tool="levels",
+                                   arguments={}, content='{"note": "spillway"}')  # fmt: skip
+            Message.objects.create(conversation_id=failed, role="assistant", status="error",
+                                   content="The spillway server could not be reached")  # fmt: skip
+            Message.objects.create(conversation_id=theirs, role="user", content="spillway?")
+
+        def found(query: str, **params: str) -> list[int]:
+            response = client.get("/api/conversations", {"search": query, **params})
+            assert response.status_code == 200, response.content
+            return [c["id"] for c in response.json()["results"]]
+
+        assert found("SPILLWAY") == [said]
+        assert found("spillway at s004") == [said]
+        assert found("100%") == []  # a LIKE wildcard is a character like any other
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        everyone = admin.get("/api/conversations", {"search": "spillway", "all": "true"}).json()["results"]
+        assert sorted(c["id"] for c in everyone) == sorted([said, theirs])
+
     def test_members_see_only_their_own(self, tenant_alpha: TenantFixture) -> None:
         alice, bob = member_client(tenant_alpha), member_client(tenant_alpha)
         conversation = new_conversation(alice)

@@ -54,8 +54,9 @@ def test_pages_need_a_login(tenant_alpha: TenantFixture, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("language", "expected"),
-    [("zh-hans", ["新对话", "发送", "工具（MCP 服务）", "测试连接", "模型服务器", "搜索标题"]),
-     ("en", ["New conversation", "Send", "Tools (MCP services)", "Test connection", "Model server", "Search titles"])],
+    [("zh-hans", ["新对话", "发送", "工具（MCP 服务）", "测试连接", "模型服务器", "搜索对话"]),
+     ("en", ["New conversation", "Send", "Tools (MCP services)", "Test connection", "Model server",
+             "Search conversations"])],
 )  # fmt: skip
 def test_the_pages_speak_both_languages(
     tenant_alpha: TenantFixture, hydrology: Any, language: str, expected: list[str]
@@ -128,8 +129,37 @@ class TestChatPage:
         assert "Someone else" not in found  # only one's own
         assert "Reservoir" not in found
         assert "most recent are shown" not in found
-        assert "No conversation title matches." in sidebar("nothing like this")
+        assert "No conversation matches." in sidebar("nothing like this")
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
+
+    def test_the_sidebar_finds_what_was_said_and_shows_where(self, tenant_alpha: TenantFixture) -> None:
+        """A search looks in the questions and answers too, and shows the words around the match, escaped."""
+        member, client = member_and_client(tenant_alpha)
+        long_answer = "Levels rose all week. " * 10 + "Rainfall at <S002> was 12 mm, " + "then it dried up. " * 10
+        with schema_context(tenant_alpha.tenant.schema_name):
+            answered = Conversation.objects.create(user=member, title="Weekly report")
+            Message.objects.create(conversation=answered, role="user", content="How was the week?")
+            Message.objects.create(conversation=answered, role="assistant", content=long_answer)
+            titled = Conversation.objects.create(user=member, title="Rainfall June")
+            Message.objects.create(conversation=titled, role="user", content="rainfall?")
+
+        def sidebar(query: str) -> str:
+            page = client.get("/chat/", {"q": query}).content.decode()
+            return page.split('data-testid="conversations"')[1].split("</aside>")[0]
+
+        found = sidebar("RAINFALL AT")
+        assert "Weekly report" in found
+        assert "…Levels rose all week. Rainfall at &lt;S002&gt;" not in found  # the window starts near the match
+        match = found.split('data-testid="conversation-match">')[1].split("</span>")[0]
+        assert match.startswith("…")
+        assert match.endswith("…")
+        assert "<mark>Rainfall at</mark> &lt;S002&gt; was 12 mm" in match
+        assert len(found.split('data-testid="conversation-match"')) == 2  # the titled one shows no window
+        assert "Rainfall June" not in found
+        both = sidebar("rainfall")
+        assert "Rainfall June" in both
+        assert "Weekly report" in both
+        assert sidebar("how was the WEEK").count('data-testid="conversation-match"') == 1  # a question too
 
     def test_an_admin_lists_everyones_conversations_read_only_and_a_user_cannot(
         self, tenant_alpha: TenantFixture
