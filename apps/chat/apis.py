@@ -43,6 +43,17 @@ class ConversationOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ConversationListOutput(ConversationOutput):
+    """A conversation in a list; with ``?search=``, ``match``: the words around it in the latest question or
+    answer that has it, with "…" where the message goes on ("" when none has it: the title matched)."""
+
+    match = serializers.CharField(read_only=True, default="")
+
+    class Meta(ConversationOutput.Meta):
+        fields = (*ConversationOutput.Meta.fields, "match")
+        read_only_fields = fields
+
+
 class MessageOutput(serializers.ModelSerializer):
     """A message; ``replaced``: a reply answered again since ("Try again", "Regenerate"), which the model no
     longer reads. The context's ``replaced`` holds their ids (``selectors.replaced_replies``)."""
@@ -82,7 +93,7 @@ class ConversationListApi(TenantApi):
         page = serializers.IntegerField(required=False, min_value=1)
         page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
-    @extend_schema(parameters=[FilterSerializer], responses={200: ConversationOutput(many=True)})
+    @extend_schema(parameters=[FilterSerializer], responses={200: ConversationListOutput(many=True)})
     def get(self, request: Request) -> Response:
         self.member(request)
         filters = self.FilterSerializer(data=request.query_params)
@@ -92,7 +103,7 @@ class ConversationListApi(TenantApi):
             search=filters.validated_data.get("search", ""),
             everyone=filters.validated_data["all"],
         )
-        return self.paginate(request, conversations, ConversationOutput)
+        return self.paginate(request, conversations, ConversationListOutput)
 
 
 class ConversationCreateApi(TenantApi):

@@ -82,6 +82,9 @@ class TestConversations:
             return [c["id"] for c in response.json()["results"]]
 
         assert found("SPILLWAY") == [said]
+        matched = client.get("/api/conversations", {"search": "s004"}).json()["results"]
+        assert [c["match"] for c in matched] == ["The spillway at S004 is open."]
+        assert client.get("/api/conversations").json()["results"][0]["match"] == ""  # no search
         assert found("spillway at s004") == [said]
         assert found("100%") == []  # a LIKE wildcard is a character like any other
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
