@@ -39,8 +39,8 @@ class ConversationOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Conversation
-        fields = ("id", "title", "model", "owner", "tokens_used", "created_at", "updated_at")
-        read_only_fields = fields
+        fields: tuple[str, ...] = ("id", "title", "model", "owner", "tokens_used", "created_at", "updated_at")
+        read_only_fields: tuple[str, ...] = fields
 
 
 class ConversationListOutput(ConversationOutput):
@@ -135,8 +135,8 @@ class ConversationDetailApi(TenantApi):
         messages = serializers.SerializerMethodField()
 
         class Meta(ConversationOutput.Meta):
-            fields = (*ConversationOutput.Meta.fields, "messages")  # type: ignore[assignment]
-            read_only_fields = fields  # type: ignore[assignment]
+            fields = (*ConversationOutput.Meta.fields, "messages")
+            read_only_fields = fields
 
         def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
             messages = list(message_list(conversation))

@@ -41,17 +41,18 @@ def conversation_list(*, actor: Actor, search: str = "", everyone: bool = False)
     else:
         conversations = conversations.none()
     if search:
+        start = Greatest(F("at") - MATCH_LEAD_CHARS, 1)  # where the window begins (1-based)
         said = (
             Message.objects.filter(
                 conversation=OuterRef("pk"), role__in=(Role.USER, Role.ASSISTANT), content__icontains=search
             )
             .exclude(status=Status.ERROR)
             .annotate(at=StrIndex(Lower("content"), Lower(Value(search))))
-            .annotate(start=Greatest(F("at") - MATCH_LEAD_CHARS, 1))
+            .annotate(start=start)
             .annotate(
                 window=Concat(
                     Case(When(start__gt=1, then=Value("…")), default=Value(""), output_field=TextField()),
-                    Substr("content", F("start"), MATCH_CHARS),
+                    Substr("content", start, MATCH_CHARS),
                     Case(
                         When(start__lt=Length("content") - MATCH_CHARS + 1, then=Value("…")),
                         default=Value(""),

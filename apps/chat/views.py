@@ -61,10 +61,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     everyone = can_see_all and request.GET.get("all") == "1"  # the sidebar lists everyone's, read-only
     found = conversation_list(actor=actor, search=search, everyone=everyone)
     conversations = list(found[: SIDEBAR_CONVERSATIONS + 1])
-    for item in conversations:  # found by what was said, not by the title: show where
-        item.match_parts = (
-            _match_parts(item.match, search) if search and search.lower() not in item.title.lower() else None
-        )
+    for listed_one in conversations:  # found by what was said, not by the title: show where
+        by_title = not search or search.lower() in listed_one.title.lower()
+        listed_one.match_parts = None if by_title else _match_parts(listed_one.match, search)  # type: ignore[attr-defined]
     read_only = conversation is not None and conversation.user_id != request.user.pk
     writable = not read_only and role_has(getattr(request.user, "role", ""), Perm.CREATE_CONVERSATION)
     # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
