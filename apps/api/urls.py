@@ -86,6 +86,7 @@ urlpatterns = [
     path("usage", usage.UsageApi.as_view(), name="usage"),
     path("quota", usage.QuotaApi.as_view(), name="quota"),
     path("quota/spending-cap", usage.SpendingCapApi.as_view(), name="spending-cap"),
+    path("quota/member-daily-calls", usage.MemberDailyCallsApi.as_view(), name="member-daily-calls"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -70,6 +70,11 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
     spending_cap_fen = models.PositiveBigIntegerField(
         _("monthly spending cap on overage (fen)"), null=True, blank=True, help_text=_("Empty: no cap.")
     )
+    # Set by the tenant's admins: the AI calls each member may make a UTC day (apps.usage.meter). API keys,
+    # which are no member's, are not limited by it.
+    member_daily_calls = models.PositiveIntegerField(
+        _("AI calls a member may make a day"), null=True, blank=True, help_text=_("Empty: no limit.")
+    )
 
     auto_create_schema = True
     auto_drop_schema = False

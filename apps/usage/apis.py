@@ -20,7 +20,7 @@ from apps.api.permissions import PermissionMissing
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.selectors import quota_status, usage_series
-from apps.usage.services import spending_cap_set
+from apps.usage.services import member_daily_calls_set, spending_cap_set
 
 MAX_RANGE_DAYS = 366
 
@@ -140,4 +140,24 @@ class SpendingCapApi(TenantApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         tenant = spending_cap_set(actor=self.actor(request), cap_fen=data.validated_data["spending_cap_fen"])
+        return Response(self.OutputSerializer(tenant).data)
+
+
+class MemberDailyCallsApi(TenantApi):
+    """PUT /api/quota/member-daily-calls: each member may make at most this many AI calls a day, UTC (null: no
+    limit). A member past it gets 402 ``quota_exceeded`` with ``details.quota`` ``member_daily_calls``."""
+
+    required_permission = Perm.MANAGE_BILLING
+
+    class InputSerializer(StrictSerializer):
+        member_daily_calls = serializers.IntegerField(allow_null=True)
+
+    class OutputSerializer(serializers.Serializer):
+        member_daily_calls = serializers.IntegerField(allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer})
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = member_daily_calls_set(actor=self.actor(request), calls=data.validated_data["member_daily_calls"])
         return Response(self.OutputSerializer(tenant).data)

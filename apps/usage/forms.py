@@ -10,7 +10,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from apps.usage import limits as L
-from apps.usage.services import MAX_SPENDING_CAP_FEN
+from apps.usage.services import MAX_MEMBER_DAILY_CALLS, MAX_SPENDING_CAP_FEN
 
 FEN_PER_YUAN = 100
 
@@ -35,6 +35,18 @@ class SpendingCapForm(forms.Form):
             # Exact: the field allows at most two decimals, so this is a whole number of fen.
             data["cap_fen"] = int(yuan * FEN_PER_YUAN)
         return data
+
+
+class MemberDailyCallsForm(forms.Form):
+    """The AI calls each member may make a day."""
+
+    calls = forms.IntegerField(
+        label=_("AI calls a member may make a day"),
+        min_value=1,
+        max_value=MAX_MEMBER_DAILY_CALLS,
+        help_text=_("Counted by UTC day, model rounds and tool calls alike. API keys are not limited by it."),
+        widget=forms.NumberInput(attrs={"min": "1", "inputmode": "numeric"}),
+    )
 
 
 BAD_MONTH = _("Give the month as YYYY-MM, for example 2026-11.")

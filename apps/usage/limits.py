@@ -1,4 +1,4 @@
-"""A tenant's effective limits: its plan's, with staff overrides and the admins' spending cap.
+"""A tenant's effective limits: its plan's, with staff overrides and the admins' spending cap and member limit.
 
 NULL means unlimited, as in the plans table. Which checks stop work:
 
@@ -33,6 +33,7 @@ class Limits:
     hard_stop: bool
     overage_fen_per_1000_calls: int | None
     spending_cap_fen: int | None
+    member_daily_calls: int | None = None  # the admins' limit on each member's AI calls a day
 
     @property
     def calls_stop_at(self) -> int | None:
@@ -88,6 +89,7 @@ def limits_for(tenant: Tenant) -> Limits:
         hard_stop=plan.hard_stop,
         overage_fen_per_1000_calls=plan.overage_fen_per_1000_calls,
         spending_cap_fen=tenant.spending_cap_fen,
+        member_daily_calls=tenant.member_daily_calls,
     )
 
 
@@ -111,6 +113,12 @@ def resets_at(day: dt.date) -> dt.datetime:
     """When the month of ``day`` ends and its counts start again: midnight UTC on the 1st."""
     nxt = period_end(day) + dt.timedelta(days=1)
     return dt.datetime(nxt.year, nxt.month, 1, tzinfo=dt.UTC)
+
+
+def day_resets_at(day: dt.date) -> dt.datetime:
+    """When the day's counts start again (a member's daily limit): the next midnight UTC."""
+    nxt = day + dt.timedelta(days=1)
+    return dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=dt.UTC)
 
 
 def crossed(limit: int | None, before: int, after: int) -> list[int]:

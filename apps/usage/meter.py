@@ -2,7 +2,8 @@
 
 Each AI call costs one Redis round trip: ``charge`` runs one Lua script that
 counts the request against the tenant's per-minute rate, checks the monthly call
-quota and storage, and takes one call, atomically. With Q calls left and K
+quota, storage and the member's calls of the day (``member_daily_calls``, which
+the tenant's admins set), and takes one call, atomically. With Q calls left and K
 concurrent requests, across any number of processes, exactly min(K, Q) get
 through: Redis runs scripts one at a time. The script can also read one more key
 the call needs (``also_get``: a chat turn's AI setup), so that read costs no round
@@ -52,6 +53,8 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.formats import time_format
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
@@ -72,12 +75,14 @@ MONTH_TTL_SECONDS = 70 * 24 * 3600
 DAY_TTL_SECONDS = 3 * 24 * 3600
 
 # What the charge script answers.
-OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED = 0, 1, 2, 3, 4
+OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED = 0, 1, 2, 3, 4, 5
 
 # KEYS: rate, month, day, storage, and optionally a key to read when the call is let through
-# ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none)
+# ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none),
+# who's calls a day (-1: none)
 # Returns {status, requests in this window, calls before, calls after, storage bytes[, the counters'
 # generation, the key's value]}: a call that was let through gets the generation of the counters it is in.
+# MEMBER_EXCEEDED has who's calls of the day where the others have the month's calls after.
 _CHARGE = """
 local rate = -1
 if ARGV[1] == '1' then
@@ -98,6 +103,11 @@ local storage_stop = tonumber(ARGV[7])
 if storage_stop >= 0 and storage >= storage_stop then return {4, rate, used, used, storage} end
 local stop = tonumber(ARGV[5])
 if stop >= 0 and used + n > stop then return {3, rate, used, used, storage} end
+local member_stop = tonumber(ARGV[8])
+if member_stop >= 0 then
+  local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[6] .. ':calls') or '0')
+  if mine + n > member_stop then return {5, rate, used, mine, storage} end
+end
 local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
 redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
 local generation = redis.call('HGET', KEYS[2], 'g') or ''
@@ -297,6 +307,8 @@ class Meter:
             raise self._storage_exceeded(storage, day)
         if status == CALLS_EXCEEDED:
             raise self._calls_exceeded(used_before, day)
+        if status == MEMBER_EXCEEDED:
+            raise self._member_exceeded(used_after, day)
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
             self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
@@ -373,13 +385,15 @@ class Meter:
         limit = self.limits.rate_per_minute
         stop = self.limits.calls_stop_at
         storage_stop = self.limits.storage_stop_at
+        # A member's own calls only: API keys are no member's.
+        member_stop = self.limits.member_daily_calls if self.user_id is not None else None
         try:
             reply = script("charge", _CHARGE, redis_client())(
                 keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema),
                       *([also_get] if also_get else [])],
                 args=[
                     "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
-                    -1 if storage_stop is None else storage_stop,
+                    -1 if storage_stop is None else storage_stop, -1 if member_stop is None else member_stop,
                 ],
             )  # fmt: skip
         except RedisError:
@@ -459,6 +473,18 @@ class Meter:
             details={"quota": str(quota), "limit": limits.calls_stop_at, "used": used,
                      "resets_at": L.resets_at(day).isoformat()},
         )  # fmt: skip
+
+    def _member_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
+        limit = self.limits.member_daily_calls
+        assert limit is not None
+        resets = L.day_resets_at(day)
+        message = _(
+            "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from %(time)s."
+        ) % {"limit": limit, "time": time_format(timezone.localtime(resets), "H:i")}
+        return QuotaExceeded(
+            message,
+            details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": resets.isoformat()},
+        )
 
     def _storage_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limit = self.limits.storage_bytes or 0

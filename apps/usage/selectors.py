@@ -162,6 +162,7 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     out[0]["overage"] = overage
     out[0]["overage_fen"] = limits.overage_fen(calls)
     out[0]["spending_cap_fen"] = limits.spending_cap_fen
+    out[0]["member_daily_calls"] = limits.member_daily_calls
     out[0]["hard_stop"] = limits.hard_stop
     return out
 

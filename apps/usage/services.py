@@ -26,6 +26,7 @@ from apps.usage.scripts import Adjustment, add_to_counters, redis_client
 logger = logging.getLogger(__name__)
 
 MAX_SPENDING_CAP_FEN = 100_000_000_00  # ¥100 million: anything above is a typo
+MAX_MEMBER_DAILY_CALLS = 1_000_000  # a call every 0.09 s all day: anything above is a typo
 
 
 # --- Alerts ----------------------------------------------------------------------------
@@ -244,4 +245,23 @@ def spending_cap_set(*, actor: Actor, cap_fen: int | None) -> Tenant:
     tenant.save(update_fields=["spending_cap_fen", "updated_at"])
     audit_record(actor=actor, action="billing.spending_cap_set", target_type="tenant", target_id=tenant.pk,
                  metadata={"from_fen": old, "to_fen": cap_fen})  # fmt: skip
+    return tenant
+
+
+# --- Each member's calls a day ---------------------------------------------------------
+
+
+@transaction.atomic
+def member_daily_calls_set(*, actor: Actor, calls: int | None) -> Tenant:
+    """Set (or with None, remove) the AI calls each member may make a day (UTC), so that no one member uses up
+    the workspace's month. API keys are not limited by it (apps.usage.meter)."""
+    if calls is not None and not (1 <= calls <= MAX_MEMBER_DAILY_CALLS):
+        message = _("Enter a number of calls between 1 and %(max)d.") % {"max": MAX_MEMBER_DAILY_CALLS}
+        raise InvalidInput(message, details={"member_daily_calls": [message]})
+    tenant = tenant_current_locked()
+    old = tenant.member_daily_calls
+    tenant.member_daily_calls = calls
+    tenant.save(update_fields=["member_daily_calls", "updated_at"])
+    audit_record(actor=actor, action="usage.member_daily_calls_set", target_type="tenant", target_id=tenant.pk,
+                 metadata={"from": old, "to": calls})  # fmt: skip
     return tenant

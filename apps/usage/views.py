@@ -21,10 +21,10 @@ from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, json_error
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
-from apps.usage.forms import FEN_PER_YUAN, SpendingCapForm, UsageMonthForm
+from apps.usage.forms import FEN_PER_YUAN, MemberDailyCallsForm, SpendingCapForm, UsageMonthForm
 from apps.usage.models import Quota
 from apps.usage.selectors import quota_status, usage_series
-from apps.usage.services import spending_cap_set
+from apps.usage.services import member_daily_calls_set, spending_cap_set
 
 # Quota bars: amber from this share of the limit, red at the limit.
 WARN_PERCENT = 80
@@ -74,6 +74,7 @@ def _page(
     *,
     month: dt.date | None = None,
     month_form: UsageMonthForm | None = None,
+    member_form: MemberDailyCallsForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     """The usage of ``month`` (its first day; this month by default); quotas and the cap only with this month."""
@@ -104,6 +105,13 @@ def _page(
             "labels": {"api_calls": _("API calls"), "tokens": _("Tokens")},
         },
     }
+    member_daily_calls = tenant.member_daily_calls
+    if current and member_daily_calls is not None and not everyone:  # one's own calls today, against the limit
+        context["member_limit"] = {
+            "limit": member_daily_calls,
+            "used": next((d["api_calls"] for d in daily if d["date"] == today.isoformat()), 0),
+            "resets_at": L.day_resets_at(today),
+        }
     if everyone:
         context["per_user"] = usage_series(start=start, end=end, group_by="user")
         context["per_key"] = usage_series(start=start, end=end, group_by="api_key")
@@ -122,6 +130,9 @@ def _page(
             bills_overage=limits.bills_overage,
             overage_price_yuan=_yuan(limits.overage_fen_per_1000_calls),
             cap_form=cap_form,
+            member_daily_calls=member_daily_calls,
+            day_resets_at=L.day_resets_at(today),
+            member_form=member_form or MemberDailyCallsForm(initial={"calls": member_daily_calls}),
         )  # fmt: skip
     return render(request, "usage/usage.html", context, status=status)
 
@@ -209,4 +220,26 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
         messages.success(request, _("The spending cap is removed."))
     else:
         messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": _yuan(cap_fen)})
+    return redirect("usage:usage")
+
+
+@permission_required(Perm.MANAGE_BILLING)
+@require_POST
+def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
+    """Set the AI calls each member may make a day, or remove the limit (``action=remove``)."""
+    form = MemberDailyCallsForm(request.POST)
+    remove = request.POST.get("action") == "remove"
+    cap_form = SpendingCapForm(initial={"cap_yuan": _yuan(tenant_current().spending_cap_fen)})
+    if not remove and not form.is_valid():
+        return _page(request, cap_form, member_form=form, status=400)
+    calls = None if remove else form.cleaned_data["calls"]
+    try:
+        member_daily_calls_set(actor=request_actor(request), calls=calls)
+    except ApplicationError as exc:
+        form.add_error(None, exc.message)
+        return _page(request, cap_form, member_form=form, status=400)
+    if calls is None:
+        messages.success(request, _("Members' calls a day are no longer limited."))
+    else:
+        messages.success(request, _("Each member may now make %(calls)s AI calls a day.") % {"calls": calls})
     return redirect("usage:usage")

@@ -889,6 +889,112 @@ class TestUsageApi:
         assert event.metadata == {"from_fen": None, "to_fen": 500}
 
 
+class TestMemberDailyCalls:
+    """The admins' limit on each member's AI calls a day: checked in the charge script, so no extra round trip."""
+
+    @staticmethod
+    def admin(tenant: TenantFixture) -> Client:
+        return tenant.client(**bearer(jwt_pair(tenant, admin_of(tenant))["access"]))
+
+    @staticmethod
+    def set_limit(tenant: TenantFixture, calls: Any) -> Any:
+        return TestMemberDailyCalls.admin(tenant).put(
+            "/api/quota/member-daily-calls", json.dumps({"member_daily_calls": calls}), content_type="application/json"
+        )
+
+    @staticmethod
+    def turn(client: Client) -> int:
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        return int(client.post(url, {"content": "Hi"}, content_type="application/json").status_code)
+
+    def test_a_member_past_it_is_refused_while_others_and_api_keys_go_on(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, fresh_counters: None
+    ) -> None:
+        response = self.set_limit(tenant_alpha, 2)
+        assert response.status_code == 200
+        assert response.json() == {"member_daily_calls": 2}
+        alice, bob = member_client(tenant_alpha), member_client(tenant_alpha)
+        conversation = alice.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        for _ in range(2):
+            assert alice.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        stored = with_schema(tenant_alpha, Message.objects.count)
+        refused = alice.post(url, {"content": "Hi"}, content_type="application/json")
+        assert refused.status_code == 402
+        error = refused.json()["error"]
+        assert error["code"] == "quota_exceeded"
+        resets = L.day_resets_at(L.today())
+        assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
+                                    "resets_at": resets.isoformat()}  # fmt: skip
+        assert "2 AI calls a day" in error["message"]
+        assert "More from 08:00." in error["message"]  # midnight UTC, in the workspace's time zone (Asia/Shanghai)
+        assert with_schema(tenant_alpha, Message.objects.count) == stored  # the refusal stored nothing
+        assert self.turn(bob) == 200  # another member has calls of their own
+        assert v1(key_client(tenant_alpha)).status_code == 200  # API keys (all /v1 takes) are no member's
+        assert self.turn(member_client(tenant_beta)) == 200  # another workspace has no such limit
+        assert counters(tenant_alpha)["calls"] == 4  # the refused calls were not taken
+        assert len(events(tenant_alpha)) == 4
+        assert self.admin(tenant_alpha).get("/api/quota").json()["quotas"][0]["member_daily_calls"] == 2
+
+        assert self.set_limit(tenant_alpha, None).status_code == 200  # removed: Alice goes on
+        assert self.turn(alice) == 200
+
+    def test_tool_calls_count_and_a_turn_past_it_ends_with_an_error_event(
+        self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None
+    ) -> None:
+        assert self.set_limit(tenant_alpha, 1).status_code == 200  # the model round fits, its tool call does not
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        response = client.post(f"/api/conversations/{conversation['id']}/messages",
+                               {"content": QUESTION, "stream": True}, content_type="application/json")  # fmt: skip
+        body = b"".join(response.streaming_content).decode()
+        assert "event: error" in body
+        assert '"quota":"member_daily_calls"' in body
+        assert [e.kind for e in events(tenant_alpha)] == ["model"]
+
+    def test_exactly_the_calls_left_get_through_at_once(
+        self, tenant_alpha: TenantFixture, fresh_counters: None
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from apps.core.exceptions import QuotaExceeded
+
+        tenant = limits(tenant_alpha, member_daily_calls=5)
+        member = make_member(tenant_alpha, Role.USER)
+        meter = Meter(tenant=tenant, user_id=member.pk, api_key_id=None)
+        with schema_context(tenant.schema_name):
+            meter.release(meter.charge())  # builds the counters, so the threads only talk to Redis
+
+        def one(_n: int) -> str:
+            try:
+                Meter(tenant=tenant, user_id=member.pk, api_key_id=None).charge()
+            except QuotaExceeded as exc:
+                return str(exc.details["quota"])
+            return "through"
+
+        with ThreadPoolExecutor(12) as pool:
+            assert sorted(pool.map(one, range(24))) == ["member_daily_calls"] * 19 + ["through"] * 5
+
+    @pytest.mark.parametrize("calls", [0, -1, "ten", 1.5, 1_000_001, True])
+    def test_a_bad_limit_changes_nothing(self, tenant_alpha: TenantFixture, calls: Any) -> None:
+        response = self.set_limit(tenant_alpha, calls)
+        assert response.status_code == 400, response.content
+        assert "member_daily_calls" in response.json()["error"]["details"]
+        assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).member_daily_calls is None
+
+    @pytest.mark.parametrize("role", [Role.USER, Role.VIEWER])
+    def test_only_billing_admins_set_it_and_it_is_audited(self, tenant_alpha: TenantFixture, role: str) -> None:
+        other = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, role))["access"]))
+        body = {"member_daily_calls": 50}
+        assert other.put("/api/quota/member-daily-calls", body, content_type="application/json").status_code == 403
+        assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).member_daily_calls is None
+        assert self.set_limit(tenant_alpha, 50).status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):
+            event = AuditEvent.objects.get(action="usage.member_daily_calls_set")
+        assert event.metadata == {"from": None, "to": 50}
+
+
 def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha: TenantFixture) -> None:
     from apps.accounts.services import staff_user_create
 

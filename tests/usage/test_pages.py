@@ -274,6 +274,62 @@ class TestSpendingCap:
         assert logged_in(tenant_alpha, Role.ADMIN).get("/usage/spending-cap/").status_code == 405
 
 
+def member_limit_of(tenant: TenantFixture) -> int | None:
+    return Tenant.objects.get(pk=tenant.tenant.pk).member_daily_calls
+
+
+class TestMemberDailyCalls:
+    def test_an_admin_sets_and_removes_it_and_a_member_sees_their_day(self, tenant_alpha: TenantFixture) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert text_of(client.get("/usage/").content.decode(), "member-limit") == "No limit"
+        response = client.post("/usage/member-daily-calls/", {"calls": "1500"})
+        assert response.status_code == 302
+        assert response["Location"] == "/usage/"
+        assert member_limit_of(tenant_alpha) == 1500
+        page = client.get("/usage/").content.decode()
+        assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00"
+        assert 'value="1500"' in page  # the form starts from the current limit
+        assert "Each member may now make 1500 AI calls a day." in page
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert AuditEvent.objects.filter(action="usage.member_daily_calls_set").count() == 1
+
+        member, user = member_client(tenant_alpha, Role.USER)
+        stat(tenant_alpha, user.pk, 12, 300)
+        if L.today().day > 1:  # yesterday's calls do not count
+            stat(tenant_alpha, user.pk, 40, 900, L.today() - dt.timedelta(days=1))
+        own = member.get("/usage/").content.decode()
+        today = own.split('data-testid="member-today"')[1].split("</div>\n  </div>")[0]
+        assert "12 / 1,500" in today  # today's calls only
+        assert 'data-testid="member-limit-form"' not in own
+
+        assert client.post("/usage/member-daily-calls/", {"action": "remove"}).status_code == 302
+        assert member_limit_of(tenant_alpha) is None
+        assert 'data-testid="member-today"' not in member.get("/usage/").content.decode()
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [("0", "greater than or equal to 1"), ("-5", "greater than or equal to 1"), ("abc", "Enter a whole number"),
+         ("", "This field is required"), ("1.5", "Enter a whole number"), ("1000001", "less than or equal to 1000000")],
+    )  # fmt: skip
+    def test_garbage_is_a_form_error_and_changes_nothing(
+        self, tenant_alpha: TenantFixture, value: str, message: str
+    ) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post("/usage/member-daily-calls/", {"calls": value})
+        assert response.status_code == 400
+        page = response.content.decode()
+        assert message in page
+        assert 'data-testid="member-limit-form"' in page
+        assert member_limit_of(tenant_alpha) is None
+
+    @pytest.mark.parametrize("role", [Role.USER, Role.VIEWER])
+    def test_other_roles_get_403(self, tenant_alpha: TenantFixture, role: str) -> None:
+        client = logged_in(tenant_alpha, role)
+        assert client.post("/usage/member-daily-calls/", {"calls": "5"}).status_code == 403
+        assert client.post("/usage/member-daily-calls/", {"action": "remove"}).status_code == 403
+        assert member_limit_of(tenant_alpha) is None
+
+
 # --- The quota banner ----------------------------------------------------------------------
 
 
