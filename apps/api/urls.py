@@ -59,6 +59,7 @@ urlpatterns = [
         name="conversation-messages",
     ),
     path("conversations/<int:conversation_id>/retry", chat.MessageRetryApi.as_view(), name="conversation-retry"),
+    path("conversations/<int:conversation_id>/edit", chat.MessageEditApi.as_view(), name="conversation-edit"),
     path(
         "conversations/<int:conversation_id>/export", chat.ConversationExportApi.as_view(), name="conversation-export"
     ),

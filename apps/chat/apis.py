@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +19,7 @@ from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
 from apps.api.schema import quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
-from apps.chat.models import Conversation, Message, Role, Status
+from apps.chat.models import Conversation, Message
 from apps.chat.selectors import (
     access_conversation,
     conversation_list,
@@ -76,10 +76,10 @@ class MessageOutput(serializers.ModelSerializer):
         return message.pk in self.context.get("replaced", ())
 
 
-def _replaced_on_page(page: list[Message]) -> dict[str, Any]:
-    """The serializer context of a page of messages: which were answered again, also on a later page."""
-    replies = [m.pk for m in page if m.role == Role.ASSISTANT and m.status != Status.ERROR and not m.tool_calls]
-    return {"replaced": replaced_among(replies)}
+def _replaced_on_page(conversation: Conversation) -> Callable[[list[Message]], dict[str, Any]]:
+    """The serializer context of a page of messages: which no longer stand (answered again, or a question
+    edited and what answered it), also when what replaced them is on a later page."""
+    return lambda page: {"replaced": replaced_among(conversation, [m.pk for m in page])}
 
 
 class ConversationListApi(TenantApi):
@@ -207,7 +207,9 @@ class MessageListApi(TenantApi):
     def get(self, request: Request, conversation_id: int) -> Response:
         self.member(request)
         conversation = access_conversation(self.actor(request), conversation_id)
-        return self.paginate(request, message_list(conversation), MessageOutput, context=_replaced_on_page)
+        return self.paginate(
+            request, message_list(conversation), MessageOutput, context=_replaced_on_page(conversation)
+        )
 
 
 # The component keeps the name it had before retry shared it: generated clients' types stay as they were.
@@ -325,6 +327,33 @@ class MessageRetryApi(_TurnApi):
         data.is_valid(raise_exception=True)
         events = services.conversation_retry(
             actor=actor, conversation=conversation, model=data.validated_data["model"] or None, meter=self.meter
+        )
+        return _respond(conversation, events, data.validated_data["stream"])
+
+
+class MessageEditApi(_TurnApi):
+    """POST /api/conversations/{id}/edit: ask the last question again, changed: ``content`` replaces it.
+
+    The edited question and what answered it stay stored, marked ``replaced``; the model
+    reads the conversation without them. The new question is answered as ``POST .../messages``
+    answers one: streamed or whole, metered the same way. 409 ``nothing_to_edit`` when there
+    is no question yet.
+    """
+
+    class InputSerializer(_TurnApi.InputSerializer):
+        content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
+    def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
+        actor, conversation = self.turn_conversation(request, conversation_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        events = services.conversation_edit(
+            actor=actor,
+            conversation=conversation,
+            content=data.validated_data["content"],
+            model=data.validated_data["model"] or None,
+            meter=self.meter,
         )
         return _respond(conversation, events, data.validated_data["stream"])
 

@@ -143,20 +143,49 @@ def message_list(conversation: Conversation) -> QuerySet[Message]:
 
 
 def replaced_replies(messages: Sequence[Message]) -> set[int]:
-    """The ids of the replies among ``messages`` that were answered again ("Try again", "Regenerate"):
-    those a later message among them names in ``replaces`` (``apps.chat.services.conversation_retry``).
+    """The ids of the messages among ``messages`` that no longer stand: replies answered again ("Try again",
+    "Regenerate"), which a later message names in ``replaces`` (``apps.chat.services.conversation_retry``), and
+    a question that was edited, with everything that answered it, up to the question that replaces it
+    (``conversation_edit``).
 
     For a list that runs to the conversation's end (a replacement always comes later);
     ``replaced_among`` for a page of it.
     """
-    return {message.replaces_id for message in messages if message.replaces_id is not None}
+    return _replaced([(m.pk, m.role, m.replaces_id) for m in messages])
 
 
-def replaced_among(ids: Sequence[int]) -> set[int]:
-    """Which of the messages ``ids`` were answered again, wherever their replacements are: one query."""
+def _replaced(messages: Sequence[tuple[int, str, int | None]]) -> set[int]:
+    """``replaced_replies`` over (id, role, replaces) in the conversation's order."""
+    roles = {pk: role for pk, role, _replaces in messages}
+    replaced = {replaces for _pk, _role, replaces in messages if replaces is not None}
+    edited = {
+        replaces: pk for pk, _role, replaces in messages if replaces is not None and roles.get(replaces) == Role.USER
+    }
+    until = None  # inside an edited question's turn: the question that replaces it ends it
+    for pk, _role, _replaces in messages:
+        if until is not None and pk != until:
+            replaced.add(pk)
+        elif pk in edited:
+            until = edited[pk]
+        else:
+            until = None
+    return replaced
+
+
+def replaced_among(conversation: Conversation, ids: Sequence[int]) -> set[int]:
+    """Which of the messages ``ids`` (of ``conversation``) no longer stand, wherever their replacements are:
+    one query. An edited question's turn is the messages between it and the question that replaces it."""
     if not ids:
         return set()
-    return set(Message.objects.filter(replaces_id__in=ids).values_list("replaces_id", flat=True))
+    replacements = Message.objects.filter(conversation=conversation, replaces__isnull=False).values_list(
+        "id", "replaces_id", "replaces__role"
+    )
+    replaced: set[int] = set()
+    for pk, replaces, role in replacements:
+        replaced.add(replaces)
+        if role == Role.USER:
+            replaced.update(i for i in ids if replaces < i < pk)
+    return replaced & set(ids)
 
 
 class TurnState:
@@ -197,10 +226,11 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     while recent and recent[0]["role"] != "user":
         recent.pop(0)
     answered = {m["tool_call_id"] for m in recent if m["role"] == "tool"}
-    replaced = {m["replaces"] for m in recent if m.get("replaces")}  # answered again: the newer reply stands
+    # Answered again or edited: the newer reply, the edited question and its answer stand.
+    replaced = _replaced([(m["id"], m["role"], m.get("replaces")) for m in recent])
     history: list[dict[str, Any]] = []
     for message in recent:
-        if message.get("id") in replaced:
+        if message["id"] in replaced:
             continue
         if message["role"] == "tool":
             history.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})
@@ -243,6 +273,14 @@ def reply_to_replace(conversation: Conversation, *, limit: int) -> int | None:
     return int(last["id"])
 
 
+def last_question(conversation: Conversation, *, limit: int) -> int | None:
+    """The id of the conversation's last question (a user message), None before the first one."""
+    for message in reversed(_recent_messages(conversation, limit)):
+        if message["role"] == Role.USER:
+            return int(message["id"])
+    return None
+
+
 def is_plain_reply(message: dict[str, Any]) -> bool:
     """An assistant reply, in the model's history, that asks for no tools."""
     return message["role"] == "assistant" and "tool_calls" not in message
@@ -255,14 +293,14 @@ def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
 def conversation_markdown(conversation: Conversation) -> str:
     """The whole conversation as a Markdown document, as a member downloads it.
 
-    Every stored message in order: the questions, the answers (failed, cut-short and
-    replaced ones marked so), and each tool call with its arguments and result. The messages' own text
+    Every stored message in order: the questions (edited ones marked so), the answers (failed,
+    cut-short and replaced ones marked so), and each tool call with its arguments and result. The messages' own text
     is Markdown already; the parts around it are plain, so the file reads well as text too.
     """
     # gettext outside the f-strings: xgettext does not read inside them.
     untitled, question, answer, calls = _("New conversation"), _("Question"), _("Answer"), _("Calls the tool")
     cut_short, failed, tool_label = _("This reply was cut short."), _("The reply failed:"), _("Tool")
-    answered_again = _("Answered again below.")
+    answered_again, edited = _("Answered again below."), _("Edited and asked again below.")
     lines = [f"# {conversation.title or untitled}", ""]
     details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]
     if conversation.model:
@@ -273,6 +311,8 @@ def conversation_markdown(conversation: Conversation) -> str:
     for message in messages:
         if message.role == Role.USER:
             lines += [f"## {question}", "", message.content, ""]
+            if message.pk in replaced:
+                lines += [f"*{edited}*", ""]
         elif message.role == Role.ASSISTANT:
             for call in message.tool_calls:
                 lines += [f"> {calls} `{call.get('name', '')}`", ""]

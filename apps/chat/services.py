@@ -19,7 +19,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import is_plain_reply, model_history, reply_to_replace
+from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -196,6 +196,33 @@ def conversation_retry(
                   meter=meter, started=started, replaces=replaces)  # fmt: skip
 
 
+def conversation_edit(
+    *, actor: Actor, conversation: Conversation, content: str, model: str | None = None, meter: Meter | None = None
+) -> Iterator[ChatEvent]:
+    """Ask the last question again, edited: ``content`` replaces it, and is answered as a new question.
+
+    The edited question stays stored with what answered it (tool calls included),
+    and the new question names it in ``replaces``; from then on the model reads
+    neither (``model_history``) and the page, the messages API and the download mark
+    them as replaced. The turn is checked, metered, stored and streamed as
+    ``conversation_reply``'s. A conversation without a question is refused (409
+    ``nothing_to_edit``) before anything is charged.
+    """
+    started = time.monotonic()
+    content = _check_content(content)
+    edited = last_question(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    if edited is None:
+        raise ApplicationError(
+            _("There is no question to edit yet; ask one first."), code="nothing_to_edit", status_code=409
+        )
+    history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    while history and history.pop()["role"] != "user":
+        pass  # the edited question's turn, back to the question itself
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history, {"role": "user", "content": content}]
+    return _reply(actor=actor, conversation=conversation, messages=messages, question=content, model=model,
+                  meter=meter, started=started, question_replaces=edited)  # fmt: skip
+
+
 def _reply(
     *,
     actor: Actor,
@@ -206,11 +233,13 @@ def _reply(
     meter: Meter | None,
     started: float,
     replaces: int | None = None,
+    question_replaces: int | None = None,
 ) -> Iterator[ChatEvent]:
     """Charge the turn, send its first model request, store ``question`` (if new) meanwhile, and stream.
 
     ``replaces``: the reply a turn answering the question again replaces; its first stored
-    assistant message that did not fail names it."""
+    assistant message that did not fail names it. ``question_replaces``: the question that
+    ``question`` edits."""
     meter = meter or Meter.for_actor(actor)
     start = turn_start(meter=meter, model=model or conversation.model or None)
     server, chosen, ticket = start.server, start.model, start.ticket
@@ -226,7 +255,7 @@ def _reply(
         first = exc
     if question is not None:
         try:
-            _store_user_message(conversation, question)
+            _store_user_message(conversation, question, replaces=question_replaces)
         except BaseException:
             if not isinstance(first, engine.UpstreamError):
                 first.close()
@@ -246,7 +275,7 @@ def _reply(
     )
 
 
-def _store_user_message(conversation: Conversation, content: str) -> None:
+def _store_user_message(conversation: Conversation, content: str, *, replaces: int | None = None) -> None:
     """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
 
     One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
@@ -255,7 +284,7 @@ def _store_user_message(conversation: Conversation, content: str) -> None:
     model's answer to the response went from 2.0 to 0.9 ms (docs/benchmarks.md,
     chat time to first token).
     """
-    message = Message(conversation=conversation, role=Role.USER, content=content)
+    message = Message(conversation=conversation, role=Role.USER, content=content, replaces_id=replaces)
     if not conversation.title:
         conversation.title = content[:TITLE_LENGTH]
     _insert_message(message, then="SET title = %s, updated_at = %s", params=[conversation.title, _touch(conversation)])

@@ -160,6 +160,9 @@
     if (event.key === "Escape" && controller) {
       event.preventDefault();
       controller.abort();
+    } else if (event.key === "Escape" && edited) {
+      event.preventDefault();
+      stopEditing(true);
     }
   });
 
@@ -205,6 +208,50 @@
   }
   const offered = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
   if (offered) wireRetry(offered);
+
+  // The last question can be edited (POST .../edit): "Edit" puts it in the input, and sending it asks it
+  // anew; the question and what answered it then stand replaced. Escape or "Cancel" leaves it as it was.
+  const editing = form.querySelector("[data-testid=chat-editing]");
+  let edited = null; // the question being edited
+  const lastQuestion = () => {
+    const questions = list.querySelectorAll(".bubble.user:not(.replaced)");
+    return questions.length ? questions[questions.length - 1] : null;
+  };
+  function stopEditing(clear) {
+    if (edited && clear) input.value = "";
+    edited = null;
+    editing.hidden = true;
+  }
+  function offerEdit() {
+    const old = list.querySelector("[data-testid=chat-edit]");
+    if (old) old.remove();
+    const question = lastQuestion();
+    if (!question || !conversationId) return;
+    const button = el("button", "link-button chat-edit", t("edit"));
+    button.type = "button";
+    button.dataset.testid = "chat-edit";
+    button.addEventListener("click", () => {
+      if (controller) return;
+      edited = question;
+      input.value = question.dataset.content;
+      editing.hidden = false;
+      input.focus();
+    });
+    question.after(button);
+  }
+  editing.querySelector("[data-testid=chat-edit-cancel]").addEventListener("click", () => {
+    stopEditing(true);
+    input.focus();
+  });
+  // The edited question and everything after it stand replaced, as the page shows them after a reload.
+  function markEdited(question) {
+    question.classList.add("replaced");
+    question.append(el("div", "bubble-note", t("edited")));
+    for (let node = question.nextElementSibling; node; node = node.nextElementSibling) {
+      if (node.matches(".bubble, .tool-panel")) node.classList.add("replaced");
+    }
+  }
+  offerEdit();
 
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
   async function runTurn(path, body, bubble, created) {
@@ -292,6 +339,7 @@
       busy(false);
       // Without a conversation (its creation failed) there is no question to answer again.
       if (conversationId) offerRetry(answered);
+      offerEdit();
       input.focus();
       scroll();
     }
@@ -305,13 +353,21 @@
     if (empty) empty.remove();
     const retry = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
     if (retry) retry.remove(); // a new question instead
-    list.append(el("div", "bubble user", content));
+    const editButton = list.querySelector("[data-testid=chat-edit]");
+    if (editButton) editButton.remove();
+    const path = edited ? "/edit" : "/messages";
+    if (edited) markEdited(edited);
+    stopEditing(false);
+    const question = el("div", "bubble user", content);
+    question.dataset.testid = "user-question";
+    question.dataset.content = content;
+    list.append(question);
     const bubble = newBubble();
     input.value = "";
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;
-    await runTurn("/messages", body, bubble, content);
+    await runTurn(path, body, bubble, content);
   });
 
   // A new chat's suggested questions: one click asks it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -209,6 +210,35 @@ def test_a_failed_reply_offers_to_try_again(
     page.reload()
     expect(page.get_by_test_id("messages").locator(".bubble.assistant.replaced")).to_have_count(1)
     expect(page.get_by_test_id("messages").locator(".bubble.user")).to_have_count(1)
+
+
+def test_edit_the_last_question(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    """ "Edit" puts the last question in the input; sent, it is asked anew and the old turn stands replaced.
+    Escape (or Cancel) leaves the question as it was."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("levels at S001")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)  # the reply is done
+    page.get_by_test_id("chat-edit").click()
+    expect(page.get_by_test_id("chat-input")).to_have_value("levels at S001")
+    expect(page.get_by_test_id("chat-editing")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("chat-editing")).to_be_hidden()
+    expect(page.get_by_test_id("chat-input")).to_have_value("")
+
+    page.get_by_test_id("chat-edit").click()
+    page.get_by_test_id("chat-input").fill("levels at S002")
+    page.get_by_test_id("chat-send").click()
+    questions = page.get_by_test_id("user-question")
+    expect(questions.nth(0)).to_have_class("bubble user replaced")
+    expect(questions.nth(0)).to_contain_text("Edited and asked again below.")
+    expect(page.get_by_test_id("assistant-reply").nth(0)).to_have_class(re.compile(r"\breplaced\b"))
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("Station S002")  # answered the edit
+    page.reload()  # as stored
+    expect(page.get_by_test_id("messages").locator(".bubble.user.replaced")).to_have_count(1)
+    expect(page.get_by_test_id("messages").locator(".bubble.user:not(.replaced)")).to_have_text("levels at S002")
+    expect(page.get_by_test_id("chat-edit")).to_have_count(1)
 
 
 def test_send_waits_for_the_script(browser: Browser, web_server: WebServer, workspace: None) -> None:

@@ -692,6 +692,78 @@ class TestRetry:
         assert self.usage_events(tenant_alpha) == 0
 
 
+class TestEdit:
+    """POST /api/conversations/{id}/edit asks the last question again, changed."""
+
+    def test_the_edited_question_and_its_answer_leave_what_the_model_reads(
+        self, tenant_alpha: TenantFixture, hydrology: Any, model_requests: list[list[dict[str, Any]]]
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}"
+        assert post(client, f"{url}/messages", {"content": "hello"}).status_code == 200
+        assert post(client, f"{url}/messages", {"content": QUESTION}).status_code == 200  # with a tool call
+        asked = stored(tenant_alpha, conversation)
+        edited_question = next(m for m in reversed(asked) if m.role == "user")
+        assert edited_question.content == QUESTION
+        model_requests.clear()
+        events = sse(post(client, f"{url}/edit", {"content": "站点 S002 最近的水位是多少?", "stream": True}))
+        assert events[-1][0] == "done"
+        sent = model_requests[0]
+        assert sent[-1] == {"role": "user", "content": "站点 S002 最近的水位是多少?"}
+        assert QUESTION not in json.dumps(sent, ensure_ascii=False)  # nor its tool call, nor its answer
+        assert [m["role"] for m in sent[1:-1]] == ["user", "assistant"]  # "hello" and its answer stand
+        after = stored(tenant_alpha, conversation)
+        new_question = next(m for m in reversed(after) if m.role == "user")
+        assert new_question.replaces_id == edited_question.pk
+        assert after[: len(asked)] == asked  # nothing stored is changed or deleted
+        with schema_context(tenant_alpha.tenant.schema_name):
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert QUESTION not in json.dumps(history, ensure_ascii=False)  # later turns read the edit only
+
+        # The API, the page and the download say what no longer stands: the question and all its turn.
+        replaced = {m["id"] for m in client.get(f"{url}/messages").json()["results"] if m["replaced"]}
+        turn = {m.pk for m in after if edited_question.pk <= m.pk < new_question.pk}
+        assert replaced == turn
+        assert len(turn) >= 4  # the question, the call, the tool's result, the answer
+        for size in (1, 2, 3, 4, 5, 6):  # whichever page the edit is on
+            pages = client.get(f"{url}/messages", {"page_size": size, "page": 2}).json()
+            assert {m["id"] for m in pages["results"] if m["replaced"]} == turn & {m["id"] for m in pages["results"]}
+        text = client.get(f"{url}/export").content.decode()
+        assert text.count("*Edited and asked again below.*") == 1
+
+    def test_bad_input_and_an_empty_conversation_change_nothing(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}/edit"
+        empty = post(client, url, {"content": "something"})
+        assert (empty.status_code, empty.json()["error"]["code"]) == (409, "nothing_to_edit")
+        assert post(client, f"/api/conversations/{conversation}/messages", {"content": "hello"}).status_code == 200
+        before = stored(tenant_alpha, conversation)
+        for body, code in (({"content": "  "}, "invalid_input"), ({}, "invalid_input"),
+                           ({"content": "x" * 100_000}, "message_too_long"),
+                           ({"content": "hi", "model": "no-such-model"}, "unknown_model"),
+                           ({"content": "hi", "extra": 1}, "invalid_input")):  # fmt: skip
+            response = post(client, url, body)
+            assert response.status_code == 400, (body, response.content)
+            assert response.json()["error"]["code"] == code
+        assert stored(tenant_alpha, conversation) == before
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 1  # only the first question's call
+
+    def test_only_the_owner_with_create_conversation_edits(self, tenant_alpha: TenantFixture) -> None:
+        owner = member_client(tenant_alpha)
+        conversation = new_conversation(owner)
+        assert post(owner, f"/api/conversations/{conversation}/messages", {"content": "hello"}).status_code == 200
+        before = stored(tenant_alpha, conversation)
+        url = f"/api/conversations/{conversation}/edit"
+        assert post(member_client(tenant_alpha), url, {"content": "mine now"}).status_code == 404
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        assert post(admin, url, {"content": "mine now"}).status_code == 403  # admins read others', not write
+        assert post(member_client(tenant_alpha, "viewer"), url, {"content": "mine now"}).status_code == 403
+        assert stored(tenant_alpha, conversation) == before
+
+
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:
     from tests.conftest import api_key_secret
 
