@@ -85,6 +85,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "member_count": user_count_active(),
         "limits": rows,
         "rate_per_minute": limits.rate_per_minute,
+        "member_daily_calls": limits.member_daily_calls,  # the admins' own limit, when they set one
         "shows_used": used is not None,
     }
     return render(request, "tenants/dashboard.html", context)

@@ -545,6 +545,10 @@ def test_the_dashboard_shows_the_limits_that_apply_and_admins_what_is_used(tenan
     row = page[page.index('data-testid="limit-api_calls"') :].split("</tr>")[0]
     assert "<td>250,000</td>" in row
     assert "1,234" not in page  # the workspace's usage needs view_stats
+    assert 'data-testid="limit-member-daily-calls"' not in page  # none set
+    set_limits(Tenant.objects.get(pk=tenant_alpha.tenant.pk), member_daily_calls=1500)
+    page = user.get("/dashboard/").content.decode()
+    assert "<td>1,500</td>" in page[page.index('data-testid="limit-member-daily-calls"') :].split("</tr>")[0]
 
 
 # --- CSV downloads ------------------------------------------------------------------------------
