@@ -40,6 +40,7 @@ def conversation_list(*, actor: Actor, search: str = "", everyone: bool = False)
         conversations = conversations.filter(user=actor.user)
     else:
         conversations = conversations.none()
+    search = search.replace("\x00", "")  # PostgreSQL refuses NUL in a pattern; no text holds one
     if search:
         start = Greatest(F("at") - MATCH_LEAD_CHARS, 1)  # where the window begins (1-based)
         said = (

@@ -22,6 +22,7 @@ from apps.chat.models import Conversation, Message, Role, Status
 from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.models import storable
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
 from apps.usage.meter import Meter, Ticket
@@ -303,6 +304,10 @@ def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] =
     The values are prepared by the fields themselves, as ``save()`` would; ``message.pk`` is set.
     """
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    for field in fields:  # a model or a tool server may send NUL characters, which PostgreSQL cannot store
+        value = getattr(message, field.attname)
+        if isinstance(value, str | dict | list):
+            setattr(message, field.attname, storable(value))
     values = [field.get_db_prep_save(field.pre_save(message, add=True), connection) for field in fields]
     columns = ", ".join(f'"{field.column}"' for field in fields)
     insert = (f"INSERT INTO {Message._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) "

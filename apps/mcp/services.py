@@ -16,6 +16,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, QuotaExceeded
+from apps.core.models import storable
 from apps.core.outbound import check_url
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
@@ -221,12 +222,14 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSp
     try:
         tools = client.list_tools(service)
     except client.McpError as exc:
-        McpService.objects.filter(pk=service.pk).update(last_error=str(exc)[:2000], updated_at=timezone.now())
+        McpService.objects.filter(pk=service.pk).update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now())
         message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
         raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
     with transaction.atomic():
         McpService.objects.filter(pk=service.pk).update(
-            tools=[{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
+            tools=storable(
+                [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools]
+            ),
             tools_refreshed_at=timezone.now(),
             last_error="",
             updated_at=timezone.now(),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -762,6 +764,52 @@ class TestEdit:
         assert post(admin, url, {"content": "mine now"}).status_code == 403  # admins read others', not write
         assert post(member_client(tenant_alpha, "viewer"), url, {"content": "mine now"}).status_code == 403
         assert stored(tenant_alpha, conversation) == before
+
+
+class _NulModel(BaseHTTPRequestHandler):
+    """A model server whose answer has NUL characters in it (and in the arguments of a tool call it asks for),
+    which PostgreSQL cannot store in text or jsonb."""
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if any(m["role"] == "tool" for m in request["messages"]):
+            chunks = [{"choices": [{"index": 0, "delta": {"content": "S001 is at\u0000 2.1 m"}}]},
+                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+        else:
+            call = {"index": 0, "id": "c1", "function": {"name": "hydrology__get_water_levels",
+                                                        "arguments": '{"station": "S001\\u0000"}'}}  # fmt: skip
+            chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]},
+                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]  # fmt: skip
+        body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_nul_characters_from_the_model_are_stored_as_replacement_characters(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+) -> None:
+    """A model (a tenant's own) can send what PostgreSQL refuses to store: the turn still completes."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _NulModel)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        settings.LLM_BASE_URL = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "S001?"})
+        assert response.status_code == 200, response.content
+        *_question, call, tool, answer = stored(tenant_alpha, conversation)
+        assert call.tool_calls[0]["arguments"] == '{"station": "S001\\u0000"}'  # the raw JSON text, as sent
+        assert tool.arguments == {"station": "S001\ufffd"}
+        assert answer.content == "S001 is at\ufffd 2.1 m"
+        assert client.get(f"/api/conversations/{conversation}/export").status_code == 200
+    finally:
+        httpd.shutdown()
 
 
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:

@@ -131,6 +131,7 @@ class TestChatPage:
         assert "most recent are shown" not in found
         assert "No conversation matches." in sidebar("nothing like this")
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
+        assert client.get("/chat/", {"q": "flo\x00od"}).status_code == 200  # PostgreSQL refuses NUL in a pattern
 
     def test_the_sidebar_finds_what_was_said_and_shows_where(self, tenant_alpha: TenantFixture) -> None:
         """A search looks in the questions and answers too, and shows the words around the match, escaped."""

@@ -41,6 +41,29 @@ class TestMcpServices:
         assert names == {"list_stations", "get_water_levels", "get_rainfall", "get_flood_warning_levels"}
         assert tested.json()["tools_refreshed_at"]
 
+    def test_a_tool_list_with_nul_characters_is_stored(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A tenant's MCP server may describe its tools with NUL characters, which PostgreSQL refuses in jsonb:
+        the list is kept with U+FFFD in their place (the server's answer stands in for a real one here)."""
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Odd", "url": demo_mcp_url}).json()
+        spec = mcp_client.ToolSpec(name="levels", description="Water\x00levels", input_schema={"title": "a\x00b"})
+        monkeypatch.setattr(mcp_client, "list_tools", lambda service: [spec])
+        tested = send(client, "post", f"/api/mcp-services/{created['id']}/test")
+        assert tested.status_code == 200, tested.content
+        assert tested.json()["tools"] == [
+            {"name": "levels", "description": "Water\ufffdlevels", "input_schema": {"title": "a\ufffdb"}}
+        ]
+
+        def failing(service: Any) -> Any:
+            raise mcp_client.McpError("bad\x00answer")
+
+        monkeypatch.setattr(mcp_client, "list_tools", failing)
+        assert send(client, "post", f"/api/mcp-services/{created['id']}/test").status_code == 400
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=created["id"]).last_error == "bad\ufffdanswer"
+
     def test_the_sse_transport_lists_and_calls_tools(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         """The older transport, over real HTTP: the demo server serves it at /sse."""
         client = admin(tenant_alpha)
