@@ -25,7 +25,9 @@
     if (!response.ok) {
       let message = response.statusText;
       try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
-      throw new Error(message);
+      const error = new Error(message);
+      error.status = response.status; // refused: nothing was done
+      throw error;
     }
     return response;
   }
@@ -253,6 +255,19 @@
   }
   offerEdit();
 
+  // A conversation made for a first question that was then refused (a quota, the member's daily limit, a
+  // question too long) holds nothing: it is deleted again, so refusals do not fill the sidebar with empty
+  // conversations, and the question goes back into the input to be sent again later.
+  async function unmake(made, question) {
+    const id = conversationId;
+    conversationId = undefined;
+    history.replaceState(null, "", root.dataset.chatUrl);
+    made.item.replaceWith(...(made.placeholder ? [made.placeholder] : []));
+    if (head) head.hidden = true;
+    if (!input.value) input.value = question;
+    try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
+  }
+
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
   async function runTurn(path, body, bubble, created) {
     let text = bubble.querySelector(".markdown");
@@ -261,6 +276,7 @@
     busy(true);
     const panels = {};
     let answered = false;
+    let made = null; // the conversation this turn made for its question
     try {
       if (!conversationId) {
         const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
@@ -274,6 +290,7 @@
         link.href = root.dataset.chatUrl + conversationId + "/";
         item.append(link);
         sidebar.prepend(item);
+        made = { item: item, placeholder: placeholder };
         if (head) { // its header: download, rename and delete without reloading the page
           head.querySelector("[data-testid=chat-export]").href = "/api/conversations/" + conversationId + "/export";
           head.hidden = false;
@@ -332,6 +349,7 @@
       } else {
         bubble.classList.add("error");
         bubble.append(el("div", "bubble-note", t("error") + " " + error.message));
+        if (made && error.status) await unmake(made, created);
       }
     } finally {
       bubble.setAttribute("aria-busy", "false");

@@ -241,6 +241,42 @@ def test_edit_the_last_question(browser: Browser, web_server: WebServer, workspa
     expect(page.get_by_test_id("chat-edit")).to_have_count(1)
 
 
+def test_a_refused_first_question_leaves_no_empty_conversation(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """The page makes a conversation for a new chat's first question; refused (here the member's daily limit),
+    the question is shown with the reason, the empty conversation is deleted again, and the question goes
+    back into the input."""
+    from apps.chat.models import Conversation
+
+    def count() -> int:
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            return Conversation.objects.count()
+
+    before = count()
+    page = chat_page(browser, web_server, "en")
+    refusal = {"error": {"code": "quota_exceeded", "message": "You have made the 5 AI calls a day.", "details": {}}}
+    page.context.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=402, content_type="application/json", body=json.dumps(refusal)),
+    )
+    sidebar = page.get_by_test_id("conversations").inner_text()
+    page.get_by_test_id("chat-input").fill("levels at S001")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("You have made the 5 AI calls a day.")
+    expect(page.get_by_test_id("chat-input")).to_have_value("levels at S001")
+    expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/")
+    expect(page.get_by_test_id("chat-head")).to_be_hidden()
+    expect(page.get_by_test_id("conversations")).to_have_text(sidebar)
+    expect(page.get_by_test_id("chat-edit")).to_have_count(0)
+    deadline = 50
+    while count() != before and deadline:  # the DELETE goes out after the page shows the refusal
+        page.wait_for_timeout(100)
+        deadline -= 1
+    assert count() == before
+    connection.set_schema_to_public()
+
+
 def test_send_waits_for_the_script(browser: Browser, web_server: WebServer, workspace: None) -> None:
     """Until chat.js runs (slow network, blocked script), Send is disabled: clicked, the form would go out
     natively, a GET with the question and the CSRF token in the address, and the question would be lost."""
