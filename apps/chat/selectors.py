@@ -309,6 +309,7 @@ def conversation_markdown(conversation: Conversation) -> str:
     lines += [" · ".join(details), ""]
     messages = list(message_list(conversation))
     replaced = replaced_replies(messages)
+    again = {message.replaces_id for message in messages if message.replaces_id is not None}
     for message in messages:
         if message.role == Role.USER:
             lines += [f"## {question}", "", message.content, ""]
@@ -326,7 +327,7 @@ def conversation_markdown(conversation: Conversation) -> str:
                 lines += [f"*{cut_short}*", ""]
             elif message.status == Status.ERROR:
                 lines += [f"*{failed} {message.error}*", ""]
-            if message.pk in replaced:
+            if message.pk in again:  # an edited question's replies are under its own mark
                 lines += [f"*{answered_again}*", ""]
         elif message.role == Role.TOOL:
             arguments = json.dumps(message.arguments, ensure_ascii=False, indent=2)

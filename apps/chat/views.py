@@ -45,9 +45,12 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             earlier = max(0, every.count() - PAGE_MESSAGES)
         listed = list(every[earlier:])
         replaced = replaced_replies(listed)  # the page shows the conversation to its end: nothing follows
+        # Of those, the replies a retry replaced; the others answered a question that was edited since.
+        answered_again = {m.replaces_id for m in listed if m.replaces_id is not None}
         for message in listed:
             html = render_markdown(message.content) if message.role == "assistant" else ""
-            item = {"message": message, "html": html, "replaced": message.pk in replaced}
+            item = {"message": message, "html": html, "replaced": message.pk in replaced,
+                    "answered_again": message.pk in answered_again}  # fmt: skip
             if message.status != Status.ERROR:
                 kept = item
             shown.append(item)

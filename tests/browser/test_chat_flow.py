@@ -238,6 +238,9 @@ def test_edit_the_last_question(browser: Browser, web_server: WebServer, workspa
     page.reload()  # as stored
     expect(page.get_by_test_id("messages").locator(".bubble.user.replaced")).to_have_count(1)
     expect(page.get_by_test_id("messages").locator(".bubble.user:not(.replaced)")).to_have_text("levels at S002")
+    old_answer = page.get_by_test_id("messages").locator(".bubble.assistant").nth(0)
+    expect(old_answer).to_have_class(re.compile(r"\breplaced\b"))
+    expect(old_answer).not_to_contain_text("Answered again below.")  # the question's mark says why
     expect(page.get_by_test_id("chat-edit")).to_have_count(1)
 
 

@@ -733,6 +733,7 @@ class TestEdit:
             assert {m["id"] for m in pages["results"] if m["replaced"]} == turn & {m["id"] for m in pages["results"]}
         text = client.get(f"{url}/export").content.decode()
         assert text.count("*Edited and asked again below.*") == 1
+        assert "*Answered again below.*" not in text  # its answer is under the question's mark, not a retry's
 
     def test_bad_input_and_an_empty_conversation_change_nothing(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
