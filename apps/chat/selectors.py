@@ -156,20 +156,15 @@ def replaced_replies(messages: Sequence[Message]) -> set[int]:
 
 
 def _replaced(messages: Sequence[tuple[int, str, int | None]]) -> set[int]:
-    """``replaced_replies`` over (id, role, replaces) in the conversation's order."""
-    roles = {pk: role for pk, role, _replaces in messages}
+    """``replaced_replies`` over (id, role, replaces) in the conversation's order.
+
+    A question that replaces another is an edit (a retry's replacement is a reply): the messages between
+    the two, by id, answered the edited one. By id, so the edited question need not be among ``messages``.
+    """
     replaced = {replaces for _pk, _role, replaces in messages if replaces is not None}
-    edited = {
-        replaces: pk for pk, _role, replaces in messages if replaces is not None and roles.get(replaces) == Role.USER
-    }
-    until = None  # inside an edited question's turn: the question that replaces it ends it
-    for pk, _role, _replaces in messages:
-        if until is not None and pk != until:
-            replaced.add(pk)
-        elif pk in edited:
-            until = edited[pk]
-        else:
-            until = None
+    edits = [(replaces, pk) for pk, role, replaces in messages if replaces is not None and role == Role.USER]
+    if edits:
+        replaced.update(pk for pk, _role, _replaces in messages if any(old < pk < new for old, new in edits))
     return replaced
 
 
@@ -179,14 +174,9 @@ def replaced_among(conversation: Conversation, ids: Sequence[int]) -> set[int]:
     if not ids:
         return set()
     replacements = Message.objects.filter(conversation=conversation, replaces__isnull=False).values_list(
-        "id", "replaces_id", "replaces__role"
+        "id", "role", "replaces_id"
     )
-    replaced: set[int] = set()
-    for pk, replaces, role in replacements:
-        replaced.add(replaces)
-        if role == Role.USER:
-            replaced.update(i for i in ids if replaces < i < pk)
-    return replaced & set(ids)
+    return _replaced([*((pk, "", None) for pk in ids), *replacements]) & set(ids)
 
 
 class TurnState:

@@ -133,6 +133,29 @@ class TestChatPage:
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
         assert client.get("/chat/", {"q": "flo\x00od"}).status_code == 200  # PostgreSQL refuses NUL in a pattern
 
+    def test_an_edited_questions_answer_is_dimmed_when_the_question_is_not_shown(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A long conversation opens at its latest messages; the answer of an edited question that is cut off
+        above still shows as replaced, and the model does not read it."""
+        from apps.chat import views
+        from apps.chat.selectors import model_history
+
+        monkeypatch.setattr(views, "PAGE_MESSAGES", 3)
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            old = Message.objects.create(conversation=conversation, role="user", content="levels at S001")
+            Message.objects.create(conversation=conversation, role="assistant", content="S001 is at 2.1 m")
+            Message.objects.create(conversation=conversation, role="user", content="levels at S002", replaces=old)
+            Message.objects.create(conversation=conversation, role="assistant", content="S002 is at 3.4 m")
+            history = model_history(conversation, limit=3)  # from the new question on
+            assert "S001" not in json.dumps(history)
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert "levels at S001" not in page  # cut off above
+        dimmed = re.findall(r'class="bubble assistant replaced">\s*<div class="markdown">(.*?)</div>', page, re.S)
+        assert dimmed == ["<p>S001 is at 2.1 m</p>"]
+
     def test_the_sidebar_finds_what_was_said_and_shows_where(self, tenant_alpha: TenantFixture) -> None:
         """A search looks in the questions and answers too, and shows the words around the match, escaped."""
         member, client = member_and_client(tenant_alpha)
