@@ -296,12 +296,15 @@ class MessagePostApi(_TurnApi):
     class InputSerializer(_TurnApi.InputSerializer):
         content = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
+    #: What answers the question: a new one here, the last one changed in MessageEditApi.
+    answer = staticmethod(services.conversation_reply)
+
     @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         actor, conversation = self.turn_conversation(request, conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        events = services.conversation_reply(
+        events = self.answer(
             actor=actor,
             conversation=conversation,
             content=data.validated_data["content"],
@@ -331,7 +334,7 @@ class MessageRetryApi(_TurnApi):
         return _respond(conversation, events, data.validated_data["stream"])
 
 
-class MessageEditApi(_TurnApi):
+class MessageEditApi(MessagePostApi):
     """POST /api/conversations/{id}/edit: ask the last question again, changed: ``content`` replaces it.
 
     The edited question and what answered it stay stored, marked ``replaced``; the model
@@ -340,22 +343,7 @@ class MessageEditApi(_TurnApi):
     is no question yet.
     """
 
-    class InputSerializer(_TurnApi.InputSerializer):
-        content = serializers.CharField(allow_blank=True, trim_whitespace=False)
-
-    @extend_schema(request=InputSerializer, responses=REPLY_RESPONSES)
-    def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
-        actor, conversation = self.turn_conversation(request, conversation_id)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        events = services.conversation_edit(
-            actor=actor,
-            conversation=conversation,
-            content=data.validated_data["content"],
-            model=data.validated_data["model"] or None,
-            meter=self.meter,
-        )
-        return _respond(conversation, events, data.validated_data["stream"])
+    answer = staticmethod(services.conversation_edit)
 
 
 class ModelListApi(TenantApi):
