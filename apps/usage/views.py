@@ -115,6 +115,13 @@ def _page(
     if everyone:
         context["per_user"] = usage_series(start=start, end=end, group_by="user")
         context["per_key"] = usage_series(start=start, end=end, group_by="api_key")
+        if current and member_daily_calls is not None:  # who is near the admins' daily limit
+            today_by_user = {
+                r["user_id"]: r["api_calls"] for r in usage_series(start=today, end=today, group_by="user")
+            }
+            for row in context["per_user"]:
+                row["today"] = today_by_user.get(row["user_id"], 0) if row["user_id"] is not None else None
+            context["member_daily_calls_column"] = member_daily_calls
     if everyone and current:
         quotas = [_quota_bar(row) for row in quota_status(tenant)]
         calls = next(q for q in quotas if q["quota"] == Quota.API_CALLS)

@@ -301,9 +301,15 @@ class TestMemberDailyCalls:
         today = own.split('data-testid="member-today"')[1].split("</div>\n  </div>")[0]
         assert "12 / 1,500" in today  # today's calls only
         assert 'data-testid="member-limit-form"' not in own
+        # The admins see each member's calls today next to the month's, against the limit.
+        members = client.get("/usage/").content.decode().split('data-testid="per-user"')[1].split("</table>")[0]
+        assert "Today (of 1,500)" in members
+        row = members.split(user.email)[1].split("</tr>")[0]
+        assert '<td data-testid="member-today-calls">12</td>' in row
 
         assert client.post("/usage/member-daily-calls/", {"action": "remove"}).status_code == 302
         assert member_limit_of(tenant_alpha) is None
+        assert 'data-testid="member-today-calls"' not in client.get("/usage/").content.decode()  # no limit, no column
         assert 'data-testid="member-today"' not in member.get("/usage/").content.decode()
 
     @pytest.mark.parametrize(
