@@ -70,8 +70,8 @@ def _daily(user: Any, everyone: bool, start: dt.date, end: dt.date) -> list[dict
 
 def _page(
     request: HttpRequest,
-    cap_form: SpendingCapForm,
     *,
+    cap_form: SpendingCapForm | None = None,
     month: dt.date | None = None,
     month_form: UsageMonthForm | None = None,
     member_form: MemberDailyCallsForm | None = None,
@@ -136,7 +136,7 @@ def _page(
             hard_stop=limits.hard_stop,
             bills_overage=limits.bills_overage,
             overage_price_yuan=_yuan(limits.overage_fen_per_1000_calls),
-            cap_form=cap_form,
+            cap_form=cap_form or SpendingCapForm(initial={"cap_yuan": _yuan(tenant.spending_cap_fen)}),
             member_daily_calls=member_daily_calls,
             day_resets_at=L.day_resets_at(today),
             member_form=member_form or MemberDailyCallsForm(initial={"calls": member_daily_calls}),
@@ -151,11 +151,10 @@ def usage_view(request: HttpRequest) -> HttpResponse:
 
     ``?month=YYYY-MM`` shows an earlier month; a bad or future one is a 400 that shows this month.
     """
-    cap_form = SpendingCapForm(initial={"cap_yuan": _yuan(tenant_current().spending_cap_fen)})
     month_form = UsageMonthForm(request.GET)
     if not month_form.is_valid():
-        return _page(request, cap_form, month_form=month_form, status=400)
-    return _page(request, cap_form, month=month_form.cleaned_data["month"])
+        return _page(request, month_form=month_form, status=400)
+    return _page(request, month=month_form.cleaned_data["month"])
 
 
 @login_required
@@ -216,13 +215,13 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
     valid = form.is_valid()
     remove = request.POST.get("action") == "remove"
     if not remove and not valid:
-        return _page(request, form, status=400)
+        return _page(request, cap_form=form, status=400)
     cap_fen = None if remove else form.cleaned_data["cap_fen"]
     try:
         spending_cap_set(actor=request_actor(request), cap_fen=cap_fen)
     except ApplicationError as exc:
         form.add_error(None, exc.message)
-        return _page(request, form, status=400)
+        return _page(request, cap_form=form, status=400)
     if cap_fen is None:
         messages.success(request, _("The spending cap is removed."))
     else:
@@ -236,15 +235,14 @@ def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
     """Set the AI calls each member may make a day, or remove the limit (``action=remove``)."""
     form = MemberDailyCallsForm(request.POST)
     remove = request.POST.get("action") == "remove"
-    cap_form = SpendingCapForm(initial={"cap_yuan": _yuan(tenant_current().spending_cap_fen)})
     if not remove and not form.is_valid():
-        return _page(request, cap_form, member_form=form, status=400)
+        return _page(request, member_form=form, status=400)
     calls = None if remove else form.cleaned_data["calls"]
     try:
         member_daily_calls_set(actor=request_actor(request), calls=calls)
     except ApplicationError as exc:
         form.add_error(None, exc.message)
-        return _page(request, cap_form, member_form=form, status=400)
+        return _page(request, member_form=form, status=400)
     if calls is None:
         messages.success(request, _("Members' calls a day are no longer limited."))
     else:
