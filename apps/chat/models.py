@@ -66,9 +66,10 @@ class Message(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     # The first assistant message of a turn that answered the last question again ("Try again",
-    # "Regenerate") names the reply it replaces; that reply stays stored, and the model no longer
-    # reads it. Said explicitly, so two turns that ran at once in one conversation are not taken
-    # for a reply and its replacement.
+    # "Regenerate") names the reply it replaces; an edited question names the question it replaces
+    # (and so the turn that answered it: selectors._replaced). What is replaced stays stored, and the
+    # model no longer reads it. Said explicitly, so two turns that ran at once in one conversation are
+    # not taken for a reply and its replacement.
     replaces = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, db_index=False,
                                  related_name="+")  # fmt: skip
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
