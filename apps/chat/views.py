@@ -59,7 +59,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         models, model_error = list(server.models), ""
     except ApplicationError as exc:
         models, model_error = [], exc.message
-    search = request.GET.get("q", "").strip()[:SEARCH_MAX_CHARS]
+    # NUL dropped as conversation_list drops it: a search of NULs alone lists every conversation
+    search = request.GET.get("q", "").replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
     can_see_all = role_has(getattr(request.user, "role", ""), Perm.ALL_CONVERSATIONS)
     everyone = can_see_all and request.GET.get("all") == "1"  # the sidebar lists everyone's, read-only
     found = conversation_list(actor=actor, search=search, everyone=everyone)

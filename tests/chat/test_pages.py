@@ -184,6 +184,11 @@ class TestChatPage:
         assert "Rainfall June" in both
         assert "Weekly report" in both
         assert sidebar("how was the WEEK").count('data-testid="conversation-match"') == 1  # a question too
+        for nul in ("\x00", " \x00 ", "\x00\x00"):  # dropped, as the query drops it: every conversation
+            listed = sidebar(nul)
+            assert "Weekly report" in listed
+            assert "Rainfall June" in listed
+        assert "Weekly report" in sidebar("WEEK\x00")
 
     def test_an_admin_lists_everyones_conversations_read_only_and_a_user_cannot(
         self, tenant_alpha: TenantFixture
