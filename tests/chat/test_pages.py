@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -83,7 +84,7 @@ class TestChatPage:
             conversation = Conversation.objects.create(user=member, title="Levels")
             Message.objects.create(conversation=conversation, role="user", content="<b>hi</b>")
             Message.objects.create(conversation=conversation, role="tool", service="hydrology",
-                                   tool="get_water_levels", arguments={"station": "S001"},
+                                   tool="get_water_levels", arguments={"station": "S001", "名": None},
                                    content="<img src=x onerror=alert(1)>")  # fmt: skip
             Message.objects.create(conversation=conversation, role="assistant",
                                    content="**S001** is at 2.1 m <script>alert(1)</script>")  # fmt: skip
@@ -95,6 +96,10 @@ class TestChatPage:
         assert "&lt;b&gt;hi&lt;/b&gt;" in page
         assert 'data-testid="tool-panel"' in page
         assert "get_water_levels" in page
+        # The arguments as JSON, as the page shows them while the turn streams (JSON.stringify(..., null, 2)).
+        shown = page.split('data-testid="tool-arguments">')[1].split("</pre>")[0]
+        assert json.loads(html.unescape(shown)) == {"station": "S001", "名": None}
+        assert "\n  &quot;station&quot;: &quot;S001&quot;" in shown  # indented, not a Python dict
         assert 'data-testid="chat-form"' in page
         assert 'data-testid="chat-rename"' in page  # one's own: rename and delete
         assert 'data-testid="chat-delete"' in page
