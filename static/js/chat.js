@@ -24,12 +24,31 @@
     });
     if (!response.ok) {
       let message = response.statusText;
-      try { message = (await response.json()).error.message; } catch (e) { /* keep the status text */ }
+      try { message = describe((await response.json()).error); } catch (e) { /* keep the status text */ }
       const error = new Error(message);
       error.status = response.status; // refused: nothing was done
       throw error;
     }
     return response;
+  }
+
+  // An API error as a person reads it: its message, then what each refused field says
+  // ("Invalid input. Ensure this field has no more than 200 characters.").
+  function describe(error) {
+    const said = [error.message];
+    for (const value of Object.values(error.details || {})) {
+      for (const text of Array.isArray(value) ? value : []) {
+        if (typeof text === "string" && !said.includes(text)) said.push(text);
+      }
+    }
+    return said.join(" ");
+  }
+
+  // The address of the page, and where the language switch returns to (base.html), follow the open conversation.
+  function showAddress(path) {
+    history.replaceState(null, "", path);
+    const next = document.querySelector(".lang-switch input[name=next]");
+    if (next) next.value = path;
   }
 
   // The open conversation: none on a new chat until its first question makes one.
@@ -93,14 +112,14 @@
   list.querySelectorAll(".bubble.assistant").forEach((bubble) => {
     if (bubble.querySelector(".markdown").textContent.trim()) addCopy(bubble);
   });
+  const scroll = () => { list.scrollTop = list.scrollHeight; };
+  scroll(); // a conversation opens at its latest messages, where the next question goes
 
   if (!form) return;
   const input = form.querySelector("textarea");
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
   let controller = null;
-
-  const scroll = () => { list.scrollTop = list.scrollHeight; };
 
   function toolPanel(data) {
     const panel = el("details", "tool-panel");
@@ -261,7 +280,7 @@
   async function unmake(made, question) {
     const id = conversationId;
     conversationId = undefined;
-    history.replaceState(null, "", root.dataset.chatUrl);
+    showAddress(root.dataset.chatUrl);
     made.item.replaceWith(...(made.placeholder ? [made.placeholder] : []));
     if (head) head.hidden = true;
     if (!input.value) input.value = question;
@@ -281,7 +300,7 @@
       if (!conversationId) {
         const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
         conversationId = String(conversation.id);
-        history.replaceState(null, "", root.dataset.chatUrl + conversationId + "/");
+        showAddress(root.dataset.chatUrl + conversationId + "/");
         const sidebar = root.querySelector("[data-testid=conversations]");
         const placeholder = sidebar.querySelector(".muted");
         if (placeholder) placeholder.remove();

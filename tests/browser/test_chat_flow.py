@@ -316,6 +316,25 @@ def test_a_stream_that_ends_without_done_is_marked_cut_short(
     expect(page.get_by_test_id("chat-send")).to_be_visible()
 
 
+def test_a_conversation_opens_at_its_latest_messages(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    from apps.accounts.models import User
+    from apps.chat.models import Conversation, Message
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        conversation = Conversation.objects.create(user=User.objects.get(email=ADMIN), title="A long one")
+        for n in range(30):
+            Message.objects.create(conversation=conversation, role="user", content=f"Question {n}")
+            Message.objects.create(conversation=conversation, role="assistant", content=f"Answer {n}\n\n" * 3)
+    connection.set_schema_to_public()
+    page = chat_page(browser, web_server, "en")
+    page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversation.pk}/"))
+    expect(page.get_by_test_id("chat-send")).to_be_enabled()  # chat.js has run
+    expect(page.get_by_test_id("chat-regenerate")).to_be_in_viewport()
+    expect(page.get_by_text("Question 0", exact=True)).not_to_be_in_viewport()
+
+
 def test_rename_and_delete_a_conversation_from_the_page(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:
@@ -330,6 +349,21 @@ def test_rename_and_delete_a_conversation_from_the_page(
     expect(page.get_by_test_id("chat-title")).to_have_text("hello")
     conversation = page.url.rstrip("/").rsplit("/", 1)[1]
     expect(page.get_by_test_id("chat-export")).to_have_attribute("href", f"/api/conversations/{conversation}/export")
+
+    # The language switch returns to the conversation the first question made, not to a new chat.
+    page.get_by_role("button", name="简体中文").click()
+    expect(page).to_have_url(re.compile(f"/chat/{conversation}/$"))
+    expect(page.get_by_test_id("chat-title")).to_have_text("hello")
+    page.get_by_role("button", name="English").click()
+    expect(page.get_by_test_id("chat-rename")).to_have_text("Rename")
+
+    # A refused title: the alert says why, not only "Invalid input.", and the title stays.
+    page.once("dialog", lambda dialog: dialog.accept("x" * 201))
+    with page.expect_event("dialog", predicate=lambda dialog: dialog.type == "alert") as refused:
+        page.get_by_test_id("chat-rename").click()
+    assert refused.value.message == "The input is not valid. Ensure this field has no more than 200 characters."
+    refused.value.accept()
+    expect(page.get_by_test_id("chat-title")).to_have_text("hello")
 
     page.once("dialog", lambda dialog: dialog.accept("Reservoir S003 levels"))
     page.get_by_test_id("chat-rename").click()
