@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from apps.accounts import services
 from apps.accounts.decorators import permission_required
@@ -38,6 +38,7 @@ from apps.accounts.selectors import user_list as member_list
 from apps.audit.selectors import audit_event_list
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, InvalidInput, RateLimited, put_on_form
+from apps.core.views import post_only
 from apps.usage import limits
 from apps.usage.selectors import api_key_totals
 
@@ -83,7 +84,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/login.html", context, status=status)
 
 
-@require_POST
+@post_only(back="accounts:login")
 def logout_view(request: HttpRequest) -> HttpResponse:
     services.web_logout_record(actor=request_actor(request))
     auth_logout(request)
@@ -162,7 +163,7 @@ def team_view(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required(Perm.MANAGE_USERS)
-@require_POST
+@post_only(back="accounts:team")
 def member_action_view(request: HttpRequest, user_id: int, action: str) -> HttpResponse:
     """Role change, deactivation, reactivation or deletion of one member, from the team page."""
     actor = request_actor(request)
@@ -192,7 +193,7 @@ def member_action_view(request: HttpRequest, user_id: int, action: str) -> HttpR
 
 
 @permission_required(Perm.MANAGE_USERS)
-@require_POST
+@post_only(back="accounts:team")
 def invitation_revoke_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
     actor = request_actor(request)
     try:
@@ -277,7 +278,7 @@ def api_keys_view(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required(Perm.MANAGE_API_KEYS)
-@require_POST
+@post_only(back="accounts:api-keys")
 def api_key_revoke_view(request: HttpRequest, api_key_id: int) -> HttpResponse:
     actor = request_actor(request)
     api_key = services.api_key_revoke(actor=actor, api_key=access_api_key(actor, api_key_id))

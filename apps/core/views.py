@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 
@@ -72,3 +76,27 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return error_page(
         request, status=403, title=_("Form expired"), message=_("The CSRF check failed. Reload the page and try again.")
     )
+
+
+def post_only(back: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """A page's form target, which only a POST uses: a GET (the address of a form page shown with its
+    errors, entered again or bookmarked) goes to the page named ``back`` instead of the browser's
+    blank 405; another method gets the 405 error page. Nothing is done either way.
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method == "POST":
+                return view(request, *args, **kwargs)
+            if request.method in ("GET", "HEAD"):
+                return redirect(back)
+            response = error_page(
+                request, status=405, title=_("Not allowed"), message=_("This address only takes a form's answers.")
+            )
+            response["Allow"] = "POST"
+            return response
+
+        return checked
+
+    return decorator

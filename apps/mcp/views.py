@@ -6,12 +6,13 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, put_on_form
+from apps.core.views import post_only
 from apps.mcp import services
 from apps.mcp.forms import McpServiceEditForm, McpServiceForm
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
@@ -44,7 +45,7 @@ def services_view(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required(Perm.MANAGE_SERVICES)
-@require_POST
+@post_only(back="mcp:services")
 def service_action_view(request: HttpRequest, service_id: int, action: str) -> HttpResponse:
     actor = request_actor(request)
     service = access_mcp_service(actor, service_id)

@@ -7,13 +7,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.selectors import user_count_active
 from apps.core.actors import request_actor
 from apps.core.exceptions import InvalidInput, RateLimited, put_on_form
 from apps.core.ratelimits import enforce_rate_limit
+from apps.core.views import post_only
 from apps.plans.selectors import plan_list_public
 from apps.tenants.forms import SignupForm
 from apps.tenants.services import tenant_provision
@@ -32,7 +33,7 @@ def landing(request: HttpRequest) -> HttpResponse:
     return _landing(request, SignupForm(initial=initial))
 
 
-@require_POST
+@post_only(back="tenants:landing")
 def signup(request: HttpRequest) -> HttpResponse:
     """The sign-up form: provision the workspace, then go to its login page."""
     form = SignupForm(request.POST)

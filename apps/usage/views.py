@@ -13,12 +13,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_safe
 
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, json_error
+from apps.core.views import post_only
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.forms import FEN_PER_YUAN, MemberDailyCallsForm, SpendingCapForm, UsageMonthForm
@@ -208,7 +209,7 @@ def _spreadsheet_safe(cell: Any) -> Any:
 
 
 @permission_required(Perm.MANAGE_BILLING)
-@require_POST
+@post_only(back="usage:usage")
 def spending_cap_view(request: HttpRequest) -> HttpResponse:
     """Set the monthly spending cap in yuan, or remove it (``action=remove``)."""
     form = SpendingCapForm(request.POST)
@@ -230,7 +231,7 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
 
 
 @permission_required(Perm.MANAGE_BILLING)
-@require_POST
+@post_only(back="usage:usage")
 def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
     """Set the AI calls each member may make a day, or remove the limit (``action=remove``)."""
     form = MemberDailyCallsForm(request.POST)

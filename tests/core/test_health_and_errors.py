@@ -6,8 +6,11 @@ from typing import Any
 
 import pytest
 from django.test import Client, override_settings
+from django_tenants.utils import schema_context
 
-from tests.conftest import TenantFixture
+from apps.accounts.models import Role, User
+from tests.accounts.test_pages import logged_in
+from tests.conftest import TenantFixture, make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +92,37 @@ def test_a_body_that_is_not_json_is_a_400_in_the_requests_language(tenant_alpha:
         messages[language] = error["message"]
     assert messages["en"] == "The request body is not valid JSON."  # not Python's json error, quoted
     assert messages["zh-hans"] == "请求正文不是有效的 JSON。"
+
+
+@pytest.mark.parametrize(
+    ("path", "back"),
+    [
+        ("/usage/spending-cap/", "/usage/"),
+        ("/usage/member-daily-calls/", "/usage/"),
+        ("/team/{member}/delete/", "/team/"),
+        ("/team/invitations/1/revoke/", "/team/"),
+        ("/api-keys/1/revoke/", "/api-keys/"),
+        ("/services/1/delete/", "/services/"),
+        ("/logout/", "/login/"),
+    ],
+)
+def test_a_get_of_a_forms_target_goes_to_its_page_and_does_nothing(
+    tenant_alpha: TenantFixture, path: str, back: str
+) -> None:
+    """The address of a form page shown with its errors, entered again or bookmarked: not a blank 405."""
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    member = make_member(tenant_alpha, Role.USER, email="kept@alpha.example.com")
+    response = client.get(path.format(member=member.pk))
+    assert (response.status_code, response["Location"]) == (302, back)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert User.objects.filter(pk=member.pk).exists()
+    assert client.get("/dashboard/").status_code == 200  # still logged in
+    other = client.put(path.format(member=member.pk))
+    assert (other.status_code, other["Allow"]) == (405, "POST")
+    assert other["Content-Type"].startswith("text/html")
+    assert "only takes a form" in other.content.decode()
+
+
+def test_a_get_of_the_signup_forms_target_goes_to_the_landing_page(public_client: Client) -> None:
+    response = public_client.get("/signup/")
+    assert (response.status_code, response["Location"]) == (302, "/")

@@ -270,8 +270,10 @@ class TestSpendingCap:
         assert cap_of(tenant_alpha) is None
         assert cap_events(tenant_alpha) == []
 
-    def test_get_is_not_allowed(self, tenant_alpha: TenantFixture) -> None:
-        assert logged_in(tenant_alpha, Role.ADMIN).get("/usage/spending-cap/").status_code == 405
+    def test_a_get_goes_to_the_usage_page(self, tenant_alpha: TenantFixture) -> None:
+        response = logged_in(tenant_alpha, Role.ADMIN).get("/usage/spending-cap/")
+        assert (response.status_code, response["Location"]) == (302, "/usage/")
+        assert cap_of(tenant_alpha) is None
 
 
 def member_limit_of(tenant: TenantFixture) -> int | None:
