@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 
 from apps.usage import limits as L
@@ -21,12 +22,21 @@ class SpendingCapForm(forms.Form):
     cap_yuan = forms.DecimalField(
         label=_("Monthly spending cap (¥)"),
         min_value=Decimal(0),
-        max_value=Decimal(MAX_SPENDING_CAP_FEN) / FEN_PER_YUAN,
-        max_digits=12,
         decimal_places=2,
+        error_messages={"max_decimal_places": _("Give the cap to the fen: at most two decimals.")},
         help_text=_("Overage stops once it reaches this amount in a month. 0 allows no overage at all."),
         widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "inputmode": "decimal"}),
     )
+
+    def clean_cap_yuan(self) -> Decimal:
+        # Here, not with max_value and max_digits: a huge amount got both their messages, the limit unformatted.
+        yuan: Decimal = self.cleaned_data["cap_yuan"]
+        most = Decimal(MAX_SPENDING_CAP_FEN) / FEN_PER_YUAN
+        if yuan > most:
+            raise forms.ValidationError(
+                _("The cap can be at most ¥%(most)s a month.") % {"most": number_format(most, force_grouping=True)}
+            )
+        return yuan
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
