@@ -117,6 +117,11 @@
 
   if (!form) return;
   const input = form.querySelector("textarea");
+  // The question's text, set by the page; its counter (static/js/counter.js) hears of it as of typing.
+  const setInput = (text) => {
+    input.value = text;
+    input.dispatchEvent(new Event("input"));
+  };
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
   let controller = null;
@@ -239,7 +244,7 @@
     return questions.length ? questions[questions.length - 1] : null;
   };
   function stopEditing(clear) {
-    if (edited && clear) input.value = "";
+    if (edited && clear) setInput("");
     edited = null;
     editing.hidden = true;
   }
@@ -254,7 +259,7 @@
     button.addEventListener("click", () => {
       if (controller) return;
       edited = question;
-      input.value = question.dataset.content;
+      setInput(question.dataset.content);
       editing.hidden = false;
       input.focus();
     });
@@ -283,7 +288,7 @@
     showAddress(root.dataset.chatUrl);
     made.item.replaceWith(...(made.placeholder ? [made.placeholder] : []));
     if (head) head.hidden = true;
-    if (!input.value) input.value = question;
+    if (!input.value) setInput(question);
     try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
   }
 
@@ -400,7 +405,7 @@
     question.dataset.content = content;
     list.append(question);
     const bubble = newBubble();
-    input.value = "";
+    setInput("");
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;
@@ -411,7 +416,7 @@
   for (const suggestion of list.querySelectorAll("[data-testid=chat-suggestion]")) {
     suggestion.addEventListener("click", () => {
       if (controller) return;
-      input.value = suggestion.textContent.trim();
+      setInput(suggestion.textContent.trim());
       form.requestSubmit();
     });
   }

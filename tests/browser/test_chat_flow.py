@@ -335,6 +335,30 @@ def test_a_conversation_opens_at_its_latest_messages(
     expect(page.get_by_text("Question 0", exact=True)).not_to_be_in_viewport()
 
 
+def test_a_long_question_shows_its_count_and_a_cut_paste_says_so(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    page = chat_page(browser, web_server, "en", permissions=["clipboard-read", "clipboard-write"])
+    question, count = page.get_by_test_id("chat-input"), page.get_by_test_id("field-count")
+    limit = int(question.get_attribute("maxlength") or 0)
+    question.fill("a" * (limit // 2))
+    expect(count).to_be_hidden()  # far from the limit: nothing to say
+    question.fill("a" * (limit - 10))
+    expect(count).to_have_text(f"{limit - 10:,} / {limit:,}")
+    question.fill("")
+    page.evaluate("text => navigator.clipboard.writeText(text)", "b" * (limit + 500))
+    question.focus()
+    page.keyboard.press("Control+V")
+    expect(count).to_have_text(f"{limit:,} / {limit:,} · the pasted text was cut to fit")
+    expect(count).to_have_class(re.compile("full"))
+    assert len(question.input_value()) == limit
+    page.keyboard.press("Backspace")  # typing: the note goes, the count stays
+    expect(count).to_have_text(f"{limit - 1:,} / {limit:,}")
+    page.get_by_test_id("chat-send").click()  # sent: the page empties the input, and the count goes
+    expect(page.get_by_test_id("assistant-reply")).to_be_visible()
+    expect(count).to_be_hidden()
+
+
 def test_rename_and_delete_a_conversation_from_the_page(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:
