@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -132,5 +133,43 @@ class TestReading:
         assert page.status_code == 200
         body = page.content.decode()
         assert "auth.login_failed" in body
-        assert "<code>auth.login</code>" not in body
+        assert "Login failed" in body
+        assert '<code class="muted small">auth.login</code>' not in body
         assert client.get("/audit/?date_from=2026-02-01&date_to=2026-01-01").status_code == 400
+
+
+def test_the_page_words_actions_and_details(tenant_alpha: TenantFixture) -> None:
+    """Actions in words (the code beside), money in yuan, nothing as "—", a change as before → after."""
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    client.post("/login/", {"username": tenant_alpha.admin_email, "password": tenant_alpha.admin_password})
+    member = make_member(tenant_alpha, "user", email="worded@alpha.example.com")
+    assert client.post("/usage/spending-cap/", {"cap_yuan": "1234.5"}).status_code == 302
+    assert client.post("/usage/spending-cap/", {"action": "remove"}).status_code == 302
+    assert client.post(f"/team/{member.pk}/role/", {"role": "viewer"}).status_code == 302
+    body = client.get("/audit/").content.decode()
+    rows = body.split('data-testid="audit-events"')[1]
+    assert 'Spending cap changed <code class="muted small">billing.spending_cap_set</code>' in rows
+    assert 'data-testid="audit-details">¥1,234.50 → —</td>' in rows
+    assert 'data-testid="audit-details">— → ¥1,234.50</td>' in rows
+    assert "Role changed" in rows
+    assert "role: user → viewer" in rows
+    assert "None" not in rows
+    zh = client.get("/audit/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "Spending cap changed" not in zh  # translated
+    assert "billing.spending_cap_set" in zh
+
+
+def test_every_recorded_action_has_words() -> None:
+    """Each action the code records is named on the page, so none shows only as its code."""
+    from pathlib import Path
+
+    from apps.audit.templatetags.audit_format import ACTIONS
+
+    root = Path(__file__).resolve().parents[2] / "apps"
+    recorded = {
+        action
+        for source in root.rglob("*.py")
+        for action in re.findall(r'action="([a-z_]+\.[a-z_.]+)"', source.read_text())
+    }
+    assert len(recorded) > 30
+    assert recorded - set(ACTIONS) == set()

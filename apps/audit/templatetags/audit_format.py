@@ -1,0 +1,99 @@
+"""The audit log as a tenant admin reads it: what each action is called, and its details as values.
+
+The stored event keeps its stable code (``user.role_changed``) and raw details (``{"to_fen": None}``),
+which the API and the export return as they are; only the page words them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import template
+from django.utils.formats import number_format
+from django.utils.translation import gettext_lazy as _
+
+register = template.Library()
+
+ACTIONS = {
+    "api_key.created": _("API key created"),
+    "api_key.revoked": _("API key revoked"),
+    "assistant.instructions_set": _("Assistant instructions changed"),
+    "auth.lockout": _("Locked out after failed logins"),
+    "auth.login": _("Logged in"),
+    "auth.login_failed": _("Login failed"),
+    "auth.logout": _("Logged out"),
+    "billing.spending_cap_set": _("Spending cap changed"),
+    "conversation.deleted": _("Conversation deleted"),
+    "mcp_service.created": _("MCP service added"),
+    "mcp_service.deleted": _("MCP service deleted"),
+    "mcp_service.enabled": _("MCP service enabled or disabled"),
+    "mcp_service.tested": _("MCP service tested"),
+    "mcp_service.updated": _("MCP service changed"),
+    "model_provider.deleted": _("Model server removed"),
+    "model_provider.saved": _("Model server saved"),
+    "tenant.provisioned": _("Workspace created"),
+    "tenant.reactivated": _("Workspace reactivated"),
+    "tenant.suspended": _("Workspace suspended"),
+    "tenant.updated": _("Workspace changed"),
+    "usage.member_daily_calls_set": _("Members' daily AI calls limit changed"),
+    "user.created": _("Member added"),
+    "user.deactivated": _("Member deactivated"),
+    "user.deleted": _("Member deleted"),
+    "user.invitation_accepted": _("Invitation accepted"),
+    "user.invitation_revoked": _("Invitation revoked"),
+    "user.invited": _("Member invited"),
+    "user.password_changed": _("Password changed"),
+    "user.password_reset": _("Password reset"),
+    "user.password_reset_requested": _("Password reset requested"),
+    "user.profile_updated": _("Profile changed"),
+    "user.reactivated": _("Member reactivated"),
+    "user.role_changed": _("Role changed"),
+}
+# Details stored as [before, after].
+CHANGES = ("role", "full_name")
+FEN_SUFFIX = "_fen"
+
+
+@register.filter
+def action_label(code: str) -> str:
+    """The action in words; an action without a label (platform staff's ``admin.*``) as its code."""
+    return str(ACTIONS.get(code, code))
+
+
+@register.filter
+def audit_details(metadata: Any) -> list[tuple[str, str]]:
+    """(name, value) pairs: amounts in fen as yuan, nothing as "—", a change as "before → after" (unnamed
+    where the action says what changed: ``from``/``to``)."""
+    if not isinstance(metadata, dict):
+        return [] if metadata in (None, "") else [("", str(metadata))]
+    pairs = []
+    for key, value in metadata.items():
+        if key.endswith(FEN_SUFFIX) and (value is None or isinstance(value, int)):
+            pairs.append((key.removesuffix(FEN_SUFFIX), _yuan(value)))
+        elif key in CHANGES and isinstance(value, list) and len(value) == 2:
+            pairs.append((key, f"{_value(value[0])} → {_value(value[1])}"))
+        else:
+            pairs.append((key, _value(value)))
+    named = dict(pairs)
+    if "from" in named and "to" in named:  # a setting changed (stored as JSON, whose keys have no order)
+        pairs = [("", f"{named['from']} → {named['to']}")] + [p for p in pairs if p[0] not in ("from", "to")]
+    return pairs
+
+
+def _yuan(fen: int | None) -> str:
+    if fen is None:
+        return "—"
+    return "¥" + number_format(Decimal(fen) / 100, 2, force_grouping=True)
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return str(_("yes") if value else _("no"))
+    if isinstance(value, list):
+        return ", ".join(_value(item) for item in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {_value(item)}" for key, item in value.items()) or "—"
+    return str(value)
