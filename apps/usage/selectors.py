@@ -193,8 +193,8 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
             cursor.execute(sql, params)
             found = {row[0]: row for row in cursor.fetchall()}
         series = []
-        day = start
-        while day <= end:
+        for offset in range((end - start).days + 1):  # not day += 1 to past ``end``: 9999-12-31 has no next day
+            day = start + dt.timedelta(days=offset)
             row = found.get(day)
             series.append(
                 {
@@ -204,7 +204,6 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
                     "storage_bytes": int(row[3]) if row and not only_user else 0,
                 }
             )
-            day += dt.timedelta(days=1)
         return series
     sql = f"""
     SELECT user_id, SUM(calls), SUM(tokens) FROM (

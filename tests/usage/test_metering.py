@@ -862,6 +862,11 @@ class TestUsageApi:
         assert response.status_code == 400, response.content
         assert response.json()["error"]["code"] == "invalid_input"
 
+    def test_the_last_days_of_the_calendar_are_an_empty_series(self, tenant_alpha: TenantFixture) -> None:
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = self.get(admin, **{"from": "9999-12-30", "to": "9999-12-31"}).json()
+        assert [(d["date"], d["api_calls"]) for d in body["series"]] == [("9999-12-30", 0), ("9999-12-31", 0)]
+
     def test_quota_lists_every_quota(self, tenant_alpha: TenantFixture) -> None:
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
         v1(key_client(tenant_alpha))
