@@ -10,7 +10,7 @@ from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role, User
 from tests.accounts.test_pages import logged_in
-from tests.conftest import TenantFixture, make_member
+from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +92,19 @@ def test_a_body_that_is_not_json_is_a_400_in_the_requests_language(tenant_alpha:
         messages[language] = error["message"]
     assert messages["en"] == "The request body is not valid JSON."  # not Python's json error, quoted
     assert messages["zh-hans"] == "请求正文不是有效的 JSON。"
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])
+def test_a_body_nested_deeper_than_the_parser_goes_is_a_400(tenant_alpha: TenantFixture, path: str) -> None:
+    """Python's parser gives up at about a thousand levels with a RecursionError: before the login too."""
+    deep = '{"email": ' + "[" * 5000 + "]" * 5000 + "}"
+    credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else ""
+    if path == "/api/conversations":  # about a person: a member's token, not a key
+        credential = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    client = tenant_alpha.client(**bearer(credential)) if credential else tenant_alpha.client()
+    response = client.post(path, deep, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_input"
 
 
 @pytest.mark.parametrize(
