@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
 
 from apps.core.exceptions import json_error
 
@@ -31,6 +32,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return error_page(request, status=404, title=_("Page not found"), message=_("There is nothing at this address."))
 
 
+@csrf_exempt  # it changes nothing, and a POST to a mistyped path is a 404, not the CSRF check's 403
 def api_path_not_found(request: HttpRequest) -> HttpResponse:
     """Any path under /api/ or /v1/ that nothing else answers (the URL confs' last pattern): the JSON
     404, under DEBUG too, where Django would show its HTML debug page instead of ``handler404``.

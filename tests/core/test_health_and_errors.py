@@ -61,6 +61,11 @@ def test_unknown_api_paths_get_the_json_404(
             assert response.json() == {
                 "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}}
             }
+        # Any method: not the CSRF check's 403, which said nothing of the path (a POST to /v1/chat/completions/).
+        checked = Client(HTTP_HOST=client.defaults["HTTP_HOST"], enforce_csrf_checks=True)
+        for method in ("post", "put", "patch", "delete"):
+            response = getattr(checked, method)("/v1/chat/completions/", "{}", content_type="application/json")
+            assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found"), method
     assert tenant_alpha.client().get("/no/such/page/").status_code == 404  # pages keep their own 404
     schema = tenant_alpha.client().get("/api/schema")  # it exists with its slash: redirected, as before
     assert (schema.status_code, schema["Location"]) == (301, "/api/schema/")
