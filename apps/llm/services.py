@@ -10,7 +10,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput
-from apps.core.outbound import check_url
+from apps.core.outbound import UnsafeURL, check_url
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
 
@@ -29,15 +29,21 @@ def model_provider_save(
 ) -> ModelProvider:
     """Create or replace the tenant's provider. ``api_key=None`` keeps the stored key; "" removes it."""
     errors: dict[str, list[str]] = {}
+    unsafe: UnsafeURL | None = None
     try:
         base_url = check_url(base_url.strip(), field="base_url")
-    except InvalidInput as exc:
+    except UnsafeURL as exc:
+        unsafe = exc
         errors.update(exc.details)
     model_ids = [m.strip() for m in model_ids if m and m.strip()]
     if not model_ids or len(model_ids) > 50 or any(len(m) > 100 for m in model_ids):
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
-    if errors:
-        raise InvalidInput(_("The input is not valid."), details=errors)
+    if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
+        raise (
+            unsafe
+            if unsafe is not None and len(errors) == 1
+            else InvalidInput(_("The input is not valid."), details=errors)
+        )
     # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
     ModelProvider.objects.get_or_create(pk=1, defaults={"base_url": base_url, "model_ids": model_ids})
     provider = ModelProvider.objects.select_for_update().get(pk=1)

@@ -17,7 +17,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, QuotaExceeded
 from apps.core.models import storable
-from apps.core.outbound import check_url
+from apps.core.outbound import UnsafeURL, check_url
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
@@ -65,6 +65,7 @@ def _valid_fields(
 ) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     clean: dict[str, Any] = {}
+    unsafe: UnsafeURL | None = None
     if name is not None:
         name = name.strip()
         if not name or len(name) > 100:
@@ -73,7 +74,8 @@ def _valid_fields(
     if url is not None:
         try:
             clean["url"] = check_url(url.strip(), field="url")
-        except InvalidInput as exc:
+        except UnsafeURL as exc:
+            unsafe = exc
             errors.update(exc.details)
     if type is not None:
         if type not in Transport.values:
@@ -88,8 +90,12 @@ def _valid_fields(
         if bad or any(len(str(v)) > 4096 or "\n" in str(v) or "\r" in str(v) for v in headers.values()):
             errors["headers"] = [_("Header names are letters, digits and hyphens; values are one line.")]
         clean["headers"] = {str(k): str(v) for k, v in headers.items()}
-    if errors:
-        raise InvalidInput(_("The input is not valid."), details=errors)
+    if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
+        raise (
+            unsafe
+            if unsafe is not None and len(errors) == 1
+            else InvalidInput(_("The input is not valid."), details=errors)
+        )
     return clean
 
 

@@ -10,9 +10,11 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from apps.core.crypto import decrypt
+from apps.core.exceptions import InvalidInput
 from apps.llm.models import ModelProvider
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
+from apps.mcp.services import mcp_service_create
 from apps.tenants.services import tenant_provision
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
 
@@ -120,7 +122,11 @@ class TestMcpServices:
         settings.OUTBOUND_ALLOWED_NETWORKS = []
         response = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Evil", "url": url})
         assert response.status_code == 400
-        assert "url" in response.json()["error"]["details"]
+        assert list(response.json()["error"]["details"]) == ["url"]
+        assert response.json()["error"]["code"] == "unsafe_url"  # its own code, as docs/api.md says
+        with schema_context(tenant_alpha.tenant.schema_name), pytest.raises(InvalidInput) as both:
+            mcp_service_create(actor=TEST_ACTOR, name=" ", url=url)  # with other problems: all of them, together
+        assert (both.value.code, set(both.value.details)) == ("invalid_input", {"name", "url"})
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not McpService.objects.exists()
 
@@ -314,7 +320,8 @@ class TestModelProvider:
         settings.OUTBOUND_ALLOWED_NETWORKS = []
         response = send(admin(tenant_alpha), "put", "/api/model-provider", {"base_url": base_url, "model_ids": ["m"]})
         assert response.status_code == 400
-        assert "base_url" in response.json()["error"]["details"]
+        assert list(response.json()["error"]["details"]) == ["base_url"]
+        assert response.json()["error"]["code"] == "unsafe_url"
 
     def test_only_admins_manage_the_provider(self, tenant_alpha: TenantFixture) -> None:
         from tests.chat.conftest import member_client
