@@ -26,8 +26,17 @@ from apps.tenants.selectors import tenant_current_locked
 from apps.usage.limits import limits_for
 from apps.usage.services import quota_check_count_alerts
 
-_SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+# Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.chat.engine).
+_SLUG_RE = re.compile(r"^(?=.{1,30}$)[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# Printable ASCII: the HTTP client encodes header values as ASCII, and a value it cannot failed every connect.
+_HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,4096}$")
+# Headers the HTTP client and the MCP SDK set for the request to work: a service's own would break it, or
+# (Host) choose another site behind an address the SSRF guard allowed.
+_CONNECTION_HEADERS = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive",
+    "proxy-connection", "proxy-authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
+})  # fmt: skip
 MAX_TIMEOUT_SECONDS = 120
 
 
@@ -51,7 +60,7 @@ def _check_service_quota(*, adding: int = 1) -> None:
 
 
 def _slug_for(name: str) -> str:
-    base = re.sub(r"[^a-z0-9_]+", "_", name.strip().lower()).strip("_")[:24] or "service"
+    base = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")[:24].rstrip("_") or "service"
     if not base[0].isalpha():
         base = f"s_{base}"[:24]
     slug, n = base, 2
@@ -87,8 +96,12 @@ def _valid_fields(
         clean["timeout_seconds"] = timeout_seconds
     if headers is not None:
         bad = [h for h in headers if not _HEADER_NAME_RE.match(h)]
-        if bad or any(len(str(v)) > 4096 or "\n" in str(v) or "\r" in str(v) for v in headers.values()):
-            errors["headers"] = [_("Header names are letters, digits and hyphens; values are one line.")]
+        if bad or any(not _HEADER_VALUE_RE.match(str(v)) for v in headers.values()):
+            errors["headers"] = [_("Header names are letters, digits and hyphens; values are one line of ASCII.")]
+        elif taken := sorted(h for h in headers if h.lower() in _CONNECTION_HEADERS):
+            errors["headers"] = [
+                _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
+            ]
         clean["headers"] = {str(k): str(v) for k, v in headers.items()}
     if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
         raise (
@@ -113,7 +126,9 @@ def mcp_service_create(
     """Register an MCP server. Its URL passes the SSRF guard; active services count against the plan."""
     clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers or {})
     if slug is not None and not _SLUG_RE.match(slug):
-        message = _("Lower-case letters, digits and underscores, starting with a letter, at most 30.")
+        message = _(
+            "Lower-case letters and digits, words joined by single underscores, starting with a letter, at most 30."
+        )
         raise InvalidInput(message, details={"slug": [message]})
     _check_service_quota()
     service = McpService(

@@ -223,6 +223,33 @@ class TestMcpServices:
         assert response.status_code == 400
         assert field in response.json()["error"]["details"]
 
+    @pytest.mark.parametrize(
+        ("headers", "says"),
+        [({"X-Name": "Müller"}, "ASCII"), ({"X-Token": "a\tb"}, "ASCII"), ({"Host": "other.example"}, "Host"),
+         ({"content-length": "0"}, "content-length"), ({"Mcp-Session-Id": "x"}, "Mcp-Session-Id")],
+    )  # fmt: skip
+    def test_headers_that_would_break_the_connection_are_refused(
+        self, tenant_alpha: TenantFixture, hydrology: Any, headers: dict[str, str], says: str
+    ) -> None:
+        """A value the client cannot send failed every connect after a 200; Host chose another site."""
+        response = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{hydrology.pk}", {"headers": headers})
+        assert response.status_code == 400
+        assert says in response.json()["error"]["details"]["headers"][0]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).secret_headers == hydrology.secret_headers
+
+    @pytest.mark.parametrize("slug", ["x__y", "x_", "x___", "_x", "9x", "X"])
+    def test_a_slug_cannot_hold_the_tool_names_separator(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str, slug: str
+    ) -> None:
+        """ "__" joins a slug to its tools' names: x__y's tools were shown as service "x", tool "y__..."."""
+        body = {"name": "Sep", "url": demo_mcp_url, "slug": slug}
+        response = send(admin(tenant_alpha), "post", "/api/mcp-services", body)
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == ["slug"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert mcp_service_create(actor=TEST_ACTOR, name="a_ b__c!", url=demo_mcp_url).slug == "a_b_c"
+
 
 class TestModelProvider:
     def test_the_key_is_encrypted_never_returned_and_used(
