@@ -143,7 +143,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = _error_response(exc, context)
     request = context.get("request")
     if response is not None and request is not None and request.path.startswith("/v1/"):
-        _add_openai_fields(response.data["error"], response.status_code)
+        add_openai_fields(response.data["error"], response.status_code)
     return response
 
 
@@ -151,7 +151,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
-def _add_openai_fields(error: dict[str, Any], status: int) -> None:
+def add_openai_fields(error: dict[str, Any], status: int) -> None:
     """OpenAI's ``type`` and ``param`` next to ours: the field a 400 is about, if it names one."""
     if error["code"] == "quota_exceeded":
         error["type"] = "insufficient_quota"

@@ -36,7 +36,7 @@ from apps.api.base import AUTHENTICATED, TenantApi
 from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
-from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.exceptions import ApplicationError, InvalidInput, add_openai_fields, error_body
 from apps.llm.client import model_server
 from apps.usage.meter import Meter
 
@@ -90,6 +90,41 @@ class MessageSerializer(serializers.Serializer):
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
     tool_call_id = serializers.CharField(required=False, max_length=100)
 
+    def validate_content(self, value: Any) -> Any:
+        """OpenAI's shapes: a string, or a list of parts each with a ``type`` (a text part with its ``text``).
+        Anything else was sent on and charged, for the model server to refuse."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(_valid_part(part) for part in value):
+            return value
+        raise serializers.ValidationError(
+            _('Give the content as a string or a list of parts such as {"type": "text", "text": "..."}.')
+        )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("content") is None and not (attrs["role"] == "assistant" and attrs.get("tool_calls")):
+            raise serializers.ValidationError({"content": [_("A message needs content (an assistant's may have "
+                                                             "tool_calls instead).")]})  # fmt: skip
+        return attrs
+
+
+def _valid_part(part: Any) -> bool:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        return False
+    return part["type"] != "text" or isinstance(part.get("text"), str)
+
+
+def _valid_tool(tool: dict[str, Any]) -> bool:
+    """OpenAI's function tool: ``{"type": "function", "function": {"name", "parameters"?: object}}``."""
+    function = tool.get("function")
+    return (
+        tool.get("type") == "function"
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and 0 < len(function["name"]) <= 64
+        and isinstance(function.get("parameters", {}), dict)
+    )
+
 
 class StreamOptionsSerializer(serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
@@ -119,9 +154,9 @@ class ChatCompletionsApi(TenantApi):
 
         model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         messages = MessageSerializer(many=True, allow_empty=False)
-        stream = serializers.BooleanField(required=False, default=False)
+        stream = serializers.BooleanField(required=False, default=False, allow_null=True)
         stream_options = StreamOptionsSerializer(required=False, allow_null=True)
-        tools = serializers.ListField(child=serializers.DictField(), required=False, max_length=128)
+        tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
         tool_choice = serializers.JSONField(required=False, allow_null=True)
         n = serializers.IntegerField(
             required=False, allow_null=True, min_value=1, max_value=1, error_messages={"max_value": _ONE_CHOICE}
@@ -156,6 +191,13 @@ class ChatCompletionsApi(TenantApi):
                 isinstance(stops, list) and 1 <= len(stops) <= 4 and all(isinstance(s, str) and s for s in stops)
             ):
                 raise serializers.ValidationError(_("Give a string or a list of one to four strings."))
+            return value
+
+        def validate_tools(self, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+            if value is not None and not all(_valid_tool(tool) for tool in value):
+                raise serializers.ValidationError(
+                    _('Give each tool as {"type": "function", "function": {"name": ..., "parameters": {...}}}.')
+                )
             return value
 
         def validate_tool_choice(self, value: Any) -> Any:
@@ -269,12 +311,12 @@ def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only
                     yield _data(_chunk(completion_id, model, {"tool_calls": calls}))
                 if not event.tool_calls or not final_only:
                     yield _data(_chunk(completion_id, model, {}, finish=event.finish_reason))
-    except engine.UpstreamError as exc:
-        yield _data({"error": {"code": "upstream_error", "message": exc.message, "type": "upstream_error"}})
-        yield _data("[DONE]")
-        return
-    except ApplicationError as exc:  # a quota ran out between two calls of the turn
-        yield _data({"error": {"code": exc.code, "message": exc.message, "type": exc.code, "details": exc.details}})
+    except (engine.UpstreamError, ApplicationError) as exc:  # the model server failed; a quota ran out mid-turn
+        failed = exc if isinstance(exc, ApplicationError) else ApplicationError(exc.message, code="upstream_error",
+                                                                                  status_code=502)  # fmt: skip
+        error = error_body(failed.code, failed.message, failed.details)  # as a /v1 error before the stream began
+        add_openai_fields(error["error"], failed.status_code)
+        yield _data(error)
         yield _data("[DONE]")
         return
     if usage:

@@ -132,7 +132,12 @@ class TestInProcess:
          ("max_completion_tokens", 2**31), ("presence_penalty", 3), ("frequency_penalty", -2.5), ("n", 2),
          ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7), ("stop", [""]), ("seed", 2**64), ("tool_choice", "always"),
          ("tool_choice", {"type": "function"}), ("tool_choice", "auto"), ("response_format", {"type": "yaml"}),
-         ("response_format", {"type": "json_schema"}), ("stream_options", {"include_usage": "perhaps"})],
+         ("response_format", {"type": "json_schema"}), ("stream_options", {"include_usage": "perhaps"}),
+         ("tools", [{"type": "function"}]), ("tools", [{"type": "retrieval", "function": {"name": "x"}}]),
+         ("tools", [{"type": "function", "function": {"name": "x", "parameters": "an object"}}]),
+         ("messages", [{"role": "user", "content": 123}]), ("messages", [{"role": "user", "content": {"a": 1}}]),
+         ("messages", [{"role": "user", "content": [{"type": "text"}]}]), ("messages", [{"role": "user"}]),
+         ("messages", [{"role": "user", "content": []}]), ("messages", [{"role": "tool", "content": None}])],
     )  # fmt: skip
     def test_a_bad_option_is_a_400_and_costs_nothing(
         self, tenant_alpha: TenantFixture, option: str, value: Any
@@ -145,13 +150,34 @@ class TestInProcess:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         counter = month_key(tenant_alpha.tenant.schema_name, timezone.now().date())
         calls_before = get_redis_connection("default").hget(counter, "calls")
-        response = completions(client, messages=[{"role": "user", "content": "hi"}], **{option: value})
+        response = completions(client, **{"messages": [{"role": "user", "content": "hi"}], option: value})
         assert response.status_code == 400, response.content
         error = response.json()["error"]
         assert error["code"] == "invalid_input"
         assert option in error["details"]
         assert (error["type"], error["param"]) == ("invalid_request_error", option)  # OpenAI's fields too
         assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
+
+    def test_null_is_the_same_as_leaving_an_option_out(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        parts = [{"type": "text", "text": "hello"}]
+        body = completions(client, messages=[{"role": "user", "content": parts}], stream=None, tools=None)
+        assert body.status_code == 200, body.content
+        assert body.json()["object"] == "chat.completion"
+        called = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}  # fmt: skip
+        answered = {"role": "tool", "tool_call_id": "c1", "content": "{}"}
+        history = [{"role": "user", "content": "hi"}, called, answered]
+        assert completions(client, messages=history).status_code == 200
+
+    def test_an_error_in_the_stream_has_the_v1_error_format(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        response = completions(client, messages=[{"role": "user", "content": "hi #broken"}], stream=True)
+        lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+        assert lines[-1] == "data: [DONE]"
+        error = json.loads(lines[-2].removeprefix("data: "))["error"]
+        assert error == {"code": "upstream_error", "message": error["message"], "details": {}, "type": "api_error",
+                         "param": None}  # fmt: skip
 
     def test_an_options_error_follows_the_requests_language(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="zh-hans", **bearer(api_key_secret(tenant_alpha, "user")))
