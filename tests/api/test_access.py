@@ -21,6 +21,7 @@ from apps.accounts.models import Role, User
 from apps.accounts.permissions import ROLE_PERMISSIONS, role_has
 from apps.api import authentication
 from apps.api.base import TenantApi
+from apps.chat.models import Conversation
 from tests.api.endpoints import Endpoint, tenant_api_endpoints
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 
@@ -303,3 +304,23 @@ class TestVerifiedTokensKept:
         mine["user_id"] = -1
         assert authentication.TenantJWTAuthentication().get_validated_token(raw)["user_id"] != -1
         assert len(decodes) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/users", "/api/invitations", "/api/api-keys", "/api/audit-events", "/api/mcp-services",
+     "/api/conversations", "/api/conversations/{conversation}/messages"],
+)  # fmt: skip
+def test_every_list_refuses_paging_out_of_range_alike(tenant_alpha: TenantFixture, path: str) -> None:
+    """page=-1 was a 404 on some lists and a 400 on others; a page_size of a billion was cut to 100 on some."""
+    admin = admin_of(tenant_alpha)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        conversation = Conversation.objects.create(user=admin, title="Paged")
+    client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin)["access"]))
+    url = path.format(conversation=conversation.pk)
+    for query in ({"page": "-1"}, {"page": "0"}, {"page": "x"}, {"page_size": "0"}, {"page_size": "1000000000"}):
+        response = client.get(url, query)
+        assert response.status_code == 400, (query, response.content)
+        assert response.json()["error"]["code"] == "invalid_input"
+        assert list(response.json()["error"]["details"]) == list(query)
+    assert client.get(url, {"page": "1", "page_size": "100"}).status_code == 200
