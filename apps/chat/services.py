@@ -129,8 +129,12 @@ class TurnStart:
     model: str
 
 
-def turn_start(*, meter: Meter, model: str | None) -> TurnStart:
+def turn_start(*, meter: Meter, model: str | None, kept: str = "") -> TurnStart:
     """Charge a turn's first model call, reading the tenant's AI setup in the same Redis round trip.
+
+    ``model``, asked for by the client, must be offered; ``kept``, the conversation's model, is used while it
+    is offered, else the default: a model the admins took off the list would make the conversation
+    unusable for a client that names none (the chat page shows no choice with one model).
 
     What can still refuse the turn after that (no model server, an unknown model)
     gives the call back, and the quota alerts it would cross are raised only once
@@ -140,7 +144,7 @@ def turn_start(*, meter: Meter, model: str | None) -> TurnStart:
     try:
         setup = ai_setup(prefetched=ticket.fetched)
         server = model_server(setup.provider)
-        chosen = choose_model(server, model)
+        chosen = choose_model(server, model or (kept if kept in server.models else None))
     except BaseException:
         meter.release(ticket)
         raise
@@ -242,7 +246,7 @@ def _reply(
     assistant message that did not fail names it. ``question_replaces``: the question that
     ``question`` edits."""
     meter = meter or Meter.for_actor(actor)
-    start = turn_start(meter=meter, model=model or conversation.model or None)
+    start = turn_start(meter=meter, model=model, kept=conversation.model)
     server, chosen, ticket = start.server, start.model, start.ticket
     if start.setup.instructions:  # the workspace's own, after HydroNet's
         messages[0] = {"role": "system", "content": system_prompt(start.setup.instructions)}

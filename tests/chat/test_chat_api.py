@@ -345,6 +345,23 @@ class TestBadInput:
         assert response.json()["error"]["code"] == code
         assert stored(tenant_alpha, conversation) == []
 
+    def test_a_conversations_model_taken_off_the_list_gives_way_to_the_default(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Only a model the client asks for must be offered: the admins' change would leave the conversation
+        unusable to a client that names none, as the chat page does with one model."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Conversation.objects.filter(pk=conversation).update(model="a-retired-model")
+        answered = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert answered.status_code == 200, answered.content
+        assert answered.json()["message"]["status"] == "complete"
+        asked = post(
+            client, f"/api/conversations/{conversation}/messages", {"content": "hi", "model": "a-retired-model"}
+        )
+        assert (asked.status_code, asked.json()["error"]["code"]) == (400, "unknown_model")
+
 
 class TestModelServerFaults:
     """A failing model server gives a clean error, never a 500, and the user's message is kept."""
