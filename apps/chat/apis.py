@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
-from apps.api.schema import quota_exceeded
+from apps.api.schema import error_response, quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message
@@ -323,7 +323,10 @@ class MessageRetryApi(_TurnApi):
     409 ``nothing_to_retry`` when there is no question yet.
     """
 
-    @extend_schema(request=_TurnApi.InputSerializer, responses=REPLY_RESPONSES)
+    @extend_schema(
+        request=_TurnApi.InputSerializer,
+        responses={**REPLY_RESPONSES, 409: error_response("`nothing_to_retry`: the conversation has no question yet.")},
+    )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         actor, conversation = self.turn_conversation(request, conversation_id)
         data = self.InputSerializer(data=request.data)
@@ -344,6 +347,13 @@ class MessageEditApi(MessagePostApi):
     """
 
     answer = staticmethod(services.conversation_edit)
+
+    @extend_schema(
+        request=MessagePostApi.InputSerializer,
+        responses={**REPLY_RESPONSES, 409: error_response("`nothing_to_edit`: the conversation has no question yet.")},
+    )
+    def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
+        return super().post(request, conversation_id)
 
 
 class ModelListApi(TenantApi):

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
+from apps.api.schema import error_response
 from apps.llm.client import check_model_server, provider_server
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.services import assistant_instructions_set, model_provider_delete, model_provider_save
@@ -22,6 +23,9 @@ class ModelProviderOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+NO_PROVIDER = error_response("`not_found`: the workspace has no model server of its own; it uses the platform's.")
+
+
 class ModelProviderDetailApi(TenantApi):
     """GET /api/model-provider: the tenant's own model server; 404 while it uses the platform's.
 
@@ -30,7 +34,7 @@ class ModelProviderDetailApi(TenantApi):
 
     required_permission = Perm.MANAGE_SERVICES
 
-    @extend_schema(responses={200: ModelProviderOutput})
+    @extend_schema(responses={200: ModelProviderOutput, 404: NO_PROVIDER})
     def get(self, request: Request) -> Response:
         provider = ModelProvider.objects.first()
         if provider is None:
@@ -86,7 +90,7 @@ class ModelProviderTestApi(TenantApi):
         offered = serializers.ListField(child=serializers.CharField())
         missing = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(request=None, responses={200: OutputSerializer})
+    @extend_schema(request=None, responses={200: OutputSerializer, 404: NO_PROVIDER})
     def post(self, request: Request) -> Response:
         provider = ModelProvider.objects.first()
         if provider is None:

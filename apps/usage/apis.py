@@ -17,6 +17,7 @@ from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
 from apps.api.permissions import PermissionMissing
+from apps.api.schema import error_response
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.selectors import quota_status, usage_series
@@ -71,7 +72,10 @@ class UsageApi(TenantApi):
         totals = serializers.DictField()
         series = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(parameters=[FilterSerializer], responses={200: OutputSerializer})
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={200: OutputSerializer, 404: error_response("`not_found`: no member has the id given as `user`.")},
+    )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -71,7 +71,14 @@ def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixtu
     assert set(responses("/v1/chat/completions", "post")) >= {"200", "400", "401", "402", "403", "429", "502", "503"}
     # Not metered: no 402 or 502; no path parameter: no 404; a GET without parameters: no 400.
     assert set(responses("/api/models", "get")) == {"200", "401", "403", "429"}
-    assert set(responses("/api/usage", "get")) == {"200", "400", "401", "403", "429"}
+    assert set(responses("/api/usage", "get")) == {"200", "400", "401", "403", "404", "429"}  # ?user= unknown
+    # What the views answer beyond the rule: a conflict, a missing provider.
+    for path in ("/api/conversations/{conversation_id}/retry", "/api/conversations/{conversation_id}/edit"):
+        assert "nothing_to_" in responses(path, "post")["409"]["description"], path
+        assert set(responses(path, "post")["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert "409" not in responses("/api/conversations/{conversation_id}/messages", "post")
+    assert "404" in responses("/api/model-provider", "get")
+    assert "404" in responses("/api/model-provider/test", "post")
     assert set(responses("/api/conversations/{conversation_id}", "delete")) == {
         "204", "400", "401", "403", "404", "429"}  # fmt: skip
     # Logging in needs no credential: its own 401 and 429, no 403.
