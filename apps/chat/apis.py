@@ -222,8 +222,10 @@ class ReplyOutput(serializers.Serializer):
     latency_ms = serializers.IntegerField()
 
 
+BUSY = "`conversation_busy`: another turn is answering in this conversation (one at a time)"
 REPLY_RESPONSES = {
     (200, "application/json"): ReplyOutput,
+    409: error_response(f"{BUSY}."),
     (200, "text/event-stream"): OpenApiResponse(
         response=OpenApiTypes.STR,
         description="With `stream: true`: Server-Sent Events `token`, `tool_call`, `tool_result`, then "
@@ -325,7 +327,10 @@ class MessageRetryApi(_TurnApi):
 
     @extend_schema(
         request=_TurnApi.InputSerializer,
-        responses={**REPLY_RESPONSES, 409: error_response("`nothing_to_retry`: the conversation has no question yet.")},
+        responses={
+            **REPLY_RESPONSES,
+            409: error_response(f"{BUSY}; `nothing_to_retry`: the conversation has no question yet."),
+        },
     )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         actor, conversation = self.turn_conversation(request, conversation_id)
@@ -350,7 +355,10 @@ class MessageEditApi(MessagePostApi):
 
     @extend_schema(
         request=MessagePostApi.InputSerializer,
-        responses={**REPLY_RESPONSES, 409: error_response("`nothing_to_edit`: the conversation has no question yet.")},
+        responses={
+            **REPLY_RESPONSES,
+            409: error_response(f"{BUSY}; `nothing_to_edit`: the conversation has no question yet."),
+        },
     )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
         return super().post(request, conversation_id)

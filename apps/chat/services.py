@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.core.models import storable
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
-from apps.usage.meter import Meter, Ticket
+from apps.usage.meter import Claim, Meter, Ticket
 from apps.usage.services import storage_changed
 
 
@@ -127,6 +128,20 @@ class TurnStart:
     setup: AiSetup
     server: ModelServer
     model: str
+
+
+def turn_hold(schema: str, conversation: Conversation) -> Claim:
+    """The claim a turn holds on its conversation, so that two turns never run in it at once: their messages
+    would interleave, and which reply or question stands replaced could no longer be told by their order."""
+    return Claim(
+        key=f"{settings.CACHE_KEY_PREFIX}:turn:{schema}:{conversation.pk}",
+        token=uuid.uuid4().hex,
+        ttl_ms=settings.CHAT_TURN_HOLD_SECONDS * 1000,
+        refusal=ApplicationError(
+            _("A reply is still being written in this conversation. Wait for it to finish, or stop it, then try "
+              "again."), code="conversation_busy", status_code=409,
+        ),
+    )  # fmt: skip
 
 
 def turn_start(*, meter: Meter, model: str | None, kept: str = "") -> TurnStart:
@@ -246,7 +261,12 @@ def _reply(
     assistant message that did not fail names it. ``question_replaces``: the question that
     ``question`` edits."""
     meter = meter or Meter.for_actor(actor)
-    start = turn_start(meter=meter, model=model, kept=conversation.model)
+    meter.claim = turn_hold(meter.schema, conversation)  # taken with the first charge, given up when the turn ends
+    try:
+        start = turn_start(meter=meter, model=model, kept=conversation.model)
+    except BaseException:
+        meter.unclaim()
+        raise
     server, chosen, ticket = start.server, start.model, start.ticket
     if start.setup.instructions:  # the workspace's own, after HydroNet's
         messages[0] = {"role": "system", "content": system_prompt(start.setup.instructions)}
@@ -265,6 +285,7 @@ def _reply(
             if not isinstance(first, engine.UpstreamError):
                 first.close()
                 meter.release(ticket)
+            meter.unclaim()
             raise
     return _stream_turn(
         conversation=conversation,
@@ -353,6 +374,7 @@ def _stream_turn(
     tokens = 0
     partial: list[str] = []
     reply: Message | None = None
+    ending: ChatEvent | None = None  # the error event a failed turn ends with
     turn = engine.run_turn(
         server=server,
         model=model,
@@ -385,20 +407,19 @@ def _stream_turn(
             elif isinstance(event, engine.ToolResult):
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
-    except ConversationGone as exc:
-        turn.close()  # no further round: there is nowhere to store it
-        yield _gone_event(exc)
-        return
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
-        yield _failure_event(conversation, model, "".join(partial), started, exc)
-        return
+        turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
+        ending = _failure_event(conversation, model, "".join(partial), started, exc)
     except GeneratorExit:
         turn.close()  # closes the upstream stream, which cancels the model server's work
-        if partial:
-            with suppress(ConversationGone):  # deleted too: nothing to keep it in
-                _store_assistant(conversation, model, "".join(partial), 0, [], started=started,
-                                 status=Status.INCOMPLETE, replaces=replaces)  # fmt: skip
+        _keep_partial(conversation, model, "".join(partial), started=started, replaces=replaces)
         raise
+    finally:
+        # Before the last event: a client that reads it may ask its next question at once.
+        meter.unclaim()  # the next turn may begin: everything of this one is stored
+    if ending is not None:
+        yield ending
+        return
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
         "done",
@@ -413,6 +434,14 @@ def _stream_turn(
     )
 
 
+def _keep_partial(conversation: Conversation, model: str, text: str, *, started: float, replaces: int | None) -> None:
+    """The client left mid-reply: what came of it is kept, marked incomplete."""
+    if text:
+        with suppress(ConversationGone):  # deleted too: nothing to keep it in
+            _store_assistant(conversation, model, text, 0, [], started=started, status=Status.INCOMPLETE,
+                             replaces=replaces)  # fmt: skip
+
+
 def _gone_event(exc: ConversationGone) -> ChatEvent:
     return ChatEvent("error", {"code": exc.code, "message": exc.message, "status": exc.status_code})
 
@@ -420,7 +449,9 @@ def _gone_event(exc: ConversationGone) -> ChatEvent:
 def _failure_event(
     conversation: Conversation, model: str, partial: str, started: float, exc: engine.UpstreamError | ApplicationError
 ) -> ChatEvent:
-    """Store what came of a turn that failed, marked as failed, and say so."""
+    """Store what came of a turn that failed, marked as failed, and say so (the conversation gone: only say so)."""
+    if isinstance(exc, ConversationGone):
+        return _gone_event(exc)
     try:
         failed = _store_assistant(conversation, model, partial, 0, [], started=started, status=Status.ERROR,
                                   error=exc.message)  # fmt: skip

@@ -75,11 +75,12 @@ MONTH_TTL_SECONDS = 70 * 24 * 3600
 DAY_TTL_SECONDS = 3 * 24 * 3600
 
 # What the charge script answers.
-OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED = 0, 1, 2, 3, 4, 5
+OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CLAIMED = 0, 1, 2, 3, 4, 5, 6
 
-# KEYS: rate, month, day, storage, and optionally a key to read when the call is let through
+# KEYS: rate, month, day, storage, then optionally a claim's key (with a claim token), then optionally a key to
+# read when the call is let through
 # ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none),
-# who's calls a day (-1: none)
+# who's calls a day (-1: none), claim token ('': none), claim ttl in ms
 # Returns {status, requests in this window, calls before, calls after, storage bytes[, the counters'
 # generation, the key's value]}: a call that was let through gets the generation of the counters it is in.
 # MEMBER_EXCEEDED has who's calls of the day where the others have the month's calls after.
@@ -92,6 +93,12 @@ if ARGV[1] == '1' then
 end
 local n = tonumber(ARGV[4])
 if n == 0 then return {0, rate, 0, 0, 0} end
+local claim, get_key = ARGV[9] or '', KEYS[5]
+if claim ~= '' then
+  get_key = KEYS[6]
+  local holder = redis.call('GET', KEYS[5])
+  if holder and holder ~= claim then return {6, rate, 0, 0, 0} end
+end
 local used = redis.call('HGET', KEYS[2], 'calls')
 local storage = redis.call('GET', KEYS[4])
 if (not used) or (not storage) or redis.call('HEXISTS', KEYS[3], 'init') == 0 then
@@ -111,8 +118,15 @@ end
 local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
 redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
 local generation = redis.call('HGET', KEYS[2], 'g') or ''
-if KEYS[5] then return {0, rate, used, after, storage, generation, redis.call('GET', KEYS[5])} end
+if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', tonumber(ARGV[10])) end
+if get_key then return {0, rate, used, after, storage, generation, redis.call('GET', get_key)} end
 return {0, rate, used, after, storage, generation}
+"""
+
+# KEYS: a claim. ARGV: its holder's token. Gives the claim up only if that holder still has it.
+_UNCLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, generation, then day
@@ -229,6 +243,22 @@ class Ticket:
     generation: str = ""
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A Redis key one holder at a time keeps while its calls go on: a conversation's turn.
+
+    A meter that holds one takes it with its first charge and keeps it with each charge
+    after (each sets ``ttl_ms`` anew), in the charge's round trip; while another holder
+    has it, a charge raises ``refusal`` and charges nothing. ``Meter.unclaim`` gives it
+    up; a holder that died loses it after ``ttl_ms``.
+    """
+
+    key: str
+    token: str
+    ttl_ms: int
+    refusal: ApplicationError
+
+
 @dataclass
 class Meter:
     """Meters one request (or task) of one tenant: rate limit, quota checks and usage records.
@@ -242,6 +272,8 @@ class Meter:
     api_key_id: int | None
     count_rate: bool = False
     rate: RateState | None = None
+    #: Taken and kept by this meter's charges (see Claim).
+    claim: Claim | None = None
     limits: L.Limits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -309,6 +341,8 @@ class Meter:
             raise self._calls_exceeded(used_before, day)
         if status == MEMBER_EXCEEDED:
             raise self._member_exceeded(used_after, day)
+        if status == CLAIMED and self.claim is not None:
+            raise self.claim.refusal
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
             self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
@@ -340,6 +374,16 @@ class Meter:
                 counted_in=ticket.generation if ticket.counted else "",
             )
         )  # fmt: skip
+
+    def unclaim(self) -> None:
+        """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise."""
+        claim, self.claim = self.claim, None
+        if claim is None:
+            return
+        try:
+            script("unclaim", _UNCLAIM, redis_client())(keys=[claim.key], args=[claim.token])
+        except RedisError:
+            logger.warning("a claim of %s stays until it expires: Redis is unreachable", self.schema)
 
     def release(self, ticket: Ticket) -> None:
         """The call did not happen (the model server failed): give it back."""
@@ -387,13 +431,15 @@ class Meter:
         storage_stop = self.limits.storage_stop_at
         # A member's own calls only: API keys are no member's.
         member_stop = self.limits.member_daily_calls if self.user_id is not None else None
+        claim = self.claim if calls else None
         try:
             reply = script("charge", _CHARGE, redis_client())(
                 keys=[key, month_key(self.schema, day), day_key(self.schema, day), storage_key(self.schema),
-                      *([also_get] if also_get else [])],
+                      *([claim.key] if claim else []), *([also_get] if also_get else [])],
                 args=[
                     "1" if count_rate else "0", limit, ttl, calls, -1 if stop is None else stop, who(self.user_id),
                     -1 if storage_stop is None else storage_stop, -1 if member_stop is None else member_stop,
+                    claim.token if claim else "", claim.ttl_ms if claim else 0,
                 ],
             )  # fmt: skip
         except RedisError:

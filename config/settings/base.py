@@ -305,6 +305,9 @@ LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 # Tool rounds (model asks for tools, tools run, model reads the results) per turn.
 CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
+# One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while its
+# calls go on, each call renewing the hold for this long; a worker that died mid-turn frees it after it.
+CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=300)
 # Earlier messages sent back to the model with each turn.
 CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 MCP_DEFAULT_TIMEOUT_SECONDS = env.int("MCP_DEFAULT_TIMEOUT_SECONDS", default=30)

@@ -64,7 +64,7 @@ def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixtu
     assert set(schema["components"]["schemas"]["ErrorDetail"]["properties"]) == {"code", "message", "details"}
     # A metered operation: input, credentials, role, a missing conversation, the rate limit, the quota, the model.
     post_message = responses("/api/conversations/{conversation_id}/messages", "post")
-    assert set(post_message) == {"200", "400", "401", "402", "403", "404", "429", "502", "503"}
+    assert set(post_message) == {"200", "400", "401", "402", "403", "404", "409", "429", "502", "503"}
     assert post_message["402"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert "quota_exceeded" in post_message["402"]["description"]
     assert set(post_message["200"]["content"]) == {"application/json", "text/event-stream"}
@@ -76,7 +76,11 @@ def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixtu
     for path in ("/api/conversations/{conversation_id}/retry", "/api/conversations/{conversation_id}/edit"):
         assert "nothing_to_" in responses(path, "post")["409"]["description"], path
         assert set(responses(path, "post")["200"]["content"]) == {"application/json", "text/event-stream"}
-    assert "409" not in responses("/api/conversations/{conversation_id}/messages", "post")
+    for path in ("messages", "retry", "edit"):  # one turn at a time in a conversation
+        assert (
+            "conversation_busy"
+            in responses(f"/api/conversations/{{conversation_id}}/{path}", "post")["409"]["description"]
+        )
     assert "404" in responses("/api/model-provider", "get")
     assert "404" in responses("/api/model-provider/test", "post")
     assert set(responses("/api/conversations/{conversation_id}", "delete")) == {

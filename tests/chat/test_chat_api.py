@@ -837,3 +837,68 @@ def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) 
     response = post(client, "/api/conversations")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "member_required"
+
+
+class TestOneTurnAtATime:
+    """A second turn in a conversation while one is answering is a 409: their messages would interleave, and
+    which reply or question stands replaced could not be told by their order. A stopped turn frees it at once
+    (tests/chat/test_streaming_live.py, where the client really goes away)."""
+
+    def calls(self, tenant: TenantFixture) -> Any:
+        from django.utils import timezone
+        from django_redis import get_redis_connection
+
+        from apps.usage.meter import month_key
+
+        return get_redis_connection("default").hget(
+            month_key(tenant.tenant.schema_name, timezone.now().date()), "calls"
+        )
+
+    def test_a_turn_while_another_streams_is_refused_and_charged_nothing(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation, other = new_conversation(client), new_conversation(client)
+        path = f"/api/conversations/{conversation}"
+        answering = post(client, f"{path}/messages", {"content": "hello #long", "stream": True})
+        chunks = iter(answering.streaming_content)
+        assert b"event: token" in next(chunks)  # the turn is under way, its question stored
+        charged = self.calls(tenant_alpha)
+        for action, body in (("messages", {"content": "and now?"}), ("retry", {}), ("edit", {"content": "hi"}),
+                             ("messages", {"content": "and now?", "stream": True})):  # fmt: skip
+            refused = post(client, f"{path}/{action}", body)
+            assert refused.status_code == 409, (action, refused.content)
+            assert refused["Content-Type"] == "application/json"  # refused before any stream began
+            assert refused.json()["error"]["code"] == "conversation_busy"
+        assert self.calls(tenant_alpha) == charged
+        assert [m.content for m in stored(tenant_alpha, conversation) if m.role == "user"] == ["hello #long"]
+        assert post(client, f"/api/conversations/{other}/messages", {"content": "hi"}).status_code == 200
+        assert b"event: done" in b"".join(chunks)
+        answered = post(client, f"{path}/messages", {"content": "and now?"})  # the first turn is over
+        assert answered.status_code == 200, answered.content
+
+    def test_a_refused_or_failed_turn_frees_it(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}/messages"
+        assert post(client, path, {"content": "hi", "model": "nope"}).status_code == 400
+        assert post(client, path, {"content": "hi #error500"}).status_code == 502
+        failed = sse(post(client, path, {"content": "hi #broken", "stream": True}))
+        assert failed[-1][0] == "error"
+        assert post(client, path, {"content": "hi"}).status_code == 200
+
+    def test_a_hold_left_by_a_worker_that_died_ends_with_its_time(
+        self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, settings: Any
+    ) -> None:
+        from django_redis import get_redis_connection
+
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        key = f"{settings.CACHE_KEY_PREFIX}:turn:{tenant_alpha.tenant.schema_name}:{conversation}"
+        get_redis_connection("default").set(key, "a-dead-worker", px=300)
+        path = f"/api/conversations/{conversation}/messages"
+        assert post(client, path, {"content": "hi"}).status_code == 409
+        beta = member_client(tenant_beta)  # another workspace's conversation of the same id is its own
+        with schema_context(tenant_beta.tenant.schema_name):
+            Conversation.objects.create(pk=conversation, user=beta.member, title="Theirs")
+        assert post(beta, path, {"content": "hi"}).status_code == 200
+        time.sleep(0.35)
+        assert post(client, path, {"content": "hi"}).status_code == 200

@@ -110,6 +110,10 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(
         assert partial.content
         assert Message.objects.get(conversation_id=conversation_id, role="user").content == "hi #long"
         connection.set_schema_to_public()
+    # The turn is over: the conversation takes the next question at once (one turn at a time in it).
+    with stream(web_server, conversation_id, token, "hello again") as response:
+        assert response.status_code == 200
+        assert [kind for kind, _data in events(response)][-1] == "done"
 
 
 def test_a_conversation_deleted_while_its_reply_streams_ends_the_turn_cleanly(
