@@ -24,9 +24,15 @@
     });
     if (!response.ok) {
       let message = response.statusText;
-      try { message = describe((await response.json()).error); } catch (e) { /* keep the status text */ }
+      let code = "";
+      try {
+        const body = (await response.json()).error;
+        message = describe(body);
+        code = body.code;
+      } catch (e) { /* keep the status text */ }
       const error = new Error(message);
       error.status = response.status; // refused: nothing was done
+      error.code = code;
       throw error;
     }
     return response;
@@ -125,6 +131,7 @@
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
   let controller = null;
+  let stoppedAt = 0; // when this page last stopped a turn
 
   function toolPanel(data) {
     const panel = el("details", "tool-panel");
@@ -180,12 +187,17 @@
     input.disabled = on;
   }
 
-  stop.addEventListener("click", () => { if (controller) controller.abort(); });
+  const stopTurn = () => {
+    if (!controller) return;
+    stoppedAt = Date.now();
+    controller.abort();
+  };
+  stop.addEventListener("click", stopTurn);
   // Escape stops the reply too, wherever the focus is (the input is disabled while a reply streams).
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && controller) {
       event.preventDefault();
-      controller.abort();
+      stopTurn();
     } else if (event.key === "Escape" && edited) {
       event.preventDefault();
       stopEditing(true);
@@ -292,6 +304,21 @@
     try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
   }
 
+  // A stopped turn frees its conversation once the server notices the client left: at its next token, or
+  // after a tool call that is running. A question asked meanwhile (409 conversation_busy) waits for that.
+  async function askOnceFree(path, body, signal) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api("POST", "/api/conversations/" + conversationId + path, body, signal);
+      } catch (error) {
+        const waiting = error.code === "conversation_busy" && Date.now() - stoppedAt < 60000 && attempt < 60;
+        if (!waiting) throw error;
+        await new Promise((resolve) => window.setTimeout(resolve, 500));
+        if (signal.aborted) throw new DOMException("stopped", "AbortError");
+      }
+    }
+  }
+
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
   async function runTurn(path, body, bubble, created) {
     let text = bubble.querySelector(".markdown");
@@ -320,7 +347,7 @@
           head.hidden = false;
         }
       }
-      const response = await api("POST", "/api/conversations/" + conversationId + path, body, controller.signal);
+      const response = await askOnceFree(path, body, controller.signal);
       let ended = false; // a done or error event came
       await readEvents(response, (type, data) => {
         if (type === "token") {

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from apps.core.actors import Actor
 from apps.mcp.services import mcp_service_create, mcp_service_test
@@ -173,6 +173,36 @@ def test_stop_ends_the_reply_and_keeps_what_came(
         turn = [(m.role, m.status) for m in Message.objects.order_by("id")]
     connection.set_schema_to_public()
     assert turn == [("user", "complete"), ("assistant", "incomplete"), ("assistant", "complete")]
+
+
+def test_asked_again_right_after_a_stop_the_page_waits_for_the_stopped_turn(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """The server frees the conversation once it notices the client left (at the next token, or after a running
+    tool call); until then a turn is 409 conversation_busy, which the page waits out instead of failing."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("chunk 3")
+    page.get_by_test_id("chat-stop").click()
+    expect(answer).to_contain_text("Stopped. The partial reply is kept.")
+    busy = {"error": {"code": "conversation_busy", "message": "A reply is still being written.", "details": {}}}
+    refused: list[str] = []
+
+    def still_busy(route: Route) -> None:  # as a server that has not yet noticed the stop answers
+        if len(refused) < 2:
+            refused.append(route.request.url)
+            route.fulfill(status=409, content_type="application/json", body=json.dumps(busy))
+        else:
+            route.continue_()
+
+    page.context.route("**/api/conversations/*/retry", still_busy)
+    page.get_by_test_id("chat-retry").click()
+    retried = page.get_by_test_id("assistant-reply").last
+    expect(retried).to_contain_text("chunk 199", timeout=15_000)
+    expect(retried).not_to_contain_text("The reply failed")
+    assert len(refused) == 2
 
 
 def test_a_failed_reply_offers_to_try_again(
