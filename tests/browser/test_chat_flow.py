@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, Dialog, Page, Route, expect
 
 from apps.core.actors import Actor
 from apps.mcp.services import mcp_service_create, mcp_service_test
@@ -412,11 +412,24 @@ def test_rename_and_delete_a_conversation_from_the_page(
     expect(page.get_by_test_id("chat-rename")).to_have_text("Rename")
 
     # A refused title: the alert says why, not only "Invalid input.", and the title stays.
-    page.once("dialog", lambda dialog: dialog.accept("x" * 201))
-    with page.expect_event("dialog", predicate=lambda dialog: dialog.type == "alert") as refused:
-        page.get_by_test_id("chat-rename").click()
-    assert refused.value.message == "The input is not valid. Ensure this field has no more than 200 characters."
-    refused.value.accept()
+    # Each dialog answered at once: an alert left open blocks the page, and the click waited on it (CI, once).
+    said: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        if dialog.type == "prompt":
+            dialog.accept("x" * 201)
+        else:
+            said.append(dialog.message)
+            dialog.accept()
+
+    page.on("dialog", answer)
+    page.get_by_test_id("chat-rename").click()
+    for _ in range(100):
+        if said:
+            break
+        page.wait_for_timeout(50)
+    page.remove_listener("dialog", answer)
+    assert said == ["The input is not valid. Ensure this field has no more than 200 characters."]
     expect(page.get_by_test_id("chat-title")).to_have_text("hello")
 
     page.once("dialog", lambda dialog: dialog.accept("Reservoir S003 levels"))
