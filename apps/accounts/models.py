@@ -52,6 +52,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         _("platform staff"), default=False, help_text=_("May log in to the platform admin (public schema only).")
     )
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+    # Set by a deactivation: access tokens issued before it stay refused after a reactivation too
+    # (apps.api.authentication), as its refresh tokens and sessions ended with it.
+    tokens_valid_after = models.DateTimeField(_("tokens valid after"), null=True, blank=True, editable=False)
 
     objects = UserManager()
 

@@ -219,7 +219,8 @@ def user_deactivate(*, actor: Actor, user: User) -> User:
         return user
     _keep_an_admin(user)
     user.is_active = False
-    user.save(update_fields=["is_active"])
+    user.tokens_valid_after = timezone.now()  # its access tokens too, for the rest of their 15 minutes
+    user.save(update_fields=["is_active", "tokens_valid_after"])
     sessions_end_for_user(user_id=user.pk)
     tokens_revoke_for_user(user=user)
     audit_record(actor=actor, action="user.deactivated", target=user, metadata={"email": user.email})

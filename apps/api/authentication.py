@@ -121,6 +121,13 @@ class TenantJWTAuthentication(JWTAuthentication):
             raise exceptions.AuthenticationFailed(_("User not found"), code="user_not_found")
         if jwt_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise exceptions.AuthenticationFailed(_("User is inactive"), code="user_inactive")
+        # A deactivation ended the tokens issued before it, reactivated or not. "iat" is in whole seconds: a
+        # token of the deactivation's own second is let be, as is one issued after a reactivation in it.
+        ended = user.tokens_valid_after
+        if ended is not None and validated_token.get("iat", 0) < int(ended.timestamp()):
+            raise exceptions.AuthenticationFailed(
+                _("This token was issued before the member was deactivated. Log in again."), code="token_ended"
+            )
         if jwt_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             jwt_settings.REVOKE_TOKEN_CLAIM
         ) != get_md5_hash_password(user.password):

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -88,19 +89,26 @@ class TestMembersApi:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UserSession.objects.filter(user_id=member.pk).count() == 1
 
-        response = send(api(tenant_alpha, admin_of(tenant_alpha)), "post", f"/api/users/{member.pk}/deactivate")
-        assert response.json()["is_active"] is False
+        with time_machine.travel(timezone.now() + timedelta(seconds=2)):  # tokens' "iat" is in whole seconds
+            response = send(api(tenant_alpha, admin_of(tenant_alpha)), "post", f"/api/users/{member.pk}/deactivate")
+            assert response.json()["is_active"] is False
 
-        with schema_context(tenant_alpha.tenant.schema_name):
-            assert UserSession.objects.filter(user_id=member.pk).count() == 0
-        assert web.get("/dashboard/").status_code == 302
-        assert (
-            send(tenant_alpha.client(), "post", "/api/auth/refresh", {"refresh": tokens["refresh"]}).status_code == 401
-        )
-        assert tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"])).status_code == 401
+            with schema_context(tenant_alpha.tenant.schema_name):
+                assert UserSession.objects.filter(user_id=member.pk).count() == 0
+            assert web.get("/dashboard/").status_code == 302
+            refresh = send(tenant_alpha.client(), "post", "/api/auth/refresh", {"refresh": tokens["refresh"]})
+            assert refresh.status_code == 401
+            assert tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"])).status_code == 401
 
-        reactivated = send(api(tenant_alpha, admin_of(tenant_alpha)), "post", f"/api/users/{member.pk}/reactivate")
-        assert reactivated.json()["is_active"] is True
+            admin = api(tenant_alpha, admin_of(tenant_alpha))
+            assert send(admin, "post", f"/api/users/{member.pk}/reactivate").json()["is_active"] is True
+            # Reactivated: the access token from before stays ended for the rest of its 15 minutes; a new login
+            # works.
+            revived = tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"]))
+            assert revived.status_code == 401
+            assert "deactivated" in revived.json()["error"]["message"]
+            fresh = jwt_pair(tenant_alpha, member)["access"]
+            assert tenant_alpha.client().get("/api/auth/me", **bearer(fresh)).status_code == 200
 
     def test_delete(self, tenant_alpha: TenantFixture) -> None:
         member = make_member(tenant_alpha, Role.VIEWER)
