@@ -104,7 +104,7 @@ class TestMembersApi:
             assert send(admin, "post", f"/api/users/{member.pk}/reactivate").json()["is_active"] is True
             # Reactivated: the access token from before stays ended for the rest of its 15 minutes; a new login
             # works.
-            revived = tenant_alpha.client().get("/api/auth/me", **bearer(tokens["access"]))
+            revived = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en").get("/api/auth/me", **bearer(tokens["access"]))
             assert revived.status_code == 401
             assert "deactivated" in revived.json()["error"]["message"]
             fresh = jwt_pair(tenant_alpha, member)["access"]
