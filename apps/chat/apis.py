@@ -14,8 +14,10 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.accounts.permissions import Perm
+from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
 from apps.chat import services
 from apps.chat.markdown import render
@@ -98,6 +100,10 @@ class ConversationListApi(TenantApi):
         self.member(request)
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
+        if filters.validated_data["all"] and not role_has(
+            actor_role(self.actor(request)) or "", Perm.ALL_CONVERSATIONS
+        ):
+            raise PermissionMissing(Perm.ALL_CONVERSATIONS)  # said, not quietly answered with one's own
         conversations = conversation_list(
             actor=self.actor(request),
             search=filters.validated_data.get("search", ""),

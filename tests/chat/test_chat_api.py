@@ -99,7 +99,9 @@ class TestConversations:
         assert bob.get(f"/api/conversations/{conversation}").status_code == 404
         assert post(bob, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 404
         assert bob.get("/api/conversations").json()["count"] == 0
-        assert bob.get("/api/conversations?all=true").json()["count"] == 0  # needs all_conversations
+        refused = bob.get("/api/conversations?all=true")  # needs all_conversations: said, not answered with bob's
+        assert (refused.status_code, refused.json()["error"]["details"]) == (403, {"permission": "all_conversations"})
+        assert bob.get("/api/conversations?all=false").status_code == 200
 
     def test_admins_read_everyones_conversations_but_cannot_write_to_them(self, tenant_alpha: TenantFixture) -> None:
         alice = member_client(tenant_alpha)
