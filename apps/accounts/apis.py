@@ -20,7 +20,7 @@ from apps.accounts.selectors import (
     invitation_list_open,
     user_list,
 )
-from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageQuery, StrictSerializer, TenantApi
 from apps.api.schema import error_response, quota_exceeded
 
 
@@ -272,12 +272,10 @@ class UserListApi(TenantApi):
 
     required_permission = Perm.MANAGE_USERS
 
-    class FilterSerializer(StrictSerializer):
+    class FilterSerializer(StrictSerializer, PageQuery):
         search = serializers.CharField(required=False, allow_blank=True, max_length=254)
         role = serializers.ChoiceField(choices=ROLE_CHOICES, required=False)
         is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
-        page = serializers.IntegerField(required=False, min_value=1)
-        page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
     @extend_schema(parameters=[FilterSerializer], responses={200: UserOutput(many=True)})
     def get(self, request: Request) -> Response:

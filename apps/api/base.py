@@ -142,15 +142,17 @@ class TenantApi(APIView):
 
         ``page`` and ``page_size`` out of range are a 400 on every list, as the lists with filters of their own
         had it: not DRF's 404 for ``page=-1``, nor a ``page_size`` of a billion quietly cut to the most."""
-        _PageQuery(data=request.query_params).is_valid(raise_exception=True)
+        PageQuery(data=request.query_params).is_valid(raise_exception=True)
         paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(queryset, request, view=self)
         extra = context(list(page)) if context is not None else {}
         return paginator.get_paginated_response(serializer_class(page, many=True, context=extra).data)
 
 
-class _PageQuery(serializers.Serializer):
-    """The paging parameters of a list; the list's own filters check the rest of its query."""
+class PageQuery(serializers.Serializer):
+    """The paging parameters of a list. A list with filters of its own declares them with these
+    (``class FilterSerializer(StrictSerializer, PageQuery)``), as a ``StrictSerializer`` refuses what it does
+    not declare."""
 
     page = serializers.IntegerField(required=False, min_value=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=Pagination.max_page_size)

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
-from apps.api.base import StrictSerializer, TenantApi
+from apps.api.base import PageQuery, StrictSerializer, TenantApi
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_list
 
@@ -24,13 +24,11 @@ class AuditEventOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AuditFilter(StrictSerializer):
+class AuditFilter(StrictSerializer, PageQuery):
     actor = serializers.CharField(required=False, allow_blank=True, max_length=254)
     action = serializers.CharField(required=False, allow_blank=True, max_length=64)
     # ``from`` is a Python keyword, so the field is declared below.
     to = serializers.DateTimeField(required=False)
-    page = serializers.IntegerField(required=False, min_value=1)
-    page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()

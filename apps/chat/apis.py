@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageQuery, StrictSerializer, TenantApi
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
 from apps.chat import services
@@ -89,11 +89,9 @@ class ConversationListApi(TenantApi):
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
 
-    class FilterSerializer(StrictSerializer):
+    class FilterSerializer(StrictSerializer, PageQuery):
         search = serializers.CharField(required=False, allow_blank=True, max_length=200)
         all = serializers.BooleanField(required=False, default=False)
-        page = serializers.IntegerField(required=False, min_value=1)
-        page_size = serializers.IntegerField(required=False, min_value=1, max_value=100)
 
     @extend_schema(parameters=[FilterSerializer], responses={200: ConversationListOutput(many=True)})
     def get(self, request: Request) -> Response:

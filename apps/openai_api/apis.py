@@ -247,7 +247,7 @@ class ChatCompletionsApi(TenantApi):
             first = engine.open_stream(server, model, messages, specs, **options)
         except engine.UpstreamError as exc:
             meter.release(ticket)
-            raise ApplicationError(exc.message, code="upstream_error", status_code=502) from exc
+            raise _upstream_error(exc) from exc
         events: Iterator[Any]
         if client_tools:  # one model call; its tool calls go back to the client to run
             events = engine.metered_round(first, meter, ticket)
@@ -260,6 +260,11 @@ class ChatCompletionsApi(TenantApi):
             usage = bool((data.validated_data.get("stream_options") or {}).get("include_usage"))
             return sse_response(_chunks(events, completion_id, model, final_only=not client_tools, usage=usage))
         return Response(_whole(events, completion_id, model, final_only=not client_tools))
+
+
+def _upstream_error(exc: engine.UpstreamError) -> ApplicationError:
+    """The model server's failure as a /v1 error: 502 ``upstream_error``."""
+    return ApplicationError(exc.message, code="upstream_error", status_code=502)
 
 
 def _clean_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -312,8 +317,7 @@ def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only
                 if not event.tool_calls or not final_only:
                     yield _data(_chunk(completion_id, model, {}, finish=event.finish_reason))
     except (engine.UpstreamError, ApplicationError) as exc:  # the model server failed; a quota ran out mid-turn
-        failed = exc if isinstance(exc, ApplicationError) else ApplicationError(exc.message, code="upstream_error",
-                                                                                  status_code=502)  # fmt: skip
+        failed = exc if isinstance(exc, ApplicationError) else _upstream_error(exc)
         error = error_body(failed.code, failed.message, failed.details)  # as a /v1 error before the stream began
         add_openai_fields(error["error"], failed.status_code)
         yield _data(error)
@@ -333,7 +337,7 @@ def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only:
                 prompt, completion = prompt + event.prompt_tokens, completion + event.completion_tokens
                 last = event
     except engine.UpstreamError as exc:
-        raise ApplicationError(exc.message, code="upstream_error", status_code=502) from exc
+        raise _upstream_error(exc) from exc
     assert last is not None
     message: dict[str, Any] = {"role": "assistant", "content": last.content or None}
     if last.tool_calls and not final_only:

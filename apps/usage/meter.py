@@ -274,6 +274,8 @@ class Meter:
     rate: RateState | None = None
     #: Taken and kept by this meter's charges (see Claim).
     claim: Claim | None = None
+    #: A charge took the claim: ``unclaim`` has something to give up.
+    claim_held: bool = False
     limits: L.Limits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -343,6 +345,7 @@ class Meter:
             raise self._member_exceeded(used_after, day)
         if status == CLAIMED and self.claim is not None:
             raise self.claim.refusal
+        self.claim_held = self.claim is not None
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
             self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
@@ -376,9 +379,10 @@ class Meter:
         )  # fmt: skip
 
     def unclaim(self) -> None:
-        """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise."""
-        claim, self.claim = self.claim, None
-        if claim is None:
+        """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise.
+        A claim no charge took (refused first, or Redis unreachable) costs nothing to drop."""
+        claim, held, self.claim, self.claim_held = self.claim, self.claim_held, None, False
+        if claim is None or not held:
             return
         try:
             script("unclaim", _UNCLAIM, redis_client())(keys=[claim.key], args=[claim.token])

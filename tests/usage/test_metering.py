@@ -49,6 +49,14 @@ def key_client(tenant: TenantFixture, role: str = Role.USER) -> Client:
     return tenant.client(**bearer(api_key_secret(tenant, role)))
 
 
+def streamed_question(client: Client) -> tuple[dict[str, Any], str]:
+    """A new conversation, and the whole streamed reply to the demo question in it."""
+    conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+    response: Any = client.post(f"/api/conversations/{conversation['id']}/messages",
+                                {"content": QUESTION, "stream": True}, content_type="application/json")  # fmt: skip
+    return conversation, b"".join(response.streaming_content).decode()
+
+
 def events(tenant: TenantFixture) -> list[UsageEvent]:
     with schema_context(tenant.tenant.schema_name):
         return list(UsageEvent.objects.order_by("id"))
@@ -527,11 +535,7 @@ class TestQuotas:
         self, tenant_alpha: TenantFixture, hydrology: Any
     ) -> None:
         limits(tenant_alpha, plan="free", api_calls_per_month_override=1)  # the tool call will not fit
-        client = member_client(tenant_alpha)
-        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
-        response = client.post(f"/api/conversations/{conversation['id']}/messages",
-                               {"content": QUESTION, "stream": True}, content_type="application/json")  # fmt: skip
-        body = b"".join(response.streaming_content).decode()
+        conversation, body = streamed_question(member_client(tenant_alpha))
         assert "event: error" in body
         assert '"code":"quota_exceeded"' in body
         assert [e.kind for e in events(tenant_alpha)] == ["model"]
@@ -956,11 +960,7 @@ class TestMemberDailyCalls:
         self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None
     ) -> None:
         assert self.set_limit(tenant_alpha, 1).status_code == 200  # the model round fits, its tool call does not
-        client = member_client(tenant_alpha)
-        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
-        response = client.post(f"/api/conversations/{conversation['id']}/messages",
-                               {"content": QUESTION, "stream": True}, content_type="application/json")  # fmt: skip
-        body = b"".join(response.streaming_content).decode()
+        _conversation, body = streamed_question(member_client(tenant_alpha))
         assert "event: error" in body
         assert '"quota":"member_daily_calls"' in body
         assert [e.kind for e in events(tenant_alpha)] == ["model"]
