@@ -13,7 +13,28 @@ from apps.usage import apis as usage
 
 app_name = "api"
 
+# In the order Django tries them: the chat first, the most requested.
 urlpatterns = [
+    path(
+        "conversations",
+        operations(GET=chat.ConversationListApi, POST=chat.ConversationCreateApi),
+        name="conversations",
+    ),
+    path(
+        "conversations/<int:conversation_id>",
+        operations(GET=chat.ConversationDetailApi, PATCH=chat.ConversationRenameApi, DELETE=chat.ConversationDeleteApi),
+        name="conversation",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages",
+        operations(GET=chat.MessageListApi, POST=chat.MessagePostApi),
+        name="conversation-messages",
+    ),
+    path("conversations/<int:conversation_id>/retry", chat.MessageRetryApi.as_view(), name="conversation-retry"),
+    path("conversations/<int:conversation_id>/edit", chat.MessageEditApi.as_view(), name="conversation-edit"),
+    path(
+        "conversations/<int:conversation_id>/export", chat.ConversationExportApi.as_view(), name="conversation-export"
+    ),
     path("auth/login", accounts.LoginApi.as_view(), name="auth-login"),
     path("auth/refresh", accounts.RefreshApi.as_view(), name="auth-refresh"),
     path("auth/logout", accounts.LogoutApi.as_view(), name="auth-logout"),
@@ -43,26 +64,6 @@ urlpatterns = [
     path("api-keys", operations(GET=accounts.ApiKeyListApi, POST=accounts.ApiKeyCreateApi), name="api-keys"),
     path("api-keys/<int:api_key_id>", accounts.ApiKeyRevokeApi.as_view(), name="api-key"),
     path("audit-events", audit.AuditEventListApi.as_view(), name="audit-events"),
-    path(
-        "conversations",
-        operations(GET=chat.ConversationListApi, POST=chat.ConversationCreateApi),
-        name="conversations",
-    ),
-    path(
-        "conversations/<int:conversation_id>",
-        operations(GET=chat.ConversationDetailApi, PATCH=chat.ConversationRenameApi, DELETE=chat.ConversationDeleteApi),
-        name="conversation",
-    ),
-    path(
-        "conversations/<int:conversation_id>/messages",
-        operations(GET=chat.MessageListApi, POST=chat.MessagePostApi),
-        name="conversation-messages",
-    ),
-    path("conversations/<int:conversation_id>/retry", chat.MessageRetryApi.as_view(), name="conversation-retry"),
-    path("conversations/<int:conversation_id>/edit", chat.MessageEditApi.as_view(), name="conversation-edit"),
-    path(
-        "conversations/<int:conversation_id>/export", chat.ConversationExportApi.as_view(), name="conversation-export"
-    ),
     path("models", chat.ModelListApi.as_view(), name="models"),
     path(
         "model-provider",
