@@ -30,7 +30,10 @@ class _OperationRouter(APIView):
         view = self.operation_views.get(request.method or "")
         if view is None:
             response = json_error(
-                "method_not_allowed", _("Method “%(method)s” not allowed.") % {"method": request.method}, status=405
+                "method_not_allowed",
+                _("Method “%(method)s” not allowed.") % {"method": request.method},
+                status=405,
+                request=request,
             )
             response["Allow"] = ", ".join(self.operation_classes)
             return response

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, PageQuery, StrictSerializer, TenantApi
+from apps.api.fields import JsonBooleanField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
 from apps.chat import services
@@ -276,7 +277,7 @@ class _TurnApi(TenantApi):
     metered = True
 
     class InputSerializer(StrictSerializer):
-        stream = serializers.BooleanField(required=False, default=False)
+        stream = JsonBooleanField(required=False, default=False)
         model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
 
     def turn_conversation(self, request: Request, conversation_id: int) -> tuple[Actor, Conversation]:

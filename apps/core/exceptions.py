@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -80,11 +80,14 @@ def json_error(
     status: int,
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    request: HttpRequest | None = None,
 ) -> JsonResponse:
-    """A plain Django response in the API error format, for code outside DRF."""
-    response = JsonResponse(
-        error_body(code, message, details), status=status, json_dumps_params={"ensure_ascii": False}
-    )
+    """A plain Django response in the API error format, for code outside DRF; for a ``request`` under /v1/
+    with OpenAI's fields, as ``api_exception_handler`` gives DRF's errors."""
+    body = error_body(code, message, details)
+    if request is not None and request.path.startswith("/v1/"):
+        add_openai_fields(body["error"], status)
+    response = JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
     for name, value in (headers or {}).items():
         response[name] = value
     return response

@@ -28,7 +28,7 @@ def error_page(request: HttpRequest, *, status: int, title: str, message: str) -
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_request(request):
-        return json_error("not_found", _("Not found."), status=404)
+        return json_error("not_found", _("Not found."), status=404, request=request)
     return error_page(request, status=404, title=_("Page not found"), message=_("There is nothing at this address."))
 
 
@@ -52,7 +52,7 @@ def api_path_not_found(request: HttpRequest) -> HttpResponse:
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_request(request):
-        return json_error("permission_denied", _("You do not have permission to do this."), status=403)
+        return json_error("permission_denied", _("You do not have permission to do this."), status=403, request=request)
     return error_page(
         request, status=403, title=_("Forbidden"), message=_("You do not have permission to see this page.")
     )
@@ -60,13 +60,15 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if is_api_request(request):
-        return json_error("invalid_input", _("The request is not valid."), status=400)
+        return json_error("invalid_input", _("The request is not valid."), status=400, request=request)
     return error_page(request, status=400, title=_("Bad request"), message=_("The request is not valid."))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if is_api_request(request):
-        return json_error("server_error", _("Something went wrong on our side. It has been logged."), status=500)
+        return json_error(
+            "server_error", _("Something went wrong on our side. It has been logged."), status=500, request=request
+        )
     return error_page(
         request, status=500, title=_("Server error"), message=_("Something went wrong on our side. It has been logged.")
     )
@@ -74,7 +76,9 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     if is_api_request(request):
-        return json_error("csrf_failed", _("The CSRF check failed. Reload the page and try again."), status=403)
+        return json_error(
+            "csrf_failed", _("The CSRF check failed. Reload the page and try again."), status=403, request=request
+        )
     return error_page(
         request, status=403, title=_("Form expired"), message=_("The CSRF check failed. Reload the page and try again.")
     )

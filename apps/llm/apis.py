@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
+from apps.api.fields import JsonBooleanField
 from apps.api.schema import error_response
 from apps.llm.client import check_model_server, provider_server
 from apps.llm.models import AssistantSettings, ModelProvider
@@ -55,7 +56,7 @@ class ModelProviderSaveApi(TenantApi):
         base_url = serializers.CharField(max_length=500)
         model_ids = serializers.ListField(child=serializers.CharField(max_length=100), max_length=50)
         api_key = serializers.CharField(required=False, allow_blank=True, max_length=1000, default=None)
-        is_active = serializers.BooleanField(required=False, default=True)
+        is_active = JsonBooleanField(required=False, default=True)
 
     @extend_schema(request=InputSerializer, responses={200: ModelProviderOutput})
     def put(self, request: Request) -> Response:

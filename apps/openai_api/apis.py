@@ -33,6 +33,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, TenantApi
+from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField
 from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
@@ -127,7 +128,7 @@ def _valid_tool(tool: dict[str, Any]) -> bool:
 
 
 class StreamOptionsSerializer(serializers.Serializer):
-    include_usage = serializers.BooleanField(required=False, default=False)
+    include_usage = JsonBooleanField(required=False, default=False)
 
 
 class ResponseFormatSerializer(serializers.Serializer):
@@ -154,22 +155,20 @@ class ChatCompletionsApi(TenantApi):
 
         model = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         messages = MessageSerializer(many=True, allow_empty=False)
-        stream = serializers.BooleanField(required=False, default=False, allow_null=True)
+        stream = JsonBooleanField(required=False, default=False, allow_null=True)
         stream_options = StreamOptionsSerializer(required=False, allow_null=True)
         tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
         tool_choice = serializers.JSONField(required=False, allow_null=True)
-        n = serializers.IntegerField(
+        n = JsonIntegerField(
             required=False, allow_null=True, min_value=1, max_value=1, error_messages={"max_value": _ONE_CHOICE}
         )
-        temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
-        top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-        max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=_INT32_MAX)
-        max_completion_tokens = serializers.IntegerField(
-            required=False, allow_null=True, min_value=1, max_value=_INT32_MAX
-        )
-        presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-        frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
-        seed = serializers.IntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
+        temperature = JsonFloatField(required=False, allow_null=True, min_value=0, max_value=2)
+        top_p = JsonFloatField(required=False, allow_null=True, min_value=0, max_value=1)
+        max_tokens = JsonIntegerField(required=False, allow_null=True, min_value=1, max_value=_INT32_MAX)
+        max_completion_tokens = JsonIntegerField(required=False, allow_null=True, min_value=1, max_value=_INT32_MAX)
+        presence_penalty = JsonFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+        frequency_penalty = JsonFloatField(required=False, allow_null=True, min_value=-2, max_value=2)
+        seed = JsonIntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
         stop = serializers.JSONField(required=False, allow_null=True)
         response_format = ResponseFormatSerializer(required=False, allow_null=True)
 

@@ -16,12 +16,18 @@ from apps.accounts.models import User
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.fields import IsoDateField, JsonIntegerField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.selectors import quota_status, usage_series
-from apps.usage.services import member_daily_calls_set, spending_cap_set
+from apps.usage.services import (
+    MAX_MEMBER_DAILY_CALLS,
+    MAX_SPENDING_CAP_FEN,
+    member_daily_calls_set,
+    spending_cap_set,
+)
 
 MAX_RANGE_DAYS = 366
 
@@ -40,8 +46,8 @@ class UsageApi(TenantApi):
 
     class FilterSerializer(StrictSerializer):
         # "from" is a Python keyword, hence the source mapping.
-        from_ = serializers.DateField(required=False, input_formats=["iso-8601"])
-        to = serializers.DateField(required=False, input_formats=["iso-8601"])
+        from_ = IsoDateField(required=False)
+        to = IsoDateField(required=False)
         group_by = serializers.ChoiceField(choices=["day", "user", "api_key"], required=False, default="day")
         user = serializers.IntegerField(required=False, min_value=1)
 
@@ -84,8 +90,12 @@ class UsageApi(TenantApi):
         everyone = role_has(actor_role(actor) or "", Perm.VIEW_STATS)
         if data["group_by"] == "api_key" and not everyone:
             raise PermissionMissing(Perm.VIEW_STATS)
-        # Without view_stats, usage is one's own: a person's, so an API key gets member_required.
-        user_id = data.get("user") if everyone else self.member(request).pk
+        if everyone:
+            user_id = data.get("user")
+        else:  # one's own usage: a person's, so an API key gets member_required
+            user_id = self.member(request).pk
+            if data.get("user", user_id) != user_id:
+                raise PermissionMissing(Perm.VIEW_STATS)  # asked for someone else's
         if user_id is not None and everyone and not User.objects.filter(pk=user_id).exists():
             raise Http404
         series = usage_series(start=data["from"], end=data["to"], group_by=data["group_by"], user_id=user_id,
@@ -134,7 +144,7 @@ class SpendingCapApi(TenantApi):
     required_permission = Perm.MANAGE_BILLING
 
     class InputSerializer(StrictSerializer):
-        spending_cap_fen = serializers.IntegerField(allow_null=True)
+        spending_cap_fen = JsonIntegerField(allow_null=True, min_value=0, max_value=MAX_SPENDING_CAP_FEN)
 
     class OutputSerializer(serializers.Serializer):
         spending_cap_fen = serializers.IntegerField(allow_null=True)
@@ -154,7 +164,7 @@ class MemberDailyCallsApi(TenantApi):
     required_permission = Perm.MANAGE_BILLING
 
     class InputSerializer(StrictSerializer):
-        member_daily_calls = serializers.IntegerField(allow_null=True)
+        member_daily_calls = JsonIntegerField(allow_null=True, min_value=1, max_value=MAX_MEMBER_DAILY_CALLS)
 
     class OutputSerializer(serializers.Serializer):
         member_daily_calls = serializers.IntegerField(allow_null=True)

@@ -66,7 +66,7 @@ class UsageMonthForm(forms.Form):
     """The month the usage page shows, ``?month=YYYY-MM``; ``cleaned_data["month"]`` is its first day (None: this
     month). A month that has not started is refused, as there is nothing to show."""
 
-    month = forms.RegexField(regex=r"^\d{4}-\d{2}$", required=False, error_messages={"invalid": BAD_MONTH})
+    month = forms.RegexField(regex=r"\A[0-9]{4}-[0-9]{2}\Z", required=False, error_messages={"invalid": BAD_MONTH})
 
     def clean_month(self) -> dt.date | None:
         value = self.cleaned_data.get("month")

@@ -121,6 +121,11 @@ def day_resets_at(day: dt.date) -> dt.datetime:
     return dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=dt.UTC)
 
 
+def iso(moment: dt.datetime) -> str:
+    """A reset time as every usage answer writes it: ISO 8601 in UTC with ``Z``, as DRF writes ``/api/quota``'s."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def crossed(limit: int | None, before: int, after: int) -> list[int]:
     """The thresholds (80, 90, 100 %) that going from ``before`` to ``after`` crosses."""
     if not limit:

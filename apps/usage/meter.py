@@ -521,7 +521,7 @@ class Meter:
         return QuotaExceeded(
             message,
             details={"quota": str(quota), "limit": limits.calls_stop_at, "used": used,
-                     "resets_at": L.resets_at(day).isoformat()},
+                     "resets_at": L.iso(L.resets_at(day))},
         )  # fmt: skip
 
     def _member_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
@@ -533,7 +533,7 @@ class Meter:
         ) % {"limit": limit, "time": time_format(timezone.localtime(resets), "H:i")}
         return QuotaExceeded(
             message,
-            details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": resets.isoformat()},
+            details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": L.iso(resets)},
         )
 
     def _storage_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:

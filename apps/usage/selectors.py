@@ -139,7 +139,7 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     day = L.today()
     limits = L.limits_for(tenant)
     calls = month_calls(tenant, day)
-    resets = L.resets_at(day).isoformat()
+    resets = L.iso(L.resets_at(day))
     rows = [
         (Quota.API_CALLS, limits.api_calls, calls, resets),
         (Quota.STORAGE, limits.storage_bytes, storage_used(tenant), None),

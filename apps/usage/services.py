@@ -240,7 +240,17 @@ def spending_cap_set(*, actor: Actor, cap_fen: int | None) -> Tenant:
         message = _("Enter an amount between 0 and %(max)d fen.") % {"max": MAX_SPENDING_CAP_FEN}
         raise InvalidInput(message, details={"spending_cap_fen": [message]})
     tenant = tenant_current_locked()
+    limits = L.limits_for(tenant)
+    if cap_fen is not None and not limits.bills_overage:
+        # The usage page shows no form then; a cap here would be stored and do nothing.
+        if limits.hard_stop:
+            message = _("Your plan stops calls at its quota instead of billing overage, so no spending cap applies.")
+        else:
+            message = _("Your plan has no overage charges, so no spending cap applies.")
+        raise InvalidInput(message, code="no_overage", details={"spending_cap_fen": [message]})
     old = tenant.spending_cap_fen
+    if old == cap_fen:
+        return tenant  # nothing changed: nothing to record
     tenant.spending_cap_fen = cap_fen
     tenant.save(update_fields=["spending_cap_fen", "updated_at"])
     audit_record(actor=actor, action="billing.spending_cap_set", target_type="tenant", target_id=tenant.pk,
@@ -260,6 +270,8 @@ def member_daily_calls_set(*, actor: Actor, calls: int | None) -> Tenant:
         raise InvalidInput(message, details={"member_daily_calls": [message]})
     tenant = tenant_current_locked()
     old = tenant.member_daily_calls
+    if old == calls:
+        return tenant  # nothing changed: nothing to record
     tenant.member_daily_calls = calls
     tenant.save(update_fields=["member_daily_calls", "updated_at"])
     audit_record(actor=actor, action="usage.member_daily_calls_set", target_type="tenant", target_id=tenant.pk,

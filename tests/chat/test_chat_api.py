@@ -334,6 +334,8 @@ class TestBadInput:
             ({"content": "hi", "model": "gpt-imaginary"}, "unknown_model"),
             ({}, "invalid_input"),
             ({"content": "hi", "role": "system"}, "invalid_input"),
+            ({"content": "hi", "stream": "yes"}, "invalid_input"),  # a JSON boolean, not what a form sends
+            ({"content": "hi", "stream": 1}, "invalid_input"),
         ],
     )
     @override_settings(CHAT_MAX_MESSAGE_CHARS=100)

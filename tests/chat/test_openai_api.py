@@ -94,8 +94,11 @@ class TestInProcess:
             "none": dict,
             "other-tenant-key": lambda: bearer(api_key_secret(tenant_beta, "admin")),
         }[credential]()
-        response = completions(tenant_alpha.client(**headers), messages=[{"role": "user", "content": "hi"}])
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **headers)
+        response = completions(client, messages=[{"role": "user", "content": "hi"}])
         assert response.status_code == 401
+        says_so = "takes an API key" in response.json()["error"]["message"]
+        assert says_so == (credential == "jwt")  # a login's token: told what this endpoint takes
 
     def test_a_viewer_key_may_not_chat(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "viewer")))
@@ -137,7 +140,11 @@ class TestInProcess:
          ("tools", [{"type": "function", "function": {"name": "x", "parameters": "an object"}}]),
          ("messages", [{"role": "user", "content": 123}]), ("messages", [{"role": "user", "content": {"a": 1}}]),
          ("messages", [{"role": "user", "content": [{"type": "text"}]}]), ("messages", [{"role": "user"}]),
-         ("messages", [{"role": "user", "content": []}]), ("messages", [{"role": "tool", "content": None}])],
+         ("messages", [{"role": "user", "content": []}]), ("messages", [{"role": "tool", "content": None}]),
+         # JSON types, as OpenAI takes them: not what an HTML form would send.
+         ("stream", "yes"), ("stream", 1), ("stream_options", {"include_usage": "true"}), ("temperature", "0.5"),
+         ("top_p", True), ("max_tokens", "10"), ("max_tokens", 10.0), ("max_tokens", True), ("n", "1"),
+         ("seed", "7"), ("presence_penalty", "1")],
     )  # fmt: skip
     def test_a_bad_option_is_a_400_and_costs_nothing(
         self, tenant_alpha: TenantFixture, option: str, value: Any

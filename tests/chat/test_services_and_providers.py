@@ -350,6 +350,15 @@ class TestModelProvider:
         assert list(response.json()["error"]["details"]) == ["base_url"]
         assert response.json()["error"]["code"] == "unsafe_url"
 
+    @pytest.mark.parametrize("is_active", ["yes", "false", 0])
+    def test_is_active_is_a_json_boolean(self, tenant_alpha: TenantFixture, is_active: Any) -> None:
+        """Not the strings and numbers an HTML form sends, which DRF's field took."""
+        body = {"base_url": "http://127.0.0.1:9/v1", "model_ids": ["m"], "is_active": is_active}
+        response = send(admin(tenant_alpha), "put", "/api/model-provider", body)
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == ["is_active"]
+        assert send(admin(tenant_alpha), "get", "/api/model-provider").status_code == 404  # nothing was saved
+
     def test_only_admins_manage_the_provider(self, tenant_alpha: TenantFixture) -> None:
         from tests.chat.conftest import member_client
 

@@ -58,8 +58,9 @@ def test_unknown_api_paths_get_the_json_404(
         for path in ("/api/no/such/thing", "/v1/nothing", "/api", "/v1/chat/completions/extra"):
             response = client.get(path)
             assert response.status_code == 404, path
+            openai = {"type": "invalid_request_error", "param": None} if path.startswith("/v1/") else {}
             assert response.json() == {
-                "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}}
+                "error": {"code": "not_found", "message": response.json()["error"]["message"], "details": {}, **openai}
             }
         # Any method: not the CSRF check's 403, which said nothing of the path (a POST to /v1/chat/completions/).
         checked = Client(HTTP_HOST=client.defaults["HTTP_HOST"], enforce_csrf_checks=True)
@@ -69,6 +70,26 @@ def test_unknown_api_paths_get_the_json_404(
     assert tenant_alpha.client().get("/no/such/page/").status_code == 404  # pages keep their own 404
     schema = tenant_alpha.client().get("/api/schema")  # it exists with its slash: redirected, as before
     assert (schema.status_code, schema["Location"]) == (301, "/api/schema/")
+
+
+def test_the_v1_404_has_openais_fields_too(tenant_alpha: TenantFixture) -> None:
+    """OpenAI's clients read ``type``; the rest of the API keeps the one format."""
+    error = tenant_alpha.client().post("/v1/nothing", "{}", content_type="application/json").json()["error"]
+    assert (error["code"], error["type"], error["param"]) == ("not_found", "invalid_request_error", None)
+    assert "type" not in tenant_alpha.client().get("/api/nothing").json()["error"]
+
+
+@pytest.mark.parametrize("spelling", [str.upper, lambda host: f"{host}.", lambda host: f"www.{host}"])
+def test_a_workspace_answers_to_its_host_however_it_is_written(
+    tenant_alpha: TenantFixture, spelling: Any, settings: Any
+) -> None:
+    """Host names compare without case, and a trailing dot names the same host (DNS)."""
+    host = spelling(tenant_alpha.host)
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, host]
+    token = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    response = Client(HTTP_HOST=host, **bearer(token)).get("/api/auth/me")
+    assert response.status_code == 200, response.content
+    assert response.json()["email"] == admin_of(tenant_alpha).email
 
 
 def test_unknown_pages_get_an_html_404(tenant_alpha: TenantFixture) -> None:
@@ -97,6 +118,23 @@ def test_a_body_that_is_not_json_is_a_400_in_the_requests_language(tenant_alpha:
         messages[language] = error["message"]
     assert messages["en"] == "The request body is not valid JSON."  # not Python's json error, quoted
     assert messages["zh-hans"] == "请求正文不是有效的 JSON。"
+
+
+@pytest.mark.parametrize("path", ["/api/conversations", "/v1/chat/completions"])
+def test_a_body_of_null_is_a_400_in_the_requests_language(tenant_alpha: TenantFixture, path: str) -> None:
+    """null is valid JSON, but not an object: DRF's serializers said so in English only ("No data provided")."""
+    credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else None
+    credential = credential or jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    messages = {}
+    for language in ("en", "zh-hans"):
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE=language, **bearer(credential))
+        response = client.post(path, "null", content_type="application/json")
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        messages[language] = error["details"]["non_field_errors"][0]
+    assert messages["en"] == "Send a JSON object, not null."
+    assert messages["zh-hans"] == "请发送一个 JSON 对象，而不是 null。"
 
 
 @pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])

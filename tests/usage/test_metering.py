@@ -524,7 +524,7 @@ class TestQuotas:
         assert refused.status_code == 402
         error = refused.json()["error"]
         assert error["code"] == "quota_exceeded"
-        resets = L.resets_at(L.today()).isoformat()
+        resets = L.iso(L.resets_at(L.today()))
         assert error["details"] == {"quota": "api_calls", "limit": 2, "used": 2, "resets_at": resets}
         with schema_context(tenant_alpha.tenant.schema_name):
             assert Message.objects.count() == stored  # no user message without a reply
@@ -796,11 +796,16 @@ class TestUsageApi:
         assert one["totals"] == {"api_calls": 1, "tokens": 100}
 
     def test_members_without_view_stats_see_only_their_own(self, tenant_alpha: TenantFixture) -> None:
-        first, _second = self.seed(tenant_alpha)
+        first, second = self.seed(tenant_alpha)
         client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, first)["access"]))
-        body = self.get(client, **{"from": "2026-11-01", "to": "2026-11-30", "group_by": "user", "user": "1"}).json()
-        assert body["scope"] == "user"
-        assert [(u["email"], u["api_calls"]) for u in body["series"]] == [(first.email, 6)]
+        month = {"from": "2026-11-01", "to": "2026-11-30", "group_by": "user"}
+        for asked in ({}, {"user": str(first.pk)}):  # naming oneself is the same
+            body = self.get(client, **month, **asked).json()
+            assert body["scope"] == "user"
+            assert [(u["email"], u["api_calls"]) for u in body["series"]] == [(first.email, 6)]
+        someone_else = self.get(client, **month, user=str(second.pk))  # not quietly one's own instead
+        assert someone_else.status_code == 403
+        assert someone_else.json()["error"]["details"] == {"permission": "view_stats"}
         viewer = make_member(tenant_alpha, Role.VIEWER)
         client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, viewer)["access"]))
         assert self.get(client, **{"from": "2026-11-01", "to": "2026-11-30"}).json()["totals"]["api_calls"] == 0
@@ -858,6 +863,11 @@ class TestUsageApi:
             {"group_by": "week"},
             {"user": "abc"},
             {"colour": "blue"},
+            # Dates as YYYY-MM-DD only, as the message says: not the other forms date.fromisoformat takes.
+            {"from": "20261101"},
+            {"from": "2026-W45-1"},
+            {"from": "２０２６-１１-０１"},
+            {"to": "2026-11-05\n"},
         ],
     )
     def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, params: dict[str, str]) -> None:
@@ -881,11 +891,11 @@ class TestUsageApi:
         assert got["users"][0] == 20
         assert got["mcp_services"][0] == 20
         assert got["storage"][0] == 10_000 * L.MB
-        assert body["quotas"][0]["resets_at"] == L.resets_at(L.today()).isoformat()
+        assert body["quotas"][0]["resets_at"] == body["resets_at"] == L.iso(L.resets_at(L.today()))
         user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
         assert user.get("/api/quota").status_code == 403
 
-    @pytest.mark.parametrize("cap", [-1, "ten", 10**15, 1.5])
+    @pytest.mark.parametrize("cap", [-1, "ten", 10**15, 1.5, "100", "1_000", 100.0, True])
     def test_a_bad_spending_cap_changes_nothing(self, tenant_alpha: TenantFixture, cap: Any) -> None:
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
         response = admin.put("/api/quota/spending-cap", json.dumps({"spending_cap_fen": cap}),
@@ -903,6 +913,27 @@ class TestUsageApi:
         with schema_context(tenant_alpha.tenant.schema_name):
             event = AuditEvent.objects.get(action="billing.spending_cap_set")
         assert event.metadata == {"from_fen": None, "to_fen": 500}
+        assert admin.put("/api/quota/spending-cap", body, content_type="application/json").status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):  # the same cap again: nothing changed, nothing recorded
+            assert AuditEvent.objects.filter(action="billing.spending_cap_set").count() == 1
+
+    @pytest.mark.parametrize(("plan", "says"), [("free", "stops calls at its quota"), ("enterprise", "no overage")])
+    def test_no_spending_cap_where_the_plan_bills_no_overage(
+        self, tenant_alpha: TenantFixture, plan: str, says: str
+    ) -> None:
+        """The usage page offers no cap then; the API refused nothing and stored a cap that did nothing."""
+        limits(tenant_alpha, plan=plan)
+        admin = tenant_alpha.client(
+            HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+        )
+        response = admin.put("/api/quota/spending-cap", {"spending_cap_fen": 500}, content_type="application/json")
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["code"] == "no_overage"
+        assert says in error["details"]["spending_cap_fen"][0]
+        assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).spending_cap_fen is None
+        removed = admin.put("/api/quota/spending-cap", {"spending_cap_fen": None}, content_type="application/json")
+        assert removed.status_code == 200  # removing one (set before a change of plan) is always allowed
 
 
 class TestMemberDailyCalls:
@@ -942,7 +973,7 @@ class TestMemberDailyCalls:
         assert error["code"] == "quota_exceeded"
         resets = L.day_resets_at(L.today())
         assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
-                                    "resets_at": resets.isoformat()}  # fmt: skip
+                                    "resets_at": L.iso(resets)}  # fmt: skip
         assert "2 AI calls a day" in error["message"]
         assert "More from 08:00." in error["message"]  # midnight UTC, in the workspace's time zone (Asia/Shanghai)
         assert with_schema(tenant_alpha, Message.objects.count) == stored  # the refusal stored nothing
@@ -988,7 +1019,7 @@ class TestMemberDailyCalls:
         with ThreadPoolExecutor(12) as pool:
             assert sorted(pool.map(one, range(24))) == ["member_daily_calls"] * 19 + ["through"] * 5
 
-    @pytest.mark.parametrize("calls", [0, -1, "ten", 1.5, 1_000_001, True])
+    @pytest.mark.parametrize("calls", [0, -1, "ten", 1.5, 1_000_001, True, "50", 50.0])
     def test_a_bad_limit_changes_nothing(self, tenant_alpha: TenantFixture, calls: Any) -> None:
         response = self.set_limit(tenant_alpha, calls)
         assert response.status_code == 400, response.content
@@ -1005,6 +1036,9 @@ class TestMemberDailyCalls:
         with schema_context(tenant_alpha.tenant.schema_name):
             event = AuditEvent.objects.get(action="usage.member_daily_calls_set")
         assert event.metadata == {"from": None, "to": 50}
+        assert self.set_limit(tenant_alpha, 50).status_code == 200
+        with schema_context(tenant_alpha.tenant.schema_name):  # unchanged: not recorded again
+            assert AuditEvent.objects.filter(action="usage.member_daily_calls_set").count() == 1
 
 
 def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha: TenantFixture) -> None:

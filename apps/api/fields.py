@@ -1,0 +1,57 @@
+"""Serializer fields that take a JSON body's values as JSON types, and dates as the API documents them.
+
+DRF's fields accept what an HTML form would send: ``"yes"``, ``"1"`` and ``"on"`` for true,
+``"1_000"``, ``" 100 "`` and full-width digits for an integer (Python's ``int()``), ``"0.5"``
+for a number; its ``DateField`` takes whatever ``date.fromisoformat`` takes (``20261201``,
+``2026-W49-1``, digits of any script). A JSON client that sends a string where the API
+documents a number has a bug, and OpenAI's API refuses it; so do these, with DRF's own
+messages. Query parameters are strings by nature and keep DRF's fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rest_framework import serializers
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class JsonBooleanField(serializers.BooleanField):
+    """``true`` or ``false``, nothing else."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid", input=data)
+
+
+class JsonIntegerField(serializers.IntegerField):
+    """A JSON integer: not a string, a float or a boolean (which Python counts as integers)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class JsonFloatField(serializers.FloatField):
+    """A JSON number, integer or not; not a string or a boolean."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
+class IsoDateField(serializers.DateField):
+    """A date written YYYY-MM-DD in ASCII digits, as the API's error message says, and nothing else."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(input_formats=["iso-8601"], **kwargs)
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
+            self.fail("invalid", format="YYYY-MM-DD")
+        return super().to_internal_value(value)
