@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -289,6 +289,14 @@ def api_key_revoke_view(request: HttpRequest, api_key_id: int) -> HttpResponse:
 # --- Audit log -----------------------------------------------------------------------
 
 
+def _day_start(day: date | None, tz: Any) -> datetime | None:
+    """The moment ``day`` starts in ``tz``; None for no day, or for one so early that the moment has no UTC time
+    (0001-01-01 east of Greenwich): nothing was recorded before it either."""
+    if day is None or day == date.min:
+        return None
+    return datetime.combine(day, time.min, tz)
+
+
 @permission_required(Perm.VIEW_AUDIT)
 def audit_view(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
@@ -300,10 +308,9 @@ def audit_view(request: HttpRequest) -> HttpResponse:
         filters = {
             "actor": data.get("actor"),
             "action": data.get("action"),
-            "since": datetime.combine(data["date_from"], time.min, tz) if data.get("date_from") else None,
-            "until": datetime.combine(data["date_to"], time.min, tz) + timedelta(days=1)
-            if data.get("date_to")
-            else None,
+            "since": _day_start(data.get("date_from"), tz),
+            # The calendar's last day has no next one to stop before: no end.
+            "until": _day_start(to + timedelta(days=1), tz) if (to := data.get("date_to")) and to != date.max else None,
         }
     elif form.is_bound:
         status = 400

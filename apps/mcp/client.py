@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from django.utils.translation import gettext as _
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from apps.core.crypto import decrypt
 from apps.mcp.models import McpService, Transport
@@ -95,7 +97,7 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
     except McpError:
         raise
     except TimeoutError as exc:
-        raise McpError(f"no answer within {service.timeout_seconds} s") from exc
+        raise McpError(_("No answer within %(seconds)d s.") % {"seconds": service.timeout_seconds}) from exc
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -103,18 +105,40 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
 
 
 def _describe(exc: BaseException) -> str:
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
-        else:
-            leaves.append(e)
-
-    walk(exc)
-    first = leaves[0] if leaves else exc
+    """What went wrong, in words an admin can act on (the page shows it), in the request's language."""
+    first = _first_leaf(exc)
+    status = first.response.status_code if isinstance(first, httpx2.HTTPStatusError) else None
+    if isinstance(first, MCPError) and first.error.message == "Not Found":  # the SDK's words for an HTTP 404
+        status = 404
+    if status is not None:
+        return _status_words(status)
+    if isinstance(first, httpx2.ConnectError):
+        if str(first) != _ANYIO_CONNECT_FAILED:
+            return str(first)[:500]  # the outbound guard's own words: a host name that does not resolve
+        return _("Nothing answered at this address: no server is listening there, or it cannot be reached.")
+    if isinstance(first, httpx2.TimeoutException):
+        return _("The server did not answer in time.")
+    if isinstance(first, MCPError):
+        return _("The server did not answer as an MCP server: %(error)s") % {"error": str(first)[:300]}
     return f"{type(first).__name__}: {first}"[:500]
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first exception inside ``exc``'s groups (the SDK wraps transport errors in exception groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _status_words(status: int) -> str:
+    if status in (401, 403):
+        return _("The server refused the request (%(status)d): check the auth headers.") % {"status": status}
+    return _("The address answered %(status)d, not as an MCP server: check the URL's path (often /mcp, or /sse "
+             "for SSE) and the transport.") % {"status": status}  # fmt: skip
+
+
+# anyio's message when no address of a host accepted the connection (refused, unreachable).
+_ANYIO_CONNECT_FAILED = "All connection attempts failed"
 
 
 def list_tools(service: McpService) -> list[ToolSpec]:

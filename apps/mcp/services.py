@@ -190,9 +190,9 @@ def mcp_service_update(
         service.secret_headers = encrypt(json.dumps(clean["headers"])) if clean["headers"] else ""
         changed.append("secret_headers")
         audited.append("headers")
-    if {"url", "type"} & set(changed):
-        service.tools, service.tools_refreshed_at = [], None
-        changed += ["tools", "tools_refreshed_at"]
+    if {"url", "type"} & set(changed):  # and the last test's error: it was about the old address
+        service.tools, service.tools_refreshed_at, service.last_error = [], None, ""
+        changed += ["tools", "tools_refreshed_at", "last_error"]
     if changed:
         service.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
         ai_setup_forget()

@@ -102,16 +102,36 @@ class TestMcpServices:
             assert "s3cret" not in row.secret_headers
             assert json.loads(decrypt(row.secret_headers)) == {"Authorization": "Bearer s3cret-token"}
 
-    def test_a_server_that_is_not_mcp_is_a_clear_400(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+    @pytest.mark.parametrize(
+        ("where", "says"),
+        [("model", "answered 404, not as an MCP server"), ("model-sse", "answered 404, not as an MCP server"),
+         ("nothing", "Nothing answered at this address")],
+    )  # fmt: skip
+    def test_a_server_that_is_not_mcp_is_a_clear_400(
+        self, tenant_alpha: TenantFixture, demo_model_url: str, where: str, says: str
+    ) -> None:
+        """In words an admin can act on, in the request's language: not the HTTP library's exception."""
         client = admin(tenant_alpha)
-        service = send(client, "post", "/api/mcp-services", {"name": "Not MCP", "url": f"{demo_model_url}/models"})
+        url = "http://127.0.0.1:9/mcp" if where == "nothing" else f"{demo_model_url}/nothing-here"
+        body = {"name": "Not MCP", "url": url, "type": "sse" if where == "model-sse" else "streamable-http"}
+        service = send(client, "post", "/api/mcp-services", body)
         response = send(client, "post", f"/api/mcp-services/{service.json()['id']}/test")
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == "mcp_unreachable"
         assert "Could not list the tools" in error["message"]
+        assert says in error["message"]
+        assert "Error:" not in error["message"]  # no ConnectError: / MCPError: / HTTPStatusError:
+        chinese = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        zh = send(chinese, "post", f"/api/mcp-services/{service.json()['id']}/test").json()["error"]
+        assert says not in zh["message"]  # translated
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=service.json()["id"]).last_error
+        # A new address: the old one's error goes with its tools.
+        moved = send(client, "patch", f"/api/mcp-services/{service.json()['id']}", {"url": f"{url}/elsewhere"})
+        assert moved.status_code == 200, moved.content
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service.json()["id"]).last_error == ""
 
     @pytest.mark.parametrize(
         "url",
