@@ -8,6 +8,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
+from apps.accounts.models import Role
 from apps.accounts.permissions import Perm, role_has
 from apps.core.views import error_page
 
@@ -21,14 +22,22 @@ def permission_required(perm: Perm) -> Callable[[Callable[..., HttpResponse]], C
             user = request.user
             if not user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            if not role_has(getattr(user, "role", ""), perm):
-                message = _("This page needs the “%(permission)s” permission, which your role does not have.") % {
-                    "permission": perm
-                }
-                return error_page(request, status=403, title=_("Forbidden"), message=message)
+            role = getattr(user, "role", "")
+            if not role_has(role, perm):
+                return error_page(request, status=403, title=_("Not for your role"), message=_refusal(role, perm),
+                                  code=str(perm))  # fmt: skip
             return view(request, *args, **kwargs)
 
         wrapped.required_permission = perm  # type: ignore[attr-defined]
         return wrapped
 
     return decorator
+
+
+def _refusal(role: str, perm: Perm) -> str:
+    """Why a member may not open a page, in words (the permission's code is shown beside it, for support)."""
+    if role_has(Role.USER, perm):  # users may: the member is a viewer
+        return _("Viewers can read their own conversations only; this page is for the workspace's admins and "
+                 "users. Ask an admin if you need it.")  # fmt: skip
+    return _("Only the workspace's admins can open this page; your role is %(role)s. Ask an admin if you need "
+             "it.") % {"role": dict(Role.choices).get(role, role)}  # fmt: skip

@@ -22,8 +22,9 @@ def is_api_request(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIXES) or request.path in ("/api", "/v1")
 
 
-def error_page(request: HttpRequest, *, status: int, title: str, message: str) -> HttpResponse:
-    return render(request, "errors/error.html", {"status": status, "title": title, "message": message}, status=status)
+def error_page(request: HttpRequest, *, status: int, title: str, message: str, code: str = "") -> HttpResponse:
+    context = {"status": status, "title": title, "message": message, "code": code}
+    return render(request, "errors/error.html", context, status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

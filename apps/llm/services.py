@@ -36,7 +36,11 @@ def model_provider_save(
         unsafe = exc
         errors.update(exc.details)
     model_ids = [m.strip() for m in model_ids if m and m.strip()]
-    if not model_ids or len(model_ids) > 50 or any(len(m) > 100 for m in model_ids):
+    model_ids = list(dict.fromkeys(model_ids))  # a name listed twice is offered once
+    too_long = [m for m in model_ids if len(m) > 100]
+    if too_long:
+        errors["model_ids"] = [_("A model name may be at most 100 characters: %(name)s…") % {"name": too_long[0][:40]}]
+    elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
     if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
         raise (
@@ -49,7 +53,7 @@ def model_provider_save(
     provider = ModelProvider.objects.select_for_update().get(pk=1)
     provider.name = name.strip()[:100]
     provider.base_url = base_url
-    provider.model_ids = list(dict.fromkeys(model_ids))
+    provider.model_ids = model_ids
     provider.is_active = is_active
     if api_key is not None:
         provider.api_key_encrypted = encrypt(api_key.strip())

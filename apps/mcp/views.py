@@ -64,7 +64,12 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
             messages.success(request, _("%(name)s answers with %(count)d tools.") % {"name": service.name,
                                                                                  "count": len(result)})  # fmt: skip
         else:
-            messages.success(request, _("Done."))
+            done = {
+                "enable": _("%(name)s is enabled: chats may use its tools."),
+                "disable": _("%(name)s is disabled: chats no longer use its tools."),
+                "delete": _("%(name)s is removed."),
+            }
+            messages.success(request, done[action] % {"name": service.name})
     return redirect("mcp:services")
 
 

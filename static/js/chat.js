@@ -30,9 +30,11 @@
         message = describe(body);
         code = body.code;
       } catch (e) { /* keep the status text */ }
-      const error = new Error(message);
+      // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
+      const ended = code === "not_authenticated" || code === "authentication_failed";
+      const error = new Error(ended ? t("sessionEnded") : message);
       error.status = response.status; // refused: nothing was done
-      error.code = code;
+      error.code = ended ? "session_ended" : code;
       throw error;
     }
     return response;
@@ -319,6 +321,8 @@
     }
   }
 
+  let sessionEnded = false; // a turn found the member logged out: no "Try again" or "Edit" until a reload
+
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
   async function runTurn(path, body, bubble, created) {
     let text = bubble.querySelector(".markdown");
@@ -397,6 +401,16 @@
       if (error.name === "AbortError") {
         bubble.classList.add("incomplete");
         bubble.append(el("div", "bubble-note", t("stopped")));
+      } else if (error.code === "session_ended") { // nothing was asked: the question goes back, and a way in
+        bubble.classList.add("error");
+        const note = el("div", "bubble-note", error.message + " ");
+        const login = el("a", "", t("logIn"));
+        login.href = "/login/?next=" + encodeURIComponent(window.location.pathname);
+        login.dataset.testid = "chat-log-in";
+        note.append(login);
+        bubble.append(note);
+        if (body.content && !input.value) setInput(body.content);
+        sessionEnded = true;
       } else {
         bubble.classList.add("error");
         bubble.append(el("div", "bubble-note", t("error") + " " + error.message));
@@ -406,9 +420,10 @@
       bubble.setAttribute("aria-busy", "false");
       controller = null;
       busy(false);
-      // Without a conversation (its creation failed) there is no question to answer again.
-      if (conversationId) offerRetry(answered);
-      offerEdit();
+      // Without a conversation (its creation failed) there is no question to answer again; without a session,
+      // nothing can be asked until the member logs in again.
+      if (conversationId && !sessionEnded) offerRetry(answered);
+      if (!sessionEnded) offerEdit();
       input.focus();
       scroll();
     }

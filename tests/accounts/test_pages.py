@@ -14,8 +14,10 @@ from tests.conftest import ADMIN_PASSWORD, TenantFixture, make_member
 
 pytestmark = pytest.mark.django_db
 
-PAGES = {"/team/": Perm.MANAGE_USERS, "/api-keys/": Perm.MANAGE_API_KEYS, "/audit/": Perm.VIEW_AUDIT}
-NAV = {"/team/": "nav-team", "/api-keys/": "nav-api-keys", "/audit/": "nav-audit"}
+PAGES = {"/team/": Perm.MANAGE_USERS, "/api-keys/": Perm.MANAGE_API_KEYS, "/audit/": Perm.VIEW_AUDIT,
+         "/settings/model/": Perm.MANAGE_SERVICES, "/services/": Perm.USE_MCP_SERVICES}  # fmt: skip
+NAV = {"/team/": "nav-team", "/api-keys/": "nav-api-keys", "/audit/": "nav-audit", "/settings/model/": "nav-model",
+       "/services/": "nav-services"}  # fmt: skip
 
 
 def logged_in(tenant: TenantFixture, role: str) -> Client:
@@ -36,7 +38,17 @@ def test_pages_follow_the_permission_map(tenant_alpha: TenantFixture, role: str,
         assert f'data-testid="{NAV[path]}"' in dashboard
     else:
         assert response.status_code == 403
-        assert str(PAGES[path]) in response.content.decode()
+        page = response.content.decode()
+        assert f"<code>{PAGES[path]}</code>" in page  # the code beside, for support
+        says = (
+            "Viewers can read their own conversations only"
+            if role_has(Role.USER, PAGES[path])
+            else ("Only the workspace&#x27;s admins can open this page; your role is " + Role(role).label)
+        )
+        assert says in page  # in words, not only the permission's code
+        assert (
+            f'href="/dashboard/" data-testid="error-back">Back to {tenant_alpha.tenant.name}</a>' in page
+        )  # not the platform's site
         assert f'data-testid="{NAV[path]}"' not in dashboard
     assert client.get("/profile/").status_code == 200
 

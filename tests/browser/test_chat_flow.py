@@ -205,6 +205,28 @@ def test_asked_again_right_after_a_stop_the_page_waits_for_the_stopped_turn(
     assert len(refused) == 2
 
 
+def test_logged_out_in_another_tab_the_question_comes_back_with_a_way_to_log_in(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Not DRF's "credentials were not provided", nor a "Try again" that cannot work."""
+    page = chat_page(browser, web_server, "en")
+    other_tab = page.context.new_page()
+    other_tab.goto(web_server.url(f"{SLUG}.localhost", "/dashboard/"))
+    other_tab.get_by_role("button", name="Log out").click()
+    other_tab.wait_for_url(lambda url: "/login/" in url)
+    page.get_by_test_id("chat-input").fill("What is the water level at S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("Your session has ended, so nothing was sent.")
+    expect(answer).not_to_contain_text("credentials")
+    expect(page.get_by_test_id("chat-input")).to_have_value("What is the water level at S001?")
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+    page.get_by_test_id("chat-log-in").click()
+    page.wait_for_url(lambda url: "/login/?next=%2Fchat%2F" in url)
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.wait_for_url("**/chat/**")
+
+
 def test_a_failed_reply_offers_to_try_again(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
 ) -> None:

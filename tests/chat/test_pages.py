@@ -320,7 +320,9 @@ class TestChatPage:
     def test_a_viewer_reads_but_has_no_form(self, tenant_alpha: TenantFixture) -> None:
         page = logged_in(tenant_alpha, Role.VIEWER).get("/chat/").content.decode()
         assert 'data-testid="chat-form"' not in page
-        assert 'data-testid="chat-suggestion"' not in page  # shown as examples, not as questions to send
+        assert 'data-testid="chat-suggestion"' not in page
+        assert "Ask about your water network" not in page  # nothing offered that a viewer cannot do
+        assert 'data-testid="new-conversation"' not in page
         assert 'data-testid="chat-head"' not in page
         assert "Your role can read conversations but not start them." in page
         viewer = make_member(tenant_alpha, Role.VIEWER)
@@ -353,11 +355,14 @@ class TestServicesPage:
         assert "answers with 4 tools" in page
         assert "get_water_levels" in page
         assert "s3cret" not in page
-        client.post(f"/services/{service.pk}/disable/")
+        said = client.post(f"/services/{service.pk}/disable/", follow=True).content.decode()
+        assert "Hydrology is disabled: chats no longer use its tools." in said  # what was done, not "Done."
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get().is_active is False
-        client.post(f"/services/{service.pk}/enable/")
-        client.post(f"/services/{service.pk}/delete/")
+        said = client.post(f"/services/{service.pk}/enable/", follow=True).content.decode()
+        assert "Hydrology is enabled: chats may use its tools." in said
+        said = client.post(f"/services/{service.pk}/delete/", follow=True).content.decode()
+        assert "Hydrology is removed." in said
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not McpService.objects.exists()
 
@@ -525,6 +530,17 @@ class TestModelServerPage:
         client.post("/settings/model/", {**form, "base_url": "http://127.0.0.1:9/v1"})
         page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
         assert "The model server could not be reached" in page
+
+    def test_a_model_name_too_long_is_named_as_such(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        """Not "list 1 to 50 names" for two names, one of them too long."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        long_name = "m" * 300
+        response = client.post("/settings/model/", {"base_url": demo_model_url, "model_ids": f"m1\n{long_name}"})
+        assert response.status_code == 400
+        page = response.content.decode()
+        assert "A model name may be at most 100 characters: " + "m" * 40 in page
+        assert "List 1 to 50 model names" not in page
+        assert long_name in page  # what was typed stays in the form
 
     def test_an_unsafe_base_url_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.OUTBOUND_ALLOWED_NETWORKS = []
