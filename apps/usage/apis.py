@@ -21,6 +21,7 @@ from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
+from apps.usage.models import Quota
 from apps.usage.selectors import quota_status, usage_series
 from apps.usage.services import (
     MAX_MEMBER_DAILY_CALLS,
@@ -109,6 +110,27 @@ class UsageApi(TenantApi):
         return Response(self.OutputSerializer(body).data)
 
 
+class QuotaEntryOutput(serializers.Serializer):
+    """One quota of ``GET /api/quota``."""
+
+    quota = serializers.ChoiceField(choices=Quota.values)
+    limit = serializers.IntegerField(allow_null=True, help_text="null: unlimited")
+    used = serializers.IntegerField()
+    remaining = serializers.IntegerField(allow_null=True)
+    percent = serializers.FloatField(allow_null=True)
+    resets_at = serializers.DateTimeField(allow_null=True, help_text="UTC; null where the quota does not reset")
+    # The API-call quota's entry only:
+    overage = serializers.IntegerField(required=False, help_text="api_calls: calls past the quota this month")
+    overage_fen = serializers.IntegerField(required=False, help_text="api_calls: what they cost, in fen")
+    spending_cap_fen = serializers.IntegerField(required=False, allow_null=True, help_text="api_calls")
+    member_daily_calls = serializers.IntegerField(required=False, allow_null=True, help_text="api_calls")
+    hard_stop = serializers.BooleanField(required=False, help_text="api_calls: calls stop at the quota")
+
+    def to_representation(self, instance: dict[str, Any]) -> dict[str, Any]:
+        # The API-call fields only where they belong (DRF writes a nullable field it cannot find as null).
+        return {name: value for name, value in super().to_representation(instance).items() if name in instance}
+
+
 class QuotaApi(TenantApi):
     """GET /api/quota: for each quota its limit (null: unlimited), used, remaining and resets_at.
 
@@ -123,7 +145,7 @@ class QuotaApi(TenantApi):
         plan = serializers.CharField()
         period_start = serializers.DateField()
         resets_at = serializers.DateTimeField(default_timezone=dt.UTC)
-        quotas = serializers.ListField(child=serializers.DictField())
+        quotas = QuotaEntryOutput(many=True)
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request) -> Response:

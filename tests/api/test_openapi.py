@@ -110,3 +110,15 @@ def test_request_bodies_say_that_unknown_fields_are_refused(tenant_alpha: Tenant
     )
     assert (response.status_code, response.json()["error"]["details"]) == (
         400, {"owner": ["This field is not accepted here."]})  # fmt: skip
+
+
+def test_the_quota_and_its_limits_are_described_field_by_field(tenant_alpha: TenantFixture) -> None:
+    """A client generated from the schema knows each quota's fields and the bounds the API enforces."""
+    components = tenant_alpha.client().get("/api/schema/?format=json").json()["components"]["schemas"]
+    entry = components["QuotaEntryOutput"]["properties"]
+    assert {"quota", "limit", "used", "remaining", "resets_at", "overage", "overage_fen", "hard_stop"} <= set(entry)
+    assert entry["limit"]["nullable"] is True
+    cap = components["SpendingCapInputRequest"]["properties"]["spending_cap_fen"]
+    assert (cap["minimum"], cap["maximum"], cap["type"]) == (0, 10_000_000_000, "integer")
+    calls = components["MemberDailyCallsInputRequest"]["properties"]["member_daily_calls"]
+    assert (calls["minimum"], calls["maximum"]) == (1, 1_000_000)

@@ -892,6 +892,8 @@ class TestUsageApi:
         assert got["mcp_services"][0] == 20
         assert got["storage"][0] == 10_000 * L.MB
         assert body["quotas"][0]["resets_at"] == body["resets_at"] == L.iso(L.resets_at(L.today()))
+        assert "overage" in body["quotas"][0]
+        assert not {"overage", "spending_cap_fen", "hard_stop"} & set(body["quotas"][1])  # the API calls' only
         user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
         assert user.get("/api/quota").status_code == 403
 
