@@ -290,7 +290,9 @@ def conversation_markdown(conversation: Conversation) -> str:
     """
     # gettext outside the f-strings: xgettext does not read inside them.
     untitled, question, answer, calls = _("New conversation"), _("Question"), _("Answer"), _("Calls the tool")
-    cut_short, failed, tool_label = _("This reply was cut short."), _("The reply failed:"), _("Tool")
+    # A stored reply that stopped early: stopped by its member, or its client went away (the page's word for a
+    # connection lost while it watches is "cut short").
+    cut_short, failed, tool_label = _("This reply stopped before it was complete."), _("The reply failed:"), _("Tool")
     answered_again, edited = _("Answered again below."), _("Edited and asked again below.")
     lines = [f"# {conversation.title or untitled}", ""]
     details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]

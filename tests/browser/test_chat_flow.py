@@ -158,8 +158,8 @@ def test_stop_ends_the_reply_and_keeps_what_came(
     assert reply.status == "incomplete"
     assert reply.content.startswith(shown[:40])
     assert "chunk 199" not in reply.content
-    page.reload()
-    expect(page.get_by_test_id("messages")).to_contain_text("This reply was cut short.")
+    page.reload()  # stored as stopped early: not "cut short", which the page says of a connection it lost
+    expect(page.get_by_test_id("messages")).to_contain_text("This reply stopped before it was complete.")
 
     # The page opens on the unanswered turn and offers to answer it again, in full this time.
     page.get_by_test_id("chat-retry").click()

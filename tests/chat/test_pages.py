@@ -78,6 +78,24 @@ def member_and_client(tenant: TenantFixture) -> tuple[Any, Client]:
 
 
 class TestChatPage:
+    def test_a_reply_that_stopped_early_says_so_on_the_page_and_in_the_download(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Stopped by its member or left by its client, it is stored the same: words that fit both (the page,
+        watching, says "Stopped" or "cut short" of what it saw happen)."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            Message.objects.create(
+                conversation=conversation, role="assistant", content="S001 is at", status="incomplete"
+            )
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert "This reply stopped before it was complete." in page
+        assert "was cut short" not in page.split('data-testid="messages"')[1]
+        download = client.get(f"/api/conversations/{conversation.pk}/export").content.decode()
+        assert "This reply stopped before it was complete." in download
+
     def test_an_own_conversation_with_sanitized_markdown_and_tool_panels(self, tenant_alpha: TenantFixture) -> None:
         member, client = member_and_client(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
