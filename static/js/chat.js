@@ -189,6 +189,15 @@
     input.disabled = on;
   }
 
+  // Leaving the page while a reply streams stops it: the server cancels the model's work when the page goes,
+  // and keeps what came, marked incomplete. A click on a link that would leave asks first.
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[href]");
+    if (!controller || !link || link.hasAttribute("download") || link.target === "_blank") return;
+    if (link.getAttribute("href").startsWith("#")) return;
+    if (!window.confirm(t("leaveWhileStreaming"))) event.preventDefault();
+  });
+
   const stopTurn = () => {
     if (!controller) return;
     stoppedAt = Date.now();

@@ -108,6 +108,29 @@ def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspa
     expect(page.get_by_test_id("chat-send")).to_be_visible()
 
 
+def test_leaving_while_a_reply_streams_asks_first(browser: Browser, web_server: WebServer, workspace: None) -> None:
+    """Leaving stops the reply (the server cancels the model's work when the page goes): not without asking."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("chunk 3")
+    asked: list[str] = []
+
+    def stay(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", stay)
+    page.get_by_test_id("new-conversation").click()
+    expect(answer).to_contain_text("chunk 199", timeout=15_000)  # stayed: the reply ran to its end
+    assert asked == ["A reply is still being written. Leave this page and stop it? What came so far is kept."]
+    assert page.url.rstrip("/").split("/")[-1].isdigit()  # still on the conversation the question made
+    page.get_by_test_id("new-conversation").click()  # no reply streams now: no question asked
+    page.wait_for_url(lambda url: url.endswith("/chat/"))
+    assert len(asked) == 1
+
+
 def test_a_title_given_while_the_first_reply_streams_is_kept(
     browser: Browser, web_server: WebServer, workspace: None
 ) -> None:
