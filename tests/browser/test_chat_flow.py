@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser, Dialog, Page, Route, expect
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, expect
 
 from apps.core.actors import Actor
 from apps.mcp.services import mcp_service_create, mcp_service_test
@@ -52,6 +52,15 @@ def chat_page(browser: Browser, web_server: WebServer, locale: str, permissions:
     # was still under way was missed once (CI, stop 21), and the question went to the real model.
     page.wait_for_url("**/chat/")
     return page
+
+
+def long_reply_under_way(page: Page) -> Locator:
+    """Ask for the demo model's long reply (200 chunks, 5 ms apart); its bubble, once it is streaming."""
+    page.get_by_test_id("chat-input").fill("Tell me everything #long")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("chunk 3")
+    return answer
 
 
 def test_ask_the_demo_question_and_watch_the_tool_call(
@@ -98,10 +107,7 @@ def test_a_suggested_question_is_asked_with_one_click(browser: Browser, web_serv
 
 def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspace: None) -> None:
     page = chat_page(browser, web_server, "en")
-    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
-    page.get_by_test_id("chat-send").click()
-    answer = page.get_by_test_id("assistant-reply").last
-    expect(answer).to_contain_text("chunk 3")
+    answer = long_reply_under_way(page)
     page.keyboard.press("Escape")  # the input is disabled while the reply streams: the page hears it
     expect(answer).to_contain_text("Stopped. The partial reply is kept.")
     assert "chunk 199" not in answer.locator(".markdown").inner_text()
@@ -111,10 +117,7 @@ def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspa
 def test_leaving_while_a_reply_streams_asks_first(browser: Browser, web_server: WebServer, workspace: None) -> None:
     """Leaving stops the reply (the server cancels the model's work when the page goes): not without asking."""
     page = chat_page(browser, web_server, "en")
-    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
-    page.get_by_test_id("chat-send").click()
-    answer = page.get_by_test_id("assistant-reply").last
-    expect(answer).to_contain_text("chunk 3")
+    answer = long_reply_under_way(page)
     asked: list[str] = []
 
     def stay(dialog: Dialog) -> None:
@@ -135,9 +138,7 @@ def test_a_title_given_while_the_first_reply_streams_is_kept(
     browser: Browser, web_server: WebServer, workspace: None
 ) -> None:
     page = chat_page(browser, web_server, "en")
-    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
-    page.get_by_test_id("chat-send").click()
-    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("chunk 3")
+    long_reply_under_way(page)
     page.once("dialog", lambda dialog: dialog.accept("Renamed mid-reply"))
     page.get_by_test_id("chat-rename").click()
     expect(page.get_by_test_id("chat-title")).to_have_text("Renamed mid-reply")
@@ -154,10 +155,7 @@ def test_stop_ends_the_reply_and_keeps_what_came(
 
     page = chat_page(browser, web_server, "en")
 
-    page.get_by_test_id("chat-input").fill("Tell me everything #long")  # 200 chunks, 5 ms apart
-    page.get_by_test_id("chat-send").click()
-    answer = page.get_by_test_id("assistant-reply").last
-    expect(answer).to_contain_text("chunk 3")
+    answer = long_reply_under_way(page)
     page.get_by_test_id("chat-stop").click()
     expect(answer).to_contain_text("Stopped. The partial reply is kept.")
     expect(answer).to_have_class("bubble assistant incomplete")
@@ -204,10 +202,7 @@ def test_asked_again_right_after_a_stop_the_page_waits_for_the_stopped_turn(
     """The server frees the conversation once it notices the client left (at the next token, or after a running
     tool call); until then a turn is 409 conversation_busy, which the page waits out instead of failing."""
     page = chat_page(browser, web_server, "en")
-    page.get_by_test_id("chat-input").fill("Tell me everything #long")
-    page.get_by_test_id("chat-send").click()
-    answer = page.get_by_test_id("assistant-reply").last
-    expect(answer).to_contain_text("chunk 3")
+    answer = long_reply_under_way(page)
     page.get_by_test_id("chat-stop").click()
     expect(answer).to_contain_text("Stopped. The partial reply is kept.")
     busy = {"error": {"code": "conversation_busy", "message": "A reply is still being written.", "details": {}}}
