@@ -195,6 +195,9 @@ def usage_export_view(request: HttpRequest) -> HttpResponse:
                 for r in usage_series(start=start, end=end, group_by="api_key")]  # fmt: skip
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y-%m}-by-{by}.csv"'
+    # A byte order mark first: Excel reads a CSV without one in the system's code page (GBK on Chinese
+    # Windows) and garbles every name and email that is not ASCII. Python's "utf-8-sig" and pandas skip it.
+    response.write("\ufeff")
     writer = csv.writer(response)
     writer.writerow(header)
     writer.writerows([[_spreadsheet_safe(cell) for cell in row] for row in rows])
