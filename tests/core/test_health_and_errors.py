@@ -182,3 +182,18 @@ def test_a_get_of_a_forms_target_goes_to_its_page_and_does_nothing(
 def test_a_get_of_the_signup_forms_target_goes_to_the_landing_page(public_client: Client) -> None:
     response = public_client.get("/signup/")
     assert (response.status_code, response["Location"]) == (302, "/")
+
+
+def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: TenantFixture) -> None:
+    """DRF answered ?format=api (its browsable API, not installed) with a 404, as if the path did not exist."""
+    client = tenant_alpha.client(
+        HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+    )
+    for path in ("/api/usage?format=api", "/api/conversations?format=xml"):
+        response = client.get(path)
+        assert response.status_code == 406, path
+        error = response.json()["error"]
+        assert error["code"] == "not_acceptable"
+        assert "JSON only" in error["message"]
+    assert client.get("/api/schema/?format=json").status_code == 200  # the schema's own formats still
+    assert client.get("/api/schema/?format=yaml").status_code == 200
