@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.utils.formats import number_format
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from apps.usage import limits as L
@@ -54,6 +55,12 @@ class MemberDailyCallsForm(forms.Form):
         label=_("AI calls a member may make a day"),
         min_value=1,
         max_value=MAX_MEMBER_DAILY_CALLS,
+        # Worded and grouped as the spending cap's limit, not Django's "less than or equal to 1000000".
+        error_messages={
+            "max_value": format_lazy(
+                _("A member may be allowed at most {most} calls a day."), most=f"{MAX_MEMBER_DAILY_CALLS:,}"
+            )
+        },
         help_text=_("Counted by UTC day, model rounds and tool calls alike. API keys are not limited by it."),
         widget=forms.NumberInput(attrs={"min": "1", "inputmode": "numeric"}),
     )

@@ -12,6 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
@@ -229,7 +230,8 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
     if cap_fen is None:
         messages.success(request, _("The spending cap is removed."))
     else:
-        messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": _yuan(cap_fen)})
+        cap = number_format(_yuan(cap_fen), decimal_pos=2, force_grouping=True)  # ¥1,000.00, as the page shows it
+        messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": cap})
     return redirect("usage:usage")
 
 

@@ -234,11 +234,14 @@ class TestSpendingCap:
         assert 'value="12.34"' in page  # the form starts from the current cap
         assert "The spending cap is now ¥12.34 a month." in page
 
+        said = client.post("/usage/spending-cap/", {"cap_yuan": "1234567.5"}, follow=True).content.decode()
+        assert "The spending cap is now ¥1,234,567.50 a month." in said  # grouped, as the page shows amounts
+        assert text_of(said, "spending-cap") == "¥1,234,567.50 a month"
         assert client.post("/usage/spending-cap/", {"cap_yuan": "0"}).status_code == 302
         assert cap_of(tenant_alpha) == 0
         assert client.post("/usage/spending-cap/", {"cap_yuan": "", "action": "remove"}).status_code == 302
         assert cap_of(tenant_alpha) is None
-        assert [e.metadata["to_fen"] for e in cap_events(tenant_alpha)] == [1234, 0, None]
+        assert [e.metadata["to_fen"] for e in cap_events(tenant_alpha)] == [1234, 123456750, 0, None]
 
     @pytest.mark.parametrize(
         ("value", "message"),
@@ -318,7 +321,7 @@ class TestMemberDailyCalls:
     @pytest.mark.parametrize(
         ("value", "message"),
         [("0", "greater than or equal to 1"), ("-5", "greater than or equal to 1"), ("abc", "Enter a whole number"),
-         ("", "This field is required"), ("1.5", "Enter a whole number"), ("1000001", "less than or equal to 1000000")],
+         ("", "This field is required"), ("1.5", "Enter a whole number"), ("1000001", "at most 1,000,000 calls a day")],
     )  # fmt: skip
     def test_garbage_is_a_form_error_and_changes_nothing(
         self, tenant_alpha: TenantFixture, value: str, message: str
