@@ -230,7 +230,8 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
     if cap_fen is None:
         messages.success(request, _("The spending cap is removed."))
     else:
-        cap = number_format(_yuan(cap_fen), decimal_pos=2, force_grouping=True)  # ¥1,000.00, as the page shows it
+        # ¥1,000.00, as the page shows amounts.
+        cap = number_format(Decimal(cap_fen) / FEN_PER_YUAN, decimal_pos=2, force_grouping=True)
         messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": cap})
     return redirect("usage:usage")
 
