@@ -49,6 +49,14 @@ class InvalidInput(ApplicationError):
     code = "invalid_input"
 
 
+def fields_refused(errors: dict[str, list[str]], *, alone: InvalidInput | None = None) -> InvalidInput:
+    """The 400 for several fields' ``errors``: ``alone`` (a refusal with a code of its own, such as ``unsafe_url``)
+    when its field is the only one refused, else ``invalid_input`` with them all."""
+    if alone is not None and len(errors) == 1:
+        return alone
+    return InvalidInput(_("The input is not valid."), details=errors)
+
+
 class QuotaExceeded(ApplicationError):
     """A plan limit was reached; ``details`` has quota, limit, used and resets_at."""
 

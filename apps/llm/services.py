@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
-from apps.core.exceptions import InvalidInput
+from apps.core.exceptions import InvalidInput, fields_refused
 from apps.core.outbound import UnsafeURL, check_url
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
@@ -42,12 +42,8 @@ def model_provider_save(
         errors["model_ids"] = [_("A model name may be at most 100 characters: %(name)s…") % {"name": too_long[0][:40]}]
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
-    if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
-        raise (
-            unsafe
-            if unsafe is not None and len(errors) == 1
-            else InvalidInput(_("The input is not valid."), details=errors)
-        )
+    if errors:
+        raise fields_refused(errors, alone=unsafe)  # the URL alone: its own code, unsafe_url (docs/api.md)
     # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
     ModelProvider.objects.get_or_create(pk=1, defaults={"base_url": base_url, "model_ids": model_ids})
     provider = ModelProvider.objects.select_for_update().get(pk=1)

@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
-from apps.core.exceptions import InvalidInput, QuotaExceeded
+from apps.core.exceptions import InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
 from apps.core.outbound import UnsafeURL, check_url
 from apps.llm.setup_cache import ai_setup_forget
@@ -103,12 +103,8 @@ def _valid_fields(
                 _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
             ]
         clean["headers"] = {str(k): str(v) for k, v in headers.items()}
-    if errors:  # the URL alone: its own code, unsafe_url (docs/api.md)
-        raise (
-            unsafe
-            if unsafe is not None and len(errors) == 1
-            else InvalidInput(_("The input is not valid."), details=errors)
-        )
+    if errors:
+        raise fields_refused(errors, alone=unsafe)  # the URL alone: its own code, unsafe_url (docs/api.md)
     return clean
 
 

@@ -31,7 +31,7 @@
         code = body.code;
       } catch (e) { /* keep the status text */ }
       // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
-      const ended = code === "not_authenticated" || code === "authentication_failed";
+      const ended = code === "not_authenticated"; // the API's code for a missing or failed credential
       const error = new Error(ended ? t("sessionEnded") : message);
       error.status = response.status; // refused: nothing was done
       error.code = ended ? "session_ended" : code;
