@@ -1,5 +1,8 @@
 """Real processes for tests: a Celery worker and the production web server on loopback.
 
+And ``canned_server``: a loopback HTTP server, in a thread, that answers every request the same way
+(a web page where a model server was expected, a stream that reports an error).
+
 Both run against this session's test database and Redis keys. They only see
 committed data, so tests that use them commit what they need and clean up.
 """
@@ -10,12 +13,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -67,6 +72,33 @@ def demo_mcp_url() -> Iterator[str]:
 
     with run_mcp_server() as url:
         yield url
+
+
+@contextmanager
+def canned_server(body: bytes, *, status: int = 200, content_type: str = "text/html") -> Iterator[str]:
+    """``http://127.0.0.1:<port>``, answering every GET and POST with ``status`` and ``body``."""
+
+    class Canned(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Canned)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def _free_port() -> int:

@@ -92,7 +92,8 @@ def check_model_server(server: ModelServer) -> ServerCheck:
     the key, does it offer the models the workspace names? Raises ModelServerUnreachable."""
     client = openai_client(server).with_options(max_retries=0)
     try:
-        offered = tuple(model.id for model in client.models.list())
+        # The raw response: openai's page type fails with an AttributeError on a body that is not a model list.
+        offered = _listed_models(client.models.with_raw_response.list().http_response)
     except openai.AuthenticationError as exc:
         raise ModelServerUnreachable(
             _("The model server refused the API key (%(status)d).") % {"status": exc.status_code}
@@ -107,6 +108,23 @@ def check_model_server(server: ModelServer) -> ServerCheck:
     finally:
         client.close()
     return ServerCheck(offered=offered, missing=tuple(m for m in server.models if m not in offered))
+
+
+def _listed_models(response: httpx2.Response) -> tuple[str, ...]:
+    """The ids in an OpenAI ``GET /models`` answer; anything else (a web page, other JSON) is refused."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    listed = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in listed):
+        raise ModelServerUnreachable(
+            _(
+                "The model server's answer to GET /models is not an OpenAI-compatible list of models. "
+                "Check that the base URL is the API's, which usually ends in /v1."
+            )
+        )
+    return tuple(model["id"] for model in listed)
 
 
 def choose_model(server: ModelServer, requested: str | None, *, field: str = "model") -> str:

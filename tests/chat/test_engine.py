@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from apps.chat import engine
 from apps.llm.client import model_server
+from tests.processes import canned_server
 
 
 def _reply(text: str, tools: list[dict[str, Any]] | None = None) -> engine.ModelReply:
@@ -92,36 +91,15 @@ def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
     assert stream.closed
 
 
-class _ErrorMidStream(BaseHTTPRequestHandler):
-    """A model server whose stream reports an error after the first piece of text."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = (
-            b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
-            b'data: {"error": {"message": "the model fell over", "type": "server_error"}}\n\n'
-        )
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_an_error_inside_the_stream_is_an_upstream_error() -> None:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ErrorMidStream)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-        server = engine.ModelServer(base_url=base_url, api_key="k", models=("m",), tenant_supplied=False)
+    """A model server whose stream reports an error after the first piece of text."""
+    body = (
+        b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
+        b'data: {"error": {"message": "the model fell over", "type": "server_error"}}\n\n'
+    )
+    with canned_server(body, content_type="text/event-stream") as root:
+        server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
         events = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
         assert next(events) == engine.Token("Hel")
         with pytest.raises(engine.UpstreamError, match="the model fell over"):
             next(events)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

@@ -17,6 +17,7 @@ from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create
 from apps.tenants.services import tenant_provision
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
+from tests.processes import canned_server
 
 pytestmark = pytest.mark.django_db
 
@@ -361,6 +362,21 @@ class TestModelProvider:
         down = send(client, "post", "/api/model-provider/test")
         assert down.status_code == 400
         assert "could not be reached" in down.json()["error"]["message"]
+
+    @pytest.mark.parametrize(
+        "body", [b"<html><body>Welcome to our website</body></html>", b'{"object": "list"}', b'{"data": [{"x": 1}]}']
+    )
+    def test_a_connection_test_of_what_is_not_a_model_server_is_a_400(
+        self, tenant_alpha: TenantFixture, body: bytes
+    ) -> None:
+        """A vendor's home page where its API was meant (200, not a model list): a 400 that says what to check."""
+        client = admin(tenant_alpha)
+        with canned_server(body, content_type="text/html" if body.startswith(b"<") else "application/json") as root:
+            send(client, "put", "/api/model-provider", {"base_url": root, "model_ids": ["m"]})
+            response = send(client, "post", "/api/model-provider/test")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "model_server_unreachable"
+        assert "usually ends in /v1" in response.json()["error"]["message"]
 
     @pytest.mark.parametrize("base_url", ["http://192.168.0.10/v1", "http://metadata.google.internal.test/v1"])
     def test_unsafe_base_urls_are_refused(self, tenant_alpha: TenantFixture, settings: Any, base_url: str) -> None:
