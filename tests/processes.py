@@ -74,6 +74,15 @@ def demo_mcp_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def awkward_mcp_url() -> Iterator[str]:
+    """``tests.chat.awkward_mcp``: tools that sleep and that answer a given number of characters."""
+    from demo.testing import run_demo_process
+
+    with run_demo_process("tests.chat.awkward_mcp", [], probe_path="/mcp") as url:
+        yield url
+
+
 @contextmanager
 def canned_server(body: bytes, *, status: int = 200, content_type: str = "text/html") -> Iterator[str]:
     """``http://127.0.0.1:<port>``, answering every GET and POST with ``status`` and ``body``."""

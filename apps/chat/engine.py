@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from openai.types.chat import ChatCompletion
 
-from apps.llm.client import ModelServer, openai_client
+from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 
@@ -137,11 +138,16 @@ class CallMeter(Protocol):
 
 
 def run_mcp_tool(tool: BoundTool, arguments: dict[str, Any]) -> mcp_client.ToolOutcome:
-    """Call the tool through the MCP SDK; a failure becomes an error outcome for the model."""
+    """Call the tool through the MCP SDK; a failure becomes an error outcome for the model, with its duration."""
+    started = time.perf_counter()
     try:
         return mcp_client.call_tool(tool.service, tool.tool_name, arguments)
     except mcp_client.McpError as exc:
-        return mcp_client.ToolOutcome(text=f"Tool call failed: {exc}", is_error=True, duration_ms=0)
+        return mcp_client.ToolOutcome(
+            text=_("The tool call failed: %(error)s") % {"error": exc},
+            is_error=True,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
 
 
 def _client(server: ModelServer) -> openai.OpenAI:
@@ -230,9 +236,9 @@ def open_stream(
             stream_cls=ChunkStream,
         )
     except openai.APIStatusError as exc:
-        raise UpstreamError(_status_message(exc), status=exc.status_code) from exc
+        raise UpstreamError(status_words(exc), status=exc.status_code) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
-        raise UpstreamError(_("The model server could not be reached: %(error)s") % {"error": exc}) from exc
+        raise UpstreamError(unreachable_words(exc)) from exc
 
 
 def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
@@ -242,11 +248,25 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         for chunk in stream:
             for text in reply.feed(chunk):
                 yield Token(text)
-    except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
+        raise UpstreamError(_("The model server sent a part of its answer that is not JSON.")) from exc
+    except ValueError as exc:  # _Accumulator's: JSON, not a chunk
+        message = _("The model server sent a part of its answer that is not a chat completion chunk.")
+        raise UpstreamError(message) from exc
+    except openai.APIStatusError as exc:
+        raise UpstreamError(status_words(exc)) from exc
+    except (openai.OpenAIError, httpx2.HTTPError) as exc:
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+            raise UpstreamError(unreachable_words(exc)) from exc
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
     if not reply.finish:
+        sent = stream.response.headers.get("content-type", "").partition(";")[0].strip()
+        if not reply.seen and sent != "text/event-stream":  # a web page, or a reply that is not streamed
+            message = _("The model server did not answer with a stream of chat completion chunks (it sent %(type)s): "
+                        "check the base URL.") % {"type": sent or _("no content type")}  # fmt: skip
+            raise UpstreamError(message)
         raise UpstreamError(_("The model server's stream ended before the answer was complete."))
     yield reply.result()
 
@@ -259,9 +279,11 @@ class _Accumulator:
         self.calls: dict[int, _Call] = {}
         self.usage = (0, 0)
         self.finish = ""
+        self.seen = False  # any chunk at all
 
     def feed(self, chunk: dict[str, Any]) -> list[str]:
         """Take one chunk; return the text it adds. A chunk of the wrong shape raises ValueError."""
+        self.seen = True
         try:
             return self._feed(chunk)
         except (AttributeError, TypeError) as exc:
@@ -313,13 +335,6 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
         arguments=arguments if isinstance(arguments, dict) else None,
         raw_arguments=raw,
     )
-
-
-def _status_message(exc: openai.APIStatusError) -> str:
-    return _("The model server answered %(status)d: %(error)s") % {
-        "status": exc.status_code,
-        "error": str(exc.message)[:300],
-    }
 
 
 def _truncate(text: str) -> tuple[str, bool]:

@@ -99,15 +99,32 @@ def check_model_server(server: ModelServer) -> ServerCheck:
             _("The model server refused the API key (%(status)d).") % {"status": exc.status_code}
         ) from exc
     except openai.APIStatusError as exc:
-        raise ModelServerUnreachable(
-            _("The model server answered %(status)d: %(error)s") % {"status": exc.status_code,
-                                                                     "error": str(exc.message)[:300]}
-        ) from exc  # fmt: skip
+        raise ModelServerUnreachable(status_words(exc)) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
-        raise ModelServerUnreachable(_("The model server could not be reached: %(error)s") % {"error": exc}) from exc
+        raise ModelServerUnreachable(unreachable_words(exc)) from exc
     finally:
         client.close()
     return ServerCheck(offered=offered, missing=tuple(m for m in server.models if m not in offered))
+
+
+def status_words(exc: openai.APIStatusError) -> str:
+    """A model server's error status in words, with its own message if its body has one (OpenAI's form)."""
+    status = exc.status_code
+    if 300 <= status < 400:
+        return _("The model server answered %(status)d, a redirect, which HydroNet does not follow: check the base "
+                 "URL.") % {"status": status}  # fmt: skip
+    error = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
+    said = error.get("message") if isinstance(error, dict) else None
+    if isinstance(said, str) and said.strip():
+        return _("The model server answered %(status)d: %(error)s") % {"status": status, "error": said.strip()[:300]}
+    return _("The model server answered %(status)d.") % {"status": status}
+
+
+def unreachable_words(exc: BaseException) -> str:
+    """A model server that did not answer, in words: in time, or at all."""
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return _("The model server did not answer within %(seconds)d s.") % {"seconds": settings.LLM_TIMEOUT_SECONDS}
+    return _("The model server could not be reached: %(error)s") % {"error": exc}
 
 
 def _listed_models(response: httpx2.Response) -> tuple[str, ...]:

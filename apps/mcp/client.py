@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT
 
 from apps.core.crypto import decrypt
 from apps.mcp.models import McpService, Transport
@@ -68,7 +71,9 @@ def _transport(service: McpService) -> AbstractAsyncContextManager[Any]:
     async def streamable() -> Any:
         async with (
             guarded_async_client(timeout=timeout, headers=headers) as http_client,
-            streamable_http_client(service.url, http_client=http_client) as streams,
+            streamable_http_client(
+                service.url, http_client=http_client, max_sse_event_size=settings.MCP_MAX_ANSWER_BYTES
+            ) as streams,
         ):
             yield streams
 
@@ -119,8 +124,19 @@ def _describe(exc: BaseException) -> str:
     if isinstance(first, httpx2.TimeoutException):
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
-        return _("The server did not answer as an MCP server: %(error)s") % {"error": str(first)[:300]}
+        return _mcp_error_words(first)
     return f"{type(first).__name__}: {first}"[:500]
+
+
+def _mcp_error_words(error: MCPError) -> str:
+    """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words."""
+    if error.error.code == REQUEST_TIMEOUT:
+        return _("The server did not answer in time.")
+    if _SSE_EVENT_TOO_LARGE in error.error.message:
+        return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
+            "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
+        }
+    return _("The server did not answer as an MCP server: %(error)s") % {"error": str(error)[:300]}
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -139,6 +155,8 @@ def _status_words(status: int) -> str:
 
 # anyio's message when no address of a host accepted the connection (refused, unreachable).
 _ANYIO_CONNECT_FAILED = "All connection attempts failed"
+# httpx2's SSEError for an event over the transport's max_sse_event_size, which the SDK passes on as text only.
+_SSE_EVENT_TOO_LARGE = "byte limit"
 
 
 def list_tools(service: McpService) -> list[ToolSpec]:

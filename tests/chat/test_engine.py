@@ -5,10 +5,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
 from apps.chat import engine
-from apps.llm.client import model_server
+from apps.llm.client import model_server, unreachable_words
 from tests.processes import canned_server
 
 
@@ -86,7 +88,7 @@ def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
     stream = Stream()
     events = engine.read_stream(stream)  # type: ignore[arg-type]
     assert next(events) == engine.Token("Hello")
-    with pytest.raises(engine.UpstreamError, match="broke off"):
+    with pytest.raises(engine.UpstreamError, match="not a chat completion chunk"):
         next(events)
     assert stream.closed
 
@@ -103,3 +105,34 @@ def test_an_error_inside_the_stream_is_an_upstream_error() -> None:
         assert next(events) == engine.Token("Hel")
         with pytest.raises(engine.UpstreamError, match="the model fell over"):
             next(events)
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "says"),
+    [
+        (500, "text/html", b"<h1>Internal Server Error</h1>", "The model server answered 500."),
+        (500, "application/json", b'{"error": {"message": "no GPUs"}}', "The model server answered 500: no GPUs"),
+        (307, "text/html", b"", "The model server answered 307, a redirect, which HydroNet does not follow"),
+        (200, "text/html", b"<html>Welcome</html>", "did not answer with a stream of chat completion chunks (it sent "
+                                                    "text/html): check the base URL."),
+        (200, "application/json", b'{"choices": []}', "(it sent application/json)"),
+        (200, "text/event-stream", b"data: {not json\n\n", "a part of its answer that is not JSON."),
+        (200, "text/event-stream", b'data: {"choices": 5}\n\n', "that is not a chat completion chunk."),
+        (200, "text/event-stream", b'data: {"choices": []}\n\n', "stream ended before the answer was complete."),
+    ],
+)  # fmt: skip
+def test_what_a_model_server_got_wrong_is_said_in_words(status: int, content_type: str, body: bytes, says: str) -> None:
+    """Not openai's "Error code: 500 - …" nor the JSON parser's words: what the server did, and what to check."""
+    with canned_server(body, status=status, content_type=content_type) as root:
+        server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
+        with pytest.raises(engine.UpstreamError) as failed:
+            list(engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], [])))
+    assert says in str(failed.value)
+    assert "Error code" not in str(failed.value)
+
+
+def test_a_model_server_that_does_not_answer_in_time_is_said_so(settings: Any) -> None:
+    settings.LLM_TIMEOUT_SECONDS = 7
+    request = httpx2.Request("POST", "http://model.example/v1/chat/completions")
+    assert unreachable_words(openai.APITimeoutError(request)) == "The model server did not answer within 7 s."
+    assert unreachable_words(openai.APIConnectionError(request=request)).startswith("The model server could not be")

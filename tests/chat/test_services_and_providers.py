@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import translation
 from django_tenants.utils import schema_context
 
 from apps.core.crypto import decrypt
@@ -88,6 +89,36 @@ class TestMcpServices:
         refused = send(client, "post", f"/api/mcp-services/{wrong.json()['id']}/test")
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == "mcp_unreachable"
+
+    def test_a_slow_tool_fails_in_words_with_its_duration(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        """The SDK's own timeout (its text mixed into any language before) is "did not answer in time"."""
+        from apps.chat.engine import BoundTool, run_mcp_tool
+
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Awkward", url=awkward_mcp_url, timeout_seconds=1)
+            tool = BoundTool("awkward__sleepy", service, "sleepy", "", {})
+            with translation.override("zh-hans"):
+                slow = run_mcp_tool(tool, {"seconds": 10})
+            quick = run_mcp_tool(tool, {"seconds": 0})
+        assert slow.is_error
+        assert slow.text == "工具调用失败：服务器未能及时应答。", slow.text
+        assert slow.duration_ms >= 900
+        assert (quick.is_error, quick.text) == (False, "awake")
+
+    def test_a_large_answer_is_read_and_a_too_large_one_fails_in_words(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any
+    ) -> None:
+        """Over the SDK's 1 MiB a stream event: read up to MCP_MAX_ANSWER_BYTES (the turn then truncates it)."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Awkward", url=awkward_mcp_url)
+            large = mcp_client.call_tool(service, "sized", {"chars": 600_000})  # its text travels twice: 1.2 MB
+            assert (large.is_error, len(large.text)) == (False, 600_000)
+            settings.MCP_MAX_ANSWER_BYTES = 100_000
+            with pytest.raises(mcp_client.McpError) as refused:
+                mcp_client.call_tool(service, "sized", {"chars": 60_000})
+        assert str(refused.value) == "The answer is larger than 97.7\xa0KB, the most HydroNet reads from an MCP server."
 
     def test_auth_headers_are_encrypted_and_never_returned(
         self, tenant_alpha: TenantFixture, demo_mcp_url: str
