@@ -33,18 +33,21 @@ def _permissions(request: HttpRequest) -> dict[str, bool]:
 
 
 def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
-    """The quota banner: the highest threshold each quota crossed this month, and whether calls stop.
+    """The quota banner: the highest threshold each quota crossed this month and still stands at, and whether
+    calls stop.
 
-    One query (apps.usage.selectors.alerts_current); the plan comes with the routed tenant.
+    One query where no quota was crossed this month (apps.usage.selectors.alerts_standing); the plan comes with
+    the routed tenant.
     """
     from apps.usage import limits as L
     from apps.usage.models import Quota
-    from apps.usage.selectors import alerts_current
+    from apps.usage.selectors import alerts_standing
 
-    alerts = alerts_current()
+    tenant = request.tenant  # type: ignore[attr-defined]  # set by the routing
+    alerts = alerts_standing(tenant)
     if not alerts:
         return []
-    limits = L.limits_for(request.tenant)  # type: ignore[attr-defined]  # set by the routing
+    limits = L.limits_for(tenant)
     calls_stop = limits.stops_at_quota  # what the meter does at 100 %
     stops = {Quota.API_CALLS.value: calls_stop, Quota.STORAGE.value: limits.storage_stop_at is not None}
     return [
@@ -53,6 +56,8 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
             "quota": alert.get_quota_display(),
             "stops": alert.threshold >= 100 and stops.get(alert.quota, False),
             "overage": alert.threshold >= 100 and alert.quota == Quota.API_CALLS and not calls_stop,
+            # Members and MCP services are refused past the limit on every plan; neither resets with the month.
+            "full": alert.threshold >= 100 and alert.quota in (Quota.USERS, Quota.MCP_SERVICES),
             "resets_on": L.resets_at(alert.period).date(),
         }
         for alert in alerts

@@ -134,20 +134,28 @@ def month_calls(tenant: Tenant, day: dt.date) -> int:
     return counters_from_database(day).calls
 
 
+def quota_used(quota: str, tenant: Tenant, limits: L.Limits, day: dt.date) -> tuple[int | None, int]:
+    """A quota's limit (None: unlimited) and what is used of it now (API calls: in ``day``'s month)."""
+    if quota == Quota.API_CALLS:
+        return limits.api_calls, month_calls(tenant, day)
+    if quota == Quota.STORAGE:
+        return limits.storage_bytes, storage_used(tenant)
+    if quota == Quota.USERS:
+        return limits.users, user_count_for_quota()
+    return limits.mcp_services, mcp_service_count_active()
+
+
 def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     """Each quota: its limit, what is used, what remains and when it resets (None: it does not)."""
     day = L.today()
     limits = L.limits_for(tenant)
-    calls = month_calls(tenant, day)
     resets = L.iso(L.resets_at(day))
-    rows = [
-        (Quota.API_CALLS, limits.api_calls, calls, resets),
-        (Quota.STORAGE, limits.storage_bytes, storage_used(tenant), None),
-        (Quota.USERS, limits.users, user_count_for_quota(), None),
-        (Quota.MCP_SERVICES, limits.mcp_services, mcp_service_count_active(), None),
-    ]
     out = []
-    for quota, limit, used, reset in rows:
+    calls = 0
+    for quota in Quota:  # API calls first
+        limit, used = quota_used(quota, tenant, limits, day)
+        if quota == Quota.API_CALLS:
+            calls = used
         out.append(
             {
                 "quota": quota.value,
@@ -155,11 +163,10 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
                 "used": used,
                 "remaining": None if limit is None else max(0, limit - used),
                 "percent": None if not limit else round(100 * used / limit, 1),
-                "resets_at": reset,
+                "resets_at": resets if quota == Quota.API_CALLS else None,
             }
         )
-    overage = limits.overage_calls(calls)
-    out[0]["overage"] = overage
+    out[0]["overage"] = limits.overage_calls(calls)
     out[0]["overage_fen"] = limits.overage_fen(calls)
     out[0]["spending_cap_fen"] = limits.spending_cap_fen
     out[0]["member_daily_calls"] = limits.member_daily_calls
@@ -263,13 +270,27 @@ def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
     return out
 
 
-def alerts_current(day: dt.date | None = None) -> list[QuotaAlert]:
-    """The highest threshold each quota crossed this month: what the banner shows."""
-    period = L.period_start(day or L.today())
-    best: dict[str, QuotaAlert] = {}
-    for alert in QuotaAlert.objects.filter(period=period).order_by("quota", "-threshold"):
-        best.setdefault(alert.quota, alert)
-    return list(best.values())
+def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[QuotaAlert]:
+    """For each quota, the highest threshold crossed this month that its use is still at or above: the banner.
+
+    Use can fall (members or MCP services removed, data deleted) and limits can rise (another plan, a staff
+    override), so an alert that no longer stands is not shown; it fired once all the same. The use is read
+    only for quotas with an alert this month, so most pages pay the one query for the alerts alone.
+    """
+    day = day or L.today()
+    recorded: dict[str, list[QuotaAlert]] = {}
+    for alert in QuotaAlert.objects.filter(period=L.period_start(day)).order_by("quota", "-threshold"):
+        recorded.setdefault(alert.quota, []).append(alert)
+    if not recorded:
+        return []
+    limits = L.limits_for(tenant)
+    standing = []
+    for quota, alerts in recorded.items():
+        limit, used = quota_used(quota, tenant, limits, day)
+        top = next((alert for alert in alerts if limit and 100 * used >= alert.threshold * limit), None)
+        if top is not None:
+            standing.append(top)
+    return standing
 
 
 def usage_by_tenant(tenants: list[Tenant]) -> dict[int, int | None]:

@@ -14,6 +14,7 @@ from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role
 from apps.accounts.permissions import Perm, role_has
+from apps.accounts.selectors import user_count_for_quota
 from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.tenants.models import Tenant
@@ -22,7 +23,8 @@ from apps.usage import limits as L
 from apps.usage.meter import day_key, month_key, redis_client, storage_key
 from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageStat
 from tests.accounts.test_pages import logged_in
-from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, make_member
+from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, make_member
+from tests.usage.conftest import set_limits
 
 pytestmark = pytest.mark.django_db
 
@@ -33,10 +35,29 @@ def stat(tenant: TenantFixture, user_id: int | None, calls: int, tokens: int, da
 
 
 def alert(tenant: TenantFixture | Tenant, quota: str, threshold: int, period: dt.date | None = None) -> None:
-    schema = tenant.tenant.schema_name if isinstance(tenant, TenantFixture) else tenant.schema_name
-    with schema_context(schema):
+    """An alert recorded; one of this month also has the quota's use stand at its threshold, as the banner needs."""
+    row = tenant.tenant if isinstance(tenant, TenantFixture) else tenant
+    with schema_context(row.schema_name):
         QuotaAlert.objects.create(quota=quota, period=period or L.period_start(L.today()), threshold=threshold,
                                   limit=1000, used=threshold * 10)  # fmt: skip
+        if period is None:
+            stand_at(row, quota, threshold)
+
+
+def stand_at(tenant: Tenant, quota: str, percent: int) -> None:
+    """The quota's use now at least ``percent`` of its limit (users: at the limit)."""
+    redis = redis_client()
+    if quota == "api_calls":
+        set_limits(tenant, api_calls_per_month_override=1000)
+        key = month_key(tenant.schema_name, L.today())
+        redis.hset(key, "calls", max(int(redis.hget(key, "calls") or 0), percent * 10))
+    elif quota == "storage":
+        set_limits(tenant, storage_mb_override=1000)
+        used = max(int(redis.get(storage_key(tenant.schema_name)) or 0), percent * 10 * L.MB)
+        redis.set(storage_key(tenant.schema_name), used)
+    else:
+        assert quota == "users", quota
+        set_limits(tenant, max_users_override=user_count_for_quota())
 
 
 def member_client(tenant: TenantFixture, role: str) -> tuple[Client, Any]:
@@ -395,6 +416,52 @@ class TestQuotaBanner:
         assert stopped in text
         assert 'class="notice error" data-quota="api_calls"' in text
         assert 'class="notice warning" data-quota="storage"' in text
+
+    def test_it_goes_once_the_use_falls_below_the_threshold(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str
+    ) -> None:
+        """Members and MCP services can be removed: a full quota's banner stays only while it is full."""
+        from apps.core.actors import Actor
+        from apps.mcp.services import mcp_service_create, mcp_service_delete
+
+        set_limits(tenant_alpha.tenant, max_mcp_services_override=2)
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            actor = Actor(user=admin_of(tenant_alpha))
+            services = [mcp_service_create(actor=actor, name=f"S{n}", url=demo_mcp_url) for n in range(2)]
+        text = banner(admin.get("/dashboard/").content.decode())  # the alerts the two creations raised
+        assert ("MCP services: 100% of the plan's quota is used. No more can be added until some are removed or "
+                "the plan changes.") in text  # fmt: skip
+        assert "this month" not in text  # the limit does not reset
+        with schema_context(tenant_alpha.tenant.schema_name):
+            mcp_service_delete(actor=actor, service=services[0])
+        assert banner(admin.get("/dashboard/").content.decode()) == ""  # 1 of 2: below 80 %
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert QuotaAlert.objects.filter(quota="mcp_services").count() == 3  # fired all the same, once each
+
+    def test_it_goes_once_the_limit_rises_above_the_use(self) -> None:
+        """A free workspace stopped at its calls moves to a paid plan: no longer stopped, no banner that says so."""
+        result = tenant_provision(name="Tiny Water", slug="tiny-water", plan="free",
+                                  admin_email="admin@tiny-water.example.com", admin_password=ADMIN_PASSWORD,
+                                  actor=TEST_ACTOR)  # fmt: skip
+        alert(result.tenant, "api_calls", 100)
+        client = Client(HTTP_HOST=result.tenant.primary_hostname, HTTP_ACCEPT_LANGUAGE="en")
+        client.post("/login/", {"username": "admin@tiny-water.example.com", "password": ADMIN_PASSWORD})
+        assert "AI calls are stopped" in banner(client.get("/dashboard/").content.decode())
+        set_limits(result.tenant, plan="pro", api_calls_per_month_override=1250)  # 1,000 calls used: 80 %
+        text = banner(client.get("/dashboard/").content.decode())
+        assert "API calls: 80% of the plan's quota is used this month." not in text  # 80 % was never recorded
+        assert text == ""
+        set_limits(result.tenant, api_calls_per_month_override=None)  # pro's own 50,000
+        assert banner(client.get("/dashboard/").content.decode()) == ""
+
+    def test_level_quotas_do_not_say_this_month(self, tenant_alpha: TenantFixture) -> None:
+        alert(tenant_alpha, "storage", 90)
+        alert(tenant_alpha, "users", 100)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/dashboard/").content.decode())
+        assert "Storage: 90% of the plan's quota is used.\n" in text
+        assert "Users: 100% of the plan's quota is used. No more can be added" in text
+        assert "this month" not in text
 
     def test_not_on_the_public_host_nor_before_login(self, tenant_alpha: TenantFixture, public_client: Client) -> None:
         alert(tenant_alpha, "api_calls", 100)
