@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from apps.accounts.models import User
 from apps.accounts.permissions import Perm
 from apps.api.authentication import ApiKeyAuthentication, TenantJWTAuthentication, TenantSessionAuthentication
+from apps.api.fields import refuse_non_strings
 from apps.api.pagination import Pagination
 from apps.api.permissions import HasRequiredPermission
 from apps.core.actors import Actor, request_actor
@@ -48,13 +49,15 @@ _SEALED = (
 
 
 class StrictSerializer(serializers.Serializer):
-    """An input serializer that answers 400 for fields it does not know (no mass assignment)."""
+    """An input serializer that answers 400 for fields it does not know (no mass assignment), and for text
+    fields given anything but a JSON string (``apps.api.fields.refuse_non_strings``)."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: [_("This field is not accepted here.")] for name in unknown})
+        refuse_non_strings(self.fields, data)
         return super().to_internal_value(data)
 
 

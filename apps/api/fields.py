@@ -6,11 +6,15 @@ for a number; its ``DateField`` takes whatever ``date.fromisoformat`` takes (``2
 ``2026-W49-1``, digits of any script). A JSON client that sends a string where the API
 documents a number has a bug, and OpenAI's API refuses it; so do these, with DRF's own
 messages. Query parameters are strings by nature and keep DRF's fields.
+
+DRF's ``CharField`` also takes ``5`` and ``true`` as ``"5"`` and ``"True"``: ``refuse_non_strings``
+refuses them for every text field of a body at once (``StrictSerializer`` and ``/v1`` call it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -55,3 +59,21 @@ class IsoDateField(serializers.DateField):
         if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
             self.fail("invalid", format="YYYY-MM-DD")
         return super().to_internal_value(value)
+
+
+def refuse_non_strings(fields: Mapping[str, serializers.Field], data: Any) -> None:
+    """Raise a ValidationError for a body's text fields (and lists and objects of text) given anything but JSON
+    strings."""
+    if not isinstance(data, dict):
+        return
+    wrong: dict[str, list[str]] = {}
+    for name, field in fields.items():
+        value = data.get(name)
+        child = field.child if isinstance(field, serializers.ListField | serializers.DictField) else None
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if isinstance(field, serializers.CharField) and value is not None and not isinstance(value, str):
+            wrong[name] = [str(field.error_messages["invalid"])]
+        elif isinstance(child, serializers.CharField) and not all(isinstance(item, str) for item in items):
+            wrong[name] = [str(child.error_messages["invalid"])]
+    if wrong:
+        raise serializers.ValidationError(wrong)

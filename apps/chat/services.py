@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
@@ -56,7 +57,10 @@ def system_prompt(instructions: str = "") -> str:
 
 
 def _valid_title(title: str) -> str:
-    title = (title or "").strip()
+    title = " ".join((title or "").split())  # one line: line breaks and tabs become spaces
+    if any(unicodedata.category(char) == "Cc" for char in title):
+        message = _("A title cannot hold control characters.")
+        raise InvalidInput(message, details={"title": [message]})
     if len(title) > 200:
         message = _("Use at most 200 characters.")
         raise InvalidInput(message, details={"title": [message]})

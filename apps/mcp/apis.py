@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
+from apps.api.fields import JsonIntegerField
 from apps.api.schema import quota_exceeded
 from apps.mcp import services
 from apps.mcp.models import McpService, Transport
@@ -33,7 +34,7 @@ class _ServiceInput(StrictSerializer):
     name = serializers.CharField(max_length=100)
     url = serializers.CharField(max_length=500)
     type = serializers.ChoiceField(choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
-    timeout_seconds = serializers.IntegerField(required=False, allow_null=True, default=None)
+    timeout_seconds = JsonIntegerField(required=False, allow_null=True, default=None)
     headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
 
 
@@ -85,7 +86,7 @@ class McpServiceUpdateApi(TenantApi):
         name = serializers.CharField(max_length=100, required=False)
         url = serializers.CharField(max_length=500, required=False)
         type = serializers.ChoiceField(choices=Transport.choices, required=False)
-        timeout_seconds = serializers.IntegerField(required=False)
+        timeout_seconds = JsonIntegerField(required=False)
         headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
         disabled_tools = serializers.ListField(child=serializers.CharField(max_length=200), max_length=500,
                                                required=False)  # fmt: skip

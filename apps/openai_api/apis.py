@@ -33,7 +33,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, TenantApi
-from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField
+from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField, refuse_non_strings
 from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
@@ -90,6 +90,10 @@ class MessageSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=64)
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
     tool_call_id = serializers.CharField(required=False, max_length=100)
+
+    def to_internal_value(self, data: Any) -> Any:
+        refuse_non_strings(self.fields, data)
+        return super().to_internal_value(data)
 
     def validate_content(self, value: Any) -> Any:
         """OpenAI's shapes: a string, or a list of parts each with a ``type`` (a text part with its ``text``).
@@ -183,6 +187,10 @@ class ChatCompletionsApi(TenantApi):
                 for name, field in self._declared_fields.items()
                 if given is None or name not in _OPTION_FIELDS or name in given
             }
+
+        def to_internal_value(self, data: Any) -> Any:
+            refuse_non_strings(self.fields, data)
+            return super().to_internal_value(data)
 
         def validate_stop(self, value: Any) -> Any:
             stops = [value] if isinstance(value, str) else value

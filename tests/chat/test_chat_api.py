@@ -64,6 +64,23 @@ class TestConversations:
         assert client.delete(f"/api/conversations/{second}").status_code == 204
         assert client.get(f"/api/conversations/{second}").status_code == 404
 
+    def test_a_title_is_one_line_of_text(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+
+        def rename(title: Any) -> Any:
+            return client.patch(f"/api/conversations/{conversation}", {"title": title}, content_type="application/json")
+
+        assert rename("Flood\nseason \t 2026 ").json()["title"] == "Flood season 2026"
+        for bad in (5, True, ["Flood"], "Flood\x00season", "Flood\x07"):
+            response = rename(bad)
+            assert response.status_code == 400, bad
+            assert list(response.json()["error"]["details"]) == ["title"]
+        assert client.get(f"/api/conversations/{conversation}").json()["title"] == "Flood season 2026"
+        created = client.post("/api/conversations", {"title": 7}, content_type="application/json")
+        assert created.status_code == 400
+        assert client.get("/api/conversations").json()["count"] == 1
+
     def test_search_finds_what_was_said_but_not_tool_output_errors_or_others_conversations(
         self, tenant_alpha: TenantFixture
     ) -> None:
@@ -336,6 +353,8 @@ class TestBadInput:
             ({"content": "hi", "role": "system"}, "invalid_input"),
             ({"content": "hi", "stream": "yes"}, "invalid_input"),  # a JSON boolean, not what a form sends
             ({"content": "hi", "stream": 1}, "invalid_input"),
+            ({"content": 5}, "invalid_input"),  # a JSON string, not a number made one
+            ({"content": "hi", "model": 5}, "invalid_input"),
         ],
     )
     @override_settings(CHAT_MAX_MESSAGE_CHARS=100)

@@ -144,7 +144,8 @@ class TestInProcess:
          # JSON types, as OpenAI takes them: not what an HTML form would send.
          ("stream", "yes"), ("stream", 1), ("stream_options", {"include_usage": "true"}), ("temperature", "0.5"),
          ("top_p", True), ("max_tokens", "10"), ("max_tokens", 10.0), ("max_tokens", True), ("n", "1"),
-         ("seed", "7"), ("presence_penalty", "1")],
+         ("seed", "7"), ("presence_penalty", "1"), ("model", 5), ("model", True),
+         ("messages", [{"role": "user", "content": "hi", "name": 5}])],
     )  # fmt: skip
     def test_a_bad_option_is_a_400_and_costs_nothing(
         self, tenant_alpha: TenantFixture, option: str, value: Any

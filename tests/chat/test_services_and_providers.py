@@ -268,12 +268,27 @@ class TestMcpServices:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=hydrology.pk).disabled_tools == []
 
-    @pytest.mark.parametrize("field", ["url", "type", "timeout_seconds", "headers"])
-    def test_bad_updates_are_400s(self, tenant_alpha: TenantFixture, hydrology: Any, field: str) -> None:
-        bad = {"url": "ftp://x/", "type": "websocket", "timeout_seconds": 999, "headers": {"Bad Name": "x"}}[field]
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [("url", "ftp://x/"), ("type", "websocket"), ("timeout_seconds", 999), ("headers", {"Bad Name": "x"}),
+         # JSON types: a number is not a string, nor a string a number
+         ("name", 5), ("url", ["http://x/"]), ("timeout_seconds", "5"), ("timeout_seconds", 5.0),
+         ("headers", {"X-Token": 5}), ("disabled_tools", [5])],
+    )  # fmt: skip
+    def test_bad_updates_are_400s(self, tenant_alpha: TenantFixture, hydrology: Any, field: str, bad: Any) -> None:
         response = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{hydrology.pk}", {field: bad})
         assert response.status_code == 400
         assert field in response.json()["error"]["details"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=hydrology.pk).timeout_seconds == hydrology.timeout_seconds
+
+    def test_a_timeout_given_as_a_string_is_refused_on_create(self, tenant_alpha: TenantFixture) -> None:
+        body = {"name": "Hydrology", "url": "http://127.0.0.1:9/mcp", "timeout_seconds": "5"}
+        response = send(admin(tenant_alpha), "post", "/api/mcp-services", body)
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == ["timeout_seconds"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not McpService.objects.exists()
 
     @pytest.mark.parametrize(
         ("headers", "says"),
