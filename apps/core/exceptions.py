@@ -170,6 +170,21 @@ def add_openai_fields(error: dict[str, Any], status: int) -> None:
         error["type"] = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     fields = [name for name, problems in error["details"].items() if isinstance(problems, list | dict)]
     error["param"] = fields[0] if status == 400 and fields else None
+    problem = _first_text(error["details"][fields[0]]) if error["param"] else ""
+    if problem and error["code"] == "invalid_input":  # OpenAI's clients show the message alone: say what is wrong
+        error["message"] = _("%(message)s %(param)s: %(problem)s") % {
+            "message": error["message"],
+            "param": error["param"],
+            "problem": problem,
+        }
+
+
+def _first_text(problems: Any) -> str:
+    """The first message in a field's details (nested for lists of objects, such as ``messages``)."""
+    if isinstance(problems, str):
+        return problems
+    values = problems.values() if isinstance(problems, dict) else problems if isinstance(problems, list) else ()
+    return next((text for text in map(_first_text, values) if text), "")
 
 
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:

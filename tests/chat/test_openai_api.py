@@ -164,6 +164,9 @@ class TestInProcess:
         assert error["code"] == "invalid_input"
         assert option in error["details"]
         assert (error["type"], error["param"]) == ("invalid_request_error", option)  # OpenAI's fields too
+        # OpenAI's clients show the message alone ("Error code: 400 - …"): it names the field and the problem.
+        assert error["message"].startswith("输入无效。" + option + "："), error["message"]
+        assert len(error["message"]) > len("输入无效。" + option + "：")
         assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
 
     def test_null_is_the_same_as_leaving_an_option_out(self, tenant_alpha: TenantFixture) -> None:
