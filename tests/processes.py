@@ -84,8 +84,10 @@ def awkward_mcp_url() -> Iterator[str]:
 
 
 @contextmanager
-def canned_server(body: bytes, *, status: int = 200, content_type: str = "text/html") -> Iterator[str]:
-    """``http://127.0.0.1:<port>``, answering every GET and POST with ``status`` and ``body``."""
+def canned_server(
+    body: bytes, *, status: int = 200, content_type: str = "text/html", headers: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``http://127.0.0.1:<port>``, answering every GET and POST with ``status``, ``headers`` and ``body``."""
 
     class Canned(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -93,6 +95,8 @@ def canned_server(body: bytes, *, status: int = 200, content_type: str = "text/h
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 

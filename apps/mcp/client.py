@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -112,11 +113,8 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
 def _describe(exc: BaseException) -> str:
     """What went wrong, in words an admin can act on (the page shows it), in the request's language."""
     first = _first_leaf(exc)
-    status = first.response.status_code if isinstance(first, httpx2.HTTPStatusError) else None
-    if isinstance(first, MCPError) and first.error.message == "Not Found":  # the SDK's words for an HTTP 404
-        status = 404
-    if status is not None:
-        return _status_words(status)
+    if isinstance(first, httpx2.HTTPStatusError):
+        return _status_words(first.response.status_code)
     if isinstance(first, httpx2.ConnectError):
         if str(first) != _ANYIO_CONNECT_FAILED:
             return str(first)[:500]  # the outbound guard's own words: a host name that does not resolve
@@ -125,13 +123,36 @@ def _describe(exc: BaseException) -> str:
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
         return _mcp_error_words(first)
-    return f"{type(first).__name__}: {first}"[:500]
+    return _other_words(first)
+
+
+def _other_words(error: BaseException) -> str:
+    if isinstance(error, httpx2.SSEError) and (answered := _SSE_CONTENT_TYPE.search(str(error))):
+        return _wrong_content_type_words(answered.group(1))
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def _wrong_content_type_words(content_type: str) -> str:
+    return _("The address answered with %(type)s, not as an MCP server: check the URL's path (often /mcp, or /sse "
+             "for SSE) and the transport.") % {"type": content_type or "?"}  # fmt: skip
 
 
 def _mcp_error_words(error: MCPError) -> str:
     """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words."""
+    if error.error.message == "Not Found":  # the SDK's words for an HTTP 404
+        return _status_words(404)
     if error.error.code == REQUEST_TIMEOUT:
         return _("The server did not answer in time.")
+    return _mcp_message_words(error)
+
+
+def _mcp_message_words(error: MCPError) -> str:
+    """The SDK's own words (see the patterns below) in ours, else the server's words as they are."""
+    if answered := _UNEXPECTED_CONTENT_TYPE.match(error.error.message):
+        return _wrong_content_type_words(answered.group(1))
+    if redirect := _UNFOLLOWED_REDIRECT.match(error.error.message):
+        return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
+                 "server, use its URL.") % {"location": redirect.group(1)}  # fmt: skip
     if _SSE_EVENT_TOO_LARGE in error.error.message:
         return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
@@ -155,8 +176,13 @@ def _status_words(status: int) -> str:
 
 # anyio's message when no address of a host accepted the connection (refused, unreachable).
 _ANYIO_CONNECT_FAILED = "All connection attempts failed"
-# httpx2's SSEError for an event over the transport's max_sse_event_size, which the SDK passes on as text only.
+# The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size,
+# the streamable-HTTP transport's answers that are not JSON or an event stream and redirects it did not follow,
+# and the SSE transport's answer that is not an event stream (an SSEError of its own).
 _SSE_EVENT_TOO_LARGE = "byte limit"
+_UNEXPECTED_CONTENT_TYPE = re.compile(r"Unexpected content type: (.*)")
+_UNFOLLOWED_REDIRECT = re.compile(r"Redirect to (\S+) not followed")
+_SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")
 
 
 def list_tools(service: McpService) -> list[ToolSpec]:

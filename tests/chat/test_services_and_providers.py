@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -164,6 +165,28 @@ class TestMcpServices:
         assert moved.status_code == 200, moved.content
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=service.json()["id"]).last_error == ""
+
+    @pytest.mark.parametrize(
+        ("transport", "status", "headers", "says"),
+        [("streamable-http", 200, {}, "The address answered with text/html, not as an MCP server: check the URL's"),
+         ("sse", 200, {}, "The address answered with text/html, not as an MCP server: check the URL's"),
+         ("streamable-http", 307, {"Location": "http://mcp.example.com/mcp"},
+          "The address redirects to http://mcp.example.com/mcp, which HydroNet does not follow")],
+    )  # fmt: skip
+    def test_a_web_page_or_a_redirect_is_named_as_such(
+        self, tenant_alpha: TenantFixture, transport: str, status: int, headers: dict[str, str], says: str
+    ) -> None:
+        """The SDK's own sentences (English, whatever the language) in ours: the zh page shows zh throughout."""
+        client = admin(tenant_alpha)
+        with canned_server(b"<html>Welcome</html>", status=status, headers=headers) as root:
+            body = {"name": "A web page", "url": f"{root}/mcp", "type": transport}
+            service = send(client, "post", "/api/mcp-services", body).json()["id"]
+            response = send(client, "post", f"/api/mcp-services/{service}/test")
+            chinese = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+            zh = send(chinese, "post", f"/api/mcp-services/{service}/test").json()["error"]["message"]
+        assert response.status_code == 400
+        assert says in response.json()["error"]["message"]
+        assert not re.search(r"\b[a-z]{3,} [a-z]{3,}\b", re.sub(r"https?://\S+", "", zh)), zh  # no English left
 
     @pytest.mark.parametrize(
         "url",
