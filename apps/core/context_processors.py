@@ -39,26 +39,35 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
     One query where no quota was crossed this month (apps.usage.selectors.alerts_standing); the plan comes with
     the routed tenant.
     """
+    from apps.plans.models import fen_to_yuan
     from apps.usage import limits as L
     from apps.usage.models import Quota
     from apps.usage.selectors import alerts_standing
 
     tenant = request.tenant  # type: ignore[attr-defined]  # set by the routing
-    alerts = alerts_standing(tenant)
-    if not alerts:
+    standing = alerts_standing(tenant)
+    if not standing:
         return []
     limits = L.limits_for(tenant)
     calls_stop = limits.stops_at_quota  # what the meter does at 100 %
     stops = {Quota.API_CALLS.value: calls_stop, Quota.STORAGE.value: limits.storage_stop_at is not None}
-    return [
-        {
-            "alert": alert,
-            "quota": alert.get_quota_display(),
-            "stops": alert.threshold >= 100 and stops.get(alert.quota, False),
-            "overage": alert.threshold >= 100 and alert.quota == Quota.API_CALLS and not calls_stop,
-            # Members and MCP services are refused past the limit on every plan; neither resets with the month.
-            "full": alert.threshold >= 100 and alert.quota in (Quota.USERS, Quota.MCP_SERVICES),
-            "resets_on": L.resets_at(alert.period).date(),
-        }
-        for alert in alerts
-    ]
+    banner = []
+    for item in standing:
+        alert, full = item.alert, item.alert.threshold >= 100
+        calls = full and alert.quota == Quota.API_CALLS
+        # Past the quota on an overage plan, calls stop again once the month's overage reaches the spending cap.
+        capped = calls and not calls_stop and limits.calls_stop_at is not None and item.used >= limits.calls_stop_at
+        banner.append(
+            {
+                "alert": alert,
+                "quota": alert.get_quota_display(),
+                "stops": full and stops.get(alert.quota, False),
+                "capped": capped,
+                "cap_yuan": fen_to_yuan(limits.spending_cap_fen),
+                "overage": calls and not calls_stop,
+                # Members and MCP services are refused past the limit on every plan; neither resets with the month.
+                "full": full and alert.quota in (Quota.USERS, Quota.MCP_SERVICES),
+                "resets_on": L.resets_at(alert.period).date(),
+            }
+        )
+    return banner

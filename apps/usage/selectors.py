@@ -270,7 +270,16 @@ def _usage_by_api_key(start: dt.date, end: dt.date) -> list[dict[str, Any]]:
     return out
 
 
-def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[QuotaAlert]:
+@dataclass(frozen=True)
+class StandingAlert:
+    """A quota's highest threshold crossed this month that its use is still at or above, and that use."""
+
+    alert: QuotaAlert
+    limit: int
+    used: int
+
+
+def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[StandingAlert]:
     """For each quota, the highest threshold crossed this month that its use is still at or above: the banner.
 
     Use can fall (members or MCP services removed, data deleted) and limits can rise (another plan, a staff
@@ -288,8 +297,8 @@ def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[QuotaAle
     for quota, alerts in recorded.items():
         limit, used = quota_used(quota, tenant, limits, day)
         top = next((alert for alert in alerts if limit and 100 * used >= alert.threshold * limit), None)
-        if top is not None:
-            standing.append(top)
+        if top is not None and limit:
+            standing.append(StandingAlert(alert=top, limit=limit, used=used))
     return standing
 
 

@@ -400,6 +400,20 @@ class TestQuotaBanner:
         assert "Further calls are billed as overage." in text
         assert 'class="notice warning"' in text
 
+    def test_a_reached_spending_cap_says_calls_stop(self, tenant_alpha: TenantFixture) -> None:
+        """Pro bills 1 fen a call past the quota: with a cap of 3 fen, calls stop at 1,003 of 1,000."""
+        alert(tenant_alpha, "api_calls", 100)  # 1,000 of 1,000
+        set_limits(tenant_alpha.tenant, spending_cap_fen=3)
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        assert "Further calls are billed as overage." in banner(admin.get("/dashboard/").content.decode())
+        redis_client().hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1003)
+        text = banner(admin.get("/dashboard/").content.decode())
+        resets = L.resets_at(L.today()).date().isoformat()
+        assert ("API calls: this month's overage has reached the spending cap of ¥0.03. AI calls are stopped until an "
+                f"admin raises the cap or the quota resets on {resets}.") in text  # fmt: skip
+        assert 'class="notice error" data-quota="api_calls"' in text
+        assert "billed as overage" not in text
+
     def test_on_the_free_plan_100_percent_says_calls_stop(self) -> None:
         result = tenant_provision(name="Tiny Water", slug="tiny-water", plan="free",
                                   admin_email="admin@tiny-water.example.com", admin_password=ADMIN_PASSWORD,
