@@ -131,3 +131,11 @@ def crossed(limit: int | None, before: int, after: int) -> list[int]:
     if not limit:
         return []
     return [t for t in THRESHOLDS if before < math.ceil(limit * t / 100) <= after]
+
+
+def reached(limit: int | None, used: int) -> list[int]:
+    """The thresholds (80, 90, 100 %) that ``used`` is at or past: a measured level, which a lower limit can put
+    past thresholds that no growth crossed."""
+    if not limit:
+        return []
+    return [t for t in THRESHOLDS if math.ceil(limit * t / 100) <= used]

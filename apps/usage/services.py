@@ -36,13 +36,15 @@ def quota_alerts_raise(*, quota: str, limit: int, used: int, thresholds: list[in
     """Record the thresholds crossed in ``day``'s month, each once; email the admins about new ones.
 
     The unique (quota, period, threshold) row makes "once" hold under any
-    concurrency; the row is also the event webhooks will deliver. Returns the
-    thresholds that were new.
+    concurrency; the row is also the event webhooks will deliver. Thresholds crossed
+    at once (one call past several, a new limit) make one email, for the highest.
+    Returns the thresholds that were new.
     """
     fired: list[int] = []
+    newest = 0
     period = L.period_start(day)
     with connection.cursor() as cursor:
-        for threshold in thresholds:
+        for threshold in sorted(thresholds):
             cursor.execute(
                 'INSERT INTO usage_quotaalert (quota, period, threshold, "limit", used, created_at) '
                 "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING id",
@@ -51,8 +53,9 @@ def quota_alerts_raise(*, quota: str, limit: int, used: int, thresholds: list[in
             row = cursor.fetchone()
             if row is not None:
                 fired.append(threshold)
-                _queue_alert_email(row[0])
-    if fired:
+                newest = row[0]
+    if fired:  # one email, for the highest threshold crossed: lower ones crossed at once would say too little
+        _queue_alert_email(newest)
         logger.info("quota %s of %s crossed %s%% (%s of %s)", quota, connection.schema_name, fired, used, limit)
     return fired
 
@@ -173,8 +176,8 @@ def storage_measure(*, tenant: Tenant) -> int:
     """Measure the schema (tables with their indexes and TOAST) plus its stored files; record it.
 
     The size goes to today's tenant row in usage_stats and to Redis, where the
-    quota check reads it. Crossing 80, 90 or 100 % of the plan's storage raises
-    the alert. Returns the size in bytes.
+    quota check reads it. Being at or past 80, 90 or 100 % of the plan's storage
+    raises the alert (once a month each). Returns the size in bytes.
     """
     with connection.cursor() as cursor:
         cursor.execute(_SCHEMA_SIZE_SQL, [tenant.schema_name])
@@ -182,9 +185,6 @@ def storage_measure(*, tenant: Tenant) -> int:
     folder = files_dir(tenant)
     if folder.is_dir():
         size += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    from apps.usage.selectors import storage_used
-
-    before = storage_used(tenant)
     day = L.today()
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -197,7 +197,9 @@ def storage_measure(*, tenant: Tenant) -> int:
                 [day, round(size / L.MB, 3), size],
             )
         limits = L.limits_for(tenant)
-        thresholds = L.crossed(limits.storage_bytes, before, size)
+        # Reached, not crossed: after a lower limit (a plan, an override) the size is past thresholds it never
+        # crossed. Each still fires once a month (the alert's unique row).
+        thresholds = L.reached(limits.storage_bytes, size)
         if thresholds and limits.storage_bytes is not None:
             quota_alerts_raise(quota=Quota.STORAGE, limit=limits.storage_bytes, used=size, thresholds=thresholds,
                                day=day)  # fmt: skip

@@ -4,10 +4,13 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from apps.accounts.models import Role, User
+from apps.plans.models import fen_to_yuan
 from apps.tenants.selectors import tenant_current
-from apps.usage.models import QuotaAlert
+from apps.usage import limits as L
+from apps.usage.models import Quota, QuotaAlert
 from apps.usage.services import storage_measure, usage_flush
 from config.celery import tenant_task
 
@@ -35,9 +38,43 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
     with translation.override(language):
         context["quota_name"] = alert.get_quota_display()
+        context["quota_units"] = _units(alert.quota)
+        context["consequence"] = _consequence(alert, L.limits_for(tenant))
         subject = render_to_string("usage/email/quota_alert_subject.txt", context).strip()
         body = render_to_string("usage/email/quota_alert.txt", context)
     if admins:
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, admins)
     QuotaAlert.objects.filter(pk=alert.pk).update(emailed_at=timezone.now())
     return admins
+
+
+def _units(quota: str) -> str:
+    """What a count quota counts, as a sentence names it ("5 of its 5 members")."""
+    units: dict[str, str] = {Quota.USERS.value: _("members"), Quota.MCP_SERVICES.value: _("MCP services")}
+    return units.get(quota, _("API calls"))
+
+
+def _consequence(alert: QuotaAlert, limits: L.Limits) -> str:
+    """What the threshold means for this workspace, on its plan as it is now."""
+    if alert.threshold < 100:
+        return _("Nothing stops yet.")
+    if alert.quota == Quota.USERS:
+        return _("No more members can be added or invited until some are removed or the plan changes.")
+    if alert.quota == Quota.MCP_SERVICES:
+        return _("No more MCP services can be added or enabled until some are removed or the plan changes.")
+    if alert.quota == Quota.STORAGE:
+        if limits.storage_stop_at is not None:
+            return _("AI calls and new data are stopped until space is freed or the plan changes.")
+        return _("Further storage is billed as overage.")
+    return _calls_consequence(alert, limits)
+
+
+def _calls_consequence(alert: QuotaAlert, limits: L.Limits) -> str:
+    if limits.stops_at_quota:
+        return _("AI calls are stopped until the quota resets on %(date)s.") % {
+            "date": L.resets_at(alert.period).date().isoformat()
+        }
+    if limits.spending_cap_fen is not None:
+        return _("Further calls are billed as overage, until this month's overage reaches the spending cap of "
+                 "¥%(cap)s.") % {"cap": fen_to_yuan(limits.spending_cap_fen)}  # fmt: skip
+    return _("Further calls are billed as overage.")

@@ -622,6 +622,25 @@ class TestQuotas:
         assert int(get_redis_connection("default").get(storage_key(schema))) == size
 
 
+def test_a_lower_storage_limit_alerts_at_the_next_measurement(
+    tenant_alpha: TenantFixture, settings: Any, tmp_path: Any
+) -> None:
+    """Staff lower the limit below what is stored: no growth crosses a threshold, the measurement still alerts."""
+    settings.MEDIA_ROOT = tmp_path
+    files = tmp_path / "tenants" / tenant_alpha.tenant.schema_name
+    files.mkdir(parents=True)
+    (files / "export.zip").write_bytes(b"x" * 1_500_000)
+    tenant = limits(tenant_alpha, plan="free", storage_mb_override=100)
+    with schema_context(tenant.schema_name):
+        storage_measure(tenant=tenant)
+        assert not QuotaAlert.objects.exists()
+        tenant = limits(tenant_alpha, storage_mb_override=1)  # 1.5 MB of files alone
+        storage_measure(tenant=tenant)
+        assert sorted(QuotaAlert.objects.values_list("threshold", flat=True)) == [80, 90, 100]
+        storage_measure(tenant=tenant)
+        assert QuotaAlert.objects.count() == 3  # each once a month
+
+
 def test_a_large_write_queues_a_storage_measurement_once_a_minute(
     tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -696,6 +715,62 @@ class TestAlerts:
             found = sorted(QuotaAlert.objects.values_list("quota", "threshold"))
         assert found == [("mcp_services", 80), ("mcp_services", 90), ("mcp_services", 100),
                          ("users", 80), ("users", 90), ("users", 100)]  # fmt: skip
+
+    def test_thresholds_crossed_at_once_make_one_email_for_the_highest(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """The first service on a limit of one crosses 80, 90 and 100 %: an 80 % email would say "nothing stops"."""
+        from apps.mcp.services import mcp_service_create
+
+        limits(tenant_alpha, max_mcp_services_override=1)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            with django_capture_on_commit_callbacks() as callbacks:
+                mcp_service_create(actor=Actor(user=admin_of(tenant_alpha)), name="Hydrology", url=demo_mcp_url)
+            assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 1
+            highest = QuotaAlert.objects.get(quota="mcp_services", threshold=100)
+            assert send_quota_alert_email.apply(args=[highest.pk, "en"]).get() == [tenant_alpha.admin_email]
+        (message,) = mail.outbox
+        assert "has used 1 of its 1 MCP services: 100% of the plan." in message.body
+        assert "No more MCP services can be added or enabled until some are removed or the plan changes." in (
+            message.body
+        )
+
+    @pytest.mark.parametrize(
+        ("quota", "plan", "cap", "says"),
+        [("api_calls", "free", None, "AI calls are stopped until the quota resets on "),
+         ("api_calls", "pro", None, "Further calls are billed as overage.\n"),
+         ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5."),
+         ("storage", "free", None, "AI calls and new data are stopped until space is freed"),
+         ("storage", "pro", None, "Further storage is billed as overage."),
+         ("users", "pro", None, "has used 100 of its 100 members: 100% of the plan.\n\nNo more members can be added "
+                                "or invited")],
+    )  # fmt: skip
+    def test_the_100_percent_email_says_what_happens_on_the_workspaces_plan(
+        self, tenant_alpha: TenantFixture, quota: str, plan: str, cap: int | None, says: str
+    ) -> None:
+        limits(tenant_alpha, plan=plan, spending_cap_fen=cap)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            alert = QuotaAlert.objects.create(quota=quota, period=L.period_start(L.today()), threshold=100,
+                                              limit=100, used=100)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        (message,) = mail.outbox
+        assert says in message.body
+        assert "On the free plan" not in message.body  # the workspace's own plan, not both
+
+    def test_emails_are_plain_text_not_html_escaped(self) -> None:
+        from apps.tenants.services import tenant_provision
+
+        result = tenant_provision(name="Rivers & Lakes", slug="rivers-lakes", plan="pro",
+                                  admin_email="admin@rivers-lakes.example.com", admin_password="s3cret-Passw0rd!",
+                                  actor=TEST_ACTOR)  # fmt: skip
+        mail.outbox.clear()  # the welcome email
+        with schema_context(result.tenant.schema_name):
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=80,
+                                              limit=100, used=80)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        (message,) = mail.outbox
+        assert "Rivers & Lakes: API calls at 80% of your plan" in message.subject
+        assert message.body.startswith("Rivers & Lakes has used 80 of its 100 API calls")
 
 
 # --- Rate limit -------------------------------------------------------------------------
