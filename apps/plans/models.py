@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -19,7 +20,7 @@ class Plan(TimeStampedModel):
     storage_mb = models.PositiveBigIntegerField(_("storage (MB)"), null=True, blank=True)
     max_users = models.PositiveIntegerField(_("users"), null=True, blank=True)
     max_mcp_services = models.PositiveIntegerField(_("MCP services"), null=True, blank=True)
-    rate_limit_per_minute = models.PositiveIntegerField(_("requests per minute"))
+    rate_limit_per_minute = models.PositiveIntegerField(_("requests per minute"), validators=[MinValueValidator(1)])
     # Overage: NULL when the plan has none (free: hard stop; enterprise: by contract).
     overage_fen_per_1000_calls = models.PositiveBigIntegerField(
         _("overage per 1,000 calls (fen)"), null=True, blank=True

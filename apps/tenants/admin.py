@@ -41,7 +41,7 @@ class ProvisionForm(forms.Form):
 
 @admin.register(Tenant)
 class TenantAdmin(PlatformAuditedAdmin):
-    list_display = ("name", "slug", "plan", "status", "calls_this_month", "trial_ends_at", "owner_email", "created_at")
+    list_display = ("name", "slug", "plan", "status", "calls_this_month", "trial_ends_at", "owner_email", "created")
     list_filter = ("status", "plan")
     search_fields = ("name", "slug", "owner_email", "domains__domain")
     inlines = (DomainInline,)
@@ -99,6 +99,10 @@ class TenantAdmin(PlatformAuditedAdmin):
         changelist = super().get_changelist_instance(request)
         self._month_calls = usage_by_tenant(list(changelist.result_list))  # one Redis round trip per page
         return changelist
+
+    @admin.display(description=_("created at"), ordering="created_at")
+    def created(self, tenant: Tenant) -> Any:
+        return tenant.created_at  # TimeStampedModel's field has no translated name
 
     @admin.display(description=_("API calls this month"))
     def calls_this_month(self, tenant: Tenant) -> str:

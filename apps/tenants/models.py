@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -44,7 +45,9 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
     name = models.CharField(_("name"), max_length=100)
     slug = models.SlugField(_("slug"), max_length=63, unique=True)
     # NULL only for the public (platform) row.
-    plan = models.ForeignKey("plans.Plan", on_delete=models.PROTECT, null=True, blank=True, related_name="tenants")
+    plan = models.ForeignKey(
+        "plans.Plan", on_delete=models.PROTECT, null=True, blank=True, related_name="tenants", verbose_name=_("plan")
+    )
     status = models.CharField(_("status"), max_length=16, choices=TenantStatus.choices, default=TenantStatus.ACTIVE)
     trial_ends_at = models.DateTimeField(_("trial ends at"), null=True, blank=True)
     owner_email = models.EmailField(_("owner email"), blank=True)
@@ -64,7 +67,11 @@ class Tenant(TenantMixin, TimeStampedModel):  # type: ignore[django-manager-miss
         _("MCP services (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
     )
     rate_limit_per_minute_override = models.PositiveIntegerField(
-        _("requests per minute (override)"), null=True, blank=True, help_text=_("Empty: the plan's limit.")
+        _("requests per minute (override)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],  # 0 would refuse every request for good, with "try again in 60 s"
+        help_text=_("Empty: the plan's limit."),
     )
     # Set by the tenant's admins: once the month's overage reaches it, AI calls stop. Integer fen.
     spending_cap_fen = models.PositiveBigIntegerField(

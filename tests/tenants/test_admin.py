@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -62,3 +64,13 @@ def test_provisioning_from_the_admin(staff: Client) -> None:
 def test_the_admin_refuses_non_staff_members(tenant_alpha: TenantFixture) -> None:
     client = Client(HTTP_HOST="localhost")
     assert not client.login(username=tenant_alpha.admin_email, password=tenant_alpha.admin_password)
+
+
+def test_the_tenant_list_speaks_chinese_throughout(staff: Client, tenant_alpha: TenantFixture) -> None:
+    page = staff.get("/admin/tenants/tenant/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    headers = re.findall(r'<th scope="col"[^>]*>.*?</th>', page, re.S)
+    texts = [re.sub(r"<[^>]+>", "", header).strip() for header in headers]
+    assert "套餐" in texts
+    assert "创建时间" in texts
+    assert "Plan" not in texts
+    assert "Created at" not in texts
