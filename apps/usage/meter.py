@@ -510,19 +510,18 @@ class Meter:
     def _calls_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limits = self.limits
         assert limits.calls_stop_at is not None
+        # limit and used count calls either way (the cap's limit: the quota and the calls the cap pays for).
+        details: dict[str, Any] = {"limit": limits.calls_stop_at, "used": used, "resets_at": L.iso(L.resets_at(day))}
         if not limits.stops_at_quota:
             message = _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {
                 "cap": fen_to_yuan(limits.spending_cap_fen or 0)
             }
-            quota = "spending_cap"
+            details = {"quota": "spending_cap", **details, "spending_cap_fen": limits.spending_cap_fen,
+                       "overage_fen": limits.overage_fen(used)}  # fmt: skip
         else:
             message = _("Your plan's %(limit)d API calls this month are used up.") % {"limit": limits.api_calls}
-            quota = Quota.API_CALLS
-        return QuotaExceeded(
-            message,
-            details={"quota": str(quota), "limit": limits.calls_stop_at, "used": used,
-                     "resets_at": L.iso(L.resets_at(day))},
-        )  # fmt: skip
+            details = {"quota": Quota.API_CALLS.value, **details}
+        return QuotaExceeded(message, details=details)
 
     def _member_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limit = self.limits.member_daily_calls
@@ -539,7 +538,7 @@ class Meter:
     def _storage_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limit = self.limits.storage_bytes or 0
         return QuotaExceeded(
-            _("Your plan's %(limit)d MB of storage are used up. Delete conversations or change plans.")
+            _("Your plan's %(limit)d MB of storage is used up. Delete conversations or change plans.")
             % {"limit": limit // L.MB},
             details={"quota": Quota.STORAGE.value, "limit": limit, "used": used, "resets_at": None},
         )

@@ -553,7 +553,10 @@ class TestQuotas:
             assert v1(client).status_code == 200  # 2 in the quota, 2 fen of overage
         refused = v1(client)
         assert refused.status_code == 402
-        assert refused.json()["error"]["details"]["quota"] == "spending_cap"
+        details = refused.json()["error"]["details"]
+        assert details["quota"] == "spending_cap"
+        # Calls, as for the quota (2 in the quota and 2 the cap pays for), and the cap's own money, in fen.
+        assert (details["limit"], details["spending_cap_fen"], details["overage_fen"]) == (4, 2, 2), details
         calls = admin.get("/api/quota").json()["quotas"][0]
         assert (calls["used"], calls["overage"], calls["overage_fen"], calls["spending_cap_fen"]) == (4, 2, 2, 2)
         admin.put("/api/quota/spending-cap", {"spending_cap_fen": None}, content_type="application/json")
@@ -1131,3 +1134,21 @@ def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha:
     page = client.get(url).content.decode()
     assert "API calls: 1 / 100,000" in page
     assert 'name="api_calls_per_month_override"' in page
+
+
+def test_a_rate_limit_of_0_is_refused_in_the_admin(tenant_alpha: TenantFixture) -> None:
+    """0 would refuse every request for good while saying "try again in 60 s"; empty means the plan's limit."""
+    from django.core.exceptions import ValidationError
+
+    from apps.plans.models import Plan
+
+    tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+    tenant.rate_limit_per_minute_override = 0
+    with pytest.raises(ValidationError) as refused:
+        tenant.full_clean()
+    assert list(refused.value.message_dict) == ["rate_limit_per_minute_override"]
+    plan = Plan.objects.get(code="pro")
+    plan.rate_limit_per_minute = 0
+    with pytest.raises(ValidationError) as refused:
+        plan.full_clean()
+    assert list(refused.value.message_dict) == ["rate_limit_per_minute"]
