@@ -108,7 +108,8 @@ def _page(
         },
     }
     member_daily_calls = tenant.member_daily_calls
-    if current and member_daily_calls is not None and not everyone:  # one's own calls today, against the limit
+    # One's own calls today, against the limit; viewers make no AI calls.
+    if current and member_daily_calls is not None and not everyone and role_has(user.role, Perm.CREATE_CONVERSATION):
         context["member_limit"] = {
             "limit": member_daily_calls,
             "used": next((d["api_calls"] for d in daily if d["date"] == today.isoformat()), 0),
@@ -188,11 +189,12 @@ def usage_export_view(request: HttpRequest) -> HttpResponse:
         rows = [[d["date"], d["api_calls"], d["tokens"]] for d in _daily(user, everyone, start, end)]
     elif by == "member":
         header = ["member", "user_id", "api_calls", "tokens"]
-        rows = [[r["email"] if r["user_id"] else _("API keys"), r["user_id"] or "", r["api_calls"], r["tokens"]]
+        rows = [[_member_label(r), r["user_id"] or "", r["api_calls"], r["tokens"]]
                 for r in usage_series(start=start, end=end, group_by="user")]  # fmt: skip
     else:
         header = ["api_key", "prefix", "api_key_id", "revoked", "api_calls", "tokens"]
-        rows = [[r["name"], r["prefix"], r["api_key_id"], "yes" if r["revoked"] else "no", r["api_calls"], r["tokens"]]
+        rows = [[r["name"], f"hn_{r['prefix']}" if r["prefix"] else "", r["api_key_id"],  # as the keys begin
+                 "yes" if r["revoked"] else "no", r["api_calls"], r["tokens"]]
                 for r in usage_series(start=start, end=end, group_by="api_key")]  # fmt: skip
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{start:%Y-%m}-by-{by}.csv"'
@@ -255,3 +257,10 @@ def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
     else:
         messages.success(request, _("Each member may now make %(calls)s AI calls a day.") % {"calls": calls})
     return redirect("usage:usage")
+
+
+def _member_label(row: dict[str, Any]) -> str:
+    """The member column of the CSV, as the page's table names them."""
+    if not row["user_id"]:
+        return _("API keys")
+    return row["email"] or _("Deleted member #%(id)s") % {"id": row["user_id"]}

@@ -328,6 +328,8 @@ class TestMemberDailyCalls:
         today = own.split('data-testid="member-today"')[1].split("</div>\n  </div>")[0]
         assert "12 / 1,500" in today  # today's calls only
         assert 'data-testid="member-limit-form"' not in own
+        viewer, _viewer = member_client(tenant_alpha, Role.VIEWER)
+        assert 'data-testid="member-today"' not in viewer.get("/usage/").content.decode()  # viewers make no AI calls
         # The admins see each member's calls today next to the month's, against the limit.
         members = client.get("/usage/").content.decode().split('data-testid="per-user"')[1].split("</table>")[0]
         assert "Today (of 1,500)" in members
@@ -665,6 +667,7 @@ class TestCsvExport:
         stat(tenant_alpha, formula.pk, calls=2, tokens=20, day=last)
         stat(tenant_alpha, None, calls=3, tokens=30, day=L.period_end(last))  # API keys
         stat(tenant_alpha, user.pk, calls=1, tokens=10)  # this month
+        stat(tenant_alpha, 987654, calls=1, tokens=5, day=last + dt.timedelta(days=1))  # a member deleted since
         admin = logged_in(tenant_alpha, Role.ADMIN)
 
         by_day = admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "day"})
@@ -678,7 +681,8 @@ class TestCsvExport:
         by_member = self.rows(admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "member"}))
         assert by_member[0] == ["member", "user_id", "api_calls", "tokens"]
         assert sorted(by_member[1:]) == sorted([[user.email, str(user.pk), "7", "70"], ["API keys", "", "3", "30"],
-                                                ["'=cmd@example.com", str(formula.pk), "2", "20"]])  # fmt: skip
+                                                ["'=cmd@example.com", str(formula.pk), "2", "20"],
+                                                ["Deleted member #987654", "987654", "1", "5"]])  # fmt: skip
         assert self.rows(admin.get("/usage/export.csv"))[1:] != rows[1:]  # this month by default
         page = admin.get("/usage/", {"month": f"{last:%Y-%m}"}).content.decode()
         assert f'href="/usage/export.csv?month={last:%Y-%m}&amp;by=member"' in page
@@ -699,7 +703,7 @@ class TestCsvExport:
         admin = logged_in(tenant_alpha, Role.ADMIN)
         rows = self.rows(admin.get("/usage/export.csv", {"month": f"{last:%Y-%m}", "by": "api_key"}))
         assert rows == [["api_key", "prefix", "api_key_id", "revoked", "api_calls", "tokens"],
-                        ["'=HYPERLINK(1)", sync.prefix, str(sync.pk), "yes", "3", "30"]]  # fmt: skip
+                        ["'=HYPERLINK(1)", f"hn_{sync.prefix}", str(sync.pk), "yes", "3", "30"]]  # fmt: skip
         assert self.rows(admin.get("/usage/export.csv", {"by": "api_key"}))[1][0] == "Reports"
         user_client, _user = member_client(tenant_alpha, Role.USER)
         assert user_client.get("/usage/export.csv", {"by": "api_key"}).status_code == 403
