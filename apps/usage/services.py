@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -213,14 +214,25 @@ def storage_measure(*, tenant: Tenant) -> int:
 LARGE_WRITE_BYTES = 64 * 1024
 
 
+# Bytes each schema was written in this process since it last asked for a measurement: many small writes (a
+# chat's turns) add up to a large one. Per process, so several web processes may each write up to this much.
+_written: dict[str, int] = {}
+_written_lock = threading.Lock()
+
+
 def storage_changed(*, bytes_written: int) -> bool:
-    """After a large write, measure the tenant's storage soon: at most once a minute, after commit.
+    """After large writes, measure the tenant's storage soon: once this process wrote LARGE_WRITE_BYTES to the
+    schema since it last asked (in one write or in many), at most once a minute per tenant, after commit.
 
     Returns whether a measurement was queued.
     """
-    if bytes_written < LARGE_WRITE_BYTES:
-        return False
     schema = connection.schema_name
+    with _written_lock:
+        written = _written.get(schema, 0) + bytes_written
+        if written < LARGE_WRITE_BYTES:
+            _written[schema] = written
+            return False
+        _written.pop(schema, None)
     try:
         if not redis_client().set(f"{storage_key(schema)}:measure-soon", 1, nx=True, ex=60):
             return False

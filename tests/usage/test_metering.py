@@ -647,13 +647,32 @@ def test_a_lower_storage_limit_alerts_at_the_next_measurement(
 def test_a_large_write_queues_a_storage_measurement_once_a_minute(
     tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
 ) -> None:
+    from apps.usage import services
     from apps.usage.services import LARGE_WRITE_BYTES, storage_changed
 
+    services._written.clear()  # what earlier tests wrote in this process
     with schema_context(tenant_alpha.tenant.schema_name), django_capture_on_commit_callbacks() as callbacks:
-        assert storage_changed(bytes_written=LARGE_WRITE_BYTES - 1) is False
         assert storage_changed(bytes_written=LARGE_WRITE_BYTES) is True
         assert storage_changed(bytes_written=10 * LARGE_WRITE_BYTES) is False  # one is already coming
     assert len(callbacks) == 1
+
+
+def test_small_writes_add_up_to_a_large_one(
+    tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A chat's turns write a few kB each: together they are measured as one large write would be."""
+    from apps.usage import services
+    from apps.usage.services import LARGE_WRITE_BYTES, storage_changed
+
+    services._written.clear()
+    eighth = LARGE_WRITE_BYTES // 8
+    with schema_context(tenant_alpha.tenant.schema_name), django_capture_on_commit_callbacks() as callbacks:
+        queued = [storage_changed(bytes_written=eighth) for _ in range(8)]
+    assert queued == [False] * 7 + [True]
+    assert len(callbacks) == 1
+    with schema_context("t_beta"):
+        assert storage_changed(bytes_written=eighth) is False  # each schema counts its own
+    assert services._written == {"t_beta": eighth}
 
 
 # --- Alerts -----------------------------------------------------------------------------
