@@ -292,7 +292,7 @@ def conversation_markdown(conversation: Conversation) -> str:
     untitled, question, answer, calls = _("New conversation"), _("Question"), _("Answer"), _("Calls the tool")
     # A stored reply that stopped early: stopped by its member, or its client went away (the page's word for a
     # connection lost while it watches is "cut short").
-    cut_short, failed, tool_label = _("This reply stopped before it was complete."), _("The reply failed:"), _("Tool")
+    cut_short, tool_label = _("This reply stopped before it was complete."), _("Tool")
     answered_again, edited = _("Answered again below."), _("Edited and asked again below.")
     lines = [f"# {conversation.title or untitled}", ""]
     details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]
@@ -318,7 +318,8 @@ def conversation_markdown(conversation: Conversation) -> str:
             if message.status == Status.INCOMPLETE:
                 lines += [f"*{cut_short}*", ""]
             elif message.status == Status.ERROR:
-                lines += [f"*{failed} {message.error}*", ""]
+                failed = _("The reply failed: %(error)s") % {"error": message.error}
+                lines += [f"*{failed}*", ""]
             if message.pk in again:  # an edited question's replies are under its own mark
                 lines += [f"*{answered_again}*", ""]
         elif message.role == Role.TOOL:

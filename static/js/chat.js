@@ -396,7 +396,7 @@
           ended = true;
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
-          bubble.append(el("div", "bubble-note", t("error") + " " + data.message));
+          bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
         }
         scroll();
       });
@@ -422,7 +422,7 @@
         sessionEnded = true;
       } else {
         bubble.classList.add("error");
-        bubble.append(el("div", "bubble-note", t("error") + " " + error.message));
+        bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => error.message)));
         if (made && error.status) await unmake(made, created);
       }
     } finally {

@@ -259,7 +259,9 @@ def test_a_failed_reply_offers_to_try_again(
     page = chat_page(browser, web_server, "en")
     page.get_by_test_id("chat-input").fill("hello")
     page.get_by_test_id("chat-send").click()
-    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The model server could not be reached")
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text(
+        "The reply failed: The model server could not be reached"
+    )
     model_server_at(demo_model_url)  # back
     page.get_by_test_id("chat-retry").click()
     answer = page.get_by_test_id("assistant-reply").last

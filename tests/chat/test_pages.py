@@ -96,6 +96,21 @@ class TestChatPage:
         download = client.get(f"/api/conversations/{conversation.pk}/export").content.decode()
         assert "This reply stopped before it was complete." in download
 
+    def test_a_failed_reply_reads_as_one_sentence_in_chinese(self, tenant_alpha: TenantFixture) -> None:
+        """ "回复失败：…", not "回复失败： …": the error goes inside the translated sentence, on the page, in the
+        download and in what the page's script writes for a turn that fails while it watches."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            Message.objects.create(conversation=conversation, role="assistant", content="", status="error",
+                                   error="模型服务器返回 500。")  # fmt: skip
+        page = client.get(f"/chat/{conversation.pk}/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+        assert "回复失败：模型服务器返回 500。" in page
+        assert 'data-i18n-error="回复失败：{error}"' in page
+        download = client.get(f"/api/conversations/{conversation.pk}/export", HTTP_ACCEPT_LANGUAGE="zh-hans")
+        assert "*回复失败：模型服务器返回 500。*" in download.content.decode()
+
     def test_an_own_conversation_with_sanitized_markdown_and_tool_panels(self, tenant_alpha: TenantFixture) -> None:
         member, client = member_and_client(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
