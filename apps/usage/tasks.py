@@ -7,7 +7,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import Role, User
-from apps.plans.models import fen_to_yuan
+from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.models import Quota, QuotaAlert
@@ -39,7 +39,7 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     with translation.override(language):
         context["quota_name"] = alert.get_quota_display()
         context["quota_units"] = _units(alert.quota)
-        context["consequence"] = _consequence(alert, L.limits_for(tenant))
+        context["consequence"] = _consequence(alert, L.limits_for(tenant), tenant.plan)
         subject = render_to_string("usage/email/quota_alert_subject.txt", context).strip()
         body = render_to_string("usage/email/quota_alert.txt", context)
     if admins:
@@ -54,7 +54,7 @@ def _units(quota: str) -> str:
     return units.get(quota, _("API calls"))
 
 
-def _consequence(alert: QuotaAlert, limits: L.Limits) -> str:
+def _consequence(alert: QuotaAlert, limits: L.Limits, plan: Plan | None) -> str:
     """What the threshold means for this workspace, on its plan as it is now."""
     if alert.threshold < 100:
         return _("Nothing stops yet.")
@@ -63,10 +63,16 @@ def _consequence(alert: QuotaAlert, limits: L.Limits) -> str:
     if alert.quota == Quota.MCP_SERVICES:
         return _("No more MCP services can be added or enabled until some are removed or the plan changes.")
     if alert.quota == Quota.STORAGE:
-        if limits.storage_stop_at is not None:
-            return _("AI calls and new data are stopped until space is freed or the plan changes.")
-        return _("Further storage is billed as overage.")
+        return _storage_consequence(limits, plan)
     return _calls_consequence(alert, limits)
+
+
+def _storage_consequence(limits: L.Limits, plan: Plan | None) -> str:
+    if limits.storage_stop_at is not None:
+        return _("AI calls and new data are stopped until space is freed or the plan changes.")
+    if plan is None or plan.overage_fen_per_gb_month is None:  # a staff override on a plan with no price
+        return _("Nothing stops: the plan goes on past its storage quota.")
+    return _("Further storage is billed as overage.")
 
 
 def _calls_consequence(alert: QuotaAlert, limits: L.Limits) -> str:

@@ -692,7 +692,24 @@ class TestAlerts:
                 meter.record(meter.charge())
             alerts = list(QuotaAlert.objects.order_by("threshold").values_list("quota", "threshold", "used"))
         assert alerts == [("api_calls", 80, 8), ("api_calls", 90, 9), ("api_calls", 100, 10)]
-        assert len(callbacks) == 3  # one email each
+        assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 3  # one email each
+
+    def test_an_alert_rolled_back_is_not_logged(self, tenant_alpha: TenantFixture, caplog: Any) -> None:
+        """A member refused after the quota check (its email taken) takes its alert back: no log line says it fired."""
+        from django.db import transaction
+
+        from apps.usage.services import quota_alerts_raise
+
+        def refused() -> None:
+            with transaction.atomic():
+                quota_alerts_raise(quota="users", limit=5, used=4, thresholds=[80], day=L.today())
+                raise RuntimeError("the member's email is taken")
+
+        with schema_context(tenant_alpha.tenant.schema_name), caplog.at_level("INFO", logger="apps.usage.services"):
+            with pytest.raises(RuntimeError):
+                refused()
+            assert not QuotaAlert.objects.exists()
+        assert "crossed" not in caplog.text
 
     def test_a_refused_model_gives_its_call_back_before_any_alert(self, tenant_alpha: TenantFixture) -> None:
         """The call is charged before the model can be checked (one round trip): a refusal undoes it whole."""
@@ -764,6 +781,7 @@ class TestAlerts:
          ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5."),
          ("storage", "free", None, "AI calls and new data are stopped until space is freed"),
          ("storage", "pro", None, "Further storage is billed as overage."),
+         ("storage", "enterprise", None, "Nothing stops: the plan goes on past its storage quota."),
          ("users", "pro", None, "has used 100 of its 100 members: 100% of the plan.\n\nNo more members can be added "
                                 "or invited")],
     )  # fmt: skip
