@@ -48,16 +48,22 @@ _SEALED = (
 )
 
 
-class StrictSerializer(serializers.Serializer):
-    """An input serializer that answers 400 for fields it does not know (no mass assignment), and for text
-    fields given anything but a JSON string (``apps.api.fields.refuse_non_strings``)."""
+class JsonSerializer(serializers.Serializer):
+    """An input serializer whose text fields take JSON strings only (``apps.api.fields.refuse_non_strings``)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        refuse_non_strings(self.fields, data)
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(JsonSerializer):
+    """An input serializer that also answers 400 for fields it does not know (no mass assignment)."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: [_("This field is not accepted here.")] for name in unknown})
-        refuse_non_strings(self.fields, data)
         return super().to_internal_value(data)
 
 

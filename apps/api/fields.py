@@ -8,7 +8,7 @@ documents a number has a bug, and OpenAI's API refuses it; so do these, with DRF
 messages. Query parameters are strings by nature and keep DRF's fields.
 
 DRF's ``CharField`` also takes ``5`` and ``true`` as ``"5"`` and ``"True"``: ``refuse_non_strings``
-refuses them for every text field of a body at once (``StrictSerializer`` and ``/v1`` call it).
+refuses them for every text field of a body at once (``apps.api.base.JsonSerializer`` calls it).
 """
 
 from __future__ import annotations

@@ -255,9 +255,9 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(message) from exc
     except openai.APIStatusError as exc:
         raise UpstreamError(status_words(exc)) from exc
+    except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
+        raise UpstreamError(unreachable_words(exc)) from exc
     except (openai.OpenAIError, httpx2.HTTPError) as exc:
-        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-            raise UpstreamError(unreachable_words(exc)) from exc
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request

@@ -93,7 +93,7 @@ def json_error(
     """A plain Django response in the API error format, for code outside DRF; for a ``request`` under /v1/
     with OpenAI's fields, as ``api_exception_handler`` gives DRF's errors."""
     body = error_body(code, message, details)
-    if request is not None and request.path.startswith("/v1/"):
+    if _openai_path(request):
         add_openai_fields(body["error"], status)
     response = JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
     for name, value in (headers or {}).items():
@@ -153,9 +153,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     ``type`` and ``param`` as well)."""
     response = _error_response(exc, context)
     request = context.get("request")
-    if response is not None and request is not None and request.path.startswith("/v1/"):
+    if response is not None and _openai_path(request):
         add_openai_fields(response.data["error"], response.status_code)
     return response
+
+
+def _openai_path(request: Any) -> bool:
+    """Under /v1/: errors also carry OpenAI's fields, for OpenAI's clients."""
+    return request is not None and request.path.startswith("/v1/")
 
 
 # OpenAI's error types by status, for OpenAI's clients (their exceptions' ``type``).

@@ -32,8 +32,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
-from apps.api.base import AUTHENTICATED, TenantApi
-from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField, refuse_non_strings
+from apps.api.base import AUTHENTICATED, JsonSerializer, TenantApi
+from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField
 from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
@@ -84,16 +84,12 @@ def _model(model: str, created: int) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": created, "owned_by": "hydronet"}
 
 
-class MessageSerializer(serializers.Serializer):
+class MessageSerializer(JsonSerializer):
     role = serializers.ChoiceField(choices=_ROLES)
     content = serializers.JSONField(required=False, allow_null=True)
     name = serializers.CharField(required=False, max_length=64)
     tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
     tool_call_id = serializers.CharField(required=False, max_length=100)
-
-    def to_internal_value(self, data: Any) -> Any:
-        refuse_non_strings(self.fields, data)
-        return super().to_internal_value(data)
 
     def validate_content(self, value: Any) -> Any:
         """OpenAI's shapes: a string, or a list of parts each with a ``type`` (a text part with its ``text``).
@@ -152,7 +148,7 @@ class ChatCompletionsApi(TenantApi):
     credentials = ("api_key",)
     metered = True
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonSerializer):
         """OpenAI's request body. The options are checked against OpenAI's ranges here, so a bad one
         is a 400 from us rather than the model server's refusal as a 502. Fields it does not list
         are ignored, as OpenAI ignores what it does not use (clients send ``user``, ``store``...)."""
@@ -187,10 +183,6 @@ class ChatCompletionsApi(TenantApi):
                 for name, field in self._declared_fields.items()
                 if given is None or name not in _OPTION_FIELDS or name in given
             }
-
-        def to_internal_value(self, data: Any) -> Any:
-            refuse_non_strings(self.fields, data)
-            return super().to_internal_value(data)
 
         def validate_stop(self, value: Any) -> Any:
             stops = [value] if isinstance(value, str) else value

@@ -275,7 +275,6 @@ class StandingAlert:
     """A quota's highest threshold crossed this month that its use is still at or above, and that use."""
 
     alert: QuotaAlert
-    limit: int
     used: int
 
 
@@ -296,9 +295,11 @@ def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[Standing
     standing = []
     for quota, alerts in recorded.items():
         limit, used = quota_used(quota, tenant, limits, day)
-        top = next((alert for alert in alerts if limit and 100 * used >= alert.threshold * limit), None)
-        if top is not None and limit:
-            standing.append(StandingAlert(alert=top, limit=limit, used=used))
+        if not limit:  # unlimited now
+            continue
+        top = next((alert for alert in alerts if 100 * used >= alert.threshold * limit), None)
+        if top is not None:
+            standing.append(StandingAlert(alert=top, used=used))
     return standing
 
 
