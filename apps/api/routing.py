@@ -2,7 +2,9 @@
 
 ``operations(GET=UserListApi, POST=UserCreateApi)`` gives one URL pattern that
 hands each request to the class for its method, and answers 405 (in the error
-format) for any other. drf-spectacular sees each operation's own class through
+format) for any other. ``HEAD`` is served by the ``GET`` class, and ``OPTIONS`` by
+the ``GET`` class (or the first) with the methods of the whole path, as a path with
+one class answers both. drf-spectacular sees each operation's own class through
 ``OperationsSchemaGenerator``.
 """
 
@@ -24,10 +26,16 @@ class _OperationRouter(APIView):
 
     @property
     def allowed_methods(self) -> list[str]:
-        return [*self.operation_classes, "OPTIONS"]
+        head = ["HEAD"] if "GET" in self.operation_classes else []
+        return [*self.operation_classes, *head, "OPTIONS"]
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        view = self.operation_views.get(request.method or "")
+        method = request.method or ""
+        if method == "HEAD":
+            method = "GET"
+        elif method == "OPTIONS":
+            method = "GET" if "GET" in self.operation_views else next(iter(self.operation_views))
+        view = self.operation_views.get(method)
         if view is None:
             response = json_error(
                 "method_not_allowed",
@@ -35,9 +43,10 @@ class _OperationRouter(APIView):
                 status=405,
                 request=request,
             )
-            response["Allow"] = ", ".join(self.operation_classes)
-            return response
-        return view(request, *args, **kwargs)
+        else:
+            response = view(request, *args, **kwargs)
+        response["Allow"] = ", ".join(self.allowed_methods)
+        return response
 
 
 def operations(**by_method: type[APIView]) -> Any:

@@ -237,6 +237,7 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps.api.negotiation.ContentNegotiation",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "apps.api.schema.OperationAutoSchema",
+    "DEFAULT_METADATA_CLASS": "apps.api.metadata.PathMetadata",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
