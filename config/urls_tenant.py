@@ -3,6 +3,7 @@
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from apps.accounts.views import language_view
 from apps.core.views import api_path_not_found
 from apps.tenants.urls import tenant_urlpatterns
 
@@ -23,7 +24,7 @@ urlpatterns = [
     path("", include("apps.mcp.urls")),
     path("", include("apps.llm.urls")),
     path("", include("apps.usage.urls")),
-    path("i18n/", include("django.conf.urls.i18n")),
+    path("i18n/setlang/", language_view, name="set_language"),  # Django's, and the member's choice kept
     # Last: any other API path is the JSON 404, under DEBUG too (where Django would show its HTML page).
     re_path(r"^(?:api|v1)(?:/|$)", api_path_not_found),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -27,7 +28,7 @@ from apps.api.schema import error_response, quota_exceeded
 class UserOutput(serializers.ModelSerializer):
     class Meta:
         model = User
-        fields = ("id", "email", "full_name", "role", "is_active", "date_joined", "last_login")
+        fields = ("id", "email", "full_name", "role", "is_active", "date_joined", "last_login", "language")
         read_only_fields = fields
 
 
@@ -177,21 +178,21 @@ class MeApi(TenantApi):
 
 
 class ProfileUpdateApi(TenantApi):
-    """PATCH /api/auth/me: change one's own name. Role, staff flags and tenant are not accepted."""
+    """PATCH /api/auth/me: change one's own name, and the language of emails to oneself. Role, staff flags
+    and tenant are not accepted."""
 
     required_permission = AUTHENTICATED
 
     class InputSerializer(StrictSerializer):
-        full_name = serializers.CharField(max_length=150, allow_blank=True)
+        full_name = serializers.CharField(max_length=150, allow_blank=True, required=False)
+        language = serializers.ChoiceField(choices=settings.LANGUAGES, required=False)
 
     @extend_schema(request=InputSerializer, responses={200: UserOutput})
     def patch(self, request: Request) -> Response:
         member = self.member(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.user_update_profile(
-            actor=self.actor(request), user=member, full_name=data.validated_data.get("full_name", member.full_name)
-        )
+        user = services.user_update_profile(actor=self.actor(request), user=member, **data.validated_data)
         return Response(UserOutput(user).data)
 
 

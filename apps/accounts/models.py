@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.contrib.sessions.base_session import AbstractBaseSession
@@ -52,6 +53,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         _("platform staff"), default=False, help_text=_("May log in to the platform admin (public schema only).")
     )
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
+    # The language the member last chose (the pages' language switch, PATCH /api/auth/me): what emails to
+    # them are written in, and what their browsers switch to when they log in. Blank: never chosen.
+    language = models.CharField(_("language"), max_length=16, choices=settings.LANGUAGES, blank=True)
     # Set by a deactivation: access tokens issued before it stay refused after a reactivation too
     # (apps.api.authentication), as its refresh tokens and sessions ended with it.
     tokens_valid_after = models.DateTimeField(_("tokens valid after"), null=True, blank=True, editable=False)

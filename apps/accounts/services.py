@@ -184,15 +184,25 @@ def staff_user_create(*, email: str, password: str) -> User:
 
 
 @transaction.atomic
-def user_update_profile(*, actor: Actor, user: User, full_name: str) -> User:
-    """Change what members may change about themselves: their name."""
-    full_name = full_name.strip()[:150]
-    if full_name == user.full_name:
+@transaction.atomic
+def user_update_profile(*, actor: Actor, user: User, full_name: str | None = None, language: str | None = None) -> User:
+    """Change what members may change about themselves: their name, and the language emails to them are
+    written in (``None``: unchanged)."""
+    changes: dict[str, list[str]] = {}
+    if full_name is not None and full_name.strip()[:150] != user.full_name:
+        changes["full_name"] = [user.full_name, full_name.strip()[:150]]
+    if language is not None and language != user.language:
+        if language not in dict(settings.LANGUAGES):
+            choices = ", ".join(code for code, _name in settings.LANGUAGES)
+            message = _("Choose one of: %(choices)s.") % {"choices": choices}
+            raise InvalidInput(message, details={"language": [message]})
+        changes["language"] = [user.language, language]
+    if not changes:
         return user
-    previous = user.full_name
-    user.full_name = full_name
-    user.save(update_fields=["full_name"])
-    audit_record(actor=actor, action="user.profile_updated", target=user, metadata={"full_name": [previous, full_name]})
+    for field, (_before, after) in changes.items():
+        setattr(user, field, after)
+    user.save(update_fields=list(changes))
+    audit_record(actor=actor, action="user.profile_updated", target=user, metadata=changes)
     return user
 
 

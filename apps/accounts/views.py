@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import logout as auth_logout
@@ -17,6 +18,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
+from django.views.i18n import set_language
 
 from apps.accounts import services
 from apps.accounts.decorators import permission_required
@@ -43,6 +45,34 @@ from apps.usage import limits
 from apps.usage.selectors import api_key_totals
 
 # --- Login and logout -------------------------------------------------------------
+
+
+def _remember_language(user: Any, response: HttpResponse) -> HttpResponse:
+    """After a web login: a member who chose a language (the language switch, ``PATCH /api/auth/me``) gets
+    it in every browser they log in with."""
+    if user.language:
+        response.set_cookie(
+            settings.LANGUAGE_COOKIE_NAME,
+            user.language,
+            max_age=settings.LANGUAGE_COOKIE_AGE,
+            path=settings.LANGUAGE_COOKIE_PATH,
+            domain=settings.LANGUAGE_COOKIE_DOMAIN,
+            secure=settings.LANGUAGE_COOKIE_SECURE,
+            httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
+            samesite=settings.LANGUAGE_COOKIE_SAMESITE,  # type: ignore[arg-type]  # a setting: Django's values
+        )
+    return response
+
+
+@require_http_methods(["POST"])
+def language_view(request: HttpRequest) -> HttpResponse:
+    """The pages' language switch: Django's ``set_language`` (a cookie, then back to the page), and a
+    member's choice kept for the emails written to them and for their other browsers."""
+    response = set_language(request)
+    language = request.POST.get("language")
+    if request.user.is_authenticated and language in dict(settings.LANGUAGES):
+        services.user_update_profile(actor=request_actor(request), user=request.user, language=language)
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -75,7 +105,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
                 status = 400
             else:
                 auth_login(request, user)
-                return redirect(next_url or "tenants:dashboard")
+                return _remember_language(user, redirect(next_url or "tenants:dashboard"))
         else:
             status = 400
     else:
@@ -230,7 +260,7 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
             else:
                 auth_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
                 messages.success(request, _("Welcome to %(name)s.") % {"name": request.tenant.name})  # type: ignore[attr-defined]
-                return redirect("tenants:dashboard")
+                return _remember_language(user, redirect("tenants:dashboard"))
         status = 400
     return render(request, "accounts/invitation_accept.html", {"form": form, "invitation": invitation}, status=status)
 

@@ -34,18 +34,21 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     if alert is None:  # already sent (a retried task) or gone
         return []
     tenant = tenant_current()
-    admins = list(User.objects.filter(role=Role.ADMIN, is_active=True).values_list("email", flat=True))
-    context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
-    with translation.override(language):
-        context["quota_name"] = alert.get_quota_display()
-        context["quota_units"] = _units(alert.quota)
-        context["consequence"] = _consequence(alert, L.limits_for(tenant), tenant.plan)
-        subject = render_to_string("usage/email/quota_alert_subject.txt", context).strip()
-        body = render_to_string("usage/email/quota_alert.txt", context)
-    if admins:
+    by_language: dict[str, list[str]] = {}  # each admin in their own language; ``language`` for who has none
+    for email, own in User.objects.filter(role=Role.ADMIN, is_active=True).values_list("email", "language"):
+        by_language.setdefault(own or language, []).append(email)
+    limits = L.limits_for(tenant)
+    for each, admins in sorted(by_language.items()):
+        context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
+        with translation.override(each):
+            context["quota_name"] = alert.get_quota_display()
+            context["quota_units"] = _units(alert.quota)
+            context["consequence"] = _consequence(alert, limits, tenant.plan)
+            subject = render_to_string("usage/email/quota_alert_subject.txt", context).strip()
+            body = render_to_string("usage/email/quota_alert.txt", context)
         send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, admins)
     QuotaAlert.objects.filter(pk=alert.pk).update(emailed_at=timezone.now())
-    return admins
+    return [email for admins in by_language.values() for email in admins]
 
 
 def _units(quota: str) -> str:

@@ -16,6 +16,7 @@ from django_tenants.utils import schema_context
 from apps.accounts import services
 from apps.accounts.models import Invitation, Role, User, UserSession
 from apps.accounts.tasks import send_invitation_email, send_password_reset_email
+from apps.audit.models import AuditEvent
 from apps.core.actors import Actor
 from apps.core.exceptions import InvalidInput
 from apps.tenants.models import Tenant
@@ -247,6 +248,22 @@ class TestProfileAndPasswords:
         member = make_member(tenant_alpha, Role.VIEWER)
         response = send(api(tenant_alpha, member), "patch", "/api/auth/me", {"full_name": "Ada Lovelace"})
         assert response.json()["full_name"] == "Ada Lovelace"
+
+    def test_the_profile_keeps_the_language_of_emails(self, tenant_alpha: TenantFixture) -> None:
+        member = make_member(tenant_alpha, Role.VIEWER)
+        chosen = send(api(tenant_alpha, member), "patch", "/api/auth/me", {"language": "zh-hans"})
+        assert chosen.status_code == 200, chosen.content
+        assert chosen.json()["language"] == "zh-hans"
+        for wrong in ("de", "", None, 1, ["en"]):
+            refused = send(api(tenant_alpha, member), "patch", "/api/auth/me", {"language": wrong})
+            assert refused.status_code == 400, (wrong, refused.content)
+            assert "language" in refused.json()["error"]["details"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            member.refresh_from_db()
+            assert member.language == "zh-hans"
+            (event,) = AuditEvent.objects.filter(action="user.profile_updated", target_id=str(member.pk))
+            assert event.metadata == {"language": ["", "zh-hans"]}
+        assert send(api(tenant_alpha, member), "patch", "/api/auth/me", {}).json()["language"] == "zh-hans"
 
     def test_password_change_ends_other_sessions_and_tokens(self, tenant_alpha: TenantFixture) -> None:
         member = make_member(tenant_alpha, Role.USER)

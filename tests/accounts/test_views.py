@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
+from django_tenants.utils import schema_context
 
-from tests.conftest import TenantFixture
+from apps.accounts.models import Role
+from tests.conftest import ADMIN_PASSWORD, TenantFixture, make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +46,42 @@ def test_the_root_sends_visitors_to_log_in(tenant_alpha: TenantFixture) -> None:
     client = tenant_alpha.client()
     assert client.get("/")["Location"] == "/dashboard/"
     assert client.get("/dashboard/")["Location"] == "/login/?next=/dashboard/"
+
+
+def language_of(tenant: TenantFixture, member: object) -> str:
+    with schema_context(tenant.tenant.schema_name):
+        member.refresh_from_db()  # type: ignore[attr-defined]
+        return str(member.language)  # type: ignore[attr-defined]
+
+
+def test_logging_in_chooses_no_language(tenant_alpha: TenantFixture) -> None:
+    member = make_member(tenant_alpha, Role.USER)
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    logged_in = client.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD})
+    assert logged_in.status_code == 302
+    assert settings.LANGUAGE_COOKIE_NAME not in logged_in.cookies
+    assert language_of(tenant_alpha, member) == ""
+
+
+def test_the_language_switch_keeps_a_members_choice_for_every_browser(tenant_alpha: TenantFixture) -> None:
+    member = make_member(tenant_alpha, Role.VIEWER)
+    laptop = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    laptop.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD})
+    switched = laptop.post("/i18n/setlang/", {"language": "zh-hans", "next": "/dashboard/"})
+    assert switched.status_code == 302
+    assert switched["Location"] == "/dashboard/"
+    assert switched.cookies[settings.LANGUAGE_COOKIE_NAME].value == "zh-hans"
+    assert language_of(tenant_alpha, member) == "zh-hans"
+    assert laptop.post("/i18n/setlang/", {"language": "de"}).status_code == 302  # not one of ours: nothing kept
+    assert language_of(tenant_alpha, member) == "zh-hans"
+
+    phone = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")  # a browser that never saw the choice
+    logged_in = phone.post("/login/", {"username": member.email, "password": ADMIN_PASSWORD})
+    assert logged_in.cookies[settings.LANGUAGE_COOKIE_NAME].value == "zh-hans"
+    assert phone.get("/dashboard/").headers["Content-Language"] == "zh-hans"
+
+
+def test_the_language_switch_works_for_visitors_too(tenant_alpha: TenantFixture) -> None:
+    switched = tenant_alpha.client().post("/i18n/setlang/", {"language": "en", "next": "/login/"})
+    assert switched.status_code == 302
+    assert switched.cookies[settings.LANGUAGE_COOKIE_NAME].value == "en"

@@ -20,7 +20,7 @@ from django.test import Client
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
-from apps.accounts.models import ApiKey, Role
+from apps.accounts.models import ApiKey, Role, User
 from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.chat.models import Conversation, Message
@@ -740,6 +740,19 @@ class TestAlerts:
         assert "90%" in message.subject
         assert "API calls" in message.subject
         assert "/usage/" in message.body
+
+    def test_each_admin_reads_the_email_in_their_own_language(self, tenant_alpha: TenantFixture) -> None:
+        chinese = make_member(tenant_alpha, Role.ADMIN)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=90,
+                                              limit=100, used=90)  # fmt: skip
+            sent = send_quota_alert_email.apply(args=[alert.pk, "en"]).get()  # "en": the page's, for who has none
+        assert sorted(sent) == sorted([tenant_alpha.admin_email, chinese.email])
+        by_recipient = {tuple(message.to): message for message in mail.outbox}
+        assert set(by_recipient) == {(tenant_alpha.admin_email,), (chinese.email,)}
+        assert "API calls" in by_recipient[(tenant_alpha.admin_email,)].subject
+        assert "API 调用" in by_recipient[(chinese.email,)].subject, by_recipient[(chinese.email,)].subject
 
     def test_users_and_mcp_services_alert_too(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         from apps.accounts.services import user_create

@@ -52,7 +52,7 @@ ACTIONS = {
     "user.role_changed": _("Role changed"),
 }
 # Details stored as [before, after].
-CHANGES = ("role", "full_name")
+CHANGES = ("role", "full_name", "language")
 FEN_SUFFIX = "_fen"
 
 
