@@ -282,15 +282,20 @@ def _reply(
     except engine.UpstreamError as exc:
         meter.release(ticket)
         first = exc
-    if question is not None:
-        try:
+    # A model the request names becomes the conversation's, for its next turns, a reload and "Try again".
+    remember = bool(model) and chosen != conversation.model
+    conversation.model = chosen if remember else conversation.model
+    try:
+        if question is not None:
             _store_user_message(conversation, question, replaces=question_replaces)
-        except BaseException:
-            if not isinstance(first, engine.UpstreamError):
-                first.close()
-                meter.release(ticket)
-            meter.unclaim()
-            raise
+        elif remember:  # answered again: nothing else is stored before the reply
+            Conversation.objects.filter(pk=conversation.pk).update(model=chosen)
+    except BaseException:
+        if not isinstance(first, engine.UpstreamError):
+            first.close()
+            meter.release(ticket)
+        meter.unclaim()
+        raise
     return _stream_turn(
         conversation=conversation,
         server=server,
@@ -306,7 +311,8 @@ def _reply(
 
 
 def _store_user_message(conversation: Conversation, content: str, *, replaces: int | None = None) -> None:
-    """Store the user's message and touch the conversation (its title, if it has none yet) in one statement.
+    """Store the user's message and touch the conversation (its title, if it has none yet, and its model) in one
+    statement.
 
     One ``INSERT`` and one ``UPDATE`` in a transaction were four round trips
     (``BEGIN``, both statements, ``COMMIT``); as one statement (a data-modifying
@@ -315,9 +321,14 @@ def _store_user_message(conversation: Conversation, content: str, *, replaces: i
     chat time to first token).
     """
     message = Message(conversation=conversation, role=Role.USER, content=content, replaces_id=replaces)
-    if not conversation.title:
-        conversation.title = content[:TITLE_LENGTH]
-    _insert_message(message, then="SET title = %s, updated_at = %s", params=[conversation.title, _touch(conversation)])
+    if not conversation.title:  # one line of text, as a renamed title must be (_valid_title)
+        line = " ".join(content.split())
+        conversation.title = "".join(char for char in line if unicodedata.category(char) != "Cc")[:TITLE_LENGTH]
+    _insert_message(
+        message,
+        then="SET title = %s, model = %s, updated_at = %s",
+        params=[conversation.title, conversation.model, _touch(conversation)],
+    )
 
 
 def _touch(conversation: Conversation) -> Any:

@@ -81,6 +81,13 @@ class TestConversations:
         assert created.status_code == 400
         assert client.get("/api/conversations").json()["count"] == 1
 
+    def test_a_title_from_the_first_question_is_one_line_too(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        asked = post(client, f"/api/conversations/{conversation}/messages", {"content": "line one\n\n\tline  two\x07"})
+        assert asked.status_code == 200, asked.content
+        assert client.get(f"/api/conversations/{conversation}").json()["title"] == "line one line two"
+
     def test_search_finds_what_was_said_but_not_tool_output_errors_or_others_conversations(
         self, tenant_alpha: TenantFixture
     ) -> None:
@@ -384,6 +391,29 @@ class TestBadInput:
             client, f"/api/conversations/{conversation}/messages", {"content": "hi", "model": "a-retired-model"}
         )
         assert (asked.status_code, asked.json()["error"]["code"]) == (400, "unknown_model")
+
+    def test_the_model_a_turn_names_becomes_the_conversations(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        """So a reload shows it chosen, and "Try again" (which sends the page's choice) asks the model that failed."""
+        settings.LLM_MODELS = ["hydronet-demo", "org/model-2"]
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}"
+
+        def kept() -> str:
+            return str(client.get(path).json()["model"])
+
+        # The demo model server knows only hydronet-demo: a turn on org/model-2 fails, as with a real server.
+        assert post(client, f"{path}/messages", {"content": "hi", "model": "org/model-2"}).status_code == 502
+        assert kept() == "org/model-2"
+        assert post(client, f"{path}/messages", {"content": "and then"}).status_code == 502  # the kept one asked
+        assert kept() == "org/model-2"
+        refused = post(client, f"{path}/messages", {"content": "hi", "model": "gpt-imaginary"})
+        assert refused.status_code == 400
+        assert kept() == "org/model-2"
+        assert post(client, f"{path}/retry", {"model": "hydronet-demo"}).status_code == 200
+        assert kept() == "hydronet-demo"
+        assert post(client, f"{path}/edit", {"content": "hi again", "model": "org/model-2"}).status_code == 502
+        assert kept() == "org/model-2"
 
 
 class TestModelServerFaults:
