@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.http import Http404
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.accounts.permissions import Perm, role_has
@@ -77,13 +79,18 @@ def conversation_create(*, actor: Actor, title: str = "", model: str | None = No
 
 @transaction.atomic
 def conversation_rename(*, actor: Actor, conversation: Conversation, title: str) -> Conversation:
-    conversation.title = _valid_title(title)
-    conversation.save(update_fields=["title", "updated_at"])
+    title, now = _valid_title(title), timezone.now()
+    if not Conversation.objects.filter(pk=conversation.pk).update(title=title, updated_at=now):
+        raise Http404  # deleted since it was read (another tab)
+    conversation.title, conversation.updated_at = title, now
     return conversation
 
 
 @transaction.atomic
 def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
+    # Locked first: of two deletes at once, the second finds nothing (404), not a second audit event.
+    if not Conversation.objects.select_for_update().filter(pk=conversation.pk).exists():
+        raise Http404
     audit_record(
         actor=actor,
         action="conversation.deleted",

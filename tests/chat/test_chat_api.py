@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.http import Http404
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
+from apps.audit.models import AuditEvent
+from apps.chat import services
 from apps.chat.models import Conversation, Message
 from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_user_message
+from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
@@ -80,6 +84,20 @@ class TestConversations:
         created = client.post("/api/conversations", {"title": 7}, content_type="application/json")
         assert created.status_code == 400
         assert client.get("/api/conversations").json()["count"] == 1
+
+    def test_a_conversation_deleted_meanwhile_is_a_404_to_rename_and_delete(self, tenant_alpha: TenantFixture) -> None:
+        """Read by one request, deleted by another (a second tab) before the first writes."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            actor = Actor(user=Conversation.objects.get(pk=conversation).user)
+            read = Conversation.objects.get(pk=conversation)
+            services.conversation_delete(actor=actor, conversation=read)
+            with pytest.raises(Http404):
+                services.conversation_rename(actor=actor, conversation=read, title="Renamed")
+            with pytest.raises(Http404):
+                services.conversation_delete(actor=actor, conversation=read)
+            assert AuditEvent.objects.filter(action="conversation.deleted", target_id=str(conversation)).count() == 1
 
     def test_a_title_from_the_first_question_is_one_line_too(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
