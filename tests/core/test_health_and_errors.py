@@ -9,6 +9,7 @@ from django.test import Client, override_settings
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role, User
+from apps.usage.models import UsageEvent
 from tests.accounts.test_pages import logged_in
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 
@@ -151,6 +152,64 @@ def test_a_body_nested_deeper_than_the_parser_goes_is_a_400(tenant_alpha: Tenant
 
 
 @pytest.mark.parametrize(
+    ("body", "param", "details"),
+    [
+        ('{"messages": [{"role": "user", "content": "hi\\ud800"}]}', "messages", {"0": {"content": "U+D800"}}),
+        (
+            '{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\uDFFF"}]}]}',
+            "messages",
+            {"0": {"content": {"0": {"text": "U+DFFF"}}}},
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": '
+            '{"name": "f", "parameters": {"type": "object", "maximum": 1e400}}}]}',
+            "tools",
+            {"0": {"function": {"parameters": {"maximum": "too large"}}}},
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", '
+            '"json_schema": {"name": "x", "schema": {"minimum": -1e999}}}}',
+            "response_format",
+            {"json_schema": {"schema": {"minimum": "too large"}}},
+        ),
+        ('{"messages": [{"role": "user", "content": "hi", "\\ud800": 1}]}', "messages", {"0": "U+D800"}),
+    ],
+)
+def test_json_that_cannot_be_sent_on_is_a_400_at_its_path(
+    tenant_alpha: TenantFixture, body: str, param: str, details: dict[str, Any]
+) -> None:
+    """A lone surrogate and a number beyond a float's range are read by Python but cannot be written again: in
+    /v1's free-form fields they reached the model server's request and failed there, as a 502."""
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.ADMIN)))
+    for text in (body, '{"stream": true, ' + body[1:]):
+        response = client.post("/v1/chat/completions", text, content_type="application/json")
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_input", param)
+
+        def matches(found: Any, expected: Any) -> bool:
+            if isinstance(expected, str):
+                return isinstance(found, list) and expected in found[0]
+            return isinstance(found, dict) and all(matches(found.get(k), v) for k, v in expected.items())
+
+        assert matches(error["details"][param], details), error["details"]
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert not UsageEvent.objects.exists()  # nothing charged
+
+
+def test_a_conversations_text_with_a_lone_surrogate_is_refused_as_before(tenant_alpha: TenantFixture) -> None:
+    client = tenant_alpha.client(
+        HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+    )
+    response = client.post("/api/conversations", '{"title": "a\\ud800"}', content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"title": ["Surrogate characters are not allowed: U+D800."]}
+    pair = client.post("/api/conversations", '{"title": "\\ud83c\\udf0a"}', content_type="application/json")
+    assert pair.status_code == 201  # a pair is one character
+    assert pair.json()["title"] == "\U0001f30a"
+
+
+@pytest.mark.parametrize(
     ("path", "back"),
     [
         ("/usage/spending-cap/", "/usage/"),
@@ -197,3 +256,12 @@ def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: Tenan
         assert "JSON only" in error["message"]
     assert client.get("/api/schema/?format=json").status_code == 200  # the schema's own formats still
     assert client.get("/api/schema/?format=yaml").status_code == 200
+
+
+def test_a_body_in_a_charset_that_is_not_text_is_a_400(tenant_alpha: TenantFixture) -> None:
+    """``bz2_codec`` would decompress a small body into a large one after the size check."""
+    client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+    for charset in ("bz2_codec", "zlib_codec"):
+        response = client.generic("POST", "/api/conversations", b"{}", f"application/json; charset={charset}")
+        assert response.status_code == 400, (charset, response.content)
+        assert response.json()["error"]["code"] == "invalid_input"
