@@ -21,7 +21,7 @@ from apps.accounts.selectors import (
     invitation_list_open,
     user_list,
 )
-from apps.api.base import AUTHENTICATED, PageQuery, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
 from apps.api.schema import error_response, quota_exceeded
 
 
@@ -273,7 +273,7 @@ class UserListApi(TenantApi):
 
     required_permission = Perm.MANAGE_USERS
 
-    class FilterSerializer(StrictSerializer, PageQuery):
+    class FilterSerializer(StrictQuery, PageQuery):
         search = serializers.CharField(required=False, allow_blank=True, max_length=254)
         role = serializers.ChoiceField(choices=ROLE_CHOICES, required=False)
         is_active = serializers.BooleanField(required=False, allow_null=True, default=None)

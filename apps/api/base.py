@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from apps.accounts.models import User
@@ -59,12 +60,22 @@ class JsonSerializer(serializers.Serializer):
 class StrictSerializer(JsonSerializer):
     """An input serializer that also answers 400 for fields it does not know (no mass assignment)."""
 
+    #: Names accepted without being fields (``StrictQuery``'s ``format``).
+    passes: ClassVar[frozenset[str]] = frozenset()
+
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            unknown = sorted(set(data) - set(self.fields) - self.passes)
             if unknown:
                 raise serializers.ValidationError({name: [_("This field is not accepted here.")] for name in unknown})
         return super().to_internal_value(data)
+
+
+class StrictQuery(StrictSerializer):
+    """A list's query parameters: unknown ones refused as a body's fields are, but DRF's ``?format=``, which the
+    content negotiation reads (``format=json``: apps.api.negotiation says it may be given)."""
+
+    passes = frozenset({api_settings.URL_FORMAT_OVERRIDE})
 
 
 class TenantApi(APIView):
@@ -74,6 +85,9 @@ class TenantApi(APIView):
 
     required_permission: ClassVar[Any] = _UNDECLARED
     dangerously_allow_anonymous: ClassVar[bool] = False
+    #: Media types the endpoint answers in itself, outside DRF's renderers (a stream of events, a file): an
+    #: ``Accept`` naming one is not a 406 (apps.api.negotiation); errors are still JSON.
+    answers_also: ClassVar[tuple[str, ...]] = ()
     #: Which credentials the endpoint accepts; a subclass may narrow it (never widen the checks).
     credentials: ClassVar[tuple[str, ...]] = ("api_key", "jwt", "session")
     #: The endpoint makes AI calls: it passes ``self.meter`` to its service, whose first

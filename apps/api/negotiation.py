@@ -1,4 +1,5 @@
-"""How DRF picks the response's format, with an unknown ``?format=`` refused as such."""
+"""How DRF picks the response's format, with an unknown ``?format=`` refused as such, and the media types an
+endpoint answers in outside DRF's renderers (a stream of events, a Markdown file) accepted as such."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
+from rest_framework.utils.mediatypes import media_type_matches
 
 
 class ContentNegotiation(DefaultContentNegotiation):
@@ -18,3 +21,16 @@ class ContentNegotiation(DefaultContentNegotiation):
         if not matching:
             raise NotAcceptable(_("This endpoint answers in JSON only: leave out format=, or use format=json."))
         return matching
+
+    def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> Any:
+        """An ``Accept`` naming only what the endpoint answers in itself (``TenantApi.answers_also``: ``Accept:
+        text/event-stream``, which SSE clients send) was DRF's 406, its only renderer being JSON's. Such a
+        request goes on; the endpoint's JSON renderer writes its errors."""
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            view = (getattr(request, "parser_context", None) or {}).get("view")
+            also = getattr(view, "answers_also", ())
+            if any(media_type_matches(served, token) for served in also for token in self.get_accept_list(request)):
+                return renderers[0], renderers[0].media_type
+            raise

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.api.base import AUTHENTICATED, PageQuery, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
 from apps.api.fields import JsonBooleanField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
@@ -90,7 +90,7 @@ class ConversationListApi(TenantApi):
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
 
-    class FilterSerializer(StrictSerializer, PageQuery):
+    class FilterSerializer(StrictQuery, PageQuery):
         search = serializers.CharField(required=False, allow_blank=True, max_length=200)
         all = serializers.BooleanField(required=False, default=False)
 
@@ -161,6 +161,7 @@ class ConversationExportApi(TenantApi):
     """
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
+    answers_also = ("text/markdown",)
 
     @extend_schema(responses={(200, "text/markdown"): OpenApiResponse(response=OpenApiTypes.STR)})
     def get(self, request: Request, conversation_id: int) -> HttpResponse:
@@ -275,6 +276,7 @@ class _TurnApi(TenantApi):
 
     required_permission = Perm.CREATE_CONVERSATION
     metered = True
+    answers_also = ("text/event-stream",)
 
     class InputSerializer(StrictSerializer):
         stream = JsonBooleanField(required=False, default=False)

@@ -147,6 +147,7 @@ class ChatCompletionsApi(TenantApi):
     required_permission = Perm.CREATE_CONVERSATION
     credentials = ("api_key",)
     metered = True
+    answers_also = ("text/event-stream",)
 
     class InputSerializer(JsonSerializer):
         """OpenAI's request body. The options are checked against OpenAI's ranges here, so a bad one

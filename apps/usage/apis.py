@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from apps.accounts.models import User
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.api.base import AUTHENTICATED, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, StrictQuery, StrictSerializer, TenantApi
 from apps.api.fields import IsoDateField, JsonIntegerField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response
@@ -45,7 +45,7 @@ class UsageApi(TenantApi):
 
     required_permission = AUTHENTICATED
 
-    class FilterSerializer(StrictSerializer):
+    class FilterSerializer(StrictQuery):
         # "from" is a Python keyword, hence the source mapping.
         from_ = IsoDateField(required=False)
         to = IsoDateField(required=False)

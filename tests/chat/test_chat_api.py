@@ -99,6 +99,26 @@ class TestConversations:
                 services.conversation_delete(actor=actor, conversation=read)
             assert AuditEvent.objects.filter(action="conversation.deleted", target_id=str(conversation)).count() == 1
 
+    def test_what_a_turn_and_the_download_answer_in_may_be_asked_for(self, tenant_alpha: TenantFixture) -> None:
+        """SSE clients send ``Accept: text/event-stream``: it was a 406, JSON being DRF's only renderer."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}"
+        streamed = client.post(f"{path}/messages", {"content": "hi", "stream": True}, content_type="application/json",
+                               HTTP_ACCEPT="text/event-stream")  # fmt: skip
+        assert streamed.status_code == 200
+        assert streamed["Content-Type"].startswith("text/event-stream")
+        assert sse(streamed)[-1][0] == "done"
+        refused = client.post(f"{path}/messages", {"content": ""}, content_type="application/json",
+                              HTTP_ACCEPT="text/event-stream")  # fmt: skip
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "invalid_input"  # errors stay JSON
+        exported = client.get(f"{path}/export", HTTP_ACCEPT="text/markdown")
+        assert exported.status_code == 200
+        assert exported["Content-Type"].startswith("text/markdown")
+        assert client.get(f"{path}/export", HTTP_ACCEPT="image/png").status_code == 406
+        assert client.get(path, HTTP_ACCEPT="text/event-stream").status_code == 406  # it answers JSON only
+
     def test_a_title_from_the_first_question_is_one_line_too(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)
         conversation = new_conversation(client)

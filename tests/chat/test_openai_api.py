@@ -85,6 +85,16 @@ class TestInProcess:
         assert any(c["choices"] and c["choices"][0]["finish_reason"] == "stop" for c in chunks)
         assert chunks[-1]["usage"]["total_tokens"] > 0
 
+    def test_a_stream_may_be_asked_for_with_accept(self, tenant_alpha: TenantFixture) -> None:
+        """``Accept: text/event-stream``, as SSE clients send it, was a 406."""
+        client = tenant_alpha.client(HTTP_ACCEPT="text/event-stream", **bearer(api_key_secret(tenant_alpha, "user")))
+        response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=True)
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content).decode().endswith("data: [DONE]\n\n")
+        refused = completions(client, messages=[], stream=True)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+
     @pytest.mark.parametrize("credential", ["jwt", "none", "other-tenant-key"])
     def test_only_this_tenants_api_keys(
         self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, credential: str

@@ -255,6 +255,11 @@ def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: Tenan
         assert error["code"] == "not_acceptable"
         assert "JSON only" in error["message"]
     assert client.get("/api/schema/?format=json").status_code == 200  # the schema's own formats still
+    for path in ("/api/usage?format=json", "/api/conversations?format=json", "/api/users?format=json"):
+        assert client.get(path).status_code == 200, path  # what the 406 says may be given
+    refused = client.get("/api/conversations?format=json&colour=blue")
+    assert refused.status_code == 400
+    assert list(refused.json()["error"]["details"]) == ["colour"]
     assert client.get("/api/schema/?format=yaml").status_code == 200
 
 
