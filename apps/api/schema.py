@@ -69,6 +69,9 @@ class OperationAutoSchema(AutoSchema):
             errors["400"] = INVALID_INPUT
         if "{" in self.path:
             errors["404"] = NOT_FOUND
+        if self.method == "GET" and self._is_list_view():  # paged (TenantApi.paginate)
+            errors.setdefault("400", PAGE_OUT_OF_RANGE)
+            errors["404"] = NOT_FOUND_OR_PAST_THE_END if "{" in self.path else PAST_THE_END
         if not getattr(view, "dangerously_allow_anonymous", True):  # a TenantApi that needs a credential
             errors["401"] = UNAUTHENTICATED
             errors["403"] = FORBIDDEN
@@ -115,6 +118,9 @@ def quota_exceeded(quota: str) -> OpenApiResponse:
 INVALID_INPUT = error_response(
     "`invalid_input` (or a more specific code): `details` names each field and its messages."
 )
+PAGE_OUT_OF_RANGE = error_response("`invalid_input`: `page` below 1, or `page_size` outside 1 to 100.")
+PAST_THE_END = error_response("`not_found`: a `page` past the last one.")
+NOT_FOUND_OR_PAST_THE_END = error_response("`not_found`: no such resource here, or a `page` past the last one.")
 UNAUTHENTICATED = error_response(
     "`not_authenticated`: no credential, or a bad, expired or revoked one; `token_tenant_mismatch`: a JWT of another "
     "workspace."

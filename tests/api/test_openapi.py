@@ -98,6 +98,23 @@ def test_each_operation_lists_the_errors_it_can_answer(tenant_alpha: TenantFixtu
                                 ("/api/conversations", "post", "storage")]:  # fmt: skip
         assert f"`{quota}`" in responses(path, method)["402"]["description"], path
     assert "402" not in responses("/api/mcp-services/{service_id}/disable", "post")
+    # Every paged list: page or page_size out of range, a page past the last.
+    for path in ("/api/mcp-services", "/api/conversations", "/api/conversations/{conversation_id}/messages"):
+        listed = responses(path, "get")
+        assert {"400", "404"} <= set(listed), path
+        assert "past the last" in listed["404"]["description"], path
+
+
+def test_a_patch_body_requires_what_the_operation_requires(tenant_alpha: TenantFixture) -> None:
+    """A rename without a title is a 400: its schema said the title was optional (drf-spectacular's "Patched")."""
+    schema = tenant_alpha.client().get("/api/schema/?format=json").json()
+    body = schema["paths"]["/api/conversations/{conversation_id}"]["patch"]["requestBody"]
+    component = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][component]["required"] == ["title"]
+    client = member_client(tenant_alpha)
+    conversation = client.post("/api/conversations", {}, content_type="application/json").json()["id"]
+    response = client.patch(f"/api/conversations/{conversation}", {}, content_type="application/json")
+    assert (response.status_code, list(response.json()["error"]["details"])) == (400, ["title"])
 
 
 def test_request_bodies_say_that_unknown_fields_are_refused(tenant_alpha: TenantFixture) -> None:
