@@ -8,6 +8,7 @@ is the SSRF-guarded one (apps.core.outbound), checked again at every connect.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,10 +122,32 @@ def status_words(exc: openai.APIStatusError) -> str:
 
 
 def unreachable_words(exc: BaseException) -> str:
-    """A model server that did not answer, in words: in time, or at all."""
+    """A model server that did not answer, in words: in time, or at all (openai's own "Connection error." said
+    neither why nor in the request's language)."""
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return _("The model server did not answer within %(seconds)d s.") % {"seconds": settings.LLM_TIMEOUT_SECONDS}
+    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ is not None else exc
+    if isinstance(cause, httpx2.ConnectError):
+        if _caused_by(cause, socket.gaierror):
+            return _("The model server could not be reached: its host name does not resolve.")
+        said = str(cause)
+        if not said or said.startswith("[Errno") or said == "All connection attempts failed":  # the system's
+            said = _("Nothing answered at this address: no server is listening there, or it cannot be reached.")
+        return _("The model server could not be reached: %(error)s") % {"error": said}  # or the outbound guard's
+    if isinstance(cause, httpx2.TransportError):  # connected, then the connection closed or broke
+        return _("The model server closed the connection before it answered.")
     return _("The model server could not be reached: %(error)s") % {"error": exc}
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _depth in range(10):  # a chain is short; a cycle is not followed for ever
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _listed_models(response: httpx2.Response) -> tuple[str, ...]:

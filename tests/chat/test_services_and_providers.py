@@ -431,6 +431,30 @@ class TestModelProvider:
         down = send(client, "post", "/api/model-provider/test")
         assert down.status_code == 400
         assert "could not be reached" in down.json()["error"]["message"]
+        assert "Nothing answered at this address" in down.json()["error"]["message"]  # not openai's "Connection error."
+        assert "Connection error" not in down.json()["error"]["message"]
+
+    @pytest.mark.parametrize("tenant_supplied", [False, True])
+    def test_a_model_server_out_of_reach_is_described_in_the_requests_language(self, tenant_supplied: bool) -> None:
+        from django.utils import translation
+
+        from apps.chat.engine import UpstreamError, open_stream
+        from apps.llm.client import ModelServer
+
+        said = {}
+        for language in ("en", "zh-hans"):
+            for url in ("http://127.0.0.1:9/v1", "http://no-such-host.invalid/v1"):
+                server = ModelServer(url, "key", ("m",), tenant_supplied)
+                with translation.override(language), pytest.raises(UpstreamError) as caught:
+                    open_stream(server, "m", [{"role": "user", "content": "hi"}], [])
+                said[language, url] = str(caught.value)
+        assert said["en", "http://127.0.0.1:9/v1"].endswith("no server is listening there, or it cannot be reached.")
+        assert said["en", "http://no-such-host.invalid/v1"] == (
+            "The model server could not be reached: its host name does not resolve.")  # fmt: skip
+        for (language, _url), words in said.items():
+            assert "Connection error" not in words
+            assert "Errno" not in words
+            assert language == "en" or not words.isascii(), words
 
     @pytest.mark.parametrize(
         "body", [b"<html><body>Welcome to our website</body></html>", b'{"object": "list"}', b'{"data": [{"x": 1}]}']
