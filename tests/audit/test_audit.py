@@ -157,11 +157,17 @@ def test_the_page_words_actions_and_details(tenant_alpha: TenantFixture) -> None
     assert 'data-testid="audit-details">¥1,234.50 → —</td>' in rows
     assert 'data-testid="audit-details">— → ¥1,234.50</td>' in rows
     assert "Role changed" in rows
-    assert "role: user → viewer" in rows
+    assert "role: User → Viewer" in rows  # stored codes in words
+    assert "through: the web pages" in rows  # the login's channel
+    assert f"user #{member.pk}" in rows
     assert "None" not in rows
     zh = client.get("/audit/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert "Spending cap changed" not in zh  # translated
     assert "billing.spending_cap_set" in zh
+    details = " ".join(re.findall(r'data-testid="audit-details">([^<]*)<', zh))
+    for english in ("role", "User", "Viewer", "through", "web", "user #"):
+        assert english not in details, (english, details)
+    assert f"user #{member.pk}" not in zh.split('data-testid="audit-events"')[1]
 
 
 def test_every_recorded_action_has_words() -> None:

@@ -10,8 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 from django import template
+from django.apps import apps as django_apps
+from django.conf import settings
 from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
+
+from apps.accounts.models import Role
 
 register = template.Library()
 
@@ -54,6 +58,40 @@ ACTIONS = {
 # Details stored as [before, after].
 CHANGES = ("role", "full_name", "language")
 FEN_SUFFIX = "_fen"
+# The details' names as the page shows them; a name not here shows as stored.
+KEYS = {
+    "admin_email": _("admin email"),
+    "base_url": _("base URL"),
+    "changes": _("changes"),
+    "channel": _("through"),
+    "chars": _("characters"),
+    "credential": _("credential"),
+    "email": _("email"),
+    "fields": _("fields"),
+    "full_name": _("full name"),
+    "invitation": _("invitation"),
+    "key_changed": _("key changed"),
+    "language": _("language"),
+    "message": _("message"),
+    "messages": _("messages"),
+    "models": _("models"),
+    "name": _("name"),
+    "object": _("object"),
+    "plan": _("plan"),
+    "previous_status": _("previous status"),
+    "reason": _("reason"),
+    "role": _("role"),
+    "slug": _("subdomain"),
+    "status": _("status"),
+    "tools": _("tools"),
+}
+# Stored codes whose words the page shows, by the name they are stored under.
+VALUES: dict[str, dict[str, Any]] = {
+    "channel": {"web": _("the web pages"), "api": _("the API")},
+    "credential": {"api_key": _("API key"), "jwt": _("access token"), "session": _("web session")},
+    "language": dict(settings.LANGUAGES),
+    "role": dict(Role.choices),
+}
 
 
 @register.filter
@@ -70,16 +108,26 @@ def audit_details(metadata: Any) -> list[tuple[str, str]]:
         return [] if metadata in (None, "") else [("", str(metadata))]
     pairs = []
     for key, value in metadata.items():
+        words = VALUES.get(key, {})
         if key.endswith(FEN_SUFFIX) and (value is None or isinstance(value, int)):
             pairs.append((key.removesuffix(FEN_SUFFIX), _yuan(value)))
         elif key in CHANGES and isinstance(value, list) and len(value) == 2:
-            pairs.append((key, f"{_value(value[0])} → {_value(value[1])}"))
+            pairs.append((key, f"{_value(value[0], words)} → {_value(value[1], words)}"))
         else:
-            pairs.append((key, _value(value)))
+            pairs.append((key, _value(value, words)))
     named = dict(pairs)
     if "from" in named and "to" in named:  # a setting changed (stored as JSON, whose keys have no order)
         pairs = [("", f"{named['from']} → {named['to']}")] + [p for p in pairs if p[0] not in ("from", "to")]
-    return pairs
+    return [(str(KEYS.get(key, key)), value) for key, value in pairs]
+
+
+@register.filter
+def audit_target(event: Any) -> str:
+    """What the event is about, as its kind in words (the model's name: "member #3"), or nothing."""
+    if not event.target_type:
+        return ""
+    kinds = {model._meta.model_name: model._meta.verbose_name for model in django_apps.get_models()}
+    return f"{kinds.get(event.target_type, event.target_type)} #{event.target_id}"
 
 
 def _yuan(fen: int | None) -> str:
@@ -88,13 +136,15 @@ def _yuan(fen: int | None) -> str:
     return "¥" + number_format(Decimal(fen) / 100, 2, force_grouping=True)
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, words: dict[str, Any] | None = None) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, bool):
         return str(_("yes") if value else _("no"))
     if isinstance(value, list):
-        return ", ".join(_value(item) for item in value) or "—"
+        return ", ".join(_value(item, words) for item in value) or "—"
     if isinstance(value, dict):
-        return ", ".join(f"{key}: {_value(item)}" for key, item in value.items()) or "—"
+        return ", ".join(f"{KEYS.get(key, key)}: {_value(item, VALUES.get(key))}" for key, item in value.items()) or "—"
+    if words and isinstance(value, str) and value in words:
+        return str(words[value])
     return str(value)
