@@ -18,8 +18,9 @@ connect), and redirects to internal addresses.
 What is checked, when
 ---------------------
 * **At save time**, :func:`check_url` refuses anything but ``http``/``https``
-  URLs with a host and without credentials, resolves the host (:func:`resolve`)
-  and refuses the URL if *any* address is not allowed (:func:`check_address`).
+  URLs with a host, without credentials and with a port in 1-65535 if any,
+  resolves the host (:func:`resolve`) and refuses the URL if *any* address is
+  not allowed (:func:`check_address`).
   It raises :class:`UnsafeURL`, an ``InvalidInput`` the API turns into a 400 with
   a message for the tenant admin. This gives fast, clear feedback; it is not
   what keeps us safe, because DNS answers can change after the check.
@@ -78,6 +79,7 @@ __all__ = [
     "UnsafeURL",
     "check_address",
     "check_url",
+    "check_url_to_store",
     "find_unsafe_connection",
     "guarded_async_client",
     "guarded_client",
@@ -88,6 +90,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
+# What the tenant URL columns hold (McpService.url, ModelProvider.base_url): checked on the normalised URL,
+# which percent-encoding and punycode can make longer than what was typed.
+MAX_URL_LENGTH = 500
 DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 
@@ -350,6 +355,8 @@ def _parse_url(raw: str) -> httpx2.URL:
         raise UnsafeURL(_("The URL has no host name."))
     if parsed.userinfo:
         raise UnsafeURL(_("The URL must not contain a user name or password."))
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:  # else the connect failed in Python's words
+        raise UnsafeURL(_("Use a port from 1 to 65535."))
     return parsed
 
 
@@ -384,7 +391,8 @@ def _check_host(parsed: httpx2.URL) -> None:
 def check_url(url: str, *, field: str = "url") -> str:
     """Check a URL a tenant supplied and return it normalised; raise :class:`UnsafeURL` if we must not call it.
 
-    The URL must be ``http`` or ``https``, have a host and carry no credentials;
+    The URL must be ``http`` or ``https``, have a host, carry no credentials and
+    name no port outside 1-65535;
     the host must be an IP address in the usual notation or a name, and every
     address it resolves to (:func:`resolve`) must pass :func:`check_address`. The
     URL is parsed by httpx2, the same parser the clients use, so both see the same
@@ -397,6 +405,21 @@ def check_url(url: str, *, field: str = "url") -> str:
     except UnsafeURL as exc:
         raise UnsafeURL(exc.message, field=field) from None
     return str(parsed.copy_with(fragment=None))
+
+
+def check_url_to_store(url: str, *, field: str = "url") -> str:
+    """:func:`check_url`, and the normalised URL must fit the column (``MAX_URL_LENGTH``).
+
+    Raises :class:`UnsafeURL`, or ``InvalidInput`` (``invalid_input``, not unsafe) for a URL too long.
+    """
+    checked = check_url(url, field=field)
+    if len(checked) > MAX_URL_LENGTH:
+        message = _("This URL is %(length)d characters long once encoded; use at most %(max)d.") % {
+            "length": len(checked),
+            "max": MAX_URL_LENGTH,
+        }
+        raise InvalidInput(message, details={field: [message]})
+    return checked
 
 
 # --- Connect time: the network backends -----------------------------------------------

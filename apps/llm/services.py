@@ -10,7 +10,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, fields_refused
-from apps.core.outbound import UnsafeURL, check_url
+from apps.core.outbound import check_url_to_store
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
 
@@ -29,11 +29,11 @@ def model_provider_save(
 ) -> ModelProvider:
     """Create or replace the tenant's provider. ``api_key=None`` keeps the stored key; "" removes it."""
     errors: dict[str, list[str]] = {}
-    unsafe: UnsafeURL | None = None
+    url_refused: InvalidInput | None = None
     try:
-        base_url = check_url(base_url.strip(), field="base_url")
-    except UnsafeURL as exc:
-        unsafe = exc
+        base_url = check_url_to_store(base_url.strip(), field="base_url")
+    except InvalidInput as exc:  # UnsafeURL too
+        url_refused = exc
         errors.update(exc.details)
     model_ids = [m.strip() for m in model_ids if m and m.strip()]
     model_ids = list(dict.fromkeys(model_ids))  # a name listed twice is offered once
@@ -43,7 +43,7 @@ def model_provider_save(
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
     if errors:
-        raise fields_refused(errors, alone=unsafe)  # the URL alone: its own code, unsafe_url (docs/api.md)
+        raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
     # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
     ModelProvider.objects.get_or_create(pk=1, defaults={"base_url": base_url, "model_ids": model_ids})
     provider = ModelProvider.objects.select_for_update().get(pk=1)

@@ -17,7 +17,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
-from apps.core.outbound import UnsafeURL, check_url
+from apps.core.outbound import check_url_to_store
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
@@ -74,7 +74,7 @@ def _valid_fields(
 ) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     clean: dict[str, Any] = {}
-    unsafe: UnsafeURL | None = None
+    url_refused: InvalidInput | None = None
     if name is not None:
         name = name.strip()
         if not name or len(name) > 100:
@@ -82,9 +82,9 @@ def _valid_fields(
         clean["name"] = name
     if url is not None:
         try:
-            clean["url"] = check_url(url.strip(), field="url")
-        except UnsafeURL as exc:
-            unsafe = exc
+            clean["url"] = check_url_to_store(url.strip(), field="url")
+        except InvalidInput as exc:  # UnsafeURL too
+            url_refused = exc
             errors.update(exc.details)
     if type is not None:
         if type not in Transport.values:
@@ -95,17 +95,22 @@ def _valid_fields(
             errors["timeout_seconds"] = [_("Use 1 to %(max)d seconds.") % {"max": MAX_TIMEOUT_SECONDS}]
         clean["timeout_seconds"] = timeout_seconds
     if headers is not None:
-        bad = [h for h in headers if not _HEADER_NAME_RE.match(h)]
-        if bad or any(not _HEADER_VALUE_RE.match(str(v)) for v in headers.values()):
-            errors["headers"] = [_("Header names are letters, digits and hyphens; values are one line of ASCII.")]
-        elif taken := sorted(h for h in headers if h.lower() in _CONNECTION_HEADERS):
-            errors["headers"] = [
-                _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
-            ]
+        if problem := _headers_problem(headers):
+            errors["headers"] = [problem]
         clean["headers"] = {str(k): str(v) for k, v in headers.items()}
     if errors:
-        raise fields_refused(errors, alone=unsafe)  # the URL alone: its own code, unsafe_url (docs/api.md)
+        raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
     return clean
+
+
+def _headers_problem(headers: dict[str, str]) -> str | None:
+    """Why the client could not send these auth headers, or None if it can."""
+    bad = [h for h in headers if not _HEADER_NAME_RE.match(h)]
+    if bad or any(not _HEADER_VALUE_RE.match(str(v)) for v in headers.values()):
+        return _("Header names are letters, digits and hyphens; values are one line of ASCII.")
+    if taken := sorted(h for h in headers if h.lower() in _CONNECTION_HEADERS):
+        return _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
+    return None
 
 
 @transaction.atomic

@@ -340,6 +340,21 @@ class TestMcpServices:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert mcp_service_create(actor=TEST_ACTOR, name="a_ b__c!", url=demo_mcp_url).slug == "a_b_c"
 
+    def test_a_url_too_long_once_encoded_is_a_400_naming_it(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        """ "é" is typed as one character and stored as six ("%C3%A9"): past the column's 500, a 500 DataError."""
+        client = admin(tenant_alpha)
+        url = "http://127.0.0.1:38843/" + "é" * 100
+        created = send(client, "post", "/api/mcp-services", {"name": "L1", "url": url})
+        assert created.status_code == 400, created.content
+        assert created.json()["error"]["code"] == "invalid_input"
+        assert list(created.json()["error"]["details"]) == ["url"]
+        assert "623 characters" in created.json()["error"]["details"]["url"][0]
+        changed = send(client, "patch", f"/api/mcp-services/{hydrology.pk}", {"url": url})
+        assert changed.status_code == 400, changed.content
+        assert list(changed.json()["error"]["details"]) == ["url"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert list(McpService.objects.values_list("url", flat=True)) == [hydrology.url]
+
 
 class TestModelProvider:
     def test_the_key_is_encrypted_never_returned_and_used(
@@ -487,6 +502,21 @@ class TestModelProvider:
         assert response.status_code == 400
         assert list(response.json()["error"]["details"]) == ["is_active"]
         assert send(admin(tenant_alpha), "get", "/api/model-provider").status_code == 404  # nothing was saved
+
+    @pytest.mark.parametrize(
+        ("base_url", "says"),
+        [("http://127.0.0.1:9/" + "é" * 100, "619 characters"), ("http://127.0.0.1:99999/v1", "port from 1 to 65535")],
+    )
+    def test_a_base_url_that_cannot_be_stored_or_called_is_a_400(
+        self, tenant_alpha: TenantFixture, base_url: str, says: str
+    ) -> None:
+        body = {"base_url": base_url, "model_ids": ["m"]}
+        response = send(admin(tenant_alpha), "put", "/api/model-provider", body)
+        assert response.status_code == 400, response.content
+        assert list(response.json()["error"]["details"]) == ["base_url"]
+        assert says in response.json()["error"]["details"]["base_url"][0]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
 
     def test_only_admins_manage_the_provider(self, tenant_alpha: TenantFixture) -> None:
         from tests.chat.conftest import member_client

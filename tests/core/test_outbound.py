@@ -274,6 +274,9 @@ def test_odd_notation_of_a_public_address_is_refused_too(dns: FakeDNS) -> None:
         ("http://token@example.com/", "The URL must not contain a user name or password."),
         ("", "Enter a URL."),
         ("http://exa mple.com/", "“exa%20mple.com” is not a valid host name."),
+        # A port the socket cannot take: the connect failed with "OverflowError: connect(): port must be 0-65535".
+        ("http://example.com:99999/", "Use a port from 1 to 65535."),
+        ("http://example.com:0/", "Use a port from 1 to 65535."),
     ],
 )
 def test_only_plain_http_urls_with_a_host_are_accepted(url: str, message: str, dns: FakeDNS) -> None:
@@ -320,6 +323,8 @@ def test_a_public_address_passes_and_comes_back_normalised(dns: FakeDNS) -> None
     assert check_url("http://[64:ff9b::5db8:d822]/") == "http://[64:ff9b::5db8:d822]/"  # NAT64 of a public IPv4
     dns.answers["xn--mnchen-3ya.test"] = [PUBLIC_IP]
     assert check_url("https://münchen.test/") == "https://xn--mnchen-3ya.test/"
+    assert check_url(f"http://{PUBLIC_IP}:65535/") == f"http://{PUBLIC_IP}:65535/"
+    assert check_url(f"http://{PUBLIC_IP}:1/") == f"http://{PUBLIC_IP}:1/"
 
 
 def test_the_allowlist_lets_listed_networks_through(dns: FakeDNS) -> None:
