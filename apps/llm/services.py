@@ -3,6 +3,8 @@ assistant's instructions."""
 
 from __future__ import annotations
 
+import re
+
 from django.db import transaction
 from django.utils.translation import gettext as _
 
@@ -15,6 +17,8 @@ from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
 
 _KEEP = object()
+# Sent in the Authorization header, which the HTTP client encodes as ASCII: any other key failed every chat.
+_API_KEY_RE = re.compile(r"[\x20-\x7e]*")
 
 
 @transaction.atomic
@@ -42,6 +46,10 @@ def model_provider_save(
         errors["model_ids"] = [_("A model name may be at most 100 characters: %(name)s…") % {"name": too_long[0][:40]}]
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
+    if api_key is not None:
+        api_key = api_key.strip()
+        if not _API_KEY_RE.fullmatch(api_key):
+            errors["api_key"] = [_("An API key is one line of printable ASCII characters.")]
     if errors:
         raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
     # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
@@ -52,7 +60,7 @@ def model_provider_save(
     provider.model_ids = model_ids
     provider.is_active = is_active
     if api_key is not None:
-        provider.api_key_encrypted = encrypt(api_key.strip())
+        provider.api_key_encrypted = encrypt(api_key)
     provider.save()
     ai_setup_forget()
     audit_record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -27,10 +28,11 @@ from apps.usage.limits import limits_for
 from apps.usage.services import quota_check_count_alerts
 
 # Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.chat.engine).
-_SLUG_RE = re.compile(r"^(?=.{1,30}$)[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
-_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+# All three are used with fullmatch: "$" also matches before a final newline, which let "X-A\n" through.
+_SLUG_RE = re.compile(r"(?=.{1,30}\Z)[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Printable ASCII: the HTTP client encodes header values as ASCII, and a value it cannot failed every connect.
-_HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,4096}$")
+_HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]{0,4096}")
 # Headers the HTTP client and the MCP SDK set for the request to work: a service's own would break it, or
 # (Host) choose another site behind an address the SSRF guard allowed.
 _CONNECTION_HEADERS = frozenset({
@@ -79,6 +81,8 @@ def _valid_fields(
         name = name.strip()
         if not name or len(name) > 100:
             errors["name"] = [_("Use 1 to 100 characters.")]
+        elif any(unicodedata.category(char) == "Cc" for char in name):  # as conversation titles (apps.chat)
+            errors["name"] = [_("A name cannot hold control characters.")]
         clean["name"] = name
     if url is not None:
         try:
@@ -105,8 +109,8 @@ def _valid_fields(
 
 def _headers_problem(headers: dict[str, str]) -> str | None:
     """Why the client could not send these auth headers, or None if it can."""
-    bad = [h for h in headers if not _HEADER_NAME_RE.match(h)]
-    if bad or any(not _HEADER_VALUE_RE.match(str(v)) for v in headers.values()):
+    bad = [h for h in headers if not _HEADER_NAME_RE.fullmatch(h)]
+    if bad or any(not _HEADER_VALUE_RE.fullmatch(str(v)) for v in headers.values()):
         return _("Header names are letters, digits and hyphens; values are one line of ASCII.")
     if taken := sorted(h for h in headers if h.lower() in _CONNECTION_HEADERS):
         return _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
@@ -126,7 +130,7 @@ def mcp_service_create(
 ) -> McpService:
     """Register an MCP server. Its URL passes the SSRF guard; active services count against the plan."""
     clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers or {})
-    if slug is not None and not _SLUG_RE.match(slug):
+    if slug is not None and not _SLUG_RE.fullmatch(slug):
         message = _(
             "Lower-case letters and digits, words joined by single underscores, starting with a letter, at most 30."
         )

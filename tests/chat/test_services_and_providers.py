@@ -316,7 +316,8 @@ class TestMcpServices:
     @pytest.mark.parametrize(
         ("headers", "says"),
         [({"X-Name": "Müller"}, "ASCII"), ({"X-Token": "a\tb"}, "ASCII"), ({"Host": "other.example"}, "Host"),
-         ({"content-length": "0"}, "content-length"), ({"Mcp-Session-Id": "x"}, "Mcp-Session-Id")],
+         ({"content-length": "0"}, "content-length"), ({"Mcp-Session-Id": "x"}, "Mcp-Session-Id"),
+         ({"X-A\n": "v"}, "ASCII")],  # "$" matched before the final newline
     )  # fmt: skip
     def test_headers_that_would_break_the_connection_are_refused(
         self, tenant_alpha: TenantFixture, hydrology: Any, headers: dict[str, str], says: str
@@ -354,6 +355,33 @@ class TestMcpServices:
         assert list(changed.json()["error"]["details"]) == ["url"]
         with schema_context(tenant_alpha.tenant.schema_name):
             assert list(McpService.objects.values_list("url", flat=True)) == [hydrology.url]
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("headers", {"X-A": "v\n"}), ("headers", {"X-A\n": "v"}), ("slug", "abc\n")]
+    )
+    def test_a_final_newline_is_refused_where_the_api_would_trim_it(
+        self, tenant_alpha: TenantFixture, demo_mcp_url: str, field: str, value: Any
+    ) -> None:
+        """The API trims text values (not header names), the service must not rely on it: "$" let these through."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            with pytest.raises(InvalidInput) as refused:
+                mcp_service_create(actor=TEST_ACTOR, name="Nl", url=demo_mcp_url, **{field: value})
+            assert list(refused.value.details) == [field]
+            assert not McpService.objects.exists()
+
+    @pytest.mark.parametrize("name", ["L\u0001", "a\nb", "a\tb", "x\x7f"])
+    def test_a_name_with_control_characters_is_a_400(
+        self, tenant_alpha: TenantFixture, hydrology: Any, name: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": name, "url": hydrology.url})
+        assert created.status_code == 400, created.content
+        assert created.json()["error"]["details"] == {"name": ["A name cannot hold control characters."]}
+        changed = send(client, "patch", f"/api/mcp-services/{hydrology.pk}", {"name": name})
+        assert changed.status_code == 400, changed.content
+        assert list(changed.json()["error"]["details"]) == ["name"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert list(McpService.objects.values_list("name", flat=True)) == ["Hydrology"]
 
 
 class TestModelProvider:
@@ -515,6 +543,19 @@ class TestModelProvider:
         assert response.status_code == 400, response.content
         assert list(response.json()["error"]["details"]) == ["base_url"]
         assert says in response.json()["error"]["details"]["base_url"][0]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
+
+    @pytest.mark.parametrize("api_key", ["sk-é", "sk-a\nb", "sk-\u00a0x", "sk-a\tb"])
+    def test_a_key_the_client_cannot_send_is_a_400(self, tenant_alpha: TenantFixture, api_key: str) -> None:
+        """The key goes in a header, encoded as ASCII: this one was saved, then every chat failed."""
+        client = admin(tenant_alpha)
+        body = {"base_url": "http://127.0.0.1:9/v1", "model_ids": ["m"], "api_key": api_key}
+        response = send(client, "put", "/api/model-provider", body)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["details"] == {
+            "api_key": ["An API key is one line of printable ASCII characters."]
+        }
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not ModelProvider.objects.exists()
 
