@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
 from apps.api.fields import JsonIntegerField
-from apps.api.schema import quota_exceeded
+from apps.api.schema import error_response, quota_exceeded
 from apps.mcp import services
 from apps.mcp.models import McpService, Transport
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
@@ -141,14 +141,22 @@ class McpServiceDisableApi(_McpServiceSetActiveApi):
 
 
 class McpServiceTestApi(TenantApi):
-    """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP)."""
+    """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP).
+
+    409 ``service_changed`` when the URL or transport changed while it was tested: nothing is stored.
+    """
 
     required_permission = Perm.MANAGE_SERVICES
 
-    @extend_schema(request=None, responses={200: McpServiceOutput})
+    @extend_schema(
+        request=None,
+        responses={
+            200: McpServiceOutput,
+            409: error_response("`service_changed`: the URL or transport changed during the test; nothing is stored."),
+        },
+    )
     def post(self, request: Request, service_id: int) -> Response:
         actor = self.actor(request)
         service = access_mcp_service(actor, service_id)
         services.mcp_service_test(actor=actor, service=service)
-        service.refresh_from_db()
-        return Response(McpServiceOutput(service).data)
+        return Response(McpServiceOutput(access_mcp_service(actor, service_id)).data)

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -16,7 +17,7 @@ from django.utils.translation import ngettext
 from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
-from apps.core.exceptions import InvalidInput, QuotaExceeded, fields_refused
+from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
 from apps.core.outbound import check_url_to_store
 from apps.llm.setup_cache import ai_setup_forget
@@ -174,7 +175,7 @@ def mcp_service_update(
     ``disabled_tools`` (names from the loaded tool list) are kept from the model;
     the others, and tools the server adds later, are offered.
     """
-    service = McpService.objects.select_for_update().get(pk=service.pk)
+    service = _locked(service)
     clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
     if disabled_tools is not None:
         clean["disabled_tools"] = _valid_disabled_tools(service, disabled_tools)
@@ -220,7 +221,8 @@ def _valid_disabled_tools(service: McpService, names: list[str]) -> list[str]:
 
 @transaction.atomic
 def mcp_service_set_active(*, actor: Actor, service: McpService, active: bool) -> McpService:
-    service = McpService.objects.select_for_update().get(pk=service.pk)
+    """Enable (within the plan's limit) or disable a service; 404 if it was deleted meanwhile."""
+    service = _locked(service)
     if service.is_active == active:
         return service
     if active:
@@ -232,8 +234,19 @@ def mcp_service_set_active(*, actor: Actor, service: McpService, active: bool) -
     return service
 
 
+def _locked(service: McpService) -> McpService:
+    """The service's row, locked until commit; Http404 (the API's 404 for unknown ids) if another
+    request deleted it since it was read."""
+    locked = McpService.objects.select_for_update().filter(pk=service.pk).first()
+    if locked is None:
+        raise Http404
+    return locked
+
+
 @transaction.atomic
 def mcp_service_delete(*, actor: Actor, service: McpService) -> None:
+    """Remove a service; 404 and no audit event if another request removed it first."""
+    service = _locked(service)
     audit_record(actor=actor, action="mcp_service.deleted", target=service, metadata={"name": service.name})
     service.delete()
     ai_setup_forget()
@@ -243,24 +256,34 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSp
     """Connect, list the tools and cache them. Outside any transaction: it waits on the network.
 
     Raises InvalidInput (code ``mcp_unreachable``) when the URL is not a working
-    MCP server; the error is kept on the service for the admin to see.
+    MCP server; the error is kept on the service for the admin to see. What the
+    test found is stored only if the service still has the URL and transport it
+    tested: if a change came meanwhile, nothing is stored and it raises 409
+    ``service_changed``; if the service was deleted, Http404.
     """
+    tested = McpService.objects.filter(pk=service.pk, url=service.url, type=service.type)
     try:
         tools = client.list_tools(service)
     except client.McpError as exc:
-        McpService.objects.filter(pk=service.pk).update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now())
+        if not tested.update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now()):
+            _refuse_changed(service)
         message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
         raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
+    found = storable([{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools])
+    now = timezone.now()
     with transaction.atomic():
-        McpService.objects.filter(pk=service.pk).update(
-            tools=storable(
-                [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools]
-            ),
-            tools_refreshed_at=timezone.now(),
-            last_error="",
-            updated_at=timezone.now(),
-        )
+        if not tested.update(tools=found, tools_refreshed_at=now, last_error="", updated_at=now):
+            _refuse_changed(service)
         audit_record(actor=actor, action="mcp_service.tested", target=service, metadata={"tools": len(tools)})
         ai_setup_forget()
-    service.refresh_from_db()
+    service.tools, service.tools_refreshed_at, service.last_error, service.updated_at = found, now, "", now
     return tools
+
+
+def _refuse_changed(service: McpService) -> None:
+    """A test's result was not stored: the service is gone (404) or has another URL or transport (409)."""
+    if not McpService.objects.filter(pk=service.pk).exists():
+        raise Http404
+    raise ApplicationError(
+        _("The service changed while it was being tested: test it again."), code="service_changed", status_code=409
+    )

@@ -713,3 +713,127 @@ class TestAssistantInstructions:
             .status_code
             == 403
         )
+
+
+class TestMcpServiceRaces:
+    """Another request's change lands between this request's read and its write: deterministic, by doing that
+    change from inside a patched step of this request (the same database transaction, as if committed)."""
+
+    @staticmethod
+    def actions(tenant: TenantFixture, service_id: int) -> list[str]:
+        from apps.audit.models import AuditEvent
+
+        with schema_context(tenant.tenant.schema_name):
+            events = AuditEvent.objects.filter(target_type="mcpservice", target_id=str(service_id))
+            return list(events.order_by("id").values_list("action", flat=True))
+
+    @staticmethod
+    def deleted_after_it_was_read(monkeypatch: pytest.MonkeyPatch) -> None:
+        """The API's first look-up finds the service; another request then deletes it."""
+        from apps.mcp import apis
+
+        read = apis.access_mcp_service
+        calls: list[int] = []
+
+        def read_then_deleted(actor: Any, service_id: Any) -> McpService:
+            service = read(actor, service_id)
+            if not calls:
+                McpService.objects.filter(pk=service.pk).delete()
+            calls.append(1)
+            return service
+
+        monkeypatch.setattr(apis, "access_mcp_service", read_then_deleted)
+
+    @pytest.mark.parametrize(
+        "operation",
+        [("patch", "", {"name": "Renamed"}), ("post", "/disable", None), ("post", "/enable", None),
+         ("delete", "", None)],
+    )  # fmt: skip
+    def test_a_service_deleted_meanwhile_is_a_404_and_no_audit_event(
+        self,
+        tenant_alpha: TenantFixture,
+        hydrology: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        operation: tuple[str, str, dict[str, Any] | None],
+    ) -> None:
+        """It was a 500 (DoesNotExist from select_for_update().get); two DELETEs both answered 204 and audited."""
+        before = self.actions(tenant_alpha, hydrology.pk)
+        assert before == ["mcp_service.created", "mcp_service.tested"]
+        self.deleted_after_it_was_read(monkeypatch)
+        method, action, body = operation
+        response = send(admin(tenant_alpha), method, f"/api/mcp-services/{hydrology.pk}{action}", body)
+        assert response.status_code == 404, response.content
+        assert response.json()["error"]["code"] == "not_found"
+        assert self.actions(tenant_alpha, hydrology.pk) == before
+
+    def test_a_test_of_a_service_deleted_meanwhile_is_a_404_and_no_audit_event(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """It recorded mcp_service.tested after mcp_service.deleted, then failed with a 500."""
+        spec = mcp_client.ToolSpec(name="levels", description="", input_schema={})
+
+        def listed_while_deleted(service: McpService) -> list[mcp_client.ToolSpec]:
+            McpService.objects.filter(pk=service.pk).delete()
+            return [spec]
+
+        before = self.actions(tenant_alpha, hydrology.pk)
+        monkeypatch.setattr(mcp_client, "list_tools", listed_while_deleted)
+        response = send(admin(tenant_alpha), "post", f"/api/mcp-services/{hydrology.pk}/test")
+        assert response.status_code == 404, response.content
+        assert response.json()["error"]["code"] == "not_found"
+        assert self.actions(tenant_alpha, hydrology.pk) == before
+
+    @pytest.mark.parametrize("change", ["url", "type"])
+    @pytest.mark.parametrize("outcome", ["tools", "error"])
+    def test_a_test_that_a_change_overtook_stores_nothing_and_is_a_409(
+        self,
+        tenant_alpha: TenantFixture,
+        hydrology: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        change: str,
+        outcome: str,
+    ) -> None:
+        """The old server's tools (or error) were cached on the service with the new URL that the PATCH had
+        cleared them for."""
+        from apps.mcp.services import mcp_service_update
+
+        spec = mcp_client.ToolSpec(name="old_server_tool", description="", input_schema={})
+        new: dict[str, Any] = {"url": f"{hydrology.url}?moved=1"} if change == "url" else {"type": "sse"}
+
+        def listed_while_changed(service: McpService) -> list[mcp_client.ToolSpec]:
+            mcp_service_update(actor=TEST_ACTOR, service=service, **new)  # the other request's PATCH
+            if outcome == "error":
+                raise mcp_client.McpError("the old server is down")
+            return [spec]
+
+        before = self.actions(tenant_alpha, hydrology.pk)
+        monkeypatch.setattr(mcp_client, "list_tools", listed_while_changed)
+        response = send(admin(tenant_alpha), "post", f"/api/mcp-services/{hydrology.pk}/test")
+        assert response.status_code == 409, response.content
+        assert response.json()["error"] == {
+            "code": "service_changed",
+            "message": "The service changed while it was being tested: test it again.",
+            "details": {},
+        }
+        with schema_context(tenant_alpha.tenant.schema_name):
+            row = McpService.objects.get(pk=hydrology.pk)
+            assert getattr(row, change) == next(iter(new.values()))
+            assert (row.tools, row.tools_refreshed_at, row.last_error) == ([], None, "")
+        assert self.actions(tenant_alpha, hydrology.pk) == [*before, "mcp_service.updated"]
+
+    def test_a_test_that_nothing_overtook_stores_what_it_found(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A change to what the test does not depend on (the name) does not void it."""
+        from apps.mcp.services import mcp_service_update
+
+        spec = mcp_client.ToolSpec(name="levels", description="", input_schema={})
+
+        def listed_while_renamed(service: McpService) -> list[mcp_client.ToolSpec]:
+            mcp_service_update(actor=TEST_ACTOR, service=service, name="Renamed")
+            return [spec]
+
+        monkeypatch.setattr(mcp_client, "list_tools", listed_while_renamed)
+        response = send(admin(tenant_alpha), "post", f"/api/mcp-services/{hydrology.pk}/test")
+        assert response.status_code == 200, response.content
+        assert (response.json()["name"], [t["name"] for t in response.json()["tools"]]) == ("Renamed", ["levels"])
