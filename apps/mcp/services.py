@@ -208,8 +208,10 @@ def mcp_service_update(
 
 def _valid_disabled_tools(service: McpService, names: list[str]) -> list[str]:
     """The names, each once and sorted; every one must be a tool of the loaded list, so a typo cannot
-    leave a tool offered that the admin meant to keep from the model."""
-    known = {tool["name"] for tool in service.tools}
+    leave a tool offered that the admin meant to keep from the model, or one already kept from it: a new
+    URL forgets the loaded list but keeps these (the moved server's tool stays kept from the model), and
+    the list read back must save as it is."""
+    known = {tool["name"] for tool in service.tools} | set(service.disabled_tools)
     unknown = sorted({name for name in names if name not in known})
     if unknown:
         message = _("%(names)s: not a tool of this server's loaded list. Test the connection to load its tools.") % {

@@ -279,6 +279,22 @@ class TestMcpServices:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=hydrology.pk).disabled_tools == []
 
+    def test_tools_kept_from_the_model_stay_kept_when_the_url_changes(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        """A new URL forgets the loaded tools but not disabled_tools; saving that list back was a 400."""
+        client = admin(tenant_alpha)
+        path = f"/api/mcp-services/{hydrology.pk}"
+        assert send(client, "patch", path, {"disabled_tools": ["get_rainfall"]}).status_code == 200
+        moved = send(client, "patch", path, {"url": f"{hydrology.url}?moved=1"}).json()
+        assert (moved["tools"], moved["disabled_tools"]) == ([], ["get_rainfall"])
+        again = send(client, "patch", path, {"disabled_tools": moved["disabled_tools"]})  # the form's round trip
+        assert again.status_code == 200, again.content
+        assert send(client, "patch", path, {"disabled_tools": ["get_rainfal"]}).status_code == 400  # typos still
+        tested = send(client, "post", f"{path}/test").json()
+        assert (len(tested["tools"]), tested["disabled_tools"]) == (4, ["get_rainfall"])
+        assert send(client, "patch", path, {"disabled_tools": []}).json()["disabled_tools"] == []
+
     def test_only_admins_of_the_tenant_choose_tools(
         self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, hydrology: Any
     ) -> None:
