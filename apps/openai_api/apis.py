@@ -38,7 +38,9 @@ from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput, add_openai_fields, error_body
-from apps.llm.client import model_server
+from apps.llm.client import ModelServer, model_server
+from apps.llm.setup_cache import ai_setup
+from apps.tenants.selectors import tenant_current
 from apps.usage.meter import Meter
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
@@ -62,8 +64,8 @@ class ModelsApi(TenantApi):
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="OpenAI's model list.")
     def get(self, request: Request) -> Response:
-        created = int(time.time())
-        return Response({"object": "list", "data": [_model(m, created) for m in model_server().models]})
+        server, created = _listed()
+        return Response({"object": "list", "data": [_model(m, created) for m in server.models]})
 
 
 class ModelDetailApi(TenantApi):
@@ -75,9 +77,19 @@ class ModelDetailApi(TenantApi):
     @extend_schema(operation_id="v1_model_retrieve", responses={200: OpenApiTypes.OBJECT},
                    description="OpenAI's model object.")  # fmt: skip
     def get(self, request: Request, model: str) -> Response:
-        if model not in model_server().models:
+        server, created = _listed()
+        if model not in server.models:
             raise Http404
-        return Response(_model(model, int(time.time())))
+        return Response(_model(model, created))
+
+
+def _listed() -> tuple[ModelServer, int]:
+    """The model server whose models /v1 lists, and their ``created`` (Unix seconds), the same on every call:
+    when the workspace's own model server was first saved, for its models, else when the workspace was created."""
+    provider = ai_setup().provider
+    server = model_server(provider)
+    since = provider.created_at if server.tenant_supplied and provider is not None else tenant_current().created_at
+    return server, int(since.timestamp())
 
 
 def _model(model: str, created: int) -> dict[str, Any]:

@@ -55,6 +55,24 @@ class TestInProcess:
         assert missing.json()["error"]["code"] == "not_found"
         assert tenant_alpha.client().get("/v1/models/hydronet-demo").status_code == 401
 
+    def test_created_is_the_same_on_every_call(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        """It was the time of the request: the workspace's creation for the platform's models, and the first
+        save of the workspace's own model server for its models."""
+        from apps.core.actors import Actor
+        from apps.llm.services import model_provider_save
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        listed = client.get("/v1/models").json()["data"]
+        assert [m["created"] for m in listed] == [int(tenant_alpha.tenant.created_at.timestamp())]
+        assert client.get("/v1/models/hydronet-demo").json()["created"] == listed[0]["created"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            actor = Actor(user=admin_of(tenant_alpha))
+            provider = model_provider_save(actor=actor, base_url=demo_model_url, model_ids=["own-a", "own-b"])
+            model_provider_save(actor=actor, base_url=demo_model_url, model_ids=["own-a", "own-b"], name="Again")
+        own = int(provider.created_at.timestamp())
+        assert [m["created"] for m in client.get("/v1/models").json()["data"]] == [own, own]
+        assert client.get("/v1/models/own-b").json()["created"] == own
+
     def test_a_whole_completion_uses_the_tenants_mcp_tools(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         body = completions(client, model="hydronet-demo", messages=[{"role": "user", "content": QUESTION}]).json()
