@@ -52,9 +52,7 @@ def model_provider_save(
             errors["api_key"] = [_("An API key is one line of printable ASCII characters.")]
     if errors:
         raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
-    # The one row is pk 1: get_or_create settles two first saves racing each other (a savepoint and a re-read).
-    ModelProvider.objects.get_or_create(pk=1, defaults={"base_url": base_url, "model_ids": model_ids})
-    provider = ModelProvider.objects.select_for_update().get(pk=1)
+    provider = _provider_locked(base_url=base_url, model_ids=model_ids)
     provider.name = name.strip()[:100]
     provider.base_url = base_url
     provider.model_ids = model_ids
@@ -72,10 +70,24 @@ def model_provider_save(
     return provider
 
 
+def _provider_locked(**defaults: object) -> ModelProvider:
+    """The one row (pk 1), locked until commit; created first if there is none.
+
+    get_or_create settles two first saves racing each other (a savepoint and a re-read); the loop, a delete
+    committed between it and the lock (the lock found no row: a 500 DoesNotExist before).
+    """
+    while True:
+        ModelProvider.objects.get_or_create(pk=1, defaults=defaults)
+        provider = ModelProvider.objects.select_for_update().filter(pk=1).first()
+        if provider is not None:
+            return provider
+
+
 @transaction.atomic
 def model_provider_delete(*, actor: Actor) -> None:
-    """Go back to the platform's model server."""
-    provider = ModelProvider.objects.first()
+    """Go back to the platform's model server. Of two deletes at once, the second finds no row (it waits
+    on the first's lock) and records nothing."""
+    provider = ModelProvider.objects.select_for_update().filter(pk=1).first()
     if provider is not None:
         audit_record(actor=actor, action="model_provider.deleted", target=provider)
         provider.delete()
