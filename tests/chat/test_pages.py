@@ -474,6 +474,32 @@ class TestServicesPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=hydrology.pk).disabled_tools == ["get_water_levels"]
 
+    def test_a_service_with_no_tool_offered_says_so(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        """Enabled, but with every tool unticked it offers the model nothing: its card says so."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert 'data-testid="no-tool-offered"' not in client.get("/services/").content.decode()
+        base = {"name": "Hydrology", "url": hydrology.url, "type": "streamable-http", "timeout_seconds": 10}
+        assert client.post(f"/services/{hydrology.pk}/edit/", base).status_code == 302  # none ticked
+        page = client.get("/services/").content.decode()
+        assert 'data-testid="no-tool-offered"' in page
+        assert "None of this service's tools is offered to the model" in html.unescape(page)
+
+    @pytest.mark.parametrize("path", ["/services/", "edit"])
+    def test_every_refused_field_is_named_at_once(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any, path: str
+    ) -> None:
+        """A URL that is not one and a timeout of 0: both named on the first submit, not one per submit."""
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        path = f"/services/{hydrology.pk}/edit/" if path == "edit" else path
+        response = client.post(path, {"name": "Bad", "url": "not a url", "type": "streamable-http",
+                                      "timeout_seconds": 0})  # fmt: skip
+        assert response.status_code == 400
+        form = response.context["form"]
+        assert set(form.errors) == {"url", "timeout_seconds"}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert list(McpService.objects.values_list("name", flat=True)) == ["Hydrology"]
+
     def test_edit_a_service_rotating_its_headers(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         base = {"name": "Hydrology", "url": demo_mcp_url, "type": "streamable-http", "timeout_seconds": 10}
