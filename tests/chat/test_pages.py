@@ -357,7 +357,8 @@ class TestChatPage:
         assert "Ask about your water network" not in page  # nothing offered that a viewer cannot do
         assert 'data-testid="new-conversation"' not in page
         assert 'data-testid="chat-head"' not in page
-        assert "Your role can read conversations but not start them." in page
+        # What a viewer may do (apps/accounts/permissions.py): read their own conversations, from before the role.
+        assert "Your role can read your own earlier conversations but cannot start new ones." in page
         viewer = make_member(tenant_alpha, Role.VIEWER)
         with schema_context(tenant_alpha.tenant.schema_name):
             own = Conversation.objects.create(user=viewer, title="Kept from before")
@@ -367,6 +368,33 @@ class TestChatPage:
         assert "Kept from before" in opened
         assert 'data-testid="chat-rename"' not in opened  # the API refuses a viewer both (403)
         assert 'data-testid="chat-delete"' not in opened
+
+    def test_a_failed_tool_call_and_its_arguments_read_as_while_the_turn_streamed(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """static/js/chat.js says "failed · 98 ms" and sorts the arguments' keys; so does the page after a reload
+        (not "98 ms" alone, nor jsonb's order, which puts shorter keys first)."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            Message.objects.create(conversation=conversation, role="tool", service="hydrology",
+                                   tool="get_water_levels", arguments={"zz": 1, "aaa": 2}, content="boom",
+                                   status="error", duration_ms=98)  # fmt: skip
+        page = html.unescape(client.get(f"/chat/{conversation.pk}/").content.decode())
+        assert '<span class="muted tool-state">failed · 98 ms</span>' in page
+        assert '{\n  "aaa": 2,\n  "zz": 1\n}' in page
+
+    def test_a_question_keeps_its_line_breaks_as_text(self, tenant_alpha: TenantFixture) -> None:
+        """Shown as static/js/chat.js shows it while the turn streams: the text itself, its line breaks kept
+        by CSS (white-space: pre-wrap), with nothing around it inside the bubble."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at\nS001 <b>now</b>?")
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert '">Levels at\nS001 &lt;b&gt;now&lt;/b&gt;?</div>' in page
+        assert "<br>" not in page.split('data-testid="messages"')[1]
 
     def test_the_message_limit_is_the_setting(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.CHAT_MAX_MESSAGE_CHARS = 1234
