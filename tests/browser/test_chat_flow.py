@@ -699,3 +699,78 @@ def test_leaving_by_a_form_while_a_reply_streams_asks_first(
     assert page.url.rstrip("/").split("/")[-1].isdigit()
     expect(page.get_by_test_id("chat-rename")).to_have_text("Rename")  # still in English
 
+
+def test_on_a_phone_the_question_takes_its_row_and_the_list_stays_short(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
+) -> None:
+    """With a choice of models the question still takes the whole row (the model and Send go under it, on the
+    right; a long model name is cut short); and a long conversation list does not push the open conversation
+    below the screen."""
+    from apps.accounts.models import User
+    from apps.chat.models import Conversation
+    from apps.llm.services import model_provider_save
+
+    def offer(models: list[str]) -> None:
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            model_provider_save(actor=TEST_ACTOR, base_url=demo_model_url, model_ids=models, api_key="test")
+        connection.set_schema_to_public()
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        admin = User.objects.get(email=ADMIN)
+        conversations = [Conversation.objects.create(user=admin, title=f"Levels at S{n:03}") for n in range(30)]
+    connection.set_schema_to_public()
+    context = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    long_model = "hydronet-demo-with-a-rather-long-model-name-2026-12-instruct-preview"
+    for models in (["hydronet-demo", "qwen2.5-7b"], ["hydronet-demo", long_model]):
+        offer(models)
+        page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+        question, send = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-send")
+        expect(send).to_be_enabled()
+        page.locator("select[name=model]").select_option(models[-1])
+        form = page.get_by_test_id("chat-form").bounding_box()
+        typed, sent = question.bounding_box(), send.bounding_box()
+        chosen = page.locator("select[name=model]").bounding_box()
+        assert form is not None
+        assert typed is not None
+        assert sent is not None
+        assert chosen is not None
+        assert typed["width"] >= form["width"] - 30, models  # the whole row but the form's padding
+        assert sent["y"] >= typed["y"] + typed["height"], models  # under it
+        assert form["x"] + form["width"] - 20 <= sent["x"] + sent["width"] <= form["x"] + form["width"], models
+        assert sent["height"] < 56, models  # "Send" on one line
+        assert form["x"] <= chosen["x"], models  # the model's name cut short, not past the screen
+        assert chosen["x"] + chosen["width"] <= sent["x"], models
+    expect(page.locator(".chat-main")).to_be_in_viewport()  # the conversation starts on the first screen
+    page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversations[0].pk}/"))
+    expect(page.get_by_test_id("chat-title")).to_be_in_viewport()
+    context.close()
+
+
+def test_the_admins_navigation_is_one_line_and_chinese_labels_keep_their_case(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """At 1366 px and wider, in both languages, the admin's eight links stay on one line; and "本月 Token 数"
+    is not upper-cased to "本月 TOKEN 数" (English labels are, as the design has them)."""
+    for locale in ("en-US", "zh-CN"):
+        context = browser.new_context(locale=locale, viewport={"width": 1366, "height": 900})
+        page = context.new_page()
+        page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+        log_in(page, ADMIN, ADMIN_PASSWORD)
+        page.goto(web_server.url(f"{SLUG}.localhost", "/usage/"))
+        links = page.locator(".site-nav a")
+        expect(links).to_have_count(8)
+        for width in (1366, 1920):
+            page.set_viewport_size({"width": width, "height": 900})
+            tops = links.evaluate_all("links => links.map(link => Math.round(link.getBoundingClientRect().top))")
+            assert len(set(tops)) == 1, f"{locale} at {width} px: the links are on {len(set(tops))} lines"
+        labels = page.locator(".stat-label")
+        transforms = set(labels.evaluate_all("labels => labels.map(label => getComputedStyle(label).textTransform)"))
+        if locale == "zh-CN":
+            assert transforms == {"none"}
+            expect(labels.filter(has_text="本月 Token 数")).to_have_count(1)
+        else:
+            assert transforms == {"uppercase"}
+        context.close()
