@@ -108,20 +108,6 @@ def _valid_fields(
     return clean
 
 
-def mcp_service_fields_check(
-    *,
-    name: str | None = None,
-    url: str | None = None,
-    type: str | None = None,
-    timeout_seconds: int | None = None,
-    headers: dict[str, str] | None = None,
-) -> None:
-    """Raise :class:`InvalidInput` naming every field that :func:`mcp_service_create` and
-    :func:`mcp_service_update` would refuse; a field given as None is not checked. A form that refused
-    some fields asks it of the others, so its page names every problem at once instead of one a submit."""
-    _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
-
-
 @transaction.atomic
 def mcp_service_create(
     *,
@@ -160,6 +146,20 @@ def mcp_service_create(
     audit_record(actor=actor, action="mcp_service.created", target=service, metadata={"name": service.name,
                  "url": service.url})  # fmt: skip
     return service
+
+
+def mcp_service_fields_check(
+    *,
+    name: str | None = None,
+    url: str | None = None,
+    type: str | None = None,
+    timeout_seconds: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Raise :class:`InvalidInput` naming every field that :func:`mcp_service_create` and
+    :func:`mcp_service_update` would refuse; a field given as None is not checked. A form that refused
+    some fields asks it of the others, so its page names every problem at once instead of one a submit."""
+    _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
 
 
 @transaction.atomic
