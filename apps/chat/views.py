@@ -52,8 +52,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             html = render_markdown(message.content) if message.role == "assistant" else ""
             item = {"message": message, "html": html, "replaced": message.pk in replaced,
                     "answered_again": message.pk in answered_again}  # fmt: skip
-            if message.role == "tool":  # as static/js/chat.js shows them while the turn streams
-                item["arguments"] = json.dumps(message.arguments, indent=2, ensure_ascii=False)
+            if message.role == "tool":  # as static/js/chat.js shows them while the turn streams: keys sorted,
+                # not in jsonb's order (shorter keys first), which is neither the model's nor the page's
+                item["arguments"] = json.dumps(message.arguments, indent=2, ensure_ascii=False, sort_keys=True)
             if message.status != Status.ERROR:
                 kept = item
             shown.append(item)

@@ -5,7 +5,9 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.exceptions import InvalidInput, put_on_form
 from apps.mcp.models import Transport
+from apps.mcp.services import mcp_service_fields_check
 
 
 class McpServiceForm(forms.Form):
@@ -19,6 +21,20 @@ class McpServiceForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Authorization: Bearer ..."}),
         help_text=_("One “Name: value” per line. Stored encrypted and never shown again."),
     )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:  # else the service checks them all as it saves
+            # The fields the form accepted, checked as the service would: a bad URL is named with a bad timeout,
+            # not on the next submit.
+            try:
+                mcp_service_fields_check(
+                    name=cleaned.get("name"), url=cleaned.get("url"), type=cleaned.get("type"),
+                    timeout_seconds=cleaned.get("timeout_seconds"), headers=cleaned.get("headers"),
+                )  # fmt: skip
+            except InvalidInput as exc:
+                put_on_form(self, exc)
+        return cleaned
 
     def clean_headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}

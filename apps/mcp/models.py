@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -51,6 +53,12 @@ class McpService(models.Model):
     def disabled_tools(self) -> list[str]:
         """Tools of this server the admins keep from the model, by name (``config["disabled_tools"]``)."""
         return list(self.config.get("disabled_tools") or [])
+
+    @property
+    def offered_tools(self) -> list[dict[str, Any]]:
+        """The loaded tools the model is offered: those not disabled."""
+        disabled = set(self.disabled_tools)
+        return [tool for tool in self.tools if tool.get("name") not in disabled]
 
     @property
     def has_secret_headers(self) -> bool:

@@ -158,6 +158,20 @@ def mcp_service_create(
     return service
 
 
+def mcp_service_fields_check(
+    *,
+    name: str | None = None,
+    url: str | None = None,
+    type: str | None = None,
+    timeout_seconds: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Raise :class:`InvalidInput` naming every field that :func:`mcp_service_create` and
+    :func:`mcp_service_update` would refuse; a field given as None is not checked. A form that refused
+    some fields asks it of the others, so its page names every problem at once instead of one a submit."""
+    _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
+
+
 @transaction.atomic
 def mcp_service_update(
     *,

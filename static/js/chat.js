@@ -63,6 +63,18 @@
   let conversationId = root.dataset.conversationId;
   const head = root.querySelector("[data-testid=chat-head]");
 
+  // The conversation's title: the heading's data-title holds it ("" while it has none, when the heading shows
+  // a placeholder that must not be taken for a title); the heading, the sidebar and the tab show it.
+  const heading = root.querySelector("[data-testid=chat-title]");
+  function showTitle(title) {
+    const shown = title || t("untitled");
+    heading.dataset.title = title;
+    heading.textContent = shown;
+    const active = root.querySelector("[data-testid=conversations] a.active");
+    if (active) active.textContent = shown;
+    document.title = shown + " · " + root.dataset.tenantName; // as templates/chat/chat.html builds it
+  }
+
   // Rename and delete the open conversation; a refusal is shown as it came.
   async function change(method, body) {
     try {
@@ -75,15 +87,11 @@
   const renameButton = root.querySelector("[data-testid=chat-rename]");
   if (renameButton) {
     renameButton.addEventListener("click", async () => {
-      const heading = root.querySelector("[data-testid=chat-title]");
-      const title = window.prompt(t("renamePrompt"), heading.textContent.trim());
+      const title = window.prompt(t("renamePrompt"), heading.dataset.title);
       if (title === null) return;
       const response = await change("PATCH", { title: title.trim() });
       if (!response) return;
-      const renamed = (await response.json()).title || t("untitled");
-      heading.textContent = renamed;
-      const active = root.querySelector("[data-testid=conversations] a.active");
-      if (active) active.textContent = renamed;
+      showTitle((await response.json()).title);
     });
   }
   const deleteButton = root.querySelector("[data-testid=chat-delete]");
@@ -147,14 +155,25 @@
     panel.append(summary);
     const body = el("div", "tool-body");
     body.append(el("strong", "", t("arguments")));
-    body.append(el("pre", "", JSON.stringify(data.arguments, null, 2)));
+    body.append(el("pre", "", JSON.stringify(data.arguments, sortedKeys, 2)));
     panel.append(body);
     return panel;
   }
 
+  // A tool call's arguments with their keys sorted, as the page shows them after a reload (apps/chat/views.py):
+  // the model's order is not stored (PostgreSQL's jsonb keeps its own).
+  function sortedKeys(key, value) {
+    if (!value || typeof value !== "object" || Array.isArray(value)) return value;
+    return Object.fromEntries(Object.keys(value).sort().map((name) => [name, value[name]]));
+  }
+
+  // "failed · 98 ms" or "98 ms", as the page shows a stored call.
   function finishToolPanel(panel, data) {
-    panel.querySelector(".tool-state").textContent = data.is_error ? t("failed") : data.duration_ms + " ms";
+    const took = data.duration_ms === null || data.duration_ms === undefined ? "" : data.duration_ms + " ms";
+    const state = data.is_error ? [t("failed"), took].filter(Boolean).join(" · ") : took;
+    panel.querySelector(".tool-state").textContent = state;
     if (data.is_error) panel.classList.add("failed");
+    if (data.message_id) panel.dataset.messageId = data.message_id;
     const body = panel.querySelector(".tool-body");
     body.append(el("strong", "", t("result")));
     body.append(el("pre", "", data.result));
@@ -191,10 +210,16 @@
 
   // Leaving the page while a reply streams stops it: the server cancels the model's work when the page goes,
   // and keeps what came, marked incomplete. A click on a link that would leave asks first.
+  // So does a form that would leave it (the language switch, Log out, the sidebar's search); not the chat's own.
   document.addEventListener("click", (event) => {
     const link = event.target.closest("a[href]");
     if (!controller || !link || link.hasAttribute("download") || link.target === "_blank") return;
     if (link.getAttribute("href").startsWith("#")) return;
+    if (!window.confirm(t("leaveWhileStreaming"))) event.preventDefault();
+  });
+  document.addEventListener("submit", (event) => {
+    const leaving = event.target;
+    if (!controller || leaving === form || leaving.target === "_blank" || event.defaultPrevented) return;
     if (!window.confirm(t("leaveWhileStreaming"))) event.preventDefault();
   });
 
@@ -214,6 +239,54 @@
       stopEditing(true);
     }
   });
+
+  // A reply that stopped or failed keeps its Copy button for what it said, as it has after a reload.
+  function copyIfSaid(bubble) {
+    if (bubble.querySelector(".markdown").textContent.trim()) addCopy(bubble);
+  }
+
+  // The newest stored message the page shows (templates/chat/chat.html and each turn's events give their ids).
+  function lastStoredId() {
+    let last = 0;
+    for (const node of list.querySelectorAll("[data-message-id]")) {
+      last = Math.max(last, Number(node.dataset.messageId) || 0);
+    }
+    return last;
+  }
+
+  // A stopped turn's reply is kept as the server had it when it noticed the page stopped listening, a few
+  // chunks past what the page showed. Once stored (the turn's last message, newer than what the page held when
+  // the turn began), it replaces what the bubble shows, Markdown rendered and sanitized like any reply, so
+  // what is shown is what is kept. Asked briefly; not found (nothing stored, or the page's next turn began),
+  // the bubble stays as it is.
+  async function showStored(bubble, id, before, turn) {
+    const messages = "/api/conversations/" + id + "/messages?page_size=1";
+    syncing = true;
+    try {
+      await findStored(bubble, id, before, turn, messages);
+    } finally {
+      syncing = false;
+    }
+  }
+  async function findStored(bubble, id, before, turn, messages) {
+    for (let attempt = 0; attempt < 33; attempt++) {
+      await new Promise((resolve) => window.setTimeout(resolve, 300));
+      if (turn !== turns || id !== conversationId || !bubble.isConnected) return;
+      try {
+        const count = (await (await api("GET", messages)).json()).count;
+        if (!count) continue;
+        const last = (await (await api("GET", messages + "&page=" + count)).json()).results[0];
+        if (turn !== turns) return;
+        if (!last || last.id <= before || last.role !== "assistant" || (last.tool_calls || []).length) continue;
+        bubble.querySelector(".markdown").innerHTML = last.html; // sanitized on the server (nh3)
+        bubble.dataset.messageId = last.id;
+        copyIfSaid(bubble);
+        return;
+      } catch (error) {
+        return; // the page stays as it is
+      }
+    }
+  }
 
   function newBubble() {
     const node = el("div", "bubble assistant streaming");
@@ -331,10 +404,16 @@
   }
 
   let sessionEnded = false; // a turn found the member logged out: no "Try again" or "Edit" until a reload
+  let turns = 0; // turns begun on this page: a stopped turn's reply is looked up only until the next begins
+  let syncing = false; // a stopped turn's reply is being looked up
 
   // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
   async function runTurn(path, body, bubble, created) {
     let text = bubble.querySelector(".markdown");
+    const turn = ++turns;
+    // This turn's messages are newer. Unknown when it begins while a stopped turn's reply was still being
+    // looked up: that reply may be stored, newer, and not on the page; this turn is then not looked up.
+    const before = syncing ? null : lastStoredId();
     scroll();
     controller = new AbortController();
     busy(true);
@@ -386,17 +465,14 @@
           bubble.dataset.messageId = data.message_id;
           addCopy(bubble);
           // The first exchange titles a new conversation (unless it was renamed meanwhile).
-          const heading = root.querySelector("[data-testid=chat-title]");
-          if (data.title && heading && heading.textContent.trim() === t("untitled")) {
-            heading.textContent = data.title;
-            const active = root.querySelector("[data-testid=conversations] a.active");
-            if (active) active.textContent = data.title;
-          }
+          if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         } else if (type === "error") {
           ended = true;
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
+          if (data.message_id) bubble.dataset.messageId = data.message_id;
+          copyIfSaid(bubble);
         }
         scroll();
       });
@@ -404,12 +480,15 @@
         bubble.classList.remove("streaming");
         bubble.classList.add("incomplete");
         bubble.append(el("div", "bubble-note", t("cutShort")));
+        copyIfSaid(bubble);
       }
     } catch (error) {
       bubble.classList.remove("streaming");
       if (error.name === "AbortError") {
         bubble.classList.add("incomplete");
         bubble.append(el("div", "bubble-note", t("stopped")));
+        copyIfSaid(bubble);
+        if (conversationId && before !== null) showStored(bubble, conversationId, before, turn);
       } else if (error.code === "session_ended") { // nothing was asked: the question goes back, and a way in
         bubble.classList.add("error");
         const note = el("div", "bubble-note", error.message + " ");

@@ -574,3 +574,203 @@ def test_on_a_phone_no_page_is_wider_than_the_screen(browser: Browser, web_serve
         widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         assert widths[0] <= widths[1], f"{path} is {widths[0]} px wide on a {widths[1]} px screen"
     context.close()
+
+
+def test_a_failed_tool_call_and_a_failed_reply_read_as_after_a_reload(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A failed call says "failed · 98 ms" and its arguments' keys come sorted, as the page shows a stored call
+    (templates/chat/chat.html); a reply that failed after some text has its Copy button, as after a reload."""
+    page = chat_page(browser, web_server, "en", permissions=["clipboard-read", "clipboard-write"])
+    call = {"id": "c1", "name": "hydrology__get_water_levels", "service": "hydrology", "tool": "get_water_levels",
+            "arguments": {"station": "S001", "days": 7}}  # fmt: skip
+    events = [
+        ("tool_call", call),
+        (
+            "tool_result",
+            {**call, "result": "boom", "is_error": True, "duration_ms": 98, "truncated": False, "message_id": 3},
+        ),
+        ("token", {"text": "S001 was at"}),
+        ("error", {"code": "upstream_error", "message": "The model server went away.", "message_id": 4}),
+    ]
+    body = "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
+    page.context.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+    )
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("The reply failed: The model server went away.")
+    panel = page.get_by_test_id("tool-panel")
+    expect(panel.locator(".tool-state")).to_have_text("failed · 98 ms")
+    assert panel.locator("pre").first.text_content() == '{\n  "days": 7,\n  "station": "S001"\n}'
+    expect(answer.get_by_test_id("copy-reply")).to_be_visible()
+    answer.get_by_test_id("copy-reply").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "S001 was at"
+
+
+def test_a_question_title_and_rename_read_the_same_live_and_after_a_reload(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """A question's line breaks show as it streams; the tab's title follows the conversation's; a rename
+    starts from the real title, and from nothing (not the "New conversation" placeholder) when it has none."""
+    from apps.chat.models import Conversation
+
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("levels at S001\nand S002")
+    page.get_by_test_id("chat-send").click()
+    question = page.get_by_test_id("user-question")
+    assert question.evaluate("node => node.innerText") == "levels at S001\nand S002"
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)  # the reply is done
+    heading = page.get_by_test_id("chat-title")
+    expect(heading).not_to_have_text("New conversation")
+    title = heading.inner_text()
+    expect(page).to_have_title(f"{title} · Chat Flow Water")  # titled by the first exchange
+
+    offered: list[str] = []
+
+    def rename_to(new: str | None) -> None:
+        def answer(dialog: Dialog) -> None:
+            offered.append(dialog.default_value)
+            dialog.accept(*(() if new is None else (new,)))
+
+        page.once("dialog", answer)
+        page.get_by_test_id("chat-rename").click()
+
+    rename_to("Reservoir levels")
+    expect(heading).to_have_text("Reservoir levels")
+    expect(page).to_have_title("Reservoir levels · Chat Flow Water")
+    assert offered == [title]
+    rename_to("")  # untitled
+    expect(heading).to_have_text("New conversation")
+    expect(page).to_have_title("New conversation · Chat Flow Water")
+    rename_to(None)  # OK without editing: still untitled
+    page.wait_for_timeout(300)
+    assert offered == [title, "Reservoir levels", ""]
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        assert list(Conversation.objects.values_list("title", flat=True)) == [""]
+    connection.set_schema_to_public()
+
+    page.reload()  # the question as stored reads as it did
+    assert page.get_by_test_id("user-question").evaluate("node => node.innerText") == "levels at S001\nand S002"
+    rename_to(None)
+    page.wait_for_timeout(300)
+    assert offered[-1] == ""
+
+
+def test_after_stop_the_reply_shows_what_was_kept(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """The server keeps the partial reply it had when it noticed the stop, a few chunks past what the page had
+    shown: the page then shows the stored reply, rendered, with its Copy button."""
+    from apps.chat.models import Message
+
+    page = chat_page(browser, web_server, "en")
+    answer = long_reply_under_way(page)
+    page.get_by_test_id("chat-stop").click()
+    expect(answer).to_contain_text("Stopped. The partial reply is kept.")
+    expect(answer.locator(".markdown p")).to_have_count(1)  # the stored reply, Markdown rendered
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        kept = Message.objects.get(role="assistant")
+    connection.set_schema_to_public()
+    assert kept.status == "incomplete"
+    assert answer.locator(".markdown").inner_text().strip() == kept.content.strip()
+    expect(answer.get_by_test_id("copy-reply")).to_be_visible()
+
+
+def test_leaving_by_a_form_while_a_reply_streams_asks_first(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Log out and the language switch leave the page as a link does: not without asking."""
+    page = chat_page(browser, web_server, "en")
+    answer = long_reply_under_way(page)
+    asked: list[str] = []
+
+    def stay(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", stay)
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="简体中文").click()
+    expect(answer).to_contain_text("chunk 199", timeout=15_000)  # stayed: the reply ran to its end
+    assert asked == ["A reply is still being written. Leave this page and stop it? What came so far is kept."] * 2
+    assert page.url.rstrip("/").split("/")[-1].isdigit()
+    expect(page.get_by_test_id("chat-rename")).to_have_text("Rename")  # still in English
+
+
+def test_on_a_phone_the_question_takes_its_row_and_the_list_stays_short(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
+) -> None:
+    """With a choice of models the question still takes the whole row (the model and Send go under it, on the
+    right; a long model name is cut short); and a long conversation list does not push the open conversation
+    below the screen."""
+    from apps.accounts.models import User
+    from apps.chat.models import Conversation
+    from apps.llm.services import model_provider_save
+
+    def offer(models: list[str]) -> None:
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            model_provider_save(actor=TEST_ACTOR, base_url=demo_model_url, model_ids=models, api_key="test")
+        connection.set_schema_to_public()
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        admin = User.objects.get(email=ADMIN)
+        conversations = [Conversation.objects.create(user=admin, title=f"Levels at S{n:03}") for n in range(30)]
+    connection.set_schema_to_public()
+    context = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    long_model = "hydronet-demo-with-a-rather-long-model-name-2026-12-instruct-preview"
+    for models in (["hydronet-demo", "qwen2.5-7b"], ["hydronet-demo", long_model]):
+        offer(models)
+        page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+        question, send = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-send")
+        expect(send).to_be_enabled()
+        page.locator("select[name=model]").select_option(models[-1])
+        form = page.get_by_test_id("chat-form").bounding_box()
+        typed, sent = question.bounding_box(), send.bounding_box()
+        chosen = page.locator("select[name=model]").bounding_box()
+        assert form is not None
+        assert typed is not None
+        assert sent is not None
+        assert chosen is not None
+        assert typed["width"] >= form["width"] - 30, models  # the whole row but the form's padding
+        assert sent["y"] >= typed["y"] + typed["height"], models  # under it
+        assert form["x"] + form["width"] - 20 <= sent["x"] + sent["width"] <= form["x"] + form["width"], models
+        assert sent["height"] < 56, models  # "Send" on one line
+        assert form["x"] <= chosen["x"], models  # the model's name cut short, not past the screen
+        assert chosen["x"] + chosen["width"] <= sent["x"], models
+    expect(page.locator(".chat-main")).to_be_in_viewport()  # the conversation starts on the first screen
+    page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversations[0].pk}/"))
+    expect(page.get_by_test_id("chat-title")).to_be_in_viewport()
+    context.close()
+
+
+def test_the_admins_navigation_is_one_line_and_chinese_labels_keep_their_case(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """At 1366 px and wider, in both languages, the admin's eight links stay on one line; and "本月 Token 数"
+    is not upper-cased to "本月 TOKEN 数" (English labels are, as the design has them)."""
+    for locale in ("en-US", "zh-CN"):
+        context = browser.new_context(locale=locale, viewport={"width": 1366, "height": 900})
+        page = context.new_page()
+        page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+        log_in(page, ADMIN, ADMIN_PASSWORD)
+        page.goto(web_server.url(f"{SLUG}.localhost", "/usage/"))
+        links = page.locator(".site-nav a")
+        expect(links).to_have_count(8)
+        for width in (1366, 1920):
+            page.set_viewport_size({"width": width, "height": 900})
+            tops = links.evaluate_all("links => links.map(link => Math.round(link.getBoundingClientRect().top))")
+            assert len(set(tops)) == 1, f"{locale} at {width} px: the links are on {len(set(tops))} lines"
+        labels = page.locator(".stat-label")
+        transforms = set(labels.evaluate_all("labels => labels.map(label => getComputedStyle(label).textTransform)"))
+        if locale == "zh-CN":
+            assert transforms == {"none"}
+            expect(labels.filter(has_text="本月 Token 数")).to_have_count(1)
+        else:
+            assert transforms == {"uppercase"}
+        context.close()

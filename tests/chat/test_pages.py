@@ -357,7 +357,8 @@ class TestChatPage:
         assert "Ask about your water network" not in page  # nothing offered that a viewer cannot do
         assert 'data-testid="new-conversation"' not in page
         assert 'data-testid="chat-head"' not in page
-        assert "Your role can read conversations but not start them." in page
+        # What a viewer may do (apps/accounts/permissions.py): read their own conversations, from before the role.
+        assert "Your role can read your own earlier conversations but cannot start new ones." in page
         viewer = make_member(tenant_alpha, Role.VIEWER)
         with schema_context(tenant_alpha.tenant.schema_name):
             own = Conversation.objects.create(user=viewer, title="Kept from before")
@@ -367,6 +368,33 @@ class TestChatPage:
         assert "Kept from before" in opened
         assert 'data-testid="chat-rename"' not in opened  # the API refuses a viewer both (403)
         assert 'data-testid="chat-delete"' not in opened
+
+    def test_a_failed_tool_call_and_its_arguments_read_as_while_the_turn_streamed(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """static/js/chat.js says "failed · 98 ms" and sorts the arguments' keys; so does the page after a reload
+        (not "98 ms" alone, nor jsonb's order, which puts shorter keys first)."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            Message.objects.create(conversation=conversation, role="tool", service="hydrology",
+                                   tool="get_water_levels", arguments={"zz": 1, "aaa": 2}, content="boom",
+                                   status="error", duration_ms=98)  # fmt: skip
+        page = html.unescape(client.get(f"/chat/{conversation.pk}/").content.decode())
+        assert '<span class="muted tool-state">failed · 98 ms</span>' in page
+        assert '{\n  "aaa": 2,\n  "zz": 1\n}' in page
+
+    def test_a_question_keeps_its_line_breaks_as_text(self, tenant_alpha: TenantFixture) -> None:
+        """Shown as static/js/chat.js shows it while the turn streams: the text itself, its line breaks kept
+        by CSS (white-space: pre-wrap), with nothing around it inside the bubble."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at\nS001 <b>now</b>?")
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        assert '">Levels at\nS001 &lt;b&gt;now&lt;/b&gt;?</div>' in page
+        assert "<br>" not in page.split('data-testid="messages"')[1]
 
     def test_the_message_limit_is_the_setting(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.CHAT_MAX_MESSAGE_CHARS = 1234
@@ -473,6 +501,32 @@ class TestServicesPage:
         assert bad.status_code == 400  # not one of the choices
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=hydrology.pk).disabled_tools == ["get_water_levels"]
+
+    def test_a_service_with_no_tool_offered_says_so(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        """Enabled, but with every tool unticked it offers the model nothing: its card says so."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert 'data-testid="no-tool-offered"' not in client.get("/services/").content.decode()
+        base = {"name": "Hydrology", "url": hydrology.url, "type": "streamable-http", "timeout_seconds": 10}
+        assert client.post(f"/services/{hydrology.pk}/edit/", base).status_code == 302  # none ticked
+        page = client.get("/services/").content.decode()
+        assert 'data-testid="no-tool-offered"' in page
+        assert "None of this service's tools is offered to the model" in html.unescape(page)
+
+    @pytest.mark.parametrize("path", ["/services/", "edit"])
+    def test_every_refused_field_is_named_at_once(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any, path: str
+    ) -> None:
+        """A URL that is not one and a timeout of 0: both named on the first submit, not one per submit."""
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        path = f"/services/{hydrology.pk}/edit/" if path == "edit" else path
+        response = client.post(path, {"name": "Bad", "url": "not a url", "type": "streamable-http",
+                                      "timeout_seconds": 0})  # fmt: skip
+        assert response.status_code == 400
+        form = response.context["form"]
+        assert set(form.errors) == {"url", "timeout_seconds"}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert list(McpService.objects.values_list("name", flat=True)) == ["Hydrology"]
 
     def test_edit_a_service_rotating_its_headers(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
