@@ -268,9 +268,12 @@
       syncing = false;
     }
   }
+  // Asked less often as it goes (two requests each time, about ten seconds in all): the polls count against the
+  // workspace's rate limit (100 a minute on the free plan), which the member's next question needs.
+  const STORED_WAITS = [300, 500, 800, 1200, 2000, 2500, 3000];
   async function findStored(bubble, id, before, turn, messages) {
-    for (let attempt = 0; attempt < 33; attempt++) {
-      await new Promise((resolve) => window.setTimeout(resolve, 300));
+    for (const wait of STORED_WAITS) {
+      await new Promise((resolve) => window.setTimeout(resolve, wait));
       if (turn !== turns || id !== conversationId || !bubble.isConnected) return;
       try {
         const count = (await (await api("GET", messages)).json()).count;
