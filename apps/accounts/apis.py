@@ -158,6 +158,7 @@ class MeApi(TenantApi):
         role = serializers.CharField()
         permissions = serializers.ListField(child=serializers.CharField())
         tenant = serializers.CharField()
+        language = serializers.CharField(allow_null=True, help_text="A member's chosen language; null for an API key.")
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request) -> Response:
@@ -173,6 +174,7 @@ class MeApi(TenantApi):
             "role": principal.role,
             "permissions": sorted(ROLE_PERMISSIONS.get(principal.role, ())),
             "tenant": request.tenant.slug,  # type: ignore[attr-defined]
+            "language": principal.language if is_user else None,
         }
         return Response(self.OutputSerializer(body).data)
 

@@ -264,6 +264,7 @@ class TestProfileAndPasswords:
             (event,) = AuditEvent.objects.filter(action="user.profile_updated", target_id=str(member.pk))
             assert event.metadata == {"language": ["", "zh-hans"]}
         assert send(api(tenant_alpha, member), "patch", "/api/auth/me", {}).json()["language"] == "zh-hans"
+        assert api(tenant_alpha, member).get("/api/auth/me").json()["language"] == "zh-hans"
 
     def test_password_change_ends_other_sessions_and_tokens(self, tenant_alpha: TenantFixture) -> None:
         member = make_member(tenant_alpha, Role.USER)
