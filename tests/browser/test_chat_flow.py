@@ -684,7 +684,6 @@ def test_leaving_by_a_form_while_a_reply_streams_asks_first(
 ) -> None:
     """Log out and the language switch leave the page as a link does: not without asking."""
     page = chat_page(browser, web_server, "en")
-    answer = long_reply_under_way(page)
     asked: list[str] = []
 
     def stay(dialog: Dialog) -> None:
@@ -692,9 +691,12 @@ def test_leaving_by_a_form_while_a_reply_streams_asks_first(
         dialog.dismiss()
 
     page.on("dialog", stay)
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="简体中文").click()
-    expect(answer).to_contain_text("chunk 199", timeout=15_000)  # stayed: the reply ran to its end
+    # One reply for each (it streams for about a second): both clicks in one could find it ended.
+    for button in ("Log out", "简体中文"):
+        answer = long_reply_under_way(page)
+        page.get_by_role("button", name=button).click()
+        expect(answer).to_contain_text("chunk 199", timeout=15_000)  # stayed: the reply ran to its end
+        expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=15_000)
     assert asked == ["A reply is still being written. Leave this page and stop it? What came so far is kept."] * 2
     assert page.url.rstrip("/").split("/")[-1].isdigit()
     expect(page.get_by_test_id("chat-rename")).to_have_text("Rename")  # still in English
