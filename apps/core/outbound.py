@@ -340,12 +340,15 @@ def _parse_url(raw: str) -> httpx2.URL:
         raise UnsafeURL(_("Enter a URL."))
     try:
         parsed = httpx2.URL(raw)
-    except (httpx2.InvalidURL, TypeError, ValueError):
-        # httpx2 refuses e.g. "0177.0.0.1"; name the address it means if it is one.
+    except (httpx2.InvalidURL, TypeError, ValueError) as exc:
+        # httpx2 refuses e.g. "0177.0.0.1"; name the address it means if it is one (an address already in the
+        # usual form is not what was wrong: "1.2.3.4:abc" is a port).
         host = _host_of_unparsable(raw)
         legacy = _legacy_ipv4(host)
-        if legacy is not None:
+        if legacy is not None and str(legacy) != host:
             raise UnsafeURL(_numeric_host_refusal(host, legacy)) from None
+        if str(exc).startswith("Invalid port"):
+            raise UnsafeURL(_("Use a port from 1 to 65535.")) from None
         raise UnsafeURL(_("This is not a valid URL.")) from None
     if not parsed.scheme:
         raise UnsafeURL(_("Enter a full URL that starts with https:// or http://."))

@@ -277,6 +277,10 @@ def test_odd_notation_of_a_public_address_is_refused_too(dns: FakeDNS) -> None:
         # A port the socket cannot take: the connect failed with "OverflowError: connect(): port must be 0-65535".
         ("http://example.com:99999/", "Use a port from 1 to 65535."),
         ("http://example.com:0/", "Use a port from 1 to 65535."),
+        ("http://example.com:abc/", "Use a port from 1 to 65535."),
+        # An address in the usual form is not what was wrong (it was told to write it in the usual form).
+        (f"http://{PUBLIC_IP}:abc/mcp", "Use a port from 1 to 65535."),
+        (f"http://a\n@{PUBLIC_IP}/", "This is not a valid URL."),
     ],
 )
 def test_only_plain_http_urls_with_a_host_are_accepted(url: str, message: str, dns: FakeDNS) -> None:
