@@ -4,6 +4,7 @@ assistant's instructions."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from django.db import transaction
 from django.utils.translation import gettext as _
@@ -46,6 +47,9 @@ def model_provider_save(
         errors["model_ids"] = [_("A model name may be at most 100 characters: %(name)s…") % {"name": too_long[0][:40]}]
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
+    name = name.strip()[:100]
+    if any(unicodedata.category(char) == "Cc" for char in name):  # as MCP services' and conversations' names
+        errors["name"] = [_("A name cannot hold control characters.")]
     if api_key is not None:
         api_key = api_key.strip()
         if not _API_KEY_RE.fullmatch(api_key):
@@ -53,7 +57,7 @@ def model_provider_save(
     if errors:
         raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
     provider = _provider_locked(base_url=base_url, model_ids=model_ids)
-    provider.name = name.strip()[:100]
+    provider.name = name
     provider.base_url = base_url
     provider.model_ids = model_ids
     provider.is_active = is_active

@@ -575,6 +575,15 @@ class TestModelProvider:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not ModelProvider.objects.exists()
 
+    @pytest.mark.parametrize("name", ["Ours\nand theirs", "Ours\x01", "\tOurs\x7f"])
+    def test_a_name_with_control_characters_is_a_400(self, tenant_alpha: TenantFixture, name: str) -> None:
+        body = {"name": name, "base_url": "http://127.0.0.1:9/v1", "model_ids": ["m"]}
+        response = send(admin(tenant_alpha), "put", "/api/model-provider", body)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["details"] == {"name": ["A name cannot hold control characters."]}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
+
     def test_only_admins_manage_the_provider(self, tenant_alpha: TenantFixture) -> None:
         from tests.chat.conftest import member_client
 
