@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import Role
@@ -456,6 +457,8 @@ class TestServicesPage:
         user = logged_in(tenant_alpha, Role.USER)
         page = user.get("/services/").content.decode()
         assert "get_water_levels" in page
+        loaded = timezone.localtime(hydrology.tools_refreshed_at).strftime("%Y-%m-%d %H:%M")
+        assert f"{loaded} UTC+8" in page  # the settings' Asia/Shanghai, named
         assert 'data-testid="service-form"' not in page
         assert 'data-testid="test-service"' not in page
         user.post("/services/", {"name": "Sneaky", "url": "http://127.0.0.1:9/", "type": "sse", "timeout_seconds": 5})

@@ -314,7 +314,7 @@ class TestMemberDailyCalls:
         assert response["Location"] == "/usage/"
         assert member_limit_of(tenant_alpha) == 1500
         page = client.get("/usage/").content.decode()
-        assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00"
+        assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00 UTC+8"
         assert 'value="1500"' in page  # the form starts from the current limit
         assert "Each member may now make 1500 AI calls a day." in page
         with schema_context(tenant_alpha.tenant.schema_name):
