@@ -79,6 +79,9 @@ PREFIX = "（离线演示模型 / offline demo model）"
 HINT = "试试问：站点 S001 最近的水位是多少？ / Try: “What is the latest water level at station S001?”"
 SLOW_SECONDS = 3.0
 LONG_CHUNKS = 200
+# At least this far apart, a #long answer's chunks stream for about 3 s whatever the server's pace (tests run it
+# at 5 ms): time for a browser to stop it or to try to leave the page while it streams, on a slow machine too.
+LONG_MIN_DELAY_MS = 15
 BROKEN_AFTER_CHUNKS = 3
 TOOL_RESULT_PREVIEW = 300
 
@@ -666,6 +669,8 @@ async def chat_completions(request: Request) -> Response:
     completion_id = "chatcmpl-" + hashlib.sha256(raw).hexdigest()[:24]
     created = int(time.time())
     delay_s = request.app.state.token_delay_ms / 1000
+    if fault == "#long":  # a reply that streams for seconds, for a client to act on while it streams (stop, leave)
+        delay_s = max(delay_s, LONG_MIN_DELAY_MS / 1000)
 
     if not stream:
         if fault == "#malformed":

@@ -15,6 +15,7 @@ import pytest
 from demo.hydrology import flood_warning_levels, rainfall, stations, water_levels
 from demo.model_server import (
     LONG_CHUNKS,
+    LONG_MIN_DELAY_MS,
     MODEL_ID,
     Reply,
     choose_tool_call,
@@ -437,7 +438,11 @@ def test_slow(demo_model_root: str) -> None:
 
 
 def test_long_streams_200_content_chunks(demo_model_root: str) -> None:
+    """For about three seconds whatever the server's pace (the tests' is 5 ms): a browser test stops it, or tries
+    to leave the page, while it streams."""
+    started = time.monotonic()
     data = events(demo_model_root, messages=user("#long"))
+    assert time.monotonic() - started >= (LONG_CHUNKS - 1) * LONG_MIN_DELAY_MS / 1000
     assert data[-1] == "[DONE]"
     contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in data[1:-1]]
     assert len([c for c in contents if c]) == LONG_CHUNKS
