@@ -184,13 +184,13 @@ def staff_user_create(*, email: str, password: str) -> User:
 
 
 @transaction.atomic
-@transaction.atomic
 def user_update_profile(*, actor: Actor, user: User, full_name: str | None = None, language: str | None = None) -> User:
     """Change what members may change about themselves: their name, and the language emails to them are
     written in (``None``: unchanged)."""
     changes: dict[str, list[str]] = {}
-    if full_name is not None and full_name.strip()[:150] != user.full_name:
-        changes["full_name"] = [user.full_name, full_name.strip()[:150]]
+    full_name = full_name if full_name is None else full_name.strip()[:150]
+    if full_name is not None and full_name != user.full_name:
+        changes["full_name"] = [user.full_name, full_name]
     if language is not None and language != user.language:
         if language not in dict(settings.LANGUAGES):
             choices = ", ".join(code for code, _name in settings.LANGUAGES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
@@ -27,6 +26,7 @@ from apps.chat.selectors import is_plain_reply, last_question, model_history, re
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.core.models import storable
+from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
 from apps.usage.meter import Claim, Meter, Ticket
@@ -60,7 +60,7 @@ def system_prompt(instructions: str = "") -> str:
 
 def _valid_title(title: str) -> str:
     title = " ".join((title or "").split())  # one line: line breaks and tabs become spaces
-    if any(unicodedata.category(char) == "Cc" for char in title):
+    if has_control_characters(title):
         message = _("A title cannot hold control characters.")
         raise InvalidInput(message, details={"title": [message]})
     if len(title) > 200:
@@ -329,8 +329,7 @@ def _store_user_message(conversation: Conversation, content: str, *, replaces: i
     """
     message = Message(conversation=conversation, role=Role.USER, content=content, replaces_id=replaces)
     if not conversation.title:  # one line of text, as a renamed title must be (_valid_title)
-        line = " ".join(content.split())
-        conversation.title = "".join(char for char in line if unicodedata.category(char) != "Cc")[:TITLE_LENGTH]
+        conversation.title = one_line(content)[:TITLE_LENGTH]
     _insert_message(
         message,
         then="SET title = %s, model = %s, updated_at = %s",

@@ -80,6 +80,7 @@ __all__ = [
     "check_address",
     "check_url",
     "check_url_to_store",
+    "connect_error_words",
     "find_unsafe_connection",
     "guarded_async_client",
     "guarded_client",
@@ -544,6 +545,20 @@ class GuardedAsyncBackend(httpcore2.AnyIOBackend):
     ) -> httpcore2.AsyncNetworkStream:
         """Never: tenant URLs reach TCP hosts only."""
         raise UnsafeConnection(_("Connections to Unix sockets are not allowed."), host=path)
+
+
+# anyio's message when no address of a host accepted the connection (refused, unreachable).
+_ANYIO_CONNECT_FAILED = "All connection attempts failed"
+
+
+def connect_error_words(error: BaseException) -> str:
+    """Why a connection could not be made, in the request's language: this guard's own words (an address it
+    refused, a host name that does not resolve), else that nothing answered at the address (the system's
+    "[Errno 111] Connection refused", anyio's "All connection attempts failed")."""
+    said = str(error)
+    if not said or said.startswith("[Errno") or said == _ANYIO_CONNECT_FAILED:
+        return _("Nothing answered at this address: no server is listening there, or it cannot be reached.")
+    return said
 
 
 # --- Connect time: transports and clients -------------------------------------------------

@@ -130,10 +130,9 @@ def unreachable_words(exc: BaseException) -> str:
     if isinstance(cause, httpx2.ConnectError):
         if _caused_by(cause, socket.gaierror):
             return _("The model server could not be reached: its host name does not resolve.")
-        said = str(cause)
-        if not said or said.startswith("[Errno") or said == "All connection attempts failed":  # the system's
-            said = _("Nothing answered at this address: no server is listening there, or it cannot be reached.")
-        return _("The model server could not be reached: %(error)s") % {"error": said}  # or the outbound guard's
+        from apps.core.outbound import connect_error_words
+
+        return _("The model server could not be reached: %(error)s") % {"error": connect_error_words(cause)}
     if isinstance(cause, httpx2.TransportError):  # connected, then the connection closed or broke
         return _("The model server closed the connection before it answered.")
     return _("The model server could not be reached: %(error)s") % {"error": exc}

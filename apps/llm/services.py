@@ -4,7 +4,6 @@ assistant's instructions."""
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from django.db import transaction
 from django.utils.translation import gettext as _
@@ -14,6 +13,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, fields_refused
 from apps.core.outbound import check_url_to_store
+from apps.core.text import has_control_characters
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
 
@@ -48,7 +48,7 @@ def model_provider_save(
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
     name = name.strip()[:100]
-    if any(unicodedata.category(char) == "Cc" for char in name):  # as MCP services' and conversations' names
+    if has_control_characters(name):  # as MCP services' and conversations' names
         errors["name"] = [_("A name cannot hold control characters.")]
     if api_key is not None:
         api_key = api_key.strip()

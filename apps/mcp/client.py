@@ -116,9 +116,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(first, httpx2.HTTPStatusError):
         return _status_words(first.response.status_code)
     if isinstance(first, httpx2.ConnectError):
-        if str(first) != _ANYIO_CONNECT_FAILED:
-            return str(first)[:500]  # the outbound guard's own words: a host name that does not resolve
-        return _("Nothing answered at this address: no server is listening there, or it cannot be reached.")
+        from apps.core.outbound import connect_error_words
+
+        return connect_error_words(first)[:500]
     if isinstance(first, httpx2.TimeoutException):
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
@@ -174,8 +174,6 @@ def _status_words(status: int) -> str:
              "for SSE) and the transport.") % {"status": status}  # fmt: skip
 
 
-# anyio's message when no address of a host accepted the connection (refused, unreachable).
-_ANYIO_CONNECT_FAILED = "All connection attempts failed"
 # The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size,
 # the streamable-HTTP transport's answers that are not JSON or an event stream and redirects it did not follow,
 # and the SSE transport's answer that is not an event stream (an SSEError of its own).

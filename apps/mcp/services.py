@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +19,7 @@ from apps.core.crypto import encrypt
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
 from apps.core.outbound import check_url_to_store
+from apps.core.text import has_control_characters
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
 from apps.mcp.models import McpService, Transport
@@ -82,7 +82,7 @@ def _valid_fields(
         name = name.strip()
         if not name or len(name) > 100:
             errors["name"] = [_("Use 1 to 100 characters.")]
-        elif any(unicodedata.category(char) == "Cc" for char in name):  # as conversation titles (apps.chat)
+        elif has_control_characters(name):  # as conversation titles (apps.chat)
             errors["name"] = [_("A name cannot hold control characters.")]
         clean["name"] = name
     if url is not None:

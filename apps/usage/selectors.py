@@ -297,7 +297,8 @@ def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[Standing
         limit, used = quota_used(quota, tenant, limits, day)
         if not limit:  # unlimited now
             continue
-        top = next((alert for alert in alerts if 100 * used >= alert.threshold * limit), None)
+        reached = L.reached(limit, used)
+        top = next((alert for alert in alerts if alert.threshold in reached), None)
         if top is not None:
             standing.append(StandingAlert(alert=top, used=used))
     return standing

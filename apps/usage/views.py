@@ -18,6 +18,7 @@ from django.views.decorators.http import require_safe
 
 from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import API_KEY_PREFIX
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, json_error
 from apps.core.views import post_only
@@ -193,7 +194,7 @@ def usage_export_view(request: HttpRequest) -> HttpResponse:
                 for r in usage_series(start=start, end=end, group_by="user")]  # fmt: skip
     else:
         header = ["api_key", "prefix", "api_key_id", "revoked", "api_calls", "tokens"]
-        rows = [[r["name"], f"hn_{r['prefix']}" if r["prefix"] else "", r["api_key_id"],  # as the keys begin
+        rows = [[r["name"], API_KEY_PREFIX + r["prefix"] if r["prefix"] else "", r["api_key_id"],  # as the keys begin
                  "yes" if r["revoked"] else "no", r["api_calls"], r["tokens"]]
                 for r in usage_series(start=start, end=end, group_by="api_key")]  # fmt: skip
     response = HttpResponse(content_type="text/csv; charset=utf-8")

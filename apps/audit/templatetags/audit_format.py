@@ -7,6 +7,7 @@ which the API and the export return as they are; only the page words them.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django import template
@@ -126,8 +127,13 @@ def audit_target(event: Any) -> str:
     """What the event is about, as its kind in words (the model's name: "member #3"), or nothing."""
     if not event.target_type:
         return ""
-    kinds = {model._meta.model_name: model._meta.verbose_name for model in django_apps.get_models()}
-    return f"{kinds.get(event.target_type, event.target_type)} #{event.target_id}"
+    return f"{_kinds().get(event.target_type, event.target_type)} #{event.target_id}"
+
+
+@cache
+def _kinds() -> dict[str | None, Any]:
+    """Each model's name in words, by the name events store (lazy: in the page's language when shown)."""
+    return {model._meta.model_name: model._meta.verbose_name for model in django_apps.get_models()}
 
 
 def _yuan(fen: int | None) -> str:
