@@ -8,6 +8,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import translation
 
 from apps.tenants.models import Tenant, TenantStatus
 from apps.tenants.schemas import schema_is_current
@@ -60,6 +61,23 @@ def test_suspend_reactivate_and_list(tenant_alpha: TenantFixture) -> None:
     assert alpha["status"] in ("trial", "active")
     assert alpha["url"] == "http://alpha.localhost/"
     assert "public" not in {r["slug"] for r in rows}
+
+
+def test_commands_speak_english_whatever_the_platform_language(
+    tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform's default language is Chinese; an operator's error read "输入无效。" and then the
+    password validator's English line."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    with translation.override("zh-hans"):
+        with pytest.raises(CommandError) as caught:
+            run("provision_tenant", "--name", "Z", "--slug", "zulu", "--admin-email", "z@zulu.example.com",
+                "--admin-password-stdin")  # fmt: skip
+        run("suspend_tenant", "--tenant", "alpha")
+        with pytest.raises(CommandError, match="already suspended"):
+            run("suspend_tenant", "--tenant", "alpha")
+    assert str(caught.value).startswith("The input is not valid.")
+    assert "admin_password: This password is too short" in str(caught.value)
 
 
 def test_commands_name_an_unknown_tenant() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser, no_translations
 from django.utils import timezone
 
 from apps.tenants.models import TenantStatus
@@ -17,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--status", choices=TenantStatus.values, help="Only tenants with this status.")
         parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
 
+    @no_translations  # one language on the command line: English, as its progress lines, help and docs
     def handle(self, *args: Any, **options: Any) -> None:
         tenants = tenant_list().order_by("created_at")
         if options["status"]:

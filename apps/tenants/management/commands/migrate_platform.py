@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser, no_translations
 
 from apps.tenants.schemas import base_schema_ensure, migrate_schemas
 from apps.tenants.selectors import tenant_list
@@ -26,6 +26,7 @@ class Command(BaseCommand):
             help="Processes that migrate tenant schemas side by side.",
         )
 
+    @no_translations  # one language on the command line: English, as its progress lines, help and docs
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
 

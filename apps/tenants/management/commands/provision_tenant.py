@@ -3,7 +3,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser, no_translations
 
 from apps.core.exceptions import ApplicationError
 from apps.tenants.management.commands._common import CLI_ACTOR, command_error
@@ -24,6 +24,7 @@ class Command(BaseCommand):
             help="Read the admin's password from standard input; otherwise one is generated and printed.",
         )
 
+    @no_translations  # one language on the command line: English, as its progress lines, help and docs
     def handle(self, *args: Any, **options: Any) -> None:
         password = sys.stdin.readline().rstrip("\n") if options["admin_password_stdin"] else None
         try:

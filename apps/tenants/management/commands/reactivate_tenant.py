@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser, no_translations
 
 from apps.core.exceptions import ApplicationError
 from apps.tenants.management.commands._common import CLI_ACTOR, command_error, tenant_from_option
@@ -15,6 +15,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--tenant", required=True, help="The tenant's slug.")
 
+    @no_translations  # one language on the command line: English, as its progress lines, help and docs
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_from_option(options["tenant"])
         try:
