@@ -67,8 +67,9 @@ class MessageOutput(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = (
-            "id", "role", "content", "html", "status", "replaced", "tokens_used", "model", "latency_ms", "tool_calls",
-            "tool_call_id", "service", "tool", "arguments", "result_truncated", "duration_ms", "error", "created_at",
+            "id", "role", "content", "html", "status", "replaced", "replaces", "tokens_used", "model", "latency_ms",
+            "tool_calls", "tool_call_id", "service", "tool", "arguments", "result_truncated", "duration_ms", "error",
+            "created_at",
         )  # fmt: skip
         read_only_fields = fields
 

@@ -703,9 +703,10 @@ class TestRetry:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert Message.objects.get(pk=again["id"]).replaces_id == first["id"]
         listed = client.get(f"/api/conversations/{conversation}/messages").json()["results"]
-        assert [(m["id"], m["replaced"]) for m in listed if m["role"] == "assistant"] == [
-            (first["id"], True), (again["id"], False),
+        assert [(m["id"], m["replaced"], m["replaces"]) for m in listed if m["role"] == "assistant"] == [
+            (first["id"], True, None), (again["id"], False, first["id"]),
         ]  # fmt: skip
+        assert again["replaces"] == first["id"]  # the turn's own answer says so too
 
     def test_the_migration_names_what_earlier_retries_replaced(self, tenant_alpha: TenantFixture) -> None:
         """Before replies named what they replaced, position told: a reply, then another assistant message."""
@@ -832,7 +833,9 @@ class TestEdit:
         assert QUESTION not in json.dumps(history, ensure_ascii=False)  # later turns read the edit only
 
         # The API, the page and the download say what no longer stands: the question and all its turn.
-        replaced = {m["id"] for m in client.get(f"{url}/messages").json()["results"] if m["replaced"]}
+        listed = client.get(f"{url}/messages").json()["results"]
+        replaced = {m["id"] for m in listed if m["replaced"]}
+        assert next(m for m in listed if m["id"] == new_question.pk)["replaces"] == edited_question.pk
         turn = {m.pk for m in after if edited_question.pk <= m.pk < new_question.pk}
         assert replaced == turn
         assert len(turn) >= 4  # the question, the call, the tool's result, the answer
