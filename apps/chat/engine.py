@@ -250,6 +250,9 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
                 yield Token(text)
     except json.JSONDecodeError as exc:
         raise UpstreamError(_("The model server sent a part of its answer that is not JSON.")) from exc
+    except ImpossibleUsage as exc:
+        message = _("The model server reported an impossible token count (%(count)s).") % {"count": exc}
+        raise UpstreamError(message) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
         message = _("The model server sent a part of its answer that is not a chat completion chunk.")
         raise UpstreamError(message) from exc
@@ -269,6 +272,25 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
             raise UpstreamError(message)
         raise UpstreamError(_("The model server's stream ended before the answer was complete."))
     yield reply.result()
+
+
+# The most tokens a model server may report for one side of one call. Larger, negative or not a whole
+# number is a broken server: such a count overflowed the ledger's batch and stalled the tenant's flush.
+MAX_REPORTED_TOKENS = 10_000_000
+
+
+class ImpossibleUsage(ValueError):
+    """The model server reported a token count no call can have."""
+
+
+def _reported_tokens(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    if value is None:
+        return 0
+    in_range = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS
+    if not in_range or value != int(value):  # NaN and infinities are out of range
+        raise ImpossibleUsage(f"{name}: {str(value)[:40]}")
+    return int(value)
 
 
 class _Accumulator:
@@ -293,7 +315,7 @@ class _Accumulator:
         texts: list[str] = []
         usage = chunk.get("usage")
         if usage:
-            self.usage = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+            self.usage = (_reported_tokens(usage, "prompt_tokens"), _reported_tokens(usage, "completion_tokens"))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             content = delta.get("content")

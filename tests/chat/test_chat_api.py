@@ -24,6 +24,7 @@ from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
+from tests.processes import canned_server
 
 pytestmark = pytest.mark.django_db
 
@@ -496,6 +497,36 @@ class TestModelServerFaults:
         events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
         assert events == [("error", {**events[0][1], "code": "upstream_error"})]
         assert [m.role for m in stored(tenant_alpha, conversation)] == ["user", "assistant"]
+
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_an_impossible_token_count_is_a_broken_answer(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """2**62 prompt tokens overflowed the ledger's batch (a 500, and two other calls' rows lost with it), and
+        once in the ledger stopped the tenant's flush every minute."""
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {"choices": [], "usage": {"prompt_tokens": 2**62, "completion_tokens": 3}},
+        ]
+        body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream})
+        if stream:
+            error = sse(response)[-1]
+            assert error[0] == "error"
+            message = error[1]["message"]
+        else:
+            assert response.status_code == 502
+            message = response.json()["error"]["message"]
+        assert message == "The model server reported an impossible token count (prompt_tokens: 4611686018427387904)."
+        user, failed = stored(tenant_alpha, conversation)
+        assert (user.content, failed.status, failed.tokens_used) == ("hi", "error", 0)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # the call was given back
 
     def test_no_model_server_configured(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = ""

@@ -71,7 +71,6 @@ def test_usage_and_tool_calls_come_from_the_chunks() -> None:
         {"choices": [{"delta": "not an object"}]},
         {"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]},
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
-        {"usage": {"prompt_tokens": "many"}},
     ],
 )
 def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
@@ -91,6 +90,49 @@ def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
     with pytest.raises(engine.UpstreamError, match="not a chat completion chunk"):
         next(events)
     assert stream.closed
+
+
+@pytest.mark.parametrize(
+    ("usage", "says"),
+    [
+        ({"prompt_tokens": 2**62}, "prompt_tokens: 4611686018427387904"),
+        ({"prompt_tokens": 5, "completion_tokens": -1}, "completion_tokens: -1"),
+        ({"prompt_tokens": 10_000_001}, "prompt_tokens: 10000001"),
+        ({"prompt_tokens": 1.5}, "prompt_tokens: 1.5"),
+        ({"prompt_tokens": float("inf")}, "prompt_tokens: inf"),
+        ({"prompt_tokens": float("nan")}, "prompt_tokens: nan"),
+        ({"prompt_tokens": "many"}, "prompt_tokens: many"),
+        ({"completion_tokens": True}, "completion_tokens: True"),
+    ],
+)
+def test_an_impossible_token_count_is_a_broken_answer(usage: dict[str, Any], says: str) -> None:
+    class Stream:
+        def __iter__(self) -> Any:
+            yield {"choices": [{"delta": {"content": "Hello"}, "finish_reason": "stop"}]}
+            yield {"choices": [], "usage": usage}
+
+        def close(self) -> None:
+            pass
+
+    events = engine.read_stream(Stream())  # type: ignore[arg-type]
+    assert next(events) == engine.Token("Hello")
+    with pytest.raises(engine.UpstreamError) as failed:
+        next(events)
+    assert str(failed.value) == f"The model server reported an impossible token count ({says})."
+
+
+def test_reported_tokens_up_to_the_limit_are_taken() -> None:
+    class Stream:
+        def __iter__(self) -> Any:
+            yield {"choices": [{"delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+            yield {"choices": [], "usage": {"prompt_tokens": engine.MAX_REPORTED_TOKENS, "completion_tokens": 2.0}}
+
+        def close(self) -> None:
+            pass
+
+    reply = list(engine.read_stream(Stream()))[-1]  # type: ignore[arg-type]
+    assert isinstance(reply, engine.ModelReply)
+    assert (reply.prompt_tokens, reply.completion_tokens) == (engine.MAX_REPORTED_TOKENS, 2)
 
 
 def test_an_error_inside_the_stream_is_an_upstream_error() -> None:

@@ -14,8 +14,9 @@ from django_tenants.utils import schema_context
 
 from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
+from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
-from tests.processes import WebServer
+from tests.processes import WebServer, canned_server
 
 QUESTION = "站点 S001 最近的水位是多少?"
 TOOLS = [
@@ -287,6 +288,25 @@ class TestInProcess:
         response = completions(client, messages=[{"role": "user", "content": "hi #error500"}])
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "upstream_error"
+
+    def test_an_impossible_token_count_is_a_502_and_no_call(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]},
+            {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": -1}},
+        ]
+        body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            whole = completions(client, messages=[{"role": "user", "content": "hi"}])
+            streamed = completions(client, stream=True, messages=[{"role": "user", "content": "hi"}])
+        assert whole.status_code == 502
+        assert whole.json()["error"]["message"] == (
+            "The model server reported an impossible token count (completion_tokens: -1)."
+        )
+        assert b"impossible token count" in b"".join(streamed.streaming_content)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # both calls were given back
 
 
 # --- Over real HTTP, through gunicorn ------------------------------------------------------
