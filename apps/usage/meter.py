@@ -512,7 +512,7 @@ class Meter:
         assert limits.calls_stop_at is not None
         # limit and used count calls either way (the cap's limit: the quota and the calls the cap pays for).
         details: dict[str, Any] = {"limit": limits.calls_stop_at, "used": used, "resets_at": L.iso(L.resets_at(day))}
-        if not limits.stops_at_quota:
+        if limits.bills_overage:  # the cap stopped it, also a cap below one call's price (no overage at all)
             message = _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {
                 "cap": fen_to_yuan(limits.spending_cap_fen or 0)
             }

@@ -562,6 +562,21 @@ class TestQuotas:
         admin.put("/api/quota/spending-cap", {"spending_cap_fen": None}, content_type="application/json")
         assert v1(client).status_code == 200  # no cap: overage goes on
 
+    @pytest.mark.parametrize("cap_fen", [0, 1])
+    def test_a_cap_that_pays_for_no_call_is_named(self, tenant_alpha: TenantFixture, cap_fen: int) -> None:
+        """A cap below one call's price said "Your plan's 2 API calls this month are used up", quota api_calls,
+        though the plan bills overage and the cap is what the admin must raise."""
+        limits(tenant_alpha, plan="basic", api_calls_per_month_override=2)  # ¥15 per 1,000 calls: 1.5 fen a call
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        admin.put("/api/quota/spending-cap", {"spending_cap_fen": cap_fen}, content_type="application/json")
+        client = key_client(tenant_alpha)
+        assert [v1(client).status_code for _ in range(2)] == [200, 200]
+        refused = v1(client)
+        assert refused.status_code == 402
+        error = refused.json()["error"]
+        assert (error["details"]["quota"], error["details"]["spending_cap_fen"]) == ("spending_cap", cap_fen)
+        assert error["message"].startswith("本月超额费用已达到您设置的支出上限")
+
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
         get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 10**9)
