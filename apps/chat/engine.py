@@ -23,6 +23,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from openai.types.chat import ChatCompletion
 
+from apps.chat.models import Message
 from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
@@ -274,6 +275,8 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
     yield reply.result()
 
 
+# A tool call's id is stored with its result (Message.tool_call_id) and sent back with it in later turns.
+MAX_TOOL_CALL_ID_CHARS = 100
 # The most tokens a model server may report for one side of one call. Larger, negative or not a whole
 # number is a broken server: such a count overflowed the ledger's batch and stalled the tenant's flush.
 MAX_REPORTED_TOKENS = 10_000_000
@@ -322,15 +325,30 @@ class _Accumulator:
             if content:
                 texts.append(str(content))
             for part in delta.get("tool_calls") or ():
-                call = self.calls.setdefault(int(part.get("index") or 0), _Call())
-                call.id = part.get("id") or call.id
+                call = self.calls.setdefault(self._index(part), _Call())
+                call_id = part.get("id")
+                if not isinstance(call_id, str | None) or len(call_id or "") > MAX_TOOL_CALL_ID_CHARS:
+                    raise ValueError(f"a tool call's id is not a string of at most 100 characters: {call_id!r:.60}")
+                call.id = call_id or call.id
                 function = part.get("function")
                 if function:
-                    call.name = function.get("name") or call.name
-                    call.arguments.append(function.get("arguments") or "")
+                    name, arguments = function.get("name"), function.get("arguments")
+                    if not isinstance(name, str | None) or not isinstance(arguments, str | None):
+                        raise ValueError("a tool call's name or arguments are not strings")
+                    call.name += name or ""  # streamed in pieces, as openai's own accumulator joins them
+                    call.arguments.append(arguments or "")
             self.finish = choice.get("finish_reason") or self.finish
         self.content += texts
         return texts
+
+    def _index(self, part: dict[str, Any]) -> int:
+        """The call a streamed piece belongs to: its ``index``; without one (some servers send parallel calls
+        so), a new id starts the next call and a piece without an id continues the last."""
+        if part.get("index") is not None:
+            return int(part["index"])
+        last = max(self.calls, default=0)
+        known = self.calls[last].id if last in self.calls else ""
+        return last + 1 if part.get("id") and known and part.get("id") != known else last
 
     def result(self) -> ModelReply:
         return ModelReply(
@@ -352,11 +370,30 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
     return ToolCall(
         id=call.id or f"call_{index}",
         name=call.name,
-        service=service,
-        tool=tool or call.name,
+        service=service[: Message.service.field.max_length],  # an unknown name, stored as it came, only cut
+        tool=(tool or call.name)[: Message.tool.field.max_length],
         arguments=arguments if isinstance(arguments, dict) else None,
         raw_arguments=raw,
     )
+
+
+def _call_outcome(
+    call: ToolCall, tool: BoundTool | None, meter: CallMeter, run_tool: ToolRunner
+) -> mcp_client.ToolOutcome:
+    """What a tool call comes to: the tool's answer (one AI call), or why it could not run."""
+    if tool is None:
+        unknown = _("Unknown tool %(name)s.") % {"name": repr(call.name[:200])}
+        return mcp_client.ToolOutcome(text=unknown, is_error=True, duration_ms=0)
+    if call.arguments is None:
+        not_object = _("The arguments are not a JSON object: %(arguments)s") % {
+            "arguments": repr(call.raw_arguments[:200])
+        }
+        return mcp_client.ToolOutcome(text=not_object, is_error=True, duration_ms=0)
+    ticket = meter.charge("tool")
+    try:
+        return run_tool(tool, call.arguments)
+    finally:
+        meter.record(ticket)
 
 
 def _truncate(text: str) -> tuple[str, bool]:
@@ -436,6 +473,13 @@ def run_turn(
         assert reply is not None
         if not reply.tool_calls:
             return
+        if rounds >= max_rounds or not tools:  # no tool was offered this round: none runs, the turn ends here
+            if not tools or max_rounds <= 0:
+                raise UpstreamError(_("The model asked for a tool, though none was offered."))
+            raise UpstreamError(
+                _("The model still asked for tools after %(rounds)d rounds of tool calls, the most a turn has.")
+                % {"rounds": max_rounds}
+            )
         messages.append(
             {
                 "role": "assistant",
@@ -448,20 +492,7 @@ def run_turn(
         )
         for call in reply.tool_calls:
             yield call
-            tool = by_name.get(call.name)
-            if tool is None:
-                outcome = mcp_client.ToolOutcome(text=f"Unknown tool {call.name!r}.", is_error=True, duration_ms=0)
-            elif call.arguments is None:
-                outcome = mcp_client.ToolOutcome(
-                    text=f"The arguments are not a JSON object: {call.raw_arguments[:200]!r}", is_error=True,
-                    duration_ms=0,
-                )  # fmt: skip
-            else:
-                ticket = meter.charge("tool")
-                try:
-                    outcome = run_tool(tool, call.arguments)
-                finally:
-                    meter.record(ticket)
+            outcome = _call_outcome(call, by_name.get(call.name), meter, run_tool)
             text, truncated = _truncate(outcome.text)
             yield ToolResult(
                 call=call, result=text, is_error=outcome.is_error, duration_ms=outcome.duration_ms, truncated=truncated

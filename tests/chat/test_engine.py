@@ -178,3 +178,113 @@ def test_a_model_server_that_does_not_answer_in_time_is_said_so(settings: Any) -
     request = httpx2.Request("POST", "http://model.example/v1/chat/completions")
     assert unreachable_words(openai.APITimeoutError(request)) == "The model server did not answer within 7 s."
     assert unreachable_words(openai.APIConnectionError(request=request)).startswith("The model server could not be")
+
+
+class Chunks:
+    """A model stream of the given chunks, as ``open_stream`` returns them."""
+
+    def __init__(self, *chunks: dict[str, Any]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Any:
+        yield from self.chunks
+
+    def close(self) -> None:
+        pass
+
+
+def _calls(*parts: dict[str, Any]) -> engine.ModelReply:
+    chunks = [{"choices": [{"delta": {"tool_calls": [part]}}]} for part in parts]
+    *_, reply = engine.read_stream(Chunks(*chunks, {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}))  # type: ignore[arg-type]
+    assert isinstance(reply, engine.ModelReply)
+    return reply
+
+
+def test_a_tool_call_streamed_in_pieces_is_joined() -> None:
+    """The name in three pieces became "_stations", the last piece, an unknown tool."""
+    reply = _calls(
+        {"index": 0, "id": "call_1", "function": {"name": "hydro", "arguments": ""}},
+        {"index": 0, "function": {"name": "logy__list", "arguments": '{"a"'}},
+        {"index": 0, "function": {"name": "_stations", "arguments": ": 1}"}},
+    )
+    assert [(c.id, c.name, c.service, c.tool, c.arguments) for c in reply.tool_calls] == [
+        ("call_1", "hydrology__list_stations", "hydrology", "list_stations", {"a": 1})
+    ]
+
+
+def test_parallel_calls_without_an_index_stay_apart() -> None:
+    """Without ``index`` two calls merged into one, the first lost and the arguments '{}{"station": "S001"}'."""
+    reply = _calls(
+        {"id": "call_1", "function": {"name": "h__list_stations", "arguments": "{}"}},
+        {"id": "call_2", "function": {"name": "h__get_water_levels", "arguments": '{"station"'}},
+        {"function": {"arguments": ': "S001"}'}},
+    )
+    assert [(c.id, c.name, c.arguments) for c in reply.tool_calls] == [
+        ("call_1", "h__list_stations", {}), ("call_2", "h__get_water_levels", {"station": "S001"}),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"index": 0, "id": "x" * 101, "function": {"name": "h__t", "arguments": "{}"}},
+        {"index": 0, "id": 5, "function": {"name": "h__t", "arguments": "{}"}},
+        {"index": 0, "id": "c", "function": {"name": 5, "arguments": "{}"}},
+        {"index": 0, "id": "c", "function": {"name": "h__t", "arguments": {"a": 1}}},
+    ],
+)
+def test_a_tool_call_of_the_wrong_types_is_a_broken_answer(part: dict[str, Any]) -> None:
+    """A name that is not a string or arguments given as an object crashed the turn (a 500); an id longer
+    than its column failed when the result was stored (a 500, the turn cut off)."""
+    with pytest.raises(engine.UpstreamError, match="not a chat completion chunk"):
+        _calls(part)
+
+
+def test_an_unknown_tool_name_of_any_length_is_kept_within_its_columns() -> None:
+    (call,) = _calls(
+        {"index": 0, "id": "c", "function": {"name": "x" * 300 + "__" + "y" * 300, "arguments": "{}"}}
+    ).tool_calls
+    assert (len(call.service), len(call.tool)) == (100, 200)
+
+
+class Meter:
+    def __init__(self) -> None:
+        self.charged: list[str] = []
+
+    def charge(self, kind: str) -> str:
+        self.charged.append(kind)
+        return kind
+
+    def record(self, ticket: Any, tokens: int = 0) -> None:
+        pass
+
+    def release(self, ticket: Any) -> None:
+        pass
+
+
+def _asks_for_a_tool(*args: Any, **kwargs: Any) -> Chunks:
+    part = {"index": 0, "id": "call_1", "function": {"name": "h__list_stations", "arguments": "{}"}}
+    return Chunks({"choices": [{"delta": {"tool_calls": [part]}, "finish_reason": "tool_calls"}]})
+
+
+@pytest.mark.parametrize(("tools", "says"), [(1, "after 2 rounds of tool calls"), (0, "though none was offered")])
+def test_a_model_that_keeps_asking_for_tools_is_stopped(monkeypatch: Any, tools: int, says: str) -> None:
+    """The last round offered no tools but still ran what the model asked for: a model that never stopped
+    calling made 4,645 rounds in one turn, each one charged."""
+    monkeypatch.setattr(engine, "open_stream", _asks_for_a_tool)
+    service = engine.McpService(name="h")
+    bound = [engine.BoundTool("h__list_stations", service, "list_stations", "", {})][:tools]
+    ran: list[str] = []
+
+    def run_tool(tool: engine.BoundTool, arguments: dict[str, Any]) -> Any:
+        ran.append(tool.tool_name)
+        return engine.mcp_client.ToolOutcome(text="S001", is_error=False, duration_ms=1)
+
+    meter = Meter()
+    turn = engine.run_turn(server=None, model="m", messages=[], tools=bound, max_rounds=2, meter=meter,  # type: ignore[arg-type]
+                           run_tool=run_tool)  # fmt: skip
+    events: list[Any] = []
+    with pytest.raises(engine.UpstreamError, match=says):
+        events.extend(turn)
+    assert ran == ["list_stations"] * 2 * tools  # two rounds of tools, then none
+    assert meter.charged == (["model", "tool", "model", "tool", "model"] if tools else ["model"])
