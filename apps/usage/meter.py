@@ -30,9 +30,10 @@ Keys (all under ``CACHE_KEY_PREFIX``, each naming the tenant's schema):
 
 When a month or day hash (or the storage value) is missing, because Redis
 restarted or was flushed or a new month or day began, ``charge`` rebuilds it from
-``UsageStat`` plus the ledger rows not yet flushed, then carries on. A hash missing
-while the other is there starts from what Redis had counted of those rows, and the
-flush adds the rest to both (``apps.usage.selectors.counters_for_rebuild``).
+``UsageStat`` plus the ledger rows not yet flushed, then carries on. Each hash it
+writes is a new generation (``g``), also when the other is still there, and the rows
+name the generation of each hash that counted them, so the flush adds to each hash
+what it lacks (``apps.usage.selectors.counters_for_rebuild``).
 
 When Redis cannot be reached: the rate limit fails open; the quota check fails
 closed (503 ``metering_unavailable``) where calls could have to stop (the free
@@ -82,7 +83,8 @@ OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CL
 # ARGV: count_rate, rate_limit, rate_ttl, calls, calls_stop_at (-1: none), who, storage_stop_at (-1: none),
 # who's calls a day (-1: none), claim token ('': none), claim ttl in ms
 # Returns {status, requests in this window, calls before, calls after, storage bytes[, the counters'
-# generation, the key's value]}: a call that was let through gets the generation of the counters it is in.
+# generation, the key's value]}: a call that was let through gets the generation of the counters it is in
+# (the month's and the day's: apps.usage.models.UsageEvent.counted_in).
 # MEMBER_EXCEEDED has who's calls of the day where the others have the month's calls after.
 _CHARGE = """
 local rate = -1
@@ -118,6 +120,8 @@ end
 local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
 redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
 local generation = redis.call('HGET', KEYS[2], 'g') or ''
+local of_day = redis.call('HGET', KEYS[3], 'g') or ''
+if of_day ~= generation then generation = generation .. '/' .. of_day end
 if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', tonumber(ARGV[10])) end
 if get_key then return {0, rate, used, after, storage, generation, redis.call('GET', get_key)} end
 return {0, rate, used, after, storage, generation}
@@ -131,7 +135,7 @@ return 0
 
 # KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, generation, then day
 # field/value pairs. Writes only what is missing, so of two processes rebuilding at once the first wins and
-# the second is a no-op. Both hashes carry the generation ('g') of the counters they belong to.
+# the second is a no-op. Each hash it writes carries the new generation ('g').
 _REBUILD_SCRIPT = """
 if not redis.call('HGET', KEYS[1], 'calls') then
   redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2], 'g', ARGV[6])
@@ -473,9 +477,10 @@ class Meter:
         Only what is missing is written, so of the workers whose charges all found the
         counters missing (a new month or day, Redis emptied) the first rebuilds them and
         the others change nothing (``counters_for_rebuild`` says what each writes).
-        Counters written anew, both of them, are a new generation: calls counted in the
-        lost ones and still in flight are in neither, and their ledger rows, which name
-        the old generation, tell the flush to add them (docs/architecture.md).
+        A hash written anew, the month's, the day's or both, is a new generation: calls
+        counted in the lost one and still in flight are not in it, and their ledger rows,
+        which name the old generation, tell the flush to add them to it, and only to it
+        (docs/architecture.md).
         """
         from apps.usage.selectors import counters_for_rebuild
 
@@ -487,16 +492,13 @@ class Meter:
             with client.pipeline(transaction=False) as pipe:
                 pipe.hexists(month, "calls")
                 pipe.hexists(today, "init")
-                pipe.hget(month, "g")
-                pipe.hget(today, "g")
-                month_there, day_there, month_generation, day_generation = pipe.execute()
-            both_missing = not month_there and not day_there
-            if both_missing:
-                # New counters: a call counted in the lost ones (still in flight now) is in neither.
-                generation = secrets.token_hex(4)
-            else:  # the one that is there says which calls it has counted
-                generation = ((month_generation if month_there else day_generation) or b"").decode()
-            snapshot = counters_for_rebuild(day, generation=generation, mark=held and both_missing)
+                month_there, day_there = pipe.execute()
+            # 7 characters: a row names at most two generations, "<month's>/<day's>", in 16 (before
+            # this, 8: at most one of the two is one of those).
+            generation = secrets.token_urlsafe(5)
+            snapshot = counters_for_rebuild(
+                day, generation=generation, month=not month_there, today=not day_there, mark=held
+            )
             pairs: list[Any] = []
             for user_id, (calls, tokens) in snapshot.day.items():
                 pairs += [f"{who(user_id)}:calls", calls, f"{who(user_id)}:tokens", tokens]

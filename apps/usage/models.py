@@ -45,9 +45,12 @@ class UsageEvent(models.Model):
     # until the flush (or a rebuild) adds the tokens there, as the ledger writes them (apps.usage.ledger).
     counted_calls = models.BooleanField(default=True)
     counted_tokens = models.BooleanField(default=True)
-    # The generation of the live counters the counted parts are in ("" before generations, or
-    # when Redis counted nothing). A rebuild after Redis lost its data starts a new generation, so
-    # the flush can tell calls counted in the lost counters, still in flight then, from the others.
+    # The generations of the live counters the counted parts are in: "<month hash's>/<day hash's>",
+    # or one name where both hashes have the same ("" before generations, or when Redis counted
+    # nothing). A hash rebuilt after Redis lost it starts a new generation, so the flush can tell
+    # calls counted in the lost hash, still in flight then, from the others, in each hash apart.
+    # At most 16 characters: generations are 7 (apps.usage.meter.Meter.rebuild), those from before
+    # 2026-12-07 8, and a row names at most one of those.
     counted_in = models.CharField(max_length=16, blank=True, default="", db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -11,6 +11,7 @@ _scripts: dict[str, Any] = {}
 
 # KEYS: a month hash and a day hash per group. ARGV: per group, who ("<user id>" or "k"), generation, calls,
 # tokens, calls and tokens if the hash's generation is another, calls if it is the same (see Adjustment).
+# The generation names each hash's: "<month's>/<day's>", or one name for both (apps.usage.models.UsageEvent).
 # Adds only to whole hashes (the month's has 'calls', the day's has 'init'): one that is missing is
 # rebuilt from PostgreSQL, which already has what is added here, so adding to it would count twice.
 _ADD = """
@@ -28,10 +29,12 @@ end
 for g = 1, #KEYS / 2 do
   local month, day, a = KEYS[2 * g - 1], KEYS[2 * g], 7 * (g - 1)
   local who, generation = ARGV[a + 1], ARGV[a + 2]
+  local of_month, of_day = string.match(generation, '^([^/]*)/(.*)$')
+  if not of_month then of_month, of_day = generation, generation end
   local n = {tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]),
              tonumber(ARGV[a + 7])}
-  add(month, redis.call('HGET', month, 'calls'), 'calls', 'tokens', generation, n[1], n[2], n[3], n[4], n[5])
-  add(day, redis.call('HEXISTS', day, 'init') == 1, who .. ':calls', who .. ':tokens', generation, n[1], n[2],
+  add(month, redis.call('HGET', month, 'calls'), 'calls', 'tokens', of_month, n[1], n[2], n[3], n[4], n[5])
+  add(day, redis.call('HEXISTS', day, 'init') == 1, who .. ':calls', who .. ':tokens', of_day, n[1], n[2],
       n[3], n[4], n[5])
 end
 return 1
@@ -46,7 +49,8 @@ class Adjustment:
     ``if_other_*`` parts are what counters of ``generation`` counted already: added
     only to counters of another generation (rebuilt since, without them). ``if_same_calls``
     only to counters of ``generation``: a call given back leaves only the counters
-    that counted it.
+    that counted it. The month's and the day's hash are each compared with their own
+    part of ``generation`` (``apps.usage.models.UsageEvent.counted_in``).
     """
 
     month: str

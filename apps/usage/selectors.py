@@ -43,23 +43,32 @@ SELECT 's', NULL, COALESCE((SELECT storage_bytes FROM usage_stats WHERE user_id 
                             ORDER BY date DESC LIMIT 1), 0), 0
 """
 _SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(calls="calls", tokens="tokens")
-# Only what the counters of one generation have counted of the ledger rows: the flush adds the rest.
-_COUNTED_SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(
-    calls="CASE WHEN counted_calls AND counted_in = %(generation)s THEN calls ELSE 0 END",
-    tokens="CASE WHEN counted_tokens AND counted_in = %(generation)s THEN tokens ELSE 0 END",
-)
-
-# For a rebuild of both counters: the month's ledger rows are marked counted in the new
-# generation by the statement that reads the totals, so they share one snapshot. In two
-# statements a call committed between them would be in the totals and still marked missed
-# (or counted in the lost counters), and the next flush would add it to Redis a second time.
-_MARK_COUNTED_SQL = """
+# A row whose calls and tokens both counters written anew take whole: a row of the rebuilt day when the month
+# is rebuilt too. Of the others they take what Redis counted (the flush adds the rest to every counter).
+_WHOLE = "(%(month)s AND %(today)s AND day = %(day)s)"
+# For a rebuild, in its counters' turn: the ledger rows' totals are read by the statement that marks the rows
+# as counted in the new generation, so they share one snapshot. In two statements a call committed between
+# them would be in the totals and still marked as before, and the next flush would add it to Redis a second
+# time. Only the part of ``counted_in`` of the hash written anew changes (apps.usage.models.UsageEvent): the
+# other hash has counted what it had. Rows the hashes take whole are marked counted, calls and tokens.
+_MARKED_SNAPSHOT_SQL = f"""
 WITH marked AS (
-  UPDATE usage_usageevent SET counted_calls = true, counted_tokens = true, counted_in = %(generation)s
-   WHERE day BETWEEN %(start)s AND %(end)s
+  UPDATE usage_usageevent SET
+    counted_in = CASE
+      WHEN {_WHOLE} THEN %(generation)s
+      WHEN %(month)s THEN %(generation)s || '/' ||
+                          CASE WHEN strpos(counted_in, '/') > 0 THEN split_part(counted_in, '/', 2) ELSE counted_in END
+      ELSE split_part(counted_in, '/', 1) || '/' || %(generation)s END,
+    counted_calls = counted_calls OR {_WHOLE}, counted_tokens = counted_tokens OR {_WHOLE}
+   WHERE day BETWEEN %(start)s AND %(end)s AND (%(month)s OR (%(today)s AND day = %(day)s))
   RETURNING 1
 )
-"""
+""" + _SNAPSHOT_TEMPLATE.format(
+    calls=f"CASE WHEN counted_calls OR {_WHOLE} THEN calls ELSE 0 END",
+    tokens=f"CASE WHEN counted_tokens OR {_WHOLE} THEN tokens ELSE 0 END",
+)
+# Without the turn nothing is marked, so nothing of the ledger is in the new generation: the flush adds it all.
+_UNMARKED_SNAPSHOT_SQL = _SNAPSHOT_TEMPLATE.format(calls="0", tokens="0")
 
 
 def counters_from_database(day: dt.date) -> Snapshot:
@@ -70,27 +79,31 @@ def counters_from_database(day: dt.date) -> Snapshot:
     return _snapshot(_SNAPSHOT_SQL, day)
 
 
-def counters_for_rebuild(day: dt.date, *, generation: str, mark: bool) -> Snapshot:
-    """What a rebuild writes into the live counters of ``day`` (generation ``generation``) that are missing.
+def counters_for_rebuild(day: dt.date, *, generation: str, month: bool, today: bool, mark: bool) -> Snapshot:
+    """What a rebuild writes into the live counters of ``day`` that are missing: ``month`` (the month's hash),
+    ``today`` (the day's), each a new generation ``generation``.
 
     Call it in the tenant's counters turn (``apps.usage.meter.counters_turn``), after
-    reading which counters are missing. ``mark`` (both were missing: Redis lost them, or
-    a month begins, and no other rebuild can write them first): everything PostgreSQL
-    has, with the month's ledger rows marked counted in the new generation in the same
-    statement, so the flush does not add them again. Otherwise only what the counters of
-    ``generation`` have counted of the rows: the counter still in Redis lacks the rest
-    (every call's tokens until the flush, calls Redis missed, calls counted in lost
-    counters), and marking it would keep it out of the flush for good. So the missing one
-    starts from the same, and the flush adds the rest to both, once.
+    reading which counters are missing. ``mark`` (it holds the turn, so no other rebuild
+    can write them first): usage_stats plus the ledger's rows, which are marked counted in
+    the new generation in the same statement, in the hashes written anew only, so the
+    flush adds to each hash exactly what it lacks. A call in flight (its row not yet
+    written) is in no snapshot: its row names the lost hash's generation, so the flush
+    adds it to the new hash and not to the other, which has it. A row both hashes take
+    (both written anew, the row of ``day``) is taken whole, calls and tokens, and marked
+    counted; of the others only what Redis counted. Without ``mark``: usage_stats only,
+    and the flush adds every ledger row to the new hashes.
     """
-    return _snapshot(_MARK_COUNTED_SQL + _SNAPSHOT_SQL if mark else _COUNTED_SNAPSHOT_SQL, day, generation)
+    sql = _MARKED_SNAPSHOT_SQL if mark and (month or today) else _UNMARKED_SNAPSHOT_SQL
+    return _snapshot(sql, day, generation, month=month, today=today)
 
 
-def _snapshot(sql: str, day: dt.date, generation: str = "") -> Snapshot:
+def _snapshot(sql: str, day: dt.date, generation: str = "", *, month: bool = False, today: bool = False) -> Snapshot:
     calls = tokens = storage = 0
     per_user: dict[int | None, tuple[int, int]] = {}
-    params: dict[str, dt.date | str] = {
+    params: dict[str, dt.date | str | bool] = {
         "start": L.period_start(day), "end": L.period_end(day), "day": day, "generation": generation,
+        "month": month, "today": today,
     }  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

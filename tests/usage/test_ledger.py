@@ -78,17 +78,22 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+# Statements of this database waiting for a lock on a ledger table.
+LOCK_WAITS = """SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                  AND wait_event_type = 'Lock' AND query LIKE '%%usage_usageevent%%'"""
+
+
 def test_calls_that_end_while_a_row_is_written_share_the_next_insert(
-    tenant_alpha: TenantFixture, committed_rows: None
+    tenant_alpha: TenantFixture, committed_rows: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     schema = tenant_alpha.tenant.schema_name
+    monkeypatch.setattr(ledger, "LOCK_TIMEOUT_MS", 60_000)  # the lock below holds the first batch, not only 0.3 s
     with psycopg.connect(**direct_dsn()) as lock, psycopg.connect(**direct_dsn(), autocommit=True) as watch:
         # Holds the first writer inside its INSERT while four more calls end.
         lock.execute(f'LOCK TABLE "{schema}".usage_usageevent IN SHARE MODE')
         first = Writer(lambda: ledger.write(row(schema, 1)))
         first.start()
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT%%'"
-        wait_for(lambda: watch.execute(waiting).fetchone() == (1,), "the first INSERT to wait for the lock")
+        wait_for(lambda: watch.execute(LOCK_WAITS).fetchone() == (1,), "the first INSERT to wait for the lock")
         missing = row("t_no_such_schema", 100)
         others = [Writer(partial(ledger.write, row(schema, n))) for n in (2, 3, 4)]
         others.append(Writer(lambda: ledger.write(missing)))
@@ -127,6 +132,64 @@ def test_a_batch_writes_each_tenant_in_its_own_schema_in_one_statement(
     assert sorted(t for t, _ in committed(alpha)) == [5, 7]
     assert [t for t, _ in committed(beta)] == [6]
     assert {at for _, at in committed(alpha) + committed(beta)} == {committed(beta)[0][1]}  # one statement
+
+
+def test_a_lock_on_one_tenants_ledger_table_holds_up_only_that_tenants_calls(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture, committed_rows: None
+) -> None:
+    """A migration's ALTER TABLE, or a long transaction, in one schema: the other tenants' calls in the same
+    process write their rows at once, each once; the locked tenant's calls wait for their own table only and
+    write theirs, each once, when it is free again."""
+    alpha, beta = tenant_alpha.tenant.schema_name, tenant_beta.tenant.schema_name
+    with psycopg.connect(**direct_dsn()) as lock, psycopg.connect(**direct_dsn(), autocommit=True) as watch:
+        lock.execute(f'LOCK TABLE "{alpha}".usage_usageevent IN ACCESS EXCLUSIVE MODE')
+        first = Writer(lambda: ledger.write(row(alpha, 1)))
+        first.start()
+        wait_for(lambda: watch.execute(LOCK_WAITS).fetchone() == (1,), "alpha's row to wait for the lock")
+        # They queue behind alpha's first row, so alpha's second shares a batch with beta's rows.
+        alphas = [first, Writer(partial(ledger.write, row(alpha, 2)))]
+        betas = [Writer(partial(ledger.write, row(beta, n))) for n in (10, 20, 30)]
+        for writer in [alphas[1], *betas]:
+            writer.start()
+        for writer in betas:
+            writer.join(10)
+        betas_done = [not writer.is_alive() for writer in betas]
+        alphas_waiting = [writer.is_alive() for writer in alphas]
+        beta_rows = sorted(tokens for tokens, _at in committed(beta))
+        lock.rollback()
+    for writer in alphas:
+        writer.join(10)
+
+    assert betas_done == [True, True, True]  # before the lock was released
+    assert [writer.error for writer in betas] == [None, None, None]
+    assert beta_rows == [10, 20, 30]
+    assert alphas_waiting == [True, True]  # nobody returns before its row commits
+    assert [writer.is_alive() for writer in alphas] == [False, False]
+    assert [writer.error for writer in alphas] == [None, None]
+    assert sorted(tokens for tokens, _at in committed(alpha)) == [1, 2]
+    assert sorted(tokens for tokens, _at in committed(beta)) == [10, 20, 30]
+
+
+def test_a_batch_leaves_the_rows_of_a_locked_table_to_their_calls(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture, committed_rows: None
+) -> None:
+    """A batch that meets a lock waits for it only briefly; nothing of it was written then, so each schema is
+    tried alone: the free ones are written, and the locked one's rows are marked, not written and not failed."""
+    alpha, beta = tenant_alpha.tenant.schema_name, tenant_beta.tenant.schema_name
+    rows = [row(alpha, 1), row(beta, 2), row(alpha, 3)]
+    with psycopg.connect(**direct_dsn()) as lock:
+        lock.execute(f'LOCK TABLE "{alpha}".usage_usageevent IN ACCESS EXCLUSIVE MODE')
+        writer = Writer(lambda: ledger.write_rows(rows, lock_timeout_ms=ledger.LOCK_TIMEOUT_MS))
+        writer.start()
+        writer.join(10)
+        returned = not writer.is_alive()
+        lock.rollback()
+    writer.join(10)
+    assert returned  # with the lock still held
+    assert writer.error is None
+    assert [(r.locked, r.error) for r in rows] == [(True, None), (False, None), (True, None)]
+    assert [tokens for tokens, _at in committed(beta)] == [2]
+    assert committed(alpha) == []
 
 
 def test_inside_a_transaction_the_row_commits_or_rolls_back_with_it(tenant_alpha: TenantFixture) -> None:
