@@ -313,6 +313,31 @@ class TestRedisLoss:
         flush(tenant_alpha)
         assert counters(tenant_alpha)["calls"] == 2  # and the flush does not add it again
 
+    @pytest.mark.parametrize(("plan", "status"), [("free", 503), ("pro", 200)])
+    def test_a_redis_that_hangs_fails_open_or_closed_without_stalling(
+        self, tenant_alpha: TenantFixture, settings: Any, silent_redis: str, plan: str, status: int
+    ) -> None:
+        """A Redis that accepts connections and never answers (CLIENT PAUSE, DEBUG SLEEP) is treated as down:
+        every request gets the answer docs/architecture.md ("When Redis is down") decides, within the
+        timeouts, where redis-py alone waits 5 s for each command."""
+        limits(tenant_alpha, plan=plan)
+        client = key_client(tenant_alpha)
+        dead_redis(settings, silent_redis)
+        started = time.monotonic()
+        models = client.get("/v1/models")
+        response = v1(client)
+        elapsed = time.monotonic() - started
+        assert models.status_code == 200  # the rate limit fails open
+        assert response.status_code == status
+        if status == 503:  # the free plan's quota fails closed
+            assert response.json()["error"]["code"] == "metering_unavailable"
+            assert response["Retry-After"] == "5"
+            assert events(tenant_alpha) == []
+        else:  # the paid plan's fails open, and the flush counts the call later
+            assert [e.counted_calls for e in events(tenant_alpha)] == [False]
+        assert "X-RateLimit-Remaining" not in response
+        assert elapsed < 5  # a guard against hanging, not a measure of speed
+
     def test_a_missed_call_written_while_the_counters_are_rebuilt_counts_once(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
