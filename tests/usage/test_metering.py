@@ -901,6 +901,38 @@ class TestRateLimit:
         assert over["X-RateLimit-Remaining"] == "0"
         assert events(tenant_alpha) == []
 
+    def test_a_metered_request_refused_before_its_ai_call_is_429_over_the_limit(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A metered request refused before its first charge (here for its body) counts when it is answered;
+        over the limit its answer is the 429 any request gets there (docs/api.md), not its 400."""
+        limits(tenant_alpha, rate_limit_per_minute_override=3)
+        member, key = member_client(tenant_alpha), key_client(tenant_alpha)
+        one_window()
+        conversation = member.post("/api/conversations", {}, content_type="application/json").json()["id"]
+
+        def bad_v1() -> Any:
+            body = {"model": "hydronet-demo", "messages": [{"role": "user", "content": "Hi"}], "temperature": 5}
+            return key.post("/v1/chat/completions", body, content_type="application/json")
+
+        def bad_turn() -> Any:
+            body = {"content": QUESTION, "unknown": True}
+            return member.post(f"/api/conversations/{conversation}/messages", body, content_type="application/json")
+
+        within = [bad_v1(), bad_turn()]  # the second and third requests of the minute
+        assert [(r.status_code, r.json()["error"]["code"]) for r in within] == [(400, "invalid_input")] * 2
+        assert [r["X-RateLimit-Remaining"] for r in within] == ["1", "0"]
+        assert all("Retry-After" not in r for r in within)
+        over_v1, over_turn = bad_v1(), bad_turn()
+        assert over_v1.json()["error"]["type"] == "rate_limit_error"  # /v1's errors as OpenAI's clients read them
+        for over in (over_v1, over_turn):
+            assert over.status_code == 429
+            assert over.json()["error"]["code"] == "rate_limited"
+            assert 1 <= int(over["Retry-After"]) <= 60
+            assert over["X-RateLimit-Remaining"] == "0"
+        assert with_schema(tenant_alpha, lambda: Message.objects.filter(conversation_id=conversation).count()) == 0
+        assert events(tenant_alpha) == []
+
     def test_one_tenant_at_its_limit_leaves_another_alone(
         self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture
     ) -> None:
