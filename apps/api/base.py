@@ -28,7 +28,7 @@ from apps.api.fields import refuse_non_strings
 from apps.api.pagination import Pagination
 from apps.api.permissions import HasRequiredPermission
 from apps.core.actors import Actor, request_actor
-from apps.core.exceptions import ApplicationError
+from apps.core.exceptions import ApplicationError, RateLimited
 from apps.usage.meter import Meter
 
 #: ``required_permission`` for endpoints any authenticated member or key may use.
@@ -121,13 +121,22 @@ class TenantApi(APIView):
         super().check_permissions(request)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """The rate-limit headers; and a metered request refused before its first AI call (bad input, 403,
+        404, 409) counts here, and over the limit its answer becomes the 429 every other request gets.
+
+        Its first charge would have counted and enforced the limit in the charge's round trip;
+        this hit is the round trip it makes instead, so enforcing costs nothing. Replacing the
+        answer changes nothing else: a metered endpoint does nothing before its first charge.
+        """
+        if self.meter is not None and self.meter.count_rate:
+            try:
+                self.meter.hit_rate()
+            except RateLimited as exc:
+                response = self.handle_exception(exc)
         response = super().finalize_response(request, response, *args, **kwargs)
-        if self.meter is not None:
-            if self.meter.count_rate:  # refused before its first AI call: it still counts
-                self.meter.hit_rate(enforce=False)
-            if self.meter.rate is not None:
-                for name, value in self.meter.rate.headers().items():
-                    response[name] = value
+        if self.meter is not None and self.meter.rate is not None:
+            for name, value in self.meter.rate.headers().items():
+                response[name] = value
         return response
 
     def get_authenticators(self) -> list[Any]:

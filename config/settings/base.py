@@ -143,6 +143,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Cache and Redis -------------------------------------------------------
 REDIS_URL = env("REDIS_URL")
 CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", default="hn")
+# How long a request waits for Redis: to connect, and for each reply. Redis answers in a
+# millisecond or so (every script here is short, nothing blocks on the server); a Redis that
+# hangs (CLIENT PAUSE, DEBUG SLEEP, a stuck host) must cost a request this and no more before
+# the fail-open/fail-closed decisions below apply. Without them redis-py waits 5 s per command.
+REDIS_SOCKET_CONNECT_TIMEOUT = env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.5)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.5)
+# After a command timed out, the process does not try that Redis again for this long: every use fails
+# at once, as if it were unreachable (apps.core.redis_connections), so a request pays one timeout at most.
+REDIS_PAUSE_SECONDS = env.float("REDIS_PAUSE_SECONDS", default=2.0)
+# Both caches name the same Redis, and django-redis keeps one connection pool per URL for the
+# process, made with the options of whichever cache connects first: the options must be the same.
+_REDIS_OPTIONS = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    "CONNECTION_POOL_CLASS": "apps.core.redis_connections.ConnectionPool",
+    "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_CONNECT_TIMEOUT,
+    "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+}
 CACHES = {
     # Tenant-aware: every key is prefixed with the current schema (django-tenants
     # #599), so one tenant's cached values never answer another's request.
@@ -152,7 +169,7 @@ CACHES = {
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "KEY_FUNCTION": "django_tenants.cache.make_key",
         "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        "OPTIONS": {**_REDIS_OPTIONS},
     },
     # Platform-wide keys that must not depend on the schema the connection
     # happens to be in, such as the host -> tenant routing table. It is only a
@@ -162,12 +179,7 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": f"{CACHE_KEY_PREFIX}:platform",
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "IGNORE_EXCEPTIONS": True,
-            "SOCKET_CONNECT_TIMEOUT": 0.5,
-            "SOCKET_TIMEOUT": 0.5,
-        },
+        "OPTIONS": {**_REDIS_OPTIONS, "IGNORE_EXCEPTIONS": True},
     },
 }
 # How long a host -> tenant lookup is cached. Changes to a tenant or domain drop

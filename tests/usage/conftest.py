@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,9 +52,40 @@ def fresh_counters() -> Iterator[None]:
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
 
-def dead_redis(settings: Any) -> None:
-    """Point the cache (and so the usage counters) at a port where no Redis answers."""
-    settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": DEAD_REDIS}}
+def dead_redis(settings: Any, location: str = DEAD_REDIS, *, caches: tuple[str, ...] = ("default",)) -> None:
+    """Point the cache (and so the usage counters) at a port where no Redis answers.
+
+    django-redis keeps one connection pool per URL, so each new ``location`` gets a pool made
+    with the settings' options (timeouts included)."""
+    settings.CACHES = {**settings.CACHES, **{name: {**settings.CACHES[name], "LOCATION": location} for name in caches}}
+
+
+@pytest.fixture
+def silent_redis() -> Iterator[str]:
+    """The URL of a Redis that hangs: a listener on loopback that accepts connections and never answers
+    (what ``CLIENT PAUSE`` or ``DEBUG SLEEP`` look like to a client)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[socket.socket] = []
+    over = threading.Event()
+
+    def accept() -> None:
+        while not over.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # and never read from nor answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, name="silent-redis", daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        over.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in accepted:
+            connection.close()
 
 
 def counters(tenant: TenantFixture, day: dt.date | None = None) -> dict[str, int]:

@@ -313,6 +313,31 @@ class TestRedisLoss:
         flush(tenant_alpha)
         assert counters(tenant_alpha)["calls"] == 2  # and the flush does not add it again
 
+    @pytest.mark.parametrize(("plan", "status"), [("free", 503), ("pro", 200)])
+    def test_a_redis_that_hangs_fails_open_or_closed_without_stalling(
+        self, tenant_alpha: TenantFixture, settings: Any, silent_redis: str, plan: str, status: int
+    ) -> None:
+        """A Redis that accepts connections and never answers (CLIENT PAUSE, DEBUG SLEEP) is treated as down:
+        every request gets the answer docs/architecture.md ("When Redis is down") decides, within the
+        timeouts, where redis-py alone waits 5 s for each command."""
+        limits(tenant_alpha, plan=plan)
+        client = key_client(tenant_alpha)
+        dead_redis(settings, silent_redis)
+        started = time.monotonic()
+        models = client.get("/v1/models")
+        response = v1(client)
+        elapsed = time.monotonic() - started
+        assert models.status_code == 200  # the rate limit fails open
+        assert response.status_code == status
+        if status == 503:  # the free plan's quota fails closed
+            assert response.json()["error"]["code"] == "metering_unavailable"
+            assert response["Retry-After"] == "5"
+            assert events(tenant_alpha) == []
+        else:  # the paid plan's fails open, and the flush counts the call later
+            assert [e.counted_calls for e in events(tenant_alpha)] == [False]
+        assert "X-RateLimit-Remaining" not in response
+        assert elapsed < 5  # a guard against hanging, not a measure of speed
+
     def test_a_missed_call_written_while_the_counters_are_rebuilt_counts_once(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -926,6 +951,38 @@ class TestRateLimit:
         over = viewer.get("/api/quota")
         assert over.status_code == 429  # the limit before the role: no flooding with forbidden requests
         assert over["X-RateLimit-Remaining"] == "0"
+        assert events(tenant_alpha) == []
+
+    def test_a_metered_request_refused_before_its_ai_call_is_429_over_the_limit(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A metered request refused before its first charge (here for its body) counts when it is answered;
+        over the limit its answer is the 429 any request gets there (docs/api.md), not its 400."""
+        limits(tenant_alpha, rate_limit_per_minute_override=3)
+        member, key = member_client(tenant_alpha), key_client(tenant_alpha)
+        one_window()
+        conversation = member.post("/api/conversations", {}, content_type="application/json").json()["id"]
+
+        def bad_v1() -> Any:
+            body = {"model": "hydronet-demo", "messages": [{"role": "user", "content": "Hi"}], "temperature": 5}
+            return key.post("/v1/chat/completions", body, content_type="application/json")
+
+        def bad_turn() -> Any:
+            body = {"content": QUESTION, "unknown": True}
+            return member.post(f"/api/conversations/{conversation}/messages", body, content_type="application/json")
+
+        within = [bad_v1(), bad_turn()]  # the second and third requests of the minute
+        assert [(r.status_code, r.json()["error"]["code"]) for r in within] == [(400, "invalid_input")] * 2
+        assert [r["X-RateLimit-Remaining"] for r in within] == ["1", "0"]
+        assert all("Retry-After" not in r for r in within)
+        over_v1, over_turn = bad_v1(), bad_turn()
+        assert over_v1.json()["error"]["type"] == "rate_limit_error"  # /v1's errors as OpenAI's clients read them
+        for over in (over_v1, over_turn):
+            assert over.status_code == 429
+            assert over.json()["error"]["code"] == "rate_limited"
+            assert 1 <= int(over["Retry-After"]) <= 60
+            assert over["X-RateLimit-Remaining"] == "0"
+        assert with_schema(tenant_alpha, lambda: Message.objects.filter(conversation_id=conversation).count()) == 0
         assert events(tenant_alpha) == []
 
     def test_one_tenant_at_its_limit_leaves_another_alone(
