@@ -148,7 +148,8 @@ CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", default="hn")
 # hangs (CLIENT PAUSE, DEBUG SLEEP, a stuck host) must cost a request this and no more before
 # the fail-open/fail-closed decisions below apply. Without them redis-py waits 5 s per command.
 REDIS_SOCKET_CONNECT_TIMEOUT = env.float("REDIS_SOCKET_CONNECT_TIMEOUT", default=0.5)
-REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.5)
+# A reply gets 1 s: a busy host's process can be off the CPU for half of that (seen on 2 cores under load).
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=1.0)
 # After a command timed out, the process does not try that Redis again for this long: every use fails
 # at once, as if it were unreachable (apps.core.redis_connections), so a request pays one timeout at most.
 REDIS_PAUSE_SECONDS = env.float("REDIS_PAUSE_SECONDS", default=2.0)
