@@ -9,6 +9,7 @@ tools' results, as the model needs to see them in the next round.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -181,16 +182,21 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     connection to the pool. The first token reaches the client about 1 ms
     sooner (docs/benchmarks.md). Every OpenAI-compatible server we know ends the
     body right after ``[DONE]``; one that kept it open would hold the turn's
-    ``done`` until the read timeout (``LLM_TIMEOUT_SECONDS``).
+    ``done`` until the read timeout (``LLM_TIMEOUT_SECONDS``), and the answer,
+    complete at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
     """
+
+    done = False
 
     def __stream__(self) -> Iterator[dict[str, Any]]:
         events = self._iter_events()
         try:
             for sse in events:
                 if sse.data.startswith("[DONE]"):
-                    for _rest in events:  # the end of the body: nothing, in practice
-                        pass
+                    self.done = True
+                    with contextlib.suppress(httpx2.HTTPError, openai.OpenAIError):  # a body left open or cut
+                        for _rest in events:  # the end of the body: nothing, in practice
+                            pass
                     return
                 data = json.loads(sse.data)
                 if not isinstance(data, dict):
@@ -265,6 +271,8 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
+    if not reply.finish and getattr(stream, "done", False) and reply.seen:
+        reply.finish = "tool_calls" if reply.calls else "stop"  # [DONE] ends an answer, said or not
     if not reply.finish:
         sent = stream.response.headers.get("content-type", "").partition(";")[0].strip()
         if not reply.seen and sent != "text/event-stream":  # a web page, or a reply that is not streamed

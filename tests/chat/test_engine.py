@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from typing import Any
 
 import httpx2
@@ -288,3 +290,45 @@ def test_a_model_that_keeps_asking_for_tools_is_stopped(monkeypatch: Any, tools:
         events.extend(turn)
     assert ran == ["list_stations"] * 2 * tools  # two rounds of tools, then none
     assert meter.charged == (["model", "tool", "model", "tool", "model"] if tools else ["model"])
+
+
+def test_done_ends_an_answer_that_named_no_finish_reason() -> None:
+    """Content, then ``[DONE]``, no ``finish_reason``: the answer was stored as failed ("ended before the
+    answer was complete")."""
+    body = b'data: {"choices": [{"index": 0, "delta": {"content": "S001: 165.7 m"}}]}\n\ndata: [DONE]\n\n'
+    with canned_server(body, content_type="text/event-stream") as root:
+        server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
+        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+    assert isinstance(reply, engine.ModelReply)
+    assert (reply.content, reply.finish_reason) == ("S001: 165.7 m", "stop")
+
+
+def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(settings: Any) -> None:
+    """After ``[DONE]`` the body's end is read so that the connection can be used again; a server that kept
+    it open made the read time out, and the complete answer was stored as failed."""
+    settings.LLM_TIMEOUT_SECONDS = 1
+    settings.LLM_MAX_RETRIES = 0
+    events = [b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n',
+              b"data: [DONE]\n\n"]  # fmt: skip
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _address = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for event in events:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            time.sleep(3)  # and never the last chunk
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    server = engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
+                                tenant_supplied=False)  # fmt: skip
+    try:
+        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+    finally:
+        listener.close()
+    assert isinstance(reply, engine.ModelReply)
+    assert (reply.content, reply.finish_reason) == ("Hi", "stop")
