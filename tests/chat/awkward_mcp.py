@@ -2,15 +2,22 @@
 
     python -m tests.chat.awkward_mcp --port 0
 
-Tools: ``sleepy(seconds)`` answers after ``seconds``; ``sized(chars)`` answers ``chars`` characters.
+Two endpoints of the same process:
+
+- ``/mcp``: ``sleepy(seconds)`` answers after ``seconds``; ``sized(chars)`` answers ``chars`` characters,
+  each answer an event stream (the SDK's default);
+- ``/json/mcp``: the same tools, each answer one ``application/json`` body.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server import MCPServer
+from starlette.applications import Starlette
 
 server: MCPServer = MCPServer("awkward")
 
@@ -28,6 +35,23 @@ def sized(chars: int) -> str:
     return "x" * chars
 
 
+def create_app(host: str = "127.0.0.1") -> Starlette:
+    """The two endpoints as one app; each streamable-HTTP app's lifespan runs its session manager."""
+    apps = [
+        server.streamable_http_app(host=host),
+        server.streamable_http_app(host=host, streamable_http_path="/json/mcp", json_response=True),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for each in apps:
+                await stack.enter_async_context(each.router.lifespan_context(each))
+            yield
+
+    return Starlette(routes=[route for each in apps for route in each.routes], lifespan=lifespan)
+
+
 def main() -> None:
     from demo.serving import serve
 
@@ -36,7 +60,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     serve(
-        server.streamable_http_app(host=args.host),
+        create_app(args.host),
         host=args.host,
         port=args.port,
         announce=lambda host, port: f"awkward MCP server listening on http://{host}:{port}/mcp",
