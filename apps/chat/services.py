@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -395,6 +395,7 @@ def _stream_turn(
     tokens = 0
     partial: list[str] = []
     reply: Message | None = None
+    offered = {tool.exposed_name: tool for tool in tools}
     ending: ChatEvent | None = None  # the error event a failed turn ends with
     turn = engine.run_turn(
         server=server,
@@ -424,10 +425,11 @@ def _stream_turn(
                                              replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):
-                yield ChatEvent("tool_call", _tool_call_data(event))
+                yield ChatEvent("tool_call", _tool_call_data(_as_run(event, offered)))
             elif isinstance(event, engine.ToolResult):
-                stored = _store_tool_result(conversation, event)
-                yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
+                result = replace(event, call=_as_run(event.call, offered))
+                stored = _store_tool_result(conversation, result)
+                yield ChatEvent("tool_result", {**_tool_call_data(result.call), **_tool_result_data(result, stored)})
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
@@ -537,6 +539,14 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
     )
     _insert_message(message)
     return message
+
+
+def _as_run(call: engine.ToolCall, offered: dict[str, engine.BoundTool]) -> engine.ToolCall:
+    """The call with the service and the server's own name of the tool it runs: the exposed name's halves
+    are not that name once cleaned up (``a.b`` is offered as ``<slug>__a_b``, and ``a_b`` as ``<slug>__a_b_2``).
+    A name the turn did not offer is left as the model wrote it."""
+    tool = offered.get(call.name)
+    return call if tool is None else replace(call, service=tool.service.slug, tool=tool.tool_name)
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
     actor = request_actor(request)
     service = access_mcp_service(actor, service_id)
     status = 200
-    tool_names = [tool["name"] for tool in service.tools]
+    tool_names = [tool.name for tool in service.exposed_tools]  # each once, if the server lists one twice
     if request.method == "POST":
         form = McpServiceEditForm(request.POST, tool_names=tool_names)
         if form.is_valid():

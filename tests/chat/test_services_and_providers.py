@@ -58,8 +58,9 @@ class TestMcpServices:
         tested = send(client, "post", f"/api/mcp-services/{created['id']}/test")
         assert tested.status_code == 200, tested.content
         assert tested.json()["tools"] == [
-            {"name": "levels", "description": "Water\ufffdlevels", "input_schema": {"title": "a\ufffdb"}}
-        ]
+            {"name": "levels", "exposed_name": "odd__levels", "description": "Water\ufffdlevels",
+             "input_schema": {"title": "a\ufffdb"}}
+        ]  # fmt: skip
 
         def failing(service: Any) -> Any:
             raise mcp_client.McpError("bad\x00answer")
