@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -29,8 +30,11 @@ from apps.core.models import storable
 from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
+from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
 from apps.usage.meter import Claim, Meter, Ticket
 from apps.usage.services import storage_changed
+
+logger = logging.getLogger(__name__)
 
 
 class ConversationGone(ApplicationError):
@@ -124,11 +128,16 @@ def _check_content(content: str) -> str:
 
 def tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTool]:
     """The tenant's MCP tools the actor's turn may offer the model: none without use_mcp_services,
-    and none when CHAT_MAX_TOOL_ROUNDS is 0."""
+    and none when CHAT_MAX_TOOL_ROUNDS is 0; at most MAX_TOOLS_PER_REQUEST, in the services' order (by
+    name) and each server's own."""
     role = actor_role(actor)
     if settings.CHAT_MAX_TOOL_ROUNDS <= 0 or role is None or not role_has(role, Perm.USE_MCP_SERVICES):
         return []
-    return engine.bind_tools((setup or ai_setup()).services)
+    tools = engine.bind_tools((setup or ai_setup()).services)
+    if len(tools) > MAX_TOOLS_PER_REQUEST:  # OpenAI refuses the request: the first ones, by service name
+        logger.warning("%d MCP tools are offered; the model gets the first %d", len(tools), MAX_TOOLS_PER_REQUEST)
+        tools = tools[:MAX_TOOLS_PER_REQUEST]
+    return tools
 
 
 @dataclass(frozen=True)

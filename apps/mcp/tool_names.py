@@ -1,4 +1,4 @@
-"""The names under which a service's tools are offered to the model.
+"""The names under which a service's tools are offered to the model, and how many may be offered at once.
 
 A tool is offered as ``<service slug>__<tool name>``, cleaned up to what OpenAI accepts as a function name
 (``^[a-zA-Z0-9_-]{1,64}$``: other characters become ``_``, the rest is cut at 64). Cleaning can give two
@@ -17,6 +17,8 @@ from typing import Any
 
 SEPARATOR = "__"
 MAX_NAME_LENGTH = 64
+# OpenAI refuses a request that offers more tools than this.
+MAX_TOOLS_PER_REQUEST = 128
 _NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9_-]")
 
 

@@ -1,4 +1,4 @@
-"""Tools whose names clash once cleaned up for the model, or listed twice.
+"""Tools whose names clash once cleaned up for the model, listed twice, or too many for one request.
 
 The server is ``tests.chat.awkward_mcp``'s ``/clash/mcp``: ``a.b``, ``a_b``, ``a b``, ``dup`` twice,
 ``get.water_levels`` and ``get_water_levels``, each answering ``ran <its name>``.
@@ -6,21 +6,23 @@ The server is ``tests.chat.awkward_mcp``'s ``/clash/mcp``: ``a.b``, ``a_b``, ``a
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import pytest
 from django_tenants.utils import schema_context
 
-from apps.chat.engine import run_mcp_tool
+from apps.chat.engine import bind_tools, run_mcp_tool
 from apps.chat.services import tools_for
 from apps.core.actors import Actor
+from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create, mcp_service_test
 from tests.accounts.test_pages import logged_in
 from tests.chat.conftest import member_client
 from tests.chat.test_chat_api import new_conversation, post, sse, stored
 from tests.chat.test_services_and_providers import admin, send
-from tests.conftest import TenantFixture, admin_of
+from tests.conftest import TEST_ACTOR, TenantFixture, admin_of
 
 pytestmark = pytest.mark.django_db
 
@@ -101,3 +103,26 @@ def test_the_tools_page_and_the_edit_form_show_each_tool_once_and_the_models_nam
     assert page.count("<code>dup</code>") == 1
     form = client.get(f"/services/{clash.pk}/edit/").content.decode()
     assert form.count('value="dup"') == 1
+
+
+def test_at_most_128_tools_are_offered_the_first_in_order_and_it_is_said(
+    tenant_alpha: TenantFixture, awkward_mcp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenAI refuses a request with more than 128 tools: the first 128 go, by service name, in each
+    server's order; the log and the tools page say so."""
+    with schema_context(tenant_alpha.tenant.schema_name):
+        for name, count in (("Beta", 40), ("Alpha", 100)):
+            service = mcp_service_create(actor=TEST_ACTOR, name=name, url=awkward_mcp_url)
+            McpService.objects.filter(pk=service.pk).update(
+                tools=[{"name": f"tool_{n}", "description": "", "input_schema": {}} for n in range(count)]
+            )
+        with caplog.at_level(logging.WARNING, logger="apps.chat.services"):
+            tools = tools_for(Actor(user=admin_of(tenant_alpha)))
+    assert len(tools) == 128
+    assert [tool.service.name for tool in tools].count("Alpha") == 100
+    assert tools[-1].exposed_name == "beta__tool_27"
+    assert "140 MCP tools are offered; the model gets the first 128" in caplog.text
+    page = logged_in(tenant_alpha, "admin").get("/services/").content.decode()
+    assert 'data-testid="tools-left-out"' in page
+    assert "The enabled services offer 140 tools, and the model can be offered at most 128: the last 12" in page
+    assert bind_tools([]) == []
