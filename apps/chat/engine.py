@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +27,7 @@ from apps.chat.models import Message
 from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
-
-_TOOL_NAME_RE = re.compile(r"[^a-zA-Z0-9_-]")
-SEPARATOR = "__"
+from apps.mcp.tool_names import SEPARATOR
 
 
 class UpstreamError(Exception):
@@ -65,24 +62,19 @@ class BoundTool:
 
 
 def bind_tools(services: Iterable[McpService]) -> list[BoundTool]:
-    """The cached tools of ``services`` but the disabled ones, namespaced so two servers' tools never collide."""
-    bound: list[BoundTool] = []
-    for service in services:
-        disabled = set(service.disabled_tools)
-        for spec in service.tools:
-            if spec["name"] in disabled:  # kept from the model by the admins
-                continue
-            name = _TOOL_NAME_RE.sub("_", f"{service.slug}{SEPARATOR}{spec['name']}")[:64]
-            bound.append(
-                BoundTool(
-                    exposed_name=name,
-                    service=service,
-                    tool_name=spec["name"],
-                    description=spec.get("description", ""),
-                    input_schema=spec.get("input_schema") or {},
-                )
-            )
-    return bound
+    """The cached tools of ``services`` but the disabled ones, each once, under names no two tools share
+    (apps.mcp.tool_names)."""
+    return [
+        BoundTool(
+            exposed_name=tool.exposed_name,
+            service=service,
+            tool_name=tool.name,
+            description=tool.description,
+            input_schema=tool.input_schema,
+        )
+        for service in services
+        for tool in service.offered_tools  # not those kept from the model by the admins
+    ]
 
 
 # --- Events -------------------------------------------------------------------------

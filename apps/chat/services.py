@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -29,8 +30,11 @@ from apps.core.models import storable
 from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
+from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
 from apps.usage.meter import Claim, Meter, Ticket
 from apps.usage.services import storage_changed
+
+logger = logging.getLogger(__name__)
 
 
 class ConversationGone(ApplicationError):
@@ -124,11 +128,16 @@ def _check_content(content: str) -> str:
 
 def tools_for(actor: Actor, setup: AiSetup | None = None) -> list[engine.BoundTool]:
     """The tenant's MCP tools the actor's turn may offer the model: none without use_mcp_services,
-    and none when CHAT_MAX_TOOL_ROUNDS is 0."""
+    and none when CHAT_MAX_TOOL_ROUNDS is 0; at most MAX_TOOLS_PER_REQUEST, in the services' order (by
+    name) and each server's own."""
     role = actor_role(actor)
     if settings.CHAT_MAX_TOOL_ROUNDS <= 0 or role is None or not role_has(role, Perm.USE_MCP_SERVICES):
         return []
-    return engine.bind_tools((setup or ai_setup()).services)
+    tools = engine.bind_tools((setup or ai_setup()).services)
+    if len(tools) > MAX_TOOLS_PER_REQUEST:  # OpenAI refuses the request: the first ones, by service name
+        logger.warning("%d MCP tools are offered; the model gets the first %d", len(tools), MAX_TOOLS_PER_REQUEST)
+        tools = tools[:MAX_TOOLS_PER_REQUEST]
+    return tools
 
 
 @dataclass(frozen=True)
@@ -395,6 +404,7 @@ def _stream_turn(
     tokens = 0
     partial: list[str] = []
     reply: Message | None = None
+    offered = {tool.exposed_name: tool for tool in tools}
     ending: ChatEvent | None = None  # the error event a failed turn ends with
     turn = engine.run_turn(
         server=server,
@@ -424,10 +434,11 @@ def _stream_turn(
                                              replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):
-                yield ChatEvent("tool_call", _tool_call_data(event))
+                yield ChatEvent("tool_call", _tool_call_data(_as_run(event, offered)))
             elif isinstance(event, engine.ToolResult):
-                stored = _store_tool_result(conversation, event)
-                yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
+                result = replace(event, call=_as_run(event.call, offered))
+                stored = _store_tool_result(conversation, result)
+                yield ChatEvent("tool_result", {**_tool_call_data(result.call), **_tool_result_data(result, stored)})
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
@@ -537,6 +548,14 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
     )
     _insert_message(message)
     return message
+
+
+def _as_run(call: engine.ToolCall, offered: dict[str, engine.BoundTool]) -> engine.ToolCall:
+    """The call with the service and the server's own name of the tool it runs: the exposed name's halves
+    are not that name once cleaned up (``a.b`` is offered as ``<slug>__a_b``, and ``a_b`` as ``<slug>__a_b_2``).
+    A name the turn did not offer is left as the model wrote it."""
+    tool = offered.get(call.name)
+    return call if tool is None else replace(call, service=tool.service.slug, tool=tool.tool_name)
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:

@@ -55,7 +55,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -662,10 +662,16 @@ def guarded_async_client(
     timeout: float | httpx2.Timeout,
     headers: dict[str, str] | None = None,
     follow_redirects: bool = False,
+    wrap_transport: Callable[[httpx2.AsyncBaseTransport], httpx2.AsyncBaseTransport] | None = None,
 ) -> httpx2.AsyncClient:
-    """The async (AnyIO: asyncio or trio) twin of :func:`guarded_client`, for the MCP SDK."""
+    """The async (AnyIO: asyncio or trio) twin of :func:`guarded_client`, for the MCP SDK.
+
+    ``wrap_transport`` gets the guarded transport and returns the one the client uses: a wrapper that sees
+    each request and answer (the MCP client's bound on JSON answers), every connection still guarded.
+    """
+    transport: httpx2.AsyncBaseTransport = GuardedAsyncHTTPTransport()
     return httpx2.AsyncClient(
-        transport=GuardedAsyncHTTPTransport(),
+        transport=wrap_transport(transport) if wrap_transport else transport,
         timeout=timeout,
         headers=headers,
         follow_redirects=follow_redirects,

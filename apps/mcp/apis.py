@@ -16,9 +16,20 @@ from apps.mcp.models import McpService, Transport
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
 
 
+class McpToolOutput(serializers.Serializer):
+    """A tool of the loaded list: ``name`` is the server's (what ``disabled_tools`` names), ``exposed_name`` the
+    model's (``<slug>__<name>``, cleaned up, with a suffix where cleaning made two tools' names the same)."""
+
+    name = serializers.CharField()
+    exposed_name = serializers.CharField()
+    description = serializers.CharField()
+    input_schema = serializers.JSONField()
+
+
 class McpServiceOutput(serializers.ModelSerializer):
     timeout_seconds = serializers.IntegerField()
     has_secret_headers = serializers.BooleanField()
+    tools = McpToolOutput(many=True, source="exposed_tools")
     disabled_tools = serializers.ListField(child=serializers.CharField())
 
     class Meta:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -55,23 +55,90 @@ def _headers(service: McpService) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
 
 
+class AnswerTooLarge(httpx2.StreamError):
+    """A JSON answer went past MCP_MAX_ANSWER_BYTES while it was read.
+
+    A ``StreamError``: the SDK's streamable-HTTP transport catches those while it reads a JSON answer and
+    fails the request that answer was for, as it does for an event over ``max_sse_event_size``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"A JSON answer exceeded the {limit} {_ANSWER_TOO_LARGE}.")
+
+
+class _BoundedJsonBody(httpx2.AsyncByteStream):
+    """``response``'s body, decoded, raising :class:`AnswerTooLarge` once more than ``limit`` bytes came."""
+
+    def __init__(self, response: httpx2.Response, limit: int) -> None:
+        self._response = response
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in self._response.aiter_bytes():
+            read += len(chunk)
+            if read > self._limit:
+                raise AnswerTooLarge(self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class BoundedJsonAnswers(httpx2.AsyncBaseTransport):
+    """``transport``, whose ``application/json`` answers are read through MCP_MAX_ANSWER_BYTES.
+
+    The SDK reads a JSON answer whole (``response.aread()``) and bounds only event streams
+    (``max_sse_event_size``), so a server answering in JSON could send any amount. Here the body is handed
+    on decoded, its ``Content-Encoding`` gone, so the bound counts what the SDK would hold, not the
+    compressed size; the read stops at the chunk that passes it.
+    """
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport, *, limit: int) -> None:
+        self._transport = transport
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._transport.handle_async_request(request)
+        if not response.headers.get("content-type", "").lower().startswith("application/json"):
+            return response
+        response.request = request
+        decoded = [(name, value) for name, value in response.headers.multi_items()
+                   if name.lower() not in ("content-encoding", "content-length")]  # fmt: skip
+        return httpx2.Response(
+            response.status_code,
+            headers=decoded,
+            stream=_BoundedJsonBody(response, self._limit),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
 def _transport(service: McpService) -> AbstractAsyncContextManager[Any]:
-    """The SDK transport for the service, on SSRF-guarded HTTP clients."""
+    """The SDK transport for the service, on SSRF-guarded HTTP clients whose JSON answers are bounded."""
     from apps.core.outbound import guarded_async_client
 
     headers = _headers(service)
     timeout = httpx2.Timeout(service.timeout_seconds)
+
+    def bounded(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+        return BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES)
+
     if service.type == Transport.SSE:
 
         def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
-            return guarded_async_client(timeout=timeout or httpx2.Timeout(service.timeout_seconds), headers=headers)
+            return guarded_async_client(timeout=timeout or httpx2.Timeout(service.timeout_seconds), headers=headers,
+                                        wrap_transport=bounded)  # fmt: skip
 
         return sse_client(service.url, headers=headers, timeout=service.timeout_seconds, httpx_client_factory=factory)
 
     @asynccontextmanager
     async def streamable() -> Any:
         async with (
-            guarded_async_client(timeout=timeout, headers=headers) as http_client,
+            guarded_async_client(timeout=timeout, headers=headers, wrap_transport=bounded) as http_client,
             streamable_http_client(
                 service.url, http_client=http_client, max_sse_event_size=settings.MCP_MAX_ANSWER_BYTES
             ) as streams,
@@ -153,7 +220,7 @@ def _mcp_message_words(error: MCPError) -> str:
     if redirect := _UNFOLLOWED_REDIRECT.match(error.error.message):
         return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
                  "server, use its URL.") % {"location": redirect.group(1)}  # fmt: skip
-    if _SSE_EVENT_TOO_LARGE in error.error.message:
+    if _ANSWER_TOO_LARGE in error.error.message:
         return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
         }
@@ -174,10 +241,11 @@ def _status_words(status: int) -> str:
              "for SSE) and the transport.") % {"status": status}  # fmt: skip
 
 
-# The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size,
-# the streamable-HTTP transport's answers that are not JSON or an event stream and redirects it did not follow,
+# The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size
+# and our AnswerTooLarge for a JSON answer over MCP_MAX_ANSWER_BYTES (both end in "byte limit."), the
+# streamable-HTTP transport's answers that are not JSON or an event stream and redirects it did not follow,
 # and the SSE transport's answer that is not an event stream (an SSEError of its own).
-_SSE_EVENT_TOO_LARGE = "byte limit"
+_ANSWER_TOO_LARGE = "byte limit"
 _UNEXPECTED_CONTENT_TYPE = re.compile(r"Unexpected content type: (.*)")
 _UNFOLLOWED_REDIRECT = re.compile(r"Redirect to (\S+) not followed")
 _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+from apps.mcp.tool_names import ExposedTool, exposed_tools
 
 
 class Transport(models.TextChoices):
@@ -55,10 +55,15 @@ class McpService(models.Model):
         return list(self.config.get("disabled_tools") or [])
 
     @property
-    def offered_tools(self) -> list[dict[str, Any]]:
+    def exposed_tools(self) -> list[ExposedTool]:
+        """The loaded tools, each once, with the names the model calls them by (apps.mcp.tool_names)."""
+        return exposed_tools(self.slug, self.tools)
+
+    @property
+    def offered_tools(self) -> list[ExposedTool]:
         """The loaded tools the model is offered: those not disabled."""
         disabled = set(self.disabled_tools)
-        return [tool for tool in self.tools if tool.get("name") not in disabled]
+        return [tool for tool in self.exposed_tools if tool.name not in disabled]
 
     @property
     def has_secret_headers(self) -> bool:

@@ -28,7 +28,7 @@ from apps.tenants.selectors import tenant_current_locked
 from apps.usage.limits import limits_for
 from apps.usage.services import quota_check_count_alerts
 
-# Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.chat.engine).
+# Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.mcp.tool_names).
 # All three are used with fullmatch: "$" also matches before a final newline, which let "X-A\n" through.
 _SLUG_RE = re.compile(r"(?=.{1,30}\Z)[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")

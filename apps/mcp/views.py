@@ -16,6 +16,7 @@ from apps.core.views import post_only
 from apps.mcp import services
 from apps.mcp.forms import McpServiceEditForm, McpServiceForm
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
+from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
 
 
 @permission_required(Perm.USE_MCP_SERVICES)
@@ -40,7 +41,17 @@ def services_view(request: HttpRequest) -> HttpResponse:
                 return redirect("mcp:services")
         else:
             status = 400
-    context = {"services": mcp_service_list(), "form": form, "can_manage": can_manage}
+    listed = list(mcp_service_list())
+    # A turn offers the model the first MAX_TOOLS_PER_REQUEST, in this order (apps.chat.services.tools_for).
+    offered = sum(len(service.offered_tools) for service in listed if service.is_active)
+    context = {
+        "services": listed,
+        "form": form,
+        "can_manage": can_manage,
+        "tools_offered": offered,
+        "tools_left_out": max(offered - MAX_TOOLS_PER_REQUEST, 0),
+        "max_tools": MAX_TOOLS_PER_REQUEST,
+    }
     return render(request, "mcp/services.html", context, status=status)
 
 
@@ -81,7 +92,7 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
     actor = request_actor(request)
     service = access_mcp_service(actor, service_id)
     status = 200
-    tool_names = [tool["name"] for tool in service.tools]
+    tool_names = [tool.name for tool in service.exposed_tools]  # each once, if the server lists one twice
     if request.method == "POST":
         form = McpServiceEditForm(request.POST, tool_names=tool_names)
         if form.is_valid():

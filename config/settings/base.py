@@ -331,8 +331,9 @@ CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 MCP_DEFAULT_TIMEOUT_SECONDS = env.int("MCP_DEFAULT_TIMEOUT_SECONDS", default=30)
 # A tool result longer than this is stored and sent to the model truncated.
 MCP_RESULT_MAX_CHARS = env.int("MCP_RESULT_MAX_CHARS", default=20_000)
-# The most one answer of an MCP server may hold (streamable HTTP; the SDK's SSE transport reads 1 MiB at most):
-# a larger one fails the call, in words. Its text is truncated to MCP_RESULT_MAX_CHARS after it is read.
+# The most one answer of an MCP server may hold (streamable HTTP, as an event stream's event or a JSON body; the
+# SDK's SSE transport reads 1 MiB at most): a larger one fails the call, in words. Its text is truncated to
+# MCP_RESULT_MAX_CHARS after it is read.
 MCP_MAX_ANSWER_BYTES = env.int("MCP_MAX_ANSWER_BYTES", default=8 * 1024 * 1024)
 
 # --- Outbound requests to tenant-supplied URLs (SSRF guard, apps.core.outbound) --

@@ -1,18 +1,33 @@
-"""An MCP server with awkward tools, for the tests of tool calls that are slow or answer too much.
+"""An MCP server with awkward tools, for the tests of tool calls that are slow, answer too much or clash.
 
     python -m tests.chat.awkward_mcp --port 0
 
-Tools: ``sleepy(seconds)`` answers after ``seconds``; ``sized(chars)`` answers ``chars`` characters.
+Three endpoints of the same process:
+
+- ``/mcp``: ``sleepy(seconds)`` answers after ``seconds``; ``sized(chars)`` answers ``chars`` characters,
+  each answer an event stream (the SDK's default);
+- ``/json/mcp``: the same tools, each answer one ``application/json`` body;
+- ``/clash/mcp``: a server whose tool list has names that become the same once cleaned up for the model
+  (``a.b``, ``a_b``, ``a b``; ``get.water_levels`` and ``get_water_levels``, which the demo model calls
+  for a question about levels) and one name twice (``dup``); each tool answers ``ran <its name>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.lowlevel import Server
+from starlette.applications import Starlette
 
 server: MCPServer = MCPServer("awkward")
+
+CLASHING_TOOLS = ["a.b", "a_b", "a b", "dup", "dup", "get.water_levels", "get_water_levels"]
 
 
 @server.tool()
@@ -28,6 +43,38 @@ def sized(chars: int) -> str:
     return "x" * chars
 
 
+async def _list_clashing(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    return types.ListToolsResult(
+        tools=[types.Tool(name=name, description=f"The tool {name!r}.", input_schema={"type": "object"})
+               for name in CLASHING_TOOLS]
+    )  # fmt: skip
+
+
+async def _call_clashing(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=f"ran {params.name}")])
+
+
+clashing: Server[Any] = Server("clashing", on_list_tools=_list_clashing, on_call_tool=_call_clashing)
+
+
+def create_app(host: str = "127.0.0.1") -> Starlette:
+    """The three endpoints as one app; each streamable-HTTP app's lifespan runs its session manager."""
+    apps = [
+        server.streamable_http_app(host=host),
+        server.streamable_http_app(host=host, streamable_http_path="/json/mcp", json_response=True),
+        clashing.streamable_http_app(host=host, streamable_http_path="/clash/mcp"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for each in apps:
+                await stack.enter_async_context(each.router.lifespan_context(each))
+            yield
+
+    return Starlette(routes=[route for each in apps for route in each.routes], lifespan=lifespan)
+
+
 def main() -> None:
     from demo.serving import serve
 
@@ -36,7 +83,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     serve(
-        server.streamable_http_app(host=args.host),
+        create_app(args.host),
         host=args.host,
         port=args.port,
         announce=lambda host, port: f"awkward MCP server listening on http://{host}:{port}/mcp",

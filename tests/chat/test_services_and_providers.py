@@ -58,8 +58,9 @@ class TestMcpServices:
         tested = send(client, "post", f"/api/mcp-services/{created['id']}/test")
         assert tested.status_code == 200, tested.content
         assert tested.json()["tools"] == [
-            {"name": "levels", "description": "Water\ufffdlevels", "input_schema": {"title": "a\ufffdb"}}
-        ]
+            {"name": "levels", "exposed_name": "odd__levels", "description": "Water\ufffdlevels",
+             "input_schema": {"title": "a\ufffdb"}}
+        ]  # fmt: skip
 
         def failing(service: Any) -> Any:
             raise mcp_client.McpError("bad\x00answer")
@@ -120,6 +121,59 @@ class TestMcpServices:
             with pytest.raises(mcp_client.McpError) as refused:
                 mcp_client.call_tool(service, "sized", {"chars": 60_000})
         assert str(refused.value) == "The answer is larger than 97.7\xa0KB, the most HydroNet reads from an MCP server."
+
+    def test_a_too_large_json_answer_fails_in_the_same_words(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any
+    ) -> None:
+        """A server may answer each request with one application/json body instead of an event stream: that
+        body is bounded by MCP_MAX_ANSWER_BYTES too (the SDK read it whole, of any size)."""
+        json_url = awkward_mcp_url.removesuffix("/mcp") + "/json/mcp"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Awkward JSON", url=json_url)
+            settings.MCP_MAX_ANSWER_BYTES = 100_000
+            fits = mcp_client.call_tool(service, "sized", {"chars": 40_000})  # twice in the body: 80 kB
+            assert (fits.is_error, len(fits.text)) == (False, 40_000)
+            with pytest.raises(mcp_client.McpError) as refused:
+                mcp_client.call_tool(service, "sized", {"chars": 60_000})
+        assert str(refused.value) == "The answer is larger than 97.7\xa0KB, the most HydroNet reads from an MCP server."
+
+    @pytest.mark.parametrize("encoding", ["identity", "gzip"])
+    def test_a_json_answer_is_read_no_further_than_its_bound(self, encoding: str) -> None:
+        """The bound stops the read at the chunk that passes it, rather than after the whole body, and counts
+        the decoded bytes: 10 MB gzipped to 10 kB is still 10 MB."""
+        import asyncio
+        import gzip
+
+        pulled: list[int] = []
+
+        async def body() -> Any:
+            chunk = b"x" * 65_536
+            if encoding == "gzip":
+                chunk = gzip.compress(b"x" * 10_000_000)
+            for _ in range(160 if encoding == "identity" else 1):  # 10 MiB
+                pulled.append(len(chunk))
+                yield chunk
+
+        def answer(request: Any) -> Any:
+            headers = {"content-type": "application/json", "content-encoding": encoding}
+            return mcp_client.httpx2.Response(200, headers=headers, stream=_Body(body()))
+
+        class _Body(mcp_client.httpx2.AsyncByteStream):
+            def __init__(self, chunks: Any) -> None:
+                self.chunks = chunks
+
+            async def __aiter__(self) -> Any:
+                async for chunk in self.chunks:
+                    yield chunk
+
+        async def read() -> Any:
+            transport = mcp_client.BoundedJsonAnswers(mcp_client.httpx2.MockTransport(answer), limit=100_000)
+            async with mcp_client.httpx2.AsyncClient(transport=transport) as client:
+                return await client.post("http://mcp.test/mcp", json={})
+
+        with pytest.raises(mcp_client.AnswerTooLarge, match="exceeded the 100000 byte limit"):
+            asyncio.run(read())
+        assert sum(pulled) <= (100_000 + 65_536 if encoding == "identity" else 20_000), pulled
 
     def test_auth_headers_are_encrypted_and_never_returned(
         self, tenant_alpha: TenantFixture, demo_mcp_url: str
