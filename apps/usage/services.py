@@ -23,6 +23,7 @@ from apps.usage import limits as L
 from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
 from apps.usage.models import Quota
 from apps.usage.scripts import Adjustment, add_to_counters, redis_client
+from apps.usage.selectors import month_calls
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,20 @@ def usage_flush(*, batch: int = 50_000) -> int:
         moved += count
         if count < batch:
             return moved
+
+
+def calls_alerts_catch_up(*, tenant: Tenant) -> list[int]:
+    """The API-call thresholds the month's calls are at or past, each raised once: calls the flush adds to
+    the live counter (made while Redis was unreachable, or counted in a counter lost since) reach it
+    without a charge, and so without the crossing each charge checks; storage's measurement does the same.
+    """
+    limits = L.limits_for(tenant)
+    day = L.today()
+    used = month_calls(tenant, day)
+    thresholds = L.reached(limits.api_calls, used)
+    if not thresholds or limits.api_calls is None:
+        return []
+    return quota_alerts_raise(quota=Quota.API_CALLS, limit=limits.api_calls, used=used, thresholds=thresholds, day=day)
 
 
 def _add_uncounted(rows: list[tuple[int | None, dt.date, str, int, int, int, int, int]]) -> None:

@@ -11,14 +11,17 @@ from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.models import Quota, QuotaAlert
-from apps.usage.services import storage_measure, usage_flush
+from apps.usage.services import calls_alerts_catch_up, storage_measure, usage_flush
 from config.celery import tenant_task
 
 
 @tenant_task()
 def flush_usage() -> int:
     """Every minute, per tenant: move the ledger into usage_stats. Returns how many calls moved."""
-    return usage_flush()
+    moved = usage_flush()
+    if moved:
+        calls_alerts_catch_up(tenant=tenant_current())
+    return moved
 
 
 @tenant_task()

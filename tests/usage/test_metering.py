@@ -299,6 +299,28 @@ class TestRedisLoss:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageStat.objects.get(user=None, date=L.today()).api_calls == 2
 
+    def test_calls_redis_missed_raise_the_alerts_they_reach_with_the_flush(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """Calls made while Redis was unreachable reach the live counter with the flush, not with a charge, so
+        no charge's crossing saw them: the thresholds they took the month past never fired."""
+        from apps.usage.tasks import flush_usage
+
+        limits(tenant_alpha, api_calls_per_month_override=10)
+        client = key_client(tenant_alpha)
+        assert [v1(client).status_code for _ in range(7)] == [200] * 7
+        caches = settings.CACHES
+        dead_redis(settings)
+        assert [v1(client).status_code for _ in range(2)] == [200] * 2  # pro: calls go on, uncounted
+        settings.CACHES = caches
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not QuotaAlert.objects.exists()
+            assert flush_usage() == 9  # the beat's task
+            assert sorted(QuotaAlert.objects.values_list("threshold", flat=True)) == [80, 90]
+            assert v1(client).status_code == 200  # the 10th: 100 %, by the charge's own crossing
+            assert flush_usage() == 1
+            assert sorted(QuotaAlert.objects.values_list("threshold", flat=True)) == [80, 90, 100]  # each once
+
     def test_redis_down_then_empty_counts_the_missed_call_once(
         self, tenant_alpha: TenantFixture, settings: Any
     ) -> None:
