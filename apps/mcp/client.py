@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+import pydantic
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
@@ -196,6 +197,16 @@ def _describe(exc: BaseException) -> str:
 def _other_words(error: BaseException) -> str:
     if isinstance(error, httpx2.SSEError) and (answered := _SSE_CONTENT_TYPE.search(str(error))):
         return _wrong_content_type_words(answered.group(1))
+    if isinstance(error, httpx2.SSEError) and (limit := _SSE_EVENT_LIMIT.search(str(error))):
+        return _("The answer is larger than %(size)s, the most the SSE transport reads: choose streamable HTTP "
+                 "for this server if it offers it.") % {"size": filesizeformat(int(limit.group(1)))}  # fmt: skip
+    if isinstance(error, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
+        return _("The server closed the connection before it had answered.")
+    if isinstance(error, pydantic.ValidationError):
+        found = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
+        return (
+            _("The server's answer is not valid MCP (%(what)s): %(found)s") % {"what": error.title, "found": found}
+        )[:500]
     return f"{type(error).__name__}: {error}"[:500]
 
 
@@ -224,6 +235,8 @@ def _mcp_message_words(error: MCPError) -> str:
         return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
         }
+    if error.error.message.startswith(_NOT_JSON):  # after the size: an answer cut at the limit is not JSON either
+        return _("The server's answer is not valid JSON-RPC.")
     return _("The server did not answer as an MCP server: %(error)s") % {"error": str(error)[:300]}
 
 
@@ -248,6 +261,8 @@ def _status_words(status: int) -> str:
 _ANSWER_TOO_LARGE = "byte limit"
 _UNEXPECTED_CONTENT_TYPE = re.compile(r"Unexpected content type: (.*)")
 _UNFOLLOWED_REDIRECT = re.compile(r"Redirect to (\S+) not followed")
+_SSE_EVENT_LIMIT = re.compile(r"exceeded the (\d+) byte limit")
+_NOT_JSON = "Failed to parse JSON response"
 _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")
 
 

@@ -1,0 +1,43 @@
+"""What an MCP server got wrong, in HydroNet's words and the request's language, not the libraries' own."""
+
+from __future__ import annotations
+
+import httpx2
+import mcp_types
+import pydantic
+import pytest
+from django.utils import translation
+from mcp.shared.exceptions import MCPError
+
+from apps.mcp import client
+
+
+def _invalid_tool_list() -> pydantic.ValidationError:
+    try:
+        mcp_types.ListToolsResult.model_validate({"tools": [{"name": "x"}]})
+    except pydantic.ValidationError as exc:
+        return exc
+    raise AssertionError("a tool without inputSchema was accepted")
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (httpx2.RemoteProtocolError("Server disconnected without sending a response."),
+         "The server closed the connection before it had answered."),
+        (httpx2.SSEError("Server-sent event exceeded the 1048576 byte limit."),
+         "The answer is larger than 1.0\xa0MB, the most the SSE transport reads: choose streamable HTTP for this "
+         "server if it offers it."),
+        (_invalid_tool_list(),
+         "The server's answer is not valid MCP (ListToolsResult): tools.0.inputSchema: Field required"),
+        (MCPError(-32700, "Failed to parse JSON response: 1 validation error for JSONRPCMessage"),
+         "The server's answer is not valid JSON-RPC."),
+    ],
+)  # fmt: skip
+def test_library_errors_are_said_in_words(error: BaseException, says: str) -> None:
+    """They read "RemoteProtocolError: Server disconnected…", "ValidationError: 1 validation error for
+    ListToolsResult…", "SSEError: Server-sent event exceeded…", inside Chinese messages too."""
+    with translation.override("en"):
+        assert client._describe(BaseExceptionGroup("the SDK's group", [error])) == says
+    with translation.override("zh-hans"):
+        assert "server" not in client._describe(BaseExceptionGroup("the SDK's group", [error])).lower()
