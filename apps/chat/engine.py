@@ -259,7 +259,11 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(status_words(exc)) from exc
     except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
         raise UpstreamError(unreachable_words(exc)) from exc
-    except (openai.OpenAIError, httpx2.HTTPError) as exc:
+    except (openai.APIConnectionError, httpx2.TransportError) as exc:  # their words: "Connection error.", httpx's
+        raise UpstreamError(
+            _("The model server's answer broke off: the connection closed before it was complete.")
+        ) from exc
+    except (openai.OpenAIError, httpx2.HTTPError) as exc:  # an error the server sent in the stream: its words
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request

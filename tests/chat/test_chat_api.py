@@ -473,6 +473,17 @@ class TestModelServerFaults:
         assert (failed.role, failed.status) == ("assistant", "error")
         assert failed.error
 
+    def test_a_stream_cut_off_is_said_in_words(self, tenant_alpha: TenantFixture) -> None:
+        """It read "The model server's answer broke off: Connection error." (openai's words), in Chinese too."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        response = post(
+            client, f"/api/conversations/{conversation}/messages", {"content": "hi #broken", "stream": True}
+        )
+        assert sse(response)[-1][1]["message"] == (
+            "The model server's answer broke off: the connection closed before it was complete."
+        )
+
     @pytest.mark.parametrize("marker", ["#error500", "#malformed", "#broken"])
     def test_whole(self, tenant_alpha: TenantFixture, marker: str) -> None:
         client = member_client(tenant_alpha)

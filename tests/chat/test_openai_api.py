@@ -295,7 +295,7 @@ class TestInProcess:
             {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": -1}},
         ]
         body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
-        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
         with canned_server(body, content_type="text/event-stream") as root:
             settings.LLM_BASE_URL = f"{root}/v1"
             whole = completions(client, messages=[{"role": "user", "content": "hi"}])
