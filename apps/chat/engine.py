@@ -267,6 +267,11 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
+    yield _ended(reply, stream)
+
+
+def _ended(reply: _Accumulator, stream: ChunkStream) -> ModelReply:
+    """The reply of a stream that ended: complete, or why it is not."""
     if not reply.finish and getattr(stream, "done", False) and reply.seen:
         reply.finish = "tool_calls" if reply.calls else "stop"  # [DONE] ends an answer, said or not
     if not reply.finish:
@@ -276,7 +281,7 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
                         "check the base URL.") % {"type": sent or _("no content type")}  # fmt: skip
             raise UpstreamError(message)
         raise UpstreamError(_("The model server's stream ended before the answer was complete."))
-    yield reply.result()
+    return reply.result()
 
 
 # A tool call's id is stored with its result (Message.tool_call_id) and sent back with it in later turns.
