@@ -555,7 +555,9 @@ def _as_run(call: engine.ToolCall, offered: dict[str, engine.BoundTool]) -> engi
     are not that name once cleaned up (``a.b`` is offered as ``<slug>__a_b``, and ``a_b`` as ``<slug>__a_b_2``).
     A name the turn did not offer is left as the model wrote it."""
     tool = offered.get(call.name)
-    return call if tool is None else replace(call, service=tool.service.slug, tool=tool.tool_name)
+    if tool is None:
+        return call
+    return replace(call, service=tool.service.slug, tool=tool.tool_name[: Message.tool.field.max_length])
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:
