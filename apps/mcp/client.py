@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,9 @@ from mcp_types import REQUEST_TIMEOUT
 
 from apps.core.crypto import decrypt
 from apps.mcp.models import McpService, Transport
+from apps.tenants.db import connection
+
+logger = logging.getLogger(__name__)
 
 
 class McpError(Exception):
@@ -156,6 +160,16 @@ async def _with_session[T](service: McpService, work: Callable[[ClientSession], 
 
 
 def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+    """``work`` in a session with the service's server; a failure is an McpError in words, logged in one line
+    (the SDK's own log of a broken server, a traceback at ERROR, is off: config/settings/base.py)."""
+    try:
+        return _in_session(service, work)
+    except McpError as failure:
+        logger.warning("MCP service %s of %s failed: %s", service.slug, connection.schema_name, failure)
+        raise
+
+
+def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
     def session() -> T:
         return asyncio.run(asyncio.wait_for(_with_session(service, work), timeout=service.timeout_seconds + 5))
 

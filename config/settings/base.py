@@ -398,6 +398,9 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},
         "mcp": {"level": "WARNING"},
+        # A tenant's broken MCP server is not the platform's error: the SDK logs it with a traceback at ERROR
+        # (a JSON answer it cannot parse); apps.mcp.client logs each failure in one WARNING line instead.
+        "mcp.client": {"level": "CRITICAL"},
     },
 }
 

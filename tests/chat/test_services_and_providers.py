@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -136,6 +137,23 @@ class TestMcpServices:
             with pytest.raises(mcp_client.McpError) as refused:
                 mcp_client.call_tool(service, "sized", {"chars": 60_000})
         assert str(refused.value) == "The answer is larger than 97.7\xa0KB, the most HydroNet reads from an MCP server."
+
+    def test_a_broken_server_is_logged_in_one_line_without_the_sdks_traceback(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any, caplog: Any
+    ) -> None:
+        """A tenant's server whose answer the SDK cannot read put a traceback at ERROR in the platform's log."""
+        json_url = awkward_mcp_url.removesuffix("/mcp") + "/json/mcp"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Awkward JSON", url=json_url)
+            settings.MCP_MAX_ANSWER_BYTES = 100_000
+            with caplog.at_level(logging.DEBUG, logger="apps.mcp"), pytest.raises(mcp_client.McpError):
+                mcp_client.call_tool(service, "sized", {"chars": 60_000})
+        assert [r.levelname for r in caplog.records if r.name.startswith("mcp")] == []
+        ours = [r for r in caplog.records if r.name == "apps.mcp.client"]
+        assert [(r.levelname, r.getMessage()) for r in ours] == [
+            ("WARNING", f"MCP service awkward_json of {tenant_alpha.tenant.schema_name} failed: The answer is larger "
+                        "than 97.7\xa0KB, the most HydroNet reads from an MCP server."),
+        ]  # fmt: skip
 
     @pytest.mark.parametrize("encoding", ["identity", "gzip"])
     def test_a_json_answer_is_read_no_further_than_its_bound(self, encoding: str) -> None:
