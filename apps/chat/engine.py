@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -23,7 +23,6 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from openai.types.chat import ChatCompletion
 
-from apps.chat.models import Message
 from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
@@ -379,8 +378,8 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
     return ToolCall(
         id=call.id or f"call_{index}",
         name=call.name,
-        service=service[: Message.service.field.max_length],  # an unknown name, stored as it came, only cut
-        tool=(tool or call.name)[: Message.tool.field.max_length],
+        service=service,
+        tool=tool or call.name,
         arguments=arguments if isinstance(arguments, dict) else None,
         raw_arguments=raw,
     )
@@ -483,7 +482,7 @@ def run_turn(
         if not reply.tool_calls:
             return
         if rounds >= max_rounds or not tools:  # no tool was offered this round: none runs, the turn ends here
-            if not tools or max_rounds <= 0:
+            if rounds == 0:
                 raise UpstreamError(_("The model asked for a tool, though none was offered."))
             raise UpstreamError(
                 _("The model still asked for tools after %(rounds)d rounds of tool calls, the most a turn has.")
@@ -499,9 +498,12 @@ def run_turn(
                 ],
             }
         )
-        for call in reply.tool_calls:
+        for asked in reply.tool_calls:
+            tool = by_name.get(asked.name)
+            # Named by its service and the server's own name, which the exposed name's halves may not be.
+            call = asked if tool is None else replace(asked, service=tool.service.slug, tool=tool.tool_name)
             yield call
-            outcome = _call_outcome(call, by_name.get(call.name), meter, run_tool)
+            outcome = _call_outcome(call, tool, meter, run_tool)
             text, truncated = _truncate(outcome.text)
             yield ToolResult(
                 call=call, result=text, is_error=outcome.is_error, duration_ms=outcome.duration_ms, truncated=truncated

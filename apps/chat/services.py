@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -404,7 +404,6 @@ def _stream_turn(
     tokens = 0
     partial: list[str] = []
     reply: Message | None = None
-    offered = {tool.exposed_name: tool for tool in tools}
     ending: ChatEvent | None = None  # the error event a failed turn ends with
     turn = engine.run_turn(
         server=server,
@@ -434,11 +433,10 @@ def _stream_turn(
                                              replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):
-                yield ChatEvent("tool_call", _tool_call_data(_as_run(event, offered)))
+                yield ChatEvent("tool_call", _tool_call_data(event))
             elif isinstance(event, engine.ToolResult):
-                result = replace(event, call=_as_run(event.call, offered))
-                stored = _store_tool_result(conversation, result)
-                yield ChatEvent("tool_result", {**_tool_call_data(result.call), **_tool_result_data(result, stored)})
+                stored = _store_tool_result(conversation, event)
+                yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
@@ -538,8 +536,9 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
         role=Role.TOOL,
         content=result.result,
         tool_call_id=result.call.id,
-        service=result.call.service,
-        tool=result.call.tool,
+        # Cut to the columns: a name the model made up, or a server's own tool name, may be of any length.
+        service=result.call.service[: Message.service.field.max_length],
+        tool=result.call.tool[: Message.tool.field.max_length],
         arguments=result.call.arguments,
         result_truncated=result.truncated,
         duration_ms=result.duration_ms,
@@ -548,16 +547,6 @@ def _store_tool_result(conversation: Conversation, result: engine.ToolResult) ->
     )
     _insert_message(message)
     return message
-
-
-def _as_run(call: engine.ToolCall, offered: dict[str, engine.BoundTool]) -> engine.ToolCall:
-    """The call with the service and the server's own name of the tool it runs: the exposed name's halves
-    are not that name once cleaned up (``a.b`` is offered as ``<slug>__a_b``, and ``a_b`` as ``<slug>__a_b_2``).
-    A name the turn did not offer is left as the model wrote it."""
-    tool = offered.get(call.name)
-    if tool is None:
-        return call
-    return replace(call, service=tool.service.slug, tool=tool.tool_name[: Message.tool.field.max_length])
 
 
 def _tool_call_data(call: engine.ToolCall) -> dict[str, Any]:

@@ -54,6 +54,19 @@ def chat_page(browser: Browser, web_server: WebServer, locale: str, permissions:
     return page
 
 
+def answer_turns_with(page: Page, body: str, *, status: int = 200, content_type: str = "text/event-stream") -> None:
+    """Every chat turn the page asks for gets this answer instead of the server's."""
+    page.context.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=status, content_type=content_type, body=body),
+    )
+
+
+def event_stream(events: list[tuple[str, object]]) -> str:
+    """A chat turn's answer as the server streams it: one server-sent event per (kind, data)."""
+    return "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
+
+
 def long_reply_under_way(page: Page) -> Locator:
     """Ask for the demo model's long reply (200 chunks, 5 ms apart); its bubble, once it is streaming."""
     page.get_by_test_id("chat-input").fill("Tell me everything #long")
@@ -331,10 +344,7 @@ def test_a_refused_first_question_leaves_no_empty_conversation(
     before = count()
     page = chat_page(browser, web_server, "en")
     refusal = {"error": {"code": "quota_exceeded", "message": "You have made the 5 AI calls a day.", "details": {}}}
-    page.context.route(
-        "**/api/conversations/*/messages",
-        lambda route: route.fulfill(status=402, content_type="application/json", body=json.dumps(refusal)),
-    )
+    answer_turns_with(page, json.dumps(refusal), status=402, content_type="application/json")
     sidebar = page.get_by_test_id("conversations").inner_text()
     page.get_by_test_id("chat-input").fill("levels at S001")
     page.get_by_test_id("chat-send").click()
@@ -375,10 +385,7 @@ def test_a_stream_that_ends_without_done_is_marked_cut_short(
     event: the page says the reply was cut short instead of showing it as still streaming."""
     page = chat_page(browser, web_server, "en")
     truncated = 'event: token\ndata: {"text":"The level at S001 is"}\n\n'
-    page.context.route(
-        "**/api/conversations/*/messages",
-        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=truncated),
-    )
+    answer_turns_with(page, truncated)
     page.get_by_test_id("chat-input").fill("hello")
     page.get_by_test_id("chat-send").click()
     answer = page.get_by_test_id("assistant-reply").last
@@ -518,11 +525,7 @@ def test_text_before_a_tool_call_stops_streaming_and_replies_are_read_once_compl
             },
         ),
     ]
-    body = "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
-    page.context.route(
-        "**/api/conversations/*/messages",
-        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
-    )
+    answer_turns_with(page, event_stream(events))
     expect(page.get_by_test_id("messages")).to_have_attribute("aria-live", "polite")
     page.get_by_test_id("chat-input").fill("S001?")
     page.get_by_test_id("chat-send").click()
@@ -593,11 +596,7 @@ def test_a_failed_tool_call_and_a_failed_reply_read_as_after_a_reload(
         ("token", {"text": "S001 was at"}),
         ("error", {"code": "upstream_error", "message": "The model server went away.", "message_id": 4}),
     ]
-    body = "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
-    page.context.route(
-        "**/api/conversations/*/messages",
-        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
-    )
+    answer_turns_with(page, event_stream(events))
     page.get_by_test_id("chat-input").fill("S001?")
     page.get_by_test_id("chat-send").click()
     answer = page.get_by_test_id("assistant-reply").last

@@ -16,10 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django_tenants.utils import schema_context
 
 from apps.audit.models import AuditEvent
-from apps.chat import services
+from apps.chat import engine, services
 from apps.chat.models import Conversation, Message
 from apps.chat.selectors import model_history
-from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_user_message
+from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_tool_result, _store_user_message
 from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
@@ -590,6 +590,18 @@ class TestExport:
         key = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "admin")))
         assert key.get(path).json()["error"]["code"] == "member_required"
         assert tenant_alpha.client().get(path).status_code == 401
+
+
+def test_a_tool_name_of_any_length_is_stored_within_its_columns(tenant_alpha: TenantFixture) -> None:
+    """A name the model made up, or an MCP server's own tool name, may be longer than the stored message's
+    ``service`` (100) and ``tool`` (200): storing its result was a 500."""
+    conversation = new_conversation(member_client(tenant_alpha))
+    call = engine.ToolCall(id="c", name="x", service="s" * 300, tool="t" * 300, arguments={}, raw_arguments="{}")
+    result = engine.ToolResult(call=call, result="no such tool", is_error=True, duration_ms=0, truncated=False)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        stored = _store_tool_result(Conversation.objects.get(pk=conversation), result)
+        stored.refresh_from_db()
+    assert (stored.service, stored.tool) == ("s" * 100, "t" * 200)
 
 
 class TestRetry:

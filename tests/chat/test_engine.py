@@ -242,13 +242,6 @@ def test_a_tool_call_of_the_wrong_types_is_a_broken_answer(part: dict[str, Any])
         _calls(part)
 
 
-def test_an_unknown_tool_name_of_any_length_is_kept_within_its_columns() -> None:
-    (call,) = _calls(
-        {"index": 0, "id": "c", "function": {"name": "x" * 300 + "__" + "y" * 300, "arguments": "{}"}}
-    ).tool_calls
-    assert (len(call.service), len(call.tool)) == (100, 200)
-
-
 class Meter:
     def __init__(self) -> None:
         self.charged: list[str] = []
@@ -332,14 +325,3 @@ def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(s
         listener.close()
     assert isinstance(reply, engine.ModelReply)
     assert (reply.content, reply.finish_reason) == ("Hi", "stop")
-
-
-def test_a_tool_name_longer_than_its_column_is_cut_where_it_is_stored() -> None:
-    """An MCP server may name a tool with any length; the stored message's ``tool`` holds 200 characters."""
-    from apps.chat.services import _as_run
-
-    service = engine.McpService(name="h", slug="h")
-    bound = engine.BoundTool("h__" + "t" * 61, service, "t" * 250, "", {})
-    call = engine.ToolCall(id="c", name=bound.exposed_name, service="h", tool="t" * 61, arguments={}, raw_arguments="")
-    ran = _as_run(call, {bound.exposed_name: bound})
-    assert (ran.service, ran.tool) == ("h", "t" * 200)
