@@ -25,6 +25,8 @@ machine (the server, the extra hop, relaying); the report also gives what
 HydroNet adds beyond it. The relay has no target. With ``--gunicorn`` HydroNet
 also runs under gunicorn's gthread workers (the same workers × threads), the
 server before granian, in the same rotation: the two servers side by side.
+With ``--layout 6x8`` HydroNet also runs under granian with 6 workers × 8
+threads in the same rotation: two process layouts side by side.
 
 Each sample reads its stream to the end. Three measurements:
 
@@ -91,6 +93,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=3, help="bursts per mode (reported, no target)")
     parser.add_argument("--relay", action="store_true", help="also measure a bare relay (bench/relay_wsgi.py)")
     parser.add_argument("--gunicorn", action="store_true", help="also measure HydroNet under gunicorn gthread")
+    parser.add_argument("--layout", type=_layout, metavar="WxT",
+                        help="also measure HydroNet under granian with W workers x T threads")  # fmt: skip
     args = parser.parse_args()
 
     from bench.scratch import scratch
@@ -123,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
                 others["gunicorn"] = _free_port()
                 servers.enter_context(_server(_gunicorn_argv(others["gunicorn"]), others["gunicorn"],
                                               env))  # fmt: skip
+            if args.layout:
+                name, (workers, threads) = "x".join(map(str, args.layout)), args.layout
+                others[name] = _free_port()
+                layout = web.argv(bind=f"127.0.0.1:{others[name]}", workers=workers, threads=threads, quiet=True)
+                servers.enter_context(_server(layout, others[name], env))
             if args.relay:
                 others["relay"] = _free_port()
                 relay = web.argv(bind=f"127.0.0.1:{others['relay']}", app="bench.relay_wsgi:application", quiet=True)
@@ -140,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         if "gunicorn" in modes:
             print(f"  {label}: under gunicorn gthread HydroNet adds {_added(modes, 'gunicorn'):.1f} ms at p50 "
                   f"(under granian {added:.1f}; no target)")  # fmt: skip
+        for mode in modes.keys() - {"direct", "hydronet", "gunicorn", "relay"}:
+            print(f"  {label}: with {mode} workers x threads HydroNet adds {_added(modes, mode):.1f} ms at p50 "
+                  f"(with the default layout {added:.1f}; no target)")  # fmt: skip
         if "relay" in modes:
             print(f"  {label}: a bare relay adds {_added(modes, 'relay'):.1f} ms at p50 (the floor; no target), "
                   f"HydroNet {added - _added(modes, 'relay'):.1f} ms more")  # fmt: skip
@@ -166,6 +178,14 @@ def production_env(base_domain: str) -> dict[str, str]:
 def _added(modes: dict[str, list[float]], mode: str) -> float:
     """Milliseconds ``mode`` adds to the direct request's p50."""
     return (statistics.median(modes[mode]) - statistics.median(modes["direct"])) * 1000
+
+
+def _layout(text: str) -> tuple[int, int]:
+    """``WxT``: workers and threads, both positive."""
+    workers, _, threads = text.partition("x")
+    if not (workers.isdigit() and threads.isdigit() and int(workers) > 0 and int(threads) > 0):
+        raise argparse.ArgumentTypeError(f"expected WORKERSxTHREADS such as 6x8, not {text!r}")
+    return int(workers), int(threads)
 
 
 def _gunicorn_argv(port: int) -> list[str]:
