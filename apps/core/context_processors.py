@@ -33,11 +33,10 @@ def _permissions(request: HttpRequest) -> dict[str, bool]:
 
 
 def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
-    """The quota banner: the highest threshold each quota crossed this month and still stands at, and whether
-    calls stop.
+    """The quota banner: the highest threshold each quota crossed and still stands at, and whether calls stop.
 
-    One query where no quota was crossed this month (apps.usage.selectors.alerts_standing); the plan comes with
-    the routed tenant.
+    One query where no quota was crossed (apps.usage.selectors.alerts_standing); the plan comes with the routed
+    tenant.
     """
     from apps.plans.models import fen_to_yuan
     from apps.usage import limits as L

@@ -292,7 +292,10 @@ def tenant_update(
 
     ``overrides`` maps fields of QUOTA_OVERRIDE_FIELDS to a limit, or None for the plan's.
     """
+    from apps.usage import limits as L
+
     tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    before = L.limits_for(tenant)
     changes: dict[str, list[Any]] = {}
     if name is not None and name.strip() != tenant.name:
         name = name.strip()
@@ -320,7 +323,24 @@ def tenant_update(
         tenant=tenant,
         metadata={"changes": changes},
     )
+    _alert_lowered_limits(tenant, before)
     return tenant
+
+
+def _alert_lowered_limits(tenant: Tenant, before: Any) -> None:
+    """Queue the quota alerts a lower limit puts the tenant's use past: no call, member or service that the
+    limit now refuses gets far enough to raise them (``apps.usage.services.quota_alerts_catch_up``)."""
+    from apps.usage import limits as L
+    from apps.usage.services import quotas_lowered
+    from apps.usage.tasks import alerts_after_limits_lowered
+
+    lowered = quotas_lowered(before, L.limits_for(tenant))
+    if lowered and tenant.status not in BLOCKED_STATUSES:
+        schema = tenant.schema_name
+        transaction.on_commit(
+            lambda: alerts_after_limits_lowered.apply_async(args=[lowered], headers={"_schema_name": schema}),
+            robust=True,
+        )
 
 
 @transaction.atomic

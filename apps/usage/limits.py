@@ -127,7 +127,11 @@ def iso(moment: dt.datetime) -> str:
 
 
 def crossed(limit: int | None, before: int, after: int) -> list[int]:
-    """The thresholds (80, 90, 100 %) that going from ``before`` to ``after`` crosses."""
+    """The thresholds (80, 90, 100 %) that going from ``before`` to ``after`` crosses.
+
+    A limit of 0 is reached before any use, so no growth crosses it: its alerts come from the level
+    (``reached``), when the limit is set (``apps.usage.services.quota_alerts_catch_up``).
+    """
     if not limit:
         return []
     return [t for t in THRESHOLDS if before < math.ceil(limit * t / 100) <= after]
@@ -135,7 +139,7 @@ def crossed(limit: int | None, before: int, after: int) -> list[int]:
 
 def reached(limit: int | None, used: int) -> list[int]:
     """The thresholds (80, 90, 100 %) that ``used`` is at or past: a measured level, which a lower limit can put
-    past thresholds that no growth crossed."""
-    if not limit:
+    past thresholds that no growth crossed. A limit of 0 is reached at any use, none included."""
+    if limit is None:
         return []
     return [t for t in THRESHOLDS if math.ceil(limit * t / 100) <= used]

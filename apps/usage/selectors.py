@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 from redis.exceptions import RedisError
 
 from apps.accounts.models import ApiKey, User
@@ -175,7 +176,7 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
                 "limit": limit,
                 "used": used,
                 "remaining": None if limit is None else max(0, limit - used),
-                "percent": None if not limit else round(100 * used / limit, 1),
+                "percent": _percent(limit, used),
                 "resets_at": resets if quota == Quota.API_CALLS else None,
             }
         )
@@ -185,6 +186,13 @@ def quota_status(tenant: Tenant) -> list[dict[str, Any]]:
     out[0]["member_daily_calls"] = limits.member_daily_calls
     out[0]["hard_stop"] = limits.hard_stop
     return out
+
+
+def _percent(limit: int | None, used: int) -> float | None:
+    """How much of a quota is used, in %; None if unlimited. A limit of 0 is full before any use."""
+    if limit is None:
+        return None
+    return round(100 * used / limit, 1) if limit else 100.0
 
 
 def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | None = None,
@@ -291,27 +299,35 @@ class StandingAlert:
     used: int
 
 
-def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[StandingAlert]:
-    """For each quota, the highest threshold crossed this month that its use is still at or above: the banner.
+# Quotas of a level that a new month does not reset: their alerts of earlier months stand while the level does.
+LEVEL_QUOTAS = (Quota.STORAGE, Quota.USERS, Quota.MCP_SERVICES)
 
-    Use can fall (members or MCP services removed, data deleted) and limits can rise (another plan, a staff
-    override), so an alert that no longer stands is not shown; it fired once all the same. The use is read
-    only for quotas with an alert this month, so most pages pay the one query for the alerts alone.
+
+def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[StandingAlert]:
+    """For each quota, the highest threshold crossed that its use is still at or above: the banner.
+
+    API calls start again each month, so only this month's alerts count for them. Storage, members and MCP
+    services do not: a workspace still at 5 of its 5 members on the 1st keeps its banner, from the alert of the
+    month it reached them. Use can fall (members or MCP services removed, data deleted) and limits can rise
+    (another plan, a staff override), so an alert that no longer stands is not shown; it fired once all the
+    same. The use is read only for quotas with an alert, so most pages pay the one query for the alerts alone.
     """
     day = day or L.today()
     recorded: dict[str, list[QuotaAlert]] = {}
-    for alert in QuotaAlert.objects.filter(period=L.period_start(day)).order_by("quota", "-threshold"):
+    month = L.period_start(day)
+    alerts = QuotaAlert.objects.filter(Q(period=month) | Q(quota__in=LEVEL_QUOTAS, period__lt=month))
+    for alert in alerts.order_by("quota", "-threshold", "-period"):
         recorded.setdefault(alert.quota, []).append(alert)
     if not recorded:
         return []
     limits = L.limits_for(tenant)
     standing = []
-    for quota, alerts in recorded.items():
+    for quota, alerts_of_quota in recorded.items():
         limit, used = quota_used(quota, tenant, limits, day)
-        if not limit:  # unlimited now
+        if limit is None:  # unlimited now
             continue
         reached = L.reached(limit, used)
-        top = next((alert for alert in alerts if alert.threshold in reached), None)
+        top = next((alert for alert in alerts_of_quota if alert.threshold in reached), None)
         if top is not None:
             standing.append(StandingAlert(alert=top, used=used))
     return standing

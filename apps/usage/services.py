@@ -23,7 +23,7 @@ from apps.usage import limits as L
 from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
 from apps.usage.models import Quota
 from apps.usage.scripts import Adjustment, add_to_counters, redis_client
-from apps.usage.selectors import month_calls
+from apps.usage.selectors import quota_used
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,40 @@ def calls_alerts_catch_up(*, tenant: Tenant) -> list[int]:
     the live counter (made while Redis was unreachable, or counted in a counter lost since) reach it
     without a charge, and so without the crossing each charge checks; storage's measurement does the same.
     """
+    return quota_alerts_catch_up(tenant=tenant, quotas=[Quota.API_CALLS])[Quota.API_CALLS]
+
+
+def quota_alerts_catch_up(*, tenant: Tenant, quotas: list[str]) -> dict[str, list[int]]:
+    """Raise, once each, the thresholds each of ``quotas`` is at or past now; returns the new ones by quota.
+
+    For a use that reached its thresholds without crossing them one by one: calls that reach the live
+    counter with the flush, and a limit set below what is used (another plan, a staff override). A workspace
+    moved to the free plan with 700 calls made against its 100 has every call refused before the charge
+    that would alert, and a workspace at 5 members told it may have 3 adds none: the limit is what moved.
+    """
     limits = L.limits_for(tenant)
     day = L.today()
-    used = month_calls(tenant, day)
-    thresholds = L.reached(limits.api_calls, used)
-    if not thresholds or limits.api_calls is None:
-        return []
-    return quota_alerts_raise(quota=Quota.API_CALLS, limit=limits.api_calls, used=used, thresholds=thresholds, day=day)
+    fired: dict[str, list[int]] = {}
+    for quota in quotas:
+        limit, used = quota_used(quota, tenant, limits, day)
+        thresholds = L.reached(limit, used)
+        fired[quota] = (
+            quota_alerts_raise(quota=quota, limit=limit, used=used, thresholds=thresholds, day=day)
+            if thresholds and limit is not None
+            else []
+        )
+    return fired
+
+
+def quotas_lowered(before: L.Limits, after: L.Limits) -> list[str]:
+    """The quotas whose limit ``after`` is lower than ``before`` (unlimited is highest)."""
+    pairs = {
+        Quota.API_CALLS: (before.api_calls, after.api_calls),
+        Quota.STORAGE: (before.storage_bytes, after.storage_bytes),
+        Quota.USERS: (before.users, after.users),
+        Quota.MCP_SERVICES: (before.mcp_services, after.mcp_services),
+    }
+    return [quota.value for quota, (old, new) in pairs.items() if new is not None and (old is None or new < old)]
 
 
 def _add_uncounted(rows: list[tuple[int | None, dt.date, str, int, int, int, int, int]]) -> None:

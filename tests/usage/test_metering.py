@@ -827,6 +827,47 @@ class TestAlerts:
         alerts = with_schema(tenant_alpha, lambda: list(QuotaAlert.objects.values_list("threshold", "used")))
         assert alerts == [(80, 8)]
 
+    def test_a_limit_lowered_below_the_use_alerts(
+        self, tenant_alpha: TenantFixture, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Staff move a workspace to the free plan (1,000 calls, 1 member) after 1,200 calls, with 2 members:
+        every call and member is now refused before the check that would alert, so the change itself does."""
+        from apps.plans.models import Plan
+        from apps.tenants.services import tenant_update
+        from apps.usage.tasks import alerts_after_limits_lowered
+
+        make_member(tenant_alpha, Role.USER)
+        tenant = limits(tenant_alpha, plan="pro")
+        get_redis_connection("default").hset(month_key(tenant.schema_name, L.today()), "calls", 1200)
+        queued: list[tuple[Any, Any]] = []
+
+        def queue(args: list[Any], headers: dict[str, str]) -> None:
+            queued.append((args, headers))
+
+        monkeypatch.setattr(alerts_after_limits_lowered, "apply_async", queue)
+        with django_capture_on_commit_callbacks(execute=True):
+            tenant_update(tenant=tenant, actor=TEST_ACTOR, plan=Plan.objects.get(code="free"))
+        ((lowered,), headers) = queued[0]
+        assert sorted(lowered) == ["api_calls", "mcp_services", "storage", "users"]  # free is lower in each
+        assert headers == {"_schema_name": tenant.schema_name}
+        with schema_context(tenant.schema_name):
+            fired = alerts_after_limits_lowered.apply(args=[lowered]).get()
+            assert fired["api_calls"] == [80, 90, 100]
+            assert fired["users"] == [80, 90, 100]
+            assert fired["storage"] == []  # still below
+            assert fired["mcp_services"] == []
+            assert alerts_after_limits_lowered.apply(args=[lowered]).get()["api_calls"] == []  # once a month
+
+        queued.clear()
+        with django_capture_on_commit_callbacks(execute=True):  # a higher limit: nothing to tell
+            tenant_update(tenant=tenant, actor=TEST_ACTOR, overrides={"api_calls_per_month_override": 5000})
+        assert queued == []
+
+    def test_a_limit_of_0_is_reached_at_once(self) -> None:
+        assert L.reached(0, 0) == [80, 90, 100]
+        assert L.reached(None, 10**9) == []
+        assert L.crossed(0, 0, 1) == []  # nothing crosses it: its alerts come when it is set
+
     def test_the_email_goes_to_the_admins_once(self, tenant_alpha: TenantFixture) -> None:
         make_member(tenant_alpha, Role.USER)
         with schema_context(tenant_alpha.tenant.schema_name):

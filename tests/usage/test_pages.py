@@ -479,6 +479,38 @@ class TestQuotaBanner:
         assert "Users: 100% of the plan's quota is used. No more can be added" in text
         assert "this month" not in text
 
+    def test_a_level_quotas_alert_of_an_earlier_month_stands_while_the_level_does(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Members and storage do not start again on the 1st: a workspace still at 5 of 5 members keeps its banner."""
+        last_month = L.period_start(L.period_start(L.today()) - dt.timedelta(days=1))
+        alert(tenant_alpha, "users", 100, period=last_month)
+        alert(tenant_alpha, "storage", 90, period=last_month)
+        alert(tenant_alpha, "api_calls", 100, period=last_month)
+        stand_at(tenant_alpha.tenant, "users", 100)
+        stand_at(tenant_alpha.tenant, "storage", 90)
+        stand_at(tenant_alpha.tenant, "api_calls", 100)
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        text = banner(admin.get("/dashboard/").content.decode())
+        assert "Users: 100% of the plan's quota is used. No more can be added" in text
+        assert "Storage: 90% of the plan's quota is used." in text
+        assert "API calls" not in text  # calls start again each month: last month's alert is not this month's
+
+        set_limits(tenant_alpha.tenant, max_users_override=user_count_for_quota() + 10)  # the level fell below
+        text = banner(admin.get("/dashboard/").content.decode())
+        assert "Users" not in text
+        assert "Storage: 90%" in text
+
+    def test_a_limit_of_0_is_full_not_unlimited(self, tenant_alpha: TenantFixture) -> None:
+        set_limits(tenant_alpha.tenant, max_users_override=0)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            QuotaAlert.objects.create(quota="users", period=L.period_start(L.today()), threshold=100, limit=0,
+                                      used=user_count_for_quota())  # fmt: skip
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        assert "Users: 100% of the plan's quota is used." in banner(admin.get("/dashboard/").content.decode())
+        users = next(q for q in admin.get("/api/quota").json()["quotas"] if q["quota"] == "users")
+        assert (users["limit"], users["remaining"], users["percent"]) == (0, 0, 100.0)
+
     def test_not_on_the_public_host_nor_before_login(self, tenant_alpha: TenantFixture, public_client: Client) -> None:
         alert(tenant_alpha, "api_calls", 100)
         assert 'data-testid="quota-banner"' not in public_client.get("/").content.decode()
