@@ -411,6 +411,15 @@ def _truncate(text: str) -> tuple[str, bool]:
     return text[:limit] + "\n…[truncated]", True
 
 
+def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
+    """A round whose stream was opened but never read (the client went away first): the upstream request is
+    cancelled and the call recorded, as ``metered_round`` does for a client that goes away mid-stream."""
+    try:
+        stream.close()
+    finally:
+        meter.record(ticket)
+
+
 def metered_round(stream: Any, meter: CallMeter, ticket: Any) -> Iterator[Token | ModelReply]:
     """``read_stream``, with the call recorded with its tokens, or released if the model server failed.
 

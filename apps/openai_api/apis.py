@@ -17,7 +17,7 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
@@ -270,7 +270,9 @@ class ChatCompletionsApi(TenantApi):
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if data.validated_data["stream"]:
             usage = bool((data.validated_data.get("stream_options") or {}).get("include_usage"))
-            return sse_response(_chunks(events, completion_id, model, final_only=not client_tools, usage=usage))
+            chunks = _chunks(events, completion_id, model, final_only=not client_tools, usage=usage,
+                             abandon=lambda: engine.abandon_round(first, meter, ticket))  # fmt: skip
+            return sse_response(chunks)
         return Response(_whole(events, completion_id, model, final_only=not client_tools))
 
 
@@ -309,14 +311,32 @@ def _calls_out(reply: engine.ModelReply) -> list[dict[str, Any]]:
     ]
 
 
-def _chunks(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool, usage: bool) -> Iterator[bytes]:
+def _chunks(
+    events: Iterator[Any],
+    completion_id: str,
+    model: str,
+    *,
+    final_only: bool,
+    usage: bool,
+    abandon: Callable[[], None],
+) -> Iterator[bytes]:
     """OpenAI's stream format. In HydroNet-tools mode only the last round's text is the answer,
     but every round's tokens are streamed as they come: the rounds before it are the model
     saying what it is about to look up. As OpenAI's, the stream ends with a chunk that has
     the usage and no choices only when the client asked for it (``stream_options.include_usage``):
-    clients that read ``choices[0]`` of every chunk would fail on it."""
+    clients that read ``choices[0]`` of every chunk would fail on it.
+
+    A client gone while the model server was being asked is found when the first chunk is
+    written, and the server closes the stream there: ``events`` has not started, so its own
+    closing (the call recorded, the upstream request cancelled) would never run; ``abandon``
+    does that instead.
+    """
     prompt = completion = 0
-    yield _data(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
+    try:
+        yield _data(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
+    except GeneratorExit:
+        abandon()
+        raise
     try:
         for event in events:
             if isinstance(event, engine.Token):

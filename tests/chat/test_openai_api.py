@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -354,3 +355,31 @@ def test_the_official_openai_client(web_server: WebServer, live_key: str) -> Non
         client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hi"}], top_p=3)
     assert (refused.value.code, refused.value.type, refused.value.param) == ("invalid_input", "invalid_request_error",
                                                                            "top_p")  # fmt: skip
+
+
+def test_a_client_gone_while_the_model_is_asked_still_has_its_call_recorded_and_upstream_cancelled(
+    web_server: WebServer, live_key: str, demo_model_url: str, django_db_blocker: Any, tenant_alpha: TenantFixture
+) -> None:
+    """The client hangs up before the model server answers (#slow: 3 s): the web server finds it gone when it
+    writes the first chunk and closes the stream there, before the turn's own stream was read."""
+    from tests.chat.test_streaming_live import demo_stats
+
+    def ledger_rows() -> int:
+        with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+            count = UsageEvent.objects.count()
+            connection.set_schema_to_public()
+        return count
+
+    rows, cancelled = ledger_rows(), demo_stats(demo_model_url)["streams_cancelled"]
+    body = {"stream": True, "messages": [{"role": "user", "content": "hi #slow #long"}]}
+    headers = {"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {live_key}"}
+    with pytest.raises(httpx2.ReadTimeout), httpx2.Client(timeout=0.5) as client:
+        client.post(f"http://127.0.0.1:{web_server.port}/v1/chat/completions", json=body, headers=headers)
+    deadline = time.monotonic() + 15
+    while demo_stats(demo_model_url)["streams_cancelled"] == cancelled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert demo_stats(demo_model_url)["streams_cancelled"] == cancelled + 1  # the model server was told
+    deadline = time.monotonic() + 5
+    while ledger_rows() == rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ledger_rows() == rows + 1  # charged when the model was asked, and recorded: Redis and the ledger agree
