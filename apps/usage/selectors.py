@@ -220,16 +220,22 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             found = {row[0]: row for row in cursor.fetchall()}
+            storage = 0 if only_user else _storage_before(cursor, start)
         series = []
+        today = L.today()
         for offset in range((end - start).days + 1):  # not day += 1 to past ``end``: 9999-12-31 has no next day
             day = start + dt.timedelta(days=offset)
             row = found.get(day)
+            if row and row[3] and not only_user:
+                storage = int(row[3])
             series.append(
                 {
                     "date": day.isoformat(),
                     "api_calls": int(row[1]) if row else 0,
                     "tokens": int(row[2]) if row else 0,
-                    "storage_bytes": int(row[3]) if row and not only_user else 0,
+                    # A day without a measurement of its own (today before the first, a day the beat was down)
+                    # stored what the last one found; days to come have none.
+                    "storage_bytes": storage if day <= today else 0,
                 }
             )
         return series
@@ -248,6 +254,17 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
         {"user_id": uid, "email": emails.get(uid, "") if uid else None, "api_calls": int(c), "tokens": int(t)}
         for uid, c, t in rows
     ]
+
+
+def _storage_before(cursor: Any, day: dt.date) -> int:
+    """The tenant's size as last measured before ``day`` (0 if never)."""
+    cursor.execute(
+        "SELECT storage_bytes FROM usage_stats WHERE user_id IS NULL AND date < %s AND storage_bytes > 0 "
+        "ORDER BY date DESC LIMIT 1",
+        [day],
+    )
+    row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def api_key_totals(start: dt.date, end: dt.date) -> list[tuple[int, int, int]]:

@@ -1095,6 +1095,18 @@ class TestUsageApi:
         one = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "user": str(second.pk)}).json()
         assert one["totals"] == {"api_calls": 1, "tokens": 100}
 
+    def test_a_day_without_a_measurement_has_the_size_last_measured(self, tenant_alpha: TenantFixture) -> None:
+        """Storage is measured every ten minutes: a day the beat was down, or today before the first, stored
+        what the last measurement found, not nothing."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 10, 30), storage_bytes=2048)
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 11, 3), storage_bytes=4096)
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 11, 4), api_calls=3)  # API keys' calls only
+        with time_machine.travel(dt.datetime(2026, 11, 5, 12, tzinfo=dt.UTC), tick=False):
+            admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+            series = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-06"}).json()["series"]
+        assert [d["storage_bytes"] for d in series] == [2048, 2048, 4096, 4096, 4096, 0]  # the 6th has not come
+
     def test_members_without_view_stats_see_only_their_own(self, tenant_alpha: TenantFixture) -> None:
         first, second = self.seed(tenant_alpha)
         client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, first)["access"]))
