@@ -198,12 +198,16 @@ class WebServer:
 
 
 @contextmanager
-def serve(tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8) -> Iterator[WebServer]:
+def serve(
+    tmp: Path, demo_model_url: str, *, workers: int = 2, threads: int = 8, **settings_env: str
+) -> Iterator[WebServer]:
     """The production web server (``deploy.web``) serving the app on a free loopback port, with
-    BASE_DOMAIN=localhost:<port>, talking to the demo model server, until the context ends."""
+    BASE_DOMAIN=localhost:<port>, talking to the demo model server, until the context ends.
+    ``settings_env``: more environment for the server (settings read from it)."""
     port = _free_port()
     log = tmp / f"web-{port}.log"
-    env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo")
+    env = child_env(BASE_DOMAIN=f"localhost:{port}", LLM_BASE_URL=demo_model_url, LLM_MODELS="hydronet-demo",
+                    **settings_env)  # fmt: skip
     argv = web.argv(bind=f"127.0.0.1:{port}", workers=workers, threads=threads)
 
     with _process(argv, env, log, ready=lambda: answers(port), what="web server") as proc:

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import translation
 from django.utils.translation import gettext as _
 from django_tenants.middleware.main import TenantMainMiddleware
-from django_tenants.utils import remove_www
+from django_tenants.utils import get_public_schema_name, remove_www
 
 from apps.core.exceptions import json_error
 from apps.core.views import is_api_request
@@ -71,3 +76,94 @@ class TenantRoutingMiddleware(TenantMainMiddleware):
                 {"status": 403, "title": _("Workspace unavailable"), "message": message, "code": code},
                 status=403,
             )
+
+
+class TenantShareMiddleware:
+    """At most ``TENANT_MAX_IN_FLIGHT`` requests of one tenant in a web process at once; more get 429.
+
+    A web process serves requests in a fixed number of threads (``WEB_THREADS``), and a streamed
+    reply holds its thread to the end: one workspace opening long streams (or whose own model
+    server answers a token a minute) could otherwise take every thread, and every other
+    workspace's requests would wait behind them. The default is half the threads, so the other
+    half is always there for the others. A stream holds its place until the web server closes
+    the response. Refused before anything else runs, a request so refused is not counted
+    against the rate limit; it gets ``Retry-After: 1``. Per process, in memory: no round trip.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.limit: int = settings.TENANT_MAX_IN_FLIGHT
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        tenant = getattr(request, "tenant", None)
+        schema = getattr(tenant, "schema_name", None)
+        if not self.limit or schema is None or schema == get_public_schema_name():
+            return self.get_response(request)
+        with self._lock:
+            held = self._in_flight.get(schema, 0)
+            if held >= self.limit:
+                return self.busy_response(request)
+            self._in_flight[schema] = held + 1
+        release = _Release(self, schema)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            release()
+            raise
+        if response.streaming:
+            response.streaming_content = _Held(response.streaming_content, release)  # type: ignore[attr-defined]
+        else:
+            release()
+        return response
+
+    def release(self, schema: str) -> None:
+        with self._lock:
+            left = self._in_flight.get(schema, 0) - 1
+            if left > 0:
+                self._in_flight[schema] = left
+            else:
+                self._in_flight.pop(schema, None)
+
+    def busy_response(self, request: HttpRequest) -> HttpResponse:
+        with translation.override(translation.get_language_from_request(request)):
+            message = _("Too many of this workspace's requests are in progress at once. Try again in a moment.")
+            if is_api_request(request):
+                details = {"retry_after": 1, "in_progress": self.limit}
+                return json_error("rate_limited", message, status=429, details=details, headers={"Retry-After": "1"},
+                                  request=request)  # fmt: skip
+            context = {"status": 429, "title": _("Too many requests"), "message": message, "code": "rate_limited"}
+            response = render(request, "errors/error.html", context, status=429)
+            response["Retry-After"] = "1"
+            return response
+
+
+class _Release:
+    """Gives a request's place back, once."""
+
+    def __init__(self, share: TenantShareMiddleware, schema: str) -> None:
+        self.share, self.schema, self.done = share, schema, False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.share.release(self.schema)
+
+
+class _Held:
+    """A streamed body that gives its place back when the web server closes the response: at its end, or when
+    the client goes away (a WSGI server calls ``close`` whether or not it read anything)."""
+
+    def __init__(self, content: Iterable[bytes], release: _Release) -> None:
+        self._content: Iterator[bytes] = iter(content)
+        self._release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._content)
+
+    def close(self) -> None:
+        self._release()

@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.tenants.middleware.TenantRoutingMiddleware",
+    "apps.tenants.middleware.TenantShareMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -281,6 +282,9 @@ SPECTACULAR_SETTINGS = {
 from .jwt import *  # noqa: E402,F403
 
 # --- Rate limits (django-ratelimit, on the Redis cache) ---------------------
+# One workspace's requests in progress at once in a web process (apps.tenants.middleware.TenantShareMiddleware):
+# half the threads by default, so the other half is always there for the other workspaces. 0: no limit.
+TENANT_MAX_IN_FLIGHT = env.int("TENANT_MAX_IN_FLIGHT", default=max(1, env.int("WEB_THREADS", default=16) // 2))
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_ENABLE = True
 # Sign-ups per client IP address.
