@@ -189,7 +189,10 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
                         for _rest in events:  # the end of the body: nothing, in practice
                             pass
                     return
-                data = json.loads(sse.data)
+                try:
+                    data = json.loads(sse.data)
+                except RecursionError as exc:  # nested deeper than the parser goes: JSON, not a chunk
+                    raise ValueError("a chunk is nested too deeply") from exc
                 if not isinstance(data, dict):
                     raise ValueError("a chunk is not a JSON object")
                 if data.get("error"):
@@ -304,6 +307,22 @@ def _reported_tokens(usage: dict[str, Any], name: str) -> int:
     return int(value)
 
 
+def _content_text(content: Any) -> str:
+    """A delta's content: a string, or OpenAI's list of parts, of which the text parts' text. Anything else is a
+    chunk of the wrong shape (ValueError)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ValueError(f"a delta's content is neither a string nor a list of parts: {type(content).__name__}")
+    texts: list[str] = []
+    for part in content:
+        if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
+            raise ValueError("a part of a delta's content is not a part, or a text part without text")
+        if part.get("type") == "text":
+            texts.append(part["text"])
+    return "".join(texts)
+
+
 class _Accumulator:
     """Assembles streamed chunks into one reply: content, tool calls by index, usage, finish reason."""
 
@@ -319,7 +338,7 @@ class _Accumulator:
         self.seen = True
         try:
             return self._feed(chunk)
-        except (AttributeError, TypeError) as exc:
+        except (AttributeError, TypeError, OverflowError) as exc:  # OverflowError: an index of int(inf)
             raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
 
     def _feed(self, chunk: dict[str, Any]) -> list[str]:
@@ -329,9 +348,9 @@ class _Accumulator:
             self.usage = (_reported_tokens(usage, "prompt_tokens"), _reported_tokens(usage, "completion_tokens"))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            content = delta.get("content")
+            content = _content_text(delta.get("content"))
             if content:
-                texts.append(str(content))
+                texts.append(content)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
                 call_id = part.get("id")
@@ -345,7 +364,10 @@ class _Accumulator:
                         raise ValueError("a tool call's name or arguments are not strings")
                     call.name += name or ""  # streamed in pieces, as openai's own accumulator joins them
                     call.arguments.append(arguments or "")
-            self.finish = choice.get("finish_reason") or self.finish
+            finish = choice.get("finish_reason")
+            if not isinstance(finish, str | None):
+                raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
+            self.finish = finish or self.finish
         self.content += texts
         return texts
 

@@ -24,7 +24,7 @@ from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
-from tests.processes import canned_server
+from tests.processes import canned_server, sse_body
 
 pytestmark = pytest.mark.django_db
 
@@ -536,6 +536,33 @@ class TestModelServerFaults:
         assert message == "The model server reported an impossible token count (prompt_tokens: 4611686018427387904)."
         user, failed = stored(tenant_alpha, conversation)
         assert (user.content, failed.status, failed.tokens_used) == ("hi", "error", 0)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # the call was given back
+
+    @pytest.mark.parametrize("stream", [True, False])
+    @pytest.mark.parametrize(
+        "chunk",
+        ['{"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}',
+         '{"choices": [{"delta": {"tool_calls": [{"index": 1e400}]}}]}', "[" * 2000 + "]" * 2000,
+         '{"choices": [{"delta": {"content": {"text": "lo"}}}]}'],
+        ids=["infinity", "1e400", "nested", "content"],
+    )  # fmt: skip
+    def test_a_chunk_that_is_no_chunk_is_a_broken_answer_and_given_back(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool, chunk: str
+    ) -> None:
+        """int(inf) raised OverflowError and a chunk nested past the parser's depth RecursionError: neither was
+        the model server's failure (a 500, or a stream cut off with the answer so far lost)."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(sse_body({"choices": [{"delta": {"content": "Hel"}}]}, chunk),
+                           content_type="text/event-stream") as root:  # fmt: skip
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream})
+        message = sse(response)[-1][1]["message"] if stream else response.json()["error"]["message"]
+        assert response.status_code == (200 if stream else 502)
+        assert message == "The model server sent a part of its answer that is not a chat completion chunk."
+        user, failed = stored(tenant_alpha, conversation)
+        assert (user.content, failed.status, failed.content) == ("hi", "error", "Hel")
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # the call was given back
 

@@ -73,6 +73,12 @@ def test_usage_and_tool_calls_come_from_the_chunks() -> None:
         {"choices": [{"delta": "not an object"}]},
         {"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]},
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": float("inf")}]}}]},
+        {"choices": [{"delta": {"content": 5}}]},
+        {"choices": [{"delta": {"content": {"type": "text", "text": "Hi"}}}]},
+        {"choices": [{"delta": {"content": ["Hi"]}}]},
+        {"choices": [{"delta": {"content": [{"type": "text", "text": 5}]}}]},
+        {"choices": [{"delta": {}, "finish_reason": {"reason": "stop"}}]},
     ],
 )
 def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
@@ -162,6 +168,14 @@ def test_an_error_inside_the_stream_is_an_upstream_error() -> None:
         (200, "application/json", b'{"choices": []}', "(it sent application/json)"),
         (200, "text/event-stream", b"data: {not json\n\n", "a part of its answer that is not JSON."),
         (200, "text/event-stream", b'data: {"choices": 5}\n\n', "that is not a chat completion chunk."),
+        # int(inf) raised OverflowError, and nesting past the parser's depth RecursionError: a 500, or a
+        # stream cut off, and /v1 charged the call.
+        (200, "text/event-stream", b'data: {"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}\n\n',
+         "that is not a chat completion chunk."),
+        (200, "text/event-stream", b'data: {"choices": [{"delta": {"tool_calls": [{"index": 1e400}]}}]}\n\n',
+         "that is not a chat completion chunk."),
+        (200, "text/event-stream", b"data: " + b"[" * 2000 + b"]" * 2000 + b"\n\n",
+         "that is not a chat completion chunk."),
         (200, "text/event-stream", b'data: {"choices": []}\n\n', "stream ended before the answer was complete."),
     ],
 )  # fmt: skip
@@ -325,3 +339,12 @@ def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(s
         listener.close()
     assert isinstance(reply, engine.ModelReply)
     assert (reply.content, reply.finish_reason) == ("Hi", "stop")
+
+
+def test_content_sent_as_parts_is_their_text() -> None:
+    """OpenAI's list of parts showed as a Python repr in the answer ("[{'type': 'text', ...}]")."""
+    parts = [{"type": "text", "text": "Hi"}, {"type": "refusal", "refusal": "no"}, {"type": "text", "text": " there"}]
+    *tokens, reply = engine.read_stream(Chunks({"choices": [{"delta": {"content": parts}, "finish_reason": "stop"}]}))  # type: ignore[arg-type]
+    assert tokens == [engine.Token("Hi there")]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.content == "Hi there"

@@ -16,7 +16,7 @@ from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
-from tests.processes import WebServer, canned_server
+from tests.processes import WebServer, canned_server, sse_body
 
 QUESTION = "站点 S001 最近的水位是多少?"
 TOOLS = [
@@ -307,6 +307,35 @@ class TestInProcess:
         assert b"impossible token count" in b"".join(streamed.streaming_content)
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # both calls were given back
+
+    @pytest.mark.parametrize("stream", [True, False])
+    @pytest.mark.parametrize(
+        "chunk", ['{"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}', "[" * 2000 + "]" * 2000],
+        ids=["infinity", "nested"],
+    )  # fmt: skip
+    def test_a_chunk_that_is_no_chunk_is_a_502_and_no_call(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool, chunk: str
+    ) -> None:
+        """int(inf) raised OverflowError, and a chunk nested past the parser's depth RecursionError: a 500, or a
+        stream cut off without an error chunk, and the call was charged (0 tokens) instead of given back."""
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, chunk)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=stream)
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+        if stream:
+            assert lines[-1] == "data: [DONE]"
+            error = json.loads(lines[-2].removeprefix("data: "))["error"]
+        else:
+            assert response.status_code == 502
+            error = response.json()["error"]
+        assert (error["code"], error["message"]) == (
+            "upstream_error", "The model server sent a part of its answer that is not a chat completion chunk."
+        )  # fmt: skip
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # given back
 
 
 # --- Over real HTTP, through gunicorn ------------------------------------------------------
