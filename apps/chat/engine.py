@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,9 +34,24 @@ class UpstreamError(Exception):
     """The model server failed: down, slow, an error status, malformed JSON or a broken stream."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
+        message = whole_characters(message)  # it may quote the server's own words
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str) -> str:
+    """``text`` with each UTF-16 surrogate pair as the character it stands for, and each surrogate alone as U+FFFD.
+
+    ``json.loads`` keeps ``"\\ud800"`` as a lone surrogate, which no UTF-8 encoder takes: the
+    response, the stored message and the event that would carry it all fail.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)
@@ -269,6 +285,8 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
+    for text in reply.end():
+        yield Token(text)
     yield _ended(reply, stream)
 
 
@@ -328,6 +346,7 @@ class _Accumulator:
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.held = ""  # a high surrogate that ended the last text, waiting for its low one
         self.calls: dict[int, _Call] = {}
         self.usage = (0, 0)
         self.finish = ""
@@ -341,6 +360,21 @@ class _Accumulator:
         except (AttributeError, TypeError, OverflowError) as exc:  # OverflowError: an index of int(inf)
             raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
 
+    def end(self) -> list[str]:
+        """The stream ended: the text still held back (a high surrogate no low one followed), as U+FFFD."""
+        texts = [whole_characters(self.held)] if self.held else []
+        self.held = ""
+        self.content += texts
+        return texts
+
+    def _text(self, piece: str) -> list[str]:
+        """``piece`` of the answer, as whole characters. A pair of surrogates may come split across two chunks
+        (a server or gateway that re-chunks escaped text): a high one at the end waits for the next text."""
+        text = self.held + piece
+        self.held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+        text = whole_characters(text[: len(text) - len(self.held)])
+        return [text] if text else []
+
     def _feed(self, chunk: dict[str, Any]) -> list[str]:
         texts: list[str] = []
         usage = chunk.get("usage")
@@ -350,13 +384,13 @@ class _Accumulator:
             delta = choice.get("delta") or {}
             content = _content_text(delta.get("content"))
             if content:
-                texts.append(content)
+                texts += self._text(content)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
                 call_id = part.get("id")
                 if not isinstance(call_id, str | None) or len(call_id or "") > MAX_TOOL_CALL_ID_CHARS:
                     raise ValueError(f"a tool call's id is not a string of at most 100 characters: {call_id!r:.60}")
-                call.id = call_id or call.id
+                call.id = whole_characters(call_id) if call_id else call.id
                 function = part.get("function")
                 if function:
                     name, arguments = function.get("name"), function.get("arguments")
@@ -367,7 +401,7 @@ class _Accumulator:
             finish = choice.get("finish_reason")
             if not isinstance(finish, str | None):
                 raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
-            self.finish = finish or self.finish
+            self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
         self.content += texts
         return texts
 
@@ -391,20 +425,32 @@ class _Accumulator:
 
 
 def _tool_call(call: _Call, index: int) -> ToolCall:
-    raw = "".join(call.arguments)
+    # Joined before they are made whole: a pair of surrogates may come split across two pieces.
+    name, raw = whole_characters(call.name), whole_characters("".join(call.arguments))
     try:
-        arguments = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+        arguments = _json_value(json.loads(raw)) if raw.strip() else {}
+    except (ValueError, RecursionError):
         arguments = None
-    service, _sep, tool = call.name.partition(SEPARATOR)
+    service, _sep, tool = name.partition(SEPARATOR)
     return ToolCall(
         id=call.id or f"call_{index}",
-        name=call.name,
+        name=name,
         service=service,
-        tool=tool or call.name,
+        tool=tool or name,
         arguments=arguments if isinstance(arguments, dict) else None,
         raw_arguments=raw,
     )
+
+
+def _json_value(value: Any) -> Any:
+    """What ``json.loads`` gave, with its text as whole characters: an escaped surrogate is one alone too."""
+    if isinstance(value, str):
+        return whole_characters(value)
+    if isinstance(value, dict):
+        return {whole_characters(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    return value
 
 
 def _call_outcome(

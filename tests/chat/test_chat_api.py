@@ -566,6 +566,36 @@ class TestModelServerFaults:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # the call was given back
 
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_surrogates_from_the_model_are_whole_characters(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """A lone surrogate (``json.loads`` keeps "\\ud800" as one) could not be encoded: the token event, the
+        partial reply kept, the reply stored (a 500). A pair may come split across two chunks."""
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hi \ud83d"}}]},
+            {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "\ude00 \ud800!"}]}}]},
+        ]
+        answered = sse_body(*chunks, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        failed = sse_body(*chunks, {"error": {"message": "out of \udc00 memory"}})
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}/messages"
+        for body in (answered, failed):
+            with canned_server(body, content_type="text/event-stream") as root:
+                settings.LLM_BASE_URL = f"{root}/v1"
+                response = post(client, url, {"content": "hi", "stream": stream})
+            if stream:
+                events = sse(response)
+                assert "".join(data["text"] for kind, data in events if kind == "token") == "Hi \U0001f600 \ufffd!"
+                assert events[-1][0] == ("done" if body is answered else "error")
+        assert response.status_code == (200 if stream else 502)
+        said = "The model server's answer broke off: out of \ufffd memory"
+        assert (events[-1][1] if stream else response.json()["error"])["message"] == said
+        _user, answer, _again, cut = stored(tenant_alpha, conversation)
+        assert (answer.content, answer.status) == ("Hi \U0001f600 \ufffd!", "complete")
+        assert (cut.content, cut.status, cut.error) == ("Hi \U0001f600 \ufffd!", "error", said)
+
     def test_no_model_server_configured(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = ""
         client = member_client(tenant_alpha)

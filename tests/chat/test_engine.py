@@ -348,3 +348,26 @@ def test_content_sent_as_parts_is_their_text() -> None:
     assert tokens == [engine.Token("Hi there")]
     assert isinstance(reply, engine.ModelReply)
     assert reply.content == "Hi there"
+
+
+def test_surrogates_alone_are_replaced_and_a_pair_split_across_chunks_is_joined() -> None:
+    """``json.loads`` keeps "\\ud800" as a lone surrogate, which no UTF-8 encoder takes: the token event, the stored
+    reply and /v1's chunks failed (a 500, a stream cut off). A server that re-chunks may split a pair."""
+    call = {"index": 0, "id": "c\ud800", "function": {"name": "h__t\ud83d", "arguments": '{"s": "\ud83d'}}
+    more = {"index": 0, "function": {"name": "\ude00", "arguments": '\ude00", "t": "\ud800", "u": "\\udc00"}'}}
+    *tokens, reply = engine.read_stream(
+        Chunks(
+            {"choices": [{"delta": {"content": "a\ud83d"}}]},
+            {"choices": [{"delta": {"content": "\ude00b\udc00c\ud800"}}]},  # the pair joined; a low one alone
+            {"choices": [{"delta": {"content": "d"}}]},  # a high one, then no low one
+            {"choices": [{"delta": {"content": "\udbff", "tool_calls": [call]}}]},
+            {"choices": [{"delta": {"tool_calls": [more]}, "finish_reason": "tool_calls"}]},
+        )  # type: ignore[arg-type]
+    )  # the stream ends on a high one
+    assert [token.text for token in tokens] == ["a", "\U0001f600b\ufffdc", "\ufffdd", "\ufffd"]  # type: ignore[union-attr]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.content == "a\U0001f600b\ufffdc\ufffdd\ufffd"
+    [asked] = reply.tool_calls
+    assert (asked.id, asked.name, asked.tool) == ("c\ufffd", "h__t\U0001f600", "t\U0001f600")
+    assert asked.raw_arguments == '{"s": "\U0001f600", "t": "\ufffd", "u": "\\udc00"}'
+    assert asked.arguments == {"s": "\U0001f600", "t": "\ufffd", "u": "\ufffd"}  # an escaped one too

@@ -309,6 +309,31 @@ class TestInProcess:
             assert UsageEvent.objects.count() == 0  # both calls were given back
 
     @pytest.mark.parametrize("stream", [True, False])
+    def test_surrogates_from_the_model_are_whole_characters(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """A lone surrogate (``json.loads`` keeps "\\ud800" as one) could not be encoded: the stream died without
+        an error chunk, and a whole answer was a 500 after its call was recorded. A pair may come split."""
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "Hi \ud83d"}}]},
+                        {"choices": [{"index": 0, "delta": {"content": "\ude00 \ud800!"}}]},
+                        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop\udc00"}]})  # fmt: skip
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=stream)
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+                assert lines[-1] == "data: [DONE]"
+                choices = [json.loads(line.removeprefix("data: "))["choices"][0] for line in lines[:-1]]
+                content = "".join(choice["delta"].get("content", "") for choice in choices)
+                finish = choices[-1]["finish_reason"]
+            else:
+                assert response.status_code == 200, response.content
+                choice = response.json()["choices"][0]
+                content, finish = choice["message"]["content"], choice["finish_reason"]
+        assert (content, finish) == ("Hi \U0001f600 \ufffd!", "stop\ufffd")
+
+    @pytest.mark.parametrize("stream", [True, False])
     @pytest.mark.parametrize(
         "chunk", ['{"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}', "[" * 2000 + "]" * 2000],
         ids=["infinity", "nested"],
