@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -424,6 +425,11 @@ class _Accumulator:
         )
 
 
+# How deep a tool call's arguments may nest. Deeper ones, which no tool's schema asks for, overflowed the
+# recursion of the JSON parser or of what stores and sends them (a 500).
+MAX_ARGUMENTS_DEPTH = 64
+
+
 def _tool_call(call: _Call, index: int) -> ToolCall:
     # Joined before they are made whole: a pair of surrogates may come split across two pieces.
     name, raw = whole_characters(call.name), whole_characters("".join(call.arguments))
@@ -442,14 +448,20 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
     )
 
 
-def _json_value(value: Any) -> Any:
-    """What ``json.loads`` gave, with its text as whole characters: an escaped surrogate is one alone too."""
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """What ``json.loads`` gave, as JSON can carry it on: text as whole characters (an escaped surrogate is one
+    alone too); ValueError for NaN and the infinities (1e999 is one), which ``json.loads`` takes but the
+    browser's JSON.parse and PostgreSQL's jsonb refuse, and for nesting deeper than ``MAX_ARGUMENTS_DEPTH``."""
     if isinstance(value, str):
         return whole_characters(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a JSON number: {value}")
+    if isinstance(value, dict | list) and depth >= MAX_ARGUMENTS_DEPTH:
+        raise ValueError("nested too deeply")
     if isinstance(value, dict):
-        return {whole_characters(key): _json_value(item) for key, item in value.items()}
+        return {whole_characters(key): _json_value(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_value(item) for item in value]
+        return [_json_value(item, depth + 1) for item in value]
     return value
 
 

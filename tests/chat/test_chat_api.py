@@ -42,14 +42,18 @@ def new_conversation(client: Client) -> int:
 
 
 def sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The events of a streamed reply, in order."""
+    """The events of a streamed reply, in order, read as strictly as the browser's JSON.parse reads them."""
     assert response["Content-Type"].startswith("text/event-stream")
     text = b"".join(response.streaming_content).decode()
     events = []
     for block in text.strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
+        events.append((lines["event"], json.loads(lines["data"], parse_constant=_not_json)))
     return events
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def stored(tenant: TenantFixture, conversation_id: int) -> list[Message]:
@@ -1033,6 +1037,40 @@ def test_nul_characters_from_the_model_are_stored_as_replacement_characters(
         assert client.get(f"/api/conversations/{conversation}/export").status_code == 200
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ['{"station": NaN}', '{"station": -Infinity}', '{"station": 1e999}',
+     '{"station": ' + "[" * 1000 + "]" * 1000 + "}"],
+    ids=["nan", "infinity", "1e999", "nested"],
+)  # fmt: skip
+def test_arguments_json_cannot_carry_go_back_to_the_model_as_not_an_object(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any, arguments: str
+) -> None:
+    """``json.loads`` took NaN and the infinities: the ``tool_call`` event carried a NaN the browser's JSON.parse
+    refuses, and storing the tool message broke the stream (PostgreSQL's "Token NaN is invalid"). Nesting that
+    deep overflowed the recursion of what stores them (a 500)."""
+
+    def answer(request: bytes) -> bytes:
+        if any(message["role"] == "tool" for message in json.loads(request)["messages"]):
+            return sse_body({"choices": [{"index": 0, "delta": {"content": "Sorry."}, "finish_reason": "stop"}]})
+        call = {"index": 0, "id": "c1", "function": {"name": "hydrology__get_water_levels", "arguments": arguments}}
+        return sse_body({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]})
+
+    client = member_client(tenant_alpha)
+    conversation = new_conversation(client)
+    with canned_server(answer, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = dict(sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "S001?",
+                                                                                         "stream": True})))  # fmt: skip
+    assert events["tool_call"]["arguments"] is None
+    assert events["tool_result"]["is_error"] is True
+    assert events["tool_result"]["result"].startswith("The arguments are not a JSON object: ")
+    assert "done" in events
+    _question, asked, tool, _answer = stored(tenant_alpha, conversation)
+    assert asked.tool_calls[0]["arguments"] == arguments  # the model's text, as sent
+    assert (tool.arguments, tool.status) == (None, "error")
 
 
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:

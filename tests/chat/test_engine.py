@@ -371,3 +371,16 @@ def test_surrogates_alone_are_replaced_and_a_pair_split_across_chunks_is_joined(
     assert (asked.id, asked.name, asked.tool) == ("c\ufffd", "h__t\U0001f600", "t\U0001f600")
     assert asked.raw_arguments == '{"s": "\U0001f600", "t": "\ufffd", "u": "\\udc00"}'
     assert asked.arguments == {"s": "\U0001f600", "t": "\ufffd", "u": "\ufffd"}  # an escaped one too
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ['{"a": NaN}', '{"a": Infinity}', '{"a": [-Infinity]}', '{"a": 1e999}', '{"a": ' + "[" * 1000 + "]" * 1000 + "}",
+     '{"a": ' + "[" * 2000 + "]" * 2000 + "}"],
+)  # fmt: skip
+def test_arguments_json_cannot_carry_are_not_arguments(arguments: str) -> None:
+    """``json.loads`` takes NaN and infinities (1e999 is one): the ``tool_call`` event carried a NaN the browser's
+    JSON.parse refuses, and storing the tool message failed ("Token NaN is invalid"), a 500. Nesting deep enough
+    raised RecursionError (a 500) in the parser or in what stores and sends them."""
+    [asked] = _calls({"index": 0, "id": "c", "function": {"name": "h__t", "arguments": arguments}}).tool_calls
+    assert (asked.arguments, asked.raw_arguments) == (None, arguments)  # the tool says so, as for '[1]'
