@@ -14,10 +14,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx2
 import openai
@@ -29,6 +29,9 @@ from apps.llm.client import ModelServer, openai_client, status_words, unreachabl
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 from apps.mcp.tool_names import SEPARATOR
+
+if TYPE_CHECKING:
+    from openai._streaming import ServerSentEvent, SSEBytesDecoder
 
 
 class UpstreamError(Exception):
@@ -178,6 +181,12 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
 
 
+# After [DONE], the most of the body read for its end, and for how long: a server that kept sending after it
+# (keep-alive comments, blank events) held the turn, and a web thread, for as long as it sent.
+DRAIN_MAX_BYTES = 4096
+DRAIN_MAX_SECONDS = 1.0
+
+
 class ChunkStream(openai.Stream[dict[str, Any]]):
     """openai's stream of chat completion chunks, as plain dicts, read to the end of the body.
 
@@ -189,12 +198,19 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     as ``json.loads`` gives it, and reads the body to its end, which returns the
     connection to the pool. The first token reaches the client about 1 ms
     sooner (docs/benchmarks.md). Every OpenAI-compatible server we know ends the
-    body right after ``[DONE]``; one that kept it open would hold the turn's
-    ``done`` until the read timeout (``LLM_TIMEOUT_SECONDS``), and the answer,
-    complete at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
+    body right after ``[DONE]``. One that keeps sending after it is read for at
+    most ``DRAIN_MAX_BYTES`` more, for ``DRAIN_MAX_SECONDS``; then the response is
+    closed unread, which closes the connection instead of pooling it. One that
+    sends nothing more but keeps the body open holds the turn's ``done`` until
+    the read timeout (``LLM_TIMEOUT_SECONDS``). Either way the answer, complete
+    at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
     """
 
     done = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._decoder = _DecodedUntilDrained(self._decoder, self)
 
     def __stream__(self) -> Iterator[dict[str, Any]]:
         events = self._iter_events()
@@ -225,6 +241,32 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
                 yield data
         finally:
             self.response.close()
+
+
+class _DecodedUntilDrained:
+    """openai's SSE decoder, fed the body's bytes, and after ``[DONE]`` at most ``DRAIN_MAX_BYTES`` more, for at
+    most ``DRAIN_MAX_SECONDS``: past that the body is left as it is, unread, and the stream ends."""
+
+    def __init__(self, decoder: SSEBytesDecoder, stream: ChunkStream) -> None:
+        self.decoder = decoder
+        self.stream = stream
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+        return self.decoder.iter_bytes(self._bounded(iterator))
+
+    def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        return self.decoder.aiter_bytes(iterator)  # openai's async streams; ours is not one
+
+    def _bounded(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        left, deadline = DRAIN_MAX_BYTES, math.inf
+        for chunk in chunks:
+            if self.stream.done:
+                left -= len(chunk)
+                if left < 0 or time.monotonic() > deadline:
+                    return
+            yield chunk
+            if self.stream.done and deadline == math.inf:  # [DONE] was in that chunk
+                deadline = time.monotonic() + DRAIN_MAX_SECONDS
 
 
 def open_stream(

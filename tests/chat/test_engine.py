@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -384,3 +385,44 @@ def test_arguments_json_cannot_carry_are_not_arguments(arguments: str) -> None:
     raised RecursionError (a 500) in the parser or in what stores and sends them."""
     [asked] = _calls({"index": 0, "id": "c", "function": {"name": "h__t", "arguments": arguments}}).tool_calls
     assert (asked.arguments, asked.raw_arguments) == (None, arguments)  # the tool says so, as for '[1]'
+
+
+@pytest.mark.parametrize("after", [b": keep-alive\n\n", b"data: \n\n", b"\n"])
+def test_a_server_that_keeps_sending_after_done_is_left(settings: Any, after: bytes) -> None:
+    """Keep-alive comments or blank events after ``[DONE]`` kept the read of the body's end going for as long as
+    they came: the turn's ``done`` never came, and a web thread was held. The connection is closed instead."""
+    settings.LLM_TIMEOUT_SECONDS = 2
+    settings.LLM_MAX_RETRIES = 0
+    events = [b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n',
+              b"data: [DONE]\n\n"]  # fmt: skip
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent_after = []
+
+    def serve() -> None:
+        conn, _address = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for event in events:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            with contextlib.suppress(OSError):  # the client closed the connection
+                for _n in range(400):  # 8 s
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(after), after))
+                    sent_after.append(time.monotonic())
+                    time.sleep(0.02)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    server = engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
+                                tenant_supplied=False)  # fmt: skip
+    started = time.monotonic()
+    try:
+        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 2.5
+    assert isinstance(reply, engine.ModelReply)
+    assert (reply.content, reply.finish_reason) == ("Hi", "stop")
+    thread.join(5)
+    assert not thread.is_alive()  # the connection was closed, not kept for the next request
