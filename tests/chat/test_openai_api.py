@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -16,7 +17,7 @@ from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
-from tests.processes import WebServer, canned_server, sse_body
+from tests.processes import WebServer, canned_server, serve, sse_body
 
 QUESTION = "站点 S001 最近的水位是多少?"
 TOOLS = [
@@ -362,6 +363,33 @@ class TestInProcess:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # given back
 
+    def test_a_turn_that_fails_after_charged_rounds_tells_clients_not_to_retry(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        """openai's clients retry a 502 twice: each retry ran the turn again, and charged its rounds again."""
+        asked = {"index": 0, "id": "c1", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+        tool_round = sse_body(
+            {"choices": [{"index": 0, "delta": {"tool_calls": [asked]}, "finish_reason": "tool_calls"}]}
+        )
+
+        def answer(request: bytes) -> bytes:
+            answered = any(message["role"] == "tool" for message in json.loads(request)["messages"])
+            return b"data: {not json\n\n" if answered else tool_round
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(answer, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            failed = completions(client, messages=[{"role": "user", "content": "the stations?"}])
+        assert failed.status_code == 502
+        assert failed["x-should-retry"] == "false"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert sorted(UsageEvent.objects.values_list("kind", flat=True)) == ["model", "tool"]  # the first round
+        with canned_server(b"data: {not json\n\n", content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            given_back = completions(client, messages=[{"role": "user", "content": "the stations?"}])
+        assert given_back.status_code == 502
+        assert "x-should-retry" not in given_back  # nothing was charged: a retry may try again
+
 
 # --- Over real HTTP, through gunicorn ------------------------------------------------------
 
@@ -408,3 +436,25 @@ def test_the_official_openai_client(web_server: WebServer, live_key: str) -> Non
         client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hi"}], top_p=3)
     assert (refused.value.code, refused.value.type, refused.value.param) == ("invalid_input", "invalid_request_error",
                                                                            "top_p")  # fmt: skip
+
+
+def test_the_official_openai_client_does_not_retry_a_turn_that_was_charged(tmp_path: Path, live_key: str) -> None:
+    """A turn that recorded a round, then failed (the model asked for a tool though none was offered): openai's
+    client, with its default two retries, ran it three times, and each time the round was charged."""
+    asked = {"index": 0, "id": "c1", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+    requests: list[bytes] = []
+
+    def answer(request: bytes) -> bytes:
+        requests.append(request)
+        return sse_body({"choices": [{"index": 0, "delta": {"tool_calls": [asked]}, "finish_reason": "tool_calls"}]})
+
+    with (
+        canned_server(answer, content_type="text/event-stream") as root,
+        serve(tmp_path, f"{root}/v1", workers=1, threads=2) as server,
+    ):
+        client = openai_client(server, live_key).with_options(max_retries=2)  # openai's default
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 502
+    assert failed.value.code == "upstream_error"
+    assert len(requests) == 1
