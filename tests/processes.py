@@ -1,7 +1,7 @@
 """Real processes for tests: a Celery worker and the production web server on loopback.
 
 And ``canned_server``: a loopback HTTP server, in a thread, that answers every request the same way
-(a web page where a model server was expected, a stream that reports an error).
+(a web page where a model server was expected, a stream that reports an error), or by what it was asked.
 
 Both run against this session's test database and Redis keys. They only see
 committed data, so tests that use them commit what they need and clean up.
@@ -9,6 +9,7 @@ committed data, so tests that use them commit what they need and clean up.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -83,22 +85,35 @@ def awkward_mcp_url() -> Iterator[str]:
         yield url
 
 
+def sse_body(*chunks: dict[str, Any] | str) -> bytes:
+    """A model's stream of ``chunks`` (a string is sent as it is: JSON that ``json.dumps`` would not write), then
+    ``[DONE]``."""
+    texts = (chunk if isinstance(chunk, str) else json.dumps(chunk) for chunk in chunks)
+    return "".join(f"data: {text}\n\n" for text in texts).encode() + b"data: [DONE]\n\n"
+
+
 @contextmanager
 def canned_server(
-    body: bytes, *, status: int = 200, content_type: str = "text/html", headers: dict[str, str] | None = None
+    body: bytes | Callable[[bytes], bytes],
+    *,
+    status: int = 200,
+    content_type: str = "text/html",
+    headers: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """``http://127.0.0.1:<port>``, answering every GET and POST with ``status``, ``headers`` and ``body``."""
+    """``http://127.0.0.1:<port>``, answering every GET and POST with ``status``, ``headers`` and ``body``: the
+    same bytes each time, or what ``body`` makes of the request's body."""
 
     class Canned(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            answer = body(request) if callable(body) else body
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(answer)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(answer)
 
         do_POST = do_GET
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx2
 import openai
@@ -28,14 +30,32 @@ from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 from apps.mcp.tool_names import SEPARATOR
 
+if TYPE_CHECKING:
+    from openai._streaming import ServerSentEvent, SSEBytesDecoder
+
 
 class UpstreamError(Exception):
     """The model server failed: down, slow, an error status, malformed JSON or a broken stream."""
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
+        message = whole_characters(message)  # it may quote the server's own words
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str) -> str:
+    """``text`` with each UTF-16 surrogate pair as the character it stands for, and each surrogate alone as U+FFFD.
+
+    ``json.loads`` keeps ``"\\ud800"`` as a lone surrogate, which no UTF-8 encoder takes: the
+    response, the stored message and the event that would carry it all fail.
+    """
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)
@@ -161,6 +181,12 @@ class _Call:
     arguments: list[str] = field(default_factory=list)
 
 
+# After [DONE], the most of the body read for its end, and for how long: a server that kept sending after it
+# (keep-alive comments, blank events) held the turn, and a web thread, for as long as it sent.
+DRAIN_MAX_BYTES = 4096
+DRAIN_MAX_SECONDS = 1.0
+
+
 class ChunkStream(openai.Stream[dict[str, Any]]):
     """openai's stream of chat completion chunks, as plain dicts, read to the end of the body.
 
@@ -172,12 +198,19 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     as ``json.loads`` gives it, and reads the body to its end, which returns the
     connection to the pool. The first token reaches the client about 1 ms
     sooner (docs/benchmarks.md). Every OpenAI-compatible server we know ends the
-    body right after ``[DONE]``; one that kept it open would hold the turn's
-    ``done`` until the read timeout (``LLM_TIMEOUT_SECONDS``), and the answer,
-    complete at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
+    body right after ``[DONE]``. One that keeps sending after it is read for at
+    most ``DRAIN_MAX_BYTES`` more, for ``DRAIN_MAX_SECONDS``; then the response is
+    closed unread, which closes the connection instead of pooling it. One that
+    sends nothing more but keeps the body open holds the turn's ``done`` until
+    the read timeout (``LLM_TIMEOUT_SECONDS``). Either way the answer, complete
+    at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
     """
 
     done = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._decoder = _DecodedUntilDrained(self._decoder, self)
 
     def __stream__(self) -> Iterator[dict[str, Any]]:
         events = self._iter_events()
@@ -189,7 +222,10 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
                         for _rest in events:  # the end of the body: nothing, in practice
                             pass
                     return
-                data = json.loads(sse.data)
+                try:
+                    data = json.loads(sse.data)
+                except RecursionError as exc:  # nested deeper than the parser goes: JSON, not a chunk
+                    raise ValueError("a chunk is nested too deeply") from exc
                 if not isinstance(data, dict):
                     raise ValueError("a chunk is not a JSON object")
                 if data.get("error"):
@@ -205,6 +241,32 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
                 yield data
         finally:
             self.response.close()
+
+
+class _DecodedUntilDrained:
+    """openai's SSE decoder, fed the body's bytes, and after ``[DONE]`` at most ``DRAIN_MAX_BYTES`` more, for at
+    most ``DRAIN_MAX_SECONDS``: past that the body is left as it is, unread, and the stream ends."""
+
+    def __init__(self, decoder: SSEBytesDecoder, stream: ChunkStream) -> None:
+        self.decoder = decoder
+        self.stream = stream
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+        return self.decoder.iter_bytes(self._bounded(iterator))
+
+    def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        return self.decoder.aiter_bytes(iterator)  # openai's async streams; ours is not one
+
+    def _bounded(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        left, deadline = DRAIN_MAX_BYTES, math.inf
+        for chunk in chunks:
+            if self.stream.done:
+                left -= len(chunk)
+                if left < 0 or time.monotonic() > deadline:
+                    return
+            yield chunk
+            if self.stream.done and deadline == math.inf:  # [DONE] was in that chunk
+                deadline = time.monotonic() + DRAIN_MAX_SECONDS
 
 
 def open_stream(
@@ -266,6 +328,8 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
+    for text in reply.end():
+        yield Token(text)
     yield _ended(reply, stream)
 
 
@@ -304,11 +368,28 @@ def _reported_tokens(usage: dict[str, Any], name: str) -> int:
     return int(value)
 
 
+def _content_text(content: Any) -> str:
+    """A delta's content: a string, or OpenAI's list of parts, of which the text parts' text. Anything else is a
+    chunk of the wrong shape (ValueError)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ValueError(f"a delta's content is neither a string nor a list of parts: {type(content).__name__}")
+    texts: list[str] = []
+    for part in content:
+        if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
+            raise ValueError("a part of a delta's content is not a part, or a text part without text")
+        if part.get("type") == "text":
+            texts.append(part["text"])
+    return "".join(texts)
+
+
 class _Accumulator:
     """Assembles streamed chunks into one reply: content, tool calls by index, usage, finish reason."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
+        self.held = ""  # a high surrogate that ended the last text, waiting for its low one
         self.calls: dict[int, _Call] = {}
         self.usage = (0, 0)
         self.finish = ""
@@ -319,8 +400,23 @@ class _Accumulator:
         self.seen = True
         try:
             return self._feed(chunk)
-        except (AttributeError, TypeError) as exc:
+        except (AttributeError, TypeError, OverflowError) as exc:  # OverflowError: an index of int(inf)
             raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
+
+    def end(self) -> list[str]:
+        """The stream ended: the text still held back (a high surrogate no low one followed), as U+FFFD."""
+        texts = [whole_characters(self.held)] if self.held else []
+        self.held = ""
+        self.content += texts
+        return texts
+
+    def _text(self, piece: str) -> list[str]:
+        """``piece`` of the answer, as whole characters. A pair of surrogates may come split across two chunks
+        (a server or gateway that re-chunks escaped text): a high one at the end waits for the next text."""
+        text = self.held + piece
+        self.held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+        text = whole_characters(text[: len(text) - len(self.held)])
+        return [text] if text else []
 
     def _feed(self, chunk: dict[str, Any]) -> list[str]:
         texts: list[str] = []
@@ -329,15 +425,15 @@ class _Accumulator:
             self.usage = (_reported_tokens(usage, "prompt_tokens"), _reported_tokens(usage, "completion_tokens"))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
-            content = delta.get("content")
+            content = _content_text(delta.get("content"))
             if content:
-                texts.append(str(content))
+                texts += self._text(content)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
                 call_id = part.get("id")
                 if not isinstance(call_id, str | None) or len(call_id or "") > MAX_TOOL_CALL_ID_CHARS:
                     raise ValueError(f"a tool call's id is not a string of at most 100 characters: {call_id!r:.60}")
-                call.id = call_id or call.id
+                call.id = whole_characters(call_id) if call_id else call.id
                 function = part.get("function")
                 if function:
                     name, arguments = function.get("name"), function.get("arguments")
@@ -345,7 +441,10 @@ class _Accumulator:
                         raise ValueError("a tool call's name or arguments are not strings")
                     call.name += name or ""  # streamed in pieces, as openai's own accumulator joins them
                     call.arguments.append(arguments or "")
-            self.finish = choice.get("finish_reason") or self.finish
+            finish = choice.get("finish_reason")
+            if not isinstance(finish, str | None):
+                raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
+            self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
         self.content += texts
         return texts
 
@@ -368,21 +467,44 @@ class _Accumulator:
         )
 
 
+# How deep a tool call's arguments may nest. Deeper ones, which no tool's schema asks for, overflowed the
+# recursion of the JSON parser or of what stores and sends them (a 500).
+MAX_ARGUMENTS_DEPTH = 64
+
+
 def _tool_call(call: _Call, index: int) -> ToolCall:
-    raw = "".join(call.arguments)
+    # Joined before they are made whole: a pair of surrogates may come split across two pieces.
+    name, raw = whole_characters(call.name), whole_characters("".join(call.arguments))
     try:
-        arguments = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+        arguments = _json_value(json.loads(raw)) if raw.strip() else {}
+    except (ValueError, RecursionError):
         arguments = None
-    service, _sep, tool = call.name.partition(SEPARATOR)
+    service, _sep, tool = name.partition(SEPARATOR)
     return ToolCall(
         id=call.id or f"call_{index}",
-        name=call.name,
+        name=name,
         service=service,
-        tool=tool or call.name,
+        tool=tool or name,
         arguments=arguments if isinstance(arguments, dict) else None,
         raw_arguments=raw,
     )
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """What ``json.loads`` gave, as JSON can carry it on: text as whole characters (an escaped surrogate is one
+    alone too); ValueError for NaN and the infinities (1e999 is one), which ``json.loads`` takes but the
+    browser's JSON.parse and PostgreSQL's jsonb refuse, and for nesting deeper than ``MAX_ARGUMENTS_DEPTH``."""
+    if isinstance(value, str):
+        return whole_characters(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a JSON number: {value}")
+    if isinstance(value, dict | list) and depth >= MAX_ARGUMENTS_DEPTH:
+        raise ValueError("nested too deeply")
+    if isinstance(value, dict):
+        return {whole_characters(key): _json_value(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_value(item, depth + 1) for item in value]
+    return value
 
 
 def _call_outcome(

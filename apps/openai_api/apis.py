@@ -276,9 +276,15 @@ class ChatCompletionsApi(TenantApi):
         return Response(_whole(events, completion_id, model, final_only=not client_tools))
 
 
-def _upstream_error(exc: engine.UpstreamError) -> ApplicationError:
-    """The model server's failure as a /v1 error: 502 ``upstream_error``."""
-    return ApplicationError(exc.message, code="upstream_error", status_code=502)
+def _upstream_error(exc: engine.UpstreamError, *, charged: bool = False) -> ApplicationError:
+    """The model server's failure as a /v1 error: 502 ``upstream_error``.
+
+    ``charged``: the turn recorded calls before it failed. openai's clients retry a 502 (twice, by default),
+    and each retry would run the turn, and charge those calls, again: ``x-should-retry: false`` tells
+    them not to (their ``_should_retry`` obeys it before the status).
+    """
+    headers = {"x-should-retry": "false"} if charged else None
+    return ApplicationError(exc.message, code="upstream_error", status_code=502, headers=headers)
 
 
 def _clean_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -368,8 +374,8 @@ def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only:
             if isinstance(event, engine.ModelReply):
                 prompt, completion = prompt + event.prompt_tokens, completion + event.completion_tokens
                 last = event
-    except engine.UpstreamError as exc:
-        raise _upstream_error(exc) from exc
+    except engine.UpstreamError as exc:  # after a reply, its round was recorded (a failed round is given back)
+        raise _upstream_error(exc, charged=last is not None) from exc
     assert last is not None
     message: dict[str, Any] = {"role": "assistant", "content": last.content or None}
     if last.tool_calls and not final_only:

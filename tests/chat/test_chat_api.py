@@ -24,7 +24,7 @@ from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
-from tests.processes import canned_server
+from tests.processes import canned_server, sse_body
 
 pytestmark = pytest.mark.django_db
 
@@ -42,14 +42,18 @@ def new_conversation(client: Client) -> int:
 
 
 def sse(response: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The events of a streamed reply, in order."""
+    """The events of a streamed reply, in order, read as strictly as the browser's JSON.parse reads them."""
     assert response["Content-Type"].startswith("text/event-stream")
     text = b"".join(response.streaming_content).decode()
     events = []
     for block in text.strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
+        events.append((lines["event"], json.loads(lines["data"], parse_constant=_not_json)))
     return events
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def stored(tenant: TenantFixture, conversation_id: int) -> list[Message]:
@@ -539,6 +543,63 @@ class TestModelServerFaults:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # the call was given back
 
+    @pytest.mark.parametrize("stream", [True, False])
+    @pytest.mark.parametrize(
+        "chunk",
+        ['{"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}',
+         '{"choices": [{"delta": {"tool_calls": [{"index": 1e400}]}}]}', "[" * 2000 + "]" * 2000,
+         '{"choices": [{"delta": {"content": {"text": "lo"}}}]}'],
+        ids=["infinity", "1e400", "nested", "content"],
+    )  # fmt: skip
+    def test_a_chunk_that_is_no_chunk_is_a_broken_answer_and_given_back(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool, chunk: str
+    ) -> None:
+        """int(inf) raised OverflowError and a chunk nested past the parser's depth RecursionError: neither was
+        the model server's failure (a 500, or a stream cut off with the answer so far lost)."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(sse_body({"choices": [{"delta": {"content": "Hel"}}]}, chunk),
+                           content_type="text/event-stream") as root:  # fmt: skip
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream})
+        message = sse(response)[-1][1]["message"] if stream else response.json()["error"]["message"]
+        assert response.status_code == (200 if stream else 502)
+        assert message == "The model server sent a part of its answer that is not a chat completion chunk."
+        user, failed = stored(tenant_alpha, conversation)
+        assert (user.content, failed.status, failed.content) == ("hi", "error", "Hel")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # the call was given back
+
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_surrogates_from_the_model_are_whole_characters(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """A lone surrogate (``json.loads`` keeps "\\ud800" as one) could not be encoded: the token event, the
+        partial reply kept, the reply stored (a 500). A pair may come split across two chunks."""
+        chunks = [
+            {"choices": [{"index": 0, "delta": {"content": "Hi \ud83d"}}]},
+            {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "\ude00 \ud800!"}]}}]},
+        ]
+        answered = sse_body(*chunks, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        failed = sse_body(*chunks, {"error": {"message": "out of \udc00 memory"}})
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}/messages"
+        for body in (answered, failed):
+            with canned_server(body, content_type="text/event-stream") as root:
+                settings.LLM_BASE_URL = f"{root}/v1"
+                response = post(client, url, {"content": "hi", "stream": stream})
+            if stream:
+                events = sse(response)
+                assert "".join(data["text"] for kind, data in events if kind == "token") == "Hi \U0001f600 \ufffd!"
+                assert events[-1][0] == ("done" if body is answered else "error")
+        assert response.status_code == (200 if stream else 502)
+        said = "The model server's answer broke off: out of \ufffd memory"
+        assert (events[-1][1] if stream else response.json()["error"])["message"] == said
+        _user, answer, _again, cut = stored(tenant_alpha, conversation)
+        assert (answer.content, answer.status) == ("Hi \U0001f600 \ufffd!", "complete")
+        assert (cut.content, cut.status, cut.error) == ("Hi \U0001f600 \ufffd!", "error", said)
+
     def test_no_model_server_configured(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = ""
         client = member_client(tenant_alpha)
@@ -976,6 +1037,40 @@ def test_nul_characters_from_the_model_are_stored_as_replacement_characters(
         assert client.get(f"/api/conversations/{conversation}/export").status_code == 200
     finally:
         httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ['{"station": NaN}', '{"station": -Infinity}', '{"station": 1e999}',
+     '{"station": ' + "[" * 1000 + "]" * 1000 + "}"],
+    ids=["nan", "infinity", "1e999", "nested"],
+)  # fmt: skip
+def test_arguments_json_cannot_carry_go_back_to_the_model_as_not_an_object(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any, arguments: str
+) -> None:
+    """``json.loads`` took NaN and the infinities: the ``tool_call`` event carried a NaN the browser's JSON.parse
+    refuses, and storing the tool message broke the stream (PostgreSQL's "Token NaN is invalid"). Nesting that
+    deep overflowed the recursion of what stores them (a 500)."""
+
+    def answer(request: bytes) -> bytes:
+        if any(message["role"] == "tool" for message in json.loads(request)["messages"]):
+            return sse_body({"choices": [{"index": 0, "delta": {"content": "Sorry."}, "finish_reason": "stop"}]})
+        call = {"index": 0, "id": "c1", "function": {"name": "hydrology__get_water_levels", "arguments": arguments}}
+        return sse_body({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]})
+
+    client = member_client(tenant_alpha)
+    conversation = new_conversation(client)
+    with canned_server(answer, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = dict(sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "S001?",
+                                                                                         "stream": True})))  # fmt: skip
+    assert events["tool_call"]["arguments"] is None
+    assert events["tool_result"]["is_error"] is True
+    assert events["tool_result"]["result"].startswith("The arguments are not a JSON object: ")
+    assert "done" in events
+    _question, asked, tool, _answer = stored(tenant_alpha, conversation)
+    assert asked.tool_calls[0]["arguments"] == arguments  # the model's text, as sent
+    assert (tool.arguments, tool.status) == (None, "error")
 
 
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -73,6 +74,12 @@ def test_usage_and_tool_calls_come_from_the_chunks() -> None:
         {"choices": [{"delta": "not an object"}]},
         {"choices": [{"delta": {"tool_calls": [{"index": "first"}]}}]},
         {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": float("inf")}]}}]},
+        {"choices": [{"delta": {"content": 5}}]},
+        {"choices": [{"delta": {"content": {"type": "text", "text": "Hi"}}}]},
+        {"choices": [{"delta": {"content": ["Hi"]}}]},
+        {"choices": [{"delta": {"content": [{"type": "text", "text": 5}]}}]},
+        {"choices": [{"delta": {}, "finish_reason": {"reason": "stop"}}]},
     ],
 )
 def test_a_chunk_of_the_wrong_shape_is_a_broken_answer(chunk: Any) -> None:
@@ -162,6 +169,14 @@ def test_an_error_inside_the_stream_is_an_upstream_error() -> None:
         (200, "application/json", b'{"choices": []}', "(it sent application/json)"),
         (200, "text/event-stream", b"data: {not json\n\n", "a part of its answer that is not JSON."),
         (200, "text/event-stream", b'data: {"choices": 5}\n\n', "that is not a chat completion chunk."),
+        # int(inf) raised OverflowError, and nesting past the parser's depth RecursionError: a 500, or a
+        # stream cut off, and /v1 charged the call.
+        (200, "text/event-stream", b'data: {"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}\n\n',
+         "that is not a chat completion chunk."),
+        (200, "text/event-stream", b'data: {"choices": [{"delta": {"tool_calls": [{"index": 1e400}]}}]}\n\n',
+         "that is not a chat completion chunk."),
+        (200, "text/event-stream", b"data: " + b"[" * 2000 + b"]" * 2000 + b"\n\n",
+         "that is not a chat completion chunk."),
         (200, "text/event-stream", b'data: {"choices": []}\n\n', "stream ended before the answer was complete."),
     ],
 )  # fmt: skip
@@ -325,3 +340,89 @@ def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(s
         listener.close()
     assert isinstance(reply, engine.ModelReply)
     assert (reply.content, reply.finish_reason) == ("Hi", "stop")
+
+
+def test_content_sent_as_parts_is_their_text() -> None:
+    """OpenAI's list of parts showed as a Python repr in the answer ("[{'type': 'text', ...}]")."""
+    parts = [{"type": "text", "text": "Hi"}, {"type": "refusal", "refusal": "no"}, {"type": "text", "text": " there"}]
+    *tokens, reply = engine.read_stream(Chunks({"choices": [{"delta": {"content": parts}, "finish_reason": "stop"}]}))  # type: ignore[arg-type]
+    assert tokens == [engine.Token("Hi there")]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.content == "Hi there"
+
+
+def test_surrogates_alone_are_replaced_and_a_pair_split_across_chunks_is_joined() -> None:
+    """``json.loads`` keeps "\\ud800" as a lone surrogate, which no UTF-8 encoder takes: the token event, the stored
+    reply and /v1's chunks failed (a 500, a stream cut off). A server that re-chunks may split a pair."""
+    call = {"index": 0, "id": "c\ud800", "function": {"name": "h__t\ud83d", "arguments": '{"s": "\ud83d'}}
+    more = {"index": 0, "function": {"name": "\ude00", "arguments": '\ude00", "t": "\ud800", "u": "\\udc00"}'}}
+    *tokens, reply = engine.read_stream(
+        Chunks(
+            {"choices": [{"delta": {"content": "a\ud83d"}}]},
+            {"choices": [{"delta": {"content": "\ude00b\udc00c\ud800"}}]},  # the pair joined; a low one alone
+            {"choices": [{"delta": {"content": "d"}}]},  # a high one, then no low one
+            {"choices": [{"delta": {"content": "\udbff", "tool_calls": [call]}}]},
+            {"choices": [{"delta": {"tool_calls": [more]}, "finish_reason": "tool_calls"}]},
+        )  # type: ignore[arg-type]
+    )  # the stream ends on a high one
+    assert [token.text for token in tokens] == ["a", "\U0001f600b\ufffdc", "\ufffdd", "\ufffd"]  # type: ignore[union-attr]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.content == "a\U0001f600b\ufffdc\ufffdd\ufffd"
+    [asked] = reply.tool_calls
+    assert (asked.id, asked.name, asked.tool) == ("c\ufffd", "h__t\U0001f600", "t\U0001f600")
+    assert asked.raw_arguments == '{"s": "\U0001f600", "t": "\ufffd", "u": "\\udc00"}'
+    assert asked.arguments == {"s": "\U0001f600", "t": "\ufffd", "u": "\ufffd"}  # an escaped one too
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ['{"a": NaN}', '{"a": Infinity}', '{"a": [-Infinity]}', '{"a": 1e999}', '{"a": ' + "[" * 1000 + "]" * 1000 + "}",
+     '{"a": ' + "[" * 2000 + "]" * 2000 + "}"],
+)  # fmt: skip
+def test_arguments_json_cannot_carry_are_not_arguments(arguments: str) -> None:
+    """``json.loads`` takes NaN and infinities (1e999 is one): the ``tool_call`` event carried a NaN the browser's
+    JSON.parse refuses, and storing the tool message failed ("Token NaN is invalid"), a 500. Nesting deep enough
+    raised RecursionError (a 500) in the parser or in what stores and sends them."""
+    [asked] = _calls({"index": 0, "id": "c", "function": {"name": "h__t", "arguments": arguments}}).tool_calls
+    assert (asked.arguments, asked.raw_arguments) == (None, arguments)  # the tool says so, as for '[1]'
+
+
+@pytest.mark.parametrize("after", [b": keep-alive\n\n", b"data: \n\n", b"\n"])
+def test_a_server_that_keeps_sending_after_done_is_left(settings: Any, after: bytes) -> None:
+    """Keep-alive comments or blank events after ``[DONE]`` kept the read of the body's end going for as long as
+    they came: the turn's ``done`` never came, and a web thread was held. The connection is closed instead."""
+    settings.LLM_TIMEOUT_SECONDS = 2
+    settings.LLM_MAX_RETRIES = 0
+    events = [b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n',
+              b"data: [DONE]\n\n"]  # fmt: skip
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent_after = []
+
+    def serve() -> None:
+        conn, _address = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for event in events:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+            with contextlib.suppress(OSError):  # the client closed the connection
+                for _n in range(400):  # 8 s
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(after), after))
+                    sent_after.append(time.monotonic())
+                    time.sleep(0.02)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    server = engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
+                                tenant_supplied=False)  # fmt: skip
+    started = time.monotonic()
+    try:
+        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 2.5
+    assert isinstance(reply, engine.ModelReply)
+    assert (reply.content, reply.finish_reason) == ("Hi", "stop")
+    thread.join(5)
+    assert not thread.is_alive()  # the connection was closed, not kept for the next request

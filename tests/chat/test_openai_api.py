@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -17,7 +18,7 @@ from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
-from tests.processes import WebServer, canned_server
+from tests.processes import WebServer, canned_server, serve, sse_body
 
 QUESTION = "站点 S001 最近的水位是多少?"
 TOOLS = [
@@ -309,6 +310,87 @@ class TestInProcess:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # both calls were given back
 
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_surrogates_from_the_model_are_whole_characters(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """A lone surrogate (``json.loads`` keeps "\\ud800" as one) could not be encoded: the stream died without
+        an error chunk, and a whole answer was a 500 after its call was recorded. A pair may come split."""
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "Hi \ud83d"}}]},
+                        {"choices": [{"index": 0, "delta": {"content": "\ude00 \ud800!"}}]},
+                        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop\udc00"}]})  # fmt: skip
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=stream)
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+                assert lines[-1] == "data: [DONE]"
+                choices = [json.loads(line.removeprefix("data: "))["choices"][0] for line in lines[:-1]]
+                content = "".join(choice["delta"].get("content", "") for choice in choices)
+                finish = choices[-1]["finish_reason"]
+            else:
+                assert response.status_code == 200, response.content
+                choice = response.json()["choices"][0]
+                content, finish = choice["message"]["content"], choice["finish_reason"]
+        assert (content, finish) == ("Hi \U0001f600 \ufffd!", "stop\ufffd")
+
+    @pytest.mark.parametrize("stream", [True, False])
+    @pytest.mark.parametrize(
+        "chunk", ['{"choices": [{"delta": {"tool_calls": [{"index": Infinity}]}}]}', "[" * 2000 + "]" * 2000],
+        ids=["infinity", "nested"],
+    )  # fmt: skip
+    def test_a_chunk_that_is_no_chunk_is_a_502_and_no_call(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool, chunk: str
+    ) -> None:
+        """int(inf) raised OverflowError, and a chunk nested past the parser's depth RecursionError: a 500, or a
+        stream cut off without an error chunk, and the call was charged (0 tokens) instead of given back."""
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, chunk)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], stream=stream)
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+        if stream:
+            assert lines[-1] == "data: [DONE]"
+            error = json.loads(lines[-2].removeprefix("data: "))["error"]
+        else:
+            assert response.status_code == 502
+            error = response.json()["error"]
+        assert (error["code"], error["message"]) == (
+            "upstream_error", "The model server sent a part of its answer that is not a chat completion chunk."
+        )  # fmt: skip
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # given back
+
+    def test_a_turn_that_fails_after_charged_rounds_tells_clients_not_to_retry(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        """openai's clients retry a 502 twice: each retry ran the turn again, and charged its rounds again."""
+        asked = {"index": 0, "id": "c1", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+        tool_round = sse_body(
+            {"choices": [{"index": 0, "delta": {"tool_calls": [asked]}, "finish_reason": "tool_calls"}]}
+        )
+
+        def answer(request: bytes) -> bytes:
+            answered = any(message["role"] == "tool" for message in json.loads(request)["messages"])
+            return b"data: {not json\n\n" if answered else tool_round
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(answer, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            failed = completions(client, messages=[{"role": "user", "content": "the stations?"}])
+        assert failed.status_code == 502
+        assert failed["x-should-retry"] == "false"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert sorted(UsageEvent.objects.values_list("kind", flat=True)) == ["model", "tool"]  # the first round
+        with canned_server(b"data: {not json\n\n", content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            given_back = completions(client, messages=[{"role": "user", "content": "the stations?"}])
+        assert given_back.status_code == 502
+        assert "x-should-retry" not in given_back  # nothing was charged: a retry may try again
+
 
 # --- Over real HTTP, through gunicorn ------------------------------------------------------
 
@@ -383,3 +465,25 @@ def test_a_client_gone_while_the_model_is_asked_still_has_its_call_recorded_and_
     while ledger_rows() == rows and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ledger_rows() == rows + 1  # charged when the model was asked, and recorded: Redis and the ledger agree
+
+
+def test_the_official_openai_client_does_not_retry_a_turn_that_was_charged(tmp_path: Path, live_key: str) -> None:
+    """A turn that recorded a round, then failed (the model asked for a tool though none was offered): openai's
+    client, with its default two retries, ran it three times, and each time the round was charged."""
+    asked = {"index": 0, "id": "c1", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+    requests: list[bytes] = []
+
+    def answer(request: bytes) -> bytes:
+        requests.append(request)
+        return sse_body({"choices": [{"index": 0, "delta": {"tool_calls": [asked]}, "finish_reason": "tool_calls"}]})
+
+    with (
+        canned_server(answer, content_type="text/event-stream") as root,
+        serve(tmp_path, f"{root}/v1", workers=1, threads=2) as server,
+    ):
+        client = openai_client(server, live_key).with_options(max_retries=2)  # openai's default
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(model="hydronet-demo", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 502
+    assert failed.value.code == "upstream_error"
+    assert len(requests) == 1
