@@ -548,6 +548,36 @@ class TestModelServerFaults:
         assert response.json()["error"]["code"] == "no_model_configured"
         assert stored(tenant_alpha, conversation) == []
 
+    def test_a_reply_nested_deeper_than_markdown_recurses_streams_and_shows_as_text(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """About 1,000 characters of list markers (a model told to repeat them) made Markdown raise RecursionError:
+        the done event, built after the reply was stored, broke the stream, and every view of the conversation
+        was then a 500."""
+        from apps.chat.markdown import render
+        from tests.accounts.test_pages import logged_in
+
+        deep = "- " * 2000 + "x"
+        chunks = [{"choices": [{"index": 0, "delta": {"content": deep}}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+        body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        client = logged_in(tenant_alpha, "user")  # the chat page's session, for the page too
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}"
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            events = sse(post(client, f"{path}/messages", {"content": "Repeat exactly: - - - x", "stream": True}))
+        kind, done = events[-1]
+        assert kind == "done"
+        assert done["html"] == f"<p>{deep}</p>"
+        assert stored(tenant_alpha, conversation)[-1].content == deep
+        assert client.get(path).json()["messages"][-1]["html"] == f"<p>{deep}</p>"
+        assert client.get(f"{path}/messages").json()["results"][-1]["html"] == f"<p>{deep}</p>"
+        page = client.get(f"/chat/{conversation}/")
+        assert page.status_code == 200
+        assert f"<p>{deep}</p>" in page.content.decode()
+        assert render("hello **x**") == "<p>hello <strong>x</strong></p>"  # this thread's converter is whole
+
 
 class TestExport:
     def test_a_conversation_downloads_as_markdown_with_its_tool_calls(
