@@ -127,6 +127,28 @@ class TestConversations:
         assert asked.status_code == 200, asked.content
         assert client.get(f"/api/conversations/{conversation}").json()["title"] == "line one line two"
 
+    def test_a_rename_while_the_model_server_starts_on_the_first_question_is_kept(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first question titles the conversation only if its stored title is still empty: the turn wrote
+        the title of the copy it read at its start, over a rename made while the model server had not yet
+        answered."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        real_open_stream = engine.open_stream
+
+        def renamed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            stream = real_open_stream(*args, **kwargs)  # the question is stored once the model server answers
+            services.conversation_rename(actor=Actor(user=client.member), title="Renamed meanwhile",
+                                         conversation=Conversation.objects.get(pk=conversation))  # fmt: skip
+            return stream
+
+        monkeypatch.setattr(engine, "open_stream", renamed_meanwhile)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
+        assert events[-1][0] == "done"
+        assert events[-1][1]["title"] == "Renamed meanwhile"
+        assert client.get(f"/api/conversations/{conversation}").json()["title"] == "Renamed meanwhile"
+
     def test_search_finds_what_was_said_but_not_tool_output_errors_or_others_conversations(
         self, tenant_alpha: TenantFixture
     ) -> None:
