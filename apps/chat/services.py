@@ -109,10 +109,14 @@ def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
 
 @dataclass(frozen=True)
 class ChatEvent:
-    """What the client sees: ``token``, ``tool_call``, ``tool_result``, ``done`` or ``error``."""
+    """What the client sees: ``token``, ``tool_call``, ``tool_result``, ``done`` or ``error``.
+
+    ``reply``: with ``done``, the stored reply, for an answer that shows it whole (not sent in the event).
+    """
 
     type: str
     data: dict[str, Any]
+    reply: Message | None = None
 
 
 def _check_content(content: str) -> str:
@@ -467,6 +471,7 @@ def _stream_turn(
             "latency_ms": reply.latency_ms,
             "html": render(reply.content),
         },
+        reply=reply,
     )
 
 

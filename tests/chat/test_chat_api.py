@@ -230,12 +230,38 @@ class TestReplies:
         assert "offline demo model" in body["message"]["content"]
         assert body["tokens"] > 0
         assert body["message"]["tokens_used"] == body["tokens"]
+        as_stored = client.get(f"/api/conversations/{conversation}/messages").json()["results"][-1]
+        assert body["message"] == as_stored  # the reply the turn holds, as a read of it shows it
         messages = stored(tenant_alpha, conversation)
         assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
         with schema_context(tenant_alpha.tenant.schema_name):
             saved = Conversation.objects.get(pk=conversation)
             assert saved.title == "Hello there"  # from the first exchange
             assert saved.tokens_used == body["tokens"]
+
+    def test_a_whole_reply_whose_conversation_is_deleted_as_it_ends_is_still_answered(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The answer is the reply the turn stored; it read the reply again, and a DELETE of the conversation
+        (another tab) that came in between was a 500 (Message.DoesNotExist)."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        real_render = services.render
+
+        def deleted_meanwhile(text: str) -> str:  # the done event is built once the reply is stored
+            services.conversation_delete(actor=Actor(user=client.member),
+                                         conversation=Conversation.objects.get(pk=conversation))  # fmt: skip
+            return real_render(text)
+
+        monkeypatch.setattr(services, "render", deleted_meanwhile)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "Hello there"})
+        assert response.status_code == 200, response.content
+        message = response.json()["message"]
+        assert "offline demo model" in message["content"]
+        assert (message["role"], message["status"], message["replaced"]) == ("assistant", "complete", False)
+        assert message["id"] > 0
+        assert message["created_at"]
+        assert stored(tenant_alpha, conversation) == []  # deleted, with its messages
 
     def test_the_users_message_and_the_conversation_are_written_in_one_statement(
         self, tenant_alpha: TenantFixture
