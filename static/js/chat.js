@@ -13,23 +13,35 @@
   const csrfInput = root.querySelector("input[name=csrfmiddlewaretoken]");
   const csrfToken = csrfInput ? csrfInput.value : "";
 
-  // The same API as any client, with the session's CSRF token; an error answer throws its message.
+  // The same API as any client, with the session's CSRF token; an error answer throws its message. What the page
+  // shows is in its language: the server's messages are translated, the browser's own words are English
+  // ("Failed to fetch"), and a status text is English too, or empty over HTTP/2.
   async function api(method, path, body, signal) {
-    const response = await fetch(path, {
-      method: method,
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: signal,
-      credentials: "same-origin",
-    });
+    let response;
+    try {
+      response = await fetch(path, {
+        method: method,
+        headers: {
+          "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json",
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal,
+        credentials: "same-origin",
+      });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      const failed = new Error(t("connectionFailed")); // no answer: offline, the server down, a proxy between
+      failed.code = "connection_failed";
+      throw failed;
+    }
     if (!response.ok) {
-      let message = response.statusText;
+      let message = t("status").replace("{status}", () => String(response.status));
       let code = "";
       try {
         const body = (await response.json()).error;
         message = describe(body);
         code = body.code;
-      } catch (e) { /* keep the status text */ }
+      } catch (e) { /* not the API's error (a proxy's page): the status */ }
       // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
       const ended = code === "not_authenticated"; // the API's code for a missing or failed credential
       const error = new Error(ended ? t("sessionEnded") : message);
@@ -419,6 +431,13 @@
     refusal.hidden = false;
   }
 
+  // A failure in the page's language: the API's message (translated on the server) or the page's own words,
+  // not the browser's ("network error", a JSON.parse message).
+  function failure(error) {
+    if (error.status || error.code) return error.message;
+    return t(error.name === "SyntaxError" ? "unreadable" : "connectionFailed");
+  }
+
   // A stopped turn frees its conversation once the server notices the client left: at its next token, or
   // after a tool call that is running. A question asked meanwhile (409 conversation_busy) waits for that.
   async function askOnceFree(path, body, signal) {
@@ -555,10 +574,10 @@
       } else if (!accepted) {
         refused = true;
         if (made) await unmake(made);
-        refuse(error.message, body, bubble, was);
+        refuse(failure(error), body, bubble, was);
       } else {
         bubble.classList.add("error");
-        bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => error.message)));
+        bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => failure(error))));
       }
     } finally {
       bubble.setAttribute("aria-busy", "false");

@@ -442,6 +442,33 @@ def test_a_regenerate_stopped_before_any_word_leaves_the_answer_standing(
     expect(page.get_by_test_id("messages").locator(".replaced")).to_have_count(0)
 
 
+def test_failures_are_said_in_the_pages_words_not_the_browsers(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Not the status text (English, and empty over HTTP/2), nor "Failed to fetch" or a JSON.parse message."""
+    page = chat_page(browser, web_server, "en")
+    question, refusal = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-refusal")
+    answer_turns_with(page, "<html><body>Bad gateway</body></html>", status=502, content_type="text/html")
+    question.fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(refusal).to_have_text("The server answered with status 502.")
+    expect(question).to_have_value("hello")
+
+    page.context.unroute("**/api/conversations/*/messages")
+    page.context.route("**/api/conversations/*/messages", lambda route: route.abort())
+    page.get_by_test_id("chat-send").click()
+    expect(refusal).to_have_text("The connection to the server failed.")
+    expect(question).to_have_value("hello")
+
+    page.context.unroute("**/api/conversations/*/messages")
+    answer_turns_with(page, 'event: token\ndata: {"text":"S001 is"}\n\nevent: done\ndata: {not json\n\n')
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text(
+        "The reply failed: The server's answer could not be read."
+    )
+    expect(refusal).to_be_hidden()
+
+
 def test_send_waits_for_the_script(browser: Browser, web_server: WebServer, workspace: None) -> None:
     """Until chat.js runs (slow network, blocked script), Send is disabled: clicked, the form would go out
     natively, a GET with the question and the CSRF token in the address, and the question would be lost."""
