@@ -254,10 +254,9 @@ def _whole(conversation: Conversation, events: Iterator[services.ChatEvent]) -> 
             raise ApplicationError(event.data["message"], code=event.data["code"],
                                    status_code=event.data.get("status", 502), details=details)  # fmt: skip
         elif event.type == "done":
-            message = Message.objects.get(pk=event.data["message_id"])
-            body = {
+            body = {  # the reply as it was stored, not read again: its conversation may be deleted by now
                 "conversation_id": conversation.pk,
-                "message": message,
+                "message": event.reply,
                 "tool_calls": tool_calls,
                 "tokens": event.data["tokens"],
                 "latency_ms": event.data["latency_ms"],

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import markdown as md
 import nh3
+from django.utils.html import linebreaks
+
+logger = logging.getLogger(__name__)
 
 _TAGS = {
     "p", "br", "hr", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "a", "h1", "h2", "h3", "h4",
@@ -29,15 +33,31 @@ def _converter() -> md.Markdown:
     return converter
 
 
-def render(text: str) -> str:
-    """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links."""
+def _markdown(text: str) -> str:
+    """``text`` rendered by this thread's converter; if that fails, the text itself, escaped, in paragraphs.
+
+    Python-Markdown parses nested blocks by recursion: about 1,000 characters of list markers
+    (``"- " * 496``, which a model told to repeat something will write) exceed Python's recursion limit,
+    and its parser has no nesting limit to set. A failed render leaves state that ``reset()`` does not
+    clear (the block parser's stack of states: every later text on the thread rendered without its
+    paragraphs), so the converter is dropped and the thread builds a new one.
+    """
     converter = _converter()
     try:
-        html = converter.convert(text or "")
+        return converter.convert(text)
+    except Exception as exc:  # RecursionError, or any bug of the library's on an odd text
+        _local.converter = None
+        logger.warning("A reply of %d characters could not be rendered as Markdown (%s): shown as plain text",
+                       len(text), type(exc).__name__)  # fmt: skip
+        return linebreaks(text, autoescape=True)
     finally:
         converter.reset()
+
+
+def render(text: str) -> str:
+    """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links."""
     return nh3.clean(
-        html,
+        _markdown(text or ""),
         tags=_TAGS,
         attributes=_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},

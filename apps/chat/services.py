@@ -109,10 +109,14 @@ def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
 
 @dataclass(frozen=True)
 class ChatEvent:
-    """What the client sees: ``token``, ``tool_call``, ``tool_result``, ``done`` or ``error``."""
+    """What the client sees: ``token``, ``tool_call``, ``tool_result``, ``done`` or ``error``.
+
+    ``reply``: with ``done``, the stored reply, for an answer that shows it whole (not sent in the event).
+    """
 
     type: str
     data: dict[str, Any]
+    reply: Message | None = None
 
 
 def _check_content(content: str) -> str:
@@ -337,12 +341,14 @@ def _store_user_message(conversation: Conversation, content: str, *, replaces: i
     chat time to first token).
     """
     message = Message(conversation=conversation, role=Role.USER, content=content, replaces_id=replaces)
-    if not conversation.title:  # one line of text, as a renamed title must be (_valid_title)
-        conversation.title = one_line(content)[:TITLE_LENGTH]
-    _insert_message(
+    # The question titles a conversation whose title is empty as stored, not as read when the turn began: a
+    # rename made while the model server was starting on the question was overwritten.
+    title = one_line(content)[:TITLE_LENGTH]  # one line of text, as a renamed title must be (_valid_title)
+    (conversation.title,) = _insert_message(
         message,
-        then="SET title = %s, model = %s, updated_at = %s",
-        params=[conversation.title, conversation.model, _touch(conversation)],
+        then="SET title = CASE WHEN title = '' THEN %s ELSE title END, model = %s, updated_at = %s",
+        params=[title, conversation.model, _touch(conversation)],
+        returning="title",
     )
 
 
@@ -352,11 +358,14 @@ def _touch(conversation: Conversation) -> Any:
     return updated_at.get_db_prep_save(updated_at.pre_save(conversation, add=False), connection)
 
 
-def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] = ()) -> None:
+def _insert_message(
+    message: Message, *, then: str = "", params: Sequence[Any] = (), returning: str = ""
+) -> tuple[Any, ...]:
     """``INSERT`` the message; with ``then`` (an ``UPDATE``'s ``SET`` clause), update its conversation in the
     same statement (a data-modifying ``WITH``): one round trip, and atomic without a transaction.
 
-    The values are prepared by the fields themselves, as ``save()`` would; ``message.pk`` is set.
+    The values are prepared by the fields themselves, as ``save()`` would; ``message.pk`` is set. Returns the
+    values of ``returning`` (columns of the updated conversation, with ``then``).
     """
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     for field in fields:  # a model or a tool server may send NUL characters, which PostgreSQL cannot store
@@ -369,7 +378,7 @@ def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] =
               "RETURNING id")  # fmt: skip
     if then:
         sql = (f"WITH m AS ({insert}) UPDATE {Conversation._meta.db_table} {then} WHERE id = %s "
-               "RETURNING (SELECT id FROM m)")  # fmt: skip
+               f"RETURNING (SELECT id FROM m){', ' + returning if returning else ''}")  # fmt: skip
         values += [*params, message.conversation_id]
     else:
         sql = insert
@@ -386,6 +395,7 @@ def _insert_message(message: Message, *, then: str = "", params: Sequence[Any] =
     message.pk = row[0]
     message._state.adding = False
     message._state.db = connection.alias
+    return tuple(row[1:])
 
 
 def _stream_turn(
@@ -461,6 +471,7 @@ def _stream_turn(
             "latency_ms": reply.latency_ms,
             "html": render(reply.content),
         },
+        reply=reply,
     )
 
 

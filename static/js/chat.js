@@ -13,23 +13,35 @@
   const csrfInput = root.querySelector("input[name=csrfmiddlewaretoken]");
   const csrfToken = csrfInput ? csrfInput.value : "";
 
-  // The same API as any client, with the session's CSRF token; an error answer throws its message.
+  // The same API as any client, with the session's CSRF token; an error answer throws its message. What the page
+  // shows is in its language: the server's messages are translated, the browser's own words are English
+  // ("Failed to fetch"), and a status text is English too, or empty over HTTP/2.
   async function api(method, path, body, signal) {
-    const response = await fetch(path, {
-      method: method,
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: signal,
-      credentials: "same-origin",
-    });
+    let response;
+    try {
+      response = await fetch(path, {
+        method: method,
+        headers: {
+          "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "text/event-stream, application/json",
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: signal,
+        credentials: "same-origin",
+      });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      const failed = new Error(t("connectionFailed")); // no answer: offline, the server down, a proxy between
+      failed.code = "connection_failed";
+      throw failed;
+    }
     if (!response.ok) {
-      let message = response.statusText;
+      let message = t("status").replace("{status}", () => String(response.status));
       let code = "";
       try {
         const body = (await response.json()).error;
         message = describe(body);
         code = body.code;
-      } catch (e) { /* keep the status text */ }
+      } catch (e) { /* not the API's error (a proxy's page): the status */ }
       // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
       const ended = code === "not_authenticated"; // the API's code for a missing or failed credential
       const error = new Error(ended ? t("sessionEnded") : message);
@@ -259,11 +271,11 @@
   // the turn began), it replaces what the bubble shows, Markdown rendered and sanitized like any reply, so
   // what is shown is what is kept. Asked briefly; not found (nothing stored, or the page's next turn began),
   // the bubble stays as it is.
-  async function showStored(bubble, id, before, turn) {
+  async function showStored(bubble, id, before, turn, found) {
     const messages = "/api/conversations/" + id + "/messages?page_size=1";
     syncing = true;
     try {
-      await findStored(bubble, id, before, turn, messages);
+      if (await findStored(bubble, id, before, turn, messages)) found();
     } finally {
       syncing = false;
     }
@@ -274,21 +286,22 @@
   async function findStored(bubble, id, before, turn, messages) {
     for (const wait of STORED_WAITS) {
       await new Promise((resolve) => window.setTimeout(resolve, wait));
-      if (turn !== turns || id !== conversationId || !bubble.isConnected) return;
+      if (turn !== turns || id !== conversationId || !bubble.isConnected) return false;
       try {
         const count = (await (await api("GET", messages)).json()).count;
         if (!count) continue;
         const last = (await (await api("GET", messages + "&page=" + count)).json()).results[0];
-        if (turn !== turns) return;
+        if (turn !== turns) return false;
         if (!last || last.id <= before || last.role !== "assistant" || (last.tool_calls || []).length) continue;
         bubble.querySelector(".markdown").innerHTML = last.html; // sanitized on the server (nh3)
         bubble.dataset.messageId = last.id;
         copyIfSaid(bubble);
-        return;
+        return true;
       } catch (error) {
-        return; // the page stays as it is
+        return false; // the page stays as it is
       }
     }
+    return false;
   }
 
   function newBubble() {
@@ -307,18 +320,15 @@
     button.addEventListener("click", () => {
       if (controller) return;
       button.remove();
+      let replacing = null; // the answer a Regenerate replaces: the last one that did not fail
       if (button.dataset.testid === "chat-regenerate") {
-        const replaced = list.querySelectorAll(".bubble.assistant");
-        const last = replaced[replaced.length - 1];
-        if (last) {
-          last.classList.add("replaced");
-          last.append(el("div", "bubble-note", t("replaced")));
-        }
+        const answers = list.querySelectorAll(".bubble.assistant:not(.error)");
+        replacing = answers.length ? answers[answers.length - 1] : null;
       }
       const modelSelect = form.querySelector("select[name=model]");
       const body = { stream: true };
       if (modelSelect) body.model = modelSelect.value;
-      runTurn("/retry", body, newBubble(), null);
+      runTurn("/retry", body, newBubble(), { offered: button, replacing: replacing });
     });
   }
   function offerRetry(answered) {
@@ -368,11 +378,23 @@
     stopEditing(true);
     input.focus();
   });
-  // The edited question and everything after it stand replaced, as the page shows them after a reload.
-  function markEdited(question) {
+  // An answer that stands replaced, as the page shows it after a reload; the mark can be taken off again.
+  function markReplaced(answer) {
+    const note = el("div", "bubble-note", t("replaced"));
+    answer.classList.add("replaced");
+    answer.append(note);
+    return () => {
+      answer.classList.remove("replaced");
+      note.remove();
+    };
+  }
+
+  // The edited question and everything after it, up to the question that replaces it, stand replaced, as the
+  // page shows them after a reload.
+  function markEdited(question, replacement) {
     question.classList.add("replaced");
     question.append(el("div", "bubble-note", t("edited")));
-    for (let node = question.nextElementSibling; node; node = node.nextElementSibling) {
+    for (let node = question.nextElementSibling; node && node !== replacement; node = node.nextElementSibling) {
       if (node.matches(".bubble, .tool-panel")) node.classList.add("replaced");
     }
   }
@@ -380,15 +402,40 @@
 
   // A conversation made for a first question that was then refused (a quota, the member's daily limit, a
   // question too long) holds nothing: it is deleted again, so refusals do not fill the sidebar with empty
-  // conversations, and the question goes back into the input to be sent again later.
-  async function unmake(made, question) {
+  // conversations.
+  async function unmake(made) {
     const id = conversationId;
     conversationId = undefined;
     showAddress(root.dataset.chatUrl);
     made.item.replaceWith(...(made.placeholder ? [made.placeholder] : []));
     if (head) head.hidden = true;
-    if (!input.value) setInput(question);
     try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
+  }
+
+  // A turn the server refused (a limit, the rate limit, a conversation still busy) or that never reached it
+  // asked nothing: the page shows what it showed before, and says why over the input. The question goes back
+  // into the input (an edit is still being edited), and what was offered ("Try again", "Regenerate") is
+  // offered again: offered on the refused question, it would answer the one before it again.
+  const refusal = form.querySelector("[data-testid=chat-refusal]");
+  function refuse(message, body, bubble, was) {
+    bubble.remove();
+    if (was.question) was.question.remove();
+    if (was.empty && !list.querySelector(".bubble")) list.prepend(was.empty);
+    if (was.offered) list.append(was.offered);
+    if (was.edited) {
+      edited = was.edited;
+      editing.hidden = false;
+    }
+    if (body.content && !input.value) setInput(body.content);
+    refusal.textContent = message;
+    refusal.hidden = false;
+  }
+
+  // A failure in the page's language: the API's message (translated on the server) or the page's own words,
+  // not the browser's ("network error", a JSON.parse message).
+  function failure(error) {
+    if (error.status || error.code) return error.message;
+    return t(error.name === "SyntaxError" ? "unreadable" : "connectionFailed");
   }
 
   // A stopped turn frees its conversation once the server notices the client left: at its next token, or
@@ -410,8 +457,11 @@
   let turns = 0; // turns begun on this page: a stopped turn's reply is looked up only until the next begins
   let syncing = false; // a stopped turn's reply is being looked up
 
-  // One streamed turn into `bubble`: `path` under the conversation, `created` for a new one's first question.
-  async function runTurn(path, body, bubble, created) {
+  // One streamed turn into `bubble`: `path` under the conversation (made first for a new chat's question).
+  // `was`: what the page showed before, put back if the turn is refused: the new `question` (taken away), the
+  // question being `edited`, the "Try again" or "Regenerate" button `offered`, a new chat's `empty` state; and
+  // the answer a Regenerate is `replacing`, marked once a reply that replaces it is stored.
+  async function runTurn(path, body, bubble, was) {
     let text = bubble.querySelector(".markdown");
     const turn = ++turns;
     // This turn's messages are newer. Unknown when it begins while a stopped turn's reply was still being
@@ -420,9 +470,19 @@
     scroll();
     controller = new AbortController();
     busy(true);
+    refusal.hidden = true;
     const panels = {};
     let answered = false;
     let made = null; // the conversation this turn made for its question
+    let accepted = false; // the server took the turn (an edit is then stored): not refused
+    let refused = false;
+    // The replaced answer stands replaced once the server stores a reply naming it: as it streams one (kept if
+    // stopped) or calls a tool. A retry that fails replaces nothing: the mark comes off again.
+    let unmark = null;
+    let toolCalled = false;
+    const replaceAnswer = () => {
+      if (was.replacing && !unmark) unmark = markReplaced(was.replacing);
+    };
     try {
       if (!conversationId) {
         const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
@@ -432,7 +492,7 @@
         const placeholder = sidebar.querySelector(".muted");
         if (placeholder) placeholder.remove();
         const item = el("li");
-        const link = el("a", "active", created.slice(0, 60));
+        const link = el("a", "active", body.content.slice(0, 60));
         link.href = root.dataset.chatUrl + conversationId + "/";
         item.append(link);
         sidebar.prepend(item);
@@ -443,11 +503,16 @@
         }
       }
       const response = await askOnceFree(path, body, controller.signal);
+      accepted = true;
+      if (was.edited) markEdited(was.edited, was.question);
       let ended = false; // a done or error event came
       await readEvents(response, (type, data) => {
         if (type === "token") {
+          replaceAnswer();
           text.textContent += data.text;
         } else if (type === "tool_call") {
+          replaceAnswer();
+          toolCalled = true;
           if (!text.textContent) bubble.remove();
           else { // what the model said before calling the tool: done streaming
             bubble.classList.remove("streaming");
@@ -462,6 +527,7 @@
           const panel = panels[data.id];
           if (panel) finishToolPanel(panel, data);
         } else if (type === "done") {
+          replaceAnswer();
           ended = answered = true;
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
@@ -471,6 +537,7 @@
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         } else if (type === "error") {
           ended = true;
+          if (unmark && !toolCalled) unmark(); // stored as failed, a reply that replaces nothing
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
@@ -488,10 +555,12 @@
     } catch (error) {
       bubble.classList.remove("streaming");
       if (error.name === "AbortError") {
+        // An edit may have reached the server, which stores the question before anything else.
+        if (was.edited && !accepted) markEdited(was.edited, was.question);
         bubble.classList.add("incomplete");
         bubble.append(el("div", "bubble-note", t("stopped")));
         copyIfSaid(bubble);
-        if (conversationId && before !== null) showStored(bubble, conversationId, before, turn);
+        if (conversationId && before !== null) showStored(bubble, conversationId, before, turn, replaceAnswer);
       } else if (error.code === "session_ended") { // nothing was asked: the question goes back, and a way in
         bubble.classList.add("error");
         const note = el("div", "bubble-note", error.message + " ");
@@ -502,18 +571,21 @@
         bubble.append(note);
         if (body.content && !input.value) setInput(body.content);
         sessionEnded = true;
+      } else if (!accepted) {
+        refused = true;
+        if (made) await unmake(made);
+        refuse(failure(error), body, bubble, was);
       } else {
         bubble.classList.add("error");
-        bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => error.message)));
-        if (made && error.status) await unmake(made, created);
+        bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => failure(error))));
       }
     } finally {
       bubble.setAttribute("aria-busy", "false");
       controller = null;
       busy(false);
       // Without a conversation (its creation failed) there is no question to answer again; without a session,
-      // nothing can be asked until the member logs in again.
-      if (conversationId && !sessionEnded) offerRetry(answered);
+      // nothing can be asked until the member logs in again. A refused turn left what was offered as it was.
+      if (conversationId && !sessionEnded && !refused) offerRetry(answered);
       if (!sessionEnded) offerEdit();
       input.focus();
       scroll();
@@ -531,18 +603,19 @@
     const editButton = list.querySelector("[data-testid=chat-edit]");
     if (editButton) editButton.remove();
     const path = edited ? "/edit" : "/messages";
-    if (edited) markEdited(edited);
+    const was = { empty: empty, offered: retry, edited: edited }; // marked as edited once the server takes it
     stopEditing(false);
     const question = el("div", "bubble user", content);
     question.dataset.testid = "user-question";
     question.dataset.content = content;
     list.append(question);
+    was.question = question;
     const bubble = newBubble();
     setInput("");
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;
-    await runTurn(path, body, bubble, content);
+    await runTurn(path, body, bubble, was);
   });
 
   // A new chat's suggested questions: one click asks it.

@@ -348,8 +348,10 @@ def test_a_refused_first_question_leaves_no_empty_conversation(
     sidebar = page.get_by_test_id("conversations").inner_text()
     page.get_by_test_id("chat-input").fill("levels at S001")
     page.get_by_test_id("chat-send").click()
-    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("You have made the 5 AI calls a day.")
+    expect(page.get_by_test_id("chat-refusal")).to_have_text("You have made the 5 AI calls a day.")
     expect(page.get_by_test_id("chat-input")).to_have_value("levels at S001")
+    expect(page.get_by_test_id("messages").locator(".bubble")).to_have_count(0)  # nothing was asked
+    expect(page.get_by_test_id("chat-suggestion")).to_have_count(3)  # the new chat, as it was
     expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/")
     expect(page.get_by_test_id("chat-head")).to_be_hidden()
     expect(page.get_by_test_id("conversations")).to_have_text(sidebar)
@@ -360,6 +362,111 @@ def test_a_refused_first_question_leaves_no_empty_conversation(
         deadline -= 1
     assert count() == before
     connection.set_schema_to_public()
+
+
+def test_a_refused_question_edit_or_regenerate_leaves_the_exchange_before_as_it_was(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """Refused (here the conversation busy with another turn, as the server says), a question is taken off the
+    page and goes back into the input: left there, its "Try again" answered the question before it again, and
+    its "Edit" replaced that question and its answer. A refused edit or Regenerate marks nothing replaced."""
+    from django.conf import settings
+    from django_redis import get_redis_connection
+
+    from apps.chat.models import Message
+
+    page = chat_page(browser, web_server, "en")
+    question, send = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-send")
+    question.fill("levels at S001")
+    send.click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)  # the reply is done
+    conversation = page.url.rstrip("/").rsplit("/", 1)[1]
+    messages, refusal = page.get_by_test_id("messages"), page.get_by_test_id("chat-refusal")
+    busy_key = f"{settings.CACHE_KEY_PREFIX}:turn:t_chat_flow:{conversation}"
+    redis = get_redis_connection("default")
+    redis.set(busy_key, "another-turn", px=60_000)  # another turn holds the conversation
+    try:
+        question.fill("and at S002?")
+        send.click()
+        expect(refusal).to_contain_text("A reply is still being written in this conversation.")
+        expect(question).to_have_value("and at S002?")
+        expect(messages.locator(".bubble.user")).to_have_text(["levels at S001"])
+        expect(messages.locator(".bubble")).to_have_count(2)
+        expect(page.get_by_test_id("chat-regenerate")).to_have_count(1)  # as before, for the answer there
+        expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+        expect(messages.locator(".replaced")).to_have_count(0)
+
+        question.fill("")
+        page.get_by_test_id("chat-regenerate").click()
+        expect(refusal).to_contain_text("A reply is still being written in this conversation.")
+        expect(messages.locator(".bubble")).to_have_count(2)
+        expect(page.get_by_test_id("chat-regenerate")).to_have_count(1)
+        expect(messages.locator(".replaced")).to_have_count(0)  # the answer still stands
+
+        page.get_by_test_id("chat-edit").click()
+        expect(question).to_have_value("levels at S001")
+        question.fill("levels at S003")
+        send.click()
+        expect(refusal).to_contain_text("A reply is still being written in this conversation.")
+        expect(question).to_have_value("levels at S003")
+        expect(page.get_by_test_id("chat-editing")).to_be_visible()  # still an edit: sent again, it edits
+        expect(messages.locator(".bubble")).to_have_count(2)
+        expect(messages.locator(".replaced")).to_have_count(0)
+    finally:
+        redis.delete(busy_key)
+    send.click()
+    expect(refusal).to_be_hidden()
+    expect(messages.locator(".bubble.user.replaced")).to_have_text(["levels at S001Edited and asked again below."])
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("Station S003")
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        asked = list(Message.objects.filter(role="user").order_by("id").values_list("content", flat=True))
+    connection.set_schema_to_public()
+    assert asked == ["levels at S001", "levels at S003"]
+
+
+def test_a_regenerate_stopped_before_any_word_leaves_the_answer_standing(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Stopped before the server answered, a Regenerate stored nothing that replaces the answer: it stays as it
+    was, not dimmed as "answered again below"."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    page.context.route("**/api/conversations/*/retry", lambda route: None)  # no answer yet
+    page.get_by_test_id("chat-regenerate").click()
+    expect(page.get_by_test_id("chat-stop")).to_be_visible()
+    page.get_by_test_id("chat-stop").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("Stopped.")
+    expect(page.get_by_test_id("messages").locator(".replaced")).to_have_count(0)
+
+
+def test_failures_are_said_in_the_pages_words_not_the_browsers(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Not the status text (English, and empty over HTTP/2), nor "Failed to fetch" or a JSON.parse message."""
+    page = chat_page(browser, web_server, "en")
+    question, refusal = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-refusal")
+    answer_turns_with(page, "<html><body>Bad gateway</body></html>", status=502, content_type="text/html")
+    question.fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(refusal).to_have_text("The server answered with status 502.")
+    expect(question).to_have_value("hello")
+
+    page.context.unroute("**/api/conversations/*/messages")
+    page.context.route("**/api/conversations/*/messages", lambda route: route.abort())
+    page.get_by_test_id("chat-send").click()
+    expect(refusal).to_have_text("The connection to the server failed.")
+    expect(question).to_have_value("hello")
+
+    page.context.unroute("**/api/conversations/*/messages")
+    answer_turns_with(page, 'event: token\ndata: {"text":"S001 is"}\n\nevent: done\ndata: {not json\n\n')
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text(
+        "The reply failed: The server's answer could not be read."
+    )
+    expect(refusal).to_be_hidden()
 
 
 def test_send_waits_for_the_script(browser: Browser, web_server: WebServer, workspace: None) -> None:

@@ -131,6 +131,28 @@ class TestConversations:
         assert asked.status_code == 200, asked.content
         assert client.get(f"/api/conversations/{conversation}").json()["title"] == "line one line two"
 
+    def test_a_rename_while_the_model_server_starts_on_the_first_question_is_kept(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The first question titles the conversation only if its stored title is still empty: the turn wrote
+        the title of the copy it read at its start, over a rename made while the model server had not yet
+        answered."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        real_open_stream = engine.open_stream
+
+        def renamed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+            stream = real_open_stream(*args, **kwargs)  # the question is stored once the model server answers
+            services.conversation_rename(actor=Actor(user=client.member), title="Renamed meanwhile",
+                                         conversation=Conversation.objects.get(pk=conversation))  # fmt: skip
+            return stream
+
+        monkeypatch.setattr(engine, "open_stream", renamed_meanwhile)
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True}))
+        assert events[-1][0] == "done"
+        assert events[-1][1]["title"] == "Renamed meanwhile"
+        assert client.get(f"/api/conversations/{conversation}").json()["title"] == "Renamed meanwhile"
+
     def test_search_finds_what_was_said_but_not_tool_output_errors_or_others_conversations(
         self, tenant_alpha: TenantFixture
     ) -> None:
@@ -212,12 +234,38 @@ class TestReplies:
         assert "offline demo model" in body["message"]["content"]
         assert body["tokens"] > 0
         assert body["message"]["tokens_used"] == body["tokens"]
+        as_stored = client.get(f"/api/conversations/{conversation}/messages").json()["results"][-1]
+        assert body["message"] == as_stored  # the reply the turn holds, as a read of it shows it
         messages = stored(tenant_alpha, conversation)
         assert [(m.role, m.status) for m in messages] == [("user", "complete"), ("assistant", "complete")]
         with schema_context(tenant_alpha.tenant.schema_name):
             saved = Conversation.objects.get(pk=conversation)
             assert saved.title == "Hello there"  # from the first exchange
             assert saved.tokens_used == body["tokens"]
+
+    def test_a_whole_reply_whose_conversation_is_deleted_as_it_ends_is_still_answered(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The answer is the reply the turn stored; it read the reply again, and a DELETE of the conversation
+        (another tab) that came in between was a 500 (Message.DoesNotExist)."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        real_render = services.render
+
+        def deleted_meanwhile(text: str) -> str:  # the done event is built once the reply is stored
+            services.conversation_delete(actor=Actor(user=client.member),
+                                         conversation=Conversation.objects.get(pk=conversation))  # fmt: skip
+            return real_render(text)
+
+        monkeypatch.setattr(services, "render", deleted_meanwhile)
+        response = post(client, f"/api/conversations/{conversation}/messages", {"content": "Hello there"})
+        assert response.status_code == 200, response.content
+        message = response.json()["message"]
+        assert "offline demo model" in message["content"]
+        assert (message["role"], message["status"], message["replaced"]) == ("assistant", "complete", False)
+        assert message["id"] > 0
+        assert message["created_at"]
+        assert stored(tenant_alpha, conversation) == []  # deleted, with its messages
 
     def test_the_users_message_and_the_conversation_are_written_in_one_statement(
         self, tenant_alpha: TenantFixture
@@ -608,6 +656,36 @@ class TestModelServerFaults:
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "no_model_configured"
         assert stored(tenant_alpha, conversation) == []
+
+    def test_a_reply_nested_deeper_than_markdown_recurses_streams_and_shows_as_text(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """About 1,000 characters of list markers (a model told to repeat them) made Markdown raise RecursionError:
+        the done event, built after the reply was stored, broke the stream, and every view of the conversation
+        was then a 500."""
+        from apps.chat.markdown import render
+        from tests.accounts.test_pages import logged_in
+
+        deep = "- " * 2000 + "x"
+        chunks = [{"choices": [{"index": 0, "delta": {"content": deep}}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]  # fmt: skip
+        body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        client = logged_in(tenant_alpha, "user")  # the chat page's session, for the page too
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}"
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            events = sse(post(client, f"{path}/messages", {"content": "Repeat exactly: - - - x", "stream": True}))
+        kind, done = events[-1]
+        assert kind == "done"
+        assert done["html"] == f"<p>{deep}</p>"
+        assert stored(tenant_alpha, conversation)[-1].content == deep
+        assert client.get(path).json()["messages"][-1]["html"] == f"<p>{deep}</p>"
+        assert client.get(f"{path}/messages").json()["results"][-1]["html"] == f"<p>{deep}</p>"
+        page = client.get(f"/chat/{conversation}/")
+        assert page.status_code == 200
+        assert f"<p>{deep}</p>" in page.content.decode()
+        assert render("hello **x**") == "<p>hello <strong>x</strong></p>"  # this thread's converter is whole
 
 
 class TestExport:

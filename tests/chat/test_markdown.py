@@ -17,7 +17,7 @@ def test_links_defined_in_one_reply_do_not_resolve_in_the_next() -> None:
     assert "example.com" not in second
 
 
-def test_a_render_that_fails_leaves_nothing_behind() -> None:
+def test_a_render_that_fails_shows_the_text_and_leaves_nothing_behind(caplog: pytest.LogCaptureFixture) -> None:
     from markdown.treeprocessors import Treeprocessor
 
     from apps.chat.markdown import _converter
@@ -29,11 +29,41 @@ def test_a_render_that_fails_leaves_nothing_behind() -> None:
     converter = _converter()
     converter.treeprocessors.register(Boom(converter), "boom", 0)  # runs after the references were read
     try:
-        with pytest.raises(RuntimeError):
-            render("[docs]: https://example.com/docs\n\nSee the docs.")
+        shown = render("[docs]: https://example.com/docs\n\nSee the <b>docs</b>.")
     finally:
         converter.treeprocessors.deregister("boom")
+    assert shown == "<p>[docs]: https://example.com/docs</p>\n\n<p>See the &lt;b&gt;docs&lt;/b&gt;.</p>"
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
     assert "example.com" not in render("See [the manual][docs].")
+    assert _converter() is not converter  # built anew: nothing of the failed text is kept
+
+
+NORMAL = "hello **x**\n\n- a"
+NORMAL_HTML = "<p>hello <strong>x</strong></p>\n<ul>\n<li>a</li>\n</ul>"
+
+
+@pytest.mark.parametrize("text", ["- " * 2000 + "x <script>", "1. " * 2000 + "a"])
+def test_a_text_nested_deeper_than_the_parser_recurses_is_shown_as_text(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Python-Markdown parses nested blocks by recursion and has no nesting limit: past Python's recursion limit
+    the render raised RecursionError (a 500 on every view of the conversation), and left the thread's converter
+    rendering every later text without its paragraphs and emphasis."""
+    shown = render(text + "\nnext line")
+    assert shown.startswith("<p>" + text[:10])
+    assert shown.endswith("<br>next line</p>")
+    assert "<script" not in shown
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    assert "RecursionError" in caplog.records[0].getMessage()
+    assert render(NORMAL) == NORMAL_HTML
+
+
+@pytest.mark.parametrize("text", ["- " * 496 + "x", "1. " * 496 + "a"])
+def test_a_thousand_characters_of_list_markers_never_raise(text: str) -> None:
+    """Rendered as lists or as text, depending on how deep the caller's stack is: never an exception, and the
+    converter stays whole."""
+    assert "<script" not in render(text + "<script>")
+    assert render(NORMAL) == NORMAL_HTML
 
 
 def test_sanitized_and_the_same_on_every_thread() -> None:
