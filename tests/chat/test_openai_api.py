@@ -92,6 +92,18 @@ class TestInProcess:
         assert call["function"]["name"] == "get_water_levels"
         assert json.loads(call["function"]["arguments"])["station"] == "S001"
 
+    def test_a_body_as_deep_as_allowed_reaches_the_model_server(self, tenant_alpha: TenantFixture) -> None:
+        """100 levels, the most a body may nest, go through the serializers, the openai client and the model
+        server's request without anything of ours recursing out of Python's stack; one more is a 400."""
+        deep: Any = []
+        for _ in range(94):  # 95 arrays, in the body's object, tools, the tool, its function and parameters
+            deep = [deep]
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        for levels, status in ((deep, 200), ([deep], 400)):
+            tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "default": levels}}}
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], tools=[tool])
+            assert response.status_code == status, response.content
+
     def test_streaming_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(

@@ -139,16 +139,26 @@ def test_a_body_of_null_is_a_400_in_the_requests_language(tenant_alpha: TenantFi
 
 
 @pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])
-def test_a_body_nested_deeper_than_the_parser_goes_is_a_400(tenant_alpha: TenantFixture, path: str) -> None:
-    """Python's parser gives up at about a thousand levels with a RecursionError: before the login too."""
-    deep = '{"email": ' + "[" * 5000 + "]" * 5000 + "}"
+@pytest.mark.parametrize("depth", [101, 1200, 5000])
+def test_a_body_nested_deeper_than_the_limit_is_a_400_that_says_so(
+    tenant_alpha: TenantFixture, path: str, depth: int
+) -> None:
+    """Python's parser gives up at about a thousand levels with a RecursionError, and the parser's walk after it
+    went on recursing from where Python's parser stopped (900 to 1450 levels: a 500): before the login too."""
+    deep = '{"messages": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"  # the body is a level
     credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else ""
     if path == "/api/conversations":  # about a person: a member's token, not a key
         credential = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
-    client = tenant_alpha.client(**bearer(credential)) if credential else tenant_alpha.client()
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(credential) if credential else {})
     response = client.post(path, deep, content_type="application/json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_input"
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    too_deep = "The JSON is nested too deeply: at most 100 levels of arrays and objects."
+    assert error["details"]["non_field_errors"] == [too_deep]
+    at_the_limit = '{"messages": ' + "[" * 99 + "]" * 99 + "}"
+    answer = client.post(path, at_the_limit, content_type="application/json").json()["error"]
+    assert "non_field_errors" not in answer["details"]  # the fields' own rules refuse it, not its depth
 
 
 @pytest.mark.parametrize(
