@@ -8,16 +8,16 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError, ValidationError
-from rest_framework.parsers import get_encoding  # type: ignore[attr-defined]  # DRF's, not in its stubs
+from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.settings import api_settings
 from rest_framework.utils import json
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
-# A JSON string escape of a UTF-16 surrogate: the only way a body decoded as UTF-8 can carry one (a pair of
-# them decodes to one character; a lone one stays a surrogate, which no text can be encoded with).
+# A JSON string escape of a UTF-16 surrogate: the only way a body decoded as UTF-8 (as every body is) can carry
+# one (a pair of them decodes to one character; a lone one stays a surrogate, which no text can be encoded with).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 #: The deepest a body's arrays and objects may nest, the body itself being the first level. A tool's JSON
@@ -36,12 +36,19 @@ class JSONParser(parsers.JSONParser):
     infinity) are JSON that Python reads but cannot write again: fields checked as text refuse the first
     (DRF's ``CharField``), but free-form JSON (``/v1``'s message contents, tool schemas) went on to the model
     server's request and failed there, as a 502. Both are refused here, for every field, with the field's path.
+
+    JSON is UTF-8 (RFC 8259, section 8.1): a body that declares another charset is a 415. Decoded as it
+    declares, UTF-7's ``+2AA-`` is a lone surrogate without an escape that the check for them looks for, and
+    a charset that is not text at all (``bz2_codec``) would decompress a small body into a large one.
     """
 
     def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
-        encoding = get_encoding(parser_context or {})  # text charsets only (not bz2_codec: a bomb)
+        charset = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET  # Django's: a known codec
+        if codecs.lookup(charset).name != "utf-8":
+            message = _("Send JSON in UTF-8 (charset=utf-8, or no charset): “%(charset)s” is not accepted.")
+            raise UnsupportedMediaType(media_type or self.media_type, detail=message % {"charset": charset})
         try:
-            text = codecs.getreader(encoding)(stream).read()
+            text = stream.read().decode("utf-8")
             data = json.loads(text, parse_constant=json.strict_constant if self.strict else None)
         except RecursionError as exc:  # Python's parser: far deeper than MAX_DEPTH
             raise _refused((), _too_deep()) from exc

@@ -273,10 +273,29 @@ def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: Tenan
     assert client.get("/api/schema/?format=yaml").status_code == 200
 
 
-def test_a_body_in_a_charset_that_is_not_text_is_a_400(tenant_alpha: TenantFixture) -> None:
-    """``bz2_codec`` would decompress a small body into a large one after the size check."""
-    client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
-    for charset in ("bz2_codec", "zlib_codec"):
-        response = client.generic("POST", "/api/conversations", b"{}", f"application/json; charset={charset}")
-        assert response.status_code == 400, (charset, response.content)
-        assert response.json()["error"]["code"] == "invalid_input"
+def test_a_body_in_a_charset_other_than_utf8_is_a_415(tenant_alpha: TenantFixture) -> None:
+    """JSON is UTF-8 (RFC 8259, section 8.1). Decoded as declared, UTF-7's ``+2AA-`` was a lone surrogate that the
+    parser's check (for ``\\ud800`` escapes) did not see, and /v1 failed on it at the model server, as a 502;
+    ``bz2_codec`` would decompress a small body into a large one after the size check."""
+    client = tenant_alpha.client(
+        HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+    )
+    key = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.ADMIN)))
+    surrogate = b'{"messages": [{"role": "user", "content": "+2AA-"}]}'
+    for charset in ("utf-7", "UTF-16", "latin-1", "bz2_codec", "zlib_codec", "utf-8-sig"):
+        for asker, path, body in ((client, "/api/conversations", b"{}"), (key, "/v1/chat/completions", surrogate)):
+            response = asker.generic("POST", path, body, f"application/json; charset={charset}")
+            assert response.status_code == 415, (charset, path, response.content)
+            error = response.json()["error"]
+            assert error["code"] == "unsupported_media_type"
+            assert (
+                error["message"] == f"Send JSON in UTF-8 (charset=utf-8, or no charset): “{charset}” is not accepted."
+            )
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert not UsageEvent.objects.exists()  # nothing charged
+    for charset in ("utf-8", "UTF-8", "utf8"):
+        response = client.generic(
+            "POST", "/api/conversations", '{"title": "水位"}'.encode(), f"application/json; charset={charset}"
+        )
+        assert response.status_code == 201, (charset, response.content)
+        assert response.json()["title"] == "水位"
