@@ -99,9 +99,11 @@ def _model(model: str, created: int) -> dict[str, Any]:
 class MessageSerializer(JsonSerializer):
     role = serializers.ChoiceField(choices=_ROLES)
     content = serializers.JSONField(required=False, allow_null=True)
-    name = serializers.CharField(required=False, max_length=64)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = serializers.CharField(required=False, max_length=100)
+    # null as if left out (``_clean_message`` drops it), as OpenAI takes it: clients that send a reply back as the
+    # SDK's ``model_dump()`` gives it send ``"tool_calls": null``.
+    name = serializers.CharField(required=False, allow_null=True, max_length=64)
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True)
+    tool_call_id = serializers.CharField(required=False, allow_null=True, max_length=100)
 
     def validate_content(self, value: Any) -> Any:
         """OpenAI's shapes: a string, or a list of parts each with a ``type`` (a text part with its ``text``).

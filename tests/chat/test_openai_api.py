@@ -222,6 +222,28 @@ class TestInProcess:
         history = [{"role": "user", "content": "hi"}, called, answered]
         assert completions(client, messages=history).status_code == 200
 
+    def test_null_in_a_messages_optional_fields_is_the_same_as_leaving_them_out(
+        self, tenant_alpha: TenantFixture, model_requests: list[list[dict[str, Any]]]
+    ) -> None:
+        """A reply sent back as openai's ``model_dump()`` gives it has ``"tool_calls": null``, which OpenAI takes:
+        it was a 400 "may not be null"."""
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        reply = openai.types.chat.ChatCompletionMessage(role="assistant", content="Hello.").model_dump()
+        assert reply["tool_calls"] is None
+        history = [
+            {"role": "user", "content": "hi", "name": None, "tool_calls": None, "tool_call_id": None},
+            reply,
+            {"role": "user", "content": "and again", "name": None},
+        ]
+        response = completions(client, messages=history, tools=TOOLS)  # the client's tools: one model request
+        assert response.status_code == 200, response.content
+        sent = [m for m in model_requests[0] if m["role"] != "system"]
+        assert sent == [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "and again"},
+        ]
+
     def test_an_error_in_the_stream_has_the_v1_error_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(client, messages=[{"role": "user", "content": "hi #broken"}], stream=True)
