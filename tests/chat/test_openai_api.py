@@ -244,6 +244,44 @@ class TestInProcess:
             {"role": "user", "content": "and again"},
         ]
 
+    def test_at_most_2000_messages_counted_before_any_is_checked(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """2.5 MB of ``{}`` are 870,000 messages, which were checked one by one, each refused in words: 34 s of the
+        server's time for a 400, as often as a key's rate limit allowed."""
+        from django.utils import timezone
+        from django_redis import get_redis_connection
+
+        from apps.usage.meter import month_key
+
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        counter = month_key(tenant_alpha.tenant.schema_name, timezone.now().date())
+        calls_before = get_redis_connection("default").hget(counter, "calls")
+        too_many = completions(client, messages=[{}] * 2001)
+        assert too_many.status_code == 400
+        error = too_many.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_input", "messages")
+        assert error["details"] == {"messages": ["Send at most 2000 messages in one request."]}  # not 2001 errors
+        assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
+        assert completions(client, messages=[{"role": "user", "content": "hi"}] * 2000).status_code == 200
+        settings.CHAT_MAX_REQUEST_MESSAGES = 3
+        fewer = completions(client, messages=[{"role": "user", "content": "hi"}] * 4).json()["error"]
+        assert fewer["details"] == {"messages": ["Send at most 3 messages in one request."]}
+
+    def test_a_list_is_refused_for_its_length_before_its_items_and_at_its_first_bad_item(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """``tools`` was refused for its length (128) only after each of its items was checked, and each bad item of
+        a list got an error of its own: a body of a million bad items took half a minute to refuse."""
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        hi = {"role": "user", "content": "hi"}
+        tools = completions(client, messages=[hi], tools=[0] * 129).json()["error"]
+        assert tools["details"] == {"tools": ["Ensure this field has no more than 128 elements."]}
+        calls = completions(client, messages=[hi, {"role": "assistant", "tool_calls": [0, 1, 2]}]).json()["error"]
+        assert calls["details"] == {
+            "messages": {"1": {"tool_calls": {"0": ['Expected a dictionary of items but got type "int".']}}}
+        }
+
     def test_an_error_in_the_stream_has_the_v1_error_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(client, messages=[{"role": "user", "content": "hi #broken"}], stream=True)
