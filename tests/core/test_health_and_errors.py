@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -299,3 +300,50 @@ def test_a_body_in_a_charset_other_than_utf8_is_a_415(tenant_alpha: TenantFixtur
         )
         assert response.status_code == 201, (charset, response.content)
         assert response.json()["title"] == "水位"
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])
+def test_a_body_over_the_upload_limit_is_a_413_that_says_the_limit(
+    tenant_alpha: TenantFixture, path: str, settings: Any
+) -> None:
+    """Django's RequestDataTooBig was handler400's "The request is not valid.", without the rate-limit headers."""
+    credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else ""
+    if path == "/api/conversations":
+        credential = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(credential) if credential else {})
+    body = '{"title": "' + "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE + '"}'
+    response = client.post(path, body, content_type="application/json")
+    assert response.status_code == 413, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == (  # Django's sizes: a no-break space
+        "request_too_large",
+        "The request is too large: send at most 2.5\xa0MB.",
+    )
+    assert error["details"] == {"limit": 2_621_440}
+    if path.startswith("/v1/"):
+        assert (error["type"], error["param"]) == ("invalid_request_error", None)
+    assert ("X-RateLimit-Remaining" in response) == bool(credential)  # counted, as any request with a credential
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert not UsageEvent.objects.exists()
+
+
+def test_a_form_over_the_upload_limit_is_a_413_page(tenant_alpha: TenantFixture, settings: Any) -> None:
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    response = client.post("/login/", {"email": "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "password": "x"})
+    assert response.status_code == 413
+    assert response["Content-Type"].startswith("text/html")
+    assert "The request is too large: send at most 2.5\xa0MB." in response.content.decode()
+
+
+def test_a_body_too_large_outside_an_api_view_is_the_json_413_under_the_api(rf: Any) -> None:
+    """handler400, for a body read before an API view reads it (the views answer it themselves, above)."""
+    from django.core.exceptions import RequestDataTooBig
+
+    from apps.core.views import bad_request
+
+    response = bad_request(rf.post("/v1/chat/completions"), RequestDataTooBig("too big"))
+    assert response.status_code == 413
+    error = json.loads(response.content)["error"]
+    assert (error["code"], error["details"], error["type"]) == ("request_too_large", {"limit": 2_621_440},
+                                                                "invalid_request_error")  # fmt: skip
+    assert bad_request(rf.post("/api/users"), RequestDataTooBig("too big"))["Content-Type"] == "application/json"
