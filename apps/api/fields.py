@@ -77,3 +77,24 @@ def refuse_non_strings(fields: Mapping[str, serializers.Field], data: Any) -> No
             wrong[name] = [str(child.error_messages["invalid"])]
     if wrong:
         raise serializers.ValidationError(wrong)
+
+
+class BoundedListField(serializers.ListField):
+    """DRF's ``ListField``, quick to refuse a long list: ``max_length`` is checked before the items (DRF checks
+    it after them, as a validator), and the items up to the first bad one (DRF gathers every item's errors).
+    A body of 2.5 MB holds a million items: checking each, and writing an error for each, took half a minute
+    before a list of at most 128 was refused for its length."""
+
+    def to_internal_value(self, data: Any) -> list[Any]:
+        if isinstance(data, list) and self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
+        return list(super().to_internal_value(data))
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        result = []
+        for index, item in enumerate(data):
+            try:
+                result.append(self.child.run_validation(item))
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({str(index): exc.detail}) from exc
+        return result

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -75,6 +78,19 @@ class RateLimited(ApplicationError):
             details={"retry_after": retry_after},
             headers={"Retry-After": str(retry_after)},
         )
+
+
+class RequestTooLarge(ApplicationError):
+    """A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``: Django's ``RequestDataTooBig``, in words, with the limit in
+    bytes. Django answers it with ``handler400``'s "the request is not valid", which does not say what to change."""
+
+    status_code = 413
+    code = "request_too_large"
+
+    def __init__(self) -> None:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        message = _("The request is too large: send at most %(size)s.") % {"size": filesizeformat(limit)}
+        super().__init__(message, details={"limit": limit})
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -193,6 +209,8 @@ def _first_text(problems: Any) -> str:
 
 
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):  # reading request.data: the view's answer, with its rate-limit headers
+        exc = RequestTooLarge()
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, DjangoValidationError):

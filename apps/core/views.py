@@ -7,13 +7,14 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.core.exceptions import json_error
+from apps.core.exceptions import RequestTooLarge, json_error
 
 API_PREFIXES = ("/api/", "/v1/")
 
@@ -60,9 +61,20 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        return request_too_large(request)
     if is_api_request(request):
         return json_error("invalid_input", _("The request is not valid."), status=400, request=request)
     return error_page(request, status=400, title=_("Bad request"), message=_("The request is not valid."))
+
+
+def request_too_large(request: HttpRequest) -> HttpResponse:
+    """A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` read outside an API view (a page's form; the API's views answer
+    it themselves): 413, saying the limit, as JSON under /api/ and /v1/ and as a page elsewhere."""
+    too_large = RequestTooLarge()
+    if is_api_request(request):
+        return json_error(too_large.code, too_large.message, status=413, details=too_large.details, request=request)
+    return error_page(request, status=413, title=_("Too large"), message=too_large.message)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

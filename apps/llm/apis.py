@@ -8,7 +8,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
-from apps.api.fields import JsonBooleanField
+from apps.api.fields import BoundedListField, JsonBooleanField
 from apps.api.schema import error_response
 from apps.llm.client import check_model_server, provider_server
 from apps.llm.models import AssistantSettings, ModelProvider
@@ -54,7 +54,7 @@ class ModelProviderSaveApi(TenantApi):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
         base_url = serializers.CharField(max_length=500)
-        model_ids = serializers.ListField(child=serializers.CharField(max_length=100), max_length=50)
+        model_ids = BoundedListField(child=serializers.CharField(max_length=100), max_length=50)
         api_key = serializers.CharField(required=False, allow_blank=True, max_length=1000, default=None)
         is_active = JsonBooleanField(required=False, default=True)
 

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import StrictSerializer, TenantApi
-from apps.api.fields import JsonIntegerField
+from apps.api.fields import BoundedListField, JsonIntegerField
 from apps.api.schema import error_response, quota_exceeded
 from apps.mcp import services
 from apps.mcp.models import McpService, Transport
@@ -99,8 +99,7 @@ class McpServiceUpdateApi(TenantApi):
         type = serializers.ChoiceField(choices=Transport.choices, required=False)
         timeout_seconds = JsonIntegerField(required=False)
         headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
-        disabled_tools = serializers.ListField(child=serializers.CharField(max_length=200), max_length=500,
-                                               required=False)  # fmt: skip
+        disabled_tools = BoundedListField(child=serializers.CharField(max_length=200), max_length=500, required=False)
 
     @extend_schema(request=InputSerializer, responses={200: McpServiceOutput})
     def patch(self, request: Request, service_id: int) -> Response:

@@ -33,7 +33,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, JsonSerializer, TenantApi
-from apps.api.fields import JsonBooleanField, JsonFloatField, JsonIntegerField
+from apps.api.fields import BoundedListField, JsonBooleanField, JsonFloatField, JsonIntegerField
 from apps.chat import engine
 from apps.chat.services import system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
@@ -99,9 +99,11 @@ def _model(model: str, created: int) -> dict[str, Any]:
 class MessageSerializer(JsonSerializer):
     role = serializers.ChoiceField(choices=_ROLES)
     content = serializers.JSONField(required=False, allow_null=True)
-    name = serializers.CharField(required=False, max_length=64)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
-    tool_call_id = serializers.CharField(required=False, max_length=100)
+    # null as if left out (``_clean_message`` drops it), as OpenAI takes it: clients that send a reply back as the
+    # SDK's ``model_dump()`` gives it send ``"tool_calls": null``.
+    name = serializers.CharField(required=False, allow_null=True, max_length=64)
+    tool_calls = BoundedListField(child=serializers.DictField(), required=False, allow_null=True)
+    tool_call_id = serializers.CharField(required=False, allow_null=True, max_length=100)
 
     def validate_content(self, value: Any) -> Any:
         """OpenAI's shapes: a string, or a list of parts each with a ``type`` (a text part with its ``text``).
@@ -170,7 +172,7 @@ class ChatCompletionsApi(TenantApi):
         messages = MessageSerializer(many=True, allow_empty=False)
         stream = JsonBooleanField(required=False, default=False, allow_null=True)
         stream_options = StreamOptionsSerializer(required=False, allow_null=True)
-        tools = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
+        tools = BoundedListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
         tool_choice = serializers.JSONField(required=False, allow_null=True)
         n = JsonIntegerField(
             required=False, allow_null=True, min_value=1, max_value=1, error_messages={"max_value": _ONE_CHOICE}
@@ -196,6 +198,17 @@ class ChatCompletionsApi(TenantApi):
                 for name, field in self._declared_fields.items()
                 if given is None or name not in _OPTION_FIELDS or name in given
             }
+
+        def to_internal_value(self, data: Any) -> Any:
+            """At most CHAT_MAX_REQUEST_MESSAGES messages, counted before each is checked: 2.5 MB of ``{}`` are
+            870,000 messages, which took 34 s of the server's time to refuse one by one."""
+            messages = data.get("messages") if isinstance(data, dict) else None
+            most = settings.CHAT_MAX_REQUEST_MESSAGES
+            if isinstance(messages, list) and len(messages) > most:
+                raise serializers.ValidationError(
+                    {"messages": [_("Send at most %(most)d messages in one request.") % {"most": most}]}
+                )
+            return super().to_internal_value(data)
 
         def validate_stop(self, value: Any) -> Any:
             stops = [value] if isinstance(value, str) else value

@@ -325,6 +325,8 @@ LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5
 # Retries (with openai's exponential backoff) on connection errors, 429 and 5xx.
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+# The most messages one /v1/chat/completions request may send, counted before any is checked.
+CHAT_MAX_REQUEST_MESSAGES = env.int("CHAT_MAX_REQUEST_MESSAGES", default=2000)
 # Tool rounds (model asks for tools, tools run, model reads the results) per turn.
 CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
 # One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while its

@@ -94,6 +94,18 @@ class TestInProcess:
         assert call["function"]["name"] == "get_water_levels"
         assert json.loads(call["function"]["arguments"])["station"] == "S001"
 
+    def test_a_body_as_deep_as_allowed_reaches_the_model_server(self, tenant_alpha: TenantFixture) -> None:
+        """100 levels, the most a body may nest, go through the serializers, the openai client and the model
+        server's request without anything of ours recursing out of Python's stack; one more is a 400."""
+        deep: Any = []
+        for _ in range(94):  # 95 arrays, in the body's object, tools, the tool, its function and parameters
+            deep = [deep]
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        for levels, status in ((deep, 200), ([deep], 400)):
+            tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "default": levels}}}
+            response = completions(client, messages=[{"role": "user", "content": "hi"}], tools=[tool])
+            assert response.status_code == status, response.content
+
     def test_streaming_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(
@@ -211,6 +223,66 @@ class TestInProcess:
         answered = {"role": "tool", "tool_call_id": "c1", "content": "{}"}
         history = [{"role": "user", "content": "hi"}, called, answered]
         assert completions(client, messages=history).status_code == 200
+
+    def test_null_in_a_messages_optional_fields_is_the_same_as_leaving_them_out(
+        self, tenant_alpha: TenantFixture, model_requests: list[list[dict[str, Any]]]
+    ) -> None:
+        """A reply sent back as openai's ``model_dump()`` gives it has ``"tool_calls": null``, which OpenAI takes:
+        it was a 400 "may not be null"."""
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        reply = openai.types.chat.ChatCompletionMessage(role="assistant", content="Hello.").model_dump()
+        assert reply["tool_calls"] is None
+        history = [
+            {"role": "user", "content": "hi", "name": None, "tool_calls": None, "tool_call_id": None},
+            reply,
+            {"role": "user", "content": "and again", "name": None},
+        ]
+        response = completions(client, messages=history, tools=TOOLS)  # the client's tools: one model request
+        assert response.status_code == 200, response.content
+        sent = [m for m in model_requests[0] if m["role"] != "system"]
+        assert sent == [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "and again"},
+        ]
+
+    def test_at_most_2000_messages_counted_before_any_is_checked(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """2.5 MB of ``{}`` are 870,000 messages, which were checked one by one, each refused in words: 34 s of the
+        server's time for a 400, as often as a key's rate limit allowed."""
+        from django.utils import timezone
+        from django_redis import get_redis_connection
+
+        from apps.usage.meter import month_key
+
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        counter = month_key(tenant_alpha.tenant.schema_name, timezone.now().date())
+        calls_before = get_redis_connection("default").hget(counter, "calls")
+        too_many = completions(client, messages=[{}] * 2001)
+        assert too_many.status_code == 400
+        error = too_many.json()["error"]
+        assert (error["code"], error["param"]) == ("invalid_input", "messages")
+        assert error["details"] == {"messages": ["Send at most 2000 messages in one request."]}  # not 2001 errors
+        assert get_redis_connection("default").hget(counter, "calls") == calls_before  # not charged
+        assert completions(client, messages=[{"role": "user", "content": "hi"}] * 2000).status_code == 200
+        settings.CHAT_MAX_REQUEST_MESSAGES = 3
+        fewer = completions(client, messages=[{"role": "user", "content": "hi"}] * 4).json()["error"]
+        assert fewer["details"] == {"messages": ["Send at most 3 messages in one request."]}
+
+    def test_a_list_is_refused_for_its_length_before_its_items_and_at_its_first_bad_item(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """``tools`` was refused for its length (128) only after each of its items was checked, and each bad item of
+        a list got an error of its own: a body of a million bad items took half a minute to refuse."""
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        hi = {"role": "user", "content": "hi"}
+        tools = completions(client, messages=[hi], tools=[0] * 129).json()["error"]
+        assert tools["details"] == {"tools": ["Ensure this field has no more than 128 elements."]}
+        calls = completions(client, messages=[hi, {"role": "assistant", "tool_calls": [0, 1, 2]}]).json()["error"]
+        assert calls["details"] == {
+            "messages": {"1": {"tool_calls": {"0": ['Expected a dictionary of items but got type "int".']}}}
+        }
 
     def test_an_error_in_the_stream_has_the_v1_error_format(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))

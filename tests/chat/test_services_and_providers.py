@@ -351,6 +351,16 @@ class TestMcpServices:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.get(pk=hydrology.pk).disabled_tools == []
 
+    def test_too_many_disabled_tools_are_refused_for_their_number_before_each_is_checked(
+        self, tenant_alpha: TenantFixture, hydrology: Any
+    ) -> None:
+        """DRF checks a list's length after its items, and answers every bad item: a body of a million took seconds."""
+        body = {"disabled_tools": ["x" * 201] * 501}
+        response = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{hydrology.pk}", body)
+        assert response.json()["error"]["details"] == {
+            "disabled_tools": ["Ensure this field has no more than 500 elements."]
+        }
+
     def test_tools_kept_from_the_model_stay_kept_when_the_url_changes(
         self, tenant_alpha: TenantFixture, hydrology: Any
     ) -> None:
@@ -494,6 +504,13 @@ class TestModelProvider:
         reply = send(client, "post", f"/api/conversations/{conversation}/messages", {"content": "hi"})
         assert reply.status_code == 200, reply.content
         assert client.get("/api/models").json() == {"models": ["hydronet-demo"], "default": "hydronet-demo"}
+
+    def test_too_many_model_ids_are_refused_for_their_number_before_each_is_checked(
+        self, tenant_alpha: TenantFixture, demo_model_url: str
+    ) -> None:
+        body = {"base_url": demo_model_url, "model_ids": ["m" * 101] * 51}
+        response = send(admin(tenant_alpha), "put", "/api/model-provider", body)
+        assert response.json()["error"]["details"] == {"model_ids": ["Ensure this field has no more than 50 elements."]}
 
     def test_keeping_and_removing_the_key(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
         client = admin(tenant_alpha)

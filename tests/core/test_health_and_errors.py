@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -139,16 +140,26 @@ def test_a_body_of_null_is_a_400_in_the_requests_language(tenant_alpha: TenantFi
 
 
 @pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])
-def test_a_body_nested_deeper_than_the_parser_goes_is_a_400(tenant_alpha: TenantFixture, path: str) -> None:
-    """Python's parser gives up at about a thousand levels with a RecursionError: before the login too."""
-    deep = '{"email": ' + "[" * 5000 + "]" * 5000 + "}"
+@pytest.mark.parametrize("depth", [101, 1200, 5000])
+def test_a_body_nested_deeper_than_the_limit_is_a_400_that_says_so(
+    tenant_alpha: TenantFixture, path: str, depth: int
+) -> None:
+    """Python's parser gives up at about a thousand levels with a RecursionError, and the parser's walk after it
+    went on recursing from where Python's parser stopped (900 to 1450 levels: a 500): before the login too."""
+    deep = '{"messages": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"  # the body is a level
     credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else ""
     if path == "/api/conversations":  # about a person: a member's token, not a key
         credential = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
-    client = tenant_alpha.client(**bearer(credential)) if credential else tenant_alpha.client()
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(credential) if credential else {})
     response = client.post(path, deep, content_type="application/json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_input"
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    too_deep = "The JSON is nested too deeply: at most 100 levels of arrays and objects."
+    assert error["details"]["non_field_errors"] == [too_deep]
+    at_the_limit = '{"messages": ' + "[" * 99 + "]" * 99 + "}"
+    answer = client.post(path, at_the_limit, content_type="application/json").json()["error"]
+    assert "non_field_errors" not in answer["details"]  # the fields' own rules refuse it, not its depth
 
 
 @pytest.mark.parametrize(
@@ -263,10 +274,76 @@ def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: Tenan
     assert client.get("/api/schema/?format=yaml").status_code == 200
 
 
-def test_a_body_in_a_charset_that_is_not_text_is_a_400(tenant_alpha: TenantFixture) -> None:
-    """``bz2_codec`` would decompress a small body into a large one after the size check."""
-    client = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
-    for charset in ("bz2_codec", "zlib_codec"):
-        response = client.generic("POST", "/api/conversations", b"{}", f"application/json; charset={charset}")
-        assert response.status_code == 400, (charset, response.content)
-        assert response.json()["error"]["code"] == "invalid_input"
+def test_a_body_in_a_charset_other_than_utf8_is_a_415(tenant_alpha: TenantFixture) -> None:
+    """JSON is UTF-8 (RFC 8259, section 8.1). Decoded as declared, UTF-7's ``+2AA-`` was a lone surrogate that the
+    parser's check (for ``\\ud800`` escapes) did not see, and /v1 failed on it at the model server, as a 502;
+    ``bz2_codec`` would decompress a small body into a large one after the size check."""
+    client = tenant_alpha.client(
+        HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+    )
+    key = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.ADMIN)))
+    surrogate = b'{"messages": [{"role": "user", "content": "+2AA-"}]}'
+    for charset in ("utf-7", "UTF-16", "latin-1", "bz2_codec", "zlib_codec", "utf-8-sig"):
+        for asker, path, body in ((client, "/api/conversations", b"{}"), (key, "/v1/chat/completions", surrogate)):
+            response = asker.generic("POST", path, body, f"application/json; charset={charset}")
+            assert response.status_code == 415, (charset, path, response.content)
+            error = response.json()["error"]
+            assert error["code"] == "unsupported_media_type"
+            assert (
+                error["message"] == f"Send JSON in UTF-8 (charset=utf-8, or no charset): “{charset}” is not accepted."
+            )
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert not UsageEvent.objects.exists()  # nothing charged
+    for charset in ("utf-8", "UTF-8", "utf8"):
+        response = client.generic(
+            "POST", "/api/conversations", '{"title": "水位"}'.encode(), f"application/json; charset={charset}"
+        )
+        assert response.status_code == 201, (charset, response.content)
+        assert response.json()["title"] == "水位"
+
+
+@pytest.mark.parametrize("path", ["/api/auth/login", "/api/conversations", "/v1/chat/completions"])
+def test_a_body_over_the_upload_limit_is_a_413_that_says_the_limit(
+    tenant_alpha: TenantFixture, path: str, settings: Any
+) -> None:
+    """Django's RequestDataTooBig was handler400's "The request is not valid.", without the rate-limit headers."""
+    credential = api_key_secret(tenant_alpha, Role.ADMIN) if path.startswith("/v1/") else ""
+    if path == "/api/conversations":
+        credential = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(credential) if credential else {})
+    body = '{"title": "' + "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE + '"}'
+    response = client.post(path, body, content_type="application/json")
+    assert response.status_code == 413, response.content
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == (  # Django's sizes: a no-break space
+        "request_too_large",
+        "The request is too large: send at most 2.5\xa0MB.",
+    )
+    assert error["details"] == {"limit": 2_621_440}
+    if path.startswith("/v1/"):
+        assert (error["type"], error["param"]) == ("invalid_request_error", None)
+    assert ("X-RateLimit-Remaining" in response) == bool(credential)  # counted, as any request with a credential
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert not UsageEvent.objects.exists()
+
+
+def test_a_form_over_the_upload_limit_is_a_413_page(tenant_alpha: TenantFixture, settings: Any) -> None:
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    response = client.post("/login/", {"email": "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "password": "x"})
+    assert response.status_code == 413
+    assert response["Content-Type"].startswith("text/html")
+    assert "The request is too large: send at most 2.5\xa0MB." in response.content.decode()
+
+
+def test_a_body_too_large_outside_an_api_view_is_the_json_413_under_the_api(rf: Any) -> None:
+    """handler400, for a body read before an API view reads it (the views answer it themselves, above)."""
+    from django.core.exceptions import RequestDataTooBig
+
+    from apps.core.views import bad_request
+
+    response = bad_request(rf.post("/v1/chat/completions"), RequestDataTooBig("too big"))
+    assert response.status_code == 413
+    error = json.loads(response.content)["error"]
+    assert (error["code"], error["details"], error["type"]) == ("request_too_large", {"limit": 2_621_440},
+                                                                "invalid_request_error")  # fmt: skip
+    assert bad_request(rf.post("/api/users"), RequestDataTooBig("too big"))["Content-Type"] == "application/json"
