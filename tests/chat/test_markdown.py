@@ -66,6 +66,18 @@ def test_a_thousand_characters_of_list_markers_never_raise(text: str) -> None:
     assert render(NORMAL) == NORMAL_HTML
 
 
+def test_html_in_a_reply_is_shown_as_written() -> None:
+    """Not passed on as tags: deeply nested HTML made the sanitizer take seconds on every view of the reply."""
+    shown = render("a <b>bold</b> <script>x</script> &copy;\n\n<div>\n<ul><li>x</li></ul>\n</div>\n\n`<i>`")
+    assert shown == (
+        "<p>a &lt;b&gt;bold&lt;/b&gt; &lt;script&gt;x&lt;/script&gt; ©</p>\n"
+        "<p>&lt;div&gt;\n&lt;ul&gt;&lt;li&gt;x&lt;/li&gt;&lt;/ul&gt;\n&lt;/div&gt;</p>\n<p><code>&lt;i&gt;</code></p>"
+    )
+    deep = render("<ul><li>" * 20_000)
+    assert "<li>" not in deep
+    assert deep.startswith("<p>&lt;ul&gt;&lt;li&gt;")
+
+
 def test_sanitized_and_the_same_on_every_thread() -> None:
     text = "**bold** <script>alert(1)</script> [x](javascript:alert(1))\n\n```python\nprint(1)\n```"
     expected = render(text)
