@@ -289,13 +289,22 @@ class ChatCompletionsApi(TenantApi):
         return Response(_whole(events, completion_id, model, final_only=not client_tools))
 
 
+# The model server refused the request itself, as OpenAI's would (its context length passed, max_tokens beyond it,
+# a message or tool it does not take): the client's request, which a retry would only send again.
+REJECTED_REQUEST_STATUSES = frozenset({400, 413, 422})
+
+
 def _upstream_error(exc: engine.UpstreamError, *, charged: bool = False) -> ApplicationError:
-    """The model server's failure as a /v1 error: 502 ``upstream_error``.
+    """The model server's failure as a /v1 error: 502 ``upstream_error``, or 400 ``upstream_rejected`` where it
+    refused the request itself (``REJECTED_REQUEST_STATUSES``), with its words: openai's clients raise
+    ``BadRequestError`` for it, as they would for OpenAI's own, and do not retry it.
 
     ``charged``: the turn recorded calls before it failed. openai's clients retry a 502 (twice, by default),
     and each retry would run the turn, and charge those calls, again: ``x-should-retry: false`` tells
     them not to (their ``_should_retry`` obeys it before the status).
     """
+    if exc.status in REJECTED_REQUEST_STATUSES:
+        return ApplicationError(exc.message, code="upstream_rejected", status_code=400)
     headers = {"x-should-retry": "false"} if charged else None
     return ApplicationError(exc.message, code="upstream_error", status_code=502, headers=headers)
 

@@ -357,6 +357,38 @@ class TestInProcess:
         given = ChatCompletionsApi.InputSerializer(data={"messages": [], "temperature": 1})
         assert set(given.fields) == {"model", "messages", "stream", "tools", "temperature"}
 
+    @pytest.mark.parametrize("status", [400, 413, 422])
+    def test_a_request_the_model_server_refuses_is_a_400_in_its_words(
+        self, tenant_alpha: TenantFixture, settings: Any, status: int
+    ) -> None:
+        """Too long for the model's context, say: the client's request, not a failure a retry would mend."""
+        said = json.dumps({"error": {"message": "This model's maximum context length is 8192 tokens."}}).encode()
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(said, status=status, content_type="application/json") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            settings.LLM_MAX_RETRIES = 0
+            whole = completions(client, messages=[{"role": "user", "content": "hi"}])
+        assert whole.status_code == 400, whole.content
+        error = whole.json()["error"]
+        assert error["code"] == "upstream_rejected"
+        assert error["type"] == "invalid_request_error"
+        assert error["message"] == (
+            f"The model server answered {status}: This model's maximum context length is 8192 tokens."
+        )
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # given back
+
+    def test_a_model_server_that_fails_on_its_side_is_still_a_502(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        for status in (401, 404, 429, 503):
+            with canned_server(b'{"error": {"message": "no"}}', status=status, content_type="application/json") as root:
+                settings.LLM_BASE_URL = f"{root}/v1"
+                settings.LLM_MAX_RETRIES = 0
+                answer = completions(client, messages=[{"role": "user", "content": "hi"}])
+            assert (answer.status_code, answer.json()["error"]["code"]) == (502, "upstream_error"), status
+
     def test_an_upstream_failure_is_a_502(self, tenant_alpha: TenantFixture) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
         response = completions(client, messages=[{"role": "user", "content": "hi #error500"}])
