@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -481,7 +482,7 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
         arguments = None
     service, _sep, tool = name.partition(SEPARATOR)
     return ToolCall(
-        id=call.id or f"call_{index}",
+        id=call.id or f"call_{index}_{uuid.uuid4().hex[:16]}",  # unique: a later turn's call is another call
         name=name,
         service=service,
         tool=tool or name,

@@ -206,6 +206,25 @@ def turn_state(conversation: Conversation, *, last: Message | None = None) -> st
     return TurnState.UNANSWERED
 
 
+def _answered_calls(recent: list[dict[str, Any]]) -> dict[int, set[str]]:
+    """The ids of each assistant message's calls whose results were stored: the tool messages right after it.
+
+    By message, not over the whole window: servers that send no ids get ``call_<n>`` from some gateways, and
+    one whose ids repeat across turns had an earlier turn's result count for a later call that failed, whose
+    assistant message then went to the model server without its result, which refused every later turn.
+    """
+    answered: dict[int, set[str]] = {}
+    current: set[str] | None = None
+    for message in recent:
+        if message["role"] == "assistant":
+            current = answered.setdefault(message["id"], set())
+        elif message["role"] == "tool" and current is not None:
+            current.add(message["tool_call_id"])
+        else:
+            current = None
+    return answered
+
+
 def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` messages as the model reads them, starting at a user message.
 
@@ -216,7 +235,7 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
     recent = _recent_messages(conversation, limit)[-limit:] if limit > 0 else []
     while recent and recent[0]["role"] != "user":
         recent.pop(0)
-    answered = {m["tool_call_id"] for m in recent if m["role"] == "tool"}
+    answered = _answered_calls(recent)
     # Answered again or edited: the newer reply, the edited question and its answer stand.
     replaced = _replaced([(m["id"], m["role"], m.get("replaces")) for m in recent])
     history: list[dict[str, Any]] = []
@@ -228,7 +247,8 @@ def model_history(conversation: Conversation, *, limit: int) -> list[dict[str, A
             continue
         # A call whose result was never stored (the turn was cut short) is left out: the
         # model server would refuse a tool call without its result.
-        calls = [c for c in message["tool_calls"] if c["id"] in answered] if message["role"] == "assistant" else []
+        mine = answered.get(message["id"], set())
+        calls = [c for c in message["tool_calls"] if c["id"] in mine] if message["role"] == "assistant" else []
         if calls:
             history.append(
                 {

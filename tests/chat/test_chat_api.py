@@ -961,6 +961,30 @@ class TestRetry:
         assert "half a rep" not in json.dumps(history)
         assert history[1]["tool_calls"][0]["id"] == "c1"
 
+    def test_a_call_whose_id_an_earlier_turn_used_is_left_out_without_its_result(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A server whose ids repeat across turns: the first turn's result must not count for the second's call,
+        which failed before its result was stored (the model server refuses a call without its result)."""
+        from apps.chat import engine
+
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        call = engine.ToolCall(id="call_0", name="hydrology__list_stations", service="hydrology",
+                               tool="list_stations", arguments={}, raw_arguments="{}")  # fmt: skip
+        with schema_context(tenant_alpha.tenant.schema_name):
+            record = Conversation.objects.get(pk=conversation)
+            _store_user_message(record, "Which stations?")
+            _store_assistant(record, "hydronet-demo", "", 0, [call])
+            Message.objects.create(conversation=record, role="tool", tool_call_id="call_0", content="S001")
+            _store_assistant(record, "hydronet-demo", "S001.", 0, [])
+            _store_user_message(record, "And now?")
+            _store_assistant(record, "hydronet-demo", "Let me look.", 0, [call])  # its result never stored
+            history = model_history(Conversation.objects.get(pk=conversation), limit=50)
+        assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+        assert history[-1] == {"role": "assistant", "content": "Let me look."}
+        assert history[1]["tool_calls"][0]["id"] == "call_0"
+
     def test_bad_input_is_a_400(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
         client = member_client(tenant_alpha)
