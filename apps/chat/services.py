@@ -31,8 +31,9 @@ from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
 from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
+from apps.tenants.selectors import tenant_current
 from apps.usage.meter import Claim, Meter, Ticket
-from apps.usage.services import storage_changed
+from apps.usage.services import storage_changed, storage_freed
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
         metadata={"messages": conversation.messages.count()},
     )
     conversation.delete()
+    storage_freed(tenant=tenant_current())
 
 
 # --- The chat turn -------------------------------------------------------------------

@@ -8,9 +8,10 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django_tenants.utils import quote_schema_name
 from redis.exceptions import RedisError
 
 from apps.audit.services import audit_record
@@ -254,6 +255,57 @@ def storage_measure(*, tenant: Tenant) -> int:
     except RedisError:
         logger.warning("storage of %s not written to Redis; the next rebuild reads it from usage_stats", tenant)
     return size
+
+
+# The tables members free space in by deleting (their conversations and messages), and how often a tenant's are
+# rewritten at most.
+RECLAIMED_TABLES = ("chat_message", "chat_conversation")
+RECLAIM_EVERY_SECONDS = 300
+
+
+def storage_freed(*, tenant: Tenant) -> bool:
+    """After members deleted data, on a plan that stops at its storage quota: give the space back, then measure.
+
+    PostgreSQL keeps a table's freed pages for its next rows, so the size measured (``pg_total_relation_size``)
+    does not fall after a ``DELETE``: a free workspace whose storage was used up stayed refused however much it
+    deleted, though the refusal tells it to delete. ``storage_reclaim`` rewrites the tables (``VACUUM FULL``),
+    queued after commit, at most every ``RECLAIM_EVERY_SECONDS`` per tenant (Redis ``SET NX``; skipped if Redis is
+    down: the next delete asks again). Paid plans go on past the quota, and their freed pages are reused.
+    Returns whether a reclaim was queued.
+    """
+    if L.limits_for(tenant).storage_stop_at is None:
+        return False
+    schema = tenant.schema_name
+    try:
+        if not redis_client().set(f"{storage_key(schema)}:reclaim", 1, nx=True, ex=RECLAIM_EVERY_SECONDS):
+            return False
+    except RedisError:
+        return False
+    from apps.usage.tasks import reclaim_storage
+
+    transaction.on_commit(lambda: reclaim_storage.apply_async(headers={"_schema_name": schema}), robust=True)
+    return True
+
+
+def storage_reclaim(*, tenant: Tenant) -> int:
+    """Rewrite the tables deletes free space in, giving their freed pages back, then measure; returns the size.
+
+    ``VACUUM FULL`` holds the table (its reads wait) while it copies the live rows: a second or two for a free
+    plan's 100 MB. It waits at most 5 s for the table (a long transaction on it): then that table is left as
+    it is, for the next delete's reclaim.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '5s'")
+        try:
+            for table in RECLAIMED_TABLES:
+                try:
+                    cursor.execute(f"VACUUM (FULL) {quote_schema_name(tenant.schema_name)}.{table}")
+                except OperationalError:
+                    logger.warning("storage of %s: %s not rewritten (locked); the next delete tries again",
+                                   tenant.schema_name, table)  # fmt: skip
+        finally:
+            cursor.execute("RESET lock_timeout")
+    return storage_measure(tenant=tenant)
 
 
 LARGE_WRITE_BYTES = 64 * 1024

@@ -11,7 +11,13 @@ from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.models import Quota, QuotaAlert
-from apps.usage.services import calls_alerts_catch_up, quota_alerts_catch_up, storage_measure, usage_flush
+from apps.usage.services import (
+    calls_alerts_catch_up,
+    quota_alerts_catch_up,
+    storage_measure,
+    storage_reclaim,
+    usage_flush,
+)
 from config.celery import tenant_task
 
 
@@ -28,6 +34,12 @@ def flush_usage() -> int:
 def alerts_after_limits_lowered(quotas: list[str]) -> dict[str, list[int]]:
     """After staff lowered limits (another plan, an override): the thresholds the use is now past, raised once."""
     return quota_alerts_catch_up(tenant=tenant_current(), quotas=quotas)
+
+
+@tenant_task()
+def reclaim_storage() -> int:
+    """After members deleted data on a plan that stops at its storage quota: the space given back, then measured."""
+    return storage_reclaim(tenant=tenant_current())
 
 
 @tenant_task()
