@@ -461,7 +461,7 @@ class _Accumulator:
     def result(self) -> ModelReply:
         return ModelReply(
             content="".join(self.content),
-            tool_calls=[_tool_call(call, n) for n, call in sorted(self.calls.items())],
+            tool_calls=[_tool_call(call) for _n, call in sorted(self.calls.items())],
             prompt_tokens=self.usage[0],
             completion_tokens=self.usage[1],
             finish_reason=self.finish,
@@ -473,7 +473,7 @@ class _Accumulator:
 MAX_ARGUMENTS_DEPTH = 64
 
 
-def _tool_call(call: _Call, index: int) -> ToolCall:
+def _tool_call(call: _Call) -> ToolCall:
     # Joined before they are made whole: a pair of surrogates may come split across two pieces.
     name, raw = whole_characters(call.name), whole_characters("".join(call.arguments))
     try:
@@ -482,7 +482,8 @@ def _tool_call(call: _Call, index: int) -> ToolCall:
         arguments = None
     service, _sep, tool = name.partition(SEPARATOR)
     return ToolCall(
-        id=call.id or f"call_{index}_{uuid.uuid4().hex[:16]}",  # unique: a later turn's call is another call
+        # Unique: a later turn's call is another call (the index is the server's: any size).
+        id=call.id or f"call_{uuid.uuid4().hex}",
         name=name,
         service=service,
         tool=tool or name,

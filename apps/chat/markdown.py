@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import markdown as md
@@ -38,6 +39,33 @@ def _converter() -> md.Markdown:
     return converter
 
 
+# Python-Markdown's inline patterns look ahead for the end of each link they may start: a reply of unclosed or
+# deeply nested brackets ("[x" * 3000: 3.6 s; "[" * 20,000 + "x" + "]" * 20,000: 96 s) took seconds on every view.
+# Such a text, and a very long one, is shown as text (escaped, in paragraphs), as a text Markdown fails on.
+MAX_MARKDOWN_CHARS = 100_000
+MAX_BRACKET_DEPTH = 16
+# Each unclosed bracket or parenthesis has the patterns look through the rest of the text: at most this many
+# characters looked through in all (about 0.1 s here).
+MAX_LOOKAHEAD = 300_000
+_FENCED = re.compile(r"^(`{3,}|~{3,}).*?^\1", re.MULTILINE | re.DOTALL)
+
+
+def _worth_rendering(text: str) -> bool:
+    """Whether Markdown renders ``text`` in time: not too long, no deep or unclosed brackets outside fenced code."""
+    if len(text) > MAX_MARKDOWN_CHARS:
+        return False
+    prose = _FENCED.sub("", text) if "``" in text or "~~" in text else text
+    depth = deepest = 0
+    for char in prose:
+        if char == "[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == "]" and depth:
+            depth -= 1
+    unclosed = depth + max(0, prose.count("(") - prose.count(")"))
+    return deepest <= MAX_BRACKET_DEPTH and unclosed * len(prose) <= MAX_LOOKAHEAD
+
+
 def _markdown(text: str) -> str:
     """``text`` rendered by this thread's converter; if that fails, the text itself, escaped, in paragraphs.
 
@@ -47,6 +75,8 @@ def _markdown(text: str) -> str:
     clear (the block parser's stack of states: every later text on the thread rendered without its
     paragraphs), so the converter is dropped and the thread builds a new one.
     """
+    if not _worth_rendering(text):
+        return linebreaks(text, autoescape=True)
     converter = _converter()
     try:
         return converter.convert(text)

@@ -233,7 +233,7 @@ def test_calls_sent_without_an_id_get_ids_no_other_call_has() -> None:
     """``call_<index>`` alone repeated in every round and turn: a later call took an earlier one's result."""
     first = _calls({"index": 0, "function": {"name": "h__list_stations", "arguments": "{}"}},
                    {"index": 1, "function": {"name": "h__list_stations", "arguments": "{}"}})  # fmt: skip
-    again = _calls({"index": 0, "function": {"name": "h__list_stations", "arguments": "{}"}})
+    again = _calls({"index": 10**96, "function": {"name": "h__list_stations", "arguments": "{}"}})  # 97 digits
     ids = [c.id for c in first.tool_calls + again.tool_calls]
     assert len(set(ids)) == 3
     assert all(i.startswith("call_") and len(i) <= engine.MAX_TOOL_CALL_ID_CHARS for i in ids)

@@ -92,3 +92,30 @@ def test_sanitized_and_the_same_on_every_thread() -> None:
     for thread in threads:
         thread.join()
     assert results == [expected] * 8
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[x" * 3000, "[" * 20_000 + "x" + "]" * 20_000, "[a](" * 5000, "![a](" * 1000, "a " * 60_000],
+    ids=["unclosed", "nested", "unclosed-links", "unclosed-images", "long"],
+)
+def test_a_text_markdown_would_take_seconds_on_is_shown_as_text_without_parsing(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python-Markdown's link patterns look ahead for each bracket's end: "[x" * 3000 took 3.6 s and 40 kB of nested
+    brackets 96 s, on every view of the reply. Such texts are not given to it."""
+    from apps.chat import markdown
+
+    given: list[str] = []
+    monkeypatch.setattr(markdown._converter(), "convert", given.append)
+    shown = render(text)
+    assert given == []
+    assert shown.startswith("<p>" + text[:8].replace("<", "&lt;"))
+    assert "<a" not in shown
+
+
+def test_brackets_in_fenced_code_and_closed_links_are_rendered() -> None:
+    text = "See [the docs](https://example.com) [1] [2].\n\n```json\n" + "[" * 40 + "]" * 40 + "\n```"
+    shown = render(text)
+    assert '<a href="https://example.com"' in shown
+    assert "<pre><code" in shown
