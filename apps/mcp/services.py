@@ -30,6 +30,7 @@ from apps.usage.services import quota_check_count_alerts
 
 # Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.mcp.tool_names).
 # All three are used with fullmatch: "$" also matches before a final newline, which let "X-A\n" through.
+_SLUG_MAX_LENGTH = 30
 _SLUG_RE = re.compile(r"(?=.{1,30}\Z)[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Printable ASCII: the HTTP client encodes header values as ASCII, and a value it cannot failed every connect.
@@ -63,12 +64,17 @@ def _check_service_quota(*, adding: int = 1) -> None:
 
 
 def _slug_for(name: str) -> str:
-    base = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")[:24].rstrip("_") or "service"
-    if not base[0].isalpha():
-        base = f"s_{base}"[:24]
+    """A free slug made from ``name`` that keeps the rule a given slug is held to (``_SLUG_RE``): each cut is
+    followed by a strip, or it could end in ``_`` and a suffix make ``__``, and the model's names for two
+    services' tools could meet (``x_`` + ``__a`` and ``x`` + ``__`` + ``_a``)."""
+    words = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if words and not words[0].isalpha():
+        words = f"s_{words}"
+    base = words[:24].rstrip("_") or "service"
     slug, n = base, 2
     while McpService.objects.filter(slug=slug).exists():
-        slug, n = f"{base}_{n}", n + 1
+        suffix = f"_{n}"
+        slug, n = base[: _SLUG_MAX_LENGTH - len(suffix)].rstrip("_") + suffix, n + 1
     return slug
 
 

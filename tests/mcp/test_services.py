@@ -1,0 +1,69 @@
+"""Writes to MCP services: the slugs made for them, and what a change of address does to the stored headers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.chat.engine import bind_tools
+from apps.mcp.models import McpService
+from apps.mcp.services import mcp_service_create
+from tests.chat.test_services_and_providers import admin, send
+from tests.conftest import TEST_ACTOR, TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+# The rule a slug given to the API is held to (docs/api.md): words of lower-case letters and digits joined by
+# single underscores, starting with a letter, at most 30 characters.
+SLUG_RULE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+URL = "http://127.0.0.1:9/mcp"
+
+
+def tool(name: str) -> dict[str, Any]:
+    return {"name": name, "description": "", "input_schema": {"type": "object"}}
+
+
+class TestGeneratedSlugs:
+    @pytest.mark.parametrize(
+        "name",
+        ["123456789012345678901 x", "1", "x" * 23 + " y", "__Levels__", "Pegel · Wasser", "水文", "9" * 40, "a" * 40],
+    )
+    def test_a_slug_made_from_a_name_keeps_the_rule_for_given_slugs_also_when_numbered(
+        self, tenant_alpha: TenantFixture, name: str
+    ) -> None:
+        """A name starting with a digit got ``s_`` in front and was cut again, to ``s_123456789012345678901_``, and
+        the next one of the name ``s_123456789012345678901__2``: slugs the API refuses when they are given."""
+        client = admin(tenant_alpha)
+        slugs = []
+        for _ in range(3):
+            created = send(client, "post", "/api/mcp-services", {"name": name, "url": URL})
+            assert created.status_code == 201, created.content
+            slugs.append(created.json()["slug"])
+        assert len(set(slugs)) == 3
+        for slug in slugs:
+            assert SLUG_RULE.fullmatch(slug), slug
+            assert len(slug) <= 30
+            assert "__" not in slug
+        if name == "123456789012345678901 x":
+            assert slugs == ["s_123456789012345678901", "s_123456789012345678901_2", "s_123456789012345678901_3"]
+
+    def test_a_made_slug_never_gives_a_tool_the_name_of_another_services_tool(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """``s_123456789012345678901_`` with its tool ``a`` and a service given ``s_123456789012345678901`` with its
+        tool ``_a`` were both offered as ``s_123456789012345678901___a``: a call to it ran only one of them."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            given = mcp_service_create(actor=TEST_ACTOR, name="Given", url=URL, slug="s_123456789012345678901")
+            made = mcp_service_create(actor=TEST_ACTOR, name="123456789012345678901 x", url=URL)
+            again = mcp_service_create(actor=TEST_ACTOR, name="123456789012345678901 x", url=URL)
+            McpService.objects.filter(pk=given.pk).update(tools=[tool("_a"), tool("_2__a"), tool("2__a")])
+            McpService.objects.filter(pk__in=[made.pk, again.pk]).update(tools=[tool("a"), tool("_a")])
+            bound = bind_tools(McpService.objects.filter(pk__in=[given.pk, made.pk, again.pk]))
+        names = [each.exposed_name for each in bound]
+        assert len(bound) == 7
+        assert len(set(names)) == 7, names
+        for each in bound:  # the slug is everything before the first "__": a name says whose tool it is
+            assert each.exposed_name.partition("__")[0] == each.service.slug
