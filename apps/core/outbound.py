@@ -640,16 +640,19 @@ def guarded_client(
     timeout: float | httpx2.Timeout,
     headers: dict[str, str] | None = None,
     follow_redirects: bool = False,
+    wrap_transport: Callable[[httpx2.BaseTransport], httpx2.BaseTransport] | None = None,
 ) -> httpx2.Client:
     """A sync httpx2 client for tenant-supplied URLs: every connection is checked at connect time.
 
     No proxies or other settings from the environment (``trust_env=False``) and
     redirects are not followed unless asked; followed ones are checked like any
     other connection. A refused connection raises ``httpx2.ConnectError`` whose
-    ``__cause__`` is an :class:`UnsafeConnection`.
+    ``__cause__`` is an :class:`UnsafeConnection`. ``wrap_transport``: as for :func:`guarded_async_client`
+    (the model server check's bound on answers).
     """
+    transport: httpx2.BaseTransport = GuardedHTTPTransport()
     return httpx2.Client(
-        transport=GuardedHTTPTransport(),
+        transport=wrap_transport(transport) if wrap_transport else transport,
         timeout=timeout,
         headers=headers,
         follow_redirects=follow_redirects,
