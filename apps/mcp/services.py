@@ -274,8 +274,11 @@ def mcp_service_delete(*, actor: Actor, service: McpService) -> None:
     ai_setup_forget()
 
 
-def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSpec]:
+def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing:
     """Connect, list the tools and cache them. Outside any transaction: it waits on the network.
+
+    At most MAX_TOOLS_PER_SERVICE tools are loaded (``client.list_tools``); the listing says whether the
+    server lists more.
 
     Raises InvalidInput (code ``mcp_unreachable``) when the URL is not a working
     MCP server; the error is kept on the service for the admin to see. What the
@@ -285,21 +288,24 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSp
     """
     tested = McpService.objects.filter(pk=service.pk, url=service.url, type=service.type)
     try:
-        tools = client.list_tools(service)
+        listing = client.list_tools(service)
     except client.McpError as exc:
         if not tested.update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now()):
             _refuse_changed(service)
         message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
         raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
-    found = storable([{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools])
+    found = storable(
+        [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in listing.tools]
+    )
     now = timezone.now()
     with transaction.atomic():
         if not tested.update(tools=found, tools_refreshed_at=now, last_error="", updated_at=now):
             _refuse_changed(service)
-        audit_record(actor=actor, action="mcp_service.tested", target=service, metadata={"tools": len(tools)})
+        metadata: dict[str, Any] = {"tools": len(listing.tools)} | ({"more": True} if listing.more else {})
+        audit_record(actor=actor, action="mcp_service.tested", target=service, metadata=metadata)
         ai_setup_forget()
     service.tools, service.tools_refreshed_at, service.last_error, service.updated_at = found, now, "", now
-    return tools
+    return listing
 
 
 def _refuse_changed(service: McpService) -> None:

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from django_tenants.utils import schema_context
 
+from apps.accounts.permissions import Role
 from apps.chat.engine import bind_tools
 from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create
+from tests.accounts.test_pages import logged_in
 from tests.chat.test_services_and_providers import admin, send
 from tests.conftest import TEST_ACTOR, TenantFixture
 
@@ -67,3 +69,52 @@ class TestGeneratedSlugs:
         assert len(set(names)) == 7, names
         for each in bound:  # the slug is everything before the first "__": a name says whose tool it is
             assert each.exposed_name.partition("__")[0] == each.service.slug
+
+
+class TestToolPages:
+    """``tests.chat.awkward_mcp``'s ``/paged/mcp`` lists ``t1`` to ``t7`` in pages of 3; ``/endless/mcp`` lists
+    pages of 25 that never end."""
+
+    def add(self, tenant: TenantFixture, awkward_mcp_url: str, path: str) -> int:
+        url = awkward_mcp_url.removesuffix("/mcp") + path
+        created = send(admin(tenant), "post", "/api/mcp-services", {"name": path.strip("/"), "url": url})
+        assert created.status_code == 201, created.content
+        return int(created.json()["id"])
+
+    def test_every_page_of_the_tool_list_is_loaded(self, tenant_alpha: TenantFixture, awkward_mcp_url: str) -> None:
+        """The SDK's list_tools asks for one page: the first 3 tools were loaded, and the model never saw the rest."""
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert tested.status_code == 200, tested.content
+        assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 8)]
+        assert tested.json()["more_tools"] is False
+        listed = send(admin(tenant_alpha), "get", f"/api/mcp-services/{service_id}")
+        assert len(listed.json()["tools"]) == 7
+
+    def test_a_list_that_never_ends_stops_at_500_tools_and_says_so(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/endless/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert tested.status_code == 200, tested.content
+        names = [each["name"] for each in tested.json()["tools"]]
+        assert names == [f"p{page}_{i}" for page in range(20) for i in range(25)]
+        assert tested.json()["more_tools"] is True
+        page = logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+        assert "endless/mcp answers with 500 tools." in page.content.decode()
+        assert "lists more tools than HydroNet loads from one server: only the first 500 are loaded." in (
+            page.content.decode()
+        )
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert len(McpService.objects.get(pk=service_id).tools) == 500
+
+    def test_past_the_most_pages_the_list_stops_and_says_so(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.mcp import client
+
+        monkeypatch.setattr(client, "MAX_TOOL_PAGES", 2)
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 7)]
+        assert tested.json()["more_tools"] is True
