@@ -426,6 +426,21 @@ def check_url_to_store(url: str, *, field: str = "url") -> str:
     return checked
 
 
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs name one origin: scheme, host (without case or a trailing dot) and port (a scheme's default
+    port as none). A secret stored for a tenant's server may go where the URL moves only within its origin
+    (docs/architecture.md, "Secrets at rest"); a URL that does not parse has no origin."""
+
+    def origin(raw: str) -> tuple[str, str, int | None] | None:
+        try:
+            parsed = httpx2.URL(raw)
+        except (httpx2.InvalidURL, TypeError, ValueError):
+            return None
+        return parsed.scheme, parsed.host.rstrip("."), parsed.port
+
+    return origin(url) is not None and origin(url) == origin(other)
+
+
 # --- Connect time: the network backends -----------------------------------------------
 
 

@@ -18,7 +18,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
-from apps.core.outbound import check_url_to_store
+from apps.core.outbound import check_url_to_store, same_origin
 from apps.core.text import has_control_characters
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
@@ -192,11 +192,21 @@ def mcp_service_update(
 ) -> McpService:
     """Change a service. A new URL or transport forgets the cached tools until the next test.
 
+    A URL on another origin (scheme, host, port) than the stored one takes the auth headers anew or removes them
+    (``headers={}``): whoever may manage the service never sees them, and must not have them sent to a server of
+    their choosing by moving the URL and pressing "test".
+
     ``disabled_tools`` (names from the loaded tool list) are kept from the model;
     the others, and tools the server adds later, are offered.
     """
     service = _locked(service)
     clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
+    if "url" in clean and headers is None and service.has_secret_headers and not same_origin(service.url, clean["url"]):
+        message = _(
+            "The URL points to another server now: enter the auth headers again, or remove them. "
+            "The stored headers are not sent to another server."
+        )
+        raise InvalidInput(message, details={"headers": [message]})
     if disabled_tools is not None:
         clean["disabled_tools"] = _valid_disabled_tools(service, disabled_tools)
     changed: list[str] = []  # the model's fields

@@ -9,7 +9,9 @@ import pytest
 from django_tenants.utils import schema_context
 
 from apps.accounts.permissions import Role
+from apps.audit.models import AuditEvent
 from apps.chat.engine import bind_tools
+from apps.core.crypto import decrypt
 from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create
 from tests.accounts.test_pages import logged_in
@@ -118,3 +120,79 @@ class TestToolPages:
         tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
         assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 7)]
         assert tested.json()["more_tools"] is True
+
+
+HEADERS_MOVED = (
+    "The URL points to another server now: enter the auth headers again, or remove them. "
+    "The stored headers are not sent to another server."
+)
+
+
+class TestTheHeadersStayWithTheirServer:
+    def stored(self, tenant: TenantFixture, service_id: int) -> tuple[str, str]:
+        with schema_context(tenant.tenant.schema_name):
+            service = McpService.objects.get(pk=service_id)
+            return service.url, decrypt(service.secret_headers)
+
+    def updates(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return AuditEvent.objects.filter(action="mcp_service.updated").count()
+
+    def add(self, client: Any, **extra: Any) -> int:
+        created = send(client, "post", "/api/mcp-services", {"name": "Secret", "url": URL, **extra})
+        assert created.status_code == 201, created.content
+        return int(created.json()["id"])
+
+    @pytest.mark.parametrize(
+        "elsewhere", ["http://127.0.0.1:10/mcp", "https://127.0.0.1:9/mcp", "http://localhost:9/mcp"]
+    )
+    def test_a_url_on_another_server_without_the_headers_is_refused(
+        self, tenant_alpha: TenantFixture, elsewhere: str
+    ) -> None:
+        """An admin who never saw the headers moved the URL to a server of theirs and pressed "test": the stored
+        headers went there."""
+        client = admin(tenant_alpha)
+        service_id = self.add(client, headers={"Authorization": "Bearer stored"})
+        before = self.updates(tenant_alpha)
+        response = send(client, "patch", f"/api/mcp-services/{service_id}", {"url": elsewhere, "name": "Moved"})
+        assert response.status_code == 400, response.content
+        assert response.json()["error"] == {
+            "code": "invalid_input", "message": HEADERS_MOVED, "details": {"headers": [HEADERS_MOVED]},
+        }  # fmt: skip
+        assert self.stored(tenant_alpha, service_id) == (URL, '{"Authorization": "Bearer stored"}')
+        assert self.updates(tenant_alpha) == before
+
+    @pytest.mark.parametrize("headers", [{"Authorization": "Bearer new"}, {}])
+    def test_a_url_on_another_server_takes_new_headers_or_none(
+        self, tenant_alpha: TenantFixture, headers: dict[str, str]
+    ) -> None:
+        client = admin(tenant_alpha)
+        service_id = self.add(client, headers={"Authorization": "Bearer stored"})
+        moved = {"url": "http://127.0.0.1:10/mcp", "headers": headers}
+        response = send(client, "patch", f"/api/mcp-services/{service_id}", moved)
+        assert response.status_code == 200, response.content
+        assert response.json()["has_secret_headers"] is bool(headers)
+        url, stored = self.stored(tenant_alpha, service_id)
+        assert url == "http://127.0.0.1:10/mcp"
+        assert stored == ('{"Authorization": "Bearer new"}' if headers else "")
+
+    def test_the_same_server_and_a_service_without_headers_move_freely(self, tenant_alpha: TenantFixture) -> None:
+        client = admin(tenant_alpha)
+        with_headers = self.add(client, headers={"Authorization": "Bearer stored"})
+        same = send(client, "patch", f"/api/mcp-services/{with_headers}", {"url": "http://127.0.0.1:9/other/mcp"})
+        assert same.status_code == 200, same.content
+        assert self.stored(tenant_alpha, with_headers)[1] == '{"Authorization": "Bearer stored"}'
+        without = self.add(client)
+        moved = send(client, "patch", f"/api/mcp-services/{without}", {"url": "http://127.0.0.1:10/mcp"})
+        assert moved.status_code == 200, moved.content
+
+    def test_the_edit_page_refuses_it_too(self, tenant_alpha: TenantFixture) -> None:
+        service_id = self.add(admin(tenant_alpha), headers={"Authorization": "Bearer stored"})
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Secret", "url": "http://127.0.0.1:10/mcp", "type": "streamable-http", "timeout_seconds": 30}
+        refused = client.post(f"/services/{service_id}/edit/", form)
+        assert refused.status_code == 400
+        assert "enter the auth headers again, or remove them" in refused.content.decode()
+        assert self.stored(tenant_alpha, service_id) == (URL, '{"Authorization": "Bearer stored"}')
+        assert client.post(f"/services/{service_id}/edit/", {**form, "clear_headers": "on"}).status_code == 302
+        assert self.stored(tenant_alpha, service_id) == ("http://127.0.0.1:10/mcp", "")
