@@ -87,9 +87,10 @@ class McpServiceDetailApi(TenantApi):
 
 
 class McpServiceUpdateApi(TenantApi):
-    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers, disabled_tools.
+    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers, disabled_tools; not the slug.
 
     ``disabled_tools`` names tools of the loaded list that are not offered to the model; ``[]`` offers all.
+    ``timeout_seconds: null`` is the default, as on create.
     """
 
     required_permission = Perm.MANAGE_SERVICES
@@ -98,7 +99,7 @@ class McpServiceUpdateApi(TenantApi):
         name = serializers.CharField(max_length=100, required=False)
         url = serializers.CharField(max_length=500, required=False)
         type = serializers.ChoiceField(choices=Transport.choices, required=False)
-        timeout_seconds = JsonIntegerField(required=False)
+        timeout_seconds = JsonIntegerField(required=False, allow_null=True)
         headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
         disabled_tools = BoundedListField(
             child=serializers.CharField(max_length=200), max_length=MAX_TOOLS_PER_SERVICE, required=False
@@ -110,7 +111,10 @@ class McpServiceUpdateApi(TenantApi):
         service = access_mcp_service(actor, service_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        service = services.mcp_service_update(actor=actor, service=service, **data.validated_data)
+        fields = dict(data.validated_data)
+        if "timeout_seconds" in fields and fields["timeout_seconds"] is None:  # null, not left out
+            fields["timeout_seconds"] = services.DEFAULT
+        service = services.mcp_service_update(actor=actor, service=service, **fields)
         return Response(McpServiceOutput(service).data)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -42,6 +43,14 @@ _CONNECTION_HEADERS = frozenset({
     "proxy-connection", "proxy-authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
 })  # fmt: skip
 MAX_TIMEOUT_SECONDS = 120
+
+
+class _Default(enum.Enum):
+    VALUE = "default"
+
+
+# A field set back to its default (the API's null), where None leaves it as it is.
+DEFAULT: Final = _Default.VALUE
 
 
 def _check_service_quota(*, adding: int = 1) -> None:
@@ -186,7 +195,7 @@ def mcp_service_update(
     name: str | None = None,
     url: str | None = None,
     type: str | None = None,
-    timeout_seconds: int | None = None,
+    timeout_seconds: int | _Default | None = None,
     headers: dict[str, str] | None = None,
     disabled_tools: list[str] | None = None,
 ) -> McpService:
@@ -197,10 +206,12 @@ def mcp_service_update(
     their choosing by moving the URL and pressing "test".
 
     ``disabled_tools`` (names from the loaded tool list) are kept from the model;
-    the others, and tools the server adds later, are offered.
+    the others, and tools the server adds later, are offered. ``timeout_seconds=DEFAULT``:
+    MCP_DEFAULT_TIMEOUT_SECONDS, as a service created without one gets.
     """
     service = _locked(service)
-    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
+    timeout = settings.MCP_DEFAULT_TIMEOUT_SECONDS if isinstance(timeout_seconds, _Default) else timeout_seconds
+    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout, headers=headers)
     if "url" in clean and headers is None and service.has_secret_headers and not same_origin(service.url, clean["url"]):
         message = _(
             "The URL points to another server now: enter the auth headers again, or remove them. "

@@ -196,3 +196,29 @@ class TestTheHeadersStayWithTheirServer:
         assert self.stored(tenant_alpha, service_id) == (URL, '{"Authorization": "Bearer stored"}')
         assert client.post(f"/services/{service_id}/edit/", {**form, "clear_headers": "on"}).status_code == 302
         assert self.stored(tenant_alpha, service_id) == ("http://127.0.0.1:10/mcp", "")
+
+
+class TestPatch:
+    def test_a_null_timeout_is_the_default_again_as_on_create(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        """It was a 400 "This field may not be null." on PATCH, while create took it for the default."""
+        settings.MCP_DEFAULT_TIMEOUT_SECONDS = 17
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Timed", "url": URL, "timeout_seconds": None})
+        assert created.json()["timeout_seconds"] == 17
+        path = f"/api/mcp-services/{created.json()['id']}"
+        assert send(client, "patch", path, {"timeout_seconds": 5}).json()["timeout_seconds"] == 5
+        assert send(client, "patch", path, {"name": "Renamed"}).json()["timeout_seconds"] == 5  # left out: kept
+        reset = send(client, "patch", path, {"timeout_seconds": None})
+        assert reset.status_code == 200, reset.content
+        assert reset.json()["timeout_seconds"] == 17
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=created.json()["id"]).config["timeout_seconds"] == 17
+
+    def test_the_slug_cannot_be_changed(self, tenant_alpha: TenantFixture) -> None:
+        """As docs/api.md says: the model and the stored tool calls know the service's tools by it."""
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Fixed", "url": URL}).json()
+        response = send(client, "patch", f"/api/mcp-services/{created['id']}", {"slug": "other", "name": "New"})
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == ["slug"]
+        assert send(client, "get", f"/api/mcp-services/{created['id']}").json()["slug"] == "fixed"
