@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
@@ -26,6 +25,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from openai.types.chat import ChatCompletion
 
+from apps.core.text import whole_characters
 from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
@@ -43,20 +43,6 @@ class UpstreamError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def whole_characters(text: str) -> str:
-    """``text`` with each UTF-16 surrogate pair as the character it stands for, and each surrogate alone as U+FFFD.
-
-    ``json.loads`` keeps ``"\\ud800"`` as a lone surrogate, which no UTF-8 encoder takes: the
-    response, the stored message and the event that would carry it all fail.
-    """
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)

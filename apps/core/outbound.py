@@ -426,6 +426,21 @@ def check_url_to_store(url: str, *, field: str = "url") -> str:
     return checked
 
 
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs name one origin: scheme, host (without case or a trailing dot) and port (a scheme's default
+    port as none). A secret stored for a tenant's server may go where the URL moves only within its origin
+    (docs/architecture.md, "Secrets at rest"); a URL that does not parse has no origin."""
+
+    def origin(raw: str) -> tuple[str, str, int | None] | None:
+        try:
+            parsed = httpx2.URL(raw)
+        except (httpx2.InvalidURL, TypeError, ValueError):
+            return None
+        return parsed.scheme, parsed.host.rstrip("."), parsed.port
+
+    return origin(url) is not None and origin(url) == origin(other)
+
+
 # --- Connect time: the network backends -----------------------------------------------
 
 
@@ -640,16 +655,19 @@ def guarded_client(
     timeout: float | httpx2.Timeout,
     headers: dict[str, str] | None = None,
     follow_redirects: bool = False,
+    wrap_transport: Callable[[httpx2.BaseTransport], httpx2.BaseTransport] | None = None,
 ) -> httpx2.Client:
     """A sync httpx2 client for tenant-supplied URLs: every connection is checked at connect time.
 
     No proxies or other settings from the environment (``trust_env=False``) and
     redirects are not followed unless asked; followed ones are checked like any
     other connection. A refused connection raises ``httpx2.ConnectError`` whose
-    ``__cause__`` is an :class:`UnsafeConnection`.
+    ``__cause__`` is an :class:`UnsafeConnection`. ``wrap_transport``: as for :func:`guarded_async_client`
+    (the model server check's bound on answers).
     """
+    transport: httpx2.BaseTransport = GuardedHTTPTransport()
     return httpx2.Client(
-        transport=GuardedHTTPTransport(),
+        transport=wrap_transport(transport) if wrap_transport else transport,
         timeout=timeout,
         headers=headers,
         follow_redirects=follow_redirects,

@@ -9,16 +9,19 @@ is the SSRF-guarded one (apps.core.outbound), checked again at every connect.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import openai
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
 from apps.core.crypto import decrypt
 from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.text import whole_characters
 
 _UNSET: Any = object()
 
@@ -33,6 +36,9 @@ class ModelServerUnreachable(ApplicationError):
 
     status_code = 400
     code = "model_server_unreachable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(whole_characters(message))  # it may quote the server's own words
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,18 @@ class ServerCheck:
 def check_model_server(server: ModelServer) -> ServerCheck:
     """Ask the server for its models, with the stored key and no retries: is it reachable, does it take
     the key, does it offer the models the workspace names? Raises ModelServerUnreachable."""
-    client = openai_client(server).with_options(max_retries=0)
+    client = openai_client(server, answer_limit=settings.LLM_MODEL_LIST_MAX_BYTES).with_options(max_retries=0)
     try:
         # The raw response: openai's page type fails with an AttributeError on a body that is not a model list.
         offered = _listed_models(client.models.with_raw_response.list().http_response)
+    except AnswerTooLarge as exc:  # openai passes it on as it is, from the answer's body or an error's
+        raise ModelServerUnreachable(
+            _(
+                "The model server's answer to GET /models is larger than %(size)s, the most HydroNet reads from it. "
+                "Check that the base URL is the API's, which usually ends in /v1."
+            )
+            % {"size": filesizeformat(exc.limit)}
+        ) from exc
     except openai.AuthenticationError as exc:
         raise ModelServerUnreachable(
             _("The model server refused the API key (%(status)d).") % {"status": exc.status_code}
@@ -116,8 +130,9 @@ def status_words(exc: openai.APIStatusError) -> str:
                  "URL.") % {"status": status}  # fmt: skip
     error = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
     said = error.get("message") if isinstance(error, dict) else None
-    if isinstance(said, str) and said.strip():
-        return _("The model server answered %(status)d: %(error)s") % {"status": status, "error": said.strip()[:300]}
+    if isinstance(said, str) and said.strip():  # whole before it is cut: a pair cut in two is two halves
+        words = whole_characters(said).strip()[:300]
+        return _("The model server answered %(status)d: %(error)s") % {"status": status, "error": words}
     return _("The model server answered %(status)d.") % {"status": status}
 
 
@@ -150,10 +165,11 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 def _listed_models(response: httpx2.Response) -> tuple[str, ...]:
-    """The ids in an OpenAI ``GET /models`` answer; anything else (a web page, other JSON) is refused."""
+    """The ids in an OpenAI ``GET /models`` answer, as whole characters; anything else (a web page, other JSON,
+    JSON nested deeper than Python's parser goes) is refused."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     listed = body.get("data") if isinstance(body, dict) else None
     if not isinstance(listed, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in listed):
@@ -163,7 +179,7 @@ def _listed_models(response: httpx2.Response) -> tuple[str, ...]:
                 "Check that the base URL is the API's, which usually ends in /v1."
             )
         )
-    return tuple(model["id"] for model in listed)
+    return tuple(whole_characters(model["id"]) for model in listed)
 
 
 def choose_model(server: ModelServer, requested: str | None, *, field: str = "model") -> str:
@@ -179,15 +195,25 @@ def choose_model(server: ModelServer, requested: str | None, *, field: str = "mo
     return requested
 
 
-def openai_client(server: ModelServer) -> openai.OpenAI:
-    """An OpenAI client with our timeouts and bounded retries (openai backs off on 429 and 5xx)."""
+def openai_client(server: ModelServer, *, answer_limit: int | None = None) -> openai.OpenAI:
+    """An OpenAI client with our timeouts and bounded retries (openai backs off on 429 and 5xx).
+
+    ``answer_limit``: the most bytes of any answer it reads, decoded (:class:`BoundedAnswers`); for a client
+    whose answers are read whole, not one that reads a chat's stream.
+    """
     timeout = httpx2.Timeout(settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS)
+
+    def bounded(transport: httpx2.BaseTransport) -> httpx2.BaseTransport:
+        return BoundedAnswers(transport, limit=answer_limit) if answer_limit is not None else transport
+
     if server.tenant_supplied:
         from apps.core.outbound import guarded_client
 
-        http_client = guarded_client(timeout=timeout)
+        http_client = guarded_client(timeout=timeout, wrap_transport=bounded)
     else:
-        http_client = httpx2.Client(timeout=timeout, trust_env=False)
+        http_client = httpx2.Client(
+            transport=bounded(httpx2.HTTPTransport(trust_env=False)), timeout=timeout, trust_env=False
+        )
     return openai.OpenAI(
         base_url=server.base_url,
         api_key=server.api_key or "unused",
@@ -195,3 +221,60 @@ def openai_client(server: ModelServer) -> openai.OpenAI:
         timeout=timeout,
         http_client=http_client,
     )
+
+
+class AnswerTooLarge(Exception):
+    """An answer went past its client's ``answer_limit`` while it was read. Not an httpx2 error: openai would
+    take it for a connection that broke."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"An answer exceeded the {limit} byte limit.")
+        self.limit = limit
+
+
+class _BoundedBody(httpx2.SyncByteStream):
+    """``response``'s body, decoded, raising :class:`AnswerTooLarge` once more than ``limit`` bytes came."""
+
+    def __init__(self, response: httpx2.Response, limit: int) -> None:
+        self._response = response
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in self._response.iter_bytes():
+            read += len(chunk)
+            if read > self._limit:
+                raise AnswerTooLarge(self._limit)
+            yield chunk
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class BoundedAnswers(httpx2.BaseTransport):
+    """``transport``, whose answers are read through ``limit`` bytes at most (the sync twin of
+    ``apps.mcp.client.BoundedJsonAnswers``, for every answer: an error page too).
+
+    The body is handed on decoded, its ``Content-Encoding`` gone, so the bound counts what would be held, not
+    the compressed size; the read stops at the chunk that passes it.
+    """
+
+    def __init__(self, transport: httpx2.BaseTransport, *, limit: int) -> None:
+        self._transport = transport
+        self._limit = limit
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = self._transport.handle_request(request)
+        response.request = request
+        decoded = [(name, value) for name, value in response.headers.multi_items()
+                   if name.lower() not in ("content-encoding", "content-length")]  # fmt: skip
+        return httpx2.Response(
+            response.status_code,
+            headers=decoded,
+            stream=_BoundedBody(response, self._limit),
+            request=request,
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self._transport.close()

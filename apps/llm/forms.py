@@ -23,6 +23,8 @@ class ModelProviderForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text=_("Stored encrypted and never shown again. Leave empty to keep the stored key."),
     )
+    # Shown while a key is stored: the way to a server that needs none, since an empty key field keeps the key.
+    clear_api_key = forms.BooleanField(label=_("Remove the stored API key"), required=False)
     is_active = forms.BooleanField(label=_("Use it for this workspace"), required=False, initial=True)
 
     def clean_model_ids(self) -> list[str]:

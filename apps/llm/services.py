@@ -12,7 +12,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import InvalidInput, fields_refused
-from apps.core.outbound import check_url_to_store
+from apps.core.outbound import check_url_to_store, same_origin
 from apps.core.text import has_control_characters
 from apps.llm.models import AssistantSettings, ModelProvider
 from apps.llm.setup_cache import ai_setup_forget
@@ -32,7 +32,12 @@ def model_provider_save(
     api_key: str | None = None,
     is_active: bool = True,
 ) -> ModelProvider:
-    """Create or replace the tenant's provider. ``api_key=None`` keeps the stored key; "" removes it."""
+    """Create or replace the tenant's provider. ``api_key=None`` keeps the stored key; "" removes it.
+
+    A base URL on another origin (scheme, host, port) than the stored one takes the key anew or removes it:
+    whoever may manage the provider never sees the stored key, and must not have it sent to a server of their
+    choosing by moving the URL and pressing "test".
+    """
     errors: dict[str, list[str]] = {}
     url_refused: InvalidInput | None = None
     try:
@@ -57,6 +62,12 @@ def model_provider_save(
     if errors:
         raise fields_refused(errors, alone=url_refused)  # the URL alone: its own message (unsafe_url: docs/api.md)
     provider = _provider_locked(base_url=base_url, model_ids=model_ids)
+    if api_key is None and provider.has_api_key and not same_origin(provider.base_url, base_url):
+        message = _(
+            "The base URL points to another server now: enter the API key again, or remove it. "
+            "The stored key is not sent to another server."
+        )
+        raise InvalidInput(message, details={"api_key": [message]})
     provider.name = name
     provider.base_url = base_url
     provider.model_ids = model_ids

@@ -55,7 +55,7 @@ def provider_view(request: HttpRequest) -> HttpResponse:
                     name=data["name"],
                     base_url=data["base_url"],
                     model_ids=data["model_ids"],
-                    api_key=data["api_key"] or None,
+                    api_key="" if data["clear_api_key"] else (data["api_key"] or None),  # None keeps it
                     is_active=data["is_active"],
                 )
             except ApplicationError as exc:

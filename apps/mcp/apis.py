@@ -14,6 +14,7 @@ from apps.api.schema import error_response, quota_exceeded
 from apps.mcp import services
 from apps.mcp.models import McpService, Transport
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
+from apps.mcp.tool_names import MAX_TOOLS_PER_SERVICE
 
 
 class McpToolOutput(serializers.Serializer):
@@ -34,7 +35,7 @@ class McpServiceOutput(serializers.ModelSerializer):
 
     class Meta:
         model = McpService
-        fields = (
+        fields: tuple[str, ...] = (
             "id", "name", "slug", "url", "type", "timeout_seconds", "has_secret_headers", "is_active", "tools",
             "disabled_tools", "tools_refreshed_at", "last_error", "created_at", "updated_at",
         )  # fmt: skip
@@ -86,9 +87,10 @@ class McpServiceDetailApi(TenantApi):
 
 
 class McpServiceUpdateApi(TenantApi):
-    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers, disabled_tools.
+    """PATCH /api/mcp-services/{id}: any of name, url, type, timeout_seconds, headers, disabled_tools; not the slug.
 
     ``disabled_tools`` names tools of the loaded list that are not offered to the model; ``[]`` offers all.
+    ``timeout_seconds: null`` is the default, as on create.
     """
 
     required_permission = Perm.MANAGE_SERVICES
@@ -97,9 +99,11 @@ class McpServiceUpdateApi(TenantApi):
         name = serializers.CharField(max_length=100, required=False)
         url = serializers.CharField(max_length=500, required=False)
         type = serializers.ChoiceField(choices=Transport.choices, required=False)
-        timeout_seconds = JsonIntegerField(required=False)
+        timeout_seconds = JsonIntegerField(required=False, allow_null=True)
         headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
-        disabled_tools = BoundedListField(child=serializers.CharField(max_length=200), max_length=500, required=False)
+        disabled_tools = BoundedListField(
+            child=serializers.CharField(max_length=200), max_length=MAX_TOOLS_PER_SERVICE, required=False
+        )
 
     @extend_schema(request=InputSerializer, responses={200: McpServiceOutput})
     def patch(self, request: Request, service_id: int) -> Response:
@@ -107,7 +111,10 @@ class McpServiceUpdateApi(TenantApi):
         service = access_mcp_service(actor, service_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        service = services.mcp_service_update(actor=actor, service=service, **data.validated_data)
+        fields = dict(data.validated_data)
+        if "timeout_seconds" in fields and fields["timeout_seconds"] is None:  # null, not left out
+            fields["timeout_seconds"] = services.DEFAULT
+        service = services.mcp_service_update(actor=actor, service=service, **fields)
         return Response(McpServiceOutput(service).data)
 
 
@@ -153,20 +160,32 @@ class McpServiceDisableApi(_McpServiceSetActiveApi):
 class McpServiceTestApi(TenantApi):
     """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP).
 
+    ``more_tools`` is true when the server lists more tools than are loaded (the first 500 are).
     409 ``service_changed`` when the URL or transport changed while it was tested: nothing is stored.
     """
 
     required_permission = Perm.MANAGE_SERVICES
 
+    class OutputSerializer(McpServiceOutput):
+        more_tools = serializers.SerializerMethodField()
+
+        class Meta(McpServiceOutput.Meta):
+            fields = (*McpServiceOutput.Meta.fields, "more_tools")
+            read_only_fields = fields
+
+        def get_more_tools(self, service: McpService) -> bool:
+            return bool(self.context["more_tools"])
+
     @extend_schema(
         request=None,
         responses={
-            200: McpServiceOutput,
+            200: OutputSerializer,
             409: error_response("`service_changed`: the URL or transport changed during the test; nothing is stored."),
         },
     )
     def post(self, request: Request, service_id: int) -> Response:
         actor = self.actor(request)
         service = access_mcp_service(actor, service_id)
-        services.mcp_service_test(actor=actor, service=service)
-        return Response(McpServiceOutput(access_mcp_service(actor, service_id)).data)
+        listing = services.mcp_service_test(actor=actor, service=service)
+        service = access_mcp_service(actor, service_id)
+        return Response(self.OutputSerializer(service, context={"more_tools": listing.more}).data)

@@ -28,10 +28,11 @@ from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT
+from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
 
 from apps.core.crypto import decrypt
 from apps.mcp.models import McpService, Transport
+from apps.mcp.tool_names import MAX_TOOLS_PER_SERVICE
 from apps.tenants.db import connection
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,14 @@ class ToolSpec:
     name: str
     description: str
     input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolListing:
+    """The tools loaded from a server's list, in its order; ``more`` when it lists more than were loaded."""
+
+    tools: list[ToolSpec]
+    more: bool = False
 
 
 @dataclass(frozen=True)
@@ -280,17 +289,40 @@ _NOT_JSON = "Failed to parse JSON response"
 _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")
 
 
-def list_tools(service: McpService) -> list[ToolSpec]:
-    """The server's tools, as its tools/list answers them."""
+# The most pages of a tool list that are asked for: a server whose cursor never ends (or comes round again) is
+# stopped here, if the service's timeout has not stopped it first.
+MAX_TOOL_PAGES = 50
 
-    async def work(session: ClientSession) -> list[ToolSpec]:
-        result = await session.list_tools()
-        return [
-            ToolSpec(name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {}))
-            for tool in result.tools
-        ]
 
-    return _run(service, work)
+def list_tools(service: McpService) -> ToolListing:
+    """The server's tools, as its tools/list answers them, page after page (the SDK asks for one page).
+
+    At most MAX_TOOLS_PER_SERVICE tools from at most MAX_TOOL_PAGES pages, the first ones in the server's
+    order; past either, the listing stops there with ``more`` set. The whole listing shares the session's
+    time (the service's timeout).
+    """
+
+    async def work(session: ClientSession) -> ToolListing:
+        tools: list[ToolSpec] = []
+        cursor: str | None = None
+        for _page in range(MAX_TOOL_PAGES):
+            result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            tools += [
+                ToolSpec(name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {}))
+                for tool in result.tools
+            ]
+            cursor = result.next_cursor  # "" too is taken for the end: asked for again, it is the first page
+            if len(tools) > MAX_TOOLS_PER_SERVICE or (cursor and len(tools) == MAX_TOOLS_PER_SERVICE):
+                return ToolListing(tools[:MAX_TOOLS_PER_SERVICE], more=True)
+            if not cursor:
+                return ToolListing(tools)
+        return ToolListing(tools, more=True)
+
+    listing = _run(service, work)
+    if listing.more:
+        logger.warning("MCP service %s of %s lists more tools than are loaded; %d are", service.slug,
+                       connection.schema_name, len(listing.tools))  # fmt: skip
+    return listing
 
 
 def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:

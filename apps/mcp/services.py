@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,7 +19,7 @@ from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded, fields_refused
 from apps.core.models import storable
-from apps.core.outbound import check_url_to_store
+from apps.core.outbound import check_url_to_store, same_origin
 from apps.core.text import has_control_characters
 from apps.llm.setup_cache import ai_setup_forget
 from apps.mcp import client
@@ -30,6 +31,7 @@ from apps.usage.services import quota_check_count_alerts
 
 # Words joined by single underscores: "__" separates a service's slug from its tools' names (apps.mcp.tool_names).
 # All three are used with fullmatch: "$" also matches before a final newline, which let "X-A\n" through.
+_SLUG_MAX_LENGTH = 30
 _SLUG_RE = re.compile(r"(?=.{1,30}\Z)[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # Printable ASCII: the HTTP client encodes header values as ASCII, and a value it cannot failed every connect.
@@ -41,6 +43,14 @@ _CONNECTION_HEADERS = frozenset({
     "proxy-connection", "proxy-authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
 })  # fmt: skip
 MAX_TIMEOUT_SECONDS = 120
+
+
+class _Default(enum.Enum):
+    VALUE = "default"
+
+
+# A field set back to its default (the API's null), where None leaves it as it is.
+DEFAULT: Final = _Default.VALUE
 
 
 def _check_service_quota(*, adding: int = 1) -> None:
@@ -63,12 +73,17 @@ def _check_service_quota(*, adding: int = 1) -> None:
 
 
 def _slug_for(name: str) -> str:
-    base = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")[:24].rstrip("_") or "service"
-    if not base[0].isalpha():
-        base = f"s_{base}"[:24]
+    """A free slug made from ``name`` that keeps the rule a given slug is held to (``_SLUG_RE``): each cut is
+    followed by a strip, or it could end in ``_`` and a suffix make ``__``, and the model's names for two
+    services' tools could meet (``x_`` + ``__a`` and ``x`` + ``__`` + ``_a``)."""
+    words = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    if words and not words[0].isalpha():
+        words = f"s_{words}"
+    base = words[:24].rstrip("_") or "service"
     slug, n = base, 2
     while McpService.objects.filter(slug=slug).exists():
-        slug, n = f"{base}_{n}", n + 1
+        suffix = f"_{n}"
+        slug, n = base[: _SLUG_MAX_LENGTH - len(suffix)].rstrip("_") + suffix, n + 1
     return slug
 
 
@@ -180,17 +195,29 @@ def mcp_service_update(
     name: str | None = None,
     url: str | None = None,
     type: str | None = None,
-    timeout_seconds: int | None = None,
+    timeout_seconds: int | _Default | None = None,
     headers: dict[str, str] | None = None,
     disabled_tools: list[str] | None = None,
 ) -> McpService:
     """Change a service. A new URL or transport forgets the cached tools until the next test.
 
+    A URL on another origin (scheme, host, port) than the stored one takes the auth headers anew or removes them
+    (``headers={}``): whoever may manage the service never sees them, and must not have them sent to a server of
+    their choosing by moving the URL and pressing "test".
+
     ``disabled_tools`` (names from the loaded tool list) are kept from the model;
-    the others, and tools the server adds later, are offered.
+    the others, and tools the server adds later, are offered. ``timeout_seconds=DEFAULT``:
+    MCP_DEFAULT_TIMEOUT_SECONDS, as a service created without one gets.
     """
     service = _locked(service)
-    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout_seconds, headers=headers)
+    timeout = settings.MCP_DEFAULT_TIMEOUT_SECONDS if isinstance(timeout_seconds, _Default) else timeout_seconds
+    clean = _valid_fields(name=name, url=url, type=type, timeout_seconds=timeout, headers=headers)
+    if "url" in clean and headers is None and service.has_secret_headers and not same_origin(service.url, clean["url"]):
+        message = _(
+            "The URL points to another server now: enter the auth headers again, or remove them. "
+            "The stored headers are not sent to another server."
+        )
+        raise InvalidInput(message, details={"headers": [message]})
     if disabled_tools is not None:
         clean["disabled_tools"] = _valid_disabled_tools(service, disabled_tools)
     changed: list[str] = []  # the model's fields
@@ -268,8 +295,11 @@ def mcp_service_delete(*, actor: Actor, service: McpService) -> None:
     ai_setup_forget()
 
 
-def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSpec]:
+def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing:
     """Connect, list the tools and cache them. Outside any transaction: it waits on the network.
+
+    At most MAX_TOOLS_PER_SERVICE tools are loaded (``client.list_tools``); the listing says whether the
+    server lists more.
 
     Raises InvalidInput (code ``mcp_unreachable``) when the URL is not a working
     MCP server; the error is kept on the service for the admin to see. What the
@@ -279,21 +309,24 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> list[client.ToolSp
     """
     tested = McpService.objects.filter(pk=service.pk, url=service.url, type=service.type)
     try:
-        tools = client.list_tools(service)
+        listing = client.list_tools(service)
     except client.McpError as exc:
         if not tested.update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now()):
             _refuse_changed(service)
         message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
         raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
-    found = storable([{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools])
+    found = storable(
+        [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in listing.tools]
+    )
     now = timezone.now()
     with transaction.atomic():
         if not tested.update(tools=found, tools_refreshed_at=now, last_error="", updated_at=now):
             _refuse_changed(service)
-        audit_record(actor=actor, action="mcp_service.tested", target=service, metadata={"tools": len(tools)})
+        metadata: dict[str, Any] = {"tools": len(listing.tools)} | ({"more": True} if listing.more else {})
+        audit_record(actor=actor, action="mcp_service.tested", target=service, metadata=metadata)
         ai_setup_forget()
     service.tools, service.tools_refreshed_at, service.last_error, service.updated_at = found, now, "", now
-    return tools
+    return listing
 
 
 def _refuse_changed(service: McpService) -> None:

@@ -19,6 +19,9 @@ SEPARATOR = "__"
 MAX_NAME_LENGTH = 64
 # OpenAI refuses a request that offers more tools than this.
 MAX_TOOLS_PER_REQUEST = 128
+# The most tools loaded from one server's list (apps.mcp.client.list_tools), the first in its order; as many as
+# ``disabled_tools`` may name, so an admin can keep any of them from the model and offer the others.
+MAX_TOOLS_PER_SERVICE = 500
 _NOT_IN_NAMES = re.compile(r"[^a-zA-Z0-9_-]")
 
 

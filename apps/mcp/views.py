@@ -14,7 +14,9 @@ from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, put_on_form
 from apps.core.views import post_only
 from apps.mcp import services
+from apps.mcp.client import ToolListing
 from apps.mcp.forms import McpServiceEditForm, McpServiceForm
+from apps.mcp.models import McpService
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
 from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
 
@@ -72,8 +74,7 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
         messages.error(request, exc.message)
     else:
         if action == "test":
-            messages.success(request, _("%(name)s answers with %(count)d tools.") % {"name": service.name,
-                                                                                 "count": len(result)})  # fmt: skip
+            _say_tested(request, service, result)
         else:
             done = {
                 "enable": _("%(name)s is enabled: chats may use its tools."),
@@ -82,6 +83,17 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
             }
             messages.success(request, done[action] % {"name": service.name})
     return redirect("mcp:services")
+
+
+def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing) -> None:
+    """What a test loaded, as the page's next message; and that the server lists more, if it does."""
+    words = {"name": service.name, "count": len(listing.tools)}
+    messages.success(request, _("%(name)s answers with %(count)d tools.") % words)
+    if listing.more:
+        messages.warning(
+            request, _("%(name)s lists more tools than HydroNet loads from one server: only the first %(count)d are "
+                       "loaded.") % words,
+        )  # fmt: skip
 
 
 @permission_required(Perm.MANAGE_SERVICES)

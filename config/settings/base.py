@@ -324,6 +324,9 @@ LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
 LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
 # Retries (with openai's exponential backoff) on connection errors, 429 and 5xx.
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+# The most "test connection" reads of a model server's answer to GET /models (decoded; an error page too): a
+# larger one is refused, in words. OpenAI's own list of about 100 models is some 10 kB; 1 MiB holds thousands.
+LLM_MODEL_LIST_MAX_BYTES = env.int("LLM_MODEL_LIST_MAX_BYTES", default=1024 * 1024)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 # The most messages one /v1/chat/completions request may send, counted before any is checked.
 CHAT_MAX_REQUEST_MESSAGES = env.int("CHAT_MAX_REQUEST_MESSAGES", default=2000)

@@ -2,14 +2,17 @@
 
     python -m tests.chat.awkward_mcp --port 0
 
-Three endpoints of the same process:
+Five endpoints of the same process:
 
 - ``/mcp``: ``sleepy(seconds)`` answers after ``seconds``; ``sized(chars)`` answers ``chars`` characters,
   each answer an event stream (the SDK's default);
 - ``/json/mcp``: the same tools, each answer one ``application/json`` body;
 - ``/clash/mcp``: a server whose tool list has names that become the same once cleaned up for the model
   (``a.b``, ``a_b``, ``a b``; ``get.water_levels`` and ``get_water_levels``, which the demo model calls
-  for a question about levels) and one name twice (``dup``); each tool answers ``ran <its name>``.
+  for a question about levels) and one name twice (``dup``); each tool answers ``ran <its name>``;
+- ``/paged/mcp``: a tool list of 7 (``t1`` to ``t7``) in pages of 3, each page's ``nextCursor`` the next one's
+  first index;
+- ``/endless/mcp``: a tool list whose pages of 25 (``p<page>_<i>``) never end.
 """
 
 from __future__ import annotations
@@ -56,13 +59,37 @@ async def _call_clashing(ctx: Any, params: types.CallToolRequestParams) -> types
 
 clashing: Server[Any] = Server("clashing", on_list_tools=_list_clashing, on_call_tool=_call_clashing)
 
+PAGED_TOOLS = [f"t{i}" for i in range(1, 8)]
+
+
+def _tool(name: str) -> types.Tool:
+    return types.Tool(name=name, description=f"The tool {name!r}.", input_schema={"type": "object"})
+
+
+async def _list_paged(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    start = int(params.cursor) if params and params.cursor else 0
+    more = start + 3 < len(PAGED_TOOLS)
+    return types.ListToolsResult(tools=[_tool(name) for name in PAGED_TOOLS[start : start + 3]],
+                                 next_cursor=str(start + 3) if more else None)  # fmt: skip
+
+
+async def _list_endless(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    page = int(params.cursor) if params and params.cursor else 0
+    return types.ListToolsResult(tools=[_tool(f"p{page}_{i}") for i in range(25)], next_cursor=str(page + 1))
+
+
+paged: Server[Any] = Server("paged", on_list_tools=_list_paged, on_call_tool=_call_clashing)
+endless: Server[Any] = Server("endless", on_list_tools=_list_endless, on_call_tool=_call_clashing)
+
 
 def create_app(host: str = "127.0.0.1") -> Starlette:
-    """The three endpoints as one app; each streamable-HTTP app's lifespan runs its session manager."""
+    """The endpoints as one app; each streamable-HTTP app's lifespan runs its session manager."""
     apps = [
         server.streamable_http_app(host=host),
         server.streamable_http_app(host=host, streamable_http_path="/json/mcp", json_response=True),
         clashing.streamable_http_app(host=host, streamable_http_path="/clash/mcp"),
+        paged.streamable_http_app(host=host, streamable_http_path="/paged/mcp"),
+        endless.streamable_http_app(host=host, streamable_http_path="/endless/mcp"),
     ]
 
     @asynccontextmanager

@@ -55,7 +55,7 @@ class TestMcpServices:
         client = admin(tenant_alpha)
         created = send(client, "post", "/api/mcp-services", {"name": "Odd", "url": demo_mcp_url}).json()
         spec = mcp_client.ToolSpec(name="levels", description="Water\x00levels", input_schema={"title": "a\x00b"})
-        monkeypatch.setattr(mcp_client, "list_tools", lambda service: [spec])
+        monkeypatch.setattr(mcp_client, "list_tools", lambda service: mcp_client.ToolListing([spec]))
         tested = send(client, "post", f"/api/mcp-services/{created['id']}/test")
         assert tested.status_code == 200, tested.content
         assert tested.json()["tools"] == [
@@ -886,9 +886,9 @@ class TestMcpServiceRaces:
         """It recorded mcp_service.tested after mcp_service.deleted, then failed with a 500."""
         spec = mcp_client.ToolSpec(name="levels", description="", input_schema={})
 
-        def listed_while_deleted(service: McpService) -> list[mcp_client.ToolSpec]:
+        def listed_while_deleted(service: McpService) -> mcp_client.ToolListing:
             McpService.objects.filter(pk=service.pk).delete()
-            return [spec]
+            return mcp_client.ToolListing([spec])
 
         before = self.actions(tenant_alpha, hydrology.pk)
         monkeypatch.setattr(mcp_client, "list_tools", listed_while_deleted)
@@ -914,11 +914,11 @@ class TestMcpServiceRaces:
         spec = mcp_client.ToolSpec(name="old_server_tool", description="", input_schema={})
         new: dict[str, Any] = {"url": f"{hydrology.url}?moved=1"} if change == "url" else {"type": "sse"}
 
-        def listed_while_changed(service: McpService) -> list[mcp_client.ToolSpec]:
+        def listed_while_changed(service: McpService) -> mcp_client.ToolListing:
             mcp_service_update(actor=TEST_ACTOR, service=service, **new)  # the other request's PATCH
             if outcome == "error":
                 raise mcp_client.McpError("the old server is down")
-            return [spec]
+            return mcp_client.ToolListing([spec])
 
         before = self.actions(tenant_alpha, hydrology.pk)
         monkeypatch.setattr(mcp_client, "list_tools", listed_while_changed)
@@ -943,9 +943,9 @@ class TestMcpServiceRaces:
 
         spec = mcp_client.ToolSpec(name="levels", description="", input_schema={})
 
-        def listed_while_renamed(service: McpService) -> list[mcp_client.ToolSpec]:
+        def listed_while_renamed(service: McpService) -> mcp_client.ToolListing:
             mcp_service_update(actor=TEST_ACTOR, service=service, name="Renamed")
-            return [spec]
+            return mcp_client.ToolListing([spec])
 
         monkeypatch.setattr(mcp_client, "list_tools", listed_while_renamed)
         response = send(admin(tenant_alpha), "post", f"/api/mcp-services/{hydrology.pk}/test")

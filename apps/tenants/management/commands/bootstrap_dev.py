@@ -92,5 +92,5 @@ class Command(BaseCommand):
                 service = mcp_service_create(actor=CLI_ACTOR, name="Hydrology (demo)", url=url, slug="hydrology")
             elif service.url != url:  # the demo server gets a new port on every run
                 service = mcp_service_update(actor=CLI_ACTOR, service=service, url=url)
-            tools = mcp_service_test(actor=CLI_ACTOR, service=service)
-        self.stdout.write(f"Demo MCP service at {url} with {len(tools)} tools")
+            listing = mcp_service_test(actor=CLI_ACTOR, service=service)
+        self.stdout.write(f"Demo MCP service at {url} with {len(listing.tools)} tools")

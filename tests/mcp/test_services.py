@@ -1,0 +1,224 @@
+"""Writes to MCP services: the slugs made for them, and what a change of address does to the stored headers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django_tenants.utils import schema_context
+
+from apps.accounts.permissions import Role
+from apps.audit.models import AuditEvent
+from apps.chat.engine import bind_tools
+from apps.core.crypto import decrypt
+from apps.mcp.models import McpService
+from apps.mcp.services import mcp_service_create
+from tests.accounts.test_pages import logged_in
+from tests.chat.test_services_and_providers import admin, send
+from tests.conftest import TEST_ACTOR, TenantFixture
+
+pytestmark = pytest.mark.django_db
+
+# The rule a slug given to the API is held to (docs/api.md): words of lower-case letters and digits joined by
+# single underscores, starting with a letter, at most 30 characters.
+SLUG_RULE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+URL = "http://127.0.0.1:9/mcp"
+
+
+def tool(name: str) -> dict[str, Any]:
+    return {"name": name, "description": "", "input_schema": {"type": "object"}}
+
+
+class TestGeneratedSlugs:
+    @pytest.mark.parametrize(
+        "name",
+        ["123456789012345678901 x", "1", "x" * 23 + " y", "__Levels__", "Pegel · Wasser", "水文", "9" * 40, "a" * 40],
+    )
+    def test_a_slug_made_from_a_name_keeps_the_rule_for_given_slugs_also_when_numbered(
+        self, tenant_alpha: TenantFixture, name: str
+    ) -> None:
+        """A name starting with a digit got ``s_`` in front and was cut again, to ``s_123456789012345678901_``, and
+        the next one of the name ``s_123456789012345678901__2``: slugs the API refuses when they are given."""
+        client = admin(tenant_alpha)
+        slugs = []
+        for _ in range(3):
+            created = send(client, "post", "/api/mcp-services", {"name": name, "url": URL})
+            assert created.status_code == 201, created.content
+            slugs.append(created.json()["slug"])
+        assert len(set(slugs)) == 3
+        for slug in slugs:
+            assert SLUG_RULE.fullmatch(slug), slug
+            assert len(slug) <= 30
+            assert "__" not in slug
+        if name == "123456789012345678901 x":
+            assert slugs == ["s_123456789012345678901", "s_123456789012345678901_2", "s_123456789012345678901_3"]
+
+    def test_a_made_slug_never_gives_a_tool_the_name_of_another_services_tool(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """``s_123456789012345678901_`` with its tool ``a`` and a service given ``s_123456789012345678901`` with its
+        tool ``_a`` were both offered as ``s_123456789012345678901___a``: a call to it ran only one of them."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            given = mcp_service_create(actor=TEST_ACTOR, name="Given", url=URL, slug="s_123456789012345678901")
+            made = mcp_service_create(actor=TEST_ACTOR, name="123456789012345678901 x", url=URL)
+            again = mcp_service_create(actor=TEST_ACTOR, name="123456789012345678901 x", url=URL)
+            McpService.objects.filter(pk=given.pk).update(tools=[tool("_a"), tool("_2__a"), tool("2__a")])
+            McpService.objects.filter(pk__in=[made.pk, again.pk]).update(tools=[tool("a"), tool("_a")])
+            bound = bind_tools(McpService.objects.filter(pk__in=[given.pk, made.pk, again.pk]))
+        names = [each.exposed_name for each in bound]
+        assert len(bound) == 7
+        assert len(set(names)) == 7, names
+        for each in bound:  # the slug is everything before the first "__": a name says whose tool it is
+            assert each.exposed_name.partition("__")[0] == each.service.slug
+
+
+class TestToolPages:
+    """``tests.chat.awkward_mcp``'s ``/paged/mcp`` lists ``t1`` to ``t7`` in pages of 3; ``/endless/mcp`` lists
+    pages of 25 that never end."""
+
+    def add(self, tenant: TenantFixture, awkward_mcp_url: str, path: str) -> int:
+        url = awkward_mcp_url.removesuffix("/mcp") + path
+        created = send(admin(tenant), "post", "/api/mcp-services", {"name": path.strip("/"), "url": url})
+        assert created.status_code == 201, created.content
+        return int(created.json()["id"])
+
+    def test_every_page_of_the_tool_list_is_loaded(self, tenant_alpha: TenantFixture, awkward_mcp_url: str) -> None:
+        """The SDK's list_tools asks for one page: the first 3 tools were loaded, and the model never saw the rest."""
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert tested.status_code == 200, tested.content
+        assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 8)]
+        assert tested.json()["more_tools"] is False
+        listed = send(admin(tenant_alpha), "get", f"/api/mcp-services/{service_id}")
+        assert len(listed.json()["tools"]) == 7
+
+    def test_a_list_that_never_ends_stops_at_500_tools_and_says_so(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/endless/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert tested.status_code == 200, tested.content
+        names = [each["name"] for each in tested.json()["tools"]]
+        assert names == [f"p{page}_{i}" for page in range(20) for i in range(25)]
+        assert tested.json()["more_tools"] is True
+        page = logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+        assert "endless/mcp answers with 500 tools." in page.content.decode()
+        assert "lists more tools than HydroNet loads from one server: only the first 500 are loaded." in (
+            page.content.decode()
+        )
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert len(McpService.objects.get(pk=service_id).tools) == 500
+
+    def test_past_the_most_pages_the_list_stops_and_says_so(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.mcp import client
+
+        monkeypatch.setattr(client, "MAX_TOOL_PAGES", 2)
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 7)]
+        assert tested.json()["more_tools"] is True
+
+
+HEADERS_MOVED = (
+    "The URL points to another server now: enter the auth headers again, or remove them. "
+    "The stored headers are not sent to another server."
+)
+
+
+class TestTheHeadersStayWithTheirServer:
+    def stored(self, tenant: TenantFixture, service_id: int) -> tuple[str, str]:
+        with schema_context(tenant.tenant.schema_name):
+            service = McpService.objects.get(pk=service_id)
+            return service.url, decrypt(service.secret_headers)
+
+    def updates(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return AuditEvent.objects.filter(action="mcp_service.updated").count()
+
+    def add(self, client: Any, **extra: Any) -> int:
+        created = send(client, "post", "/api/mcp-services", {"name": "Secret", "url": URL, **extra})
+        assert created.status_code == 201, created.content
+        return int(created.json()["id"])
+
+    @pytest.mark.parametrize(
+        "elsewhere", ["http://127.0.0.1:10/mcp", "https://127.0.0.1:9/mcp", "http://localhost:9/mcp"]
+    )
+    def test_a_url_on_another_server_without_the_headers_is_refused(
+        self, tenant_alpha: TenantFixture, elsewhere: str
+    ) -> None:
+        """An admin who never saw the headers moved the URL to a server of theirs and pressed "test": the stored
+        headers went there."""
+        client = admin(tenant_alpha)
+        service_id = self.add(client, headers={"Authorization": "Bearer stored"})
+        before = self.updates(tenant_alpha)
+        response = send(client, "patch", f"/api/mcp-services/{service_id}", {"url": elsewhere, "name": "Moved"})
+        assert response.status_code == 400, response.content
+        assert response.json()["error"] == {
+            "code": "invalid_input", "message": HEADERS_MOVED, "details": {"headers": [HEADERS_MOVED]},
+        }  # fmt: skip
+        assert self.stored(tenant_alpha, service_id) == (URL, '{"Authorization": "Bearer stored"}')
+        assert self.updates(tenant_alpha) == before
+
+    @pytest.mark.parametrize("headers", [{"Authorization": "Bearer new"}, {}])
+    def test_a_url_on_another_server_takes_new_headers_or_none(
+        self, tenant_alpha: TenantFixture, headers: dict[str, str]
+    ) -> None:
+        client = admin(tenant_alpha)
+        service_id = self.add(client, headers={"Authorization": "Bearer stored"})
+        moved = {"url": "http://127.0.0.1:10/mcp", "headers": headers}
+        response = send(client, "patch", f"/api/mcp-services/{service_id}", moved)
+        assert response.status_code == 200, response.content
+        assert response.json()["has_secret_headers"] is bool(headers)
+        url, stored = self.stored(tenant_alpha, service_id)
+        assert url == "http://127.0.0.1:10/mcp"
+        assert stored == ('{"Authorization": "Bearer new"}' if headers else "")
+
+    def test_the_same_server_and_a_service_without_headers_move_freely(self, tenant_alpha: TenantFixture) -> None:
+        client = admin(tenant_alpha)
+        with_headers = self.add(client, headers={"Authorization": "Bearer stored"})
+        same = send(client, "patch", f"/api/mcp-services/{with_headers}", {"url": "http://127.0.0.1:9/other/mcp"})
+        assert same.status_code == 200, same.content
+        assert self.stored(tenant_alpha, with_headers)[1] == '{"Authorization": "Bearer stored"}'
+        without = self.add(client)
+        moved = send(client, "patch", f"/api/mcp-services/{without}", {"url": "http://127.0.0.1:10/mcp"})
+        assert moved.status_code == 200, moved.content
+
+    def test_the_edit_page_refuses_it_too(self, tenant_alpha: TenantFixture) -> None:
+        service_id = self.add(admin(tenant_alpha), headers={"Authorization": "Bearer stored"})
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Secret", "url": "http://127.0.0.1:10/mcp", "type": "streamable-http", "timeout_seconds": 30}
+        refused = client.post(f"/services/{service_id}/edit/", form)
+        assert refused.status_code == 400
+        assert "enter the auth headers again, or remove them" in refused.content.decode()
+        assert self.stored(tenant_alpha, service_id) == (URL, '{"Authorization": "Bearer stored"}')
+        assert client.post(f"/services/{service_id}/edit/", {**form, "clear_headers": "on"}).status_code == 302
+        assert self.stored(tenant_alpha, service_id) == ("http://127.0.0.1:10/mcp", "")
+
+
+class TestPatch:
+    def test_a_null_timeout_is_the_default_again_as_on_create(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        """It was a 400 "This field may not be null." on PATCH, while create took it for the default."""
+        settings.MCP_DEFAULT_TIMEOUT_SECONDS = 17
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Timed", "url": URL, "timeout_seconds": None})
+        assert created.json()["timeout_seconds"] == 17
+        path = f"/api/mcp-services/{created.json()['id']}"
+        assert send(client, "patch", path, {"timeout_seconds": 5}).json()["timeout_seconds"] == 5
+        assert send(client, "patch", path, {"name": "Renamed"}).json()["timeout_seconds"] == 5  # left out: kept
+        reset = send(client, "patch", path, {"timeout_seconds": None})
+        assert reset.status_code == 200, reset.content
+        assert reset.json()["timeout_seconds"] == 17
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=created.json()["id"]).config["timeout_seconds"] == 17
+
+    def test_the_slug_cannot_be_changed(self, tenant_alpha: TenantFixture) -> None:
+        """As docs/api.md says: the model and the stored tool calls know the service's tools by it."""
+        client = admin(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "Fixed", "url": URL}).json()
+        response = send(client, "patch", f"/api/mcp-services/{created['id']}", {"slug": "other", "name": "New"})
+        assert response.status_code == 400
+        assert list(response.json()["error"]["details"]) == ["slug"]
+        assert send(client, "get", f"/api/mcp-services/{created['id']}").json()["slug"] == "fixed"
