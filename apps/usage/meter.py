@@ -86,11 +86,14 @@ OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CL
 # generation, the key's value]}: a call that was let through gets the generation of the counters it is in
 # (the month's and the day's: apps.usage.models.UsageEvent.counted_in).
 # MEMBER_EXCEEDED has who's calls of the day where the others have the month's calls after.
+# Numbers go to Redis commands as the integer strings they came in (ARGV), never as Lua numbers: Redis 7.2.0
+# to 7.2.4 write 100000000 as "1e+08" (and every version 10^17 as "1e+17"), which HINCRBY, EXPIRE and SET PX
+# refuse (redis/redis#13113).
 _CHARGE = """
 local rate = -1
 if ARGV[1] == '1' then
   rate = redis.call('INCR', KEYS[1])
-  if rate == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+  if rate == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
   if rate > tonumber(ARGV[2]) then return {1, rate, 0, 0, 0} end
 end
 local n = tonumber(ARGV[4])
@@ -117,12 +120,12 @@ if member_stop >= 0 then
   local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[6] .. ':calls') or '0')
   if mine + n > member_stop then return {5, rate, used, mine, storage} end
 end
-local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
-redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
+local after = redis.call('HINCRBY', KEYS[2], 'calls', ARGV[4])
+redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', ARGV[4])
 local generation = redis.call('HGET', KEYS[2], 'g') or ''
 local of_day = redis.call('HGET', KEYS[3], 'g') or ''
 if of_day ~= generation then generation = generation .. '/' .. of_day end
-if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', tonumber(ARGV[10])) end
+if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', ARGV[10]) end
 if get_key then return {0, rate, used, after, storage, generation, redis.call('GET', get_key)} end
 return {0, rate, used, after, storage, generation}
 """
@@ -139,13 +142,13 @@ return 0
 _REBUILD_SCRIPT = """
 if not redis.call('HGET', KEYS[1], 'calls') then
   redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2], 'g', ARGV[6])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 if redis.call('HEXISTS', KEYS[2], 'init') == 0 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'init', '1', 'g', ARGV[6])
   for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 if not redis.call('GET', KEYS[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
 return 1
