@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60
 MONTH_TTL_SECONDS = 70 * 24 * 3600
 DAY_TTL_SECONDS = 3 * 24 * 3600
+# How many times one charge rebuilds counters it finds missing before it takes them as unreachable.
+REBUILDS = 2
 
 # What the charge script answers.
 OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CLAIMED = 0, 1, 2, 3, 4, 5, 6
@@ -332,18 +334,9 @@ class Meter:
         may cross to ``confirm``, for a caller that may still refuse the call.
         """
         day = L.today()
-        status, used_before, used_after, storage, generation, fetched = self._run(
-            calls=1, enforce_rate=True, day=day, also_get=also_get
-        )
+        status, used_before, used_after, storage, generation, fetched = self._charged(day, also_get)
         if status is None:
             return Ticket(kind=kind, day=day, counted=False)
-        if status == REBUILD:
-            self.rebuild(day)
-            status, used_before, used_after, storage, generation, fetched = self._run(
-                calls=1, enforce_rate=True, day=day, also_get=also_get
-            )
-            if status is None:
-                return Ticket(kind=kind, day=day, counted=False)
         if status == STORAGE_EXCEEDED:
             raise self._storage_exceeded(storage, day)
         if status == CALLS_EXCEEDED:
@@ -458,12 +451,8 @@ class Meter:
             if count_rate:
                 self.rate = RateState(limit=limit, reset=reset)
                 logger.warning("rate limit of %s not checked: Redis is unreachable (fail open)", self.schema)
-            if calls and (stop is not None or storage_stop is not None):
-                logger.warning("quota of %s not checked: Redis is unreachable (fail closed)", self.schema)
-                raise ApplicationError(
-                    _("Usage metering is unavailable for a moment. Try again shortly."),
-                    code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
-                ) from None  # fmt: skip
+            if calls:
+                self._unchecked("Redis is unreachable")
             return None, 0, 0, 0, "", None
         status, requests, before, after, storage = (int(v) for v in reply[:5])
         if count_rate:
@@ -473,6 +462,39 @@ class Meter:
                 raise RateLimited(retry_after=max(1, reset - int(time.time())))
         generation = reply[5].decode() if len(reply) > 5 else ""
         return status, before, after, storage, generation, reply[6] if len(reply) > 6 else None
+
+    def _charged(self, day: dt.date, also_get: str | None) -> tuple[int | None, int, int, int, str, bytes | None]:
+        """Run the charge script for one call; while it finds counters missing, rebuild them and run it again.
+
+        At most ``REBUILDS`` times: counters lost again each time (evicted under memory pressure, flushed
+        over and over) or a rebuild that fails in Redis leave the call unchecked, as when Redis cannot be
+        reached: the quota fails closed or open (``_unchecked``) and a call let through is not counted in
+        Redis, so its ledger row tells the flush to add it.
+        """
+        for attempt in range(REBUILDS + 1):
+            reply = self._run(calls=1, enforce_rate=True, day=day, also_get=also_get)
+            if reply[0] != REBUILD:
+                return reply
+            if attempt == REBUILDS:
+                self._unchecked(f"its counters were still missing after {REBUILDS} rebuilds")
+                break
+            try:
+                self.rebuild(day)
+            except RedisError:
+                self._unchecked("Redis failed while its counters were rebuilt")
+                break
+        return None, 0, 0, 0, "", None
+
+    def _unchecked(self, why: str) -> None:
+        """A call's quota could not be checked in Redis: refuse it (503 ``metering_unavailable``) where calls
+        may have to stop at the quota (the free plan, a spending cap), else let it through uncounted."""
+        if self.limits.calls_stop_at is not None or self.limits.storage_stop_at is not None:
+            logger.warning("quota of %s not checked: %s (fail closed)", self.schema, why)
+            raise ApplicationError(
+                _("Usage metering is unavailable for a moment. Try again shortly."),
+                code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
+            ) from None  # fmt: skip
+        logger.warning("quota of %s not checked: %s (fail open)", self.schema, why)
 
     def rebuild(self, day: dt.date) -> None:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed.

@@ -8,10 +8,12 @@ fail-closed decision (docs/architecture.md, "When Redis is down").
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from django.db.models import Sum
 from django_redis import get_redis_connection
@@ -20,12 +22,13 @@ from django_tenants.utils import schema_context
 from apps.core.exceptions import ApplicationError
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
+from apps.usage import meter as meter_module
 from apps.usage.meter import Claim, Meter, day_key, month_key
 from apps.usage.models import UsageStat
 from apps.usage.scripts import Adjustment, add_to_counters
 from tests.conftest import TenantFixture
-from tests.usage.conftest import counters, flush
-from tests.usage.test_metering import events
+from tests.usage.conftest import counters, flush, forget_counters
+from tests.usage.test_metering import events, key_client, limits, v1
 
 pytestmark = pytest.mark.django_db
 
@@ -54,6 +57,91 @@ def failing(error: BaseException) -> Callable[..., Any]:
         raise error
 
     return fail
+
+
+# --- Counters lost again, or Redis failing, while a charge rebuilds them ----------------------
+
+
+def lost_after_each_rebuild(monkeypatch: pytest.MonkeyPatch) -> list[dt.date]:
+    """Every rebuild is undone at once: the month's hash evicted again before the charge runs again."""
+    real = Meter.rebuild
+    rebuilt: list[dt.date] = []
+
+    def rebuild_then_lost(self: Meter, day: dt.date) -> None:
+        real(self, day)
+        rebuilt.append(day)
+        get_redis_connection("default").delete(month_key(self.schema, day))
+
+    monkeypatch.setattr(Meter, "rebuild", rebuild_then_lost)
+    return rebuilt
+
+
+def rebuild_script_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rebuild's script gets no answer (the socket timeout), after it read and marked the ledger."""
+    real = meter_module.script
+
+    def script(name: str, source: str, client: Any) -> Any:
+        if name != "rebuild":
+            return real(name, source, client)
+
+        def timed_out(*, keys: Any, args: Any) -> Any:
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+        return timed_out
+
+    monkeypatch.setattr(meter_module, "script", script)
+
+
+class TestRebuild:
+    def test_counters_lost_again_after_each_rebuild_fail_open_uncounted_on_paid_plans(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The charge ran again after its rebuild and answered REBUILD again: the call went ahead unchecked,
+        and its ledger row said Redis had counted it."""
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        forget_counters()
+        rebuilt = lost_after_each_rebuild(monkeypatch)
+        assert v1(client).status_code == 200
+        assert [e.counted_calls for e in events(tenant_alpha)] == [True, False]  # the flush adds it
+        assert len(rebuilt) == meter_module.REBUILDS  # bounded
+        monkeypatch.undo()
+        assert v1(client).status_code == 200
+        agree(tenant_alpha)
+        assert counters(tenant_alpha)["calls"] == 3
+
+    def test_counters_lost_again_after_each_rebuild_fail_closed_on_the_free_plan(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=1)
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200  # the quota is used up
+        forget_counters()
+        lost_after_each_rebuild(monkeypatch)
+        response = v1(client)
+        assert response.status_code == 503, response.content  # was 200: past the quota, uncounted
+        assert response.json()["error"]["code"] == "metering_unavailable"
+        assert response["Retry-After"] == "5"
+        assert len(events(tenant_alpha)) == 1
+
+    @pytest.mark.parametrize(("plan", "status"), [("pro", 200), ("free", 503)])
+    def test_redis_failing_in_the_rebuild_fails_open_or_closed(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch, plan: str, status: int
+    ) -> None:
+        """A Redis timeout inside the rebuild was a 500."""
+        limits(tenant_alpha, plan=plan)
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        forget_counters()
+        rebuild_script_times_out(monkeypatch)
+        response = v1(client)
+        assert response.status_code == status, response.content
+        if status == 503:
+            assert response.json()["error"]["code"] == "metering_unavailable"
+        assert [e.counted_calls for e in events(tenant_alpha)] == [True, False][: 1 + (status == 200)]
+        monkeypatch.undo()
+        assert v1(client).status_code == 200  # rebuilt for good this time
+        agree(tenant_alpha)
 
 
 # --- Numbers the scripts give Redis -------------------------------------------------------------
