@@ -285,6 +285,8 @@ class Meter:
     claim: Claim | None = None
     #: A charge took the claim: ``unclaim`` has something to give up.
     claim_held: bool = False
+    #: Calls this meter wrote to the ledger: charged for good, whatever happens to the request after.
+    recorded: int = 0
     limits: L.Limits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -366,17 +368,26 @@ class Meter:
         Returns once the ledger row is committed. Calls that end at the same time share
         one ``INSERT`` (``apps.usage.ledger``); the ledger row is the only database work
         metering adds to a request, and the tokens reach Redis with the next flush.
+        When the row cannot be written (``LedgerWriteError``, a database error) the call
+        is given back in Redis, as ``release`` does, and the error raised: no call is
+        counted that the ledger, and so the invoice, does not have.
         """
         if ticket.done:
             return
         ticket.done = True
-        ledger.write(
-            ledger.Row(
-                schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
-                tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
-                counted_in=ticket.generation if ticket.counted else "",
-            )
+        row = ledger.Row(
+            schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
+            tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
+            counted_in=ticket.generation if ticket.counted else "",
         )  # fmt: skip
+        try:
+            ledger.write(row)
+        except Exception:
+            # No ledger row, so no call: Redis gives it back too, and the two agree (the caller gets the error).
+            ticket.done = False
+            self.release(ticket)
+            raise
+        self.recorded += 1
 
     def unclaim(self) -> None:
         """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise.

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from django.conf import settings
@@ -21,6 +22,7 @@ from django_tenants.utils import schema_context
 
 from apps.core.exceptions import ApplicationError
 from apps.tenants.models import Tenant
+from apps.usage import ledger
 from apps.usage import limits as L
 from apps.usage import meter as meter_module
 from apps.usage.meter import Claim, Meter, day_key, month_key
@@ -141,6 +143,40 @@ class TestRebuild:
         assert [e.counted_calls for e in events(tenant_alpha)] == [True, False][: 1 + (status == 200)]
         monkeypatch.undo()
         assert v1(client).status_code == 200  # rebuilt for good this time
+        agree(tenant_alpha)
+
+
+# --- Failures between the charge and the call's end -------------------------------------------
+
+
+class TestEveryChargedCallEnds:
+    @pytest.mark.parametrize(
+        "error", [ledger.LedgerWriteError("the batch failed"), psycopg.OperationalError("server closed")],
+        ids=["batch", "database"],
+    )  # fmt: skip
+    def test_a_ledger_row_that_cannot_be_written_gives_the_call_back(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch, error: Exception
+    ) -> None:
+        """The ticket was marked done before the write: a failed write left the call counted in Redis alone."""
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        monkeypatch.setattr(ledger, "write_rows", failing(error))
+        with pytest.raises(type(error)):
+            v1(client)
+        monkeypatch.undo()
+        assert counters(tenant_alpha)["calls"] == 1
+        agree(tenant_alpha)
+        meter = meter_of(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            ticket = meter.charge()
+            monkeypatch.setattr(ledger, "write_rows", failing(error))
+            with pytest.raises(type(error)):
+                meter.record(ticket, 5)
+            monkeypatch.undo()
+            meter.record(ticket, 5)  # given back: nothing more to record
+            meter.release(ticket)
+        assert meter.recorded == 0
+        assert counters(tenant_alpha)["calls"] == 1
         agree(tenant_alpha)
 
 
