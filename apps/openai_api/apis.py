@@ -264,15 +264,17 @@ class ChatCompletionsApi(TenantApi):
         server, model, ticket = start.server, start.model, start.ticket
         options = {k: data.validated_data[k] for k in _PASSED_OPTIONS if data.validated_data.get(k) is not None}
         client_tools = data.validated_data.get("tools")
-        tools = [] if client_tools else tools_for(self.actor(request), start.setup)
-        if not client_tools and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
-        specs = client_tools or [tool.openai_spec() for tool in tools]
-        try:
+        try:  # until the model server has the request, whatever fails gives the call back
+            tools = [] if client_tools else tools_for(self.actor(request), start.setup)
+            if not client_tools and not any(m["role"] == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
+            specs = client_tools or [tool.openai_spec() for tool in tools]
             first = engine.open_stream(server, model, messages, specs, **options)
-        except engine.UpstreamError as exc:
+        except BaseException as exc:
             meter.release(ticket)
-            raise _upstream_error(exc) from exc
+            if isinstance(exc, engine.UpstreamError):
+                raise _upstream_error(exc) from exc
+            raise
         events: Iterator[Any]
         if client_tools:  # one model call; its tool calls go back to the client to run
             events = engine.metered_round(first, meter, ticket)

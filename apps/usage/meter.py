@@ -38,7 +38,13 @@ what it lacks (``apps.usage.selectors.counters_for_rebuild``).
 When Redis cannot be reached: the rate limit fails open; the quota check fails
 closed (503 ``metering_unavailable``) where calls could have to stop (the free
 plan, a spending cap) and open elsewhere, with the ledger row marked so the
-flush adds it to Redis later. Usage in PostgreSQL is exact either way.
+flush adds it to Redis later; the member's calls a day and a claim fail open
+with it. A charge whose rebuild fails in Redis, or whose counters are lost again
+after each rebuild, is decided the same way. Usage in PostgreSQL is exact either way.
+
+Every ticket ``charge`` returns must end in ``record`` or ``release``, whatever
+fails in between: a call Redis counted and the ledger never got would stay in the
+live counters for the month.
 """
 
 from __future__ import annotations
@@ -350,7 +356,11 @@ class Meter:
         self.claim_held = self.claim is not None
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
-            self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+            try:
+                self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+            except BaseException:  # the caller gets no ticket to record or release: the call is given back here
+                self.release(ticket)
+                raise
         else:
             ticket.used = (used_before, used_after)
         return ticket

@@ -20,6 +20,7 @@ from django.db.models import Sum
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
+from apps.chat import engine
 from apps.core.exceptions import ApplicationError
 from apps.tenants.models import Tenant
 from apps.usage import ledger
@@ -29,8 +30,8 @@ from apps.usage.meter import Claim, Meter, day_key, month_key
 from apps.usage.models import UsageStat
 from apps.usage.scripts import Adjustment, add_to_counters
 from tests.conftest import TenantFixture
-from tests.usage.conftest import counters, flush, forget_counters
-from tests.usage.test_metering import events, key_client, limits, v1
+from tests.usage.conftest import counters, flush, forget_counters, member_client
+from tests.usage.test_metering import QUESTION, events, key_client, limits, v1
 
 pytestmark = pytest.mark.django_db
 
@@ -150,6 +151,82 @@ class TestRebuild:
 
 
 class TestEveryChargedCallEnds:
+    def test_v1_failing_before_the_model_is_asked_gives_the_call_back(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.openai_api import apis
+
+        client = key_client(tenant_alpha)
+        assert v1(client).status_code == 200
+        monkeypatch.setattr(apis, "tools_for", failing(RuntimeError("a bug between charge and model")))
+        with pytest.raises(RuntimeError):
+            v1(client)
+        assert counters(tenant_alpha)["calls"] == 1  # was 2: Redis kept a call the ledger never got
+        agree(tenant_alpha)
+
+    @pytest.mark.parametrize("where", ["tools_for", "open_stream", "store"])
+    def test_a_chat_turn_failing_before_its_stream_gives_the_call_and_the_conversation_back(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        from apps.chat import services
+
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        assert client.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        bug = failing(RuntimeError(f"{where} failed"))
+        if where == "tools_for":
+            monkeypatch.setattr(services, "tools_for", bug)
+        elif where == "open_stream":
+            monkeypatch.setattr(engine, "open_stream", bug)
+        else:
+            monkeypatch.setattr(services, "_store_user_message", bug)
+        with pytest.raises(RuntimeError):
+            client.post(url, {"content": "Hi", "stream": True}, content_type="application/json")
+        monkeypatch.undo()
+        assert counters(tenant_alpha)["calls"] == 1
+        agree(tenant_alpha)
+        again = client.post(url, {"content": "Hi"}, content_type="application/json")
+        assert again.status_code == 200, again.content  # was 409 conversation_busy until the claim's ttl
+
+    def test_a_later_round_failing_to_start_gives_its_call_back(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """run_turn gave a round's call back only when open_stream raised UpstreamError."""
+        real = engine.open_stream
+        opened: list[int] = []
+
+        def second_fails(*args: Any, **kwargs: Any) -> Any:
+            opened.append(1)
+            if len(opened) == 2:
+                raise RuntimeError("a bug in the second round")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "open_stream", second_fails)
+        client = key_client(tenant_alpha)
+        client.raise_request_exception = False  # Django's 500, or /v1's own after recorded calls
+        response = v1(client, QUESTION)
+        assert response.status_code == 500
+        assert [e.kind for e in events(tenant_alpha)] == ["model", "tool"]
+        assert counters(tenant_alpha)["calls"] == 2  # was 3
+        agree(tenant_alpha)
+
+    def test_a_quota_alert_that_fails_gives_the_call_back(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The charge raised after its increment without returning the ticket: nobody could give it back."""
+        from apps.usage import services
+
+        limits(tenant_alpha, api_calls_per_month_override=1)  # the first call crosses 80, 90 and 100 %
+        monkeypatch.setattr(services, "quota_alerts_raise", failing(RuntimeError("the alert failed")))
+        with schema_context(tenant_alpha.tenant.schema_name), pytest.raises(RuntimeError):
+            meter_of(tenant_alpha).charge()  # alerts at once
+        assert counters(tenant_alpha)["calls"] == 0
+        with pytest.raises(RuntimeError):
+            v1(key_client(tenant_alpha))  # turn_start's confirm raises them
+        assert counters(tenant_alpha)["calls"] == 0
+        agree(tenant_alpha)
+
     @pytest.mark.parametrize(
         "error", [ledger.LedgerWriteError("the batch failed"), psycopg.OperationalError("server closed")],
         ids=["batch", "database"],
