@@ -257,6 +257,63 @@ class TestEveryChargedCallEnds:
         agree(tenant_alpha)
 
 
+# --- /v1 after recorded calls: openai's clients must not retry ------------------------------
+
+
+class TestNoRetryAfterRecordedCalls:
+    def test_a_quota_running_out_mid_turn(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=2)  # the model round and its tool call
+        response = v1(key_client(tenant_alpha), QUESTION)
+        assert response.status_code == 402, response.content
+        assert response["x-should-retry"] == "false"
+
+    def test_metering_unavailable_mid_turn(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """openai's clients retry a 503 twice: each retry ran the turn again, and charged its rounds again."""
+        limits(tenant_alpha, plan="free")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter_of(tenant_alpha).rebuild(L.today())  # so that each charge is one run of the script
+        real = meter_module.script
+        charges: list[int] = []
+
+        def script(name: str, source: str, client: Any) -> Any:
+            run = real(name, source, client)
+            if name != "charge":
+                return run
+
+            def third_unreachable(*, keys: Any, args: Any) -> Any:
+                charges.append(1)
+                if len(charges) == 3:  # the round after the tool call
+                    raise redis.exceptions.ConnectionError("Connection refused")
+                return run(keys=keys, args=args)
+
+            return third_unreachable
+
+        monkeypatch.setattr(meter_module, "script", script)
+        response = v1(key_client(tenant_alpha), QUESTION)
+        assert response.status_code == 503, response.content
+        assert response.json()["error"]["code"] == "metering_unavailable"
+        assert response["x-should-retry"] == "false"
+        assert [e.kind for e in events(tenant_alpha)] == ["model", "tool"]
+
+    def test_a_failure_of_ours_mid_turn(
+        self, tenant_alpha: TenantFixture, hydrology: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(engine, "_truncate", failing(RuntimeError("a bug after the tool ran")))
+        response = v1(key_client(tenant_alpha), QUESTION)
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "server_error"
+        assert response["x-should-retry"] == "false"
+        assert [e.kind for e in events(tenant_alpha)] == ["model", "tool"]
+
+    def test_nothing_recorded_may_be_retried(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        settings.LLM_BASE_URL = "http://127.0.0.1:1/v1"
+        response = v1(key_client(tenant_alpha))
+        assert response.status_code == 502
+        assert "x-should-retry" not in response
+
+
 # --- Numbers the scripts give Redis -------------------------------------------------------------
 
 
