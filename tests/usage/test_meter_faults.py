@@ -30,7 +30,7 @@ from apps.usage.meter import Claim, Meter, day_key, month_key
 from apps.usage.models import UsageStat
 from apps.usage.scripts import Adjustment, add_to_counters
 from tests.conftest import TenantFixture
-from tests.usage.conftest import counters, flush, forget_counters, member_client
+from tests.usage.conftest import counters, dead_redis, flush, forget_counters, member_client
 from tests.usage.test_metering import QUESTION, events, key_client, limits, v1
 
 pytestmark = pytest.mark.django_db
@@ -145,6 +145,47 @@ class TestRebuild:
         monkeypatch.undo()
         assert v1(client).status_code == 200  # rebuilt for good this time
         agree(tenant_alpha)
+
+
+class TestRedisDown:
+    """The member's daily limit and a conversation's one turn at a time live in Redis: they fail open."""
+
+    def test_the_member_daily_limit_fails_open_and_counts_the_calls_later(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        limits(tenant_alpha, member_daily_calls=1)
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        assert client.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        caches = settings.CACHES
+        dead_redis(settings)
+        assert client.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        assert [e.counted_calls for e in events(tenant_alpha)] == [True, False]
+        settings.CACHES = caches
+        agree(tenant_alpha)  # the flush adds the call to the member's count of the day
+        refused = client.post(url, {"content": "Hi"}, content_type="application/json")
+        assert refused.status_code == 402
+        assert refused.json()["error"]["details"]["quota"] == "member_daily_calls"
+
+    def test_a_conversations_turn_is_not_held_one_at_a_time(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        from apps.chat.models import Conversation
+        from apps.chat.services import turn_hold
+
+        client = member_client(tenant_alpha)
+        conversation = client.post("/api/conversations", {}, content_type="application/json").json()
+        url = f"/api/conversations/{conversation['id']}/messages"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            hold = turn_hold(tenant_alpha.tenant.schema_name, Conversation.objects.get(pk=conversation["id"]))
+        redis_up = get_redis_connection("default")
+        redis_up.set(hold.key, "another turn's", px=60_000)  # another turn is answering
+        try:
+            busy = client.post(url, {"content": "Hi"}, content_type="application/json")
+            assert busy.status_code == 409
+            dead_redis(settings)
+            assert client.post(url, {"content": "Hi"}, content_type="application/json").status_code == 200
+        finally:
+            redis_up.delete(hold.key)
 
 
 # --- Failures between the charge and the call's end -------------------------------------------
