@@ -574,8 +574,8 @@ def run_turn(
     Every model round and every tool invocation is one AI call: ``meter``
     charges it before it starts (a quota that runs out mid-turn raises
     QuotaExceeded here), records it with its tokens once it ended, and releases
-    it if the model server failed. A turn the client abandons records the call
-    in progress: the model did the work.
+    it if the model server failed or the request could not be sent. A turn the
+    client abandons records the call in progress: the model did the work.
     """
     by_name = {tool.exposed_name: tool for tool in tools}
     rounds = 0
@@ -589,7 +589,7 @@ def run_turn(
                 stream = open_stream(
                     server, model, messages, [tool.openai_spec() for tool in offered], **(options or {})
                 )
-            except UpstreamError:
+            except BaseException:  # the model server failed, or anything else did: no answer to charge for
                 meter.release(ticket)
                 raise
         reply: ModelReply | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -186,10 +186,10 @@ def turn_start(*, meter: Meter, model: str | None, kept: str = "") -> TurnStart:
         setup = ai_setup(prefetched=ticket.fetched)
         server = model_server(setup.provider)
         chosen = choose_model(server, model or (kept if kept in server.models else None))
+        meter.confirm(ticket)
     except BaseException:
         meter.release(ticket)
         raise
-    meter.confirm(ticket)
     return TurnStart(ticket=ticket, setup=setup, server=server, model=chosen)
 
 
@@ -288,35 +288,37 @@ def _reply(
     ``question`` edits."""
     meter = meter or Meter.for_actor(actor)
     meter.claim = turn_hold(meter.schema, conversation)  # taken with the first charge, given up when the turn ends
+    ticket: Ticket | None = None
+    first: Any = None
+    # Until _stream_turn takes them over, whatever fails gives the call back (the model's answer was never
+    # read) and the conversation up: neither may wait for a ttl, or for a flush that never comes.
     try:
         start = turn_start(meter=meter, model=model, kept=conversation.model)
-    except BaseException:
-        meter.unclaim()
-        raise
-    server, chosen, ticket = start.server, start.model, start.ticket
-    if start.setup.instructions:  # the workspace's own, after HydroNet's
-        messages[0] = {"role": "system", "content": system_prompt(start.setup.instructions)}
-    tools = tools_for(actor, start.setup)
-    # The model server starts on the request while the user's message is being stored.
-    first: Any
-    try:
-        first = engine.open_stream(server, chosen, messages, [tool.openai_spec() for tool in tools])
-    except engine.UpstreamError as exc:
-        meter.release(ticket)
-        first = exc
-    # A model the request names becomes the conversation's, for its next turns, a reload and "Try again".
-    remember = bool(model) and chosen != conversation.model
-    conversation.model = chosen if remember else conversation.model
-    try:
+        server, chosen, ticket = start.server, start.model, start.ticket
+        if start.setup.instructions:  # the workspace's own, after HydroNet's
+            messages[0] = {"role": "system", "content": system_prompt(start.setup.instructions)}
+        tools = tools_for(actor, start.setup)
+        # The model server starts on the request while the user's message is being stored.
+        try:
+            first = engine.open_stream(server, chosen, messages, [tool.openai_spec() for tool in tools])
+        except engine.UpstreamError as exc:
+            meter.release(ticket)
+            first = exc
+        # A model the request names becomes the conversation's, for its next turns, a reload and "Try again".
+        remember = bool(model) and chosen != conversation.model
+        conversation.model = chosen if remember else conversation.model
         if question is not None:
             _store_user_message(conversation, question, replaces=question_replaces)
         elif remember:  # answered again: nothing else is stored before the reply
             Conversation.objects.filter(pk=conversation.pk).update(model=chosen)
     except BaseException:
-        if not isinstance(first, engine.UpstreamError):
-            first.close()
-            meter.release(ticket)
-        meter.unclaim()
+        try:
+            if first is not None and not isinstance(first, engine.UpstreamError):
+                first.close()
+        finally:
+            if ticket is not None:
+                meter.release(ticket)  # a no-op once given back
+            meter.unclaim()
         raise
     return _stream_turn(
         conversation=conversation,
@@ -458,7 +460,7 @@ def _stream_turn(
         raise
     finally:
         # Before the last event: a client that reads it may ask its next question at once.
-        meter.unclaim()  # the next turn may begin: everything of this one is stored
+        _turn_over(turn, meter)
     if ending is not None:
         yield ending
         return
@@ -475,6 +477,18 @@ def _stream_turn(
         },
         reply=reply,
     )
+
+
+def _turn_over(turn: Generator[Any, None, None], meter: Meter) -> None:
+    """The turn's calls are settled and its conversation free for the next turn.
+
+    ``turn`` has ended, or was closed, unless the turn failed in code of its own (storing a
+    message): closing it then records the call it has and cancels its stream.
+    """
+    try:
+        turn.close()
+    finally:
+        meter.unclaim()  # the next turn may begin: everything of this one is stored
 
 
 def _keep_partial(conversation: Conversation, model: str, text: str, *, started: float, replaces: int | None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ from apps.llm.client import ModelServer, model_server
 from apps.llm.setup_cache import ai_setup
 from apps.tenants.selectors import tenant_current
 from apps.usage.meter import Meter
+
+logger = logging.getLogger(__name__)
 
 _ROLES = ("system", "user", "assistant", "tool", "developer")
 # Sent to the model server as the client gave them (checked by the InputSerializer), on every
@@ -264,15 +267,17 @@ class ChatCompletionsApi(TenantApi):
         server, model, ticket = start.server, start.model, start.ticket
         options = {k: data.validated_data[k] for k in _PASSED_OPTIONS if data.validated_data.get(k) is not None}
         client_tools = data.validated_data.get("tools")
-        tools = [] if client_tools else tools_for(self.actor(request), start.setup)
-        if not client_tools and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
-        specs = client_tools or [tool.openai_spec() for tool in tools]
-        try:
+        try:  # until the model server has the request, whatever fails gives the call back
+            tools = [] if client_tools else tools_for(self.actor(request), start.setup)
+            if not client_tools and not any(m["role"] == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
+            specs = client_tools or [tool.openai_spec() for tool in tools]
             first = engine.open_stream(server, model, messages, specs, **options)
-        except engine.UpstreamError as exc:
+        except BaseException as exc:
             meter.release(ticket)
-            raise _upstream_error(exc) from exc
+            if isinstance(exc, engine.UpstreamError):
+                raise _upstream_error(exc) from exc
+            raise
         events: Iterator[Any]
         if client_tools:  # one model call; its tool calls go back to the client to run
             events = engine.metered_round(first, meter, ticket)
@@ -286,12 +291,14 @@ class ChatCompletionsApi(TenantApi):
             chunks = _chunks(events, completion_id, model, final_only=not client_tools, usage=usage,
                              abandon=lambda: engine.abandon_round(first, meter, ticket))  # fmt: skip
             return sse_response(chunks)
-        return Response(_whole(events, completion_id, model, final_only=not client_tools))
+        return Response(_whole(events, completion_id, model, final_only=not client_tools, meter=meter))
 
 
 # The model server refused the request itself, as OpenAI's would (its context length passed, max_tokens beyond it,
 # a message or tool it does not take): the client's request, which a retry would only send again.
 REJECTED_REQUEST_STATUSES = frozenset({400, 413, 422})
+# openai's clients obey it before the status (their ``_should_retry``).
+NO_RETRY = {"x-should-retry": "false"}
 
 
 def _upstream_error(exc: engine.UpstreamError, *, charged: bool = False) -> ApplicationError:
@@ -305,8 +312,9 @@ def _upstream_error(exc: engine.UpstreamError, *, charged: bool = False) -> Appl
     """
     if exc.status in REJECTED_REQUEST_STATUSES:
         return ApplicationError(exc.message, code="upstream_rejected", status_code=400)
-    headers = {"x-should-retry": "false"} if charged else None
-    return ApplicationError(exc.message, code="upstream_error", status_code=502, headers=headers)
+    return ApplicationError(
+        exc.message, code="upstream_error", status_code=502, headers=dict(NO_RETRY) if charged else None
+    )
 
 
 def _clean_message(message: dict[str, Any]) -> dict[str, Any]:
@@ -388,7 +396,10 @@ def _chunks(
     yield _data("[DONE]")
 
 
-def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool) -> dict[str, Any]:
+def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool, meter: Meter) -> dict[str, Any]:
+    """The turn's answer as one chat.completion. An error after the turn recorded a call (a round, a tool call)
+    says ``x-should-retry: false``, whatever it is: openai's clients retry a 5xx, and the retry would run the
+    turn, and charge those calls, again."""
     prompt = completion = 0
     last: engine.ModelReply | None = None
     try:
@@ -396,8 +407,18 @@ def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only:
             if isinstance(event, engine.ModelReply):
                 prompt, completion = prompt + event.prompt_tokens, completion + event.completion_tokens
                 last = event
-    except engine.UpstreamError as exc:  # after a reply, its round was recorded (a failed round is given back)
-        raise _upstream_error(exc, charged=last is not None) from exc
+    except engine.UpstreamError as exc:  # a failed round is given back: charged only by those before it
+        raise _upstream_error(exc, charged=meter.recorded > 0) from exc
+    except ApplicationError as exc:  # a quota that ran out between two calls, metering_unavailable
+        if meter.recorded:
+            exc.headers = {**exc.headers, **NO_RETRY}
+        raise
+    except Exception as exc:
+        if not meter.recorded:
+            raise
+        logger.exception("a /v1 turn failed after its calls were recorded")  # Django's 500 would log it so
+        raise ApplicationError(_("Something went wrong on our side. It has been logged."), code="server_error",
+                               status_code=500, headers=dict(NO_RETRY)) from exc  # fmt: skip
     assert last is not None
     message: dict[str, Any] = {"role": "assistant", "content": last.content or None}
     if last.tool_calls and not final_only:

@@ -38,7 +38,13 @@ what it lacks (``apps.usage.selectors.counters_for_rebuild``).
 When Redis cannot be reached: the rate limit fails open; the quota check fails
 closed (503 ``metering_unavailable``) where calls could have to stop (the free
 plan, a spending cap) and open elsewhere, with the ledger row marked so the
-flush adds it to Redis later. Usage in PostgreSQL is exact either way.
+flush adds it to Redis later; the member's calls a day and a claim fail open
+with it. A charge whose rebuild fails in Redis, or whose counters are lost again
+after each rebuild, is decided the same way. Usage in PostgreSQL is exact either way.
+
+Every ticket ``charge`` returns must end in ``record`` or ``release``, whatever
+fails in between: a call Redis counted and the ledger never got would stay in the
+live counters for the month.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ logger = logging.getLogger(__name__)
 RATE_WINDOW_SECONDS = 60
 MONTH_TTL_SECONDS = 70 * 24 * 3600
 DAY_TTL_SECONDS = 3 * 24 * 3600
+# How many times one charge rebuilds counters it finds missing before it takes them as unreachable.
+REBUILDS = 2
 
 # What the charge script answers.
 OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CLAIMED = 0, 1, 2, 3, 4, 5, 6
@@ -86,11 +94,14 @@ OK, RATE_LIMITED, REBUILD, CALLS_EXCEEDED, STORAGE_EXCEEDED, MEMBER_EXCEEDED, CL
 # generation, the key's value]}: a call that was let through gets the generation of the counters it is in
 # (the month's and the day's: apps.usage.models.UsageEvent.counted_in).
 # MEMBER_EXCEEDED has who's calls of the day where the others have the month's calls after.
+# Numbers go to Redis commands as the integer strings they came in (ARGV), never as Lua numbers: Redis 7.2.0
+# to 7.2.4 write 100000000 as "1e+08" (and every version 10^17 as "1e+17"), which HINCRBY, EXPIRE and SET PX
+# refuse (redis/redis#13113).
 _CHARGE = """
 local rate = -1
 if ARGV[1] == '1' then
   rate = redis.call('INCR', KEYS[1])
-  if rate == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3])) end
+  if rate == 1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
   if rate > tonumber(ARGV[2]) then return {1, rate, 0, 0, 0} end
 end
 local n = tonumber(ARGV[4])
@@ -117,12 +128,12 @@ if member_stop >= 0 then
   local mine = tonumber(redis.call('HGET', KEYS[3], ARGV[6] .. ':calls') or '0')
   if mine + n > member_stop then return {5, rate, used, mine, storage} end
 end
-local after = redis.call('HINCRBY', KEYS[2], 'calls', n)
-redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', n)
+local after = redis.call('HINCRBY', KEYS[2], 'calls', ARGV[4])
+redis.call('HINCRBY', KEYS[3], ARGV[6] .. ':calls', ARGV[4])
 local generation = redis.call('HGET', KEYS[2], 'g') or ''
 local of_day = redis.call('HGET', KEYS[3], 'g') or ''
 if of_day ~= generation then generation = generation .. '/' .. of_day end
-if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', tonumber(ARGV[10])) end
+if claim ~= '' then redis.call('SET', KEYS[5], claim, 'PX', ARGV[10]) end
 if get_key then return {0, rate, used, after, storage, generation, redis.call('GET', get_key)} end
 return {0, rate, used, after, storage, generation}
 """
@@ -139,13 +150,13 @@ return 0
 _REBUILD_SCRIPT = """
 if not redis.call('HGET', KEYS[1], 'calls') then
   redis.call('HSET', KEYS[1], 'calls', ARGV[1], 'tokens', ARGV[2], 'g', ARGV[6])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 if redis.call('HEXISTS', KEYS[2], 'init') == 0 then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'init', '1', 'g', ARGV[6])
   for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 if not redis.call('GET', KEYS[3]) then redis.call('SET', KEYS[3], ARGV[3]) end
 return 1
@@ -280,6 +291,8 @@ class Meter:
     claim: Claim | None = None
     #: A charge took the claim: ``unclaim`` has something to give up.
     claim_held: bool = False
+    #: Calls this meter wrote to the ledger: charged for good, whatever happens to the request after.
+    recorded: int = 0
     limits: L.Limits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -329,18 +342,9 @@ class Meter:
         may cross to ``confirm``, for a caller that may still refuse the call.
         """
         day = L.today()
-        status, used_before, used_after, storage, generation, fetched = self._run(
-            calls=1, enforce_rate=True, day=day, also_get=also_get
-        )
+        status, used_before, used_after, storage, generation, fetched = self._charged(day, also_get)
         if status is None:
             return Ticket(kind=kind, day=day, counted=False)
-        if status == REBUILD:
-            self.rebuild(day)
-            status, used_before, used_after, storage, generation, fetched = self._run(
-                calls=1, enforce_rate=True, day=day, also_get=also_get
-            )
-            if status is None:
-                return Ticket(kind=kind, day=day, counted=False)
         if status == STORAGE_EXCEEDED:
             raise self._storage_exceeded(storage, day)
         if status == CALLS_EXCEEDED:
@@ -352,7 +356,11 @@ class Meter:
         self.claim_held = self.claim is not None
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
-            self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+            try:
+                self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+            except BaseException:  # the caller gets no ticket to record or release: the call is given back here
+                self.release(ticket)
+                raise
         else:
             ticket.used = (used_before, used_after)
         return ticket
@@ -370,17 +378,26 @@ class Meter:
         Returns once the ledger row is committed. Calls that end at the same time share
         one ``INSERT`` (``apps.usage.ledger``); the ledger row is the only database work
         metering adds to a request, and the tokens reach Redis with the next flush.
+        When the row cannot be written (``LedgerWriteError``, a database error) the call
+        is given back in Redis, as ``release`` does, and the error raised: no call is
+        counted that the ledger, and so the invoice, does not have.
         """
         if ticket.done:
             return
         ticket.done = True
-        ledger.write(
-            ledger.Row(
-                schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
-                tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
-                counted_in=ticket.generation if ticket.counted else "",
-            )
+        row = ledger.Row(
+            schema=self.schema, user_id=self.user_id, api_key_id=self.api_key_id, kind=ticket.kind,
+            tokens=max(0, tokens), day=ticket.day, counted_calls=ticket.counted,
+            counted_in=ticket.generation if ticket.counted else "",
         )  # fmt: skip
+        try:
+            ledger.write(row)
+        except Exception:
+            # No ledger row, so no call: Redis gives it back too, and the two agree (the caller gets the error).
+            ticket.done = False
+            self.release(ticket)
+            raise
+        self.recorded += 1
 
     def unclaim(self) -> None:
         """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise.
@@ -455,12 +472,8 @@ class Meter:
             if count_rate:
                 self.rate = RateState(limit=limit, reset=reset)
                 logger.warning("rate limit of %s not checked: Redis is unreachable (fail open)", self.schema)
-            if calls and (stop is not None or storage_stop is not None):
-                logger.warning("quota of %s not checked: Redis is unreachable (fail closed)", self.schema)
-                raise ApplicationError(
-                    _("Usage metering is unavailable for a moment. Try again shortly."),
-                    code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
-                ) from None  # fmt: skip
+            if calls:
+                self._unchecked("Redis is unreachable")
             return None, 0, 0, 0, "", None
         status, requests, before, after, storage = (int(v) for v in reply[:5])
         if count_rate:
@@ -470,6 +483,39 @@ class Meter:
                 raise RateLimited(retry_after=max(1, reset - int(time.time())))
         generation = reply[5].decode() if len(reply) > 5 else ""
         return status, before, after, storage, generation, reply[6] if len(reply) > 6 else None
+
+    def _charged(self, day: dt.date, also_get: str | None) -> tuple[int | None, int, int, int, str, bytes | None]:
+        """Run the charge script for one call; while it finds counters missing, rebuild them and run it again.
+
+        At most ``REBUILDS`` times: counters lost again each time (evicted under memory pressure, flushed
+        over and over) or a rebuild that fails in Redis leave the call unchecked, as when Redis cannot be
+        reached: the quota fails closed or open (``_unchecked``) and a call let through is not counted in
+        Redis, so its ledger row tells the flush to add it.
+        """
+        for attempt in range(REBUILDS + 1):
+            reply = self._run(calls=1, enforce_rate=True, day=day, also_get=also_get)
+            if reply[0] != REBUILD:
+                return reply
+            if attempt == REBUILDS:
+                self._unchecked(f"its counters were still missing after {REBUILDS} rebuilds")
+                break
+            try:
+                self.rebuild(day)
+            except RedisError:
+                self._unchecked("Redis failed while its counters were rebuilt")
+                break
+        return None, 0, 0, 0, "", None
+
+    def _unchecked(self, why: str) -> None:
+        """A call's quota could not be checked in Redis: refuse it (503 ``metering_unavailable``) where calls
+        may have to stop at the quota (the free plan, a spending cap), else let it through uncounted."""
+        if self.limits.calls_stop_at is not None or self.limits.storage_stop_at is not None:
+            logger.warning("quota of %s not checked: %s (fail closed)", self.schema, why)
+            raise ApplicationError(
+                _("Usage metering is unavailable for a moment. Try again shortly."),
+                code="metering_unavailable", status_code=503, headers={"Retry-After": "5"},
+            ) from None  # fmt: skip
+        logger.warning("quota of %s not checked: %s (fail open)", self.schema, why)
 
     def rebuild(self, day: dt.date) -> None:
         """Restore missing counters from PostgreSQL: usage_stats plus the ledger not yet flushed.

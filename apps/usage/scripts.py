@@ -14,6 +14,8 @@ _scripts: dict[str, Any] = {}
 # The generation names each hash's: "<month's>/<day's>", or one name for both (apps.usage.models.UsageEvent).
 # Adds only to whole hashes (the month's has 'calls', the day's has 'init'): one that is missing is
 # rebuilt from PostgreSQL, which already has what is added here, so adding to it would count twice.
+# The sums go to HINCRBY as integer strings ('%d'), not as Lua numbers: Redis 7.2.0 to 7.2.4 write 100000000 as
+# "1e+08" (and every version 10^17 as "1e+17"), which HINCRBY refuses as not an integer (redis/redis#13113).
 _ADD = """
 local function add(hash, present, calls_field, tokens_field, generation, calls, tokens, other_calls, other_tokens,
                    same_calls)
@@ -23,8 +25,8 @@ local function add(hash, present, calls_field, tokens_field, generation, calls, 
   else
     calls, tokens = calls + other_calls, tokens + other_tokens
   end
-  if calls ~= 0 then redis.call('HINCRBY', hash, calls_field, calls) end
-  if tokens ~= 0 then redis.call('HINCRBY', hash, tokens_field, tokens) end
+  if calls ~= 0 then redis.call('HINCRBY', hash, calls_field, string.format('%d', calls)) end
+  if tokens ~= 0 then redis.call('HINCRBY', hash, tokens_field, string.format('%d', tokens)) end
 end
 for g = 1, #KEYS / 2 do
   local month, day, a = KEYS[2 * g - 1], KEYS[2 * g], 7 * (g - 1)
