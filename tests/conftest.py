@@ -60,7 +60,9 @@ def drop_tenant(slug: str) -> None:
         tenant.delete(force_drop=True)  # type: ignore[call-arg]  # TenantMixin.delete
 
 
-def _provision(slug: str, plan: str = "pro") -> TenantFixture:
+def provision(slug: str, plan: str = "pro") -> TenantFixture:
+    """A tenant made by the real service, its admin ``admin@<slug>.example.com``; committed where the caller
+    has the database unblocked (``drop_tenant`` removes it)."""
     email = f"admin@{slug}.example.com"
     result = tenant_provision(
         name=f"{slug.title()} Water", slug=slug, plan=plan, admin_email=email, admin_password=ADMIN_PASSWORD,
@@ -87,7 +89,7 @@ def django_db_setup(
             serialized_aliases=set(),
         )
         call_command("migrate_platform", parallel=1, verbosity=0)
-        tenants = {slug: _provision(slug) for slug in ("alpha", "beta")}
+        tenants = {slug: provision(slug) for slug in ("alpha", "beta")}
         connection.set_schema_to_public()
     yield tenants
     with django_db_blocker.unblock():

@@ -650,6 +650,19 @@ class GuardedAsyncHTTPTransport(httpx2.AsyncHTTPTransport):
         _replace_pool(self, httpcore2.AsyncConnectionPool, pool)
 
 
+def decoded_response(
+    response: httpx2.Response, request: httpx2.Request, stream: httpx2.SyncByteStream | httpx2.AsyncByteStream
+) -> httpx2.Response:
+    """``response`` with ``stream`` as its body, for a transport that hands the body on decoded (to bound what
+    would be held, not what came compressed): its ``Content-Encoding`` and ``Content-Length`` go with it."""
+    response.request = request
+    headers = [(name, value) for name, value in response.headers.multi_items()
+               if name.lower() not in ("content-encoding", "content-length")]  # fmt: skip
+    return httpx2.Response(
+        response.status_code, headers=headers, stream=stream, request=request, extensions=response.extensions
+    )
+
+
 def guarded_client(
     *,
     timeout: float | httpx2.Timeout,

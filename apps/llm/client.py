@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from apps.core.crypto import decrypt
 from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.outbound import decoded_response
 from apps.core.text import whole_characters
 
 _UNSET: Any = object()
@@ -265,16 +266,7 @@ class BoundedAnswers(httpx2.BaseTransport):
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         response = self._transport.handle_request(request)
-        response.request = request
-        decoded = [(name, value) for name, value in response.headers.multi_items()
-                   if name.lower() not in ("content-encoding", "content-length")]  # fmt: skip
-        return httpx2.Response(
-            response.status_code,
-            headers=decoded,
-            stream=_BoundedBody(response, self._limit),
-            request=request,
-            extensions=response.extensions,
-        )
+        return decoded_response(response, request, _BoundedBody(response, self._limit))
 
     def close(self) -> None:
         self._transport.close()

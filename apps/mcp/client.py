@@ -31,6 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
 
 from apps.core.crypto import decrypt
+from apps.core.outbound import decoded_response
 from apps.mcp.models import McpService, Transport
 from apps.mcp.tool_names import MAX_TOOLS_PER_SERVICE
 from apps.tenants.db import connection
@@ -116,16 +117,7 @@ class BoundedJsonAnswers(httpx2.AsyncBaseTransport):
         response = await self._transport.handle_async_request(request)
         if not response.headers.get("content-type", "").lower().startswith("application/json"):
             return response
-        response.request = request
-        decoded = [(name, value) for name, value in response.headers.multi_items()
-                   if name.lower() not in ("content-encoding", "content-length")]  # fmt: skip
-        return httpx2.Response(
-            response.status_code,
-            headers=decoded,
-            stream=_BoundedJsonBody(response, self._limit),
-            request=request,
-            extensions=response.extensions,
-        )
+        return decoded_response(response, request, _BoundedJsonBody(response, self._limit))
 
     async def aclose(self) -> None:
         await self._transport.aclose()

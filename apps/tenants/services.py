@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -31,6 +31,9 @@ from apps.tenants.models import (
     TenantStatus,
 )
 from apps.tenants.slugs import normalize_slug, schema_name_for_slug, validate_slug
+
+if TYPE_CHECKING:
+    from apps.usage.limits import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +330,7 @@ def tenant_update(
     return tenant
 
 
-def _alert_lowered_limits(tenant: Tenant, before: Any) -> None:
+def _alert_lowered_limits(tenant: Tenant, before: Limits) -> None:
     """Queue the quota alerts a lower limit puts the tenant's use past: no call, member or service that the
     limit now refuses gets far enough to raise them (``apps.usage.services.quota_alerts_catch_up``)."""
     from apps.usage import limits as L

@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -321,34 +322,48 @@ def test_done_ends_an_answer_that_named_no_finish_reason() -> None:
     assert (reply.content, reply.finish_reason) == ("S001: 165.7 m", "stop")
 
 
-def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(settings: Any) -> None:
-    """After ``[DONE]`` the body's end is read so that the connection can be used again; a server that kept
-    it open made the read time out, and the complete answer was stored as failed."""
-    settings.LLM_TIMEOUT_SECONDS = 1
-    settings.LLM_MAX_RETRIES = 0
-    events = [b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n',
-              b"data: [DONE]\n\n"]  # fmt: skip
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@contextlib.contextmanager
+def _answer_then(after_done: Callable[[socket.socket], None]) -> Iterator[tuple[engine.ModelServer, threading.Thread]]:
+    """A model server on a raw socket that streams "Hi" and ``[DONE]`` in a chunked body, then leaves the
+    connection to ``after_done`` (the body's last chunk never comes): the server, and the thread serving it."""
     listener = socket.create_server(("127.0.0.1", 0))
+    answer = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n'
 
     def serve() -> None:
         conn, _address = listener.accept()
         with conn:
             conn.recv(65536)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for event in events:
-                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
-            time.sleep(3)  # and never the last chunk
+            conn.sendall(_chunk(answer) + _chunk(b"data: [DONE]\n\n"))
+            after_done(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     port = listener.getsockname()[1]
-    server = engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
-                                tenant_supplied=False)  # fmt: skip
     try:
-        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+        yield engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
+                                 tenant_supplied=False), thread  # fmt: skip
     finally:
         listener.close()
+
+
+def _read_hi(server: engine.ModelServer) -> engine.ModelReply:
+    *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
     assert isinstance(reply, engine.ModelReply)
+    return reply
+
+
+def test_an_answer_complete_at_done_stands_when_the_server_keeps_the_body_open(settings: Any) -> None:
+    """After ``[DONE]`` the body's end is read so that the connection can be used again; a server that kept
+    it open made the read time out, and the complete answer was stored as failed."""
+    settings.LLM_TIMEOUT_SECONDS = 1
+    settings.LLM_MAX_RETRIES = 0
+    with _answer_then(lambda _conn: time.sleep(3)) as (server, _thread):  # and never the last chunk
+        reply = _read_hi(server)
     assert (reply.content, reply.finish_reason) == ("Hi", "stop")
 
 
@@ -403,36 +418,17 @@ def test_a_server_that_keeps_sending_after_done_is_left(settings: Any, after: by
     they came: the turn's ``done`` never came, and a web thread was held. The connection is closed instead."""
     settings.LLM_TIMEOUT_SECONDS = 2
     settings.LLM_MAX_RETRIES = 0
-    events = [b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}\n\n',
-              b"data: [DONE]\n\n"]  # fmt: skip
-    listener = socket.create_server(("127.0.0.1", 0))
-    sent_after = []
 
-    def serve() -> None:
-        conn, _address = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for event in events:
-                conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
-            with contextlib.suppress(OSError):  # the client closed the connection
-                for _n in range(400):  # 8 s
-                    conn.sendall(b"%x\r\n%s\r\n" % (len(after), after))
-                    sent_after.append(time.monotonic())
-                    time.sleep(0.02)
+    def keep_sending(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the client closed the connection
+            for _n in range(400):  # 8 s
+                conn.sendall(_chunk(after))
+                time.sleep(0.02)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    port = listener.getsockname()[1]
-    server = engine.ModelServer(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", models=("m",),
-                                tenant_supplied=False)  # fmt: skip
-    started = time.monotonic()
-    try:
-        *_, reply = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
-    finally:
-        listener.close()
-    assert time.monotonic() - started < 2.5
-    assert isinstance(reply, engine.ModelReply)
+    with _answer_then(keep_sending) as (server, thread):
+        started = time.monotonic()
+        reply = _read_hi(server)
+        assert time.monotonic() - started < 2.5
     assert (reply.content, reply.finish_reason) == ("Hi", "stop")
     thread.join(5)
     assert not thread.is_alive()  # the connection was closed, not kept for the next request

@@ -15,11 +15,10 @@ from apps.chat.services import conversation_delete
 from apps.core.actors import Actor
 from apps.tenants.db import connection
 from apps.tenants.models import Tenant
-from apps.tenants.services import tenant_provision
 from apps.usage.meter import storage_key
 from apps.usage.services import storage_measure
 from apps.usage.tasks import reclaim_storage
-from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
+from tests.conftest import drop_tenant, provision
 
 SLUG = "reclaim"
 
@@ -28,10 +27,7 @@ SLUG = "reclaim"
 def full(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Tenant]:
     """A committed free workspace (100 MB) with 1 MB of storage allowed, and a conversation of about 2 MB stored."""
     with django_db_blocker.unblock():
-        tenant = tenant_provision(
-            name="Reclaim Water", slug=SLUG, plan="free", admin_email=f"admin@{SLUG}.example.com",
-            admin_password=ADMIN_PASSWORD, actor=TEST_ACTOR,
-        ).tenant  # fmt: skip
+        tenant = provision(SLUG, plan="free").tenant
         tenant.storage_mb_override = 1
         tenant.save()
         with schema_context(tenant.schema_name):
