@@ -99,12 +99,16 @@ def canned_server(
     status: int = 200,
     content_type: str = "text/html",
     headers: dict[str, str] | None = None,
+    heard: list[dict[str, str]] | None = None,
 ) -> Iterator[str]:
     """``http://127.0.0.1:<port>``, answering every GET and POST with ``status``, ``headers`` and ``body``: the
-    same bytes each time, or what ``body`` makes of the request's body."""
+    same bytes each time, or what ``body`` makes of the request's body. ``heard`` gets each request's headers,
+    names in lower case."""
 
     class Canned(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if heard is not None:
+                heard.append({name.lower(): value for name, value in self.headers.items()})
             request = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             answer = body(request) if callable(body) else body
             self.send_response(status)

@@ -196,8 +196,18 @@ def choose_model(server: ModelServer, requested: str | None, *, field: str = "mo
     return requested
 
 
+# What openai tells every server about the machine it runs on (its X-Stainless-* headers: operating system,
+# architecture, Python and package versions) is not sent: a workspace's own model server is a stranger's, and the
+# versions are what one looks up known flaws by. Omitted headers are dropped by openai's own header merge.
+_PLATFORM_HEADERS = ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
+                     "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async")  # fmt: skip
+_UNTOLD_HEADERS: dict[str, Any] = {**dict.fromkeys(_PLATFORM_HEADERS, openai.Omit()), "User-Agent": "HydroNet"}
+
+
 def openai_client(server: ModelServer, *, answer_limit: int | None = None) -> openai.OpenAI:
     """An OpenAI client with our timeouts and bounded retries (openai backs off on 429 and 5xx).
+
+    It says who it is as ``User-Agent: HydroNet`` and nothing about the platform it runs on (``_UNTOLD_HEADERS``).
 
     ``answer_limit``: the most bytes of any answer it reads, decoded (:class:`BoundedAnswers`); for a client
     whose answers are read whole, not one that reads a chat's stream.
@@ -221,6 +231,7 @@ def openai_client(server: ModelServer, *, answer_limit: int | None = None) -> op
         max_retries=settings.LLM_MAX_RETRIES,
         timeout=timeout,
         http_client=http_client,
+        default_headers=_UNTOLD_HEADERS,
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 from django_tenants.utils import schema_context
 
 from apps.accounts.permissions import Role
+from apps.llm.client import ModelServer, openai_client
 from apps.llm.models import ModelProvider
 from apps.llm.services import model_provider_save
 from tests.accounts.test_pages import logged_in
@@ -97,3 +98,21 @@ def test_an_answer_past_the_limit_is_refused_as_it_is_read(
         assert fits.json()["error"]["message"] == "The model server answered 500."
     with schema_context(tenant_alpha.tenant.schema_name):
         assert ModelProvider.objects.get().model_ids == ["m"]
+
+
+def test_the_model_server_hears_who_we_are_and_nothing_of_our_platform() -> None:
+    """openai would tell every model server, a workspace's own too, our operating system, architecture and the
+    versions of Python and of the package: not sent. ``User-Agent`` names HydroNet; the key still goes."""
+    heard: list[dict[str, str]] = []
+
+    def listing(request: bytes) -> bytes:
+        return b'{"object": "list", "data": [{"id": "m", "object": "model"}]}'
+
+    with canned_server(listing, content_type="application/json", heard=heard) as root:
+        openai_client(ModelServer(f"{root}/v1", "sk-k", ("m",), tenant_supplied=False)).models.list()
+    (headers,) = heard
+    assert not [
+        name for name in headers if name.startswith("x-stainless-") and not name.endswith(("-count", "-timeout"))
+    ]
+    assert headers["user-agent"] == "HydroNet"
+    assert headers["authorization"] == "Bearer sk-k"
