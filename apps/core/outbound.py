@@ -45,15 +45,30 @@ IPv4-compatible, 6to4, Teredo, NAT64) are judged by the IPv4 address they embed
 as well. ``settings.OUTBOUND_ALLOWED_NETWORKS`` (CIDR strings, empty in
 production) lists networks that are allowed regardless, so that development and
 the tests can reach servers on loopback; it is read on every check.
+
+Resolution has a time limit
+---------------------------
+Every resolution of a tenant's host, at save time and at connect time, is given
+at most ``settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS`` (and no more than the
+connect timeout): a name whose DNS server never answers would otherwise hold a
+web thread for the resolver's whole retry schedule. Past it, saving is a 400
+("Timed out resolving ...") and connecting an ``httpcore2.ConnectTimeout``.
+``getaddrinfo`` cannot be interrupted, so it runs in a pool of
+:data:`RESOLVER_THREADS` threads and a lookup past its deadline is left to end
+on its own; at most that many lookups run or wait at once, so lookups that hang
+cannot pile up (a lookup that finds every slot taken waits for one until its own
+deadline).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import ipaddress
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -313,6 +328,45 @@ def resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
+# getaddrinfo() cannot be interrupted: a lookup runs in a thread of its own and is given up on (left to end
+# with the resolver's own retries) once its deadline passes. At most this many lookups are running or waiting
+# for a thread, in each process: when lookups that hang hold all of them, the next waits for one until its own
+# deadline, so threads and queued lookups cannot pile up without bound.
+RESOLVER_THREADS = 32
+_resolver_pool = concurrent.futures.ThreadPoolExecutor(
+    max_workers=RESOLVER_THREADS, thread_name_prefix="outbound-resolve"
+)
+_resolver_slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+
+
+def _resolve_timeout(limit: float | None = None) -> float:
+    """How long one resolution may take: ``settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS``, or ``limit`` if shorter."""
+    configured = float(settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS)
+    return configured if limit is None else max(0.0, min(configured, limit))
+
+
+def _resolve_within(host: str, port: int, timeout: float) -> list[str]:
+    """:func:`resolve`, given up on after ``timeout`` seconds: then it raises ``TimeoutError``.
+
+    Raises ``OSError`` (``socket.gaierror``) if the name does not resolve in time.
+    """
+    deadline = time.monotonic() + timeout
+    slots = _resolver_slots
+    if not slots.acquire(timeout=timeout):
+        raise TimeoutError(f"no lookup thread became free within {timeout} s")
+    try:
+        lookup = _resolver_pool.submit(resolve, host, port)
+    except BaseException:
+        slots.release()
+        raise
+    lookup.add_done_callback(lambda _done: slots.release())
+    try:
+        return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        lookup.cancel()  # if it is still waiting for a thread; a running one ends on its own
+        raise TimeoutError(f"{host} did not resolve within {timeout} s") from None
+
+
 # --- Save time: check_url -----------------------------------------------------------
 
 
@@ -378,7 +432,9 @@ def _check_host(parsed: httpx2.URL) -> None:
     if not _is_hostname(host):
         raise UnsafeURL(_("“%(host)s” is not a valid host name.") % {"host": parsed.host})
     try:
-        addresses = resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        addresses = _resolve_within(host, parsed.port or (443 if parsed.scheme == "https" else 80), _resolve_timeout())
+    except TimeoutError:  # before OSError, which it is
+        raise UnsafeURL(_("Timed out resolving %(host)s.") % {"host": parsed.host}) from None
     except (OSError, UnicodeError):
         addresses = []
     if _is_localhost(host):  # RFC 6761: always loopback, whatever the resolver says
@@ -466,11 +522,14 @@ def _unresolvable(host: str, exc: BaseException) -> httpcore2.ConnectError:
     return error
 
 
-def _resolve_checked(host: str, port: int) -> list[str]:
+def _resolve_checked(host: str, port: int, timeout: float | None) -> list[str]:
+    """The checked addresses of ``host``, resolved within ``timeout`` and the resolution time limit."""
     if _parse_ip(host) is not None:
         return _vet(host, port, [host])
     try:
-        addresses = resolve(host, port)
+        addresses = _resolve_within(host, port, _resolve_timeout(timeout))
+    except TimeoutError as exc:  # before OSError, which it is
+        raise httpcore2.ConnectTimeout(_("Timed out resolving %(host)s.") % {"host": host}) from exc
     except (OSError, UnicodeError) as exc:
         raise _unresolvable(host, exc) from exc
     return _vet(host, port, addresses)
@@ -489,7 +548,7 @@ class GuardedSyncBackend(httpcore2.SyncBackend):
     ) -> httpcore2.NetworkStream:
         """Resolve ``host``, check every address, then connect to the first that answers, by IP."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        addresses = _resolve_checked(host, port)
+        addresses = _resolve_checked(host, port, timeout)
         error: Exception | None = None
         for address in addresses:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -530,10 +589,11 @@ class GuardedAsyncBackend(httpcore2.AnyIOBackend):
         if _parse_ip(host) is not None:
             addresses = _vet(host, port, [host])
         else:
+            # The worker thread waits for the lookup in _resolve_within's bounded pool, at most the time limit.
+            limit = _resolve_timeout(timeout)
             try:
-                with anyio.fail_after(timeout):
-                    resolved = await anyio.to_thread.run_sync(resolve, host, port, abandon_on_cancel=True)
-            except TimeoutError as exc:
+                resolved = await anyio.to_thread.run_sync(_resolve_within, host, port, limit, abandon_on_cancel=True)
+            except TimeoutError as exc:  # before OSError, which it is
                 raise httpcore2.ConnectTimeout(_("Timed out resolving %(host)s.") % {"host": host}) from exc
             except (OSError, UnicodeError) as exc:
                 raise _unresolvable(host, exc) from exc

@@ -15,6 +15,7 @@ import inspect
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -396,6 +397,75 @@ def test_resolve_uses_getaddrinfo_which_reads_every_ipv4_notation() -> None:
     assert outbound.resolve("2130706433", 80) == ["127.0.0.1"]
     assert outbound.resolve("0x7f.1", 443) == ["127.0.0.1"]
     assert outbound.resolve("::1", 80) == ["::1"]
+
+
+# --- The time limit on resolution ----------------------------------------------------------
+
+
+class HangingResolver:
+    """Stands in for socket.getaddrinfo: for names under .test, a DNS server that never answers (until the test
+    ends); other hosts (the tests' own Redis) resolve as ever."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+        self.questions: list[str] = []
+        self.getaddrinfo = socket.getaddrinfo
+
+    def __call__(self, host: str, *args: Any, **kwargs: Any) -> Any:
+        if not host.endswith(".test"):
+            return self.getaddrinfo(host, *args, **kwargs)
+        self.questions.append(host)
+        self.answer.wait(timeout=10)  # the resolver's own retries give up in the end
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[HangingResolver]:
+    settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS = 0.3
+    resolver = HangingResolver()
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    yield resolver
+    resolver.answer.set()
+
+
+@contextmanager
+def takes_about(seconds: float) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    took = time.monotonic() - started
+    assert seconds - 0.05 <= took < seconds + 1.0, f"took {took:.2f} s, not about {seconds} s"
+
+
+def test_a_name_that_does_not_resolve_in_time_is_refused_on_save(hanging_dns: HangingResolver) -> None:
+    with takes_about(0.3), pytest.raises(UnsafeURL) as caught:
+        check_url("https://slow-dns.test/mcp", field="base_url")
+    assert caught.value.message == "Timed out resolving slow-dns.test."
+    assert hanging_dns.questions == ["slow-dns.test"]
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data == {
+        "error": {
+            "code": "unsafe_url",
+            "message": "Timed out resolving slow-dns.test.",
+            "details": {"base_url": ["Timed out resolving slow-dns.test."]},
+        }
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_name_that_does_not_resolve_in_time_is_a_connect_timeout(kind: Kind, hanging_dns: HangingResolver) -> None:
+    with takes_about(0.3), pytest.raises(httpx2.ConnectTimeout, match=r"Timed out resolving slow-dns\.test\."):
+        fetch(kind, "http://slow-dns.test/")  # the client's own timeout is 5 s
+    assert hanging_dns.questions == ["slow-dns.test"]
+
+
+def test_lookups_that_hang_cannot_pile_up(hanging_dns: HangingResolver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbound, "_resolver_slots", threading.BoundedSemaphore(2))
+    for name in ("one.test", "two.test", "three.test"):
+        with takes_about(0.3), pytest.raises(UnsafeURL, match="Timed out resolving"):
+            check_url(f"https://{name}/")
+    assert hanging_dns.questions == ["one.test", "two.test"]  # the third found no free slot and waited in vain
 
 
 # --- Connect time: the guarded clients --------------------------------------------------
