@@ -46,6 +46,16 @@ as well. ``settings.OUTBOUND_ALLOWED_NETWORKS`` (CIDR strings, empty in
 production) lists networks that are allowed regardless, so that development and
 the tests can reach servers on loopback; it is read on every check.
 
+What a refusal says
+-------------------
+A refused IP address the tenant wrote (in any notation: ``10.1.2.3``,
+``0x0a010203``, ``[::ffff:10.1.2.3]``) is named, with the kind of address it
+is. An address a host *name* resolved to is not: the refusal says only what kind
+of address the name points to ("db.internal.example points to an address that is
+not allowed: a private network address."), on save and at connect time alike,
+so a tenant cannot map our internal (split-horizon) DNS one name at a time.
+:class:`UnsafeConnection` keeps the address in ``address``, for us.
+
 Resolution has a time limit
 ---------------------------
 Every resolution of a tenant's host, at save time and at connect time, is given
@@ -71,7 +81,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
@@ -127,7 +137,9 @@ class UnsafeConnection(httpcore2.ConnectError):
     """A connection the guard refused: the host resolved to an address that is not allowed.
 
     httpx2 maps it to ``httpx2.ConnectError`` with the same message and this
-    exception as ``__cause__``.
+    exception as ``__cause__``. The message and ``reason`` reach the tenant, so they name the
+    refused ``address`` only when the host is that address (see "What a refusal says");
+    ``address`` itself is for us.
     """
 
     def __init__(self, message: str, *, host: str, address: str | None = None, reason: str = "") -> None:
@@ -139,23 +151,55 @@ class UnsafeConnection(httpcore2.ConnectError):
 
 # --- The address policy ---------------------------------------------------------
 
-# Each class of refused address, as a full sentence about "%(address)s".
-_UNSPECIFIED = gettext_noop("%(address)s is an unspecified address.")
-_LOOPBACK = gettext_noop("%(address)s is a loopback address.")
-_METADATA = gettext_noop("%(address)s is a cloud metadata service address.")
-_LINK_LOCAL = gettext_noop("%(address)s is a link-local address.")
-_MULTICAST = gettext_noop("%(address)s is a multicast address.")
-_BROADCAST = gettext_noop("%(address)s is the broadcast address.")
-_SHARED = gettext_noop("%(address)s is in the shared address space 100.64.0.0/10 (carrier-grade NAT).")
-_PRIVATE = gettext_noop("%(address)s is a private network address.")
-_SITE_LOCAL = gettext_noop("%(address)s is a site-local address.")
-_DOCUMENTATION = gettext_noop("%(address)s is reserved for documentation.")
-_BENCHMARKING = gettext_noop("%(address)s is reserved for benchmarking.")
-_RESERVED = gettext_noop("%(address)s is a reserved address.")
-_IPV4_COMPATIBLE = gettext_noop("%(address)s is a deprecated IPv4-compatible IPv6 address.")
-_NOT_GLOBAL = gettext_noop("%(address)s is not a public internet address.")
-_EMBEDS = gettext_noop("%(address)s embeds the IPv4 address %(embedded)s: %(reason)s")
-_NOT_AN_ADDRESS = gettext_noop("%(address)s is not an IP address.")
+
+class _Kind(NamedTuple):
+    """A class of refused address in words: a sentence about "%(address)s", and a phrase without it."""
+
+    naming: str
+    general: str
+
+
+class _Refusal(NamedTuple):
+    """Why an address is not allowed, translated: ``naming`` it, and in ``general`` words that do not."""
+
+    naming: str
+    general: str
+
+
+_UNSPECIFIED = _Kind(gettext_noop("%(address)s is an unspecified address."), gettext_noop("an unspecified address"))
+_LOOPBACK = _Kind(gettext_noop("%(address)s is a loopback address."), gettext_noop("a loopback address"))
+_METADATA = _Kind(
+    gettext_noop("%(address)s is a cloud metadata service address."), gettext_noop("a cloud metadata service address")
+)
+_LINK_LOCAL = _Kind(gettext_noop("%(address)s is a link-local address."), gettext_noop("a link-local address"))
+_MULTICAST = _Kind(gettext_noop("%(address)s is a multicast address."), gettext_noop("a multicast address"))
+_BROADCAST = _Kind(gettext_noop("%(address)s is the broadcast address."), gettext_noop("the broadcast address"))
+_SHARED = _Kind(
+    gettext_noop("%(address)s is in the shared address space 100.64.0.0/10 (carrier-grade NAT)."),
+    gettext_noop("an address in the shared address space 100.64.0.0/10 (carrier-grade NAT)"),
+)
+_PRIVATE = _Kind(gettext_noop("%(address)s is a private network address."), gettext_noop("a private network address"))
+_SITE_LOCAL = _Kind(gettext_noop("%(address)s is a site-local address."), gettext_noop("a site-local address"))
+_DOCUMENTATION = _Kind(
+    gettext_noop("%(address)s is reserved for documentation."), gettext_noop("an address reserved for documentation")
+)
+_BENCHMARKING = _Kind(
+    gettext_noop("%(address)s is reserved for benchmarking."), gettext_noop("an address reserved for benchmarking")
+)
+_RESERVED = _Kind(gettext_noop("%(address)s is a reserved address."), gettext_noop("a reserved address"))
+_IPV4_COMPATIBLE = _Kind(
+    gettext_noop("%(address)s is a deprecated IPv4-compatible IPv6 address."),
+    gettext_noop("a deprecated IPv4-compatible IPv6 address"),
+)
+_NOT_GLOBAL = _Kind(
+    gettext_noop("%(address)s is not a public internet address."),
+    gettext_noop("an address outside the public internet"),
+)
+_EMBEDS = _Kind(
+    gettext_noop("%(address)s embeds the IPv4 address %(embedded)s: %(reason)s"),
+    gettext_noop("an IPv6 address that embeds %(kind)s"),
+)
+_NOT_AN_ADDRESS = _Kind(gettext_noop("%(address)s is not an IP address."), gettext_noop("not an IP address"))
 
 
 def _net(cidr: str) -> IPNetwork:
@@ -183,8 +227,8 @@ _SIX_TO_FOUR = _net("2002::/16")
 _IPV4_COMPATIBLE_NET = _net("::/96")
 
 
-def _sentence(template: str, address: IPAddress | str) -> str:
-    return _(template) % {"address": str(address)}
+def _refused(kind: _Kind, shown: str) -> _Refusal:
+    return _Refusal(_(kind.naming) % {"address": shown}, _(kind.general))
 
 
 def _low_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address:
@@ -207,20 +251,21 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
     return []
 
 
-def _classify(address: IPAddress, shown: str) -> str | None:
-    """Why ``address`` is not allowed (ignoring the allowlist), or None if it is allowed."""
+def _classify(address: IPAddress, shown: str) -> _Refusal | None:
+    """Why ``address`` (written ``shown``) is not allowed (ignoring the allowlist), or None if it is allowed."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         for inner in embedded:
-            reason = _classify(inner, str(inner))
-            if reason is not None:
-                return _(_EMBEDS) % {"address": shown, "embedded": str(inner), "reason": reason}
+            why = _classify(inner, str(inner))
+            if why is not None:
+                naming = _(_EMBEDS.naming) % {"address": shown, "embedded": str(inner), "reason": why.naming}
+                return _Refusal(naming, _(_EMBEDS.general) % {"kind": why.general})
         # IPv4-mapped and NAT64 addresses reach exactly the IPv4 address they embed.
         if embedded and (address.ipv4_mapped is not None or address in _NAT64_NETS[0]):
             return None
         if embedded and address in _IPV4_COMPATIBLE_NET:
-            return _sentence(_IPV4_COMPATIBLE, shown)
-    checks: tuple[tuple[bool, str], ...] = (
+            return _refused(_IPV4_COMPATIBLE, shown)
+    checks: tuple[tuple[bool, _Kind], ...] = (
         (address.is_unspecified, _UNSPECIFIED),
         (address.is_loopback, _LOOPBACK),
         (address in _METADATA_ADDRESSES, _METADATA),
@@ -235,9 +280,9 @@ def _classify(address: IPAddress, shown: str) -> str | None:
         (address.is_reserved, _RESERVED),
         (not address.is_global, _NOT_GLOBAL),
     )
-    for refused, template in checks:
+    for refused, kind in checks:
         if refused:
-            return _sentence(template, shown)
+            return _refused(kind, shown)
     return None
 
 
@@ -272,18 +317,25 @@ def _parse_ip(ip: str) -> IPAddress | None:
         return None
 
 
-def check_address(ip: str) -> str | None:
-    """None if our servers may connect to the IP address ``ip``, else why not, for humans.
+def _address_refusal(ip: str) -> _Refusal | None:
+    """None if our servers may connect to the IP address ``ip``, else why not, for humans: naming ``ip``, and in
+    general words for a host name's address (module docstring, "What a refusal says").
 
     Allowed are addresses in ``settings.OUTBOUND_ALLOWED_NETWORKS`` and otherwise
     only public internet addresses (see the module docstring).
     """
     address = _parse_ip(ip)
     if address is None:
-        return _sentence(_NOT_AN_ADDRESS, ip)
+        return _refused(_NOT_AN_ADDRESS, ip)
     if _in_allowlist(address):
         return None
     return _classify(address, ip.strip())
+
+
+def check_address(ip: str) -> str | None:
+    """None if our servers may connect to the IP address ``ip``, else why not, naming it (:func:`_address_refusal`)."""
+    refusal = _address_refusal(ip)
+    return None if refusal is None else refusal.naming
 
 
 # --- Resolution -------------------------------------------------------------------
@@ -442,10 +494,10 @@ def _check_host(parsed: httpx2.URL) -> None:
     if not addresses:
         raise UnsafeURL(_("The host name %(host)s could not be resolved.") % {"host": parsed.host})
     for address in addresses:
-        reason = check_address(address)
-        if reason is not None:
-            message = _("%(host)s points to an address that is not allowed: %(reason)s")
-            raise UnsafeURL(_refusal(message % {"host": parsed.host, "reason": reason}))
+        refusal = _address_refusal(address)
+        if refusal is not None:  # in general words: which address our resolver answered is not the tenant's to see
+            message = _("%(host)s points to an address that is not allowed: %(kind)s.")
+            raise UnsafeURL(_refusal(message % {"host": parsed.host, "kind": refusal.general}))
 
 
 def check_url(url: str, *, field: str = "url") -> str:
@@ -505,13 +557,22 @@ def _vet(host: str, port: int, addresses: Iterable[str]) -> list[str]:
     checked = list(addresses)
     if not checked:
         raise httpcore2.ConnectError(_("The host name %(host)s could not be resolved.") % {"host": host})
+    host_is_address = _parse_ip(host) is not None or _legacy_ipv4(host) is not None
     for address in checked:
-        reason = check_address(address)
-        if reason is not None:
+        refusal = _address_refusal(address)
+        if refusal is None:
+            continue
+        if host_is_address:
             message = _("Refused to connect to %(host)s port %(port)s: %(reason)s")
-            raise UnsafeConnection(
-                message % {"host": host, "port": port, "reason": reason}, host=host, address=address, reason=reason
+            reason = refusal.naming
+        else:  # a name: in general words, as on save
+            message = _(
+                "Refused to connect to %(host)s port %(port)s: it points to an address that is not allowed, %(reason)s."
             )
+            reason = refusal.general
+        raise UnsafeConnection(
+            message % {"host": host, "port": port, "reason": reason}, host=host, address=address, reason=reason
+        )
     return checked
 
 

@@ -12,6 +12,8 @@ import asyncio
 import datetime
 import http.server
 import inspect
+import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -294,7 +296,7 @@ def test_only_plain_http_urls_with_a_host_are_accepted(url: str, message: str, d
 def test_a_name_that_resolves_to_a_private_address_is_refused(dns: FakeDNS) -> None:
     dns.answers = {"mcp.tenant.test": ["192.168.0.10"]}
     assert refusal("https://mcp.tenant.test/mcp") == (
-        "mcp.tenant.test points to an address that is not allowed: 192.168.0.10 is a private network address. "
+        "mcp.tenant.test points to an address that is not allowed: a private network address. "
         "Only public internet addresses can be used."
     )
 
@@ -302,14 +304,104 @@ def test_a_name_that_resolves_to_a_private_address_is_refused(dns: FakeDNS) -> N
 @pytest.mark.usefixtures("no_allowlist")
 def test_a_name_with_any_private_address_is_refused(dns: FakeDNS) -> None:
     dns.answers = {"mixed.test": [PUBLIC_IP, "2606:2800:220:1:248:1893:25c8:1946", "10.0.0.5"]}
-    assert "10.0.0.5 is a private network address" in refusal("https://mixed.test/")
+    assert "not allowed: a private network address." in refusal("https://mixed.test/")
 
 
 @pytest.mark.usefixtures("no_allowlist")
 def test_localhost_is_loopback_whatever_the_resolver_says(dns: FakeDNS) -> None:
     dns.answers = {"localhost": [PUBLIC_IP], "app.localhost": [PUBLIC_IP]}
-    assert "127.0.0.1 is a loopback address" in refusal("http://localhost:8000/")
-    assert "127.0.0.1 is a loopback address" in refusal("http://app.localhost/")
+    assert "localhost points to an address that is not allowed: a loopback address." in refusal("http://localhost/")
+    assert "app.localhost points to an address that is not allowed: a loopback address." in refusal(
+        "http://app.localhost/"
+    )
+
+
+# What our resolver answered for a name is not the tenant's to learn (split-horizon DNS could be mapped one name
+# at a time); an address the tenant wrote, in any notation, is named.
+NAMED_BY_WHAT_THEY_RESOLVE_TO = [
+    ("10.1.2.3", "a private network address"),
+    ("fd12:3456::9", "a private network address"),
+    ("169.254.169.254", "a cloud metadata service address"),
+    ("::ffff:10.1.2.3", "an IPv6 address that embeds a private network address"),
+    ("2002:a01:203::1", "an IPv6 address that embeds a private network address"),  # 6to4
+    ("100.64.7.8", "an address in the shared address space 100.64.0.0/10 (carrier-grade NAT)"),
+]
+
+
+def hidden_parts(address: str) -> set[str]:
+    """The address and any IPv4 address it embeds."""
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return {address}
+    return {address, *(str(inner) for inner in outbound._embedded_ipv4(parsed))}
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize(("address", "kind"), NAMED_BY_WHAT_THEY_RESOLVE_TO)
+def test_a_refused_name_does_not_reveal_its_address(address: str, kind: str, dns: FakeDNS) -> None:
+    dns.answers = {"db.internal.test": [address]}
+    with pytest.raises(UnsafeURL) as caught:
+        check_url("http://db.internal.test/", field="base_url")
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    said = json.dumps(response.data)
+    assert caught.value.message == (
+        f"db.internal.test points to an address that is not allowed: {kind}. "
+        "Only public internet addresses can be used."
+    )
+    for part in hidden_parts(address):
+        assert part not in said, part
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://10.1.2.3/", "10.1.2.3 is a private network address."),
+        ("http://0x0a010203/", "“0x0a010203” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://012.1.2.3/", "“012.1.2.3” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://167838211/", "“167838211” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://[fd12:3456::9]/", "fd12:3456::9 is a private network address."),
+        ("http://[::ffff:10.1.2.3]/", "::ffff:10.1.2.3 embeds the IPv4 address 10.1.2.3: 10.1.2.3 is a private"),
+    ],
+)
+def test_a_refused_address_the_tenant_wrote_is_named(url: str, named: str, dns: FakeDNS) -> None:
+    with pytest.raises(UnsafeURL) as caught:
+        check_url(url)
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    assert named in json.dumps(response.data, ensure_ascii=False)
+    assert dns.questions == []
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("address", "words"), NAMED_BY_WHAT_THEY_RESOLVE_TO)
+def test_a_name_refused_at_connect_time_does_not_reveal_its_address(
+    kind: Kind, address: str, words: str, dns: FakeDNS, connects: list[str]
+) -> None:
+    dns.answers = {"db.internal.test": [address]}
+    unsafe = refused(kind, "http://db.internal.test:8080/")
+    said = f"Refused to connect to db.internal.test port 8080: it points to an address that is not allowed, {words}."
+    assert (str(unsafe), unsafe.reason, unsafe.address) == (said, words, address)
+    assert not any(part in str(unsafe) for part in hidden_parts(address))
+    assert connects == []
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("10.1.2.3", "10.1.2.3 is a private network address."),
+        ("[fd12:3456::9]", "fd12:3456::9 is a private network address."),
+        ("167838211", "10.1.2.3 is a private network address."),  # a redirect's Location can write it so
+    ],
+)
+def test_an_address_refused_at_connect_time_is_named(kind: Kind, host: str, said: str, connects: list[str]) -> None:
+    unsafe = refused(kind, f"http://{host}:8080/")
+    assert said in str(unsafe)
+    assert connects == []
 
 
 def test_a_name_that_does_not_resolve_is_refused(dns: FakeDNS) -> None:
@@ -483,7 +575,10 @@ def test_dns_rebinding_is_refused_at_connect_time(
     assert check_url(url) == url  # public when the tenant saves it ...
     unsafe = refused(kind, url)  # ... loopback when we connect
     assert (unsafe.host, unsafe.address) == ("rebind.test", "127.0.0.1")
-    assert str(unsafe) == f"Refused to connect to rebind.test port {server.port}: 127.0.0.1 is a loopback address."
+    assert str(unsafe) == (
+        f"Refused to connect to rebind.test port {server.port}: "
+        "it points to an address that is not allowed, a loopback address."
+    )
     assert connects == []
     assert server.hosts == []
 
@@ -638,7 +733,7 @@ def test_openai_sees_a_connection_error_caused_by_the_refusal(server: Server, dn
         client.models.list()
     unsafe = find_unsafe_connection(caught.value)
     assert unsafe is not None
-    assert unsafe.reason == "127.0.0.1 is a loopback address."
+    assert unsafe.reason == "a loopback address"
     assert server.hosts == []
 
 
@@ -661,7 +756,7 @@ def test_the_mcp_sdk_sees_an_exception_group_holding_the_refusal(server: Server,
         asyncio.run(asyncio.wait_for(run(), timeout=10))
     unsafe = find_unsafe_connection(caught.value)
     assert unsafe is not None
-    assert unsafe.reason == "10.0.0.7 is a private network address."
+    assert unsafe.reason == "a private network address"
 
 
 # --- The httpx2/httpcore2 internals the guard relies on ---------------------------------------
