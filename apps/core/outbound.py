@@ -45,6 +45,7 @@ IPv4-compatible, 6to4, Teredo, NAT64) are judged by the IPv4 address they embed
 as well. ``settings.OUTBOUND_ALLOWED_NETWORKS`` (CIDR strings, empty in
 production) lists networks that are allowed regardless, so that development and
 the tests can reach servers on loopback; it is read on every check.
+``manage.py check --deploy`` warns when it is not empty (apps.core.checks).
 
 What a refusal says
 -------------------
