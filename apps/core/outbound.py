@@ -76,6 +76,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -386,10 +387,23 @@ def resolve(host: str, port: int) -> list[str]:
 # for a thread, in each process: when lookups that hang hold all of them, the next waits for one until its own
 # deadline, so threads and queued lookups cannot pile up without bound.
 RESOLVER_THREADS = 32
-_resolver_pool = concurrent.futures.ThreadPoolExecutor(
-    max_workers=RESOLVER_THREADS, thread_name_prefix="outbound-resolve"
-)
-_resolver_slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+
+
+class _Resolver:
+    """The lookup threads of this process, and the slots that bound the lookups running or waiting for one."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="outbound-resolve")
+        self.slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+
+
+_resolver = _Resolver()
+# A forked child (a prefork worker) has none of its parent's threads: the parent's pool would queue lookups no
+# thread takes, and slots held by the parent's lookups would never come back.
+os.register_at_fork(after_in_child=_resolver.start)
 
 
 def _resolve_timeout(limit: float | None = None) -> float:
@@ -404,11 +418,11 @@ def _resolve_within(host: str, port: int, timeout: float) -> list[str]:
     Raises ``OSError`` (``socket.gaierror``) if the name does not resolve in time.
     """
     deadline = time.monotonic() + timeout
-    slots = _resolver_slots
+    slots = _resolver.slots
     if not slots.acquire(timeout=timeout):
         raise TimeoutError(f"no lookup thread became free within {timeout} s")
     try:
-        lookup = _resolver_pool.submit(resolve, host, port)
+        lookup = _resolver.pool.submit(resolve, host, port)
     except BaseException:
         slots.release()
         raise

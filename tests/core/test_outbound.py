@@ -14,10 +14,12 @@ import http.server
 import inspect
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -553,11 +555,39 @@ def test_a_name_that_does_not_resolve_in_time_is_a_connect_timeout(kind: Kind, h
 
 
 def test_lookups_that_hang_cannot_pile_up(hanging_dns: HangingResolver, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbound, "_resolver_slots", threading.BoundedSemaphore(2))
+    monkeypatch.setattr(outbound._resolver, "slots", threading.BoundedSemaphore(2))
     for name in ("one.test", "two.test", "three.test"):
         with takes_about(0.3), pytest.raises(UnsafeURL, match="Timed out resolving"):
             check_url(f"https://{name}/")
     assert hanging_dns.questions == ["one.test", "two.test"]  # the third found no free slot and waited in vain
+
+
+def test_a_forked_child_resolves_with_threads_of_its_own(
+    hanging_dns: HangingResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefork worker inherits no threads: neither the parent's idle lookup thread nor the slots its lookups
+    that hang still hold may stand in the child's way."""
+    monkeypatch.setattr(outbound._resolver, "slots", threading.BoundedSemaphore(2))
+    assert outbound._resolve_within("127.0.0.1", 80, 2.0) == ["127.0.0.1"]  # leaves a thread idle
+    for name in ("one.test", "two.test"):  # hold every slot
+        with pytest.raises(UnsafeURL, match="Timed out resolving"):
+            check_url(f"https://{name}/")
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "this process is multi-threaded": the child execs nothing
+        child = os.fork()
+    if child == 0:
+        try:
+            said = repr(outbound._resolve_within("127.0.0.1", 80, 1.0))
+        except BaseException as exc:
+            said = repr(exc)
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        said = answer.read()
+    os.waitpid(child, 0)
+    assert said == "['127.0.0.1']"
 
 
 # --- Connect time: the guarded clients --------------------------------------------------
