@@ -45,18 +45,45 @@ IPv4-compatible, 6to4, Teredo, NAT64) are judged by the IPv4 address they embed
 as well. ``settings.OUTBOUND_ALLOWED_NETWORKS`` (CIDR strings, empty in
 production) lists networks that are allowed regardless, so that development and
 the tests can reach servers on loopback; it is read on every check.
+``manage.py check --deploy`` warns when it is not empty (apps.core.checks).
+
+What a refusal says
+-------------------
+A refused IP address the tenant wrote (in any notation: ``10.1.2.3``,
+``0x0a010203``, ``[::ffff:10.1.2.3]``) is named, with the kind of address it
+is. An address a host *name* resolved to is not: the refusal says only what kind
+of address the name points to ("db.internal.example points to an address that is
+not allowed: a private network address."), on save and at connect time alike,
+so a tenant cannot map our internal (split-horizon) DNS one name at a time.
+:class:`UnsafeConnection` keeps the address in ``address``, for us.
+
+Resolution has a time limit
+---------------------------
+Every resolution of a tenant's host, at save time and at connect time, is given
+at most ``settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS`` (and no more than the
+connect timeout): a name whose DNS server never answers would otherwise hold a
+web thread for the resolver's whole retry schedule. Past it, saving is a 400
+("Timed out resolving ...") and connecting an ``httpcore2.ConnectTimeout``.
+``getaddrinfo`` cannot be interrupted, so it runs in a pool of
+:data:`RESOLVER_THREADS` threads and a lookup past its deadline is left to end
+on its own; at most that many lookups run or wait at once, so lookups that hang
+cannot pile up (a lookup that finds every slot taken waits for one until its own
+deadline).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import ipaddress
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
@@ -112,7 +139,9 @@ class UnsafeConnection(httpcore2.ConnectError):
     """A connection the guard refused: the host resolved to an address that is not allowed.
 
     httpx2 maps it to ``httpx2.ConnectError`` with the same message and this
-    exception as ``__cause__``.
+    exception as ``__cause__``. The message and ``reason`` reach the tenant, so they name the
+    refused ``address`` only when the host is that address (see "What a refusal says");
+    ``address`` itself is for us.
     """
 
     def __init__(self, message: str, *, host: str, address: str | None = None, reason: str = "") -> None:
@@ -124,23 +153,55 @@ class UnsafeConnection(httpcore2.ConnectError):
 
 # --- The address policy ---------------------------------------------------------
 
-# Each class of refused address, as a full sentence about "%(address)s".
-_UNSPECIFIED = gettext_noop("%(address)s is an unspecified address.")
-_LOOPBACK = gettext_noop("%(address)s is a loopback address.")
-_METADATA = gettext_noop("%(address)s is a cloud metadata service address.")
-_LINK_LOCAL = gettext_noop("%(address)s is a link-local address.")
-_MULTICAST = gettext_noop("%(address)s is a multicast address.")
-_BROADCAST = gettext_noop("%(address)s is the broadcast address.")
-_SHARED = gettext_noop("%(address)s is in the shared address space 100.64.0.0/10 (carrier-grade NAT).")
-_PRIVATE = gettext_noop("%(address)s is a private network address.")
-_SITE_LOCAL = gettext_noop("%(address)s is a site-local address.")
-_DOCUMENTATION = gettext_noop("%(address)s is reserved for documentation.")
-_BENCHMARKING = gettext_noop("%(address)s is reserved for benchmarking.")
-_RESERVED = gettext_noop("%(address)s is a reserved address.")
-_IPV4_COMPATIBLE = gettext_noop("%(address)s is a deprecated IPv4-compatible IPv6 address.")
-_NOT_GLOBAL = gettext_noop("%(address)s is not a public internet address.")
-_EMBEDS = gettext_noop("%(address)s embeds the IPv4 address %(embedded)s: %(reason)s")
-_NOT_AN_ADDRESS = gettext_noop("%(address)s is not an IP address.")
+
+class _Kind(NamedTuple):
+    """A class of refused address in words: a sentence about "%(address)s", and a phrase without it."""
+
+    naming: str
+    general: str
+
+
+class _Refusal(NamedTuple):
+    """Why an address is not allowed, translated: ``naming`` it, and in ``general`` words that do not."""
+
+    naming: str
+    general: str
+
+
+_UNSPECIFIED = _Kind(gettext_noop("%(address)s is an unspecified address."), gettext_noop("an unspecified address"))
+_LOOPBACK = _Kind(gettext_noop("%(address)s is a loopback address."), gettext_noop("a loopback address"))
+_METADATA = _Kind(
+    gettext_noop("%(address)s is a cloud metadata service address."), gettext_noop("a cloud metadata service address")
+)
+_LINK_LOCAL = _Kind(gettext_noop("%(address)s is a link-local address."), gettext_noop("a link-local address"))
+_MULTICAST = _Kind(gettext_noop("%(address)s is a multicast address."), gettext_noop("a multicast address"))
+_BROADCAST = _Kind(gettext_noop("%(address)s is the broadcast address."), gettext_noop("the broadcast address"))
+_SHARED = _Kind(
+    gettext_noop("%(address)s is in the shared address space 100.64.0.0/10 (carrier-grade NAT)."),
+    gettext_noop("an address in the shared address space 100.64.0.0/10 (carrier-grade NAT)"),
+)
+_PRIVATE = _Kind(gettext_noop("%(address)s is a private network address."), gettext_noop("a private network address"))
+_SITE_LOCAL = _Kind(gettext_noop("%(address)s is a site-local address."), gettext_noop("a site-local address"))
+_DOCUMENTATION = _Kind(
+    gettext_noop("%(address)s is reserved for documentation."), gettext_noop("an address reserved for documentation")
+)
+_BENCHMARKING = _Kind(
+    gettext_noop("%(address)s is reserved for benchmarking."), gettext_noop("an address reserved for benchmarking")
+)
+_RESERVED = _Kind(gettext_noop("%(address)s is a reserved address."), gettext_noop("a reserved address"))
+_IPV4_COMPATIBLE = _Kind(
+    gettext_noop("%(address)s is a deprecated IPv4-compatible IPv6 address."),
+    gettext_noop("a deprecated IPv4-compatible IPv6 address"),
+)
+_NOT_GLOBAL = _Kind(
+    gettext_noop("%(address)s is not a public internet address."),
+    gettext_noop("an address outside the public internet"),
+)
+_EMBEDS = _Kind(
+    gettext_noop("%(address)s embeds the IPv4 address %(embedded)s: %(reason)s"),
+    gettext_noop("an IPv6 address that embeds %(kind)s"),
+)
+_NOT_AN_ADDRESS = _Kind(gettext_noop("%(address)s is not an IP address."), gettext_noop("not an IP address"))
 
 
 def _net(cidr: str) -> IPNetwork:
@@ -168,8 +229,8 @@ _SIX_TO_FOUR = _net("2002::/16")
 _IPV4_COMPATIBLE_NET = _net("::/96")
 
 
-def _sentence(template: str, address: IPAddress | str) -> str:
-    return _(template) % {"address": str(address)}
+def _refused(kind: _Kind, shown: str) -> _Refusal:
+    return _Refusal(_(kind.naming) % {"address": shown}, _(kind.general))
 
 
 def _low_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address:
@@ -192,20 +253,21 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
     return []
 
 
-def _classify(address: IPAddress, shown: str) -> str | None:
-    """Why ``address`` is not allowed (ignoring the allowlist), or None if it is allowed."""
+def _classify(address: IPAddress, shown: str) -> _Refusal | None:
+    """Why ``address`` (written ``shown``) is not allowed (ignoring the allowlist), or None if it is allowed."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(address)
         for inner in embedded:
-            reason = _classify(inner, str(inner))
-            if reason is not None:
-                return _(_EMBEDS) % {"address": shown, "embedded": str(inner), "reason": reason}
+            why = _classify(inner, str(inner))
+            if why is not None:
+                naming = _(_EMBEDS.naming) % {"address": shown, "embedded": str(inner), "reason": why.naming}
+                return _Refusal(naming, _(_EMBEDS.general) % {"kind": why.general})
         # IPv4-mapped and NAT64 addresses reach exactly the IPv4 address they embed.
         if embedded and (address.ipv4_mapped is not None or address in _NAT64_NETS[0]):
             return None
         if embedded and address in _IPV4_COMPATIBLE_NET:
-            return _sentence(_IPV4_COMPATIBLE, shown)
-    checks: tuple[tuple[bool, str], ...] = (
+            return _refused(_IPV4_COMPATIBLE, shown)
+    checks: tuple[tuple[bool, _Kind], ...] = (
         (address.is_unspecified, _UNSPECIFIED),
         (address.is_loopback, _LOOPBACK),
         (address in _METADATA_ADDRESSES, _METADATA),
@@ -220,9 +282,9 @@ def _classify(address: IPAddress, shown: str) -> str | None:
         (address.is_reserved, _RESERVED),
         (not address.is_global, _NOT_GLOBAL),
     )
-    for refused, template in checks:
+    for refused, kind in checks:
         if refused:
-            return _sentence(template, shown)
+            return _refused(kind, shown)
     return None
 
 
@@ -257,18 +319,25 @@ def _parse_ip(ip: str) -> IPAddress | None:
         return None
 
 
-def check_address(ip: str) -> str | None:
-    """None if our servers may connect to the IP address ``ip``, else why not, for humans.
+def _address_refusal(ip: str) -> _Refusal | None:
+    """None if our servers may connect to the IP address ``ip``, else why not, for humans: naming ``ip``, and in
+    general words for a host name's address (module docstring, "What a refusal says").
 
     Allowed are addresses in ``settings.OUTBOUND_ALLOWED_NETWORKS`` and otherwise
     only public internet addresses (see the module docstring).
     """
     address = _parse_ip(ip)
     if address is None:
-        return _sentence(_NOT_AN_ADDRESS, ip)
+        return _refused(_NOT_AN_ADDRESS, ip)
     if _in_allowlist(address):
         return None
     return _classify(address, ip.strip())
+
+
+def check_address(ip: str) -> str | None:
+    """None if our servers may connect to the IP address ``ip``, else why not, naming it (:func:`_address_refusal`)."""
+    refusal = _address_refusal(ip)
+    return None if refusal is None else refusal.naming
 
 
 # --- Resolution -------------------------------------------------------------------
@@ -311,6 +380,58 @@ def resolve(host: str, port: int) -> list[str]:
         if address not in addresses:
             addresses.append(address)
     return addresses
+
+
+# getaddrinfo() cannot be interrupted: a lookup runs in a thread of its own and is given up on (left to end
+# with the resolver's own retries) once its deadline passes. At most this many lookups are running or waiting
+# for a thread, in each process: when lookups that hang hold all of them, the next waits for one until its own
+# deadline, so threads and queued lookups cannot pile up without bound.
+RESOLVER_THREADS = 32
+
+
+class _Resolver:
+    """The lookup threads of this process, and the slots that bound the lookups running or waiting for one."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="outbound-resolve")
+        self.slots = threading.BoundedSemaphore(RESOLVER_THREADS)
+
+
+_resolver = _Resolver()
+# A forked child (a prefork worker) has none of its parent's threads: the parent's pool would queue lookups no
+# thread takes, and slots held by the parent's lookups would never come back.
+os.register_at_fork(after_in_child=_resolver.start)
+
+
+def _resolve_timeout(limit: float | None = None) -> float:
+    """How long one resolution may take: ``settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS``, or ``limit`` if shorter."""
+    configured = float(settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS)
+    return configured if limit is None else max(0.0, min(configured, limit))
+
+
+def _resolve_within(host: str, port: int, timeout: float) -> list[str]:
+    """:func:`resolve`, given up on after ``timeout`` seconds: then it raises ``TimeoutError``.
+
+    Raises ``OSError`` (``socket.gaierror``) if the name does not resolve in time.
+    """
+    deadline = time.monotonic() + timeout
+    slots = _resolver.slots
+    if not slots.acquire(timeout=timeout):
+        raise TimeoutError(f"no lookup thread became free within {timeout} s")
+    try:
+        lookup = _resolver.pool.submit(resolve, host, port)
+    except BaseException:
+        slots.release()
+        raise
+    lookup.add_done_callback(lambda _done: slots.release())
+    try:
+        return lookup.result(timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        lookup.cancel()  # if it is still waiting for a thread; a running one ends on its own
+        raise TimeoutError(f"{host} did not resolve within {timeout} s") from None
 
 
 # --- Save time: check_url -----------------------------------------------------------
@@ -378,7 +499,9 @@ def _check_host(parsed: httpx2.URL) -> None:
     if not _is_hostname(host):
         raise UnsafeURL(_("“%(host)s” is not a valid host name.") % {"host": parsed.host})
     try:
-        addresses = resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        addresses = _resolve_within(host, parsed.port or (443 if parsed.scheme == "https" else 80), _resolve_timeout())
+    except TimeoutError:  # before OSError, which it is
+        raise UnsafeURL(_("Timed out resolving %(host)s.") % {"host": parsed.host}) from None
     except (OSError, UnicodeError):
         addresses = []
     if _is_localhost(host):  # RFC 6761: always loopback, whatever the resolver says
@@ -386,10 +509,10 @@ def _check_host(parsed: httpx2.URL) -> None:
     if not addresses:
         raise UnsafeURL(_("The host name %(host)s could not be resolved.") % {"host": parsed.host})
     for address in addresses:
-        reason = check_address(address)
-        if reason is not None:
-            message = _("%(host)s points to an address that is not allowed: %(reason)s")
-            raise UnsafeURL(_refusal(message % {"host": parsed.host, "reason": reason}))
+        refusal = _address_refusal(address)
+        if refusal is not None:  # in general words: which address our resolver answered is not the tenant's to see
+            message = _("%(host)s points to an address that is not allowed: %(kind)s.")
+            raise UnsafeURL(_refusal(message % {"host": parsed.host, "kind": refusal.general}))
 
 
 def check_url(url: str, *, field: str = "url") -> str:
@@ -449,13 +572,22 @@ def _vet(host: str, port: int, addresses: Iterable[str]) -> list[str]:
     checked = list(addresses)
     if not checked:
         raise httpcore2.ConnectError(_("The host name %(host)s could not be resolved.") % {"host": host})
+    host_is_address = _parse_ip(host) is not None or _legacy_ipv4(host) is not None
     for address in checked:
-        reason = check_address(address)
-        if reason is not None:
+        refusal = _address_refusal(address)
+        if refusal is None:
+            continue
+        if host_is_address:
             message = _("Refused to connect to %(host)s port %(port)s: %(reason)s")
-            raise UnsafeConnection(
-                message % {"host": host, "port": port, "reason": reason}, host=host, address=address, reason=reason
+            reason = refusal.naming
+        else:  # a name: in general words, as on save
+            message = _(
+                "Refused to connect to %(host)s port %(port)s: it points to an address that is not allowed, %(reason)s."
             )
+            reason = refusal.general
+        raise UnsafeConnection(
+            message % {"host": host, "port": port, "reason": reason}, host=host, address=address, reason=reason
+        )
     return checked
 
 
@@ -466,11 +598,14 @@ def _unresolvable(host: str, exc: BaseException) -> httpcore2.ConnectError:
     return error
 
 
-def _resolve_checked(host: str, port: int) -> list[str]:
+def _resolve_checked(host: str, port: int, timeout: float | None) -> list[str]:
+    """The checked addresses of ``host``, resolved within ``timeout`` and the resolution time limit."""
     if _parse_ip(host) is not None:
         return _vet(host, port, [host])
     try:
-        addresses = resolve(host, port)
+        addresses = _resolve_within(host, port, _resolve_timeout(timeout))
+    except TimeoutError as exc:  # before OSError, which it is
+        raise httpcore2.ConnectTimeout(_("Timed out resolving %(host)s.") % {"host": host}) from exc
     except (OSError, UnicodeError) as exc:
         raise _unresolvable(host, exc) from exc
     return _vet(host, port, addresses)
@@ -489,7 +624,7 @@ class GuardedSyncBackend(httpcore2.SyncBackend):
     ) -> httpcore2.NetworkStream:
         """Resolve ``host``, check every address, then connect to the first that answers, by IP."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        addresses = _resolve_checked(host, port)
+        addresses = _resolve_checked(host, port, timeout)
         error: Exception | None = None
         for address in addresses:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -530,10 +665,11 @@ class GuardedAsyncBackend(httpcore2.AnyIOBackend):
         if _parse_ip(host) is not None:
             addresses = _vet(host, port, [host])
         else:
+            # The worker thread waits for the lookup in _resolve_within's bounded pool, at most the time limit.
+            limit = _resolve_timeout(timeout)
             try:
-                with anyio.fail_after(timeout):
-                    resolved = await anyio.to_thread.run_sync(resolve, host, port, abandon_on_cancel=True)
-            except TimeoutError as exc:
+                resolved = await anyio.to_thread.run_sync(_resolve_within, host, port, limit, abandon_on_cancel=True)
+            except TimeoutError as exc:  # before OSError, which it is
                 raise httpcore2.ConnectTimeout(_("Timed out resolving %(host)s.") % {"host": host}) from exc
             except (OSError, UnicodeError) as exc:
                 raise _unresolvable(host, exc) from exc

@@ -347,9 +347,13 @@ MCP_MAX_ANSWER_BYTES = env.int("MCP_MAX_ANSWER_BYTES", default=8 * 1024 * 1024)
 
 # --- Outbound requests to tenant-supplied URLs (SSRF guard, apps.core.outbound) --
 # Networks (comma-separated CIDRs) that tenant-supplied URLs may reach even though
-# they are not public internet addresses. Empty in production; dev and test allow
-# loopback so the demo servers can be reached.
+# they are not public internet addresses. Empty in production (check --deploy warns
+# otherwise: core.W001); dev and test allow loopback so the demo servers can be reached.
 OUTBOUND_ALLOWED_NETWORKS = env.list("OUTBOUND_ALLOWED_NETWORKS", default=[])
+# The most one DNS lookup of a tenant-supplied host may take, in seconds: on save (a 400 after it) and at
+# every connect (a connect timeout). A resolver that never answers would otherwise hold the thread for its
+# whole retry schedule.
+OUTBOUND_RESOLVE_TIMEOUT_SECONDS = env.float("OUTBOUND_RESOLVE_TIMEOUT_SECONDS", default=5.0)
 
 # --- Identity ----------------------------------------------------------------
 # Brute force: after LOCKOUT_ATTEMPTS failures within LOCKOUT_WINDOW_SECONDS, for

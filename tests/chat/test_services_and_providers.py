@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import translation
 from django_tenants.utils import schema_context
 
+from apps.core import outbound
 from apps.core.crypto import decrypt
 from apps.core.exceptions import InvalidInput
 from apps.llm.models import ModelProvider
@@ -23,6 +24,17 @@ from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, 
 from tests.processes import canned_server
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def internal_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names under internal.test resolve to loopback, as a split-horizon DNS would answer for internal hosts."""
+    real = outbound.resolve
+
+    def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"] if host.endswith(".internal.test") else real(host, port)
+
+    monkeypatch.setattr(outbound, "resolve", resolve)
 
 
 def admin(tenant: TenantFixture) -> Client:
@@ -286,6 +298,27 @@ class TestMcpServices:
         response = send(client, "post", f"/api/mcp-services/{service['id']}/test")
         assert response.status_code == 400
         assert "loopback" in response.json()["error"]["message"]
+
+    def test_a_name_refused_at_connect_time_keeps_its_address_to_us(
+        self, tenant_alpha: TenantFixture, settings: Any, demo_mcp_url: str, internal_dns: None
+    ) -> None:
+        """Which address our resolver gave a name is not the tenant's to learn (split-horizon DNS)."""
+        client = admin(tenant_alpha)
+        url = demo_mcp_url.replace("127.0.0.1", "mcp.internal.test")
+        service = send(client, "post", "/api/mcp-services", {"name": "Internal", "url": url}).json()
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        response = send(client, "post", f"/api/mcp-services/{service['id']}/test")
+        assert response.status_code == 400
+        said = response.json()["error"]["message"]
+        assert "mcp.internal.test" in said
+        assert "it points to an address that is not allowed, a loopback address." in said
+        assert "127.0.0.1" not in said
+        on_save = send(client, "post", "/api/mcp-services", {"name": "Again", "url": url}).json()["error"]
+        assert on_save["message"] == (
+            "mcp.internal.test points to an address that is not allowed: a loopback address. "
+            "Only public internet addresses can be used."
+        )
+        assert "127.0.0.1" not in json.dumps(on_save)
 
     def test_the_plan_limit_on_create_and_enable(self, demo_mcp_url: str) -> None:
         free = tenant_provision(
@@ -581,6 +614,20 @@ class TestModelProvider:
         assert "could not be reached" in down.json()["error"]["message"]
         assert "Nothing answered at this address" in down.json()["error"]["message"]  # not openai's "Connection error."
         assert "Connection error" not in down.json()["error"]["message"]
+
+    def test_a_name_refused_at_connect_time_keeps_its_address_to_us(
+        self, tenant_alpha: TenantFixture, settings: Any, demo_model_url: str, internal_dns: None
+    ) -> None:
+        client = admin(tenant_alpha)
+        base_url = demo_model_url.replace("127.0.0.1", "models.internal.test")
+        send(client, "put", "/api/model-provider", {"base_url": base_url, "model_ids": ["hydronet-demo"]})
+        settings.OUTBOUND_ALLOWED_NETWORKS = []
+        response = send(client, "post", "/api/model-provider/test")
+        assert response.status_code == 400
+        said = response.json()["error"]["message"]
+        assert "models.internal.test" in said
+        assert "it points to an address that is not allowed, a loopback address." in said
+        assert "127.0.0.1" not in said
 
     @pytest.mark.parametrize("tenant_supplied", [False, True])
     def test_a_model_server_out_of_reach_is_described_in_the_requests_language(self, tenant_supplied: bool) -> None:

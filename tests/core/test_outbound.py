@@ -12,9 +12,14 @@ import asyncio
 import datetime
 import http.server
 import inspect
+import ipaddress
+import json
+import os
 import socket
 import ssl
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -293,7 +298,7 @@ def test_only_plain_http_urls_with_a_host_are_accepted(url: str, message: str, d
 def test_a_name_that_resolves_to_a_private_address_is_refused(dns: FakeDNS) -> None:
     dns.answers = {"mcp.tenant.test": ["192.168.0.10"]}
     assert refusal("https://mcp.tenant.test/mcp") == (
-        "mcp.tenant.test points to an address that is not allowed: 192.168.0.10 is a private network address. "
+        "mcp.tenant.test points to an address that is not allowed: a private network address. "
         "Only public internet addresses can be used."
     )
 
@@ -301,14 +306,104 @@ def test_a_name_that_resolves_to_a_private_address_is_refused(dns: FakeDNS) -> N
 @pytest.mark.usefixtures("no_allowlist")
 def test_a_name_with_any_private_address_is_refused(dns: FakeDNS) -> None:
     dns.answers = {"mixed.test": [PUBLIC_IP, "2606:2800:220:1:248:1893:25c8:1946", "10.0.0.5"]}
-    assert "10.0.0.5 is a private network address" in refusal("https://mixed.test/")
+    assert "not allowed: a private network address." in refusal("https://mixed.test/")
 
 
 @pytest.mark.usefixtures("no_allowlist")
 def test_localhost_is_loopback_whatever_the_resolver_says(dns: FakeDNS) -> None:
     dns.answers = {"localhost": [PUBLIC_IP], "app.localhost": [PUBLIC_IP]}
-    assert "127.0.0.1 is a loopback address" in refusal("http://localhost:8000/")
-    assert "127.0.0.1 is a loopback address" in refusal("http://app.localhost/")
+    assert "localhost points to an address that is not allowed: a loopback address." in refusal("http://localhost/")
+    assert "app.localhost points to an address that is not allowed: a loopback address." in refusal(
+        "http://app.localhost/"
+    )
+
+
+# What our resolver answered for a name is not the tenant's to learn (split-horizon DNS could be mapped one name
+# at a time); an address the tenant wrote, in any notation, is named.
+NAMED_BY_WHAT_THEY_RESOLVE_TO = [
+    ("10.1.2.3", "a private network address"),
+    ("fd12:3456::9", "a private network address"),
+    ("169.254.169.254", "a cloud metadata service address"),
+    ("::ffff:10.1.2.3", "an IPv6 address that embeds a private network address"),
+    ("2002:a01:203::1", "an IPv6 address that embeds a private network address"),  # 6to4
+    ("100.64.7.8", "an address in the shared address space 100.64.0.0/10 (carrier-grade NAT)"),
+]
+
+
+def hidden_parts(address: str) -> set[str]:
+    """The address and any IPv4 address it embeds."""
+    parsed = ipaddress.ip_address(address)
+    if isinstance(parsed, ipaddress.IPv4Address):
+        return {address}
+    return {address, *(str(inner) for inner in outbound._embedded_ipv4(parsed))}
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize(("address", "kind"), NAMED_BY_WHAT_THEY_RESOLVE_TO)
+def test_a_refused_name_does_not_reveal_its_address(address: str, kind: str, dns: FakeDNS) -> None:
+    dns.answers = {"db.internal.test": [address]}
+    with pytest.raises(UnsafeURL) as caught:
+        check_url("http://db.internal.test/", field="base_url")
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    said = json.dumps(response.data)
+    assert caught.value.message == (
+        f"db.internal.test points to an address that is not allowed: {kind}. "
+        "Only public internet addresses can be used."
+    )
+    for part in hidden_parts(address):
+        assert part not in said, part
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("http://10.1.2.3/", "10.1.2.3 is a private network address."),
+        ("http://0x0a010203/", "“0x0a010203” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://012.1.2.3/", "“012.1.2.3” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://167838211/", "“167838211” means the IP address 10.1.2.3. 10.1.2.3 is a private network address."),
+        ("http://[fd12:3456::9]/", "fd12:3456::9 is a private network address."),
+        ("http://[::ffff:10.1.2.3]/", "::ffff:10.1.2.3 embeds the IPv4 address 10.1.2.3: 10.1.2.3 is a private"),
+    ],
+)
+def test_a_refused_address_the_tenant_wrote_is_named(url: str, named: str, dns: FakeDNS) -> None:
+    with pytest.raises(UnsafeURL) as caught:
+        check_url(url)
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    assert named in json.dumps(response.data, ensure_ascii=False)
+    assert dns.questions == []
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("address", "words"), NAMED_BY_WHAT_THEY_RESOLVE_TO)
+def test_a_name_refused_at_connect_time_does_not_reveal_its_address(
+    kind: Kind, address: str, words: str, dns: FakeDNS, connects: list[str]
+) -> None:
+    dns.answers = {"db.internal.test": [address]}
+    unsafe = refused(kind, "http://db.internal.test:8080/")
+    said = f"Refused to connect to db.internal.test port 8080: it points to an address that is not allowed, {words}."
+    assert (str(unsafe), unsafe.reason, unsafe.address) == (said, words, address)
+    assert not any(part in str(unsafe) for part in hidden_parts(address))
+    assert connects == []
+
+
+@pytest.mark.usefixtures("no_allowlist")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("10.1.2.3", "10.1.2.3 is a private network address."),
+        ("[fd12:3456::9]", "fd12:3456::9 is a private network address."),
+        ("167838211", "10.1.2.3 is a private network address."),  # a redirect's Location can write it so
+    ],
+)
+def test_an_address_refused_at_connect_time_is_named(kind: Kind, host: str, said: str, connects: list[str]) -> None:
+    unsafe = refused(kind, f"http://{host}:8080/")
+    assert said in str(unsafe)
+    assert connects == []
 
 
 def test_a_name_that_does_not_resolve_is_refused(dns: FakeDNS) -> None:
@@ -398,6 +493,103 @@ def test_resolve_uses_getaddrinfo_which_reads_every_ipv4_notation() -> None:
     assert outbound.resolve("::1", 80) == ["::1"]
 
 
+# --- The time limit on resolution ----------------------------------------------------------
+
+
+class HangingResolver:
+    """Stands in for socket.getaddrinfo: for names under .test, a DNS server that never answers (until the test
+    ends); other hosts (the tests' own Redis) resolve as ever."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+        self.questions: list[str] = []
+        self.getaddrinfo = socket.getaddrinfo
+
+    def __call__(self, host: str, *args: Any, **kwargs: Any) -> Any:
+        if not host.endswith(".test"):
+            return self.getaddrinfo(host, *args, **kwargs)
+        self.questions.append(host)
+        self.answer.wait(timeout=10)  # the resolver's own retries give up in the end
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+
+@pytest.fixture
+def hanging_dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[HangingResolver]:
+    settings.OUTBOUND_RESOLVE_TIMEOUT_SECONDS = 0.3
+    resolver = HangingResolver()
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    yield resolver
+    resolver.answer.set()
+
+
+@contextmanager
+def takes_about(seconds: float) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    took = time.monotonic() - started
+    assert seconds - 0.05 <= took < seconds + 1.0, f"took {took:.2f} s, not about {seconds} s"
+
+
+def test_a_name_that_does_not_resolve_in_time_is_refused_on_save(hanging_dns: HangingResolver) -> None:
+    with takes_about(0.3), pytest.raises(UnsafeURL) as caught:
+        check_url("https://slow-dns.test/mcp", field="base_url")
+    assert caught.value.message == "Timed out resolving slow-dns.test."
+    assert hanging_dns.questions == ["slow-dns.test"]
+    response = api_exception_handler(caught.value, {})
+    assert response is not None
+    assert response.status_code == 400
+    assert response.data == {
+        "error": {
+            "code": "unsafe_url",
+            "message": "Timed out resolving slow-dns.test.",
+            "details": {"base_url": ["Timed out resolving slow-dns.test."]},
+        }
+    }
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_name_that_does_not_resolve_in_time_is_a_connect_timeout(kind: Kind, hanging_dns: HangingResolver) -> None:
+    with takes_about(0.3), pytest.raises(httpx2.ConnectTimeout, match=r"Timed out resolving slow-dns\.test\."):
+        fetch(kind, "http://slow-dns.test/")  # the client's own timeout is 5 s
+    assert hanging_dns.questions == ["slow-dns.test"]
+
+
+def test_lookups_that_hang_cannot_pile_up(hanging_dns: HangingResolver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbound._resolver, "slots", threading.BoundedSemaphore(2))
+    for name in ("one.test", "two.test", "three.test"):
+        with takes_about(0.3), pytest.raises(UnsafeURL, match="Timed out resolving"):
+            check_url(f"https://{name}/")
+    assert hanging_dns.questions == ["one.test", "two.test"]  # the third found no free slot and waited in vain
+
+
+def test_a_forked_child_resolves_with_threads_of_its_own(
+    hanging_dns: HangingResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prefork worker inherits no threads: neither the parent's idle lookup thread nor the slots its lookups
+    that hang still hold may stand in the child's way."""
+    monkeypatch.setattr(outbound._resolver, "slots", threading.BoundedSemaphore(2))
+    assert outbound._resolve_within("127.0.0.1", 80, 2.0) == ["127.0.0.1"]  # leaves a thread idle
+    for name in ("one.test", "two.test"):  # hold every slot
+        with pytest.raises(UnsafeURL, match="Timed out resolving"):
+            check_url(f"https://{name}/")
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "this process is multi-threaded": the child execs nothing
+        child = os.fork()
+    if child == 0:
+        try:
+            said = repr(outbound._resolve_within("127.0.0.1", 80, 1.0))
+        except BaseException as exc:
+            said = repr(exc)
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        said = answer.read()
+    os.waitpid(child, 0)
+    assert said == "['127.0.0.1']"
+
+
 # --- Connect time: the guarded clients --------------------------------------------------
 
 
@@ -413,7 +605,10 @@ def test_dns_rebinding_is_refused_at_connect_time(
     assert check_url(url) == url  # public when the tenant saves it ...
     unsafe = refused(kind, url)  # ... loopback when we connect
     assert (unsafe.host, unsafe.address) == ("rebind.test", "127.0.0.1")
-    assert str(unsafe) == f"Refused to connect to rebind.test port {server.port}: 127.0.0.1 is a loopback address."
+    assert str(unsafe) == (
+        f"Refused to connect to rebind.test port {server.port}: "
+        "it points to an address that is not allowed, a loopback address."
+    )
     assert connects == []
     assert server.hosts == []
 
@@ -568,7 +763,7 @@ def test_openai_sees_a_connection_error_caused_by_the_refusal(server: Server, dn
         client.models.list()
     unsafe = find_unsafe_connection(caught.value)
     assert unsafe is not None
-    assert unsafe.reason == "127.0.0.1 is a loopback address."
+    assert unsafe.reason == "a loopback address"
     assert server.hosts == []
 
 
@@ -591,7 +786,7 @@ def test_the_mcp_sdk_sees_an_exception_group_holding_the_refusal(server: Server,
         asyncio.run(asyncio.wait_for(run(), timeout=10))
     unsafe = find_unsafe_connection(caught.value)
     assert unsafe is not None
-    assert unsafe.reason == "10.0.0.7 is a private network address."
+    assert unsafe.reason == "a private network address"
 
 
 # --- The httpx2/httpcore2 internals the guard relies on ---------------------------------------
