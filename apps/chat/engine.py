@@ -301,6 +301,9 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
     except ImpossibleUsage as exc:
         message = _("The model server reported an impossible token count (%(count)s).") % {"count": exc}
         raise UpstreamError(message) from exc
+    except TooManyToolCalls as exc:
+        message = _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
+        raise UpstreamError(message) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
         message = _("The model server sent a part of its answer that is not a chat completion chunk.")
         raise UpstreamError(message) from exc
@@ -344,6 +347,16 @@ MAX_REPORTED_TOKENS = 10_000_000
 
 class ImpossibleUsage(ValueError):
     """The model server reported a token count no call can have."""
+
+
+# The most tool calls one reply may ask for. Past CHAT_MAX_TOOL_CALLS_PER_REPLY they are not run, but each is
+# still answered, stored and sent back to the model: a reply of a million calls was read into memory whole and
+# wrote a million messages. One of more is a broken answer, and nothing of it is run or stored as a call.
+MAX_TOOL_CALLS_READ = 1000
+
+
+class TooManyToolCalls(ValueError):
+    """A reply asked for more than ``MAX_TOOL_CALLS_READ`` tool calls."""
 
 
 def _reported_tokens(usage: dict[str, Any], name: str) -> int:
@@ -418,6 +431,8 @@ class _Accumulator:
                 texts += self._text(content)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
+                if len(self.calls) > MAX_TOOL_CALLS_READ:
+                    raise TooManyToolCalls(len(self.calls))
                 call_id = part.get("id")
                 if not isinstance(call_id, str | None) or len(call_id or "") > MAX_TOOL_CALL_ID_CHARS:
                     raise ValueError(f"a tool call's id is not a string of at most 100 characters: {call_id!r:.60}")

@@ -1203,6 +1203,25 @@ def test_calls_past_the_most_of_one_reply_are_answered_not_run(
     assert [message["tool_call_id"] for message in sent[-1] if message["role"] == "tool"] == ids
 
 
+def test_a_reply_of_more_calls_than_are_read_fails_the_turn_and_runs_none(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+) -> None:
+    sent: list[list[dict[str, Any]]] = []
+    client = member_client(tenant_alpha)
+    conversation = new_conversation(client)
+    with canned_server(many_calls_model(1001, sent), content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
+                                                                                 "stream": True}))  # fmt: skip
+    assert [kind for kind, _data in events] == ["error"]
+    assert events[0][1]["message"] == "The model asked for more than 1000 tool calls in one reply."
+    assert [(message.role, message.status) for message in stored(tenant_alpha, conversation)] == [
+        ("user", "complete"), ("assistant", "error"),
+    ]  # fmt: skip
+    assert charged_tool_calls(tenant_alpha) == 0
+    assert len(sent) == 1
+
+
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:
     from tests.conftest import api_key_secret
 

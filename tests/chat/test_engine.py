@@ -337,6 +337,17 @@ def test_of_one_replys_calls_the_first_run_and_the_others_are_answered_not_run(m
     assert [m.get("tool_call_id") for m in messages if m["role"] == "tool"] == ["call_0", "call_1", "call_2"]
 
 
+def test_a_reply_of_more_tool_calls_than_are_read_is_a_broken_answer() -> None:
+    """Calls past CHAT_MAX_TOOL_CALLS_PER_REPLY are not run but are answered and stored, one message each: a reply
+    of a million was read whole and wrote a million messages."""
+    part = {"function": {"name": "h__list_stations", "arguments": "{}"}}
+    most = [{"index": n, **part} for n in range(engine.MAX_TOOL_CALLS_READ)]
+    assert len(_calls(*most).tool_calls) == 1000
+    with pytest.raises(engine.UpstreamError) as refused:
+        _calls(*most, {"index": 10**6, **part})
+    assert str(refused.value) == "The model asked for more than 1000 tool calls in one reply."
+
+
 def test_done_ends_an_answer_that_named_no_finish_reason() -> None:
     """Content, then ``[DONE]``, no ``finish_reason``: the answer was stored as failed ("ended before the
     answer was complete")."""
