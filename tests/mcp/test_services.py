@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from django.utils.html import escape
 from django_tenants.utils import schema_context
 
 from apps.accounts.permissions import Role
@@ -296,3 +297,28 @@ class TestHeaderBounds:
         assert renamed.status_code == 200, renamed.content
         with schema_context(tenant_alpha.tenant.schema_name):
             assert _headers(McpService.objects.get(pk=service_id)) == many
+
+    @pytest.mark.parametrize(
+        ("lines", "says"),
+        [("\n".join(f"X-H{n}: v" for n in range(21)), "Give at most 20 auth headers."),
+         ("X-Token: a\nX-Token: b", GIVE_EACH_ONCE + "X-Token."),
+         ("X-Token: a\nx-token: b", GIVE_EACH_ONCE + "X-Token, x-token.")],
+        ids=["21 headers", "twice", "in two cases"],
+    )  # fmt: skip
+    def test_the_pages_show_why_and_change_nothing(self, tenant_alpha: TenantFixture, lines: str, says: str) -> None:
+        """A name given twice on the page was taken, the dict keeping the last one."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Paged", "url": URL, "type": "streamable-http", "timeout_seconds": 30}
+        assert client.post("/services/", {**form, "headers": "X-Key: k"}).status_code == 302
+        before, events = self.stored(tenant_alpha), self.events(tenant_alpha)
+        service_id = self.service_id(tenant_alpha)
+        for path in ("/services/", f"/services/{service_id}/edit/"):
+            refused = client.post(path, {**form, "name": "Other", "headers": lines})
+            assert refused.status_code == 400
+            assert refused.context["form"].errors["headers"] == [says]
+            assert escape(says) in refused.content.decode()
+        assert (self.stored(tenant_alpha), self.events(tenant_alpha)) == (before, events)
+
+    def service_id(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return int(McpService.objects.get().pk)
