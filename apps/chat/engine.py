@@ -23,6 +23,7 @@ import httpx2
 import openai
 from django.conf import settings
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from openai.types.chat import ChatCompletion
 
 from apps.core.text import whole_characters
@@ -300,6 +301,9 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
     except ImpossibleUsage as exc:
         message = _("The model server reported an impossible token count (%(count)s).") % {"count": exc}
         raise UpstreamError(message) from exc
+    except TooManyToolCalls as exc:
+        message = _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
+        raise UpstreamError(message) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
         message = _("The model server sent a part of its answer that is not a chat completion chunk.")
         raise UpstreamError(message) from exc
@@ -343,6 +347,16 @@ MAX_REPORTED_TOKENS = 10_000_000
 
 class ImpossibleUsage(ValueError):
     """The model server reported a token count no call can have."""
+
+
+# The most tool calls one reply may ask for. Past CHAT_MAX_TOOL_CALLS_PER_REPLY they are not run, but each is
+# still answered, stored and sent back to the model: a reply of a million calls was read into memory whole and
+# wrote a million messages. One of more is a broken answer, and nothing of it is run or stored as a call.
+MAX_TOOL_CALLS_READ = 1000
+
+
+class TooManyToolCalls(ValueError):
+    """A reply asked for more than ``MAX_TOOL_CALLS_READ`` tool calls."""
 
 
 def _reported_tokens(usage: dict[str, Any], name: str) -> int:
@@ -417,6 +431,8 @@ class _Accumulator:
                 texts += self._text(content)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
+                if len(self.calls) > MAX_TOOL_CALLS_READ:
+                    raise TooManyToolCalls(len(self.calls))
                 call_id = part.get("id")
                 if not isinstance(call_id, str | None) or len(call_id or "") > MAX_TOOL_CALL_ID_CHARS:
                     raise ValueError(f"a tool call's id is not a string of at most 100 characters: {call_id!r:.60}")
@@ -514,6 +530,16 @@ def _call_outcome(
         meter.record(ticket)
 
 
+def _not_run(asked: int, most: int) -> mcp_client.ToolOutcome:
+    """The answer to a call past the first ``most`` of a reply that asked for ``asked``: not run, and why."""
+    text = ngettext(
+        "Not run: the model asked for %(count)d tool calls in one reply; at most %(most)d is run.",
+        "Not run: the model asked for %(count)d tool calls in one reply; at most %(most)d are run.",
+        most,
+    ) % {"count": asked, "most": most}
+    return mcp_client.ToolOutcome(text=text, is_error=True, duration_ms=0)
+
+
 def _truncate(text: str) -> tuple[str, bool]:
     limit = settings.MCP_RESULT_MAX_CHARS
     if len(text) <= limit:
@@ -554,6 +580,7 @@ def run_turn(
     messages: list[dict[str, Any]],
     tools: list[BoundTool],
     max_rounds: int,
+    max_calls_per_reply: int,
     meter: CallMeter,
     first_stream: Any = None,
     first_ticket: Any = None,
@@ -565,7 +592,10 @@ def run_turn(
     Yields tokens, each model reply, each tool call and each tool result, in
     order. Raises UpstreamError when the model server fails. A tool that fails
     (unreachable, unknown, bad arguments, an error result) is reported to the
-    model as that tool's result, so the model can explain or recover.
+    model as that tool's result, so the model can explain or recover. Of the
+    calls one reply asks for, the first ``max_calls_per_reply`` run, one after
+    another; each one after them is answered "not run" (an error result, not
+    charged), as the model server needs an answer to every call of the reply.
     ``first_stream`` is the first round's request when the caller already sent
     it (``open_stream`` with all ``tools``, charged as ``first_ticket``), to
     overlap it with its own work. ``options`` (temperature, max_tokens...) go with
@@ -617,12 +647,16 @@ def run_turn(
                 ],
             }
         )
-        for asked in reply.tool_calls:
+        asked_for = len(reply.tool_calls)
+        for n, asked in enumerate(reply.tool_calls):
             tool = by_name.get(asked.name)
             # Named by its service and the server's own name, which the exposed name's halves may not be.
             call = asked if tool is None else replace(asked, service=tool.service.slug, tool=tool.tool_name)
             yield call
-            outcome = _call_outcome(call, tool, meter, run_tool)
+            if n < max_calls_per_reply:
+                outcome = _call_outcome(call, tool, meter, run_tool)
+            else:
+                outcome = _not_run(asked_for, max_calls_per_reply)
             text, truncated = _truncate(outcome.text)
             yield ToolResult(
                 call=call, result=text, is_error=outcome.is_error, duration_ms=outcome.duration_ms, truncated=truncated

@@ -425,6 +425,7 @@ def _stream_turn(
         messages=messages,
         tools=tools,
         max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
+        max_calls_per_reply=settings.CHAT_MAX_TOOL_CALLS_PER_REPLY,
         meter=meter,
         first_stream=first,
         first_ticket=ticket,

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from apps.core.exceptions import InvalidInput, put_on_form
 from apps.mcp.models import Transport
-from apps.mcp.services import mcp_service_fields_check
+from apps.mcp.services import headers_repeated, mcp_service_fields_check
 
 
 class McpServiceForm(forms.Form):
@@ -37,15 +37,19 @@ class McpServiceForm(forms.Form):
         return cleaned
 
     def clean_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
+        """The lines as a dict; a name given twice is refused, as the service refuses two in different cases (the
+        dict would keep the last one, silently)."""
+        pairs: list[tuple[str, str]] = []
         for line in (self.cleaned_data.get("headers") or "").splitlines():
             if not line.strip():
                 continue
             name, sep, value = line.partition(":")
             if not sep:
                 raise forms.ValidationError(_("Write each header as “Name: value”."))
-            headers[name.strip()] = value.strip()
-        return headers
+            pairs.append((name.strip(), value.strip()))
+        if problem := headers_repeated(name for name, _value in pairs):
+            raise forms.ValidationError(problem)
+        return dict(pairs)
 
 
 class McpServiceEditForm(McpServiceForm):

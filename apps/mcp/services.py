@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Final
 
 from django.conf import settings
@@ -41,7 +43,13 @@ _HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]{0,4096}")
 _CONNECTION_HEADERS = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive",
     "proxy-connection", "proxy-authorization", "content-type", "accept", "mcp-session-id", "mcp-protocol-version",
+    "last-event-id",
 })  # fmt: skip
+# Auth headers are stored encrypted and sent with every call: at most this many, of at most this many characters
+# in all (names and values): servers take 8 KiB (Tomcat, Jetty) to 16 KiB (Node) of a request's headers, and
+# refuse more (431), which would fail every call.
+MAX_HEADERS = 20
+MAX_HEADERS_CHARS = 8 * 1024
 MAX_TIMEOUT_SECONDS = 120
 
 
@@ -124,12 +132,31 @@ def _valid_fields(
 
 
 def _headers_problem(headers: dict[str, str]) -> str | None:
-    """Why the client could not send these auth headers, or None if it can."""
+    """Why the client could not send these auth headers, or None if it can. Counted first: a body of 2.5 MB holds
+    a hundred thousand."""
+    if len(headers) > MAX_HEADERS:
+        return _("Give at most %(most)d auth headers.") % {"most": MAX_HEADERS}
     bad = [h for h in headers if not _HEADER_NAME_RE.fullmatch(h)]
     if bad or any(not _HEADER_VALUE_RE.fullmatch(str(v)) for v in headers.values()):
         return _("Header names are letters, digits and hyphens; values are one line of ASCII.")
     if taken := sorted(h for h in headers if h.lower() in _CONNECTION_HEADERS):
         return _("These headers are set by the connection itself: %(names)s.") % {"names": ", ".join(taken)}
+    if sum(len(name) + len(str(value)) for name, value in headers.items()) > MAX_HEADERS_CHARS:
+        return _("The auth headers may hold at most %(most)d characters in all, names and values.") % {
+            "most": MAX_HEADERS_CHARS
+        }
+    return headers_repeated(headers)
+
+
+def headers_repeated(names: Iterable[str]) -> str | None:
+    """Why auth headers of these names cannot all be sent: some are the same name, whatever its case (HTTP's
+    names are, and the server would get both and read either); None if no two are."""
+    names = list(names)
+    cases = Counter(name.lower() for name in names)
+    if repeated := sorted({name for name in names if cases[name.lower()] > 1}):
+        return _("Give each header once, whatever the case of its name: %(names)s.") % {
+            "names": ", ".join(repeated)[:500]
+        }
     return None
 
 

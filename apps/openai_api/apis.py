@@ -283,8 +283,9 @@ class ChatCompletionsApi(TenantApi):
             events = engine.metered_round(first, meter, ticket)
         else:
             events = engine.run_turn(server=server, model=model, messages=messages, tools=tools, meter=meter,
-                                     max_rounds=settings.CHAT_MAX_TOOL_ROUNDS, first_stream=first,
-                                     first_ticket=ticket, options=options)  # fmt: skip
+                                     max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
+                                     max_calls_per_reply=settings.CHAT_MAX_TOOL_CALLS_PER_REPLY,
+                                     first_stream=first, first_ticket=ticket, options=options)  # fmt: skip
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if data.validated_data["stream"]:
             usage = bool((data.validated_data.get("stream_options") or {}).get("include_usage"))

@@ -332,6 +332,9 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_MAX_REQUEST_MESSAGES = env.int("CHAT_MAX_REQUEST_MESSAGES", default=2000)
 # Tool rounds (model asks for tools, tools run, model reads the results) per turn.
 CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
+# Tool calls run of one model reply: a model may ask for hundreds at once, and each runs in turn, for up to its
+# timeout. Those past it are not run; each is answered so (an error result the model reads), and not charged.
+CHAT_MAX_TOOL_CALLS_PER_REPLY = env.int("CHAT_MAX_TOOL_CALLS_PER_REPLY", default=16)
 # One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while its
 # calls go on, each call renewing the hold for this long; a worker that died mid-turn frees it after it.
 CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=300)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ from django_tenants.utils import schema_context
 
 from apps.core.actors import Actor
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair, make_member
+from tests.processes import sse_body
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +56,30 @@ def model_requests(monkeypatch: pytest.MonkeyPatch) -> list[list[dict[str, Any]]
 
     monkeypatch.setattr(engine, "open_stream", spy)
     return sent
+
+
+def many_calls_model(count: int, sent: list[list[dict[str, Any]]]) -> Callable[[bytes], bytes]:
+    """A model server's answers, for ``canned_server``: ``count`` calls of hydrology's ``list_stations`` in one
+    reply (ids ``call_0``...), then "Done." once a request brings tool results. Each request's messages go to
+    ``sent``."""
+    calls = [{"index": n, "id": f"call_{n}", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+             for n in range(count)]  # fmt: skip
+
+    def answer(request: bytes) -> bytes:
+        messages = json.loads(request)["messages"]
+        sent.append(messages)
+        if any(message["role"] == "tool" for message in messages):
+            return sse_body({"choices": [{"index": 0, "delta": {"content": "Done."}, "finish_reason": "stop"}]})
+        return sse_body({"choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": "tool_calls"}]})
+
+    return answer
+
+
+def charged_tool_calls(tenant: TenantFixture) -> int:
+    """The tool calls charged in ``tenant`` (its usage events not yet flushed)."""
+    from django.db.models import Sum
+
+    from apps.usage.models import UsageEvent
+
+    with schema_context(tenant.tenant.schema_name):
+        return int(UsageEvent.objects.filter(kind="tool").aggregate(n=Sum("calls"))["n"] or 0)

@@ -22,7 +22,7 @@ from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_tool_result, _store_user_message
 from apps.core.actors import Actor
 from apps.usage.models import UsageEvent
-from tests.chat.conftest import member_client
+from tests.chat.conftest import charged_tool_calls, many_calls_model, member_client
 from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
 from tests.processes import canned_server, sse_body
 
@@ -1173,6 +1173,53 @@ def test_arguments_json_cannot_carry_go_back_to_the_model_as_not_an_object(
     _question, asked, tool, _answer = stored(tenant_alpha, conversation)
     assert asked.tool_calls[0]["arguments"] == arguments  # the model's text, as sent
     assert (tool.arguments, tool.status) == (None, "error")
+
+
+def test_calls_past_the_most_of_one_reply_are_answered_not_run(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+) -> None:
+    """A model asked for 40 tool calls in one reply, and the turn ran all 40, one after another, each for up to
+    its timeout: a web thread held, the workspace's MCP server flooded. The first 16 run, uncharged ones answer
+    the others, and every call of the reply is answered, as the model server requires on the next request."""
+    sent: list[list[dict[str, Any]]] = []
+    ids = [f"call_{n}" for n in range(40)]
+    not_run = "Not run: the model asked for 40 tool calls in one reply; at most 16 are run."
+    client = member_client(tenant_alpha)
+    conversation = new_conversation(client)
+    with canned_server(many_calls_model(40, sent), content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
+                                                                                 "stream": True}))  # fmt: skip
+    assert events[-1][0] == "done"
+    assert [data["id"] for kind, data in events if kind == "tool_call"] == ids
+    results = [data for kind, data in events if kind == "tool_result"]
+    assert [(data["id"], data["is_error"]) for data in results] == [(i, n >= 16) for n, i in enumerate(ids)]
+    assert all("S001" in data["result"] for data in results[:16])
+    assert [data["result"] for data in results[16:]] == [not_run] * 24
+    assert charged_tool_calls(tenant_alpha) == 16  # the MCP server was called 16 times
+    tools = [message for message in stored(tenant_alpha, conversation) if message.role == "tool"]
+    assert [(tool.tool_call_id, tool.error) for tool in tools] == [(i, not_run if n >= 16 else "")
+                                                                  for n, i in enumerate(ids)]  # fmt: skip
+    assert [message["tool_call_id"] for message in sent[-1] if message["role"] == "tool"] == ids
+
+
+def test_a_reply_of_more_calls_than_are_read_fails_the_turn_and_runs_none(
+    tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+) -> None:
+    sent: list[list[dict[str, Any]]] = []
+    client = member_client(tenant_alpha)
+    conversation = new_conversation(client)
+    with canned_server(many_calls_model(1001, sent), content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
+                                                                                 "stream": True}))  # fmt: skip
+    assert [kind for kind, _data in events] == ["error"]
+    assert events[0][1]["message"] == "The model asked for more than 1000 tool calls in one reply."
+    assert [(message.role, message.status) for message in stored(tenant_alpha, conversation)] == [
+        ("user", "complete"), ("assistant", "error"),
+    ]  # fmt: skip
+    assert charged_tool_calls(tenant_alpha) == 0
+    assert len(sent) == 1
 
 
 def test_api_keys_use_v1_not_the_conversations_api(tenant_alpha: TenantFixture) -> None:

@@ -303,12 +303,49 @@ def test_a_model_that_keeps_asking_for_tools_is_stopped(monkeypatch: Any, tools:
 
     meter = Meter()
     turn = engine.run_turn(server=None, model="m", messages=[], tools=bound, max_rounds=2, meter=meter,  # type: ignore[arg-type]
-                           run_tool=run_tool)  # fmt: skip
+                           max_calls_per_reply=16, run_tool=run_tool)  # fmt: skip
     events: list[Any] = []
     with pytest.raises(engine.UpstreamError, match=says):
         events.extend(turn)
     assert ran == ["list_stations"] * 2 * tools  # two rounds of tools, then none
     assert meter.charged == (["model", "tool", "model", "tool", "model"] if tools else ["model"])
+
+
+def test_of_one_replys_calls_the_first_run_and_the_others_are_answered_not_run(monkeypatch: Any) -> None:
+    parts = [{"index": n, "id": f"call_{n}", "function": {"name": "h__list_stations", "arguments": "{}"}}
+             for n in range(3)]  # fmt: skip
+    replies = iter([Chunks({"choices": [{"delta": {"tool_calls": parts}, "finish_reason": "tool_calls"}]}),
+                    Chunks({"choices": [{"delta": {"content": "Done."}, "finish_reason": "stop"}]})])  # fmt: skip
+    monkeypatch.setattr(engine, "open_stream", lambda *args, **kwargs: next(replies))
+    bound = [engine.BoundTool("h__list_stations", engine.McpService(name="h"), "list_stations", "", {})]
+    ran: list[dict[str, Any]] = []
+
+    def run_tool(tool: engine.BoundTool, arguments: dict[str, Any]) -> Any:
+        ran.append(arguments)
+        return engine.mcp_client.ToolOutcome(text="S001", is_error=False, duration_ms=1)
+
+    meter, messages = Meter(), [{"role": "user", "content": "Stations?"}]
+    events = list(engine.run_turn(server=None, model="m", messages=messages, tools=bound, max_rounds=2,  # type: ignore[arg-type]
+                                  max_calls_per_reply=1, meter=meter, run_tool=run_tool))  # fmt: skip
+    results = [event for event in events if isinstance(event, engine.ToolResult)]
+    not_run = "Not run: the model asked for 3 tool calls in one reply; at most 1 is run."
+    assert [(r.call.id, r.result, r.is_error) for r in results] == [
+        ("call_0", "S001", False), ("call_1", not_run, True), ("call_2", not_run, True),
+    ]  # fmt: skip
+    assert len(ran) == 1
+    assert meter.charged == ["model", "tool", "model"]
+    assert [m.get("tool_call_id") for m in messages if m["role"] == "tool"] == ["call_0", "call_1", "call_2"]
+
+
+def test_a_reply_of_more_tool_calls_than_are_read_is_a_broken_answer() -> None:
+    """Calls past CHAT_MAX_TOOL_CALLS_PER_REPLY are not run but are answered and stored, one message each: a reply
+    of a million was read whole and wrote a million messages."""
+    part = {"function": {"name": "h__list_stations", "arguments": "{}"}}
+    most = [{"index": n, **part} for n in range(engine.MAX_TOOL_CALLS_READ)]
+    assert len(_calls(*most).tool_calls) == 1000
+    with pytest.raises(engine.UpstreamError) as refused:
+        _calls(*most, {"index": 10**6, **part})
+    assert str(refused.value) == "The model asked for more than 1000 tool calls in one reply."
 
 
 def test_done_ends_an_answer_that_named_no_finish_reason() -> None:

@@ -17,6 +17,7 @@ from django_tenants.utils import schema_context
 from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
+from tests.chat.conftest import charged_tool_calls, many_calls_model
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
 from tests.processes import WebServer, canned_server, serve, sse_body
 
@@ -84,6 +85,26 @@ class TestInProcess:
         assert "S001" in message["content"]
         assert "tool_calls" not in message  # HydroNet ran the tools
         assert body["usage"]["total_tokens"] > 0
+
+    def test_calls_past_the_most_of_one_reply_are_answered_not_run(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        """As in the chat (CHAT_MAX_TOOL_CALLS_PER_REPLY): the first ones run, the model reads the others were not."""
+        settings.CHAT_MAX_TOOL_CALLS_PER_REPLY = 3
+        sent: list[list[dict[str, Any]]] = []
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(many_calls_model(5, sent), content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "Stations?"}])
+        assert response.status_code == 200, response.content
+        assert response.json()["choices"][0]["message"] == {"role": "assistant", "content": "Done."}
+        results = [message for message in sent[-1] if message["role"] == "tool"]
+        assert [message["tool_call_id"] for message in results] == [f"call_{n}" for n in range(5)]
+        assert all("S001" in message["content"] for message in results[:3])
+        assert [message["content"] for message in results[3:]] == [
+            "Not run: the model asked for 5 tool calls in one reply; at most 3 are run."
+        ] * 2
+        assert charged_tool_calls(tenant_alpha) == 3
 
     def test_client_tools_are_passed_through(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
+from django.utils.html import escape
 from django_tenants.utils import schema_context
 
 from apps.accounts.permissions import Role
@@ -222,3 +224,101 @@ class TestPatch:
         assert response.status_code == 400
         assert list(response.json()["error"]["details"]) == ["slug"]
         assert send(client, "get", f"/api/mcp-services/{created['id']}").json()["slug"] == "fixed"
+
+
+GIVE_EACH_ONCE = "Give each header once, whatever the case of its name: "
+
+
+class TestHeaderBounds:
+    """Auth headers are stored encrypted and sent with every call: their number and size are bounded, and each is
+    one a server can take once; a bad one is a 400 naming ``headers`` that changes nothing."""
+
+    def stored(self, tenant: TenantFixture) -> list[tuple[str, str]]:
+        with schema_context(tenant.tenant.schema_name):
+            return [(s.name, decrypt(s.secret_headers)) for s in McpService.objects.order_by("pk")]
+
+    def events(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return AuditEvent.objects.filter(action__startswith="mcp_service.").count()
+
+    @pytest.mark.parametrize(
+        ("headers", "says"),
+        [({f"X-H{n}": "v" for n in range(21)}, "Give at most 20 auth headers."),
+         ({"X-A": "a" * 4000, "X-B": "b" * 4000, "X-C": "c" * 200}, "The auth headers may hold at most 8192 "
+                                                                  "characters in all, names and values."),
+         ({"X-Token": "a", "x-token": "b", "X-TOKEN": "c"}, GIVE_EACH_ONCE + "X-TOKEN, X-Token, x-token."),
+         ({"Last-Event-ID": "7"}, "These headers are set by the connection itself: Last-Event-ID."),
+         # Refused before these bounds, and still: a name past 64 characters or not a token, a value past 4096
+         # characters or with a control character, a header the connection sets.
+         ({"X" * 65: "v"}, "Header names are letters"), ({"X:Y": "v"}, "Header names are letters"),
+         ({"X-A": "a" * 4097}, "Header names are letters"), ({"X-A": "a\rb"}, "Header names are letters"),
+         ({"X-A": "a\x1bb"}, "Header names are letters"), ({"X-A": "a\x00b"}, "Null characters are not allowed."),
+         ({"Transfer-Encoding": "chunked"}, "Transfer-Encoding"), ({"Connection": "close"}, "Connection"),
+         ({"Content-Type": "text/plain"}, "Content-Type")],
+        ids=["21 headers", "8193 characters", "in two cases", "last-event-id", "long name", "not a token",
+             "long value", "cr", "escape", "nul", "transfer-encoding", "connection", "content-type"],
+    )  # fmt: skip
+    def test_bad_headers_are_a_400_naming_them_on_create_and_update(
+        self, tenant_alpha: TenantFixture, headers: dict[str, str], says: str
+    ) -> None:
+        client = admin(tenant_alpha)
+        kept = send(client, "post", "/api/mcp-services", {"name": "Kept", "url": URL, "headers": {"X-Key": "k"}})
+        assert kept.status_code == 201, kept.content
+        before, events = self.stored(tenant_alpha), self.events(tenant_alpha)
+        created = send(client, "post", "/api/mcp-services", {"name": "New", "url": URL, "headers": headers})
+        changed = send(client, "patch", f"/api/mcp-services/{kept.json()['id']}", {"headers": headers})
+        for response in (created, changed):
+            assert response.status_code == 400, response.content
+            error = response.json()["error"]
+            assert (error["code"], list(error["details"])) == ("invalid_input", ["headers"])
+            assert says in str(error["details"]["headers"])
+        assert (self.stored(tenant_alpha), self.events(tenant_alpha)) == (before, events)
+
+    def test_up_to_the_bounds_they_are_taken(self, tenant_alpha: TenantFixture) -> None:
+        most = {f"X-H{n:02}": "v" * 405 for n in range(20)}  # 20 headers, 20 x (5 + 405) = 8200 characters
+        most["X-H00"] = "v" * 397
+        assert (len(most), sum(len(k) + len(v) for k, v in most.items())) == (20, 8192)
+        created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Most", "url": URL, "headers": most})
+        assert created.status_code == 201, created.content
+        assert self.stored(tenant_alpha) == [("Most", json.dumps(most))]
+
+    def test_headers_stored_before_the_bounds_keep_working(self, tenant_alpha: TenantFixture) -> None:
+        """The bounds apply to headers given, not to those stored: a service saved with more keeps them, and they
+        are what its calls send, until new ones are given."""
+        from apps.core.crypto import encrypt
+        from apps.mcp.client import _headers
+
+        many = {f"X-H{n}": "v" for n in range(30)}
+        client = admin(tenant_alpha)
+        service_id = send(client, "post", "/api/mcp-services", {"name": "Old", "url": URL}).json()["id"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(pk=service_id).update(secret_headers=encrypt(json.dumps(many)))
+        renamed = send(client, "patch", f"/api/mcp-services/{service_id}", {"name": "Renamed", "timeout_seconds": 9})
+        assert renamed.status_code == 200, renamed.content
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert _headers(McpService.objects.get(pk=service_id)) == many
+
+    @pytest.mark.parametrize(
+        ("lines", "says"),
+        [("\n".join(f"X-H{n}: v" for n in range(21)), "Give at most 20 auth headers."),
+         ("X-Token: a\nX-Token: b", GIVE_EACH_ONCE + "X-Token."),
+         ("X-Token: a\nx-token: b", GIVE_EACH_ONCE + "X-Token, x-token.")],
+        ids=["21 headers", "twice", "in two cases"],
+    )  # fmt: skip
+    def test_the_pages_show_why_and_change_nothing(self, tenant_alpha: TenantFixture, lines: str, says: str) -> None:
+        """A name given twice on the page was taken, the dict keeping the last one."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Paged", "url": URL, "type": "streamable-http", "timeout_seconds": 30}
+        assert client.post("/services/", {**form, "headers": "X-Key: k"}).status_code == 302
+        before, events = self.stored(tenant_alpha), self.events(tenant_alpha)
+        service_id = self.service_id(tenant_alpha)
+        for path in ("/services/", f"/services/{service_id}/edit/"):
+            refused = client.post(path, {**form, "name": "Other", "headers": lines})
+            assert refused.status_code == 400
+            assert refused.context["form"].errors["headers"] == [says]
+            assert escape(says) in refused.content.decode()
+        assert (self.stored(tenant_alpha), self.events(tenant_alpha)) == (before, events)
+
+    def service_id(self, tenant: TenantFixture) -> int:
+        with schema_context(tenant.tenant.schema_name):
+            return int(McpService.objects.get().pk)
