@@ -50,7 +50,11 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
     limits = L.limits_for(tenant)
     calls_stop = limits.stops_at_quota  # what the meter does at 100 %
     stops = {Quota.API_CALLS.value: calls_stop, Quota.STORAGE.value: limits.storage_stop_at is not None}
-    banner = []
+    # Past the storage quota a paid plan goes on, and what is stored beyond it is billed by the GB-month.
+    storage_billed = (
+        limits.storage_stop_at is None and getattr(tenant.plan, "overage_fen_per_gb_month", None) is not None
+    )
+    banner: list[dict[str, Any]] = []
     for item in standing:
         alert, full = item.alert, item.alert.threshold >= 100
         calls = full and alert.quota == Quota.API_CALLS
@@ -64,9 +68,14 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
                 "capped": capped,
                 "cap_yuan": fen_to_yuan(limits.spending_cap_fen),
                 "overage": calls and not calls_stop,
+                "storage_overage": full and alert.quota == Quota.STORAGE and storage_billed,
                 # Members and MCP services are refused past the limit on every plan; neither resets with the month.
                 "full": full and alert.quota in (Quota.USERS, Quota.MCP_SERVICES),
                 "resets_on": L.resets_at(alert.period).date(),
             }
         )
+    # The most pressing first: the banner shows it, and the others folded under it, so that several quotas crossed
+    # at once do not push a page's own content (the chat's input) out of a laptop's window.
+    banner.sort(key=lambda item: (not (item["stops"] or item["capped"]), not item["alert"].threshold >= 100,
+                                  -item["alert"].threshold))  # fmt: skip
     return banner

@@ -129,7 +129,7 @@ def _page(
     if everyone and current:
         quotas = [_quota_bar(row) for row in quota_status(tenant)]
         calls = next(q for q in quotas if q["quota"] == Quota.API_CALLS)
-        limits = L.limits_for(tenant)
+        limits, plan = L.limits_for(tenant), tenant.plan
         context.update(
             quotas=quotas,
             storage_used=next(q["used"] for q in quotas if q["quota"] == Quota.STORAGE),
@@ -140,6 +140,9 @@ def _page(
             hard_stop=limits.hard_stop,
             bills_overage=limits.bills_overage,
             overage_price_yuan=_yuan(limits.overage_fen_per_1000_calls),
+            # What storage past the quota costs, where it goes on past it (a hard-stop plan refuses writes instead).
+            storage_price_yuan=None if plan is None or limits.storage_stop_at is not None
+            else _yuan(plan.overage_fen_per_gb_month),
             cap_form=cap_form or SpendingCapForm(initial={"cap_yuan": _yuan(tenant.spending_cap_fen)}),
             member_daily_calls=member_daily_calls,
             day_resets_at=L.day_resets_at(today),

@@ -199,6 +199,14 @@ def test_the_usage_page_shows_storage_as_the_plan_states_it(tenant_alpha: Tenant
     assert "1,234 MB of 10,000 MB (12%)" in page  # the pro plan's 10,000 MB
 
 
+def test_the_usage_page_says_what_storage_past_the_quota_costs(tenant_alpha: TenantFixture) -> None:
+    """Pro goes on past its storage quota at ¥2 per GB-month (DESIGN.md): the overage card says so next to calls."""
+    page = logged_in(tenant_alpha, Role.ADMIN).get("/usage/").content.decode()
+    card = page[page.index('data-testid="spending-cap-card"') : page.index('data-testid="member-limit-card"')]
+    assert "Calls beyond the plan's quota cost ¥10.00 per 1,000" in card
+    assert "Storage beyond the plan's quota costs ¥2.00 per GB-month." in card
+
+
 def test_unlimited_quotas_say_so() -> None:
     result = tenant_provision(name="Big Water", slug="big-water", plan="enterprise",
                               admin_email="admin@big-water.example.com", admin_password=ADMIN_PASSWORD,
@@ -401,6 +409,30 @@ class TestQuotaBanner:
         text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/dashboard/").content.decode())
         assert "Further calls are billed as overage." in text
         assert 'class="notice warning"' in text
+
+    def test_on_a_paid_plan_full_storage_is_a_warning_about_overage(self, tenant_alpha: TenantFixture) -> None:
+        alert(tenant_alpha, "storage", 100)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/dashboard/").content.decode())
+        assert "Storage: 100% of the plan's quota is used. Further storage is billed as overage." in text
+        assert 'class="notice warning" data-quota="storage"' in text
+
+    def test_several_quotas_show_the_most_pressing_and_fold_the_others(self, tenant_alpha: TenantFixture) -> None:
+        """Four quotas crossed at once pushed the chat's input out of a laptop's window: one shows, three fold."""
+        alert(tenant_alpha, "storage", 80)
+        alert(tenant_alpha, "users", 90)
+        alert(tenant_alpha, "api_calls", 100)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode())
+        shown, folded = text.split('<details class="quota-more" data-testid="quota-more">')
+        assert 'data-quota="api_calls"' in shown  # 100 % before 90 % before 80 %
+        assert "2 more quota alerts" in folded
+        assert folded.index('data-quota="users"') < folded.index('data-quota="storage"')
+        assert "</details>" in folded
+
+    def test_one_quota_is_not_folded(self, tenant_alpha: TenantFixture) -> None:
+        alert(tenant_alpha, "storage", 80)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode())
+        assert 'data-quota="storage"' in text
+        assert "quota-more" not in text
 
     def test_a_reached_spending_cap_says_calls_stop(self, tenant_alpha: TenantFixture) -> None:
         """Pro bills 1 fen a call past the quota: with a cap of 3 fen, calls stop at 1,003 of 1,000."""
