@@ -481,6 +481,13 @@ class TestServicesPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.count() == 1
 
+    def test_the_tools_tab_is_marked_on_each_of_its_pages(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        for path in ("/services/", f"/services/{hydrology.pk}/edit/"):
+            page = client.get(path).content.decode()
+            assert re.search(r'data-testid="nav-services" class="active"', page), path
+            assert not re.search(r'data-testid="nav-chat" class="active"', page)
+
     def test_choose_the_tools_offered_to_the_model(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         edit = f"/services/{hydrology.pk}/edit/"
