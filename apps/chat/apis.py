@@ -63,6 +63,7 @@ class MessageOutput(serializers.ModelSerializer):
 
     html = serializers.SerializerMethodField()
     replaced = serializers.SerializerMethodField()
+    error = serializers.CharField(source="error_text", help_text="A failed reply's error, in the request's language.")
 
     class Meta:
         model = Message

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx2
@@ -26,6 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from openai.types.chat import ChatCompletion
 
+from apps.core.languages import Words, words_of
 from apps.core.text import whole_characters
 from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
@@ -37,12 +38,17 @@ if TYPE_CHECKING:
 
 
 class UpstreamError(Exception):
-    """The model server failed: down, slow, an error status, malformed JSON or a broken stream."""
+    """The model server failed: down, slow, an error status, malformed JSON or a broken stream.
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        message = whole_characters(message)  # it may quote the server's own words
-        super().__init__(message)
-        self.message = message
+    ``message`` is said in the active language; ``words`` builds it in any (apps.core.languages), for the
+    failed reply that stores it. They may quote the server's own words.
+    """
+
+    def __init__(self, message: str | Words, *, status: int | None = None) -> None:
+        built = words_of(message)
+        self.words: Words = lambda: whole_characters(built())
+        self.message = self.words()
+        super().__init__(self.message)
         self.status = status
 
 
@@ -284,9 +290,9 @@ def open_stream(
             stream_cls=ChunkStream,
         )
     except openai.APIStatusError as exc:
-        raise UpstreamError(status_words(exc), status=exc.status_code) from exc
+        raise UpstreamError(partial(status_words, exc), status=exc.status_code) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
-        raise UpstreamError(unreachable_words(exc)) from exc
+        raise UpstreamError(partial(unreachable_words, exc)) from exc
 
 
 def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
@@ -297,26 +303,31 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
             for text in reply.feed(chunk):
                 yield Token(text)
     except json.JSONDecodeError as exc:
-        raise UpstreamError(_("The model server sent a part of its answer that is not JSON.")) from exc
+        raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
     except ImpossibleUsage as exc:
-        message = _("The model server reported an impossible token count (%(count)s).") % {"count": exc}
-        raise UpstreamError(message) from exc
+        count = str(exc)
+        raise UpstreamError(
+            lambda: _("The model server reported an impossible token count (%(count)s).") % {"count": count}
+        ) from exc
     except TooManyToolCalls as exc:
-        message = _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
-        raise UpstreamError(message) from exc
+        raise UpstreamError(
+            lambda: _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
+        ) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
-        message = _("The model server sent a part of its answer that is not a chat completion chunk.")
-        raise UpstreamError(message) from exc
+        raise UpstreamError(
+            lambda: _("The model server sent a part of its answer that is not a chat completion chunk.")
+        ) from exc
     except openai.APIStatusError as exc:
-        raise UpstreamError(status_words(exc)) from exc
+        raise UpstreamError(partial(status_words, exc)) from exc
     except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
-        raise UpstreamError(unreachable_words(exc)) from exc
+        raise UpstreamError(partial(unreachable_words, exc)) from exc
     except (openai.APIConnectionError, httpx2.TransportError) as exc:  # their words: "Connection error.", httpx's
         raise UpstreamError(
-            _("The model server's answer broke off: the connection closed before it was complete.")
+            lambda: _("The model server's answer broke off: the connection closed before it was complete.")
         ) from exc
     except (openai.OpenAIError, httpx2.HTTPError) as exc:  # an error the server sent in the stream: its words
-        raise UpstreamError(_("The model server's answer broke off: %(error)s") % {"error": exc}) from exc
+        said = str(exc)
+        raise UpstreamError(lambda: _("The model server's answer broke off: %(error)s") % {"error": said}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
     for text in reply.end():
@@ -331,11 +342,20 @@ def _ended(reply: _Accumulator, stream: ChunkStream) -> ModelReply:
     if not reply.finish:
         sent = stream.response.headers.get("content-type", "").partition(";")[0].strip()
         if not reply.seen and sent != "text/event-stream":  # a web page, or a reply that is not streamed
-            message = _("The model server did not answer with a stream of chat completion chunks (it sent %(type)s): "
-                        "check the base URL.") % {"type": sent or _("no content type")}  # fmt: skip
-            raise UpstreamError(message)
-        raise UpstreamError(_("The model server's stream ended before the answer was complete."))
+            raise UpstreamError(partial(_not_streamed_words, sent))
+        raise UpstreamError(lambda: _("The model server's stream ended before the answer was complete."))
     return reply.result()
+
+
+def _not_streamed_words(sent: str) -> str:
+    return _("The model server did not answer with a stream of chat completion chunks (it sent %(type)s): "
+             "check the base URL.") % {"type": sent or _("no content type")}  # fmt: skip
+
+
+def _too_many_rounds_words(rounds: int) -> str:
+    return _("The model still asked for tools after %(rounds)d rounds of tool calls, the most a turn has.") % {
+        "rounds": rounds
+    }
 
 
 # A tool call's id is stored with its result (Message.tool_call_id) and sent back with it in later turns.
@@ -632,11 +652,8 @@ def run_turn(
             return
         if rounds >= max_rounds or not tools:  # no tool was offered this round: none runs, the turn ends here
             if rounds == 0:
-                raise UpstreamError(_("The model asked for a tool, though none was offered."))
-            raise UpstreamError(
-                _("The model still asked for tools after %(rounds)d rounds of tool calls, the most a turn has.")
-                % {"rounds": max_rounds}
-            )
+                raise UpstreamError(lambda: _("The model asked for a tool, though none was offered."))
+            raise UpstreamError(partial(_too_many_rounds_words, max_rounds))
         messages.append(
             {
                 "role": "assistant",

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.languages import in_reader_language
+
 
 class Conversation(models.Model):
     """A member's conversation with the assistant. The design notes' fields: title, created_at."""
@@ -65,6 +67,10 @@ class Message(models.Model):
     result_truncated = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # A failed reply's error in each of settings.LANGUAGES, {code: text}, as it was stored (apps.core.languages);
+    # NULL for other messages and those stored before, which show ``error``, the text in the storing request's
+    # language. NULL, not {}: a turn that does not fail prepares nothing more for its INSERT.
+    error_translations = models.JSONField(null=True, blank=True)
     # The first assistant message of a turn that answered the last question again ("Try again",
     # "Regenerate") names the reply it replaces; an edited question names the question it replaces
     # (and so the turn that answered it: selectors._replaced). What is replaced stays stored, and the
@@ -86,3 +92,8 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
+
+    @property
+    def error_text(self) -> str:
+        """``error`` in the reader's language (the active one), where it was stored in each."""
+        return in_reader_language(self.error_translations, self.error)

@@ -338,7 +338,7 @@ def conversation_markdown(conversation: Conversation) -> str:
             if message.status == Status.INCOMPLETE:
                 lines += [f"*{cut_short}*", ""]
             elif message.status == Status.ERROR:
-                failed = _("The reply failed: %(error)s") % {"error": message.error}
+                failed = _("The reply failed: %(error)s") % {"error": message.error_text}
                 lines += [f"*{failed}*", ""]
             if message.pk in again:  # an edited question's replies are under its own mark
                 lines += [f"*{answered_again}*", ""]

@@ -26,6 +26,7 @@ from apps.chat.models import Conversation, Message, Role, Status
 from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
+from apps.core.languages import Words, in_each_language
 from apps.core.models import storable
 from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
@@ -510,9 +511,10 @@ def _failure_event(
     """Store what came of a turn that failed, marked as failed, and say so (the conversation gone: only say so)."""
     if isinstance(exc, ConversationGone):
         return _gone_event(exc)
+    words = exc.words if isinstance(exc, engine.UpstreamError) else None
     try:
         failed = _store_assistant(conversation, model, partial, 0, [], started=started, status=Status.ERROR,
-                                  error=exc.message)  # fmt: skip
+                                  error=exc.message, error_words=words)  # fmt: skip
     except ConversationGone as gone:
         return _gone_event(gone)
     if isinstance(exc, engine.UpstreamError):
@@ -531,10 +533,12 @@ def _store_assistant(
     started: float | None = None,
     status: str = Status.COMPLETE,
     error: str = "",
+    error_words: Words | None = None,
     replaces: int | None = None,
 ) -> Message:
     """Store an assistant message, add its ``tokens`` to the conversation's count and touch it, in one statement.
 
+    ``error_words``: a failed reply's ``error`` to keep in each language, for each reader's.
     ``replaces``: the reply it answers again (not for a failed one: a failed attempt replaces nothing).
     """
     storage_changed(bytes_written=len(content.encode()))
@@ -546,6 +550,7 @@ def _store_assistant(
         status=status,
         model=model,
         error=error,
+        error_translations=in_each_language(error_words) if error_words is not None else None,
         latency_ms=int((time.monotonic() - started) * 1000) if started is not None else None,
         tool_calls=[{"id": c.id, "name": c.name, "arguments": c.raw_arguments} for c in tool_calls],
         replaces_id=None if status == Status.ERROR else replaces,

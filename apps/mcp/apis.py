@@ -32,6 +32,8 @@ class McpServiceOutput(serializers.ModelSerializer):
     has_secret_headers = serializers.BooleanField()
     tools = McpToolOutput(many=True, source="exposed_tools")
     disabled_tools = serializers.ListField(child=serializers.CharField())
+    last_error = serializers.CharField(source="last_error_text", help_text="The last test's error, in the request's "
+                                       "language.")  # fmt: skip
 
     class Meta:
         model = McpService

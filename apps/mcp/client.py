@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -31,6 +32,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
 
 from apps.core.crypto import decrypt
+from apps.core.languages import Words, words_of
 from apps.core.outbound import decoded_response
 from apps.mcp.models import McpService, Transport
 from apps.mcp.tool_names import MAX_TOOLS_PER_SERVICE
@@ -40,7 +42,15 @@ logger = logging.getLogger(__name__)
 
 
 class McpError(Exception):
-    """The server could not be reached, is not an MCP server, or failed."""
+    """The server could not be reached, is not an MCP server, or failed.
+
+    Said in the active language (``str()``); ``words`` builds it in any (apps.core.languages), for the
+    service's last error, which stores it.
+    """
+
+    def __init__(self, message: str | Words) -> None:
+        self.words = words_of(message)
+        super().__init__(self.words())
 
 
 @dataclass(frozen=True)
@@ -186,11 +196,12 @@ def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitabl
     except McpError:
         raise
     except TimeoutError as exc:
-        raise McpError(_("No answer within %(seconds)d s.") % {"seconds": service.timeout_seconds}) from exc
+        seconds = service.timeout_seconds
+        raise McpError(lambda: _("No answer within %(seconds)d s.") % {"seconds": seconds}) from exc
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise McpError(_describe(exc)) from exc
+        raise McpError(partial(_describe, exc)) from exc
 
 
 def _describe(exc: BaseException) -> str:

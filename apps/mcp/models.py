@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from apps.core.languages import in_reader_language
 from apps.mcp.tool_names import ExposedTool, exposed_tools
 
 
@@ -31,6 +32,9 @@ class McpService(models.Model):
     tools = models.JSONField(_("tools"), default=list, blank=True)
     tools_refreshed_at = models.DateTimeField(_("tools refreshed at"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
+    # ``last_error`` in each of settings.LANGUAGES, {code: text} (apps.core.languages); NULL where it was stored
+    # before these were kept, or is empty.
+    last_error_translations = models.JSONField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -64,6 +68,11 @@ class McpService(models.Model):
         """The loaded tools the model is offered: those not disabled."""
         disabled = set(self.disabled_tools)
         return [tool for tool in self.exposed_tools if tool.name not in disabled]
+
+    @property
+    def last_error_text(self) -> str:
+        """``last_error`` in the reader's language (the active one), where it was stored in each."""
+        return in_reader_language(self.last_error_translations, self.last_error)
 
     @property
     def has_secret_headers(self) -> bool:

@@ -20,6 +20,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.crypto import encrypt
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded, fields_refused
+from apps.core.languages import in_each_language
 from apps.core.models import storable
 from apps.core.outbound import check_url_to_store, same_origin
 from apps.core.text import has_control_characters
@@ -265,8 +266,13 @@ def mcp_service_update(
         changed.append("secret_headers")
         audited.append("headers")
     if {"url", "type"} & set(changed):  # and the last test's error: it was about the old address
-        service.tools, service.tools_refreshed_at, service.last_error = [], None, ""
-        changed += ["tools", "tools_refreshed_at", "last_error"]
+        service.tools, service.tools_refreshed_at, service.last_error, service.last_error_translations = (
+            [],
+            None,
+            "",
+            None,
+        )
+        changed += ["tools", "tools_refreshed_at", "last_error", "last_error_translations"]
     if changed:
         service.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
         ai_setup_forget()
@@ -338,7 +344,9 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing
     try:
         listing = client.list_tools(service)
     except client.McpError as exc:
-        if not tested.update(last_error=storable(str(exc)[:2000]), updated_at=timezone.now()):
+        translations = {code: text[:2000] for code, text in in_each_language(exc.words).items()}
+        if not tested.update(last_error=storable(str(exc)[:2000]), last_error_translations=storable(translations),
+                             updated_at=timezone.now()):  # fmt: skip
             _refuse_changed(service)
         message = _("Could not list the tools of %(url)s: %(error)s") % {"url": service.url, "error": exc}
         raise InvalidInput(message, code="mcp_unreachable", details={"url": [message]}) from exc
@@ -347,12 +355,14 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing
     )
     now = timezone.now()
     with transaction.atomic():
-        if not tested.update(tools=found, tools_refreshed_at=now, last_error="", updated_at=now):
+        if not tested.update(tools=found, tools_refreshed_at=now, last_error="", last_error_translations=None,
+                             updated_at=now):  # fmt: skip
             _refuse_changed(service)
         metadata: dict[str, Any] = {"tools": len(listing.tools)} | ({"more": True} if listing.more else {})
         audit_record(actor=actor, action="mcp_service.tested", target=service, metadata=metadata)
         ai_setup_forget()
-    service.tools, service.tools_refreshed_at, service.last_error, service.updated_at = found, now, "", now
+    service.tools, service.tools_refreshed_at, service.updated_at = found, now, now
+    service.last_error, service.last_error_translations = "", None
     return listing
 
 

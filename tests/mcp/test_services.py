@@ -322,3 +322,47 @@ class TestHeaderBounds:
     def service_id(self, tenant: TenantFixture) -> int:
         with schema_context(tenant.tenant.schema_name):
             return int(McpService.objects.get().pk)
+
+
+# A service that is down, as its last error says it in each language.
+DOWN = {
+    "en": "Nothing answered at this address: no server is listening there, or it cannot be reached.",
+    "zh-hans": "此地址没有应答：那里没有服务器在监听，或无法连接。",
+}
+
+
+class TestLastError:
+    @pytest.mark.parametrize(("written", "read"), [("zh-hans", "en"), ("en", "zh-hans")])
+    def test_a_test_that_failed_in_one_language_reads_in_the_other(
+        self, tenant_alpha: TenantFixture, written: str, read: str
+    ) -> None:
+        """ "Test connection" in Chinese kept its error in Chinese, and the page in English showed it so."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        created = send(client, "post", "/api/mcp-services", {"name": "Down", "url": URL})
+        service_id = created.json()["id"]
+        client.post(f"/services/{service_id}/test/", HTTP_ACCEPT_LANGUAGE=written)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service_id).last_error == DOWN[written]
+        client.get("/services/", HTTP_ACCEPT_LANGUAGE=written)  # the test's own answer, a message in its language
+        page = client.get("/services/", HTTP_ACCEPT_LANGUAGE=read).content.decode()
+        assert f'<div class="notice error small">{escape(DOWN[read])}</div>' in page
+        assert escape(DOWN[written]) not in page
+        listed = client.get(f"/api/mcp-services/{service_id}", HTTP_ACCEPT_LANGUAGE=read).json()
+        assert listed["last_error"] == DOWN[read]
+        # A new address forgets the old one's error, in every language.
+        moved = send(client, "patch", f"/api/mcp-services/{service_id}", {"url": f"{URL}/elsewhere"})
+        assert moved.json()["last_error"] == ""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service_id).last_error_translations is None
+
+    def test_an_error_stored_before_its_translations_were_kept_reads_as_stored(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        service_id = send(client, "post", "/api/mcp-services", {"name": "Old", "url": URL}).json()["id"]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(pk=service_id).update(last_error=DOWN["en"])
+        page = client.get("/services/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+        assert f'<div class="notice error small">{escape(DOWN["en"])}</div>' in page
+        listed = client.get(f"/api/mcp-services/{service_id}", HTTP_ACCEPT_LANGUAGE="zh-hans").json()
+        assert listed["last_error"] == DOWN["en"]
