@@ -463,7 +463,7 @@ def _stream_turn(
         # Before the last event: a client that reads it may ask its next question at once.
         _turn_over(turn, meter)
     if ending is not None:
-        yield ending
+        yield _titled(ending, conversation)
         return
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
@@ -478,6 +478,14 @@ def _stream_turn(
         },
         reply=reply,
     )
+
+
+def _titled(ending: ChatEvent, conversation: Conversation) -> ChatEvent:
+    """A failed turn's error event with the conversation's title, as ``done`` has it, when the failure was stored
+    (the question titled an untitled conversation all the same)."""
+    if "message_id" in ending.data:
+        ending.data["title"] = conversation.title
+    return ending
 
 
 def _turn_over(turn: Generator[Any, None, None], meter: Meter) -> None:

@@ -543,6 +543,8 @@
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
           copyIfSaid(bubble);
+          // The question titled a new conversation though its reply failed, as the sidebar shows.
+          if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         }
         scroll();
       });
