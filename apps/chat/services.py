@@ -23,7 +23,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace
+from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace, turn_hold_key
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.core.models import storable
@@ -160,7 +160,7 @@ def turn_hold(schema: str, conversation: Conversation) -> Claim:
     """The claim a turn holds on its conversation, so that two turns never run in it at once: their messages
     would interleave, and which reply or question stands replaced could no longer be told by their order."""
     return Claim(
-        key=f"{settings.CACHE_KEY_PREFIX}:turn:{schema}:{conversation.pk}",
+        key=turn_hold_key(schema, conversation.pk),
         token=uuid.uuid4().hex,
         ttl_ms=settings.CHAT_TURN_HOLD_SECONDS * 1000,
         refusal=ApplicationError(

@@ -332,7 +332,9 @@
     });
   }
   function offerRetry(answered) {
-    const old = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
+    // The page's note of a reply being written when it loaded goes too: that turn is over.
+    const old = list.querySelector(
+      "[data-testid=chat-retry], [data-testid=chat-regenerate], [data-testid=chat-writing]");
     if (old) old.remove();
     const button = el("button", (answered ? "link-button" : "button secondary") + " chat-retry",
                       t(answered ? "regenerate" : "retry"));
