@@ -96,14 +96,14 @@ def sse_body(*chunks: dict[str, Any] | str) -> bytes:
 def canned_server(
     body: bytes | Callable[[bytes], bytes],
     *,
-    status: int = 200,
+    status: int | Callable[[bytes], int] = 200,
     content_type: str = "text/html",
     headers: dict[str, str] | None = None,
     heard: list[dict[str, str]] | None = None,
 ) -> Iterator[str]:
     """``http://127.0.0.1:<port>``, answering every GET and POST with ``status``, ``headers`` and ``body``: the
-    same bytes each time, or what ``body`` makes of the request's body. ``heard`` gets each request's headers,
-    names in lower case."""
+    same each time, or what ``status`` and ``body`` make of the request's body (a GET's is empty). ``heard``
+    gets each request's headers, names in lower case."""
 
     class Canned(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -111,7 +111,7 @@ def canned_server(
                 heard.append({name.lower(): value for name, value in self.headers.items()})
             request = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             answer = body(request) if callable(body) else body
-            self.send_response(status)
+            self.send_response(status(request) if callable(status) else status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(answer)))
             for name, value in (headers or {}).items():

@@ -28,8 +28,10 @@ def _converter() -> md.Markdown:
     rendering took. A ``Markdown`` is not thread-safe; ``reset()`` readies it for the next text."""
     converter = getattr(_local, "converter", None)
     if converter is None:
+        # nl2br: a single line break is a line break, as the reply showed while it streamed (pre-wrap) and as chat
+        # products show replies, not a space joining the lines into one paragraph.
         converter = _local.converter = md.Markdown(
-            extensions=["fenced_code", "tables", "sane_lists"], output_format="html"
+            extensions=["fenced_code", "tables", "sane_lists", "nl2br"], output_format="html"
         )
         # HTML in a reply is shown as text, as it was written, not passed on as tags: a model (or a tool result it
         # repeats) writing 20,000 nested <ul><li> made nh3 spend 3.5 s on every view of the reply, time growing

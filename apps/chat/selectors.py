@@ -5,21 +5,25 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from django.db import connection
+from django.conf import settings
 from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, TextField, Value, When
 from django.db.models.functions import Coalesce, Concat, Greatest, Length, Lower, StrIndex, Substr
 from django.http import Http404
 from django.utils.translation import gettext as _
+from redis.exceptions import RedisError
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.chat.models import Conversation, Message, Role, Status
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
+from apps.tenants.db import connection
+from apps.usage.scripts import redis_client
 
 # What a search shows of a message that matched: the match, with this much before it, as plain text.
 MATCH_LEAD_CHARS = 40
@@ -183,6 +187,35 @@ class TurnState:
     EMPTY = "empty"  # no question yet
     UNANSWERED = "unanswered"  # the last question's turn failed, was stopped or was cut short
     ANSWERED = "answered"  # the last question has its complete answer
+    WRITING = "writing"  # a turn still holds the conversation: its reply is being written
+
+
+# How long the chat page waits for a turn that still holds its conversation, and how often it looks. A page
+# left while its reply streamed asks for the next one at once; the server notices the client went away and
+# stores the partial reply a moment later (0.05 s after the next page was served, in QA's timing).
+TURN_WAIT_SECONDS = 1.5
+TURN_POLL_SECONDS = 0.05
+
+
+def turn_hold_key(schema: str, conversation_id: int) -> str:
+    """The Redis key a turn holds while it runs in the conversation (``apps.chat.services.turn_hold``)."""
+    return f"{settings.CACHE_KEY_PREFIX}:turn:{schema}:{conversation_id}"
+
+
+def turn_under_way(conversation: Conversation, *, wait_seconds: float | None = None) -> bool:
+    """Whether a turn still holds ``conversation`` after waiting up to ``wait_seconds`` (TURN_WAIT_SECONDS) for it
+    to give the hold up, which it does once everything of it is stored. Redis unreachable: no turn is known."""
+    key = turn_hold_key(connection.schema_name, conversation.pk)
+    deadline = time.monotonic() + (TURN_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    try:
+        client = redis_client()
+        while client.exists(key):
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(TURN_POLL_SECONDS)
+    except RedisError:
+        return False
+    return False
 
 
 def turn_state(conversation: Conversation, *, last: Message | None = None) -> str:

@@ -23,7 +23,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace
+from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace, turn_hold_key
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.core.languages import Words, in_each_language
@@ -161,7 +161,7 @@ def turn_hold(schema: str, conversation: Conversation) -> Claim:
     """The claim a turn holds on its conversation, so that two turns never run in it at once: their messages
     would interleave, and which reply or question stands replaced could no longer be told by their order."""
     return Claim(
-        key=f"{settings.CACHE_KEY_PREFIX}:turn:{schema}:{conversation.pk}",
+        key=turn_hold_key(schema, conversation.pk),
         token=uuid.uuid4().hex,
         ttl_ms=settings.CHAT_TURN_HOLD_SECONDS * 1000,
         refusal=ApplicationError(
@@ -464,7 +464,7 @@ def _stream_turn(
         # Before the last event: a client that reads it may ask its next question at once.
         _turn_over(turn, meter)
     if ending is not None:
-        yield ending
+        yield _titled(ending, conversation)
         return
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
@@ -479,6 +479,14 @@ def _stream_turn(
         },
         reply=reply,
     )
+
+
+def _titled(ending: ChatEvent, conversation: Conversation) -> ChatEvent:
+    """A failed turn's error event with the conversation's title, as ``done`` has it, when the failure was stored
+    (the question titled an untitled conversation all the same)."""
+    if "message_id" in ending.data:
+        ending.data["title"] = conversation.title
+    return ending
 
 
 def _turn_over(turn: Generator[Any, None, None], meter: Meter) -> None:

@@ -12,7 +12,15 @@ from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.chat.markdown import render as render_markdown
 from apps.chat.models import Status
-from apps.chat.selectors import access_conversation, conversation_list, message_list, replaced_replies, turn_state
+from apps.chat.selectors import (
+    TurnState,
+    access_conversation,
+    conversation_list,
+    message_list,
+    replaced_replies,
+    turn_state,
+    turn_under_way,
+)
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -40,6 +48,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     shown: list[dict[str, Any]] = []
     earlier = 0  # messages before the ones shown
     kept: dict[str, Any] | None = None  # the last shown message that did not fail
+    # A page left while its reply streamed asks for this one before the server has stored what came of it:
+    # waited for, briefly; a turn still under way after that is said to be, not offered to try again.
+    writing = conversation is not None and turn_under_way(conversation)
     if conversation is not None:
         every = message_list(conversation)
         if request.GET.get("full") != "1":
@@ -75,8 +86,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     read_only = conversation is not None and conversation.user_id != request.user.pk
     writable = not read_only and role_has(getattr(request.user, "role", ""), Perm.CREATE_CONVERSATION)
     # The last question can be answered again: "Try again" after a failed or cut-short turn, else "Regenerate".
-    turn = None
-    if conversation is not None and writable and not model_error:
+    turn = TurnState.WRITING if writing else None
+    if conversation is not None and writable and not model_error and not writing:
         turn = turn_state(conversation, last=kept["message"] if kept else None)
     context = {
         "conversations": conversations[:SIDEBAR_CONVERSATIONS],

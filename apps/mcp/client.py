@@ -133,15 +133,39 @@ class BoundedJsonAnswers(httpx2.AsyncBaseTransport):
         await self._transport.aclose()
 
 
-def _transport(service: McpService) -> AbstractAsyncContextManager[Any]:
-    """The SDK transport for the service, on SSRF-guarded HTTP clients whose JSON answers are bounded."""
+class ErrorStatuses(httpx2.AsyncBaseTransport):
+    """``transport``, noting in ``seen`` the status of each POST answered with 400 or more.
+
+    The SDK keeps only a 404's: another error status of a message's POST becomes "Server returned an error
+    response" (streamable HTTP), or is logged and the request left waiting (SSE). The GETs are left out: a
+    streamable-HTTP server may answer its optional event stream with 405, and the SSE transport's GET fails
+    with the status itself.
+    """
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport, *, seen: list[int]) -> None:
+        self._transport = transport
+        self._seen = seen
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._transport.handle_async_request(request)
+        if request.method == "POST" and response.status_code >= 400:
+            self._seen.append(response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def _transport(service: McpService, error_statuses: list[int]) -> AbstractAsyncContextManager[Any]:
+    """The SDK transport for the service, on SSRF-guarded HTTP clients whose JSON answers are bounded and
+    whose POSTs' error statuses go to ``error_statuses``."""
     from apps.core.outbound import guarded_async_client
 
     headers = _headers(service)
     timeout = httpx2.Timeout(service.timeout_seconds)
 
     def bounded(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
-        return BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES)
+        return ErrorStatuses(BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES), seen=error_statuses)
 
     if service.type == Transport.SSE:
 
@@ -164,8 +188,10 @@ def _transport(service: McpService) -> AbstractAsyncContextManager[Any]:
     return streamable()
 
 
-async def _with_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
-    async with _transport(service) as streams, ClientSession(streams[0], streams[1]) as session:
+async def _with_session[T](
+    service: McpService, work: Callable[[ClientSession], Awaitable[T]], error_statuses: list[int]
+) -> T:
+    async with _transport(service, error_statuses) as streams, ClientSession(streams[0], streams[1]) as session:
         await session.initialize()
         return await work(session)
 
@@ -181,8 +207,12 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
 
 
 def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+    error_statuses: list[int] = []
+
     def session() -> T:
-        return asyncio.run(asyncio.wait_for(_with_session(service, work), timeout=service.timeout_seconds + 5))
+        return asyncio.run(
+            asyncio.wait_for(_with_session(service, work, error_statuses), timeout=service.timeout_seconds + 5)
+        )
 
     try:
         try:
@@ -197,16 +227,25 @@ def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitabl
         raise
     except TimeoutError as exc:
         seconds = service.timeout_seconds
+        if error_statuses:  # an SSE server that refused a message: the SDK left its request waiting
+            status = error_statuses[-1]
+            raise McpError(partial(_status_words, status)) from exc
         raise McpError(lambda: _("No answer within %(seconds)d s.") % {"seconds": seconds}) from exc
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise McpError(partial(_describe, exc)) from exc
+        raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None)) from exc
 
 
-def _describe(exc: BaseException) -> str:
-    """What went wrong, in words an admin can act on (the page shows it), in the request's language."""
+def _describe(exc: BaseException, error_status: int | None = None) -> str:
+    """What went wrong, in words an admin can act on (the page shows it), in the request's language.
+
+    ``error_status`` is the last error status a POST of the session was answered with, which the SDK's own
+    error for it does not tell.
+    """
     first = _first_leaf(exc)
+    if isinstance(first, MCPError) and first.error.message == _ERROR_RESPONSE and error_status:
+        return _status_words(error_status)
     if isinstance(first, httpx2.HTTPStatusError):
         return _status_words(first.response.status_code)
     if isinstance(first, httpx2.ConnectError):
@@ -274,10 +313,20 @@ def _first_leaf(exc: BaseException) -> BaseException:
 
 
 def _status_words(status: int) -> str:
+    """An HTTP error status of the server, with what to check where the status tells."""
     if status in (401, 403):
         return _("The server refused the request (%(status)d): check the auth headers.") % {"status": status}
-    return _("The address answered %(status)d, not as an MCP server: check the URL's path (often /mcp, or /sse "
-             "for SSE) and the transport.") % {"status": status}  # fmt: skip
+    if status in (400, 404):
+        return _("The address answered %(status)d, not as an MCP server: check the URL's path (often /mcp, or "
+                 "/sse for SSE) and the transport.") % {"status": status}  # fmt: skip
+    if status == 405:
+        return _("The address answered 405 (method not allowed): it is probably not an MCP endpoint, or its "
+                 "server speaks the other transport: check the URL's path and the transport.")  # fmt: skip
+    if status >= 500:
+        return _("The server failed: it answered %(status)d. Try again later, or ask whoever runs it.") % {
+            "status": status
+        }
+    return _("The server answered %(status)d, an error.") % {"status": status}
 
 
 # The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size
@@ -285,6 +334,7 @@ def _status_words(status: int) -> str:
 # streamable-HTTP transport's answers that are not JSON or an event stream and redirects it did not follow,
 # and the SSE transport's answer that is not an event stream (an SSEError of its own).
 _ANSWER_TOO_LARGE = "byte limit"
+_ERROR_RESPONSE = "Server returned an error response"  # an error status other than 404 (ErrorStatuses has it)
 _UNEXPECTED_CONTENT_TYPE = re.compile(r"Unexpected content type: (.*)")
 _UNFOLLOWED_REDIRECT = re.compile(r"Redirect to (\S+) not followed")
 _SSE_EVENT_LIMIT = re.compile(r"exceeded the (\d+) byte limit")

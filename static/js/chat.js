@@ -332,7 +332,9 @@
     });
   }
   function offerRetry(answered) {
-    const old = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
+    // The page's note of a reply being written when it loaded goes too: that turn is over.
+    const old = list.querySelector(
+      "[data-testid=chat-retry], [data-testid=chat-regenerate], [data-testid=chat-writing]");
     if (old) old.remove();
     const button = el("button", (answered ? "link-button" : "button secondary") + " chat-retry",
                       t(answered ? "regenerate" : "retry"));
@@ -543,6 +545,8 @@
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
           copyIfSaid(bubble);
+          // The question titled a new conversation though its reply failed, as the sidebar shows.
+          if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         }
         scroll();
       });

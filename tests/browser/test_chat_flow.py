@@ -765,6 +765,20 @@ def test_a_question_title_and_rename_read_the_same_live_and_after_a_reload(
     assert offered[-1] == ""
 
 
+def test_a_new_conversation_whose_first_reply_fails_is_titled_by_its_question(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """The server titled it from the question (the sidebar shows it): the heading and the tab follow."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("Levels at S001 #error500")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The reply failed", timeout=15_000)
+    expect(page.get_by_test_id("chat-title")).to_have_text("Levels at S001 #error500")
+    expect(page).to_have_title("Levels at S001 #error500 · Chat Flow Water")
+    page.reload()
+    expect(page.get_by_test_id("chat-title")).to_have_text("Levels at S001 #error500")
+
+
 def test_after_stop_the_reply_shows_what_was_kept(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:

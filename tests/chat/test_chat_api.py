@@ -520,6 +520,7 @@ class TestModelServerFaults:
         events = sse(response)
         assert events[-1][0] == "error"
         assert events[-1][1]["code"] == "upstream_error"
+        assert events[-1][1]["title"] == f"hi {marker}"  # the question titled the conversation, as with done
         user, failed = stored(tenant_alpha, conversation)
         assert (user.role, user.content) == ("user", f"hi {marker}")
         assert (failed.role, failed.status) == ("assistant", "error")

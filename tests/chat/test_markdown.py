@@ -71,7 +71,7 @@ def test_html_in_a_reply_is_shown_as_written() -> None:
     shown = render("a <b>bold</b> <script>x</script> &copy;\n\n<div>\n<ul><li>x</li></ul>\n</div>\n\n`<i>`")
     assert shown == (
         "<p>a &lt;b&gt;bold&lt;/b&gt; &lt;script&gt;x&lt;/script&gt; ©</p>\n"
-        "<p>&lt;div&gt;\n&lt;ul&gt;&lt;li&gt;x&lt;/li&gt;&lt;/ul&gt;\n&lt;/div&gt;</p>\n<p><code>&lt;i&gt;</code></p>"
+        "<p>&lt;div&gt;<br>\n&lt;ul&gt;&lt;li&gt;x&lt;/li&gt;&lt;/ul&gt;<br>\n&lt;/div&gt;</p>\n<p><code>&lt;i&gt;</code></p>"
     )
     deep = render("<ul><li>" * 20_000)
     assert "<li>" not in deep
@@ -119,3 +119,19 @@ def test_brackets_in_fenced_code_and_closed_links_are_rendered() -> None:
     shown = render(text)
     assert '<a href="https://example.com"' in shown
     assert "<pre><code" in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [("Line one\nLine two\nLine three", "<p>Line one<br>\nLine two<br>\nLine three</p>"),
+     ("Levels:\n\n- S001\n  rising\n- S002", "<p>Levels:</p>\n<ul>\n<li>S001<br>\n  rising</li>\n<li>S002</li>\n</ul>"),
+     ("a\n\nb", "<p>a</p>\n<p>b</p>"),
+     ("```\nx = 1\ny = 2\n```", "<pre><code>x = 1\ny = 2\n</code></pre>"),
+     ("| a | b |\n|---|---|\n| 1 | 2 |", "<table>\n<thead>\n<tr>\n<th>a</th>\n<th>b</th>\n</tr>\n</thead>\n<tbody>\n"
+                                         "<tr>\n<td>1</td>\n<td>2</td>\n</tr>\n</tbody>\n</table>"),
+     ("<b>x</b>\n<script>y</script>", "<p>&lt;b&gt;x&lt;/b&gt;<br>\n&lt;script&gt;y&lt;/script&gt;</p>")],
+)  # fmt: skip
+def test_a_single_line_break_stays_a_line_break(text: str, html: str) -> None:
+    """As the reply showed while it streamed (pre-wrap): the demo's three-line answer jumped into one paragraph
+    when it finished, and after a reload. Code, tables and lists read as before; HTML is still text."""
+    assert render(text) == html

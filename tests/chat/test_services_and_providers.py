@@ -272,6 +272,69 @@ class TestMcpServices:
         assert says in response.json()["error"]["message"]
         assert not re.search(r"\b[a-z]{3,} [a-z]{3,}\b", re.sub(r"https?://\S+", "", zh)), zh  # no English left
 
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    @pytest.mark.parametrize(
+        ("status", "says"),
+        [(405, "The address answered 405 (method not allowed): it is probably not an MCP endpoint, or its server "
+               "speaks the other transport"),
+         (500, "The server failed: it answered 500. Try again later"),
+         (503, "The server failed: it answered 503."),
+         (401, "The server refused the request (401): check the auth headers."),
+         (429, "The server answered 429, an error.")],
+    )  # fmt: skip
+    def test_an_error_status_is_told_with_the_status(
+        self, tenant_alpha: TenantFixture, transport: str, status: int, says: str
+    ) -> None:
+        """Not the SDK's "Server returned an error response", in English on the zh page too, without the status."""
+        client = admin(tenant_alpha)
+        with canned_server(b"<html>Oops</html>", status=status) as root:
+            body = {"name": "Failing", "url": f"{root}/mcp", "type": transport}
+            service = send(client, "post", "/api/mcp-services", body).json()["id"]
+            response = send(client, "post", f"/api/mcp-services/{service}/test")
+            chinese = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+            zh = send(chinese, "post", f"/api/mcp-services/{service}/test").json()["error"]["message"]
+        assert response.status_code == 400
+        assert says in response.json()["error"]["message"]
+        assert "Server returned" not in zh
+        assert str(status) in zh
+
+    @pytest.mark.parametrize(
+        ("status", "says"),
+        [(500, "The tool call failed: The server failed: it answered 500."),
+         (405, "The tool call failed: The address answered 405 (method not allowed)")],
+    )  # fmt: skip
+    def test_a_tool_call_answered_with_an_error_status_fails_with_the_status(
+        self, tenant_alpha: TenantFixture, status: int, says: str
+    ) -> None:
+        """A server that starts a session and then answers the call itself with an error status, in a chat."""
+        from apps.chat.engine import BoundTool, run_mcp_tool
+
+        def answer(request: bytes) -> bytes:
+            message = json.loads(request or b"{}")
+            started = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                       "serverInfo": {"name": "canned", "version": "1"}}  # fmt: skip
+            if message.get("method") == "initialize":
+                return json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": started}).encode()
+            return b""
+
+        def status_of(request: bytes) -> int:
+            method = json.loads(request or b"{}").get("method")
+            return {"initialize": 200, "notifications/initialized": 202, None: 405}.get(method, status)
+
+        with (
+            canned_server(answer, status=status_of, content_type="application/json") as root,
+            schema_context(tenant_alpha.tenant.schema_name),
+        ):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Canned", url=f"{root}/mcp", timeout_seconds=5)
+            tool = BoundTool("canned__gauge", service, "gauge", "", {})
+            outcome = run_mcp_tool(tool, {})
+            with translation.override("zh-hans"):
+                zh = run_mcp_tool(tool, {})
+        assert outcome.is_error
+        assert outcome.text.startswith(says), outcome.text
+        assert "Server returned" not in zh.text
+        assert str(status) in zh.text
+
     @pytest.mark.parametrize(
         "url",
         ["http://10.0.0.1/mcp", "http://169.254.169.254/latest", "http://[::1]:8000/mcp", "file:///etc/passwd",
