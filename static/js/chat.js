@@ -160,7 +160,7 @@
     panel.dataset.testid = "tool-panel";
     panel.dataset.callId = data.id;
     const summary = el("summary");
-    summary.append("🔧 " + data.service + " · ");
+    summary.append(data.service + " · ");
     summary.append(el("code", "", data.tool));
     summary.append(" ");
     summary.append(el("span", "muted tool-state", t("running")));
