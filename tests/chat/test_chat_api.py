@@ -1176,6 +1176,20 @@ def test_arguments_json_cannot_carry_go_back_to_the_model_as_not_an_object(
     assert (tool.arguments, tool.status) == (None, "error")
 
 
+def turn_asking_for_calls(
+    tenant: TenantFixture, settings: Any, count: int, sent: list[list[dict[str, Any]]]
+) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+    """A streamed turn in a new conversation whose model asks for ``count`` tool calls in one reply: the
+    conversation's id and the events. ``sent`` gets what the model was sent, request by request."""
+    client = member_client(tenant)
+    conversation = new_conversation(client)
+    with canned_server(many_calls_model(count, sent), content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
+                                                                                 "stream": True}))  # fmt: skip
+    return conversation, events
+
+
 def test_calls_past_the_most_of_one_reply_are_answered_not_run(
     tenant_alpha: TenantFixture, hydrology: Any, settings: Any
 ) -> None:
@@ -1185,12 +1199,7 @@ def test_calls_past_the_most_of_one_reply_are_answered_not_run(
     sent: list[list[dict[str, Any]]] = []
     ids = [f"call_{n}" for n in range(40)]
     not_run = "Not run: the model asked for 40 tool calls in one reply; at most 16 are run."
-    client = member_client(tenant_alpha)
-    conversation = new_conversation(client)
-    with canned_server(many_calls_model(40, sent), content_type="text/event-stream") as root:
-        settings.LLM_BASE_URL = f"{root}/v1"
-        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
-                                                                                 "stream": True}))  # fmt: skip
+    conversation, events = turn_asking_for_calls(tenant_alpha, settings, 40, sent)
     assert events[-1][0] == "done"
     assert [data["id"] for kind, data in events if kind == "tool_call"] == ids
     results = [data for kind, data in events if kind == "tool_result"]
@@ -1208,12 +1217,7 @@ def test_a_reply_of_more_calls_than_are_read_fails_the_turn_and_runs_none(
     tenant_alpha: TenantFixture, hydrology: Any, settings: Any
 ) -> None:
     sent: list[list[dict[str, Any]]] = []
-    client = member_client(tenant_alpha)
-    conversation = new_conversation(client)
-    with canned_server(many_calls_model(1001, sent), content_type="text/event-stream") as root:
-        settings.LLM_BASE_URL = f"{root}/v1"
-        events = sse(post(client, f"/api/conversations/{conversation}/messages", {"content": "Stations?",
-                                                                                 "stream": True}))  # fmt: skip
+    conversation, events = turn_asking_for_calls(tenant_alpha, settings, 1001, sent)
     assert [kind for kind, _data in events] == ["error"]
     assert events[0][1]["message"] == "The model asked for more than 1000 tool calls in one reply."
     assert [(message.role, message.status) for message in stored(tenant_alpha, conversation)] == [

@@ -45,6 +45,15 @@ def send(client: Client, method: str, path: str, data: dict[str, Any] | None = N
     return getattr(client, method)(path, data or {}, content_type="application/json")
 
 
+def mcp_test_in_english_and_chinese(tenant: TenantFixture, url: str, transport: str) -> tuple[Any, str]:
+    """A new MCP service at ``url`` tested by an admin in English (the response) and in Chinese (its message)."""
+    client = admin(tenant)
+    service = send(client, "post", "/api/mcp-services", {"name": "Tested", "url": url, "type": transport}).json()["id"]
+    response = send(client, "post", f"/api/mcp-services/{service}/test")
+    chinese = tenant.client(**bearer(jwt_pair(tenant, admin_of(tenant))["access"]))
+    return response, send(chinese, "post", f"/api/mcp-services/{service}/test").json()["error"]["message"]
+
+
 class TestMcpServices:
     def test_add_test_and_list_tools(self, tenant_alpha: TenantFixture, demo_mcp_url: str) -> None:
         client = admin(tenant_alpha)
@@ -261,13 +270,8 @@ class TestMcpServices:
         self, tenant_alpha: TenantFixture, transport: str, status: int, headers: dict[str, str], says: str
     ) -> None:
         """The SDK's own sentences (English, whatever the language) in ours: the zh page shows zh throughout."""
-        client = admin(tenant_alpha)
         with canned_server(b"<html>Welcome</html>", status=status, headers=headers) as root:
-            body = {"name": "A web page", "url": f"{root}/mcp", "type": transport}
-            service = send(client, "post", "/api/mcp-services", body).json()["id"]
-            response = send(client, "post", f"/api/mcp-services/{service}/test")
-            chinese = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
-            zh = send(chinese, "post", f"/api/mcp-services/{service}/test").json()["error"]["message"]
+            response, zh = mcp_test_in_english_and_chinese(tenant_alpha, f"{root}/mcp", transport)
         assert response.status_code == 400
         assert says in response.json()["error"]["message"]
         assert not re.search(r"\b[a-z]{3,} [a-z]{3,}\b", re.sub(r"https?://\S+", "", zh)), zh  # no English left
@@ -286,13 +290,8 @@ class TestMcpServices:
         self, tenant_alpha: TenantFixture, transport: str, status: int, says: str
     ) -> None:
         """Not the SDK's "Server returned an error response", in English on the zh page too, without the status."""
-        client = admin(tenant_alpha)
         with canned_server(b"<html>Oops</html>", status=status) as root:
-            body = {"name": "Failing", "url": f"{root}/mcp", "type": transport}
-            service = send(client, "post", "/api/mcp-services", body).json()["id"]
-            response = send(client, "post", f"/api/mcp-services/{service}/test")
-            chinese = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
-            zh = send(chinese, "post", f"/api/mcp-services/{service}/test").json()["error"]["message"]
+            response, zh = mcp_test_in_english_and_chinese(tenant_alpha, f"{root}/mcp", transport)
         assert response.status_code == 400
         assert says in response.json()["error"]["message"]
         assert "Server returned" not in zh
