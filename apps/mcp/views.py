@@ -71,7 +71,11 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
     try:
         result = actions[action]()
     except ApplicationError as exc:
-        messages.error(request, exc.message)
+        if action == "test" and exc.code == "mcp_unreachable":  # the card below says what went wrong: not twice
+            messages.error(request, _("%(name)s did not pass the test: what went wrong is on its card.")
+                           % {"name": service.name})  # fmt: skip
+        else:
+            messages.error(request, exc.message)
     else:
         if action == "test":
             _say_tested(request, service, result)

@@ -451,7 +451,11 @@ class TestServicesPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             service = McpService.objects.get()
         page = client.post(f"/services/{service.pk}/test/", follow=True).content.decode()
-        assert "Could not list the tools" in page
+        assert "Model did not pass the test: what went wrong is on its card." in page
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service.refresh_from_db()
+        assert service.last_error
+        assert page.count(html.escape(service.last_error)) == 1  # on the card, not again in the page's message
 
     def test_members_see_the_tools_but_cannot_change_them(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         user = logged_in(tenant_alpha, Role.USER)
