@@ -519,7 +519,7 @@ def _failure_event(
     """Store what came of a turn that failed, marked as failed, and say so (the conversation gone: only say so)."""
     if isinstance(exc, ConversationGone):
         return _gone_event(exc)
-    words = exc.words if isinstance(exc, engine.UpstreamError) else None
+    words = exc.words  # the model server's failure, or a limit reached in a later round
     try:
         failed = _store_assistant(conversation, model, partial, 0, [], started=started, status=Status.ERROR,
                                   error=exc.message, error_words=words)  # fmt: skip

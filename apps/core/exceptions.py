@@ -19,6 +19,8 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_default_handler
 
+from apps.core.languages import Words, words_of
+
 
 class ApplicationError(Exception):
     """A business rule said no. Services raise it; the API turns it into JSON."""
@@ -28,15 +30,18 @@ class ApplicationError(Exception):
 
     def __init__(
         self,
-        message: str,
+        message: str | Words,
         *,
         code: str | None = None,
         status_code: int | None = None,
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        """``message`` in the active language, or the Words that build it in any: what a failed turn stores, to
+        show each reader in theirs (apps.core.languages)."""
+        self.words = words_of(message)
+        self.message = self.words()
+        super().__init__(self.message)
         if code is not None:
             self.code = code
         if status_code is not None:

@@ -56,6 +56,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -560,14 +561,13 @@ class Meter:
         assert limits.calls_stop_at is not None
         # limit and used count calls either way (the cap's limit: the quota and the calls the cap pays for).
         details: dict[str, Any] = {"limit": limits.calls_stop_at, "used": used, "resets_at": L.iso(L.resets_at(day))}
+        # Words, not text: a turn stopped by it stores the message in each language (apps.core.languages).
         if limits.bills_overage:  # the cap stopped it, also a cap below one call's price (no overage at all)
-            message = _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {
-                "cap": fen_to_yuan(limits.spending_cap_fen or 0)
-            }
+            message = partial(_cap_reached_words, fen_to_yuan(limits.spending_cap_fen or 0))
             details = {"quota": "spending_cap", **details, "spending_cap_fen": limits.spending_cap_fen,
                        "overage_fen": limits.overage_fen(used)}  # fmt: skip
         else:
-            message = _("Your plan's %(limit)d API calls this month are used up.") % {"limit": limits.api_calls}
+            message = partial(_calls_used_up_words, limits.api_calls or 0)
             details = {"quota": Quota.API_CALLS.value, **details}
         return QuotaExceeded(message, details=details)
 
@@ -575,19 +575,19 @@ class Meter:
         limit = self.limits.member_daily_calls
         assert limit is not None
         resets = L.day_resets_at(day)
-        message = _(
-            "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from %(time)s."
-        ) % {"limit": limit, "time": time_format(timezone.localtime(resets), "H:i")}
+        at = time_format(timezone.localtime(resets), "H:i")
         return QuotaExceeded(
-            message,
+            partial(_member_limit_words, limit, at),
             details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": L.iso(resets)},
         )
 
     def _storage_exceeded(self, used: int, day: dt.date) -> QuotaExceeded:
         limit = self.limits.storage_bytes or 0
         return QuotaExceeded(
-            _("Your plan's %(limit)d MB of storage is used up. Delete conversations or change plans.")
-            % {"limit": limit // L.MB},
+            lambda: (
+                _("Your plan's %(limit)d MB of storage is used up. Delete conversations or change plans.")
+                % {"limit": limit // L.MB}
+            ),
             details={"quota": Quota.STORAGE.value, "limit": limit, "used": used, "resets_at": None},
         )
 
@@ -598,3 +598,17 @@ class Meter:
 
             assert limit is not None
             quota_alerts_raise(quota=quota, limit=limit, used=after, thresholds=thresholds, day=day)
+
+
+def _cap_reached_words(cap: str | None) -> str:
+    return _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {"cap": cap}
+
+
+def _calls_used_up_words(limit: int) -> str:
+    return _("Your plan's %(limit)d API calls this month are used up.") % {"limit": limit}
+
+
+def _member_limit_words(limit: int, at: str) -> str:
+    return _(
+        "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from %(time)s."
+    ) % {"limit": limit, "time": at}

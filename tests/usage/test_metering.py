@@ -625,6 +625,12 @@ class TestQuotas:
         assert [e.kind for e in events(tenant_alpha)] == ["model"]
         tokens = with_schema(tenant_alpha, lambda: Conversation.objects.get(pk=conversation["id"]).tokens_used)
         assert tokens == events(tenant_alpha)[0].tokens > 0  # the round that ran is in the conversation's count
+        failed = with_schema(tenant_alpha, lambda: Message.objects.get(conversation_id=conversation["id"],
+                                                                       status="error"))  # fmt: skip
+        assert failed.error_translations == {  # stored for each reader's language (apps.core.languages)
+            "en": "Your plan's 1 API calls this month are used up.",
+            "zh-hans": "您的套餐本月的 1 次 API 调用已用完。",
+        }
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
