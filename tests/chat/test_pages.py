@@ -360,6 +360,7 @@ class TestChatPage:
         assert 'data-testid="chat-head"' not in page
         # What a viewer may do (apps/accounts/permissions.py): read their own conversations, from before the role.
         assert "Your role can read your own earlier conversations but cannot start new ones." in page
+        assert "Pick a conversation on the left to read it." in page  # not an empty box where the chat would be
         viewer = make_member(tenant_alpha, Role.VIEWER)
         with schema_context(tenant_alpha.tenant.schema_name):
             own = Conversation.objects.create(user=viewer, title="Kept from before")
