@@ -22,6 +22,7 @@ from apps.accounts.selectors import (
     user_list,
 )
 from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
+from apps.api.fields import InRangeDateTimeField
 from apps.api.schema import error_response, quota_exceeded
 
 
@@ -454,7 +455,7 @@ class ApiKeyCreateApi(TenantApi):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=100)
         role = serializers.ChoiceField(choices=ROLE_CHOICES, default=Role.USER)
-        expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+        expires_at = InRangeDateTimeField(required=False, allow_null=True, default=None)
 
     class OutputSerializer(ApiKeyOutput):
         secret = serializers.CharField()

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
 from apps.api.base import PageQuery, StrictSerializer, TenantApi
+from apps.api.fields import InRangeDateTimeField
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_list
 
@@ -28,11 +29,11 @@ class AuditFilter(StrictSerializer, PageQuery):
     actor = serializers.CharField(required=False, allow_blank=True, max_length=254)
     action = serializers.CharField(required=False, allow_blank=True, max_length=64)
     # ``from`` is a Python keyword, so the field is declared below.
-    to = serializers.DateTimeField(required=False)
+    to = InRangeDateTimeField(required=False)
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["from"] = serializers.DateTimeField(required=False)
+        fields["from"] = InRangeDateTimeField(required=False)
         return fields
 
     def validate(self, attrs: dict[str, object]) -> dict[str, object]:
