@@ -406,17 +406,21 @@ def invitation_create(*, actor: Actor, email: str, role: str = Role.USER) -> Inv
     Invitation.objects.filter(email=email, accepted_at__isnull=True, revoked_at__isnull=True).filter(
         expires_at__lte=timezone.now()
     ).update(revoked_at=timezone.now())
+    already = _("This address already has an open invitation. Revoke it to send a new one.")
     if Invitation.objects.filter(email=email, accepted_at__isnull=True, revoked_at__isnull=True).exists():
-        message = _("This address already has an open invitation. Revoke it to send a new one.")
-        raise InvalidInput(message, details={"email": [message]})
+        raise InvalidInput(already, details={"email": [already]})
     _check_user_quota()
-    invitation = Invitation.objects.create(
-        email=email,
-        role=role,
-        nonce=secrets.token_hex(16),
-        invited_by=actor.user,
-        expires_at=timezone.now() + timedelta(days=settings.INVITATION_DAYS),
-    )
+    try:
+        with transaction.atomic():
+            invitation = Invitation.objects.create(
+                email=email,
+                role=role,
+                nonce=secrets.token_hex(16),
+                invited_by=actor.user,
+                expires_at=timezone.now() + timedelta(days=settings.INVITATION_DAYS),
+            )
+    except IntegrityError as exc:  # a concurrent invitation of the same address (one open per address)
+        raise InvalidInput(already, details={"email": [already]}) from exc
     audit_record(actor=actor, action="user.invited", target=invitation, metadata={"email": email, "role": role})
     from apps.accounts.tasks import send_invitation_email
 

@@ -159,6 +159,27 @@ class TestInvitations:
         with schema_context(tenant.tenant.schema_name):
             return services.invitation_token(Invitation.objects.get(pk=invitation_id))
 
+    def test_an_invitation_that_loses_a_race_for_its_address_is_a_400(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Six invitations of one address at once: one was made, one was a 400, four were 500s (the unique
+        constraint on open invitations). Here the other request commits its invitation between this one's check
+        and its INSERT, as it did then."""
+        email = "raced@alpha.example.com"
+        check_quota = services._check_user_quota
+
+        def the_other_request_first() -> None:
+            Invitation.objects.create(email=email, role="viewer", nonce="0" * 32,
+                                      expires_at=timezone.now() + timedelta(days=1))  # fmt: skip
+            check_quota()
+
+        monkeypatch.setattr(services, "_check_user_quota", the_other_request_first)
+        refused = self.invite(tenant_alpha, email)
+        assert refused.status_code == 400, refused.content
+        assert refused.json()["error"]["details"]["email"] == [
+            "This address already has an open invitation. Revoke it to send a new one."
+        ]
+
     def test_invite_email_accept_once(self, tenant_alpha: TenantFixture) -> None:
         invitation = self.invite(tenant_alpha).json()
         assert invitation["role"] == "viewer"
