@@ -4,6 +4,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port
 from django.http.response import HttpResponseBase
@@ -53,6 +54,10 @@ class TenantRoutingMiddleware(TenantMainMiddleware):
             )
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        try:
+            request.get_host()
+        except DisallowedHost:  # a malformed Host: no workspace there either (django-tenants: an empty 404)
+            return self.no_tenant_found(request, request.META.get("HTTP_HOST", "")[:255])
         response = super().process_request(request)
         if response is not None:
             return response

@@ -83,6 +83,16 @@ class TestUnknownHosts:
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
 
+    @pytest.mark.parametrize("host", ["alpha.localhost:8000:1", "alphä.localhost", "%61lpha.localhost", "a" * 300])
+    def test_a_malformed_host_gets_the_same_404_json_under_api_and_a_page_elsewhere(self, host: str) -> None:
+        """django-tenants answered a Host that Django refuses with an empty 404, not in the API's error format."""
+        response = Client(HTTP_HOST=host).get("/api/auth/me")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+        page = Client(HTTP_HOST=host, HTTP_ACCEPT_LANGUAGE="en").get("/")
+        assert page.status_code == 404
+        assert "Workspace not found" in page.content.decode()
+
     def test_unknown_host_cannot_post_a_signup(self) -> None:
         response = Client(HTTP_HOST="evil.example.org").post(
             "/api/public/signup", {"name": "x"}, content_type="application/json"
