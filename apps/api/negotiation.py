@@ -19,7 +19,11 @@ class ContentNegotiation(DefaultContentNegotiation):
     def filter_renderers(self, renderers: Any, format: str) -> Any:
         matching = [renderer for renderer in renderers if renderer.format == format]
         if not matching:
-            raise NotAcceptable(_("This endpoint answers in JSON only: leave out format=, or use format=json."))
+            formats = list(dict.fromkeys(renderer.format for renderer in renderers))
+            if formats == ["json"]:
+                raise NotAcceptable(_("This endpoint answers in JSON only: leave out format=, or use format=json."))
+            raise NotAcceptable(_("This endpoint answers in %(formats)s: leave out format=, or use one of them.")
+                                % {"formats": ", ".join(formats)})  # fmt: skip
         return matching
 
     def select_renderer(self, request: Request, renderers: Any, format_suffix: str | None = None) -> Any:

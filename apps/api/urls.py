@@ -1,6 +1,12 @@
 """The tenant API under /api/ on a tenant's host."""
 
 from django.urls import path
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.accounts import apis as accounts
@@ -10,6 +16,8 @@ from apps.chat import apis as chat
 from apps.llm import apis as llm
 from apps.mcp import apis as mcp
 from apps.usage import apis as usage
+
+SCHEMA_RENDERERS = [OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer, OpenApiYamlRenderer2]
 
 app_name = "api"
 
@@ -89,6 +97,7 @@ urlpatterns = [
     path("quota", usage.QuotaApi.as_view(), name="quota"),
     path("quota/spending-cap", usage.SpendingCapApi.as_view(), name="spending-cap"),
     path("quota/member-daily-calls", usage.MemberDailyCallsApi.as_view(), name="member-daily-calls"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    # JSON first: the schema's default, and what its errors (a 406 for an unknown ?format=) are written in.
+    path("schema/", SpectacularAPIView.as_view(renderer_classes=SCHEMA_RENDERERS), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

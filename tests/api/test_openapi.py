@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -139,3 +140,15 @@ def test_the_quota_and_its_limits_are_described_field_by_field(tenant_alpha: Ten
     assert (cap["minimum"], cap["maximum"], cap["type"]) == (0, 10_000_000_000, "integer")
     calls = components["MemberDailyCallsInputRequest"]["properties"]["member_daily_calls"]
     assert (calls["minimum"], calls["maximum"]) == (1, 1_000_000)
+
+
+def test_an_unknown_schema_format_is_a_406_in_json(tenant_alpha: TenantFixture) -> None:
+    """The schema view's first renderer was YAML's, so its 406 came as YAML and said the endpoint answers in JSON
+    only, though it serves YAML too. JSON is now its default and its errors' format."""
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
+    refused = client.get("/api/schema/?format=xml")
+    assert refused.status_code == 406
+    error = json.loads(refused.content)["error"]
+    assert error["message"] == "This endpoint answers in json, yaml: leave out format=, or use one of them."
+    assert client.get("/api/schema/").json()["openapi"].startswith("3.")  # JSON by default
+    assert client.get("/api/schema/?format=yaml").content.startswith(b"openapi: ")
