@@ -27,6 +27,12 @@ from apps.api.schema import error_response, quota_exceeded
 
 
 class UserOutput(serializers.ModelSerializer):
+    # Declared: DRF drops allow_blank from a read-only model field, and the schema then left out the "" of a
+    # member who never chose a language.
+    language = serializers.ChoiceField(
+        choices=settings.LANGUAGES, allow_blank=True, read_only=True, help_text="Empty until the member chooses one."
+    )
+
     class Meta:
         model = User
         fields = ("id", "email", "full_name", "role", "is_active", "date_joined", "last_login", "language")

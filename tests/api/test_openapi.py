@@ -152,3 +152,11 @@ def test_an_unknown_schema_format_is_a_406_in_json(tenant_alpha: TenantFixture) 
     assert error["message"] == "This endpoint answers in json, yaml: leave out format=, or use one of them."
     assert client.get("/api/schema/").json()["openapi"].startswith("3.")  # JSON by default
     assert client.get("/api/schema/?format=yaml").content.startswith(b"openapi: ")
+
+
+def test_a_members_language_may_be_empty_in_the_schema(tenant_alpha: TenantFixture) -> None:
+    """A member who never chose a language has ``""``, as docs/api.md says; the schema allowed only zh-hans and en."""
+    schemas = tenant_alpha.client().get("/api/schema/?format=json").json()["components"]["schemas"]
+    language = schemas["UserOutput"]["properties"]["language"]
+    assert {"$ref": "#/components/schemas/BlankEnum"} in language["oneOf"]
+    assert schemas["BlankEnum"]["enum"] == [""]
