@@ -394,7 +394,7 @@ def test_bad_requests(demo_model_root: str, raw: bytes, param: str | None) -> No
 def test_a_body_of_unexpected_shapes_is_answered(demo_model_root: str, payload: dict[str, Any], stream: bool) -> None:
     """What is not of the shape the server reads is skipped: a tool call whose function was a string was a 500, and
     openai's clients retried it, twice."""
-    response = chat(demo_model_root, stream=stream, **payload)
+    response = chat(demo_model_root, stream=stream, stream_options={"include_usage": True}, **payload)
     assert response.status_code == 200, response.text
 
 
