@@ -203,13 +203,26 @@ def message_text(content: Any) -> str:
     return ""
 
 
+def tool_calls_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls of a message that are objects; none when ``tool_calls`` is not a list. The server reads
+    what a client sent as it is, and must not fail (a 500) on a shape it does not expect."""
+    calls = message.get("tool_calls")
+    return [call for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
+
+
+def function_of(value: Any) -> dict[str, Any]:
+    """The ``function`` object of a tool, a tool call or a named ``tool_choice``; ``{}`` when there is none."""
+    function = value.get("function") if isinstance(value, dict) else None
+    return function if isinstance(function, dict) else {}
+
+
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     """The deterministic prompt estimate: all characters // 4, plus one per message."""
     chars = 0
     for message in messages:
         chars += len(message_text(message.get("content")))
-        for call in message.get("tool_calls") or []:
-            function = (call.get("function") or {}) if isinstance(call, dict) else {}
+        for call in tool_calls_of(message):
+            function = function_of(call)
             chars += len(str(function.get("name", ""))) + len(str(function.get("arguments", "")))
     return chars // 4 + len(messages)
 
@@ -236,7 +249,7 @@ def _offered_tools(tools: list[dict[str, Any]]) -> dict[str, tuple[str, set[str]
     """Offered function tools by bare name (after the last ``__``): full name and declared argument names."""
     offered: dict[str, tuple[str, set[str]]] = {}
     for tool in tools:
-        function = tool.get("function") or {}
+        function = function_of(tool)
         name = function.get("name")
         if tool.get("type", "function") != "function" or not isinstance(name, str):
             continue
@@ -275,7 +288,7 @@ def choose_tool_call(
         return None
     today = today or datetime.now(UTC).date()
     if isinstance(tool_choice, dict):
-        wanted = (tool_choice.get("function") or {}).get("name")
+        wanted = function_of(tool_choice).get("name")
         for name, (full, declared) in offered.items():
             if wanted in (full, name):
                 return _tool_call(name, full, declared, text, today)
@@ -378,9 +391,8 @@ def answer_from_tool_results(messages: list[dict[str, Any]]) -> str:
         trailing.insert(0, message)
     names: dict[str, str] = {}
     for message in messages:
-        for call in message.get("tool_calls") or []:
-            if isinstance(call, dict):
-                names[str(call.get("id"))] = str((call.get("function") or {}).get("name", ""))
+        for call in tool_calls_of(message):
+            names[str(call.get("id"))] = str(function_of(call).get("name", ""))
     lines = []
     for message in trailing:
         name = names.get(str(message.get("tool_call_id")), "")

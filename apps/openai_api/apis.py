@@ -41,6 +41,7 @@ from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput, add_openai_fields, error_body
 from apps.llm.client import ModelServer, model_server
 from apps.llm.setup_cache import ai_setup
+from apps.mcp.tool_names import MAX_NAME_LENGTH
 from apps.tenants.selectors import tenant_current
 from apps.usage.meter import Meter
 
@@ -119,7 +120,23 @@ class MessageSerializer(JsonSerializer):
             _('Give the content as a string or a list of parts such as {"type": "text", "text": "..."}.')
         )
 
+    def validate_tool_calls(self, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        """OpenAI's shape for each call, which the model server reads (any other was sent on, charged, and broke
+        it: a 502). ``type`` may be left out, as some clients do, and is filled in for servers that require it."""
+        if value is None:
+            return value
+        if not all(_valid_tool_call(call) for call in value):
+            raise serializers.ValidationError(
+                _(
+                    'Give each tool call as {"id": "...", "type": "function", "function": {"name": "...", '
+                    '"arguments": "..."}}, the arguments as a string of JSON.'
+                )
+            )
+        return [{**call, "type": "function"} for call in value]
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("tool_calls") and attrs["role"] != "assistant":  # as OpenAI: only the model asks for tools
+            raise serializers.ValidationError({"tool_calls": [_("Only an assistant's message may have tool_calls.")]})
         if attrs.get("content") is None and not (attrs["role"] == "assistant" and attrs.get("tool_calls")):
             raise serializers.ValidationError({"content": [_("A message needs content (an assistant's may have "
                                                              "tool_calls instead).")]})  # fmt: skip
@@ -132,6 +149,21 @@ def _valid_part(part: Any) -> bool:
     return part["type"] != "text" or isinstance(part.get("text"), str)
 
 
+def _valid_tool_call(call: dict[str, Any]) -> bool:
+    """OpenAI's tool call: ``{"id", "type": "function", "function": {"name", "arguments": str}}``, the id as long as
+    the engine keeps one and the name as long as a tool's may be."""
+    call_id, function = call.get("id"), call.get("function")
+    return (
+        isinstance(call_id, str)
+        and 0 < len(call_id) <= engine.MAX_TOOL_CALL_ID_CHARS
+        and call.get("type") in (None, "function")
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and 0 < len(function["name"]) <= MAX_NAME_LENGTH
+        and isinstance(function.get("arguments"), str)
+    )
+
+
 def _valid_tool(tool: dict[str, Any]) -> bool:
     """OpenAI's function tool: ``{"type": "function", "function": {"name", "parameters"?: object}}``."""
     function = tool.get("function")
@@ -139,7 +171,7 @@ def _valid_tool(tool: dict[str, Any]) -> bool:
         tool.get("type") == "function"
         and isinstance(function, dict)
         and isinstance(function.get("name"), str)
-        and 0 < len(function["name"]) <= 64
+        and 0 < len(function["name"]) <= MAX_NAME_LENGTH
         and isinstance(function.get("parameters", {}), dict)
     )
 

@@ -36,6 +36,24 @@ TOOLS = [
     }
 ]
 
+HI = {"role": "user", "content": "hi"}
+GOOD_TOOL_CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+BAD_TOOL_CALLS = [
+    {"function": "x"},
+    {"id": "c1", "type": "function", "function": "x"},
+    {"id": "c1", "type": "function", "function": ["f", "{}"]},
+    {"id": "c1", "type": "function", "function": {"arguments": "{}"}},
+    {"id": "c1", "type": "function", "function": {"name": "", "arguments": "{}"}},
+    {"id": "c1", "type": "function", "function": {"name": "f" * 65, "arguments": "{}"}},
+    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}},
+    {"id": "c1", "type": "function", "function": {"name": "f"}},
+    {"id": 1, "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    {"id": "c" * 101, "type": "function", "function": {"name": "f", "arguments": "{}"}},
+    {"type": "function", "function": {"name": "f", "arguments": "{}"}},
+    {"id": "c1", "type": "retrieval", "function": {"name": "f", "arguments": "{}"}},
+    "c1",
+]
+
 
 def completions(client: Client, **body: Any) -> Any:
     return client.post("/v1/chat/completions", body, content_type="application/json")
@@ -209,7 +227,10 @@ class TestInProcess:
          ("stream", "yes"), ("stream", 1), ("stream_options", {"include_usage": "true"}), ("temperature", "0.5"),
          ("top_p", True), ("max_tokens", "10"), ("max_tokens", 10.0), ("max_tokens", True), ("n", "1"),
          ("seed", "7"), ("presence_penalty", "1"), ("model", 5), ("model", True),
-         ("messages", [{"role": "user", "content": "hi", "name": 5}])],
+         ("messages", [{"role": "user", "content": "hi", "name": 5}]),
+         # An assistant's tool calls in OpenAI's shape only: each was sent on, charged, and broke the model server.
+         *(("messages", [{"role": "assistant", "content": None, "tool_calls": [call]}, HI]) for call in BAD_TOOL_CALLS),
+         ("messages", [{"role": "user", "content": "hi", "tool_calls": [GOOD_TOOL_CALL]}])],
     )  # fmt: skip
     def test_a_bad_option_is_a_400_and_costs_nothing(
         self, tenant_alpha: TenantFixture, option: str, value: Any
@@ -266,6 +287,22 @@ class TestInProcess:
             {"role": "assistant", "content": "Hello."},
             {"role": "user", "content": "and again"},
         ]
+
+    def test_a_tool_calls_type_may_be_left_out_and_reaches_the_model_server_filled_in(
+        self, tenant_alpha: TenantFixture, model_requests: list[list[dict[str, Any]]]
+    ) -> None:
+        """OpenAI requires ``type``, but it says nothing ("function" is the only one) and clients left it out before
+        tool calls were checked: it is taken, and sent on as OpenAI's shape for model servers that require it."""
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        untyped = {"id": "c1", "function": {"name": "get_water_levels", "arguments": '{"station": "S001"}'}}
+        history = [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": None, "tool_calls": [untyped]},
+            {"role": "tool", "tool_call_id": "c1", "content": "[]"},
+        ]
+        response = completions(client, messages=history, tools=TOOLS)
+        assert response.status_code == 200, response.content
+        assert model_requests[0][1]["tool_calls"] == [{**untyped, "type": "function"}]
 
     def test_at_most_2000_messages_counted_before_any_is_checked(
         self, tenant_alpha: TenantFixture, settings: Any

@@ -373,6 +373,31 @@ def test_bad_requests(demo_model_root: str, raw: bytes, param: str | None) -> No
     assert error["message"]
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"function": "x"}]}, *user("hi")]},
+        {"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": ["f", "{}"]}]}, *user("hi")]},
+        {"messages": [{"role": "assistant", "tool_calls": 5}, *user("hi")]},
+        {"messages": [{"role": "assistant", "tool_calls": "calls"}, *user("hi")]},
+        {
+            "messages": [
+                {"role": "assistant", "tool_calls": [{"id": "c", "function": "f"}]},
+                {"role": "tool", "tool_call_id": "c", "content": "[]"},
+            ]
+        },
+        {"messages": user(QUESTION), "tools": [{"type": "function", "function": "get_water_levels"}]},
+        {"messages": user(QUESTION), "tools": TOOLS, "tool_choice": {"type": "function", "function": "f"}},
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_body_of_unexpected_shapes_is_answered(demo_model_root: str, payload: dict[str, Any], stream: bool) -> None:
+    """What is not of the shape the server reads is skipped: a tool call whose function was a string was a 500, and
+    openai's clients retried it, twice."""
+    response = chat(demo_model_root, stream=stream, stream_options={"include_usage": True}, **payload)
+    assert response.status_code == 200, response.text
+
+
 def test_unknown_model(demo_model_root: str) -> None:
     response = httpx2.post(
         f"{demo_model_root}/v1/chat/completions",
