@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from django.conf import settings
+from django.utils.http import parse_header_parameters
 from django.utils.translation import gettext as _
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
@@ -25,6 +26,14 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 #: body afterwards (copies, the model server's request) recurses about once a level, as Python's own parser
 #: does: it gives up at about a thousand levels, with a RecursionError.
 MAX_DEPTH = 100
+
+
+def _codec(charset: str) -> str | None:
+    """Python's name of the codec ``charset`` names, or None if it names none."""
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return None
 
 
 class JSONParser(parsers.JSONParser):
@@ -44,7 +53,11 @@ class JSONParser(parsers.JSONParser):
 
     def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
         charset = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET  # Django's: a known codec
-        if codecs.lookup(charset).name != "utf-8":
+        # Django takes a charset it does not know (charset=foo) for its default, UTF-8: it is named as sent.
+        declared = parse_header_parameters(media_type or "")[1].get("charset")
+        if declared is not None and _codec(declared) != "utf-8":
+            charset = declared
+        if _codec(charset) != "utf-8":
             message = _("Send JSON in UTF-8 (charset=utf-8, or no charset): “%(charset)s” is not accepted.")
             raise UnsupportedMediaType(media_type or self.media_type, detail=message % {"charset": charset})
         try:

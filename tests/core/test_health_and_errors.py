@@ -277,13 +277,14 @@ def test_a_format_the_api_does_not_render_is_a_406_not_a_404(tenant_alpha: Tenan
 def test_a_body_in_a_charset_other_than_utf8_is_a_415(tenant_alpha: TenantFixture) -> None:
     """JSON is UTF-8 (RFC 8259, section 8.1). Decoded as declared, UTF-7's ``+2AA-`` was a lone surrogate that the
     parser's check (for ``\\ud800`` escapes) did not see, and /v1 failed on it at the model server, as a 502;
-    ``bz2_codec`` would decompress a small body into a large one after the size check."""
+    ``bz2_codec`` would decompress a small body into a large one after the size check. A charset Python does
+    not know (``foo``) Django took for UTF-8, and it was accepted."""
     client = tenant_alpha.client(
         HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
     )
     key = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.ADMIN)))
     surrogate = b'{"messages": [{"role": "user", "content": "+2AA-"}]}'
-    for charset in ("utf-7", "UTF-16", "latin-1", "bz2_codec", "zlib_codec", "utf-8-sig"):
+    for charset in ("utf-7", "UTF-16", "latin-1", "bz2_codec", "zlib_codec", "utf-8-sig", "foo"):
         for asker, path, body in ((client, "/api/conversations", b"{}"), (key, "/v1/chat/completions", surrogate)):
             response = asker.generic("POST", path, body, f"application/json; charset={charset}")
             assert response.status_code == 415, (charset, path, response.content)
