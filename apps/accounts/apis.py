@@ -296,7 +296,7 @@ class UserListApi(TenantApi):
             role=filters.validated_data.get("role", ""),
             is_active=filters.validated_data.get("is_active"),
         )
-        return self.paginate(request, users, UserOutput)
+        return self.paginate(request, users, UserOutput, filtered=True)
 
 
 class UserCreateApi(TenantApi):

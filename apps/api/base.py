@@ -169,12 +169,17 @@ class TenantApi(APIView):
         queryset: Any,
         serializer_class: type[serializers.Serializer],
         context: Callable[[list[Any]], dict[str, Any]] | None = None,
+        *,
+        filtered: bool = False,
     ) -> Any:
         """One page of ``queryset``; ``context`` gives the serializer's context from the page's rows.
 
         ``page`` and ``page_size`` out of range are a 400 on every list, as the lists with filters of their own
-        had it: not DRF's 404 for ``page=-1``, nor a ``page_size`` of a billion quietly cut to the most."""
-        PageQuery(data=request.query_params).is_valid(raise_exception=True)
+        had it: not DRF's 404 for ``page=-1``, nor a ``page_size`` of a billion quietly cut to the most. A list
+        without filters refuses any other parameter too, as those with filters refuse what they do not declare
+        (``filtered``: the view checked its query with a ``StrictQuery`` of its own)."""
+        query = PageQuery if filtered else PageOnlyQuery
+        query(data=request.query_params).is_valid(raise_exception=True)
         paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(queryset, request, view=self)
         extra = context(list(page)) if context is not None else {}
@@ -183,8 +188,12 @@ class TenantApi(APIView):
 
 class PageQuery(serializers.Serializer):
     """The paging parameters of a list. A list with filters of its own declares them with these
-    (``class FilterSerializer(StrictSerializer, PageQuery)``), as a ``StrictSerializer`` refuses what it does
+    (``class FilterSerializer(StrictQuery, PageQuery)``), as a ``StrictQuery`` refuses what it does
     not declare."""
 
     page = serializers.IntegerField(required=False, min_value=1)
     page_size = serializers.IntegerField(required=False, min_value=1, max_value=Pagination.max_page_size)
+
+
+class PageOnlyQuery(StrictQuery, PageQuery):
+    """The query of a list without filters: its paging, and nothing else."""

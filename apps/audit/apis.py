@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm
-from apps.api.base import PageQuery, StrictSerializer, TenantApi
+from apps.api.base import PageQuery, StrictQuery, TenantApi
 from apps.api.fields import InRangeDateTimeField
 from apps.audit.models import AuditEvent
 from apps.audit.selectors import audit_event_list
@@ -25,7 +25,7 @@ class AuditEventOutput(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AuditFilter(StrictSerializer, PageQuery):
+class AuditFilter(StrictQuery, PageQuery):
     actor = serializers.CharField(required=False, allow_blank=True, max_length=254)
     action = serializers.CharField(required=False, allow_blank=True, max_length=64)
     # ``from`` is a Python keyword, so the field is declared below.
@@ -60,4 +60,4 @@ class AuditEventListApi(TenantApi):
         events = audit_event_list(
             actor=data.get("actor"), action=data.get("action"), since=data.get("from"), until=data.get("to")
         )
-        return self.paginate(request, events, AuditEventOutput)
+        return self.paginate(request, events, AuditEventOutput, filtered=True)

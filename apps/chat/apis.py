@@ -110,7 +110,7 @@ class ConversationListApi(TenantApi):
             search=filters.validated_data.get("search", ""),
             everyone=filters.validated_data["all"],
         )
-        return self.paginate(request, conversations, ConversationListOutput)
+        return self.paginate(request, conversations, ConversationListOutput, filtered=True)
 
 
 class ConversationCreateApi(TenantApi):

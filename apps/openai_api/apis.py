@@ -283,7 +283,8 @@ class ChatCompletionsApi(TenantApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OpenApiTypes.OBJECT},
+        # Both media types of the 200: the body's ``stream`` decides, not ``Accept``.
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/event-stream"): OpenApiTypes.STR},
         description="OpenAI's chat.completion, or chat.completion.chunk events with stream: true.",
     )
     def post(self, request: Request) -> HttpResponseBase:

@@ -324,3 +324,8 @@ def test_every_list_refuses_paging_out_of_range_alike(tenant_alpha: TenantFixtur
         assert response.json()["error"]["code"] == "invalid_input"
         assert list(response.json()["error"]["details"]) == list(query)
     assert client.get(url, {"page": "1", "page_size": "100"}).status_code == 200
+    # An unknown parameter too, on the lists without filters as on those with (the messages' list took it).
+    unknown = client.get(url, {"colour": "blue"})
+    assert unknown.status_code == 400, unknown.content
+    assert list(unknown.json()["error"]["details"]) == ["colour"]
+    assert client.get(url, {"format": "json", "page": "1"}).status_code == 200

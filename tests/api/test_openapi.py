@@ -160,3 +160,10 @@ def test_a_members_language_may_be_empty_in_the_schema(tenant_alpha: TenantFixtu
     language = schemas["UserOutput"]["properties"]["language"]
     assert {"$ref": "#/components/schemas/BlankEnum"} in language["oneOf"]
     assert schemas["BlankEnum"]["enum"] == [""]
+
+
+def test_v1_chat_completions_answers_json_or_a_stream_of_events(tenant_alpha: TenantFixture) -> None:
+    """``stream: true`` answers ``text/event-stream``; the schema listed only JSON."""
+    paths = tenant_alpha.client().get("/api/schema/?format=json").json()["paths"]
+    answered = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert set(answered) == {"application/json", "text/event-stream"}
