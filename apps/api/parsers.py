@@ -52,11 +52,8 @@ class JSONParser(parsers.JSONParser):
     """
 
     def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
-        charset = (parser_context or {}).get("encoding") or settings.DEFAULT_CHARSET  # Django's: a known codec
-        # Django takes a charset it does not know (charset=foo) for its default, UTF-8: it is named as sent.
-        declared = parse_header_parameters(media_type or "")[1].get("charset")
-        if declared is not None and _codec(declared) != "utf-8":
-            charset = declared
+        # The charset as declared: Django's ``request.encoding`` takes one it does not know (charset=foo) for UTF-8.
+        charset = parse_header_parameters(media_type or "")[1].get("charset") or settings.DEFAULT_CHARSET
         if _codec(charset) != "utf-8":
             message = _("Send JSON in UTF-8 (charset=utf-8, or no charset): “%(charset)s” is not accepted.")
             raise UnsupportedMediaType(media_type or self.media_type, detail=message % {"charset": charset})

@@ -31,16 +31,21 @@ class TenantRoutingMiddleware(TenantMainMiddleware):
     def hostname_from_request(request: HttpRequest) -> str:
         """The host without its port, lowercased and without a trailing dot, as DNS names compare (django-tenants
         takes it as sent, so ``DEMO.example.com`` found no workspace); then without ``www.``, as django-tenants."""
-        hostname, _port = split_domain_port(request.get_host())
+        try:
+            host = request.get_host()
+        except DisallowedHost:
+            return ""  # a malformed Host: the unknown host's 404 (django-tenants answered an empty one)
+        hostname, _port = split_domain_port(host)
         return remove_www(hostname)
 
     def get_tenant(self, domain_model: type[Domain], hostname: str) -> Tenant:
-        tenant = tenant_for_hostname(hostname)
+        tenant = tenant_for_hostname(hostname) if hostname else None
         if tenant is None:
             raise domain_model.DoesNotExist(hostname)
         return tenant
 
     def no_tenant_found(self, request: HttpRequest, hostname: str) -> HttpResponse:
+        hostname = hostname or request.META.get("HTTP_HOST", "")[:255]  # a malformed one, as it came
         with translation.override(translation.get_language_from_request(request)):
             if is_api_request(request):
                 return json_error(
@@ -54,10 +59,6 @@ class TenantRoutingMiddleware(TenantMainMiddleware):
             )
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
-        try:
-            request.get_host()
-        except DisallowedHost:  # a malformed Host: no workspace there either (django-tenants: an empty 404)
-            return self.no_tenant_found(request, request.META.get("HTTP_HOST", "")[:255])
         response = super().process_request(request)
         if response is not None:
             return response
