@@ -95,7 +95,12 @@ def bind_tools(services: Iterable[McpService]) -> list[BoundTool]:
 
 @dataclass(frozen=True)
 class Token:
+    """A piece of the model's answer as it comes; ``refusal``: of its refusal (OpenAI's ``delta.refusal``, the
+    model declining, e.g. with a ``response_format``), which the chat shows as the answer and /v1 passes on as
+    OpenAI's own."""
+
     text: str
+    refusal: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,16 @@ class ModelReply:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    refusal: str = ""
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def said(self) -> str:
+        """What a reader is shown of it: its text, or the model's refusal (only one of them comes, as a rule)."""
+        return self.content + self.refusal
 
 
 Event = Token | ToolCall | ToolResult | ModelReply
@@ -300,8 +311,7 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
     reply = _Accumulator()
     try:
         for chunk in stream:
-            for text in reply.feed(chunk):
-                yield Token(text)
+            yield from reply.feed(chunk)
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
     except ImpossibleUsage as exc:
@@ -330,8 +340,7 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         raise UpstreamError(lambda: _("The model server's answer broke off: %(error)s") % {"error": said}) from exc
     finally:
         stream.close()  # on a disconnect too: this cancels the upstream request
-    for text in reply.end():
-        yield Token(text)
+    yield from reply.end()
     yield _ended(reply, stream)
 
 
@@ -406,49 +415,64 @@ def _content_text(content: Any) -> str:
 
 
 class _Accumulator:
-    """Assembles streamed chunks into one reply: content, tool calls by index, usage, finish reason."""
+    """Assembles streamed chunks into one reply: content, refusal, tool calls by index, usage, finish reason.
+
+    Only the first choice (index 0) is read: HydroNet asks for one (``n`` is never sent on), and a server that sends
+    more anyway had their texts run together into one answer."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
-        self.held = ""  # a high surrogate that ended the last text, waiting for its low one
+        self.refusal: list[str] = []
+        self.held = {False: "", True: ""}  # per kind of text: a high surrogate that ended it, waiting for its low one
         self.calls: dict[int, _Call] = {}
         self.usage = (0, 0)
         self.finish = ""
         self.seen = False  # any chunk at all
 
-    def feed(self, chunk: dict[str, Any]) -> list[str]:
-        """Take one chunk; return the text it adds. A chunk of the wrong shape raises ValueError."""
+    def feed(self, chunk: dict[str, Any]) -> list[Token]:
+        """Take one chunk; return the pieces of text it adds. A chunk of the wrong shape raises ValueError."""
         self.seen = True
         try:
             return self._feed(chunk)
         except (AttributeError, TypeError, OverflowError) as exc:  # OverflowError: an index of int(inf)
             raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
 
-    def end(self) -> list[str]:
+    def end(self) -> list[Token]:
         """The stream ended: the text still held back (a high surrogate no low one followed), as U+FFFD."""
-        texts = [whole_characters(self.held)] if self.held else []
-        self.held = ""
-        self.content += texts
-        return texts
+        tokens = [Token(whole_characters(held), refusal) for refusal, held in self.held.items() if held]
+        self.held = {False: "", True: ""}
+        self._keep(tokens)
+        return tokens
 
-    def _text(self, piece: str) -> list[str]:
+    def _text(self, piece: str, refusal: bool) -> list[Token]:
         """``piece`` of the answer, as whole characters. A pair of surrogates may come split across two chunks
         (a server or gateway that re-chunks escaped text): a high one at the end waits for the next text."""
-        text = self.held + piece
-        self.held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
-        text = whole_characters(text[: len(text) - len(self.held)])
-        return [text] if text else []
+        text = self.held[refusal] + piece
+        self.held[refusal] = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+        text = whole_characters(text[: len(text) - len(self.held[refusal])])
+        return [Token(text, refusal)] if text else []
 
-    def _feed(self, chunk: dict[str, Any]) -> list[str]:
-        texts: list[str] = []
+    def _keep(self, tokens: list[Token]) -> None:
+        for token in tokens:
+            (self.refusal if token.refusal else self.content).append(token.text)
+
+    def _feed(self, chunk: dict[str, Any]) -> list[Token]:
+        tokens: list[Token] = []
         usage = chunk.get("usage")
         if usage:
             self.usage = (_reported_tokens(usage, "prompt_tokens"), _reported_tokens(usage, "completion_tokens"))
         for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
             delta = choice.get("delta") or {}
             content = _content_text(delta.get("content"))
             if content:
-                texts += self._text(content)
+                tokens += self._text(content, refusal=False)
+            refusal = delta.get("refusal")
+            if not isinstance(refusal, str | None):
+                raise ValueError(f"a delta's refusal is not a string: {type(refusal).__name__}")
+            if refusal:
+                tokens += self._text(refusal, refusal=True)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
                 if len(self.calls) > MAX_TOOL_CALLS_READ:
@@ -468,8 +492,8 @@ class _Accumulator:
             if not isinstance(finish, str | None):
                 raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
             self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
-        self.content += texts
-        return texts
+        self._keep(tokens)
+        return tokens
 
     def _index(self, part: dict[str, Any]) -> int:
         """The call a streamed piece belongs to: its ``index``; without one (some servers send parallel calls
@@ -487,6 +511,7 @@ class _Accumulator:
             prompt_tokens=self.usage[0],
             completion_tokens=self.usage[1],
             finish_reason=self.finish,
+            refusal="".join(self.refusal),
         )
 
 

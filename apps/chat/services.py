@@ -442,10 +442,10 @@ def _stream_turn(
                 tokens += event.tokens
                 partial = []
                 if event.tool_calls:
-                    _store_assistant(conversation, model, event.content, event.tokens, event.tool_calls,
+                    _store_assistant(conversation, model, event.said, event.tokens, event.tool_calls,
                                      replaces=replaces)  # fmt: skip
                 else:
-                    reply = _store_assistant(conversation, model, event.content, event.tokens, [], started=started,
+                    reply = _store_assistant(conversation, model, event.said, event.tokens, [], started=started,
                                              replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):

@@ -195,14 +195,15 @@ def add_openai_fields(error: dict[str, Any], status: int) -> None:
     else:
         error["type"] = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     fields = [name for name, problems in error["details"].items() if isinstance(problems, list | dict)]
-    error["param"] = fields[0] if status == 400 and fields else None
-    problem = _first_text(error["details"][fields[0]]) if error["param"] else ""
+    # A problem of the body as a whole (DRF's non_field_errors: null, [], a body nested too deep) names no field.
+    error["param"] = fields[0] if status == 400 and fields and fields[0] != "non_field_errors" else None
+    problem = _first_text(error["details"][fields[0]]) if status == 400 and fields else ""
     if problem and error["code"] == "invalid_input":  # OpenAI's clients show the message alone: say what is wrong
-        error["message"] = _("%(message)s %(param)s: %(problem)s") % {
-            "message": error["message"],
-            "param": error["param"],
-            "problem": problem,
-        }
+        said = {"message": error["message"], "param": error["param"], "problem": problem}
+        if error["param"]:
+            error["message"] = _("%(message)s %(param)s: %(problem)s") % said
+        else:
+            error["message"] = _("%(message)s %(problem)s") % said
 
 
 def _first_text(problems: Any) -> str:

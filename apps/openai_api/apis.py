@@ -6,7 +6,7 @@ tenant's API keys. Two modes, chosen by the request:
 * with ``tools``: the request goes to the model server as it is, and tool calls
   come back to the client to run (OpenAI's own semantics);
 * without ``tools``: HydroNet runs the turn with the tenant's MCP tools, as the
-  chat does, and returns the final answer.
+  chat does, and returns the text of every model round.
 
 Nothing is stored as a conversation; the turn is metered like a chat turn.
 """
@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -51,9 +52,26 @@ _ROLES = ("system", "user", "assistant", "tool", "developer")
 # Sent to the model server as the client gave them (checked by the InputSerializer), on every
 # model round of the turn; tool_choice goes only with the client's own tools (one round).
 _PASSED_OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "tool_choice",
-                   "presence_penalty", "frequency_penalty", "response_format")  # fmt: skip
+                   "parallel_tool_calls", "presence_penalty", "frequency_penalty", "response_format",
+                   "reasoning_effort")  # fmt: skip
+# OpenAI's options that change the answer and that HydroNet does not honour, each with the values that ask for
+# nothing (as OpenAI's defaults): any other value is a 400 naming the option, not an answer without what it asked
+# for. ``functions`` and ``function_call``: OpenAI's deprecated form of ``tools`` and ``tool_choice``.
+_NOT_HONOURED: dict[str, tuple[Any, ...]] = {
+    "logprobs": (False,),
+    "top_logprobs": (),
+    "logit_bias": ({},),
+    "audio": (),
+    "modalities": (["text"],),
+    "prediction": (),
+    "service_tier": ("auto", "default"),
+    "functions": (),
+    "function_call": (),
+}
 # The InputSerializer's fields that are OpenAI's options (all optional): built only when given.
-_OPTION_FIELDS = frozenset(_PASSED_OPTIONS) | {"n", "stream_options"}
+_OPTION_FIELDS = frozenset(_PASSED_OPTIONS) | frozenset(_NOT_HONOURED) | {"n", "stream_options"}
+# Between the texts of two model rounds of one answer (with the workspace's tools: before and after a tool call).
+ROUND_SEPARATOR = "\n\n"
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
 _INT32_MAX = 2**31 - 1
@@ -207,8 +225,17 @@ class ChatCompletionsApi(TenantApi):
         messages = MessageSerializer(many=True, allow_empty=False)
         stream = JsonBooleanField(required=False, default=False, allow_null=True)
         stream_options = StreamOptionsSerializer(required=False, allow_null=True)
-        tools = BoundedListField(child=serializers.DictField(), required=False, allow_null=True, max_length=128)
+        tools = BoundedListField(
+            child=serializers.DictField(),
+            required=False,
+            allow_null=True,
+            allow_empty=False,
+            max_length=128,
+            error_messages={"empty": gettext_lazy("Give at least one tool, or leave tools out.")},
+        )
         tool_choice = serializers.JSONField(required=False, allow_null=True)
+        parallel_tool_calls = JsonBooleanField(required=False, allow_null=True)
+        reasoning_effort = serializers.CharField(required=False, allow_null=True, max_length=20)
         n = JsonIntegerField(
             required=False, allow_null=True, min_value=1, max_value=1, error_messages={"max_value": _ONE_CHOICE}
         )
@@ -221,6 +248,15 @@ class ChatCompletionsApi(TenantApi):
         seed = JsonIntegerField(required=False, allow_null=True, min_value=-(2**63), max_value=2**63 - 1)
         stop = serializers.JSONField(required=False, allow_null=True)
         response_format = ResponseFormatSerializer(required=False, allow_null=True)
+        logprobs = serializers.JSONField(required=False, allow_null=True)
+        top_logprobs = serializers.JSONField(required=False, allow_null=True)
+        logit_bias = serializers.JSONField(required=False, allow_null=True)
+        audio = serializers.JSONField(required=False, allow_null=True)
+        modalities = serializers.JSONField(required=False, allow_null=True)
+        prediction = serializers.JSONField(required=False, allow_null=True)
+        service_tier = serializers.JSONField(required=False, allow_null=True)
+        functions = serializers.JSONField(required=False, allow_null=True)
+        function_call = serializers.JSONField(required=False, allow_null=True)
 
         def get_fields(self) -> dict[str, serializers.Field]:
             """The declared fields, but of the options only those the request has: DRF builds every field
@@ -272,9 +308,19 @@ class ChatCompletionsApi(TenantApi):
             return value
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            for option, asks_nothing in _NOT_HONOURED.items():
+                value = attrs.get(option)
+                if value is not None and not any(type(value) is type(v) and value == v for v in asks_nothing):
+                    raise serializers.ValidationError({option: [_not_honoured(option)]})
+            if attrs.get("stream_options") is not None and not attrs.get("stream"):  # as OpenAI
+                raise serializers.ValidationError({"stream_options": [_("stream_options goes with stream: true.")]})
             choice, tools = attrs.get("tool_choice"), attrs.get("tools")
             if choice is not None and not tools:  # as OpenAI: only with the request's own tools
                 raise serializers.ValidationError({"tool_choice": [_("tool_choice needs tools in the request.")]})
+            if attrs.get("parallel_tool_calls") is not None and not tools:  # as OpenAI
+                raise serializers.ValidationError(
+                    {"parallel_tool_calls": [_("parallel_tool_calls needs tools in the request.")]}
+                )
             if isinstance(choice, dict):
                 names = {(t.get("function") or {}).get("name") for t in tools or []}
                 if choice["function"]["name"] not in names:
@@ -302,7 +348,8 @@ class ChatCompletionsApi(TenantApi):
         client_tools = data.validated_data.get("tools")
         try:  # until the model server has the request, whatever fails gives the call back
             tools = [] if client_tools else tools_for(self.actor(request), start.setup)
-            if not client_tools and not any(m["role"] == "system" for m in messages):
+            # The client's own instructions replace HydroNet's: "developer" is OpenAI's newer name for "system".
+            if not client_tools and not any(m["role"] in ("system", "developer") for m in messages):
                 messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
             specs = client_tools or [tool.openai_spec() for tool in tools]
             first = engine.open_stream(server, model, messages, specs, **options)
@@ -319,13 +366,29 @@ class ChatCompletionsApi(TenantApi):
                                      max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
                                      max_calls_per_reply=settings.CHAT_MAX_TOOL_CALLS_PER_REPLY,
                                      first_stream=first, first_ticket=ticket, options=options)  # fmt: skip
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        # One id and one time for every chunk of the completion, as OpenAI's.
+        completion = _Completion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
         if data.validated_data["stream"]:
             usage = bool((data.validated_data.get("stream_options") or {}).get("include_usage"))
-            chunks = _chunks(events, completion_id, model, final_only=not client_tools, usage=usage,
+            chunks = _chunks(events, completion, final_only=not client_tools, usage=usage,
                              abandon=lambda: engine.abandon_round(first, meter, ticket))  # fmt: skip
             return sse_response(chunks)
-        return Response(_whole(events, completion_id, model, final_only=not client_tools, meter=meter))
+        return Response(_whole(events, completion, final_only=not client_tools, meter=meter))
+
+
+def _not_honoured(option: str) -> str:
+    if option in ("functions", "function_call"):
+        return _("OpenAI's deprecated functions are not supported: give tools (and tool_choice) instead.")
+    return _("HydroNet does not support %(option)s; leave it out.") % {"option": option}
+
+
+@dataclass(frozen=True)
+class _Completion:
+    """What every chunk of one completion says alike."""
+
+    id: str
+    created: int
+    model: str
 
 
 # The model server refused the request itself, as OpenAI's would (its context length passed, max_tokens beyond it,
@@ -355,12 +418,12 @@ def _clean_message(message: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in message.items() if v is not None}
 
 
-def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def _chunk(completion: _Completion, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {
-        "id": completion_id,
+        "id": completion.id,
         "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
+        "created": completion.created,
+        "model": completion.model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
 
@@ -383,41 +446,49 @@ def _calls_out(reply: engine.ModelReply) -> list[dict[str, Any]]:
 
 def _chunks(
     events: Iterator[Any],
-    completion_id: str,
-    model: str,
+    completion: _Completion,
     *,
     final_only: bool,
     usage: bool,
     abandon: Callable[[], None],
 ) -> Iterator[bytes]:
-    """OpenAI's stream format. In HydroNet-tools mode only the last round's text is the answer,
-    but every round's tokens are streamed as they come: the rounds before it are the model
-    saying what it is about to look up. As OpenAI's, the stream ends with a chunk that has
-    the usage and no choices only when the client asked for it (``stream_options.include_usage``):
-    clients that read ``choices[0]`` of every chunk would fail on it.
+    """OpenAI's stream format. In HydroNet-tools mode the answer is the text of every model round (the rounds
+    before a tool call are the model saying what it is about to look up), each round's streamed as it comes,
+    with ``ROUND_SEPARATOR`` between two that have text: the same answer as without streaming (``_whole``).
+    The model's refusal goes as OpenAI's ``refusal`` deltas. As OpenAI's, the stream ends with a chunk that has
+    the usage and no choices only when the client asked for it (``stream_options.include_usage``): clients that
+    read ``choices[0]`` of every chunk would fail on it.
 
     A client gone while the model server was being asked is found when the first chunk is
     written, and the server closes the stream there: ``events`` has not started, so its own
     closing (the call recorded, the upstream request cancelled) would never run; ``abandon``
     does that instead.
     """
-    prompt = completion = 0
+    prompt = completion_tokens = 0
     try:
-        yield _data(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
+        yield _data(_chunk(completion, {"role": "assistant", "content": ""}))
     except GeneratorExit:
         abandon()
         raise
+    said = {False: False, True: False}  # text and refusal: some streamed in an earlier round; in this one
+    said_now = {False: False, True: False}
     try:
         for event in events:
             if isinstance(event, engine.Token):
-                yield _data(_chunk(completion_id, model, {"content": event.text}))
+                text = event.text
+                if said[event.refusal] and not said_now[event.refusal]:
+                    text = ROUND_SEPARATOR + text
+                said_now[event.refusal] = True
+                yield _data(_chunk(completion, {"refusal" if event.refusal else "content": text}))
             elif isinstance(event, engine.ModelReply):
-                prompt, completion = prompt + event.prompt_tokens, completion + event.completion_tokens
+                prompt, completion_tokens = prompt + event.prompt_tokens, completion_tokens + event.completion_tokens
+                said = {kind: said[kind] or said_now[kind] for kind in said}
+                said_now = {False: False, True: False}
                 if event.tool_calls and not final_only:
                     calls = [{"index": n, **call} for n, call in enumerate(_calls_out(event))]
-                    yield _data(_chunk(completion_id, model, {"tool_calls": calls}))
+                    yield _data(_chunk(completion, {"tool_calls": calls}))
                 if not event.tool_calls or not final_only:
-                    yield _data(_chunk(completion_id, model, {}, finish=event.finish_reason))
+                    yield _data(_chunk(completion, {}, finish=event.finish_reason))
     except (engine.UpstreamError, ApplicationError) as exc:  # the model server failed; a quota ran out mid-turn
         failed = exc if isinstance(exc, ApplicationError) else _upstream_error(exc)
         error = error_body(failed.code, failed.message, failed.details)  # as a /v1 error before the stream began
@@ -426,21 +497,21 @@ def _chunks(
         yield _data("[DONE]")
         return
     if usage:
-        yield _data({**_chunk(completion_id, model, {}), "choices": [], "usage": _usage(prompt, completion)})
+        yield _data({**_chunk(completion, {}), "choices": [], "usage": _usage(prompt, completion_tokens)})
     yield _data("[DONE]")
 
 
-def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only: bool, meter: Meter) -> dict[str, Any]:
+def _whole(events: Iterator[Any], completion: _Completion, *, final_only: bool, meter: Meter) -> dict[str, Any]:
     """The turn's answer as one chat.completion. An error after the turn recorded a call (a round, a tool call)
     says ``x-should-retry: false``, whatever it is: openai's clients retry a 5xx, and the retry would run the
     turn, and charge those calls, again."""
-    prompt = completion = 0
-    last: engine.ModelReply | None = None
+    prompt = completion_tokens = 0
+    replies: list[engine.ModelReply] = []
     try:
         for event in events:
             if isinstance(event, engine.ModelReply):
-                prompt, completion = prompt + event.prompt_tokens, completion + event.completion_tokens
-                last = event
+                prompt, completion_tokens = prompt + event.prompt_tokens, completion_tokens + event.completion_tokens
+                replies.append(event)
     except engine.UpstreamError as exc:  # a failed round is given back: charged only by those before it
         raise _upstream_error(exc, charged=meter.recorded > 0) from exc
     except ApplicationError as exc:  # a quota that ran out between two calls, metering_unavailable
@@ -453,15 +524,20 @@ def _whole(events: Iterator[Any], completion_id: str, model: str, *, final_only:
         logger.exception("a /v1 turn failed after its calls were recorded")  # Django's 500 would log it so
         raise ApplicationError(_("Something went wrong on our side. It has been logged."), code="server_error",
                                status_code=500, headers=dict(NO_RETRY)) from exc  # fmt: skip
-    assert last is not None
-    message: dict[str, Any] = {"role": "assistant", "content": last.content or None}
+    last = replies[-1]
+    # Every round's text, as the stream gives it (_chunks); a refusal as OpenAI gives it, null when there is none.
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": ROUND_SEPARATOR.join(reply.content for reply in replies if reply.content) or None,
+        "refusal": ROUND_SEPARATOR.join(reply.refusal for reply in replies if reply.refusal) or None,
+    }
     if last.tool_calls and not final_only:
         message["tool_calls"] = _calls_out(last)
     return {
-        "id": completion_id,
+        "id": completion.id,
         "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
+        "created": completion.created,
+        "model": completion.model,
         "choices": [{"index": 0, "message": message, "finish_reason": last.finish_reason}],
-        "usage": _usage(prompt, completion),
+        "usage": _usage(prompt, completion_tokens),
     }

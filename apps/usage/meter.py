@@ -61,13 +61,12 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.formats import time_format
 from django.utils.translation import gettext as _
 from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, QuotaExceeded, RateLimited
+from apps.core.templatetags.times import zoned
 from apps.plans.models import fen_to_yuan
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current
@@ -575,7 +574,7 @@ class Meter:
         limit = self.limits.member_daily_calls
         assert limit is not None
         resets = L.day_resets_at(day)
-        at = time_format(timezone.localtime(resets), "H:i")
+        at = zoned(resets, "H:i")  # the workspace's time zone, named: "08:00 UTC+8"
         return QuotaExceeded(
             partial(_member_limit_words, limit, at),
             details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": L.iso(resets)},

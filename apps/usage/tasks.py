@@ -54,6 +54,10 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     alert = QuotaAlert.objects.filter(pk=alert_id, emailed_at__isnull=True).first()
     if alert is None:  # already sent (a retried task) or gone
         return []
+    if QuotaAlert.objects.filter(quota=alert.quota, period=alert.period, threshold__gt=alert.threshold).exists():
+        # A higher threshold of the quota's month came first, in a concurrent request: its email says more, and
+        # this one, sent after it, told the admins "nothing stops yet" of calls already stopped.
+        return []
     tenant = tenant_current()
     by_language: dict[str, list[str]] = {}  # each admin in their own language; ``language`` for who has none
     for email, own in User.objects.filter(role=Role.ADMIN, is_active=True).values_list("email", "language"):

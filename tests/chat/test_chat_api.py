@@ -562,6 +562,23 @@ class TestModelServerFaults:
         assert events == [("error", {**events[0][1], "code": "upstream_error"})]
         assert [m.role for m in stored(tenant_alpha, conversation)] == ["user", "assistant"]
 
+    def test_the_models_refusal_is_its_answer(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        """OpenAI's ``delta.refusal`` was dropped: the reply streamed nothing and was stored empty."""
+        body = sse_body(
+            {"choices": [{"index": 0, "delta": {"refusal": "I can't help "}}]},
+            {"choices": [{"index": 0, "delta": {"refusal": "with that."}, "finish_reason": "stop"}]},
+        )
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True})
+            events = sse(response)
+        assert "".join(data["text"] for kind, data in events if kind == "token") == "I can't help with that."
+        assert events[-1][0] == "done"
+        _user, reply = stored(tenant_alpha, conversation)
+        assert (reply.content, reply.status) == ("I can't help with that.", "complete")
+
     @pytest.mark.parametrize("stream", [True, False])
     def test_an_impossible_token_count_is_a_broken_answer(
         self, tenant_alpha: TenantFixture, settings: Any, stream: bool

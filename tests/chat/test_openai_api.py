@@ -115,7 +115,7 @@ class TestInProcess:
             settings.LLM_BASE_URL = f"{root}/v1"
             response = completions(client, messages=[{"role": "user", "content": "Stations?"}])
         assert response.status_code == 200, response.content
-        assert response.json()["choices"][0]["message"] == {"role": "assistant", "content": "Done."}
+        assert response.json()["choices"][0]["message"] == {"role": "assistant", "content": "Done.", "refusal": None}
         results = [message for message in sent[-1] if message["role"] == "tool"]
         assert [message["tool_call_id"] for message in results] == [f"call_{n}" for n in range(5)]
         assert all("S001" in message["content"] for message in results[:3])
@@ -230,7 +230,15 @@ class TestInProcess:
          ("messages", [{"role": "user", "content": "hi", "name": 5}]),
          # An assistant's tool calls in OpenAI's shape only: each was sent on, charged, and broke the model server.
          *(("messages", [{"role": "assistant", "content": None, "tool_calls": [call]}, HI]) for call in BAD_TOOL_CALLS),
-         ("messages", [{"role": "user", "content": "hi", "tool_calls": [GOOD_TOOL_CALL]}])],
+         ("messages", [{"role": "user", "content": "hi", "tool_calls": [GOOD_TOOL_CALL]}]),
+         # An empty list of tools ran the workspace's own, and charged them; OpenAI refuses it.
+         ("tools", []), ("parallel_tool_calls", True), ("parallel_tool_calls", "no"), ("reasoning_effort", 5),
+         ("stream_options", {"include_usage": True}),  # without stream: true, as OpenAI
+         # What changes the answer and is not honoured: each was dropped, and the answer came without it.
+         ("logprobs", True), ("logprobs", 0), ("top_logprobs", 2), ("logit_bias", {"50256": -100}),
+         ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
+         ("prediction", {"type": "content", "content": "x"}), ("service_tier", "flex"),
+         ("functions", [{"name": "f", "parameters": {}}]), ("function_call", "auto")],
     )  # fmt: skip
     def test_a_bad_option_is_a_400_and_costs_nothing(
         self, tenant_alpha: TenantFixture, option: str, value: Any
@@ -377,6 +385,130 @@ class TestInProcess:
         chosen = {"type": "function", "function": {"name": "get_water_levels"}}
         body = completions(client, messages=[{"role": "user", "content": QUESTION}], tools=TOOLS, tool_choice=chosen)
         assert body.json()["choices"][0]["finish_reason"] == "tool_calls"
+
+    def test_options_that_ask_for_nothing_pass_and_passed_options_reach_the_model_server(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """parallel_tool_calls (with the request's tools) and reasoning_effort were dropped; OpenAI's defaults of the
+        options HydroNet does not honour are no reason to refuse a request."""
+        bodies: list[dict[str, Any]] = []
+
+        def answer(request: bytes) -> bytes:
+            bodies.append(json.loads(request))
+            return sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]})
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(answer, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(
+                client, messages=[HI], tools=TOOLS, parallel_tool_calls=False, reasoning_effort="low",
+                logprobs=False, top_logprobs=None, logit_bias={}, modalities=["text"], service_tier="auto",
+                audio=None, prediction=None, functions=None, function_call=None,
+            )  # fmt: skip
+        assert response.status_code == 200, response.content
+        (sent,) = bodies
+        assert (sent["parallel_tool_calls"], sent["reasoning_effort"]) == (False, "low")
+        assert not {"logprobs", "logit_bias", "modalities", "service_tier"} & set(sent)
+
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_the_answer_is_every_rounds_text_streamed_or_not(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any, stream: bool
+    ) -> None:
+        """Streamed, the text before a tool call came first and ran into the answer after it; whole, only the
+        answer after it came: two answers to one question."""
+        call = {"index": 0, "id": "call_0", "function": {"name": "hydrology__list_stations", "arguments": "{}"}}
+
+        def answer(request: bytes) -> bytes:
+            if any(message["role"] == "tool" for message in json.loads(request)["messages"]):
+                return sse_body({"choices": [{"index": 0, "delta": {"content": "Three stations."},
+                                              "finish_reason": "stop"}]})  # fmt: skip
+            return sse_body(
+                {"choices": [{"index": 0, "delta": {"content": "Let me look."}}]},
+                {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]},
+            )
+
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(answer, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[{"role": "user", "content": "Stations?"}], stream=stream)
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+                deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in lines[:-1]]
+                content = "".join(delta.get("content", "") for delta in deltas)
+            else:
+                content = response.json()["choices"][0]["message"]["content"]
+        assert content == "Let me look.\n\nThree stations."
+
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_the_models_refusal_is_openais_refusal(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """It was dropped: an answer of no content, and nothing said why."""
+        body = sse_body(
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "refusal": "I can't "}}]},
+            {"choices": [{"index": 0, "delta": {"refusal": "help with that."}, "finish_reason": "stop"}]},
+        )
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = completions(client, messages=[HI], stream=stream, response_format={"type": "json_object"})
+            if stream:
+                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+                deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in lines[:-1]]
+                said = (
+                    "".join(d.get("content") or "" for d in deltas),
+                    "".join(d.get("refusal") or "" for d in deltas),
+                )
+            else:
+                message = response.json()["choices"][0]["message"]
+                said = (message["content"], message["refusal"])
+        assert said == ("" if stream else None, "I can't help with that.")
+
+    def test_only_the_first_choice_of_the_model_servers_is_read(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """A server that sent two choices (HydroNet asks for one) had them run together into one answer."""
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "A"}}, {"index": 1, "delta": {"content": "B"}}]},
+                        {"choices": [{"index": 1, "delta": {"content": "b"}, "finish_reason": "length"}]},
+                        {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]})  # fmt: skip
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            choice = completions(client, messages=[HI]).json()["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("Aa", "stop")
+
+    def test_every_chunk_of_a_completion_has_its_created(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each chunk said the second it was written; OpenAI's say the completion's."""
+        from apps.openai_api import apis
+
+        seconds = iter(range(1_800_000_000, 1_900_000_000))
+        monkeypatch.setattr(apis.time, "time", lambda: next(seconds))
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        response = completions(client, messages=[HI], stream=True)
+        lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+        created = {json.loads(line.removeprefix("data: "))["created"] for line in lines[:-1]}
+        assert len(lines) > 3
+        assert len(created) == 1
+
+    @pytest.mark.parametrize("role", ["system", "developer"])
+    def test_the_clients_own_instructions_replace_hydronets(
+        self, tenant_alpha: TenantFixture, model_requests: list[list[dict[str, Any]]], role: str
+    ) -> None:
+        """A developer message, OpenAI's newer name for a system one, came after HydroNet's system prompt."""
+        client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+        assert completions(client, messages=[{"role": role, "content": "Be brief."}, HI]).status_code == 200
+        assert [message["role"] for message in model_requests[-1]] == [role, "user"]
+
+    @pytest.mark.parametrize("body", ["null", "[]"])
+    def test_a_problem_of_the_whole_body_names_no_param(self, tenant_alpha: TenantFixture, body: str) -> None:
+        """param was "non_field_errors", which no request has."""
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        error = client.post("/v1/chat/completions", body, content_type="application/json").json()["error"]
+        assert error["param"] is None
+        assert error["message"].startswith("The input is not valid. "), error["message"]
+        assert len(error["message"]) > len("The input is not valid. ")
 
     def test_options_apply_to_every_round_of_a_turn_with_the_tenants_tools(
         self, tenant_alpha: TenantFixture, hydrology: Any

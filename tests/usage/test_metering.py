@@ -887,6 +887,19 @@ class TestAlerts:
         assert "API calls" in message.subject
         assert "/usage/" in message.body
 
+    def test_no_email_for_a_threshold_a_higher_one_passed_before_it_was_sent(self, tenant_alpha: TenantFixture) -> None:
+        """Two requests cross 90 and 100 % together: the 90 % email, sent last, said "Nothing stops yet." after the
+        100 % one said calls had stopped."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            period = L.period_start(L.today())
+            ninety = QuotaAlert.objects.create(quota="api_calls", period=period, threshold=90, limit=10, used=9)
+            hundred = QuotaAlert.objects.create(quota="api_calls", period=period, threshold=100, limit=10, used=10)
+            other = QuotaAlert.objects.create(quota="users", period=period, threshold=80, limit=5, used=4)
+            assert send_quota_alert_email.apply(args=[hundred.pk, "en"]).get() == [tenant_alpha.admin_email]
+            assert send_quota_alert_email.apply(args=[ninety.pk, "en"]).get() == []
+            assert send_quota_alert_email.apply(args=[other.pk, "en"]).get() == [tenant_alpha.admin_email]
+        assert ["100%" in message.subject for message in mail.outbox] == [True, False]
+
     def test_each_admin_reads_the_email_in_their_own_language(self, tenant_alpha: TenantFixture) -> None:
         chinese = make_member(tenant_alpha, Role.ADMIN)
         with schema_context(tenant_alpha.tenant.schema_name):
@@ -1295,7 +1308,8 @@ class TestMemberDailyCalls:
         assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
                                     "resets_at": L.iso(resets)}  # fmt: skip
         assert "2 AI calls a day" in error["message"]
-        assert "More from 08:00." in error["message"]  # midnight UTC, in the workspace's time zone (Asia/Shanghai)
+        # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named: the time alone said nothing of its zone.
+        assert "More from 08:00 UTC+8." in error["message"]
         assert with_schema(tenant_alpha, Message.objects.count) == stored  # the refusal stored nothing
         assert self.turn(bob) == 200  # another member has calls of their own
         assert v1(key_client(tenant_alpha)).status_code == 200  # API keys (all /v1 takes) are no member's
