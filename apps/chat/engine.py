@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx2
 import openai
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from openai.types.chat import ChatCompletion
 
 from apps.core.languages import Words, words_of
 from apps.core.text import whole_characters
-from apps.llm.client import ModelServer, openai_client, status_words, unreachable_words
+from apps.llm.client import AnswerTooLarge, ModelServer, openai_client, status_words, unreachable_words
 from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 from apps.mcp.tool_names import SEPARATOR
@@ -153,6 +154,7 @@ class CallMeter(Protocol):
     def charge(self, kind: str) -> Any: ...
     def record(self, ticket: Any, tokens: int = 0) -> None: ...
     def release(self, ticket: Any) -> None: ...
+    def keep_claim(self) -> None: ...
 
 
 def run_mcp_tool(tool: BoundTool, arguments: dict[str, Any]) -> mcp_client.ToolOutcome:
@@ -250,7 +252,10 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
 
 class _DecodedUntilDrained:
     """openai's SSE decoder, fed the body's bytes, and after ``[DONE]`` at most ``DRAIN_MAX_BYTES`` more, for at
-    most ``DRAIN_MAX_SECONDS``: past that the body is left as it is, unread, and the stream ends."""
+    most ``DRAIN_MAX_SECONDS``: past that the body is left as it is, unread, and the stream ends.
+
+    A body past ``LLM_MAX_STREAM_BYTES`` (decoded) raises ``AnswerTooLarge``: the decoder holds an event whole
+    until it ends, and one line of 60 MB grew a web process by 700 MB (QA, 2026-12-07)."""
 
     def __init__(self, decoder: SSEBytesDecoder, stream: ChunkStream) -> None:
         self.decoder = decoder
@@ -264,7 +269,11 @@ class _DecodedUntilDrained:
 
     def _bounded(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         left, deadline = DRAIN_MAX_BYTES, math.inf
+        most = read = settings.LLM_MAX_STREAM_BYTES
         for chunk in chunks:
+            read -= len(chunk)
+            if read < 0:
+                raise AnswerTooLarge(most)
             if self.stream.done:
                 left -= len(chunk)
                 if left < 0 or time.monotonic() > deadline:
@@ -306,23 +315,30 @@ def open_stream(
         raise UpstreamError(partial(unreachable_words, exc)) from exc
 
 
-def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
-    """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request."""
-    reply = _Accumulator()
+def read_stream(
+    stream: ChunkStream, *, deadline: float = math.inf, keep_claim: Callable[[], None] | None = None
+) -> Iterator[Token | ModelReply]:
+    """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request.
+
+    ``deadline`` (``time.monotonic``): a chunk after it ends the reply, as a failure (a server that trickles
+    forever held the turn, its web thread and the workspace's place for as long); ``keep_claim`` is called
+    every ``KEEP_CLAIM_EVERY_SECONDS`` while chunks come.
+    """
+    reply = _Accumulator(most=settings.CHAT_MAX_REPLY_CHARS)
+    keep_at = time.monotonic() + KEEP_CLAIM_EVERY_SECONDS if keep_claim is not None else math.inf
     try:
         for chunk in stream:
+            now = time.monotonic()
+            if now > deadline:
+                raise TurnTooLong
+            if now > keep_at and keep_claim is not None:
+                keep_at = now + KEEP_CLAIM_EVERY_SECONDS
+                keep_claim()
             yield from reply.feed(chunk)
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
-    except ImpossibleUsage as exc:
-        count = str(exc)
-        raise UpstreamError(
-            lambda: _("The model server reported an impossible token count (%(count)s).") % {"count": count}
-        ) from exc
-    except TooManyToolCalls as exc:
-        raise UpstreamError(
-            lambda: _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
-        ) from exc
+    except (ImpossibleUsage, TooManyToolCalls, ReplyTooLong, TurnTooLong, AnswerTooLarge) as exc:
+        raise UpstreamError(_past_a_limit_words(exc)) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
         raise UpstreamError(
             lambda: _("The model server sent a part of its answer that is not a chat completion chunk.")
@@ -342,6 +358,28 @@ def read_stream(stream: ChunkStream) -> Iterator[Token | ModelReply]:
         stream.close()  # on a disconnect too: this cancels the upstream request
     yield from reply.end()
     yield _ended(reply, stream)
+
+
+def _past_a_limit_words(exc: Exception) -> Callable[[], str]:
+    """Why a stream that went past one of the limits on a reply failed, in words."""
+    if isinstance(exc, ImpossibleUsage):
+        count = str(exc)
+        return lambda: _("The model server reported an impossible token count (%(count)s).") % {"count": count}
+    if isinstance(exc, TooManyToolCalls):
+        return lambda: (
+            _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
+        )
+    if isinstance(exc, ReplyTooLong):
+        return lambda: (
+            _("The model's answer passed %(most)d characters, the most HydroNet takes; it was stopped there.")
+            % {"most": settings.CHAT_MAX_REPLY_CHARS}
+        )
+    if isinstance(exc, AnswerTooLarge):
+        size = exc.limit
+        return lambda: (
+            _("The model server's answer passed %(size)s; it was stopped there.") % {"size": filesizeformat(size)}
+        )
+    return too_long_words
 
 
 def _ended(reply: _Accumulator, stream: ChunkStream) -> ModelReply:
@@ -388,6 +426,25 @@ class TooManyToolCalls(ValueError):
     """A reply asked for more than ``MAX_TOOL_CALLS_READ`` tool calls."""
 
 
+class ReplyTooLong(Exception):
+    """A reply's text, refusal and tool calls' arguments passed ``CHAT_MAX_REPLY_CHARS`` characters together."""
+
+
+class TurnTooLong(Exception):
+    """A turn ran past its deadline (``CHAT_TURN_MAX_SECONDS`` from its start)."""
+
+
+# How often a turn whose model stream goes on renews its conversation's hold (``CallMeter.keep_claim``, one round
+# trip): the hold's ttl is for a worker that died, and an answer streamed for longer let a second turn in.
+KEEP_CLAIM_EVERY_SECONDS = 60.0
+
+
+def too_long_words() -> str:
+    return _("The answer took longer than %(seconds)d s, the most a turn may take; it was stopped there.") % {
+        "seconds": settings.CHAT_TURN_MAX_SECONDS
+    }
+
+
 def _reported_tokens(usage: dict[str, Any], name: str) -> int:
     value = usage.get(name)
     if value is None:
@@ -396,6 +453,13 @@ def _reported_tokens(usage: dict[str, Any], name: str) -> int:
     if not in_range or value != int(value):  # NaN and infinities are out of range
         raise ImpossibleUsage(f"{name}: {str(value)[:40]}")
     return int(value)
+
+
+def _refusal_text(refusal: Any) -> str:
+    """A delta's refusal: a string, or nothing. Anything else is a chunk of the wrong shape (ValueError)."""
+    if not isinstance(refusal, str | None):
+        raise ValueError(f"a delta's refusal is not a string: {type(refusal).__name__}")
+    return refusal or ""
 
 
 def _content_text(content: Any) -> str:
@@ -420,7 +484,9 @@ class _Accumulator:
     Only the first choice (index 0) is read: HydroNet asks for one (``n`` is never sent on), and a server that sends
     more anyway had their texts run together into one answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, most: int) -> None:
+        self.most = most  # characters of text, refusal and tool calls' arguments (ReplyTooLong past it)
+        self.size = 0
         self.content: list[str] = []
         self.refusal: list[str] = []
         self.held = {False: "", True: ""}  # per kind of text: a high surrogate that ended it, waiting for its low one
@@ -449,7 +515,8 @@ class _Accumulator:
         (a server or gateway that re-chunks escaped text): a high one at the end waits for the next text."""
         text = self.held[refusal] + piece
         self.held[refusal] = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
-        text = whole_characters(text[: len(text) - len(self.held[refusal])])
+        # NUL as PostgreSQL stores it (services.storable): the client sees what is stored.
+        text = whole_characters(text[: len(text) - len(self.held[refusal])]).replace("\x00", "\ufffd")
         return [Token(text, refusal)] if text else []
 
     def _keep(self, tokens: list[Token]) -> None:
@@ -468,9 +535,7 @@ class _Accumulator:
             content = _content_text(delta.get("content"))
             if content:
                 tokens += self._text(content, refusal=False)
-            refusal = delta.get("refusal")
-            if not isinstance(refusal, str | None):
-                raise ValueError(f"a delta's refusal is not a string: {type(refusal).__name__}")
+            refusal = _refusal_text(delta.get("refusal"))
             if refusal:
                 tokens += self._text(refusal, refusal=True)
             for part in delta.get("tool_calls") or ():
@@ -488,10 +553,14 @@ class _Accumulator:
                         raise ValueError("a tool call's name or arguments are not strings")
                     call.name += name or ""  # streamed in pieces, as openai's own accumulator joins them
                     call.arguments.append(arguments or "")
+                    self.size += len(arguments or "")
             finish = choice.get("finish_reason")
             if not isinstance(finish, str | None):
                 raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
             self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
+        self.size += sum(len(token.text) for token in tokens)
+        if self.size > self.most:
+            raise ReplyTooLong
         self._keep(tokens)
         return tokens
 
@@ -601,13 +670,16 @@ def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
         meter.record(ticket)
 
 
-def metered_round(stream: Any, meter: CallMeter, ticket: Any) -> Iterator[Token | ModelReply]:
-    """``read_stream``, with the call recorded with its tokens, or released if the model server failed.
+def metered_round(
+    stream: Any, meter: CallMeter, ticket: Any, *, deadline: float = math.inf
+) -> Iterator[Token | ModelReply]:
+    """``read_stream`` (until ``deadline``, keeping the meter's claim), with the call recorded with its tokens, or
+    released if the model server failed (a round stopped at the deadline or for its length too).
 
     A client that goes away mid-stream leaves the call recorded: the model did the work.
     """
     try:
-        for event in read_stream(stream):
+        for event in read_stream(stream, deadline=deadline, keep_claim=meter.keep_claim):
             if isinstance(event, ModelReply):
                 meter.record(ticket, event.tokens)
             yield event
@@ -616,6 +688,12 @@ def metered_round(stream: Any, meter: CallMeter, ticket: Any) -> Iterator[Token 
         raise
     finally:
         meter.record(ticket)  # a no-op once recorded or released
+
+
+def _in_time(deadline: float) -> None:
+    """Raise UpstreamError once the turn is past its deadline: no round and no tool call starts after it."""
+    if time.monotonic() > deadline:
+        raise UpstreamError(too_long_words)
 
 
 def run_turn(
@@ -631,6 +709,7 @@ def run_turn(
     first_ticket: Any = None,
     options: Mapping[str, Any] | None = None,
     run_tool: ToolRunner = run_mcp_tool,
+    deadline: float = math.inf,
 ) -> Generator[Event, None, None]:
     """Ask the model; while it asks for tools (at most ``max_rounds`` times) run them and ask again.
 
@@ -644,7 +723,8 @@ def run_turn(
     ``first_stream`` is the first round's request when the caller already sent
     it (``open_stream`` with all ``tools``, charged as ``first_ticket``), to
     overlap it with its own work. ``options`` (temperature, max_tokens...) go with
-    every round's request, as they went with the first.
+    every round's request, as they went with the first. No round and no tool call starts after
+    ``deadline`` (``time.monotonic``), and a model stream still going then is stopped: UpstreamError.
 
     Every model round and every tool invocation is one AI call: ``meter``
     charges it before it starts (a quota that runs out mid-turn raises
@@ -658,6 +738,7 @@ def run_turn(
         if rounds == 0 and first_stream is not None:
             stream, ticket = first_stream, first_ticket
         else:
+            _in_time(deadline)
             offered = tools if rounds < max_rounds else []
             ticket = meter.charge("model")
             try:
@@ -668,7 +749,7 @@ def run_turn(
                 meter.release(ticket)
                 raise
         reply: ModelReply | None = None
-        for event in metered_round(stream, meter, ticket):
+        for event in metered_round(stream, meter, ticket, deadline=deadline):
             if isinstance(event, ModelReply):
                 reply = event
             yield event
@@ -695,6 +776,7 @@ def run_turn(
             # Named by its service and the server's own name, which the exposed name's halves may not be.
             call = asked if tool is None else replace(asked, service=tool.service.slug, tool=tool.tool_name)
             yield call
+            _in_time(deadline)
             if n < max_calls_per_reply:
                 outcome = _call_outcome(call, tool, meter, run_tool)
             else:

@@ -430,6 +430,7 @@ def _stream_turn(
         meter=meter,
         first_stream=first,
         first_ticket=ticket,
+        deadline=started + settings.CHAT_TURN_MAX_SECONDS,
     )
     try:
         if isinstance(first, engine.UpstreamError):

@@ -8,6 +8,8 @@ is the SSRF-guarded one (apps.core.outbound), checked again at every connect.
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -225,6 +227,7 @@ def openai_client(server: ModelServer, *, answer_limit: int | None = None) -> op
         http_client = httpx2.Client(
             transport=bounded(httpx2.HTTPTransport(trust_env=False)), timeout=timeout, trust_env=False
         )
+    http_client.event_hooks = {"request": [], "response": [no_long_waits]}
     return openai.OpenAI(
         base_url=server.base_url,
         api_key=server.api_key or "unused",
@@ -233,6 +236,35 @@ def openai_client(server: ModelServer, *, answer_limit: int | None = None) -> op
         http_client=http_client,
         default_headers=_UNTOLD_HEADERS,
     )
+
+
+def no_long_waits(response: httpx2.Response) -> None:
+    """An error answer asking for a wait (``Retry-After``, or OpenAI's ``retry-after-ms``) longer than
+    ``LLM_MAX_RETRY_AFTER_SECONDS`` is not retried: it gets ``x-should-retry: false``, which openai obeys. openai
+    waited up to two minutes before each attempt, and the turn, its web thread and its conversation waited with
+    it (QA, 2026-12-07: 200 s without a byte). The failure then stands, in the server's words."""
+    if response.status_code < 400:
+        return
+    wait = _retry_after_seconds(response.headers)
+    if wait is not None and wait > settings.LLM_MAX_RETRY_AFTER_SECONDS:
+        response.headers["x-should-retry"] = "false"
+
+
+def _retry_after_seconds(headers: httpx2.Headers) -> float | None:
+    """The wait an answer asks for, as openai reads it: ``retry-after-ms``, else ``retry-after`` in seconds or as
+    an HTTP date. None without one, or one that is not a wait."""
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        said = headers.get("retry-after")
+        if said is None:
+            return None
+        try:
+            return float(said)
+        except ValueError:
+            return (email.utils.parsedate_to_datetime(said) - dt.datetime.now(dt.UTC)).total_seconds()
+    except (ValueError, TypeError, OverflowError):  # TypeError: a date without a zone (naive)
+        return None
 
 
 class AnswerTooLarge(Exception):

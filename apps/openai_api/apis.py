@@ -342,6 +342,7 @@ class ChatCompletionsApi(TenantApi):
             message = _("The messages are too long.")
             raise InvalidInput(message, code="message_too_long", details={"messages": [message]})
         meter = self.meter or Meter.for_actor(self.actor(request))
+        deadline = time.monotonic() + settings.CHAT_TURN_MAX_SECONDS
         start = turn_start(meter=meter, model=data.validated_data["model"] or None)
         server, model, ticket = start.server, start.model, start.ticket
         options = {k: data.validated_data[k] for k in _PASSED_OPTIONS if data.validated_data.get(k) is not None}
@@ -360,12 +361,13 @@ class ChatCompletionsApi(TenantApi):
             raise
         events: Iterator[Any]
         if client_tools:  # one model call; its tool calls go back to the client to run
-            events = engine.metered_round(first, meter, ticket)
+            events = engine.metered_round(first, meter, ticket, deadline=deadline)
         else:
             events = engine.run_turn(server=server, model=model, messages=messages, tools=tools, meter=meter,
                                      max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
                                      max_calls_per_reply=settings.CHAT_MAX_TOOL_CALLS_PER_REPLY,
-                                     first_stream=first, first_ticket=ticket, options=options)  # fmt: skip
+                                     first_stream=first, first_ticket=ticket, options=options,
+                                     deadline=deadline)  # fmt: skip
         # One id and one time for every chunk of the completion, as OpenAI's.
         completion = _Completion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
         if data.validated_data["stream"]:

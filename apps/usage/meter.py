@@ -144,6 +144,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: a claim. ARGV: its holder's token, its ttl in ms. Renews the claim only if that holder still has it.
+_KEEP_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 # KEYS: month, day, storage. ARGV: calls, tokens, storage bytes, month ttl, day ttl, generation, then day
 # field/value pairs. Writes only what is missing, so of two processes rebuilding at once the first wins and
 # the second is a no-op. Each hash it writes carries the new generation ('g').
@@ -398,6 +404,18 @@ class Meter:
             self.release(ticket)
             raise
         self.recorded += 1
+
+    def keep_claim(self) -> None:
+        """Renew this meter's claim for its ttl if it still has it (one round trip): a turn whose answer goes on
+        for longer than the ttl keeps its conversation. Without a claim, nothing; with Redis unreachable the next
+        charge renews it, as it would have taken it."""
+        claim = self.claim
+        if claim is None or not self.claim_held:
+            return
+        try:
+            script("keep_claim", _KEEP_CLAIM, redis_client())(keys=[claim.key], args=[claim.token, claim.ttl_ms])
+        except RedisError:
+            logger.warning("a claim of %s was not renewed: Redis is unreachable", self.schema)
 
     def unclaim(self) -> None:
         """Give up this meter's claim if it still has it (one round trip); the claim's ttl ends it otherwise.

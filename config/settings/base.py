@@ -324,10 +324,24 @@ LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
 LLM_CONNECT_TIMEOUT_SECONDS = env.float("LLM_CONNECT_TIMEOUT_SECONDS", default=5.0)
 # Retries (with openai's exponential backoff) on connection errors, 429 and 5xx.
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
+# A model server that answers asking for a longer wait than this (Retry-After) is not retried: openai waited up to
+# two minutes before each attempt, with the turn, its web thread and its conversation waiting too.
+LLM_MAX_RETRY_AFTER_SECONDS = env.float("LLM_MAX_RETRY_AFTER_SECONDS", default=20.0)
+# The most bytes (decoded) of one streamed answer: a reply of CHAT_MAX_REPLY_CHARS characters, one character an
+# event with OpenAI's ~230 bytes around it, is about 23 MB. Past it the answer is a failure, in words.
+LLM_MAX_STREAM_BYTES = env.int("LLM_MAX_STREAM_BYTES", default=32 * 1024 * 1024)
 # The most "test connection" reads of a model server's answer to GET /models (decoded; an error page too): a
 # larger one is refused, in words. OpenAI's own list of about 100 models is some 10 kB; 1 MiB holds thousands.
 LLM_MODEL_LIST_MAX_BYTES = env.int("LLM_MODEL_LIST_MAX_BYTES", default=1024 * 1024)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+# The most characters of one model reply: its text, refusal and tool calls' arguments together (some 25,000
+# tokens of English, more than models write in one reply). Past it the reply is stopped and fails, in words,
+# keeping what came: a reply of 60 MB was stored, shown and sent back to the model with every later turn.
+CHAT_MAX_REPLY_CHARS = env.int("CHAT_MAX_REPLY_CHARS", default=100_000)
+# The longest a turn may take, from its start (every model round and tool call): no round or call starts after
+# it, and a model stream still going is stopped there, keeping what came. A server that trickles tokens held a
+# turn, its web thread and one of the workspace's places for as long as it went on, for a client long gone.
+CHAT_TURN_MAX_SECONDS = env.int("CHAT_TURN_MAX_SECONDS", default=300)
 # The most messages one /v1/chat/completions request may send, counted before any is checked.
 CHAT_MAX_REQUEST_MESSAGES = env.int("CHAT_MAX_REQUEST_MESSAGES", default=2000)
 # Tool rounds (model asks for tools, tools run, model reads the results) per turn.
@@ -336,7 +350,8 @@ CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
 # timeout. Those past it are not run; each is answered so (an error result the model reads), and not charged.
 CHAT_MAX_TOOL_CALLS_PER_REPLY = env.int("CHAT_MAX_TOOL_CALLS_PER_REPLY", default=16)
 # One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while its
-# calls go on, each call renewing the hold for this long; a worker that died mid-turn frees it after it.
+# calls go on, each call renewing the hold for this long, and a model stream every minute it goes on; a worker
+# that died mid-turn frees it after it.
 CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=300)
 # Earlier messages sent back to the model with each turn.
 CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)

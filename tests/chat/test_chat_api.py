@@ -562,6 +562,86 @@ class TestModelServerFaults:
         assert events == [("error", {**events[0][1], "code": "upstream_error"})]
         assert [m.role for m in stored(tenant_alpha, conversation)] == ["user", "assistant"]
 
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_a_turn_past_its_most_seconds_is_stopped_keeping_what_came(
+        self, tenant_alpha: TenantFixture, settings: Any, stream: bool
+    ) -> None:
+        """A model server that trickles held the turn, its web thread and one of the workspace's places for as long
+        as it went on; a client that had left a whole answer's request never knew (QA: 33 minutes)."""
+        settings.CHAT_TURN_MAX_SECONDS = 1
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        started = time.monotonic()
+        response = post(
+            client, f"/api/conversations/{conversation}/messages", {"content": "hi #long", "stream": stream}
+        )
+        if stream:
+            kind, data = sse(response)[-1]
+            assert kind == "error"
+        else:
+            assert response.status_code == 502
+            data = response.json()["error"]
+        assert time.monotonic() - started < 2.5  # "#long" streams for about 3 s
+        assert data["message"] == "The answer took longer than 1 s, the most a turn may take; it was stopped there."
+        _user, failed = stored(tenant_alpha, conversation)
+        assert failed.status == "error"
+        assert failed.content  # what came before the deadline is kept
+
+    @pytest.mark.parametrize(
+        "chunks",
+        [[{"choices": [{"index": 0, "delta": {"content": "y" * 30}}]}] * 3,
+         [{"choices": [{"index": 0, "delta": {"content": "Let me see. "}}]},
+          {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {
+              "name": "hydrology__list_stations", "arguments": '{"a": "' + "x" * 60 + '"}'}}]}}]}]],
+        ids=["text", "arguments"],
+    )  # fmt: skip
+    def test_a_reply_past_its_most_characters_is_stopped_keeping_what_came(
+        self, tenant_alpha: TenantFixture, settings: Any, chunks: list[dict[str, Any]]
+    ) -> None:
+        """A reply of 60 MB was stored, shown (1.6 GB of a web process), and sent back with every later turn."""
+        settings.CHAT_MAX_REPLY_CHARS = 70
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(sse_body(*chunks), content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert response.status_code == 502
+        assert response.json()["error"]["message"] == (
+            "The model's answer passed 70 characters, the most HydroNet takes; it was stopped there."
+        )
+        _user, failed = stored(tenant_alpha, conversation)
+        assert (failed.status, len(failed.content) <= 70, failed.tool_calls) == ("error", True, [])
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 0  # a broken answer is given back, as any
+
+    def test_a_streamed_answer_past_its_most_bytes_is_a_failure_in_words(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """One line of 60 MB was held whole by the stream's decoder: a web process grew by 700 MB."""
+        settings.LLM_MAX_STREAM_BYTES = 4096
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, "[" * 10_000)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi"})
+        assert response.status_code == 502
+        assert (
+            response.json()["error"]["message"] == "The model server's answer passed 4.0\xa0KB; it was stopped there."
+        )
+
+    def test_nul_characters_are_streamed_as_they_are_stored(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        """The token event carried the NUL, the stored reply (and the page after a reload) U+FFFD."""
+        body = sse_body({"choices": [{"index": 0, "delta": {"content": "nul\u0000char"}, "finish_reason": "stop"}]})
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with canned_server(body, content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True})
+            streamed = "".join(data["text"] for kind, data in sse(response) if kind == "token")
+        _user, reply = stored(tenant_alpha, conversation)
+        assert streamed == reply.content == "nul\ufffdchar"
+
     def test_the_models_refusal_is_its_answer(self, tenant_alpha: TenantFixture, settings: Any) -> None:
         """OpenAI's ``delta.refusal`` was dropped: the reply streamed nothing and was stored empty."""
         body = sse_body(
@@ -1288,6 +1368,26 @@ class TestOneTurnAtATime:
         assert b"event: done" in b"".join(chunks)
         answered = post(client, f"{path}/messages", {"content": "and now?"})  # the first turn is over
         assert answered.status_code == 200, answered.content
+
+    def test_a_turn_that_streams_for_longer_than_the_hold_keeps_it(
+        self, tenant_alpha: TenantFixture, settings: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The hold was renewed only by a charge: an answer that streamed for longer than its ttl (300 s) let a
+        second turn in, and their messages interleaved (QA, 2026-12-07)."""
+        settings.CHAT_TURN_HOLD_SECONDS = 1
+        monkeypatch.setattr(engine, "KEEP_CLAIM_EVERY_SECONDS", 0.3)
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        path = f"/api/conversations/{conversation}/messages"
+        answering = post(client, path, {"content": "hello #long", "stream": True})
+        chunks = iter(answering.streaming_content)
+        assert b"event: token" in next(chunks)
+        for _ in range(4):  # 1.6 s of streaming, past the hold's 1 s
+            time.sleep(0.4)
+            next(chunks)
+        refused = post(client, path, {"content": "and now?"})
+        assert refused.status_code == 409, refused.content
+        assert b"event: done" in b"".join(chunks)
 
     def test_a_refused_or_failed_turn_frees_it(self, tenant_alpha: TenantFixture) -> None:
         client = member_client(tenant_alpha)

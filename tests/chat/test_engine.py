@@ -191,6 +191,28 @@ def test_what_a_model_server_got_wrong_is_said_in_words(status: int, content_typ
     assert "Error code" not in str(failed.value)
 
 
+@pytest.mark.parametrize(
+    ("wait", "attempts"),
+    [({"Retry-After": "100"}, 1), ({"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}, 1), ({"retry-after-ms": "50"}, 3),
+     ({"Retry-After": "soon"}, 3)],
+)  # fmt: skip
+def test_a_model_server_asking_for_a_long_wait_is_not_retried(
+    settings: Any, wait: dict[str, str], attempts: int
+) -> None:
+    """openai waited up to two minutes before each attempt, and the turn with it: 200 s without a byte."""
+    settings.LLM_MAX_RETRIES = 2
+    heard: list[dict[str, str]] = []
+    answer = b'{"error": {"message": "slow down"}}'
+    with canned_server(answer, status=429, content_type="application/json", headers=wait, heard=heard) as root:
+        server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
+        started = time.monotonic()
+        with pytest.raises(engine.UpstreamError) as failed:
+            engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], [])
+    assert len(heard) == attempts
+    assert time.monotonic() - started < 5
+    assert str(failed.value) == "The model server answered 429: slow down"
+
+
 def test_a_model_server_that_does_not_answer_in_time_is_said_so(settings: Any) -> None:
     settings.LLM_TIMEOUT_SECONDS = 7
     request = httpx2.Request("POST", "http://model.example/v1/chat/completions")
@@ -280,6 +302,9 @@ class Meter:
         pass
 
     def release(self, ticket: Any) -> None:
+        pass
+
+    def keep_claim(self) -> None:
         pass
 
 

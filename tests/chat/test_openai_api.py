@@ -510,6 +510,19 @@ class TestInProcess:
         assert error["message"].startswith("The input is not valid. "), error["message"]
         assert len(error["message"]) > len("The input is not valid. ")
 
+    @pytest.mark.parametrize("tools", [None, TOOLS], ids=["workspace-tools", "own-tools"])
+    def test_a_completion_past_the_most_seconds_is_stopped(
+        self, tenant_alpha: TenantFixture, settings: Any, tools: Any
+    ) -> None:
+        settings.CHAT_TURN_MAX_SECONDS = 1
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        started = time.monotonic()
+        response = completions(client, messages=[{"role": "user", "content": "hi #long"}], tools=tools)
+        assert time.monotonic() - started < 2.5  # "#long" streams for about 3 s
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["message"] == "The answer took longer than 1 s, the most a turn may take; it was stopped there."
+
     def test_options_apply_to_every_round_of_a_turn_with_the_tenants_tools(
         self, tenant_alpha: TenantFixture, hydrology: Any
     ) -> None:
