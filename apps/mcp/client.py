@@ -19,7 +19,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
+import anyio
 import httpx2
 import pydantic
 from django.conf import settings
@@ -156,22 +158,222 @@ class ErrorStatuses(httpx2.AsyncBaseTransport):
         await self._transport.aclose()
 
 
+# A JSON string's escapes that matter here: an escaped backslash (so that the "\u" after it is text), a UTF-16
+# surrogate pair, and a surrogate alone, which JSON parsers such as pydantic's refuse.
+_ESCAPES = re.compile(
+    rb"\\\\"  # an escaped backslash
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a pair
+    rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"  # a surrogate alone
+)
+
+
+def _lone_surrogates_replaced(text: bytes) -> bytes:
+    """``text`` (JSON, or an event stream of JSON) with each escaped surrogate alone as ``\\ufffd`` (of the same
+    length), each escaped pair and escaped backslash as it was."""
+    if b"\\u" not in text:
+        return text
+    return _ESCAPES.sub(lambda escape: b"\\ufffd" if len(escape[0]) == 6 else escape[0], text)
+
+
+# The bytes an escape that matters here is made of: a cut after any other byte leaves every escape whole.
+_ESCAPE_BYTES = b"\\u0123456789abcdefABCDEF"
+# The most held back waiting for such a byte (a run of hex digits, say): past it, the run goes on as it is.
+_MOST_HELD = 65_536
+
+
+class _WholeCharacterBody(httpx2.AsyncByteStream):
+    """``response``'s body, decoded, with escaped lone surrogates replaced; each chunk goes on up to its last
+    byte that cannot be in an escape, the rest (usually none, or a few bytes) with the next chunk."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        held = b""
+        async for chunk in self._response.aiter_bytes():
+            text = held + chunk
+            cut = len(text.rstrip(_ESCAPE_BYTES))
+            if not cut and len(text) <= _MOST_HELD:
+                held = text
+                continue
+            cut = cut or len(text)
+            held = text[cut:]
+            yield _lone_surrogates_replaced(text[:cut])
+        if held:
+            yield _lone_surrogates_replaced(held)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class WholeCharacterAnswers(httpx2.AsyncBaseTransport):
+    """``transport``, whose JSON and event-stream answers come with each escaped lone surrogate as U+FFFD.
+
+    ``"\\ud83d"`` is valid JSON that pydantic refuses ("unexpected end of hex escape"), and with it the SDK the
+    whole answer ("not valid JSON-RPC"); the model's own text is made whole (apps.core.text.whole_characters),
+    and so is a tool's here, before the SDK parses it. The replacement is as long as the escape, so
+    MCP_MAX_ANSWER_BYTES counts the same.
+    """
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._transport.handle_async_request(request)
+        content_type = response.headers.get("content-type", "").lower()
+        if not content_type.startswith(("application/json", "text/event-stream")):
+            return response
+        return decoded_response(response, request, _WholeCharacterBody(response))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class MessageEndpointError(httpx2.SSEError):
+    """An SSE server's event stream named no message endpoint in time, or one the SDK refuses.
+
+    An ``SSEError``, as the SDK's SSE transport raises it on: any other error before the endpoint it keeps,
+    waiting for a reader that is not there yet, until the session's own limit.
+    """
+
+    def words(self) -> str:
+        raise NotImplementedError
+
+
+class NoMessageEndpoint(MessageEndpointError):
+    """No ``endpoint`` event within the service's timeout of the event stream's start."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        super().__init__(f"No endpoint event within {seconds} s.")
+
+    def words(self) -> str:
+        return _("The server opened an event stream but named no message endpoint within %(seconds)d s: check "
+                 "the URL's path (often /sse for SSE) and the transport.") % {"seconds": self.seconds}  # fmt: skip
+
+
+class ForeignMessageEndpoint(MessageEndpointError):
+    """A message endpoint on another origin than the event stream's, which the SDK refuses."""
+
+    def __init__(self, endpoint: str) -> None:
+        parts = urlsplit(endpoint)
+        # Without the query (a session id) or userinfo, as the SDK names a redirect it did not follow.
+        self.endpoint = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"[:200]
+        super().__init__(f"Endpoint on another origin: {self.endpoint}")
+
+    def words(self) -> str:
+        return _("The server named a message endpoint on another host (%(endpoint)s); it is not used.") % {
+            "endpoint": self.endpoint
+        }
+
+
+class _EndpointWatchedBody(httpx2.AsyncByteStream):
+    """``response``'s event stream, as it comes, watched until its first ``endpoint`` event: past ``seconds``
+    without one it raises :class:`NoMessageEndpoint`, and for one on another origin than ``url``'s (as the SDK
+    compares them) :class:`ForeignMessageEndpoint`."""
+
+    def __init__(self, response: httpx2.Response, *, url: str, seconds: int) -> None:
+        self._response = response
+        self._url = url
+        self._seconds = seconds
+        self._deadline = anyio.current_time() + seconds
+        self._event = b""
+        self._data: list[bytes] = []
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = aiter(self._response.aiter_bytes())
+        parts: list[bytes] = []  # of the line being read
+        named = False
+        while not named:
+            try:
+                with anyio.fail_after(max(self._deadline - anyio.current_time(), 0)):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise NoMessageEndpoint(self._seconds) from None
+            if b"\n" in chunk or b"\r" in chunk:
+                text = b"".join([*parts, chunk])
+                cut = text.endswith(b"\r")  # the line's end, or the first half of a "\r\n": the next chunk tells
+                *lines, line = re.split(rb"\r\n|\r|\n", text[:-1] if cut else text)
+                parts = [line + b"\r" if cut else line]
+                named = self._endpoint_named(lines)
+            else:
+                parts.append(chunk)
+            yield chunk
+        async for chunk in chunks:
+            yield chunk
+
+    def _endpoint_named(self, lines: list[bytes]) -> bool:
+        """Whether ``lines``, the stream's next whole lines, end the endpoint event (on the stream's origin)."""
+        for line in lines:
+            field, _colon, value = line.partition(b":")
+            if field == b"event":
+                self._event = value.removeprefix(b" ")
+            elif field == b"data":
+                self._data.append(value.removeprefix(b" "))
+            elif line:
+                continue  # another field, or a comment
+            elif self._event == b"endpoint":
+                self._check(b"\n".join(self._data).decode(errors="replace"))
+                return True
+            else:
+                self._event, self._data = b"", []
+        return False
+
+    def _check(self, endpoint: str) -> None:
+        joined = urljoin(self._url, endpoint)
+        ours, theirs = urlsplit(self._url), urlsplit(joined)
+        if (ours.scheme, ours.netloc) != (theirs.scheme, theirs.netloc):
+            raise ForeignMessageEndpoint(joined)
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class EndpointWatch(httpx2.AsyncBaseTransport):
+    """``transport`` of the SSE transport's client, whose event streams are watched until their ``endpoint``
+    event (:class:`_EndpointWatchedBody`), so that a server that names none, or one elsewhere, fails in the
+    service's timeout and in words, not at the session's limit as "no answer"."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport, *, url: str, seconds: int) -> None:
+        self._transport = transport
+        self._url = url
+        self._seconds = seconds
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._transport.handle_async_request(request)
+        content_type = response.headers.get("content-type", "").lower()
+        if request.method != "GET" or response.status_code != 200 or not content_type.startswith("text/event-stream"):
+            return response
+        return decoded_response(response, request, _EndpointWatchedBody(response, url=self._url,
+                                                                         seconds=self._seconds))  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
 def _transport(service: McpService, error_statuses: list[int]) -> AbstractAsyncContextManager[Any]:
     """The SDK transport for the service, on SSRF-guarded HTTP clients whose JSON answers are bounded and
-    whose POSTs' error statuses go to ``error_statuses``."""
+    made whole (lone surrogates), whose POSTs' error statuses go to ``error_statuses``, and, for SSE, whose
+    event stream must name its message endpoint, on its own origin, within the service's timeout."""
     from apps.core.outbound import guarded_async_client
 
     headers = _headers(service)
     timeout = httpx2.Timeout(service.timeout_seconds)
 
     def bounded(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
-        return ErrorStatuses(BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES), seen=error_statuses)
+        whole = WholeCharacterAnswers(BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES))
+        return ErrorStatuses(whole, seen=error_statuses)
 
     if service.type == Transport.SSE:
 
+        def watched(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+            return EndpointWatch(bounded(transport), url=service.url, seconds=service.timeout_seconds)
+
         def factory(headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None) -> Any:
             return guarded_async_client(timeout=timeout or httpx2.Timeout(service.timeout_seconds), headers=headers,
-                                        wrap_transport=bounded)  # fmt: skip
+                                        wrap_transport=watched)  # fmt: skip
 
         return sse_client(service.url, headers=headers, timeout=service.timeout_seconds, httpx_client_factory=factory)
 
@@ -208,11 +410,12 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
 
 def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
     error_statuses: list[int] = []
+    # The session's own limit, past the service's timeout, which bounds each step (connecting, each request,
+    # the SSE transport's endpoint) and fails it in its own words first.
+    limit = service.timeout_seconds + 5
 
     def session() -> T:
-        return asyncio.run(
-            asyncio.wait_for(_with_session(service, work, error_statuses), timeout=service.timeout_seconds + 5)
-        )
+        return asyncio.run(asyncio.wait_for(_with_session(service, work, error_statuses), timeout=limit))
 
     try:
         try:
@@ -226,11 +429,10 @@ def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitabl
     except McpError:
         raise
     except TimeoutError as exc:
-        seconds = service.timeout_seconds
         if error_statuses:  # an SSE server that refused a message: the SDK left its request waiting
             status = error_statuses[-1]
             raise McpError(partial(_status_words, status)) from exc
-        raise McpError(lambda: _("No answer within %(seconds)d s.") % {"seconds": seconds}) from exc
+        raise McpError(lambda: _("No answer within %(seconds)d s.") % {"seconds": limit}) from exc
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -260,6 +462,8 @@ def _describe(exc: BaseException, error_status: int | None = None) -> str:
 
 
 def _other_words(error: BaseException) -> str:
+    if isinstance(error, MessageEndpointError):
+        return error.words()
     if isinstance(error, httpx2.SSEError) and (answered := _SSE_CONTENT_TYPE.search(str(error))):
         return _wrong_content_type_words(answered.group(1))
     if isinstance(error, httpx2.SSEError) and (limit := _SSE_EVENT_LIMIT.search(str(error))):
@@ -302,7 +506,11 @@ def _mcp_message_words(error: MCPError) -> str:
         }
     if error.error.message.startswith(_NOT_JSON):  # after the size: an answer cut at the limit is not JSON either
         return _("The server's answer is not valid JSON-RPC.")
-    return _("The server did not answer as an MCP server: %(error)s") % {"error": str(error)[:300]}
+    if _SDK_OWN.match(error.error.message):
+        return _("The server did not answer as an MCP server: %(error)s") % {"error": str(error)[:300]}
+    # The server's own JSON-RPC error: a tool's failure (-32000 and the like), or the protocol's (a method or a
+    # tool it does not know, parameters it refuses), its words telling which.
+    return _("The MCP server answered with an error: %(error)s") % {"error": str(error)[:300]}
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -338,7 +546,10 @@ _ERROR_RESPONSE = "Server returned an error response"  # an error status other t
 _UNEXPECTED_CONTENT_TYPE = re.compile(r"Unexpected content type: (.*)")
 _UNFOLLOWED_REDIRECT = re.compile(r"Redirect to (\S+) not followed")
 _SSE_EVENT_LIMIT = re.compile(r"exceeded the (\d+) byte limit")
-_NOT_JSON = "Failed to parse JSON response"
+_NOT_JSON = ("Failed to parse JSON response", "Failed to parse SSE message")
+# The SDK's other errors of its own for a request (a closed or ended stream, a lost session, an error status
+# ErrorStatuses did not see), where the server sent no error of its own.
+_SDK_OWN = re.compile(r"Connection closed$|Session terminated$|SSE stream (failed|ended)|Server returned an error")
 _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")
 
 

@@ -41,3 +41,20 @@ def test_library_errors_are_said_in_words(error: BaseException, says: str) -> No
         assert client._describe(BaseExceptionGroup("the SDK's group", [error])) == says
     with translation.override("zh-hans"):
         assert "server" not in client._describe(BaseExceptionGroup("the SDK's group", [error])).lower()
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [(MCPError(-32000, "internal tool failure"), "The MCP server answered with an error: internal tool failure"),
+     (MCPError(-32601, "Method not found"), "The MCP server answered with an error: Method not found"),
+     (MCPError(-32000, "Connection closed"), "The server did not answer as an MCP server: Connection closed"),
+     (MCPError(-32000, "SSE stream ended without a response"),
+      "The server did not answer as an MCP server: SSE stream ended without a response"),
+     (MCPError(-32700, "Failed to parse SSE message: 1 validation error for JSONRPCMessage"),
+      "The server's answer is not valid JSON-RPC.")],
+)  # fmt: skip
+def test_the_servers_own_error_is_told_apart_from_the_sdks(error: MCPError, says: str) -> None:
+    """A JSON-RPC error the server answered with read "The server did not answer as an MCP server": it did. The
+    SDK's own errors for a request (the stream closed or ended) keep those words."""
+    with translation.override("en"):
+        assert client._describe(BaseExceptionGroup("the SDK's group", [error])) == says
