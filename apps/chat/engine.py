@@ -521,7 +521,10 @@ class _Accumulator:
 
     def _keep(self, tokens: list[Token]) -> None:
         for token in tokens:
+            self.size += len(token.text)
             (self.refusal if token.refusal else self.content).append(token.text)
+        if self.size > self.most:
+            raise ReplyTooLong
 
     def _feed(self, chunk: dict[str, Any]) -> list[Token]:
         tokens: list[Token] = []
@@ -558,9 +561,6 @@ class _Accumulator:
             if not isinstance(finish, str | None):
                 raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
             self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
-        self.size += sum(len(token.text) for token in tokens)
-        if self.size > self.most:
-            raise ReplyTooLong
         self._keep(tokens)
         return tokens
 
