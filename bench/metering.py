@@ -184,6 +184,7 @@ class Unmetered:
 
     count_rate = False
     rate = None
+    recorded = 0  # calls written to the ledger: none
 
     def hit_rate(self, *, enforce: bool = True) -> None:
         pass
@@ -202,6 +203,9 @@ class Unmetered:
         pass
 
     def release(self, ticket: object) -> None:
+        pass
+
+    def keep_claim(self) -> None:
         pass
 
     def check_storage(self) -> None:
