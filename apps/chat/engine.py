@@ -775,8 +775,8 @@ def run_turn(
             tool = by_name.get(asked.name)
             # Named by its service and the server's own name, which the exposed name's halves may not be.
             call = asked if tool is None else replace(asked, service=tool.service.slug, tool=tool.tool_name)
-            yield call
             _in_time(deadline)
+            yield call
             if n < max_calls_per_reply:
                 outcome = _call_outcome(call, tool, meter, run_tool)
             else:
