@@ -36,8 +36,6 @@ from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
 
-BUSY = "`conversation_busy`: another turn is answering in this conversation (one at a time)"
-
 
 class ConversationOutput(serializers.ModelSerializer):
     owner = serializers.EmailField(source="user.email")
@@ -200,7 +198,7 @@ class ConversationDeleteApi(TenantApi):
 
     required_permission = Perm.CREATE_CONVERSATION
 
-    @extend_schema(responses={204: None, 409: error_response(f"{BUSY}.")})
+    @extend_schema(responses={204: None})
     def delete(self, request: Request, conversation_id: int) -> Response:
         self.member(request)
         actor = self.actor(request)
@@ -232,6 +230,7 @@ class ReplyOutput(serializers.Serializer):
     latency_ms = serializers.IntegerField()
 
 
+BUSY = "`conversation_busy`: another turn is answering in this conversation (one at a time)"
 REPLY_RESPONSES = {
     (200, "application/json"): ReplyOutput,
     409: error_response(f"{BUSY}."),

@@ -23,14 +23,7 @@ from apps.audit.services import audit_record
 from apps.chat import engine
 from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message, Role, Status
-from apps.chat.selectors import (
-    is_plain_reply,
-    last_question,
-    model_history,
-    reply_to_replace,
-    turn_hold_key,
-    turn_under_way,
-)
+from apps.chat.selectors import is_plain_reply, last_question, model_history, reply_to_replace, turn_hold_key
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput
 from apps.core.languages import Words, in_each_language
@@ -101,12 +94,6 @@ def conversation_rename(*, actor: Actor, conversation: Conversation, title: str)
 
 @transaction.atomic
 def conversation_delete(*, actor: Actor, conversation: Conversation) -> None:
-    """Delete the conversation and its messages; while a turn still answers in it, 409 ``conversation_busy``
-    (after waiting ``selectors.TURN_WAIT_SECONDS`` for a turn that is ending, one just stopped, to give it up).
-    A turn whose conversation went from under it streamed on to its client, and its model server went on
-    generating, until the turn next wrote to the database (QA, 2026-12-07)."""
-    if turn_under_way(conversation):
-        raise _busy()
     # Locked first: of two deletes at once, the second finds nothing (404), not a second audit event.
     if not Conversation.objects.select_for_update().filter(pk=conversation.pk).exists():
         raise Http404
@@ -177,16 +164,11 @@ def turn_hold(schema: str, conversation: Conversation) -> Claim:
         key=turn_hold_key(schema, conversation.pk),
         token=uuid.uuid4().hex,
         ttl_ms=settings.CHAT_TURN_HOLD_SECONDS * 1000,
-        refusal=_busy(),
-    )
-
-
-def _busy() -> ApplicationError:
-    return ApplicationError(
-        _("A reply is still being written in this conversation. Wait for it to finish, or stop it, then try again."),
-        code="conversation_busy",
-        status_code=409,
-    )
+        refusal=ApplicationError(
+            _("A reply is still being written in this conversation. Wait for it to finish, or stop it, then try "
+              "again."), code="conversation_busy", status_code=409,
+        ),
+    )  # fmt: skip
 
 
 def turn_start(*, meter: Meter, model: str | None, kept: str = "") -> TurnStart:
