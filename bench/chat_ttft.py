@@ -171,11 +171,12 @@ def production_env(base_domain: str) -> dict[str, str]:
     from django.conf import settings
 
     # The bench's one workspace stands for the many that would share a server: its 20 streams, more than half
-    # of a process's threads when they land unevenly, are not refused for its share (the check still runs).
+    # of a process's threads when they land unevenly, are not refused for its share, nor kept out of the threads
+    # kept for quiet workspaces (the checks still run).
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.prod", "SECURE_SSL_REDIRECT": "false",
             "SITE_SCHEME": "http", "SECRET_KEY": settings.SECRET_KEY, "LOG_LEVEL": "WARNING",
             "FIELD_ENCRYPTION_KEYS": ",".join(settings.FIELD_ENCRYPTION_KEYS), "BASE_DOMAIN": base_domain,
-            "TENANT_MAX_IN_FLIGHT": "1000"}  # fmt: skip
+            "TENANT_MAX_IN_FLIGHT": "1000", "TENANT_RESERVED_THREADS": "0"}  # fmt: skip
 
 
 def _added(modes: dict[str, list[float]], mode: str) -> float:

@@ -94,7 +94,8 @@ def main() -> int:
     os.environ.update(
         SECRET_KEY=secrets.token_urlsafe(50), FIELD_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         SECURE_SSL_REDIRECT="false", SITE_SCHEME="http", BASE_DOMAIN="localhost", LOG_LEVEL="WARNING",
-        TENANT_MAX_IN_FLIGHT="1000",  # one workspace stands for many: not refused for its share (the check runs)
+        # One workspace stands for many: not refused for its share, nor kept from the reserve (the checks run).
+        TENANT_MAX_IN_FLIGHT="1000", TENANT_RESERVED_THREADS="0",
     )  # fmt: skip
     with scratch("metering"):
         return run(args)

@@ -211,7 +211,14 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     sends nothing more but keeps the body open holds the turn's ``done`` until
     the read timeout (``LLM_TIMEOUT_SECONDS``). Either way the answer, complete
     at ``[DONE]``, stands. ``done`` says whether ``[DONE]`` came.
+
+    ``deadline`` and ``keep_claim`` (set by ``read_stream``) are checked on every read from the network, not every
+    chunk: a server that sends only SSE comments, or an event that never ends, sends no chunk at all, and held its
+    turn past the deadline for as long as it went on (QA, 2026-12-07).
     """
+
+    deadline: float = math.inf
+    keep_claim: Callable[[], None] | None = None
 
     done = False
 
@@ -254,8 +261,10 @@ class _DecodedUntilDrained:
     """openai's SSE decoder, fed the body's bytes, and after ``[DONE]`` at most ``DRAIN_MAX_BYTES`` more, for at
     most ``DRAIN_MAX_SECONDS``: past that the body is left as it is, unread, and the stream ends.
 
-    A body past ``LLM_MAX_STREAM_BYTES`` (decoded) raises ``AnswerTooLarge``: the decoder holds an event whole
-    until it ends, and one line of 60 MB grew a web process by 700 MB (QA, 2026-12-07)."""
+    A body past ``LLM_MAX_STREAM_BYTES`` (decoded), or one event past ``LLM_MAX_EVENT_BYTES``, raises
+    ``AnswerTooLarge``: the decoder holds an event whole until it ends, and one line of 60 MB grew a web process by
+    700 MB, one of 30 MB (under the stream's bound) by 166 MB (QA, 2026-12-07). Past the stream's ``deadline``
+    it raises ``TurnTooLong``; every ``KEEP_CLAIM_EVERY_SECONDS`` it calls the stream's ``keep_claim``."""
 
     def __init__(self, decoder: SSEBytesDecoder, stream: ChunkStream) -> None:
         self.decoder = decoder
@@ -269,12 +278,26 @@ class _DecodedUntilDrained:
 
     def _bounded(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         left, deadline = DRAIN_MAX_BYTES, math.inf
-        most = read = settings.LLM_MAX_STREAM_BYTES
+        most, most_event = settings.LLM_MAX_STREAM_BYTES, settings.LLM_MAX_EVENT_BYTES
+        read = event = 0  # bytes of the body; of the event under way, as far as a blank line ends one
+        tail = b""  # the end of the last read, for a blank line cut in two between reads
+        stream = self.stream
+        keep_at = time.monotonic() + KEEP_CLAIM_EVERY_SECONDS if stream.keep_claim is not None else math.inf
         for chunk in chunks:
-            read -= len(chunk)
-            if read < 0:
-                raise AnswerTooLarge(most)
-            if self.stream.done:
+            now = time.monotonic()
+            if now > stream.deadline:
+                raise TurnTooLong
+            if now > keep_at and stream.keep_claim is not None:
+                keep_at = now + KEEP_CLAIM_EVERY_SECONDS
+                stream.keep_claim()
+            read += len(chunk)
+            window = tail + chunk
+            ended = max(window.rfind(b"\n\n"), window.rfind(b"\r\r"), window.rfind(b"\n\r\n"))
+            event = len(window) - ended if ended >= 0 else event + len(chunk)
+            tail = window[-2:]
+            if read > most or event > most_event:
+                raise AnswerTooLarge(most if read > most else most_event)
+            if stream.done:
                 left -= len(chunk)
                 if left < 0 or time.monotonic() > deadline:
                     return
@@ -288,16 +311,21 @@ def open_stream(
     model: str,
     messages: list[dict[str, Any]],
     tool_specs: list[dict[str, Any]],
+    *,
+    deadline: float = math.inf,
     **options: Any,
 ) -> ChunkStream:
     """Send a streamed chat completion; return the open stream once the server has answered.
 
     ``tool_specs`` are OpenAI function tools; ``options`` go to the model server
     as they are (temperature, max_tokens, tool_choice...). Raises UpstreamError.
+    Near the turn's ``deadline`` (closer than the attempts openai could make take) the request is sent once,
+    with the time left as its timeout: openai's retries ran a turn three minutes past it (QA, 2026-12-07).
     """
     kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}, **options}
     if tool_specs:
         kwargs["tools"] = tool_specs
+    hurried = _hurried(deadline)
     try:
         # The undocumented-endpoint form of the client (openai's README): the same request,
         # retries, errors and SSE decoding as chat.completions.create, without re-validating
@@ -308,11 +336,29 @@ def open_stream(
             cast_to=ChatCompletion,
             stream=True,
             stream_cls=ChunkStream,
+            **hurried,
         )
     except openai.APIStatusError as exc:
         raise UpstreamError(partial(status_words, exc), status=exc.status_code) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
+        if time.monotonic() > deadline:
+            raise UpstreamError(too_long_words) from exc
         raise UpstreamError(partial(unreachable_words, exc)) from exc
+
+
+def _hurried(deadline: float) -> dict[str, Any]:
+    """openai's request options for a request sent with ``deadline`` ahead: none while every attempt openai could
+    make (the timeouts and the waits between them) fits before it; else one attempt, in the time left."""
+    left = deadline - time.monotonic()
+    retries = settings.LLM_MAX_RETRIES
+    attempts = (settings.LLM_TIMEOUT_SECONDS + settings.LLM_CONNECT_TIMEOUT_SECONDS) * (1 + retries)
+    if left > attempts + retries * max(settings.LLM_MAX_RETRY_AFTER_SECONDS, OPENAI_MAX_BACKOFF_SECONDS):
+        return {}
+    if left <= 0:
+        raise UpstreamError(too_long_words)
+    timeout = httpx2.Timeout(min(settings.LLM_TIMEOUT_SECONDS, left),
+                             connect=min(settings.LLM_CONNECT_TIMEOUT_SECONDS, left))  # fmt: skip
+    return {"options": {"timeout": timeout, "max_retries": 0}}
 
 
 def read_stream(
@@ -320,20 +366,14 @@ def read_stream(
 ) -> Iterator[Token | ModelReply]:
     """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request.
 
-    ``deadline`` (``time.monotonic``): a chunk after it ends the reply, as a failure (a server that trickles
-    forever held the turn, its web thread and the workspace's place for as long); ``keep_claim`` is called
-    every ``KEEP_CLAIM_EVERY_SECONDS`` while chunks come.
+    ``deadline`` (``time.monotonic``): a read from the model server after it ends the reply, as a failure (a
+    server that trickles forever held the turn, its web thread and the workspace's place for as long);
+    ``keep_claim`` is called every ``KEEP_CLAIM_EVERY_SECONDS`` while it sends.
     """
     reply = _Accumulator(most=settings.CHAT_MAX_REPLY_CHARS)
-    keep_at = time.monotonic() + KEEP_CLAIM_EVERY_SECONDS if keep_claim is not None else math.inf
+    stream.deadline, stream.keep_claim = deadline, keep_claim  # checked on every network read (ChunkStream)
     try:
         for chunk in stream:
-            now = time.monotonic()
-            if now > deadline:
-                raise TurnTooLong
-            if now > keep_at and keep_claim is not None:
-                keep_at = now + KEEP_CLAIM_EVERY_SECONDS
-                keep_claim()
             yield from reply.feed(chunk)
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
@@ -345,8 +385,8 @@ def read_stream(
         ) from exc
     except openai.APIStatusError as exc:
         raise UpstreamError(partial(status_words, exc)) from exc
-    except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
-        raise UpstreamError(partial(unreachable_words, exc)) from exc
+    except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # a hurried request's timeout: the deadline
+        raise UpstreamError(too_long_words if time.monotonic() > deadline else partial(unreachable_words, exc)) from exc
     except (openai.APIConnectionError, httpx2.TransportError) as exc:  # their words: "Connection error.", httpx's
         raise UpstreamError(
             lambda: _("The model server's answer broke off: the connection closed before it was complete.")
@@ -433,6 +473,9 @@ class ReplyTooLong(Exception):
 class TurnTooLong(Exception):
     """A turn ran past its deadline (``CHAT_TURN_MAX_SECONDS`` from its start)."""
 
+
+# The longest openai waits between two attempts when the server names no wait (its MAX_RETRY_DELAY).
+OPENAI_MAX_BACKOFF_SECONDS = 8.0
 
 # How often a turn whose model stream goes on renews its conversation's hold (``CallMeter.keep_claim``, one round
 # trip): the hold's ttl is for a worker that died, and an answer streamed for longer let a second turn in.
@@ -742,9 +785,8 @@ def run_turn(
             offered = tools if rounds < max_rounds else []
             ticket = meter.charge("model")
             try:
-                stream = open_stream(
-                    server, model, messages, [tool.openai_spec() for tool in offered], **(options or {})
-                )
+                specs = [tool.openai_spec() for tool in offered]
+                stream = open_stream(server, model, messages, specs, deadline=deadline, **(options or {}))
             except BaseException:  # the model server failed, or anything else did: no answer to charge for
                 meter.release(ticket)
                 raise

@@ -301,7 +301,10 @@ def _reply(
         tools = tools_for(actor, start.setup)
         # The model server starts on the request while the user's message is being stored.
         try:
-            first = engine.open_stream(server, chosen, messages, [tool.openai_spec() for tool in tools])
+            specs = [tool.openai_spec() for tool in tools]
+            first = engine.open_stream(
+                server, chosen, messages, specs, deadline=started + settings.CHAT_TURN_MAX_SECONDS
+            )
         except engine.UpstreamError as exc:
             meter.release(ticket)
             first = exc

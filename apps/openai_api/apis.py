@@ -353,7 +353,7 @@ class ChatCompletionsApi(TenantApi):
             if not client_tools and not any(m["role"] in ("system", "developer") for m in messages):
                 messages.insert(0, {"role": "system", "content": system_prompt(start.setup.instructions)})
             specs = client_tools or [tool.openai_spec() for tool in tools]
-            first = engine.open_stream(server, model, messages, specs, **options)
+            first = engine.open_stream(server, model, messages, specs, deadline=deadline, **options)
         except BaseException as exc:
             meter.release(ticket)
             if isinstance(exc, engine.UpstreamError):

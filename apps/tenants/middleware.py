@@ -84,6 +84,10 @@ class TenantRoutingMiddleware(TenantMainMiddleware):
             )
 
 
+# Requests a workspace may have in progress whatever the others hold (TenantShareMiddleware's reserve).
+SMALL_SHARE = 2
+
+
 class TenantShareMiddleware:
     """At most ``TENANT_MAX_IN_FLIGHT`` requests of one tenant in a web process at once; more get 429.
 
@@ -91,7 +95,10 @@ class TenantShareMiddleware:
     reply holds its thread to the end: one workspace opening long streams (or whose own model
     server answers a token a minute) could otherwise take every thread, and every other
     workspace's requests would wait behind them. The default is half the threads, so the other
-    half is always there for the others. A stream holds its place until the web server closes
+    half is always there for the others. And as two busy workspaces could take both halves
+    together, a workspace already holding ``SMALL_SHARE`` requests takes another only while more
+    than ``TENANT_RESERVED_THREADS`` of the ``WEB_THREADS`` are free: those are kept for the
+    workspaces with fewer in progress. A stream holds its place until the web server closes
     the response. Refused before anything else runs, a request so refused is not counted
     against the rate limit; it gets ``Retry-After: 1``. Per process, in memory: no round trip.
     """
@@ -99,8 +106,10 @@ class TenantShareMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
         self.limit: int = settings.TENANT_MAX_IN_FLIGHT
+        self.open_to_all = settings.WEB_THREADS - settings.TENANT_RESERVED_THREADS  # places past a small share
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
+        self._total = 0
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         tenant = getattr(request, "tenant", None)
@@ -109,9 +118,10 @@ class TenantShareMiddleware:
             return self.get_response(request)
         with self._lock:
             held = self._in_flight.get(schema, 0)
-            if held >= self.limit:
-                return self.busy_response(request)
+            if held >= self.limit or (held >= SMALL_SHARE and self._total >= self.open_to_all):
+                return self.busy_response(request, held)
             self._in_flight[schema] = held + 1
+            self._total += 1
         release = _Release(self, schema)
         try:
             response = self.get_response(request)
@@ -126,17 +136,18 @@ class TenantShareMiddleware:
 
     def release(self, schema: str) -> None:
         with self._lock:
+            self._total -= 1
             left = self._in_flight.get(schema, 0) - 1
             if left > 0:
                 self._in_flight[schema] = left
             else:
                 self._in_flight.pop(schema, None)
 
-    def busy_response(self, request: HttpRequest) -> HttpResponse:
+    def busy_response(self, request: HttpRequest, held: int) -> HttpResponse:
         with translation.override(translation.get_language_from_request(request)):
             message = _("Too many of this workspace's requests are in progress at once. Try again in a moment.")
             if is_api_request(request):
-                details = {"retry_after": 1, "in_progress": self.limit}
+                details = {"retry_after": 1, "in_progress": held}
                 return json_error("rate_limited", message, status=429, details=details, headers={"Retry-After": "1"},
                                   request=request)  # fmt: skip
             context = {"status": 429, "title": _("Too many requests"), "message": message, "code": "rate_limited"}

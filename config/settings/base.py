@@ -284,7 +284,12 @@ from .jwt import *  # noqa: E402,F403
 # --- Rate limits (django-ratelimit, on the Redis cache) ---------------------
 # One workspace's requests in progress at once in a web process (apps.tenants.middleware.TenantShareMiddleware):
 # half the threads by default, so the other half is always there for the other workspaces. 0: no limit.
-TENANT_MAX_IN_FLIGHT = env.int("TENANT_MAX_IN_FLIGHT", default=max(1, env.int("WEB_THREADS", default=16) // 2))
+WEB_THREADS = env.int("WEB_THREADS", default=16)  # the threads of a web process (deploy.web)
+TENANT_MAX_IN_FLIGHT = env.int("TENANT_MAX_IN_FLIGHT", default=max(1, WEB_THREADS // 2))
+# Of those threads, this many are kept for workspaces with fewer than two requests in progress: a workspace holding
+# two may take another only while more are free. Two busy workspaces, each within its half, took every thread
+# together, and a third waited behind them (QA, 2026-12-07).
+TENANT_RESERVED_THREADS = env.int("TENANT_RESERVED_THREADS", default=max(1, WEB_THREADS // 4))
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_ENABLE = True
 # Sign-ups per client IP address.
@@ -330,6 +335,9 @@ LLM_MAX_RETRY_AFTER_SECONDS = env.float("LLM_MAX_RETRY_AFTER_SECONDS", default=2
 # The most bytes (decoded) of one streamed answer: a reply of CHAT_MAX_REPLY_CHARS characters, one character an
 # event with OpenAI's ~230 bytes around it, is about 23 MB. Past it the answer is a failure, in words.
 LLM_MAX_STREAM_BYTES = env.int("LLM_MAX_STREAM_BYTES", default=32 * 1024 * 1024)
+# The most bytes of one event of a streamed answer, which the stream's decoder holds whole until it ends: a chunk is
+# a token or a tool call's piece, some hundreds of bytes. One of 30 MB grew a web process by 166 MB.
+LLM_MAX_EVENT_BYTES = env.int("LLM_MAX_EVENT_BYTES", default=1024 * 1024)
 # The most "test connection" reads of a model server's answer to GET /models (decoded; an error page too): a
 # larger one is refused, in words. OpenAI's own list of about 100 models is some 10 kB; 1 MiB holds thousands.
 LLM_MODEL_LIST_MAX_BYTES = env.int("LLM_MODEL_LIST_MAX_BYTES", default=1024 * 1024)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from unittest import mock
 
 import httpx2
 import openai
@@ -15,7 +18,7 @@ import pytest
 
 from apps.chat import engine
 from apps.llm.client import model_server, unreachable_words
-from tests.processes import canned_server
+from tests.processes import canned_server, sse_body
 
 
 def _reply(text: str, tools: list[dict[str, Any]] | None = None) -> engine.ModelReply:
@@ -211,6 +214,83 @@ def test_a_model_server_asking_for_a_long_wait_is_not_retried(
     assert len(heard) == attempts
     assert time.monotonic() - started < 5
     assert str(failed.value) == "The model server answered 429: slow down"
+
+
+class _Pinging(BaseHTTPRequestHandler):
+    """A model server that answers one token, then only what makes no chunk: an SSE comment (or, with ``?event``
+    in the path, a data line of an event that never ends) every 0.1 s, for up to 10 s."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n')
+        endless = "event" in self.path
+        with contextlib.suppress(OSError):
+            for _ in range(100):
+                self.wfile.write(b"data: x\n" if endless else b": ping\n\n")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("path", ["/v1", "/event/v1"], ids=["comments", "endless-event"])
+def test_a_server_that_sends_no_chunk_is_stopped_at_the_deadline_and_keeps_the_claim(path: str) -> None:
+    """The deadline and the claim were looked at only when a chunk came: a server sending only comments, or one
+    event that never ends, held a turn (and its web thread, and its workspace's place) for as long as it went on,
+    and its conversation's hold lapsed under it."""
+    server_ = ThreadingHTTPServer(("127.0.0.1", 0), _Pinging)
+    threading.Thread(target=server_.serve_forever, daemon=True).start()
+    kept: list[float] = []
+    try:
+        root = f"http://127.0.0.1:{server_.server_address[1]}{path}"
+        server = engine.ModelServer(base_url=root, api_key="k", models=("m",), tenant_supplied=False)
+        started = time.monotonic()
+        with mock.patch.object(engine, "KEEP_CLAIM_EVERY_SECONDS", 0.3):
+            stream = engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], [])
+            events = engine.read_stream(stream, deadline=started + 1.5, keep_claim=lambda: kept.append(1))
+            assert next(events) == engine.Token("Hi")
+            with pytest.raises(engine.UpstreamError) as failed:
+                next(events)
+    finally:
+        server_.shutdown()
+        server_.server_close()
+    assert 1.4 < time.monotonic() - started < 3
+    assert str(failed.value).startswith("The answer took longer than")
+    assert len(kept) >= 3
+
+
+def test_one_event_past_its_most_bytes_is_a_failure_though_the_stream_is_not(settings: Any) -> None:
+    """One event of 30 MB, under the stream's 32 MiB, grew a web process by 166 MB, held whole by the decoder."""
+    settings.LLM_MAX_EVENT_BYTES = 2048
+    small = [{"choices": [{"index": 0, "delta": {"content": "word "}}]}] * 100  # 6 kB in all, in small events
+    # Larger than a network read (httpcore's 64 KiB): within one read, the bytes after its last blank line count.
+    big = {"choices": [{"index": 0, "delta": {"content": "y" * 200_000}}]}
+    for chunks, fails in ((small, False), ([*small[:3], big], True)):
+        with canned_server(sse_body(*chunks), content_type="text/event-stream") as root:
+            server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
+            events = engine.read_stream(engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], []))
+            if fails:
+                with pytest.raises(engine.UpstreamError, match=r"answer passed 2\.0\xa0KB"):
+                    list(events)
+            else:
+                assert list(events)[-1].content == "word " * 100  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("left", "attempts"), [(None, 3), (5.0, 1)])
+def test_near_the_deadline_a_request_is_sent_once(settings: Any, left: float | None, attempts: int) -> None:
+    """openai's retries (each up to LLM_TIMEOUT_SECONDS, then a wait) ran a turn three minutes past its deadline."""
+    settings.LLM_MAX_RETRIES = 2
+    heard: list[dict[str, str]] = []
+    with canned_server(b"{}", status=500, content_type="application/json", heard=heard) as root:
+        server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
+        deadline = math.inf if left is None else time.monotonic() + left
+        with pytest.raises(engine.UpstreamError, match="answered 500"):
+            engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], [], deadline=deadline)
+    assert len(heard) == attempts
 
 
 def test_a_model_server_that_does_not_answer_in_time_is_said_so(settings: Any) -> None:

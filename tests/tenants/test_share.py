@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -87,3 +88,40 @@ def test_a_stream_holds_its_place_until_it_is_closed(server: WebServer, keys: tu
         while (status := ask(server, "alpha", alpha, "hi").status_code) == 429 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert status == 200
+
+
+def _request(schema: str) -> Any:
+    from types import SimpleNamespace
+
+    from django.test import RequestFactory
+
+    request = RequestFactory().post("/api/conversations/1/messages", HTTP_ACCEPT_LANGUAGE="en")
+    request.tenant = SimpleNamespace(schema_name=schema)  # type: ignore[attr-defined]  # the routing middleware sets it
+    return request
+
+
+@pytest.mark.django_db  # closing a response sends request_finished, which looks at the connection
+def test_busy_workspaces_together_leave_threads_for_a_quiet_one(settings: Any) -> None:
+    """Each within its half of the threads, two busy workspaces took them all, and a third waited behind them."""
+    from django.http import StreamingHttpResponse
+
+    from apps.tenants.middleware import TenantShareMiddleware
+
+    settings.WEB_THREADS, settings.TENANT_MAX_IN_FLIGHT, settings.TENANT_RESERVED_THREADS = 8, 4, 2
+    share = TenantShareMiddleware(lambda request: StreamingHttpResponse(iter([b"x"])))
+
+    def ask(schema: str) -> Any:
+        return share(_request(schema))
+
+    alpha = [ask("t_alpha") for _ in range(4)]  # its half: 4 of 8
+    assert all(response.status_code == 200 for response in alpha)
+    beta = [ask("t_beta") for _ in range(2)]  # two, whatever the others hold
+    assert all(response.status_code == 200 for response in beta)
+    refused = ask("t_beta")  # a third while only the 2 reserved threads are free
+    assert refused.status_code == 429
+    assert json.loads(refused.content)["error"]["details"] == {"retry_after": 1, "in_progress": 2}
+    assert ask("t_gamma").status_code == 200  # a quiet workspace still gets in
+    alpha[0].close()
+    alpha[1].close()  # two places free again: 6 in progress
+    assert ask("t_beta").status_code == 200
+    assert ask("t_alpha").status_code == 429  # 2 + 3 with beta's third and gamma's: past the open places again
