@@ -41,7 +41,7 @@ from apps.audit.services import audit_record
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, InvalidInput, QuotaExceeded
 from apps.tenants.db import connection
-from apps.tenants.selectors import tenant_current_locked
+from apps.tenants.selectors import tenant_current, tenant_current_locked
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +257,9 @@ def user_delete(*, actor: Actor, user: User) -> None:
     tokens_revoke_for_user(user=user)
     audit_record(actor=actor, action="user.deleted", target=user, metadata={"email": user.email, "role": user.role})
     user.delete()
+    from apps.usage.services import storage_freed  # the member's conversations went with them
+
+    storage_freed(tenant=tenant_current())
 
 
 @transaction.atomic

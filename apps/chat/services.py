@@ -348,6 +348,7 @@ def _store_user_message(conversation: Conversation, content: str, *, replaces: i
     model's answer to the response went from 2.0 to 0.9 ms (docs/benchmarks.md,
     chat time to first token).
     """
+    storage_changed(bytes_written=len(content.encode()))  # a chat's questions add up, as its replies do
     message = Message(conversation=conversation, role=Role.USER, content=content, replaces_id=replaces)
     # The question titles a conversation whose title is empty as stored, not as read when the turn began: a
     # rename made while the model server was starting on the question was overwritten.

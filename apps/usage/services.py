@@ -270,20 +270,29 @@ def storage_freed(*, tenant: Tenant) -> bool:
     does not fall after a ``DELETE``: a free workspace whose storage was used up stayed refused however much it
     deleted, though the refusal tells it to delete. ``storage_reclaim`` rewrites the tables (``VACUUM FULL``),
     queued after commit, at most every ``RECLAIM_EVERY_SECONDS`` per tenant (Redis ``SET NX``; skipped if Redis is
-    down: the next delete asks again). Paid plans go on past the quota, and their freed pages are reused.
-    Returns whether a reclaim was queued.
+    down: the next delete asks again). A delete within that time queues one more, for its end (once): until
+    2026-12-07 it queued none, and a workspace that deleted twice in five minutes stayed refused until the
+    periodic measurement happened to see the space. Paid plans go on past the quota, and their freed pages are
+    reused. Returns whether a reclaim was queued.
     """
     if L.limits_for(tenant).storage_stop_at is None:
         return False
     schema = tenant.schema_name
+    key = f"{storage_key(schema)}:reclaim"
     try:
-        if not redis_client().set(f"{storage_key(schema)}:reclaim", 1, nx=True, ex=RECLAIM_EVERY_SECONDS):
-            return False
+        client = redis_client()
+        countdown = 0
+        if not client.set(key, 1, nx=True, ex=RECLAIM_EVERY_SECONDS):
+            countdown = max(int(client.ttl(key)), 1)  # when the last reclaim's time is up
+            if not client.set(f"{key}:next", 1, nx=True, ex=countdown):
+                return False  # one is queued for then already
     except RedisError:
         return False
     from apps.usage.tasks import reclaim_storage
 
-    transaction.on_commit(lambda: reclaim_storage.apply_async(headers={"_schema_name": schema}), robust=True)
+    transaction.on_commit(
+        lambda: reclaim_storage.apply_async(countdown=countdown, headers={"_schema_name": schema}), robust=True
+    )
     return True
 
 

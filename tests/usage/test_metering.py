@@ -780,6 +780,20 @@ def test_small_writes_add_up_to_a_large_one(
     assert services._written == {"t_beta": eighth}
 
 
+def test_a_members_questions_count_as_writes_as_the_replies_do(tenant_alpha: TenantFixture) -> None:
+    """Only the replies and tool results were counted: sixty questions of 8,000 characters took a free workspace
+    from 0.9 to 1.9 MB, past its 1 MB, unmeasured until the periodic measurement."""
+    from apps.chat.models import Conversation
+    from apps.chat.services import _store_user_message
+    from apps.usage import services
+
+    services._written.clear()
+    with schema_context(tenant_alpha.tenant.schema_name):
+        conversation = Conversation.objects.create(user=admin_of(tenant_alpha))
+        _store_user_message(conversation, "问" * 1000)
+        assert services._written == {tenant_alpha.tenant.schema_name: 3000}  # its bytes, as UTF-8
+
+
 # --- Alerts -----------------------------------------------------------------------------
 
 

@@ -44,7 +44,8 @@ def full(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Tenant]:
         yield fresh
     finally:
         with django_db_blocker.unblock():
-            get_redis_connection("default").delete(f"{storage_key(tenant.schema_name)}:reclaim")
+            key = f"{storage_key(tenant.schema_name)}:reclaim"
+            get_redis_connection("default").delete(key, f"{key}:next")
             drop_tenant(SLUG)
 
 
@@ -52,7 +53,9 @@ def test_deleting_conversations_gives_the_space_back_to_the_quota(
     full: Tenant, django_db_blocker: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
 ) -> None:
     queued: list[str] = []
-    monkeypatch.setattr(reclaim_storage, "apply_async", lambda headers: queued.append(headers["_schema_name"]))
+    monkeypatch.setattr(
+        reclaim_storage, "apply_async", lambda **options: queued.append(options["headers"]["_schema_name"])
+    )
     with django_db_blocker.unblock(), schema_context(full.schema_name):
         before = storage_measure(tenant=full)
         assert before > 2_000_000  # past the 1 MB allowed
@@ -71,7 +74,9 @@ def test_a_paid_plan_reuses_its_pages_and_is_not_rewritten(
     full: Tenant, django_db_blocker: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
 ) -> None:
     queued: list[str] = []
-    monkeypatch.setattr(reclaim_storage, "apply_async", lambda headers: queued.append(headers["_schema_name"]))
+    monkeypatch.setattr(
+        reclaim_storage, "apply_async", lambda **options: queued.append(options["headers"]["_schema_name"])
+    )
     with django_db_blocker.unblock():
         from apps.plans.models import Plan
 
@@ -82,3 +87,35 @@ def test_a_paid_plan_reuses_its_pages_and_is_not_rewritten(
                 conversation_delete(actor=Actor(user=conversation.user), conversation=conversation)
         connection.set_schema_to_public()
     assert queued == []
+
+
+def test_a_delete_soon_after_another_queues_a_reclaim_for_later_and_so_does_removing_a_member(
+    full: Tenant, django_db_blocker: Any, django_capture_on_commit_callbacks: Any, monkeypatch: Any
+) -> None:
+    """A second delete within RECLAIM_EVERY_SECONDS queued nothing, ever: the workspace stayed refused until the
+    periodic measurement happened to see the space; a removed member's conversations queued nothing at all."""
+    from apps.accounts.models import Role
+    from apps.accounts.services import user_delete
+    from apps.usage.services import RECLAIM_EVERY_SECONDS
+
+    queued: list[int] = []
+    monkeypatch.setattr(reclaim_storage, "apply_async", lambda **options: queued.append(options.get("countdown", 0)))
+    with django_db_blocker.unblock(), schema_context(full.schema_name):
+        admin = User.objects.get()
+        member = User.objects.create_user(email="m@reclaim.example.com", password=None, role=Role.USER)
+        for owner in (admin, admin, member, member):
+            Conversation.objects.create(user=owner, title="x")
+        first, second = Conversation.objects.filter(user=admin)[:2]
+        with django_capture_on_commit_callbacks(execute=True):
+            conversation_delete(actor=Actor(user=admin), conversation=first)
+            conversation_delete(actor=Actor(user=admin), conversation=second)
+            conversation_delete(actor=Actor(user=admin), conversation=Conversation.objects.create(user=admin))
+        assert queued[0] == 0  # at once
+        assert 0 < queued[1] <= RECLAIM_EVERY_SECONDS  # when the first one's time is up
+        assert len(queued) == 2  # the third: one is queued for then already
+        key = f"{storage_key(full.schema_name)}:reclaim"
+        get_redis_connection("default").delete(key, f"{key}:next")  # their time is up
+        with django_capture_on_commit_callbacks(execute=True):
+            user_delete(actor=Actor(user=admin), user=member)
+        connection.set_schema_to_public()
+    assert queued[2:] == [0]
