@@ -154,15 +154,20 @@ def user_create(
 
     With ``password=None`` the account gets an unusable password, to be set by
     a password reset. ``*_field`` name the input fields errors are reported against.
+    An open invitation of the same address is withdrawn: the member takes its seat.
     """
     email = _valid_email(email, field=email_field)
     role = _valid_role(role, actor=actor)
     if password is not None:
         validate_new_password(password=password, email=email, full_name=full_name, field=password_field)
-    _check_user_quota()
-    if User.objects.filter(email=email).exists():
+    if User.objects.filter(email=email).exists():  # before the quota: a duplicate at the limit is no 402
         message = _("A user with this email address already exists.")
         raise InvalidInput(message, details={email_field: [message]})
+    # An open invitation of the same address gives its seat to the member: it could no longer be accepted, yet it
+    # held a seat of the plan's limit for up to its 7 days (QA, 2026-12-07).
+    open_invitations = Invitation.objects.filter(email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True)
+    withdrawn = open_invitations.update(revoked_at=timezone.now())
+    _check_user_quota()
     user = User(email=email, full_name=full_name.strip()[:150], role=role)
     user.set_password(password)
     try:
@@ -171,7 +176,8 @@ def user_create(
     except IntegrityError as exc:  # a concurrent create of the same email
         message = _("A user with this email address already exists.")
         raise InvalidInput(message, details={email_field: [message]}) from exc
-    audit_record(actor=actor, action="user.created", target=user, metadata={"email": email, "role": role})
+    metadata = {"email": email, "role": role, **({"invitation_withdrawn": True} if withdrawn else {})}
+    audit_record(actor=actor, action="user.created", target=user, metadata=metadata)
     return user
 
 

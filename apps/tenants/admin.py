@@ -6,7 +6,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html_join
@@ -23,6 +22,7 @@ from apps.tenants.services import tenant_provision, tenant_reactivate, tenant_su
 from apps.usage.limits import limits_for
 from apps.usage.models import Quota
 from apps.usage.selectors import quota_status, usage_by_tenant
+from apps.usage.templatetags.usage_units import megabytes
 
 
 class DomainInline(admin.TabularInline):
@@ -182,7 +182,7 @@ def _quota_label(quota: str) -> str:
 def _amount(quota: str, value: int | None) -> str:
     if value is None:
         return "∞"
-    return filesizeformat(value) if quota == Quota.STORAGE else f"{value:,}"
+    return megabytes(value) if quota == Quota.STORAGE else f"{value:,}"  # MB, as the plans state it
 
 
 @admin.register(PlatformAuditEvent)

@@ -139,6 +139,30 @@ class TestUserLimit:
         created = send(client, "post", "/api/users", {"email": "x@small.example.com", "password": NEW_PASSWORD})
         assert created.status_code == 402
 
+    def test_a_member_created_with_an_open_invitation_takes_its_seat(self, tenant_alpha: TenantFixture) -> None:
+        """The invitation stayed open, no longer acceptable, and held a second seat of the limit for 7 days."""
+        plan = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan
+        assert plan is not None
+        plan.max_users = 2  # rolled back with the test
+        plan.save(update_fields=["max_users"])
+        client = api(tenant_alpha, admin_of(tenant_alpha))
+        assert send(client, "post", "/api/invitations", {"email": "one@alpha.example.com"}).status_code == 201
+        created = send(client, "post", "/api/users", {"email": "One@alpha.example.com", "password": NEW_PASSWORD})
+        assert created.status_code == 201, created.content  # at 2 of 2 with the invitation: its seat
+        open_ones = send(client, "get", "/api/invitations").json()["results"]
+        assert [i for i in open_ones if i["email"] == "one@alpha.example.com" and not i.get("revoked_at")] == []
+        with schema_context(tenant_alpha.tenant.schema_name):
+            from apps.accounts.selectors import user_count_for_quota
+
+            assert user_count_for_quota() == 2
+
+    def test_a_duplicate_at_the_limit_is_a_duplicate(self, free: TenantFixture) -> None:
+        """It was a 402, the quota checked first, where an invitation of the same address says "already a member"."""
+        client = api(free, admin_of(free))
+        again = send(client, "post", "/api/users", {"email": "Boss@small.example.com", "password": NEW_PASSWORD})
+        assert again.status_code == 400
+        assert "email" in again.json()["error"]["details"]
+
     def test_pending_invitations_count(self, tenant_alpha: TenantFixture) -> None:
         plan = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan
         assert plan is not None

@@ -74,3 +74,11 @@ def test_the_tenant_list_speaks_chinese_throughout(staff: Client, tenant_alpha: 
     assert "创建时间" in texts
     assert "Plan" not in texts
     assert "Created at" not in texts
+
+
+def test_a_tenants_storage_is_shown_in_mb_as_the_plans_state_it(staff: Client, tenant_alpha: TenantFixture) -> None:
+    """It was filesizeformat's: a pro plan's 10,000 MB read "9.8 GB", an override of 2**53 MB "8589934592.0 PB"."""
+    page = staff.get(f"/admin/tenants/tenant/{tenant_alpha.tenant.pk}/change/").content.decode()
+    limit = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan.storage_mb  # type: ignore[union-attr]
+    assert f"{limit:,} MB" in page
+    assert " GB" not in page
