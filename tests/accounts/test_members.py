@@ -118,6 +118,14 @@ class TestMembersApi:
         assert client.get(f"/api/users/{member.pk}").status_code == 404
 
 
+def users_allowed(tenant: TenantFixture, limit: int) -> None:
+    """``tenant``'s plan allows ``limit`` users (rolled back with the test)."""
+    plan = Tenant.objects.get(pk=tenant.tenant.pk).plan
+    assert plan is not None
+    plan.max_users = limit
+    plan.save(update_fields=["max_users"])
+
+
 class TestUserLimit:
     @pytest.fixture
     def free(self) -> TenantFixture:
@@ -141,10 +149,7 @@ class TestUserLimit:
 
     def test_a_member_created_with_an_open_invitation_takes_its_seat(self, tenant_alpha: TenantFixture) -> None:
         """The invitation stayed open, no longer acceptable, and held a second seat of the limit for 7 days."""
-        plan = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan
-        assert plan is not None
-        plan.max_users = 2  # rolled back with the test
-        plan.save(update_fields=["max_users"])
+        users_allowed(tenant_alpha, 2)
         client = api(tenant_alpha, admin_of(tenant_alpha))
         assert send(client, "post", "/api/invitations", {"email": "one@alpha.example.com"}).status_code == 201
         created = send(client, "post", "/api/users", {"email": "One@alpha.example.com", "password": NEW_PASSWORD})
@@ -164,10 +169,7 @@ class TestUserLimit:
         assert "email" in again.json()["error"]["details"]
 
     def test_pending_invitations_count(self, tenant_alpha: TenantFixture) -> None:
-        plan = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan
-        assert plan is not None
-        plan.max_users = 2  # rolled back with the test
-        plan.save(update_fields=["max_users"])
+        users_allowed(tenant_alpha, 2)
         client = api(tenant_alpha, admin_of(tenant_alpha))
         assert send(client, "post", "/api/invitations", {"email": "one@alpha.example.com"}).status_code == 201
         second = send(client, "post", "/api/invitations", {"email": "two@alpha.example.com"})

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from unittest import mock
 
@@ -18,7 +18,7 @@ import pytest
 
 from apps.chat import engine
 from apps.llm.client import model_server, unreachable_words
-from tests.processes import canned_server, sse_body
+from tests.processes import canned_server, http_server, sse_body
 
 
 def _reply(text: str, tools: list[dict[str, Any]] | None = None) -> engine.ModelReply:
@@ -242,12 +242,9 @@ def test_a_server_that_sends_no_chunk_is_stopped_at_the_deadline_and_keeps_the_c
     """The deadline and the claim were looked at only when a chunk came: a server sending only comments, or one
     event that never ends, held a turn (and its web thread, and its workspace's place) for as long as it went on,
     and its conversation's hold lapsed under it."""
-    server_ = ThreadingHTTPServer(("127.0.0.1", 0), _Pinging)
-    threading.Thread(target=server_.serve_forever, daemon=True).start()
     kept: list[float] = []
-    try:
-        root = f"http://127.0.0.1:{server_.server_address[1]}{path}"
-        server = engine.ModelServer(base_url=root, api_key="k", models=("m",), tenant_supplied=False)
+    with http_server(_Pinging) as root:
+        server = engine.ModelServer(base_url=f"{root}{path}", api_key="k", models=("m",), tenant_supplied=False)
         started = time.monotonic()
         with mock.patch.object(engine, "KEEP_CLAIM_EVERY_SECONDS", 0.3):
             stream = engine.open_stream(server, "m", [{"role": "user", "content": "hi"}], [])
@@ -255,9 +252,6 @@ def test_a_server_that_sends_no_chunk_is_stopped_at_the_deadline_and_keeps_the_c
             assert next(events) == engine.Token("Hi")
             with pytest.raises(engine.UpstreamError) as failed:
                 next(events)
-    finally:
-        server_.shutdown()
-        server_.server_close()
     assert 1.4 < time.monotonic() - started < 3
     assert str(failed.value).startswith("The answer took longer than")
     assert len(kept) >= 3

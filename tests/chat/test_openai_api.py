@@ -59,6 +59,13 @@ def completions(client: Client, **body: Any) -> Any:
     return client.post("/v1/chat/completions", body, content_type="application/json")
 
 
+def stream_chunks(response: Any) -> list[dict[str, Any]]:
+    """The chunks of a streamed completion, in order, before its ``[DONE]``."""
+    lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
+    assert lines[-1] == "data: [DONE]"
+    return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+
+
 @pytest.mark.django_db
 class TestInProcess:
     def test_models(self, tenant_alpha: TenantFixture) -> None:
@@ -432,8 +439,7 @@ class TestInProcess:
             settings.LLM_BASE_URL = f"{root}/v1"
             response = completions(client, messages=[{"role": "user", "content": "Stations?"}], stream=stream)
             if stream:
-                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
-                deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in lines[:-1]]
+                deltas = [chunk["choices"][0]["delta"] for chunk in stream_chunks(response)]
                 content = "".join(delta.get("content", "") for delta in deltas)
             else:
                 content = response.json()["choices"][0]["message"]["content"]
@@ -453,8 +459,7 @@ class TestInProcess:
             settings.LLM_BASE_URL = f"{root}/v1"
             response = completions(client, messages=[HI], stream=stream, response_format={"type": "json_object"})
             if stream:
-                lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
-                deltas = [json.loads(line.removeprefix("data: "))["choices"][0]["delta"] for line in lines[:-1]]
+                deltas = [chunk["choices"][0]["delta"] for chunk in stream_chunks(response)]
                 said = (
                     "".join(d.get("content") or "" for d in deltas),
                     "".join(d.get("refusal") or "" for d in deltas),
@@ -486,11 +491,9 @@ class TestInProcess:
         seconds = iter(range(1_800_000_000, 1_900_000_000))
         monkeypatch.setattr(apis.time, "time", lambda: next(seconds))
         client = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
-        response = completions(client, messages=[HI], stream=True)
-        lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
-        created = {json.loads(line.removeprefix("data: "))["created"] for line in lines[:-1]}
-        assert len(lines) > 3
-        assert len(created) == 1
+        chunks = stream_chunks(completions(client, messages=[HI], stream=True))
+        assert len(chunks) > 2
+        assert len({chunk["created"] for chunk in chunks}) == 1
 
     @pytest.mark.parametrize("role", ["system", "developer"])
     def test_the_clients_own_instructions_replace_hydronets(

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from apps.mcp import client as mcp_client
 from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create
 from tests.conftest import TEST_ACTOR, TenantFixture
-from tests.processes import canned_server
+from tests.processes import canned_server, http_server
 
 pytestmark = pytest.mark.django_db
 
@@ -112,14 +112,11 @@ def sse_server(answer: Answer, *, endpoint: str | None = "/messages?sid=1", firs
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/sse"
-    finally:
-        stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with http_server(Handler) as root:
+        try:
+            yield f"{root}/sse"
+        finally:
+            stopping.set()  # the open event streams end, so that the server can stop
 
 
 def serving(transport: str, answer: Answer) -> AbstractContextManager[str]:
