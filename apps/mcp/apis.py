@@ -162,7 +162,8 @@ class McpServiceDisableApi(_McpServiceSetActiveApi):
 class McpServiceTestApi(TenantApi):
     """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP).
 
-    ``more_tools`` is true when the server lists more tools than are loaded (the first 500 are).
+    ``more_tools`` is true when the server lists more tools than are loaded (the first 500, of at most
+    MCP_MAX_TOOL_LIST_BYTES in all, are).
     409 ``service_changed`` when the URL or transport changed while it was tested: nothing is stored.
     """
 

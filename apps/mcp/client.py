@@ -558,26 +558,38 @@ _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event
 MAX_TOOL_PAGES = 50
 
 
+def _stored_size(tool: ToolSpec) -> int:
+    """The bytes ``tool`` takes in the stored tool list (JSON, UTF-8)."""
+    stored = {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema}
+    return len(json.dumps(stored, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
 def list_tools(service: McpService) -> ToolListing:
     """The server's tools, as its tools/list answers them, page after page (the SDK asks for one page).
 
-    At most MAX_TOOLS_PER_SERVICE tools from at most MAX_TOOL_PAGES pages, the first ones in the server's
-    order; past either, the listing stops there with ``more`` set. The whole listing shares the session's
-    time (the service's timeout).
+    At most MAX_TOOLS_PER_SERVICE tools of at most MCP_MAX_TOOL_LIST_BYTES in all, from at most MAX_TOOL_PAGES
+    pages, the first ones in the server's order; past any of these, the listing stops there with ``more`` set.
+    The whole listing shares the session's time (the service's timeout). Each answer is bounded
+    (MCP_MAX_ANSWER_BYTES), and the list as a whole is too: fifty pages of 8 MB each took a web process past
+    6 GB, and a list over PostgreSQL's 255 MB for a JSON value was a 500.
     """
 
     async def work(session: ClientSession) -> ToolListing:
         tools: list[ToolSpec] = []
+        size = 0
         cursor: str | None = None
         for _page in range(MAX_TOOL_PAGES):
             result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
-            tools += [
-                ToolSpec(name=tool.name, description=tool.description or "", input_schema=dict(tool.input_schema or {}))
-                for tool in result.tools
-            ]
+            for tool in result.tools:
+                spec = ToolSpec(name=tool.name, description=tool.description or "",
+                                input_schema=dict(tool.input_schema or {}))  # fmt: skip
+                size += _stored_size(spec)
+                if len(tools) == MAX_TOOLS_PER_SERVICE or size > settings.MCP_MAX_TOOL_LIST_BYTES:
+                    return ToolListing(tools, more=True)
+                tools.append(spec)
             cursor = result.next_cursor  # "" too is taken for the end: asked for again, it is the first page
-            if len(tools) > MAX_TOOLS_PER_SERVICE or (cursor and len(tools) == MAX_TOOLS_PER_SERVICE):
-                return ToolListing(tools[:MAX_TOOLS_PER_SERVICE], more=True)
+            if cursor and len(tools) == MAX_TOOLS_PER_SERVICE:
+                return ToolListing(tools, more=True)
             if not cursor:
                 return ToolListing(tools)
         return ToolListing(tools, more=True)

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
@@ -18,7 +20,7 @@ from apps.mcp.client import ToolListing
 from apps.mcp.forms import McpServiceEditForm, McpServiceForm
 from apps.mcp.models import McpService
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
-from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
+from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST, MAX_TOOLS_PER_SERVICE
 
 
 @permission_required(Perm.USE_MCP_SERVICES)
@@ -94,9 +96,10 @@ def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing)
     words = {"name": service.name, "count": len(listing.tools)}
     messages.success(request, _("%(name)s answers with %(count)d tools.") % words)
     if listing.more:
+        limits = {"most": MAX_TOOLS_PER_SERVICE, "size": filesizeformat(settings.MCP_MAX_TOOL_LIST_BYTES)}
         messages.warning(
-            request, _("%(name)s lists more tools than HydroNet loads from one server: only the first %(count)d are "
-                       "loaded.") % words,
+            request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
+                       "in all): only the first %(count)d are loaded.") % (words | limits),
         )  # fmt: skip
 
 

@@ -370,6 +370,10 @@ MCP_RESULT_MAX_CHARS = env.int("MCP_RESULT_MAX_CHARS", default=20_000)
 # SDK's SSE transport reads 1 MiB at most): a larger one fails the call, in words. Its text is truncated to
 # MCP_RESULT_MAX_CHARS after it is read.
 MCP_MAX_ANSWER_BYTES = env.int("MCP_MAX_ANSWER_BYTES", default=8 * 1024 * 1024)
+# The most a server's loaded tool list may hold, all its pages together, as stored (JSON, UTF-8): the tools past it
+# are not loaded, as those past the 500th. The list is stored on the service, cached with the AI setup that every
+# chat turn reads, and sent to the model; a large real server's list is some 100 kB.
+MCP_MAX_TOOL_LIST_BYTES = env.int("MCP_MAX_TOOL_LIST_BYTES", default=1024 * 1024)
 
 # --- Outbound requests to tenant-supplied URLs (SSRF guard, apps.core.outbound) --
 # Networks (comma-separated CIDRs) that tenant-supplied URLs may reach even though

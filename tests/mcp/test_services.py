@@ -19,6 +19,7 @@ from apps.mcp.services import mcp_service_create
 from tests.accounts.test_pages import logged_in
 from tests.chat.test_services_and_providers import admin, send
 from tests.conftest import TEST_ACTOR, TenantFixture
+from tests.mcp.test_misbehaving_servers import STARTED, streamable_server
 
 pytestmark = pytest.mark.django_db
 
@@ -106,8 +107,9 @@ class TestToolPages:
         assert tested.json()["more_tools"] is True
         page = logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
         assert "endless/mcp answers with 500 tools." in page.content.decode()
-        assert "lists more tools than HydroNet loads from one server: only the first 500 are loaded." in (
-            page.content.decode()
+        assert (
+            "lists more tools than HydroNet loads from one server (at most 500, of 1.0\xa0MB in all): only the first "
+            "500 are loaded." in page.content.decode()
         )
         with schema_context(tenant_alpha.tenant.schema_name):
             assert len(McpService.objects.get(pk=service_id).tools) == 500
@@ -122,6 +124,31 @@ class TestToolPages:
         tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
         assert [each["name"] for each in tested.json()["tools"]] == [f"t{i}" for i in range(1, 7)]
         assert tested.json()["more_tools"] is True
+
+    def test_a_list_of_large_tools_stops_at_its_size_and_says_so(self, tenant_alpha: TenantFixture) -> None:
+        """Each answer was bounded, the list was not: fifty pages of one 8 MB tool each took a web process past 6 GB,
+        and the test ended in a 500 (PostgreSQL takes at most 255 MB in one JSON value)."""
+        description = "x" * 300_000
+
+        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
+            if "id" not in message:
+                return None
+            if message["method"] == "initialize":
+                return {"jsonrpc": "2.0", "id": message["id"], "result": STARTED}
+            page = int((message.get("params") or {}).get("cursor") or 0)
+            listed = {"tools": [{"name": f"big{page}", "description": description, "inputSchema": {"type": "object"}}],
+                      "nextCursor": str(page + 1)}  # fmt: skip
+            return {"jsonrpc": "2.0", "id": message["id"], "result": listed}
+
+        with streamable_server(answer, "application/json") as url:
+            created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Big", "url": url})
+            tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{created.json()['id']}/test")
+        assert tested.status_code == 200, tested.content
+        assert [each["name"] for each in tested.json()["tools"]] == ["big0", "big1", "big2"]
+        assert tested.json()["more_tools"] is True
+        with schema_context(tenant_alpha.tenant.schema_name):
+            stored = McpService.objects.get(pk=created.json()["id"]).tools
+        assert len(json.dumps(stored, ensure_ascii=False).encode()) <= 1024 * 1024
 
 
 HEADERS_MOVED = (
