@@ -52,6 +52,8 @@ def model_provider_save(
         errors["model_ids"] = [_("A model name may be at most 100 characters: %(name)s…") % {"name": too_long[0][:40]}]
     elif not model_ids or len(model_ids) > 50:
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
+    elif any(has_control_characters(m) for m in model_ids):  # the settings page lists them one a line
+        errors["model_ids"] = [_("A model name cannot hold control characters.")]
     name = name.strip()[:100]
     if has_control_characters(name):  # as MCP services' and conversations' names
         errors["name"] = [_("A name cannot hold control characters.")]

@@ -99,3 +99,17 @@ class TestTheKeyStaysWithItsServer:
         again = {**form, "api_key": "sk-new"}
         assert client.post("/settings/model/", again).status_code == 302
         assert stored(tenant_alpha) == (HERE, "sk-new")
+
+
+class TestModelNames:
+    @pytest.mark.parametrize("model", ["gpt\nturbo", "gpt\tturbo", "gpt\x1bturbo", "gpt\x85turbo"])
+    def test_a_model_name_with_a_control_character_is_refused(self, tenant_alpha: TenantFixture, model: str) -> None:
+        """It was saved, and the settings page, which lists the models one a line, showed "gpt\\nturbo" as two models:
+        saving the page for any other change replaced it with "gpt" and "turbo"."""
+        client = admin(tenant_alpha)
+        refused = send(client, "put", "/api/model-provider", {"base_url": HERE, "model_ids": ["m", model]})
+        assert refused.status_code == 400, refused.content
+        assert refused.json()["error"]["details"] == {"model_ids": ["A model name cannot hold control characters."]}
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
+        assert saves(tenant_alpha) == 0
