@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
 from apps.core.exceptions import InvalidInput, put_on_form
@@ -53,7 +56,11 @@ class McpServiceForm(forms.Form):
 
 
 class McpServiceEditForm(McpServiceForm):
-    """The same fields; the stored headers cannot be shown, so empty keeps them and a box removes them."""
+    """The same fields; the stored headers cannot be shown, so empty keeps them and a box removes them.
+
+    ``shown_tools`` (hidden) names the tools the page showed boxes for: a tool loaded since (a test in another tab)
+    keeps its state, offered or not, instead of counting as unchecked, and one no longer listed is left out.
+    """
 
     clear_headers = forms.BooleanField(label=_("Remove the stored auth headers"), required=False)
 
@@ -63,17 +70,44 @@ class McpServiceEditForm(McpServiceForm):
         widget=forms.CheckboxSelectMultiple,
         help_text=_("Unchecked tools are kept from the model. Tools the server adds later are offered."),
     )
+    shown_tools = forms.CharField(required=False, widget=forms.HiddenInput)
 
-    def __init__(self, *args: Any, tool_names: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, tool_names: list[str] | None = None, disabled_tools: Iterable[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["headers"].help_text = _("Leave empty to keep the stored headers; new ones replace them all.")
         self.tool_names = tool_names or []
+        self.initial.setdefault("shown_tools", json.dumps(self.tool_names))
+        if self.is_bound:
+            self.data = self._unseen_kept(set(disabled_tools))
         if self.tool_names:
             field = self.fields["offered_tools"]
             assert isinstance(field, forms.MultipleChoiceField)
             field.choices = [(name, name) for name in self.tool_names]
         else:
             del self.fields["offered_tools"]
+
+    def _unseen_kept(self, disabled: set[str]) -> Any:
+        """The posted data with the boxes of tools the page did not show as the tools stand (offered unless kept
+        from the model), without the boxes of shown tools the server no longer lists, and the tools shown now.
+        Posted without ``shown_tools`` (or with one that is not a list of names), as it came."""
+        try:
+            shown = json.loads(self.data.get("shown_tools", "null"))
+        except (TypeError, ValueError):
+            shown = None
+        if (
+            not isinstance(self.data, QueryDict)
+            or not isinstance(shown, list)
+            or not all(isinstance(name, str) for name in shown)
+        ):
+            return self.data
+        data, shown, listed = self.data.copy(), set(shown), set(self.tool_names)
+        ticked = [name for name in data.getlist("offered_tools") if name in listed or name not in shown]
+        unseen = [name for name in self.tool_names if name not in shown and name not in disabled]
+        data.setlist("offered_tools", [*ticked, *unseen])
+        data["shown_tools"] = json.dumps(self.tool_names)
+        return data
 
     def disabled_tools(self) -> list[str] | None:
         """The loaded tools left unchecked; None when no tools are loaded (nothing to choose)."""

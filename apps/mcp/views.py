@@ -113,7 +113,7 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
     status = 200
     tool_names = [tool.name for tool in service.exposed_tools]  # each once, if the server lists one twice
     if request.method == "POST":
-        form = McpServiceEditForm(request.POST, tool_names=tool_names)
+        form = McpServiceEditForm(request.POST, tool_names=tool_names, disabled_tools=service.disabled_tools)
         if form.is_valid():
             data = form.cleaned_data
             headers = {} if data["clear_headers"] else (data["headers"] or None)  # None keeps them

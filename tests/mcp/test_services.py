@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from typing import Any
 
 import pytest
@@ -149,6 +150,60 @@ class TestToolPages:
         with schema_context(tenant_alpha.tenant.schema_name):
             stored = McpService.objects.get(pk=created.json()["id"]).tools
         assert len(json.dumps(stored, ensure_ascii=False).encode()) <= 1024 * 1024
+
+
+class TestTheEditPagesToolBoxes:
+    """The edit page's boxes say which tools are offered; a tool the page did not show keeps its state."""
+
+    def test_a_tool_loaded_while_the_page_was_open_stays_offered(self, tenant_alpha: TenantFixture) -> None:
+        """A test in another tab loaded ``c``; saving the page, opened with ``a`` and ``b``, to rename the service
+        kept ``c`` from the model, though no one unchecked it ("tools the server adds later are offered")."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Levels", url=URL)
+            McpService.objects.filter(pk=service.pk).update(tools=[tool("a"), tool("b")])
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        edit = f"/services/{service.pk}/edit/"
+        page = client.get(edit).content.decode()
+        with schema_context(tenant_alpha.tenant.schema_name):  # another tab's test, meanwhile
+            McpService.objects.filter(pk=service.pk).update(tools=[tool("a"), tool("b"), tool("c")])
+        form = {"name": "Levels 2", "url": URL, "type": "streamable-http", "timeout_seconds": 30,
+                "shown_tools": json.dumps(["a", "b"])}  # fmt: skip
+        assert client.post(edit, {**form, "offered_tools": ["a"]}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            saved = McpService.objects.get(pk=service.pk)
+        assert (saved.name, saved.disabled_tools) == ("Levels 2", ["b"])
+        shown = re.search(r'name="shown_tools" value="([^"]*)"', page)  # what the page sends
+        assert shown is not None
+        assert json.loads(unescape(shown[1])) == ["a", "b"]
+
+    def test_a_tool_kept_from_the_model_and_loaded_again_stays_kept(self, tenant_alpha: TenantFixture) -> None:
+        """The page was opened while no tools were loaded (a new URL): every tool loaded since keeps its state."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Levels", url=URL)
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        edit = f"/services/{service.pk}/edit/"
+        page = client.get(edit).content.decode()
+        assert 'name="offered_tools"' not in page
+        shown = re.search(r'name="shown_tools" value="([^"]*)"', page)
+        assert shown is not None
+        assert unescape(shown[1]) == "[]"
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(pk=service.pk).update(tools=[tool("a"), tool("b")],
+                                                            config={"disabled_tools": ["b"]})  # fmt: skip
+        form = {"name": "Levels", "url": URL, "type": "streamable-http", "timeout_seconds": 30, "shown_tools": "[]"}
+        assert client.post(edit, form).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service.pk).disabled_tools == ["b"]
+
+    def test_a_shown_tool_the_server_no_longer_lists_is_no_error(self, tenant_alpha: TenantFixture) -> None:
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = mcp_service_create(actor=TEST_ACTOR, name="Levels", url=URL)
+            McpService.objects.filter(pk=service.pk).update(tools=[tool("a")])
+        form = {"name": "Levels", "url": URL, "type": "streamable-http", "timeout_seconds": 30,
+                "shown_tools": json.dumps(["a", "gone"]), "offered_tools": ["a", "gone"]}  # fmt: skip
+        assert logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service.pk}/edit/", form).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert McpService.objects.get(pk=service.pk).disabled_tools == []
 
 
 HEADERS_MOVED = (
