@@ -35,6 +35,13 @@ def in_each_language(words: Words) -> dict[str, str]:
     return texts
 
 
+def for_operators(words: Words) -> str:
+    """``words`` in English, the language of HydroNet's logs: an operator reads every line in one language,
+    whichever member's request wrote it."""
+    with translation.override("en"):
+        return words()
+
+
 def in_reader_language(texts: Mapping[str, str] | None, stored: str) -> str:
     """The text of ``texts`` in the active language, else ``stored``: a row stored before its translations were
     kept (``texts`` is NULL), or in a language added since."""

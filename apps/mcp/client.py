@@ -34,7 +34,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
 
 from apps.core.crypto import decrypt
-from apps.core.languages import Words, words_of
+from apps.core.languages import Words, for_operators, words_of
 from apps.core.outbound import decoded_response
 from apps.mcp.models import McpService, Transport
 from apps.mcp.tool_names import MAX_TOOLS_PER_SERVICE
@@ -404,7 +404,8 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
     try:
         return _in_session(service, work)
     except McpError as failure:
-        logger.warning("MCP service %s of %s failed: %s", service.slug, connection.schema_name, failure)
+        logger.warning("MCP service %s of %s failed: %s", service.slug, connection.schema_name,
+                       for_operators(failure.words))  # fmt: skip
         raise
 
 

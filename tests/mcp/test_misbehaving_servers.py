@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import queue
 import threading
 import time
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from django.utils import translation
 from django_tenants.utils import schema_context
 
 from apps.chat.engine import BoundTool, run_mcp_tool
@@ -246,3 +248,20 @@ class TestSseEndpoint:
             said, seconds = failure(tenant_alpha, service(tenant_alpha, url, "sse", timeout=1))
         assert said == "No answer within 6 s."
         assert 6 <= seconds < 8, seconds
+
+
+class TestTheLog:
+    def test_a_failure_is_logged_in_english_whatever_the_requests_language(
+        self, tenant_alpha: TenantFixture, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The error said to a member is in their language; the operators' log line was too, so a Chinese member's
+        failures were logged in Chinese."""
+        with canned_server(b"<html>not MCP</html>") as root:
+            made = service(tenant_alpha, f"{root}/mcp")
+            with translation.override("zh-hans"), caplog.at_level(logging.WARNING, logger="apps.mcp.client"):
+                said, _seconds = failure(tenant_alpha, made)
+        logged = [record.getMessage() for record in caplog.records if record.name == "apps.mcp.client"]
+        assert len(logged) == 1, logged
+        assert "text/html" in logged[0]
+        assert logged[0].isascii(), logged[0]  # the member was told in Chinese
+        assert not said.isascii(), said
