@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from django.utils.translation import gettext as _
 from drf_spectacular.generators import SchemaGenerator
+from rest_framework.exceptions import MethodNotAllowed
 from rest_framework.views import APIView
 
 from apps.core.exceptions import json_error
@@ -37,12 +37,9 @@ class _OperationRouter(APIView):
             method = "GET" if "GET" in self.operation_views else next(iter(self.operation_views))
         view = self.operation_views.get(method)
         if view is None:
-            response = json_error(
-                "method_not_allowed",
-                _("Method “%(method)s” not allowed.") % {"method": request.method},
-                status=405,
-                request=request,
-            )
+            # DRF's words, as a path served by one class says them (they read differently in both languages)
+            said = str(MethodNotAllowed(request.method).detail)
+            response = json_error("method_not_allowed", said, status=405, request=request)
         else:
             response = view(request, *args, **kwargs)
         response["Allow"] = ", ".join(self.allowed_methods)

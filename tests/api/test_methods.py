@@ -65,3 +65,17 @@ def test_a_method_no_operation_serves_is_a_405_naming_the_others(tenant_alpha: T
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert set(response["Allow"].split(", ")) == {"GET", "POST", "HEAD", "OPTIONS"}
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_a_405_says_what_a_path_served_by_one_class_says(tenant_alpha: TenantFixture, language: str) -> None:
+    """Two paths' 405s read differently: ``Method "PUT" not allowed.`` and ``Method “PUT” not allowed.``, and in
+    Chinese two sentences of different grammar."""
+    one_class = "/api/quota"  # usage.QuotaApi.as_view(), not apps.api.routing.operations
+    client = tenant_alpha.client()
+    said = {
+        path: client.put(path, HTTP_ACCEPT_LANGUAGE=language, **admin_headers(tenant_alpha, PATHS[path])).json()
+        for path in ("/api/conversations", one_class)
+    }
+    assert said["/api/conversations"] == said[one_class], said
+    assert said[one_class]["error"]["code"] == "method_not_allowed"
