@@ -38,7 +38,7 @@ class _OperationRouter(APIView):
         view = self.operation_views.get(method)
         if view is None:
             # DRF's words, as a path served by one class says them (they read differently in both languages)
-            said = str(MethodNotAllowed(request.method).detail)
+            said = str(MethodNotAllowed(request.method or "").detail)
             response = json_error("method_not_allowed", said, status=405, request=request)
         else:
             response = view(request, *args, **kwargs)
