@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -159,11 +159,19 @@ class McpServiceDisableApi(_McpServiceSetActiveApi):
     active = False
 
 
+class McpUnusableToolOutput(serializers.Serializer):
+    """A tool a test left out: its input schema is not a valid JSON Schema of an object."""
+
+    name = serializers.CharField()
+    problem = serializers.CharField(help_text="What is wrong with its input schema, in JSON Schema's words.")
+
+
 class McpServiceTestApi(TenantApi):
     """POST /api/mcp-services/{id}/test: connect, list the tools, and cache them (400 if it is not MCP).
 
     ``more_tools`` is true when the server lists more tools than are loaded (the first 500, of at most
-    MCP_MAX_TOOL_LIST_BYTES in all, are).
+    MCP_MAX_TOOL_LIST_BYTES in all, are). ``unusable_tools``: the tools left out because their input schema is
+    not a valid JSON Schema of an object, each with what is wrong with it.
     409 ``service_changed`` when the URL or transport changed while it was tested: nothing is stored.
     """
 
@@ -171,13 +179,18 @@ class McpServiceTestApi(TenantApi):
 
     class OutputSerializer(McpServiceOutput):
         more_tools = serializers.SerializerMethodField()
+        unusable_tools = serializers.SerializerMethodField()
 
         class Meta(McpServiceOutput.Meta):
-            fields = (*McpServiceOutput.Meta.fields, "more_tools")
+            fields = (*McpServiceOutput.Meta.fields, "more_tools", "unusable_tools")
             read_only_fields = fields
 
         def get_more_tools(self, service: McpService) -> bool:
-            return bool(self.context["more_tools"])
+            return bool(self.context["listing"].more)
+
+        @extend_schema_field(McpUnusableToolOutput(many=True))
+        def get_unusable_tools(self, service: McpService) -> list[dict[str, str]]:
+            return [{"name": name, "problem": problem} for name, problem in self.context["listing"].unusable]
 
     @extend_schema(
         request=None,
@@ -191,4 +204,4 @@ class McpServiceTestApi(TenantApi):
         service = access_mcp_service(actor, service_id)
         listing = services.mcp_service_test(actor=actor, service=service)
         service = access_mcp_service(actor, service_id)
-        return Response(self.OutputSerializer(service, context={"more_tools": listing.more}).data)
+        return Response(self.OutputSerializer(service, context={"listing": listing}).data)

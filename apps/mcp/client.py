@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx2
+import jsonschema
 import pydantic
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
@@ -64,10 +65,32 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ToolListing:
-    """The tools loaded from a server's list, in its order; ``more`` when it lists more than were loaded."""
+    """The tools loaded from a server's list, in its order; ``more`` when it lists more than were loaded;
+    ``unusable``: the tools left out for their input schema, each as its name and what is wrong with it
+    (``schema_problem``)."""
 
     tools: list[ToolSpec]
     more: bool = False
+    unusable: tuple[tuple[str, str], ...] = ()
+
+
+def schema_problem(schema: Any) -> str | None:
+    """What keeps ``schema`` from being a tool's input schema (MCP: a JSON Schema of ``"type": "object"``), or None.
+
+    A model server checks each tool's parameters when a chat offers them: one tool's schema it refuses (OpenAI's
+    "Invalid schema for function", say, for ``properties`` that is not an object) failed every turn of every
+    chat in the workspace until an admin unchecked the tool. The schema is checked against its dialect's
+    meta-schema (``$schema``, else 2020-12, MCP's default).
+    """
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return 'not a JSON Schema of "type": "object"'
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"{exc.message[:200]} (at {'/'.join(str(p) for p in exc.absolute_path) or 'the top'})"
+    except RecursionError:
+        return "nested too deeply"
+    return None
 
 
 @dataclass(frozen=True)
@@ -577,28 +600,36 @@ def list_tools(service: McpService) -> ToolListing:
 
     async def work(session: ClientSession) -> ToolListing:
         tools: list[ToolSpec] = []
+        unusable: list[tuple[str, str]] = []
         size = 0
         cursor: str | None = None
         for _page in range(MAX_TOOL_PAGES):
             result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
             for tool in result.tools:
+                if (problem := schema_problem(tool.input_schema)) is not None:
+                    unusable.append((tool.name, problem))
+                    continue
                 spec = ToolSpec(name=tool.name, description=tool.description or "",
                                 input_schema=dict(tool.input_schema or {}))  # fmt: skip
                 size += _stored_size(spec)
                 if len(tools) == MAX_TOOLS_PER_SERVICE or size > settings.MCP_MAX_TOOL_LIST_BYTES:
-                    return ToolListing(tools, more=True)
+                    return ToolListing(tools, more=True, unusable=tuple(unusable))
                 tools.append(spec)
             cursor = result.next_cursor  # "" too is taken for the end: asked for again, it is the first page
             if cursor and len(tools) == MAX_TOOLS_PER_SERVICE:
-                return ToolListing(tools, more=True)
+                return ToolListing(tools, more=True, unusable=tuple(unusable))
             if not cursor:
-                return ToolListing(tools)
-        return ToolListing(tools, more=True)
+                return ToolListing(tools, unusable=tuple(unusable))
+        return ToolListing(tools, more=True, unusable=tuple(unusable))
 
     listing = _run(service, work)
     if listing.more:
         logger.warning("MCP service %s of %s lists more tools than are loaded; %d are", service.slug,
                        connection.schema_name, len(listing.tools))  # fmt: skip
+    if listing.unusable:
+        logger.warning("MCP service %s of %s lists %d tools whose input schema is not valid, left out: %s",
+                       service.slug, connection.schema_name, len(listing.unusable),
+                       "; ".join(f"{name}: {problem}" for name, problem in listing.unusable[:5]))  # fmt: skip
     return listing
 
 

@@ -332,7 +332,7 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing
     """Connect, list the tools and cache them. Outside any transaction: it waits on the network.
 
     At most MAX_TOOLS_PER_SERVICE tools are loaded (``client.list_tools``); the listing says whether the
-    server lists more.
+    server lists more, and which tools it left out for an input schema a model server would refuse.
 
     Raises InvalidInput (code ``mcp_unreachable``) when the URL is not a working
     MCP server; the error is kept on the service for the admin to see. What the
@@ -359,6 +359,8 @@ def mcp_service_test(*, actor: Actor, service: McpService) -> client.ToolListing
                              updated_at=now):  # fmt: skip
             _refuse_changed(service)
         metadata: dict[str, Any] = {"tools": len(listing.tools)} | ({"more": True} if listing.more else {})
+        if listing.unusable:
+            metadata["unusable"] = [name for name, _problem in listing.unusable][:50]
         audit_record(actor=actor, action="mcp_service.tested", target=service, metadata=metadata)
         ai_setup_forget()
     service.tools, service.tools_refreshed_at, service.updated_at = found, now, now

@@ -92,7 +92,8 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
 
 
 def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing) -> None:
-    """What a test loaded, as the page's next message; and that the server lists more, if it does."""
+    """What a test loaded, as the page's next message; that the server lists more, if it does; and the tools left out
+    for their input schema, if any."""
     words = {"name": service.name, "count": len(listing.tools)}
     messages.success(request, _("%(name)s answers with %(count)d tools.") % words)
     if listing.more:
@@ -100,6 +101,13 @@ def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing)
         messages.warning(
             request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
                        "in all): only the first %(count)d are loaded.") % (words | limits),
+        )  # fmt: skip
+    if listing.unusable:
+        left_out = "; ".join(f"{name} ({problem})" for name, problem in listing.unusable[:10])
+        messages.warning(
+            request, _("%(name)s lists %(count)d tools whose input schema is not valid JSON Schema, which a model "
+                       "server would refuse: they are left out. %(tools)s")
+            % {"name": service.name, "count": len(listing.unusable), "tools": left_out},
         )  # fmt: skip
 
 

@@ -152,6 +152,58 @@ class TestToolPages:
         assert len(json.dumps(stored, ensure_ascii=False).encode()) <= 1024 * 1024
 
 
+class TestToolSchemas:
+    """A tool's input schema is checked when the list is loaded: one a model server refuses failed every chat."""
+
+    TOOLS = [
+        {"name": "good", "inputSchema": {"type": "object", "properties": {"station": {"type": "string"}},
+                                          "required": ["station"]}},
+        # What the SDK's own model refuses (``properties`` not an object, a ``type`` not "object") fails the whole
+        # list as not valid MCP; these it takes, and a model server refuses.
+        {"name": "type_typo", "inputSchema": {"type": "object", "properties": {"station": {"type": "strin"}}}},
+        {"name": "negative_length", "inputSchema": {"type": "object", "properties": {"station": {"minLength": -1}}}},
+        {"name": "extra_text", "inputSchema": {"type": "object", "additionalProperties": "no"}},
+        {"name": "draft7", "inputSchema": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                                            "properties": {"n": {"type": "integer", "minimum": 0}}}},
+    ]  # fmt: skip
+
+    def answer(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        if "id" not in message:
+            return None
+        result = STARTED if message["method"] == "initialize" else {"tools": self.TOOLS}
+        return {"jsonrpc": "2.0", "id": message["id"], "result": result}
+
+    def test_tools_whose_schema_is_not_valid_are_left_out_and_named(self, tenant_alpha: TenantFixture) -> None:
+        with streamable_server(self.answer, "application/json") as url:
+            created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Mixed", "url": url})
+            service_id = created.json()["id"]
+            tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+            page = logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+        assert tested.status_code == 200, tested.content
+        assert [each["name"] for each in tested.json()["tools"]] == ["good", "draft7"]
+        unusable = {each["name"]: each["problem"] for each in tested.json()["unusable_tools"]}
+        assert list(unusable) == ["type_typo", "negative_length", "extra_text"]
+        assert unusable["type_typo"].endswith("(at properties/station/type)"), unusable
+        assert unusable["negative_length"] == "-1 is less than the minimum of 0 (at properties/station/minLength)"
+        assert unusable["extra_text"] == "'no' is not of type 'object', 'boolean' (at additionalProperties)"
+        said = unescape(page.content.decode())
+        assert "Mixed lists 3 tools whose input schema is not valid JSON Schema" in said
+        assert "type_typo (" in said
+        assert "extra_text (" in said
+        with schema_context(tenant_alpha.tenant.schema_name):
+            service = McpService.objects.get(pk=service_id)
+            assert [tool.tool_name for tool in bind_tools([service])] == ["good", "draft7"]  # what a chat offers
+            audit = AuditEvent.objects.filter(action="mcp_service.tested").latest("id")
+        assert audit.metadata["unusable"] == ["type_typo", "negative_length", "extra_text"]
+
+    @pytest.mark.parametrize("schema", [[], {"type": "array"}, {}])
+    def test_a_schema_must_describe_an_object(self, schema: Any) -> None:
+        from apps.mcp.client import schema_problem
+
+        assert schema_problem(schema) == 'not a JSON Schema of "type": "object"'
+        assert schema_problem({"type": "object", "properties": {}}) is None
+
+
 class TestTheEditPagesToolBoxes:
     """The edit page's boxes say which tools are offered; a tool the page did not show keeps its state."""
 
