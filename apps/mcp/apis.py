@@ -7,7 +7,8 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.accounts.permissions import Perm
+from apps.accounts.permissions import Perm, role_has
+from apps.accounts.services import actor_role
 from apps.api.base import StrictSerializer, TenantApi
 from apps.api.fields import BoundedListField, JsonIntegerField
 from apps.api.schema import error_response, quota_exceeded
@@ -28,6 +29,12 @@ class McpToolOutput(serializers.Serializer):
 
 
 class McpServiceOutput(serializers.ModelSerializer):
+    """A service; its ``url`` whole for those who manage services (``context["can_manage"]``), else only its
+    scheme, host and port (``McpService.url_origin``: the rest may hold the provider's key)."""
+
+    url = serializers.SerializerMethodField(
+        help_text="The whole URL for members with `manage_services`; for others its scheme, host and port only."
+    )
     timeout_seconds = serializers.IntegerField()
     has_secret_headers = serializers.BooleanField()
     tools = McpToolOutput(many=True, source="exposed_tools")
@@ -42,6 +49,15 @@ class McpServiceOutput(serializers.ModelSerializer):
             "disabled_tools", "tools_refreshed_at", "last_error", "created_at", "updated_at",
         )  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField())
+    def get_url(self, service: McpService) -> str:
+        return service.url if self.context.get("can_manage") else service.url_origin
+
+
+def _can_manage(api: TenantApi, request: Request) -> dict[str, bool]:
+    """The serializer context of an answer to those who may only use services, or may manage them too."""
+    return {"can_manage": role_has(actor_role(api.actor(request)) or "", Perm.MANAGE_SERVICES)}
 
 
 class _ServiceInput(StrictSerializer):
@@ -59,7 +75,7 @@ class McpServiceListApi(TenantApi):
 
     @extend_schema(responses={200: McpServiceOutput(many=True)})
     def get(self, request: Request) -> Response:
-        return self.paginate(request, mcp_service_list(), McpServiceOutput)
+        return self.paginate(request, mcp_service_list(), McpServiceOutput, lambda _page: _can_manage(self, request))
 
 
 class McpServiceCreateApi(TenantApi):
@@ -75,7 +91,7 @@ class McpServiceCreateApi(TenantApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         service = services.mcp_service_create(actor=self.actor(request), **data.validated_data)
-        return Response(McpServiceOutput(service).data, status=status.HTTP_201_CREATED)
+        return Response(McpServiceOutput(service, context={"can_manage": True}).data, status=status.HTTP_201_CREATED)
 
 
 class McpServiceDetailApi(TenantApi):
@@ -85,7 +101,8 @@ class McpServiceDetailApi(TenantApi):
 
     @extend_schema(responses={200: McpServiceOutput})
     def get(self, request: Request, service_id: int) -> Response:
-        return Response(McpServiceOutput(access_mcp_service(self.actor(request), service_id)).data)
+        service = access_mcp_service(self.actor(request), service_id)
+        return Response(McpServiceOutput(service, context=_can_manage(self, request)).data)
 
 
 class McpServiceUpdateApi(TenantApi):
@@ -117,7 +134,7 @@ class McpServiceUpdateApi(TenantApi):
         if "timeout_seconds" in fields and fields["timeout_seconds"] is None:  # null, not left out
             fields["timeout_seconds"] = services.DEFAULT
         service = services.mcp_service_update(actor=actor, service=service, **fields)
-        return Response(McpServiceOutput(service).data)
+        return Response(McpServiceOutput(service, context={"can_manage": True}).data)
 
 
 class McpServiceDeleteApi(TenantApi):
@@ -141,7 +158,7 @@ class _McpServiceSetActiveApi(TenantApi):
         actor = self.actor(request)
         service = access_mcp_service(actor, service_id)
         service = services.mcp_service_set_active(actor=actor, service=service, active=self.active)
-        return Response(McpServiceOutput(service).data)
+        return Response(McpServiceOutput(service, context={"can_manage": True}).data)
 
 
 @extend_schema_view(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -77,3 +79,11 @@ class McpService(models.Model):
     @property
     def has_secret_headers(self) -> bool:
         return bool(self.secret_headers)
+
+    @property
+    def url_origin(self) -> str:
+        """The URL's scheme, host and port, as members who use the service but do not manage it see it: many MCP
+        providers put the key in the URL's path or query (``/s/<key>/mcp``, ``?api_key=``), or in its user
+        part, where auth headers, encrypted, are never shown."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"

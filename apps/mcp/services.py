@@ -196,8 +196,10 @@ def mcp_service_create(
         message = _("Another service already uses this tool prefix.")
         raise InvalidInput(message, details={"slug": [message]}) from exc
     ai_setup_forget()
+    # The URL's origin only: its path or query may hold the provider's key, which the audit, as for auth headers,
+    # never holds (the audit is exported and kept for years).
     audit_record(actor=actor, action="mcp_service.created", target=service, metadata={"name": service.name,
-                 "url": service.url})  # fmt: skip
+                 "url": service.url_origin})  # fmt: skip
     return service
 
 

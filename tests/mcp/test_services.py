@@ -19,7 +19,7 @@ from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create
 from tests.accounts.test_pages import logged_in
 from tests.chat.test_services_and_providers import admin, send
-from tests.conftest import TEST_ACTOR, TenantFixture
+from tests.conftest import TEST_ACTOR, TenantFixture, api_key_secret, bearer, jwt_pair, make_member
 from tests.mcp.test_misbehaving_servers import STARTED, streamable_server
 
 pytestmark = pytest.mark.django_db
@@ -500,3 +500,49 @@ class TestLastError:
         assert f'<div class="notice error small">{escape(DOWN["en"])}</div>' in page
         listed = client.get(f"/api/mcp-services/{service_id}", HTTP_ACCEPT_LANGUAGE="zh-hans").json()
         assert listed["last_error"] == DOWN["en"]
+
+
+class TestTheUrlsKey:
+    """Many MCP providers put the key in the URL (``/s/<key>/mcp``, ``?api_key=``): members who use the services but
+    do not manage them saw it whole in the API and on the services page, and the audit kept it."""
+
+    SECRET_URL = "https://holder:pw@mcp.example.com:8443/s/sk-live-123/mcp?api_key=sk-live-456"
+
+    def service(self, tenant: TenantFixture) -> McpService:
+        with schema_context(tenant.tenant.schema_name):
+            made = mcp_service_create(actor=TEST_ACTOR, name="Keyed", url=URL)
+            McpService.objects.filter(pk=made.pk).update(url=self.SECRET_URL)  # as if saved with it allowed
+            made.refresh_from_db()
+        return made
+
+    @pytest.mark.parametrize("credential", ["jwt", "api key"])
+    def test_members_who_only_use_services_see_the_origin(self, tenant_alpha: TenantFixture, credential: str) -> None:
+        made = self.service(tenant_alpha)
+        token = (jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"] if credential == "jwt"
+                 else api_key_secret(tenant_alpha, Role.USER))  # fmt: skip
+        client = tenant_alpha.client(**bearer(token))
+        listed = [each for each in client.get("/api/mcp-services").json()["results"] if each["id"] == made.pk]
+        one = client.get(f"/api/mcp-services/{made.pk}")
+        page = logged_in(tenant_alpha, Role.USER).get("/services/").content.decode()
+        assert [listed[0]["url"], one.json()["url"]] == ["https://mcp.example.com:8443"] * 2
+        assert "<code>https://mcp.example.com:8443</code>" in page
+        assert "sk-live" not in page
+        assert "holder" not in page
+
+    def test_admins_see_it_whole(self, tenant_alpha: TenantFixture) -> None:
+        made = self.service(tenant_alpha)
+        listed = [each for each in admin(tenant_alpha).get("/api/mcp-services").json()["results"]
+                  if each["id"] == made.pk]  # fmt: skip
+        assert listed[0]["url"] == self.SECRET_URL
+        assert admin(tenant_alpha).get(f"/api/mcp-services/{made.pk}").json()["url"] == self.SECRET_URL
+        assert escape(self.SECRET_URL) in logged_in(tenant_alpha, Role.ADMIN).get("/services/").content.decode()
+        renamed = send(admin(tenant_alpha), "patch", f"/api/mcp-services/{made.pk}", {"name": "Keyed 2"})
+        assert renamed.json()["url"] == self.SECRET_URL
+
+    def test_the_audit_keeps_the_origin(self, tenant_alpha: TenantFixture, awkward_mcp_url: str) -> None:
+        keyed = awkward_mcp_url + "?api_key=sk-live-789"
+        created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Audited", "url": keyed})
+        assert created.json()["url"] == keyed
+        with schema_context(tenant_alpha.tenant.schema_name):
+            event = AuditEvent.objects.filter(action="mcp_service.created").latest("id")
+        assert event.metadata["url"] == awkward_mcp_url.removesuffix("/mcp")
