@@ -54,6 +54,8 @@ def model_provider_save(
         errors["model_ids"] = [_("List 1 to 50 model names; the first is the default.")]
     elif any(has_control_characters(m) for m in model_ids):  # the settings page lists them one a line
         errors["model_ids"] = [_("A model name cannot hold control characters.")]
+    elif any("," in m for m in model_ids):  # the settings page takes commas between names, as new lines
+        errors["model_ids"] = [_("A model name cannot hold a comma: the settings page separates names with commas.")]
     name = name.strip()[:100]
     if has_control_characters(name):  # as MCP services' and conversations' names
         errors["name"] = [_("A name cannot hold control characters.")]

@@ -113,3 +113,14 @@ class TestModelNames:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert not ModelProvider.objects.exists()
         assert saves(tenant_alpha) == 0
+
+    def test_a_model_name_with_a_comma_is_refused(self, tenant_alpha: TenantFixture) -> None:
+        """A name "a,b" was saved as one model, and saving the settings page, which takes commas between names, for any
+        other change made it two."""
+        refused = send(admin(tenant_alpha), "put", "/api/model-provider", {"base_url": HERE, "model_ids": ["m", "a,b"]})
+        assert refused.status_code == 400, refused.content
+        assert refused.json()["error"]["details"] == {
+            "model_ids": ["A model name cannot hold a comma: the settings page separates names with commas."]
+        }
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert not ModelProvider.objects.exists()
