@@ -140,7 +140,23 @@
   list.querySelectorAll(".bubble.assistant").forEach((bubble) => {
     if (bubble.querySelector(".markdown").textContent.trim()) addCopy(bubble);
   });
-  const scroll = () => { list.scrollTop = list.scrollHeight; };
+  // The messages stay at their end while a reply streams, as long as the reader is there: scrolled up to read
+  // something earlier, they stay where the reader put them (each token pulled them back down) until the reader
+  // scrolls back to the end, or asks something.
+  let following = true;
+  let scrolledTo = 0; // where the page itself last put them
+  const scroll = () => {
+    list.scrollTop = list.scrollHeight;
+    scrolledTo = list.scrollTop;
+    following = true;
+  };
+  const follow = () => {
+    if (following) scroll();
+  };
+  list.addEventListener("scroll", () => {
+    if (list.scrollHeight - list.scrollTop - list.clientHeight < 4) following = true; // at the end
+    else if (list.scrollTop < scrolledTo - 1) following = false; // the reader scrolled up
+  });
   scroll(); // a conversation opens at its latest messages, where the next question goes
 
   if (!form) return;
@@ -548,7 +564,7 @@
           // The question titled a new conversation though its reply failed, as the sidebar shows.
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         }
-        scroll();
+        follow();
       });
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
@@ -592,7 +608,7 @@
       if (conversationId && !sessionEnded && !refused) offerRetry(answered);
       if (!sessionEnded) offerEdit();
       input.focus();
-      scroll();
+      follow();
     }
   }
 

@@ -896,3 +896,25 @@ def test_the_admins_navigation_is_one_line_and_chinese_labels_keep_their_case(
         else:
             assert transforms == {"uppercase"}
         context.close()
+
+
+def test_scrolled_up_while_a_reply_streams_the_messages_stay_where_the_reader_put_them(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Each token pulled the messages back to their end: what came earlier could not be read while a reply
+    streamed. Scrolled up, they stay (at its end too); a new question brings them back to the end, to follow."""
+    page = chat_page(browser, web_server, "en")
+    answer = long_reply_under_way(page)
+    messages = page.get_by_test_id("messages")
+    page.wait_for_function("list => list.scrollHeight > list.clientHeight + 100", arg=messages.element_handle())
+    messages.hover()
+    page.mouse.wheel(0, -10_000)  # the reader scrolls up, to the question
+    expect(answer).to_contain_text("chunk 199", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()  # the turn is over
+    assert messages.evaluate("list => list.scrollTop") == 0
+
+    page.get_by_test_id("chat-input").fill("And again #long")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("chunk 199", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+    assert messages.evaluate("list => list.scrollHeight - list.scrollTop - list.clientHeight") < 4
