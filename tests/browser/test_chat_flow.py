@@ -918,3 +918,43 @@ def test_scrolled_up_while_a_reply_streams_the_messages_stay_where_the_reader_pu
     expect(page.get_by_test_id("assistant-reply").last).to_contain_text("chunk 199", timeout=15_000)
     expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
     assert messages.evaluate("list => list.scrollHeight - list.scrollTop - list.clientHeight") < 4
+
+
+# Per cell of a reply's tables: how many lines its text takes, and whether the table ends within its reply.
+TABLE_LAYOUT = """() => [...document.querySelectorAll(".bubble.assistant .markdown table")].map((table) => {
+  const reply = table.closest(".bubble").getBoundingClientRect();
+  const lines = [...table.querySelectorAll("td")].map((cell) => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    return [cell.textContent, new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size];
+  });
+  return {within: table.getBoundingClientRect().right <= reply.right + 0.5, lines: lines};
+})"""
+
+
+def test_a_wide_table_in_a_reply_keeps_its_readings_whole_and_scrolls_within_the_reply(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """The reply's break-anywhere rule broke a reading of 165.06 over two lines and a station's name one
+    character a line, and a wider table spilled out of its reply; it scrolls sideways within it now."""
+    from apps.chat.markdown import render
+
+    page = chat_page(browser, web_server, "zh-CN")
+    rows = "".join(
+        f"| 2026-12-07T0{n}:00:00Z | S00{n} | 长江·寸滩站 | 165.0{n} | 166.50 | 168.00 | 正常 | "
+        f"https://hydro.example.com/stations/S00{n}/readings |\n"
+        for n in range(1, 6)
+    )
+    text = "| 时间 | 站点 | 名称 | 水位 (m) | 警戒水位 (m) | 保证水位 (m) | 状态 | 来源 |\n" + "|---" * 8 + "|\n" + rows
+    answer_turns_with(page, event_stream([("token", {"text": text}), ("done", {"message_id": 2, "html": render(text)})]))
+    page.get_by_test_id("chat-input").fill("S001 到 S005 的水位")
+    page.get_by_test_id("chat-send").click()
+    expect(page.locator(".bubble.assistant .markdown table")).to_have_count(1)
+    for width, height in [(1280, 720), (390, 844)]:
+        page.set_viewport_size({"width": width, "height": height})
+        (table,) = page.evaluate(TABLE_LAYOUT)
+        assert table["within"], f"the table spills out of its reply {width} px wide"
+        # A reading or a station id on one line; a name on at most two (broken at its "·", not one character a
+        # line); a time may break after a hyphen, as any text does.
+        broken = [text for text, lines in table["lines"] if lines > (1 if re.fullmatch(r"[\d.]+|S\d+", text) else 2)]
+        assert not broken, f"broken over lines {width} px wide: {broken}"
