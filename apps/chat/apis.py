@@ -298,7 +298,8 @@ class MessagePostApi(_TurnApi):
 
     With ``stream: true`` the reply is Server-Sent Events: ``token`` (``text``),
     ``tool_call``, ``tool_result``, then ``done`` (``message_id``, ``tokens``,
-    ``latency_ms``, ``html``) or ``error`` (``code``, ``message``). Without it,
+    ``latency_ms``, ``html``) or ``error`` (``code``, ``message``, and ``message_id`` and ``html`` of the failed
+    reply when it was stored). Without it,
     one JSON answer, or 502 ``upstream_error`` when the model server fails; the
     user's message is stored either way.
     """

@@ -530,10 +530,12 @@ def _failure_event(
                                   error=exc.message, error_words=words)  # fmt: skip
     except ConversationGone as gone:
         return _gone_event(gone)
+    # What the reply said before it failed, as done sends a reply: rendered, as the page shows it after a reload.
+    said = {"message_id": failed.pk, "html": render(failed.content)}
     if isinstance(exc, engine.UpstreamError):
-        return ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
-    return ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
-                               "status": exc.status_code, "details": exc.details})  # fmt: skip
+        return ChatEvent("error", {"code": "upstream_error", "message": exc.message, **said})
+    return ChatEvent("error", {"code": exc.code, "message": exc.message, "status": exc.status_code,
+                               "details": exc.details, **said})  # fmt: skip
 
 
 def _store_assistant(

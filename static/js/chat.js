@@ -558,6 +558,7 @@
           if (unmark && !toolCalled) unmark(); // stored as failed, a reply that replaces nothing
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
+          if (data.html) text.innerHTML = data.html; // what it said before it failed; sanitized on the server (nh3)
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
           copyIfSaid(bubble);

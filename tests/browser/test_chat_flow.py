@@ -958,3 +958,22 @@ def test_a_wide_table_in_a_reply_keeps_its_readings_whole_and_scrolls_within_the
         # line); a time may break after a hyphen, as any text does.
         broken = [text for text, lines in table["lines"] if lines > (1 if re.fullmatch(r"[\d.]+|S\d+", text) else 2)]
         assert not broken, f"broken over lines {width} px wide: {broken}"
+
+
+def test_what_a_failed_reply_said_is_shown_rendered_as_after_a_reload(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A reply that failed after some text kept showing that text's Markdown source (asterisks, rows of pipes)
+    until a reload rendered it."""
+    page = chat_page(browser, web_server, "en")
+    said = "**S001** was at\n\n| time | level |\n|---|---|\n| 08:00 | 165.06 |"
+    failed = {"code": "upstream_error", "message": "The model server went away.", "message_id": 2,
+              "html": "<p><strong>S001</strong> was at</p><table><tr><td>08:00</td><td>165.06</td></tr></table>"}  # fmt: skip
+    answer_turns_with(page, event_stream([("token", {"text": said}), ("error", failed)]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("The reply failed: The model server went away.")
+    expect(answer.locator(".markdown strong")).to_have_text("S001")
+    expect(answer.locator(".markdown table td").last).to_have_text("165.06")
+    expect(answer.locator(".markdown")).not_to_contain_text("**")

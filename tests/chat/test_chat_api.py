@@ -17,6 +17,7 @@ from django_tenants.utils import schema_context
 
 from apps.audit.models import AuditEvent
 from apps.chat import engine, services
+from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message
 from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_tool_result, _store_user_message
@@ -613,6 +614,24 @@ class TestModelServerFaults:
         assert (failed.status, len(failed.content) <= 70, failed.tool_calls) == ("error", True, [])
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # a broken answer is given back, as any
+
+    def test_what_a_failed_reply_said_comes_rendered_as_a_finished_reply_does(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """The chat page showed a failed reply's Markdown as its source (a table as rows of pipes) until a reload
+        rendered it; the error event brings it rendered, as done brings a reply."""
+        settings.CHAT_MAX_REPLY_CHARS = 40
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        chunks = [{"choices": [{"index": 0, "delta": {"content": "**S001** <i>x</i>\n"}}]}] * 3
+        with canned_server(sse_body(*chunks), content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True})
+        kind, data = sse(response)[-1]
+        _user, failed = stored(tenant_alpha, conversation)
+        assert (kind, failed.status, data["message_id"]) == ("error", "error", failed.pk)
+        assert data["html"] == render(failed.content)
+        assert data["html"].startswith("<p><strong>S001</strong> &lt;i&gt;x&lt;/i&gt;<br>")
 
     def test_a_streamed_answer_past_its_most_bytes_is_a_failure_in_words(
         self, tenant_alpha: TenantFixture, settings: Any
