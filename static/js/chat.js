@@ -550,7 +550,12 @@
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
-          addCopy(bubble);
+          if (data.html) addCopy(bubble);
+          else { // nothing to copy: say so, as the page does after a reload
+            const note = el("div", "bubble-note", t("emptyAnswer"));
+            note.dataset.testid = "empty-answer";
+            bubble.append(note);
+          }
           // The first exchange titles a new conversation (unless it was renamed meanwhile).
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         } else if (type === "error") {

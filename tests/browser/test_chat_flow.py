@@ -977,3 +977,17 @@ def test_what_a_failed_reply_said_is_shown_rendered_as_after_a_reload(
     expect(answer.locator(".markdown strong")).to_have_text("S001")
     expect(answer.locator(".markdown table td").last).to_have_text("165.06")
     expect(answer.locator(".markdown")).not_to_contain_text("**")
+
+
+def test_an_empty_answer_says_so_and_offers_nothing_to_copy(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """It showed an empty bubble whose Copy button copied nothing (and after a reload, nothing at all)."""
+    page = chat_page(browser, web_server, "en")
+    answer_turns_with(page, event_stream([("done", {"message_id": 2, "html": "", "title": "S001?"})]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer.get_by_test_id("empty-answer")).to_have_text("The model's answer was empty.")
+    expect(answer.get_by_test_id("copy-reply")).to_have_count(0)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()

@@ -97,6 +97,27 @@ class TestChatPage:
         download = client.get(f"/api/conversations/{conversation.pk}/export").content.decode()
         assert "This reply stopped before it was complete." in download
 
+    def test_an_empty_answer_says_so_and_a_round_that_only_called_tools_shows_nothing(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A model that answered nothing left its question unanswered on the page, with no word of why (and while
+        the turn streamed, an empty bubble whose Copy button copied nothing)."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            Message.objects.create(conversation=conversation, role="assistant", content="",
+                                   tool_calls=[{"id": "c1", "name": "hydrology__get_water_levels", "arguments": "{}"}])  # fmt: skip
+            Message.objects.create(conversation=conversation, role="tool", service="hydrology",
+                                   tool="get_water_levels", tool_call_id="c1", content="[]", arguments={})  # fmt: skip
+            Message.objects.create(conversation=conversation, role="assistant", content="")
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        messages = page.split('data-testid="messages"')[1]
+        assert messages.count('class="bubble assistant') == 1  # the answer; the round that called the tool is none
+        assert messages.count('data-testid="empty-answer"') == 1
+        assert ">The model's answer was empty.<" in messages
+        assert 'data-i18n-empty-answer="The model\'s answer was empty."' in page  # for static/js/chat.js
+
     def test_a_failed_reply_reads_as_one_sentence_in_chinese(self, tenant_alpha: TenantFixture) -> None:
         """ "回复失败：…", not "回复失败： …": the error goes inside the translated sentence, on the page, in the
         download and in what the page's script writes for a turn that fails while it watches."""
