@@ -344,6 +344,7 @@
       const modelSelect = form.querySelector("select[name=model]");
       const body = { stream: true };
       if (modelSelect) body.model = modelSelect.value;
+      meant(body, lastQuestion());
       runTurn("/retry", body, newBubble(), { offered: button, replacing: replacing });
     });
   }
@@ -361,6 +362,13 @@
   }
   const offered = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
   if (offered) wireRetry(offered);
+
+  // "Try again", "Regenerate" and an edit name the question they mean, the last one the page shows, when the page
+  // knows its id: another tab may have asked a newer one since, which they would answer again or replace instead
+  // (the server refuses them, 409 conversation_changed). A question asked here gets its id when its turn ends.
+  function meant(body, question) {
+    if (question && question.dataset.messageId) body.question = Number(question.dataset.messageId);
+  }
 
   // The last question can be edited (POST .../edit): "Edit" puts it in the input, and sending it asks it
   // anew; the question and what answered it then stand replaced. Escape or "Cancel" leaves it as it was.
@@ -501,6 +509,10 @@
     const replaceAnswer = () => {
       if (was.replacing && !unmark) unmark = markReplaced(was.replacing);
     };
+    const learnQuestion = (data) => { // the id of the question this turn answered: asked now, or before
+      const question = was.question || lastQuestion();
+      if (question && data.question_id) question.dataset.messageId = data.question_id;
+    };
     try {
       if (!conversationId) {
         const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
@@ -547,6 +559,7 @@
         } else if (type === "done") {
           replaceAnswer();
           ended = answered = true;
+          learnQuestion(data);
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
@@ -560,6 +573,7 @@
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         } else if (type === "error") {
           ended = true;
+          learnQuestion(data);
           if (unmark && !toolCalled) unmark(); // stored as failed, a reply that replaces nothing
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
@@ -641,6 +655,7 @@
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;
+    if (was.edited) meant(body, was.edited);
     await runTurn(path, body, bubble, was);
   });
 

@@ -946,7 +946,8 @@ def test_a_wide_table_in_a_reply_keeps_its_readings_whole_and_scrolls_within_the
         for n in range(1, 6)
     )
     text = "| 时间 | 站点 | 名称 | 水位 (m) | 警戒水位 (m) | 保证水位 (m) | 状态 | 来源 |\n" + "|---" * 8 + "|\n" + rows
-    answer_turns_with(page, event_stream([("token", {"text": text}), ("done", {"message_id": 2, "html": render(text)})]))
+    done = {"message_id": 2, "html": render(text)}
+    answer_turns_with(page, event_stream([("token", {"text": text}), ("done", done)]))
     page.get_by_test_id("chat-input").fill("S001 到 S005 的水位")
     page.get_by_test_id("chat-send").click()
     expect(page.locator(".bubble.assistant .markdown table")).to_have_count(1)
@@ -967,8 +968,8 @@ def test_what_a_failed_reply_said_is_shown_rendered_as_after_a_reload(
     until a reload rendered it."""
     page = chat_page(browser, web_server, "en")
     said = "**S001** was at\n\n| time | level |\n|---|---|\n| 08:00 | 165.06 |"
-    failed = {"code": "upstream_error", "message": "The model server went away.", "message_id": 2,
-              "html": "<p><strong>S001</strong> was at</p><table><tr><td>08:00</td><td>165.06</td></tr></table>"}  # fmt: skip
+    rendered = "<p><strong>S001</strong> was at</p><table><tr><td>08:00</td><td>165.06</td></tr></table>"
+    failed = {"code": "upstream_error", "message": "The model server went away.", "message_id": 2, "html": rendered}
     answer_turns_with(page, event_stream([("token", {"text": said}), ("error", failed)]))
     page.get_by_test_id("chat-input").fill("S001?")
     page.get_by_test_id("chat-send").click()
@@ -991,3 +992,46 @@ def test_an_empty_answer_says_so_and_offers_nothing_to_copy(
     expect(answer.get_by_test_id("empty-answer")).to_have_text("The model's answer was empty.")
     expect(answer.get_by_test_id("copy-reply")).to_have_count(0)
     expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+
+
+def test_a_tab_that_missed_a_newer_question_cannot_edit_or_regenerate_in_its_place(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Asked in another tab, a question a page had not seen was the one its Edit replaced and its Regenerate
+    answered again, not the one the page showed: now the page is refused, says why and keeps the edit."""
+    page = chat_page(browser, web_server, "en")
+    for question in ("hello", "hello again"):  # asked live: the page learns each question's id as its turn ends
+        page.get_by_test_id("chat-input").fill(question)
+        page.get_by_test_id("chat-send").click()
+        expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    stale = page.context.new_page()
+    stale.goto(page.url)
+    page.get_by_test_id("chat-input").fill("one more thing")  # asked in the first tab: the second has not seen it
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+
+    stale.get_by_test_id("chat-edit").click()
+    stale.get_by_test_id("chat-input").fill("hello again, corrected")
+    stale.get_by_test_id("chat-send").click()
+    refusal = stale.get_by_test_id("chat-refusal")
+    expect(refusal).to_contain_text("A newer question has been asked in this conversation")
+    expect(stale.get_by_test_id("chat-input")).to_have_value("hello again, corrected")  # still an edit
+    expect(stale.get_by_test_id("chat-editing")).to_be_visible()
+    stale.get_by_test_id("chat-edit-cancel").click()
+    stale.get_by_test_id("chat-regenerate").click()
+    expect(refusal).to_contain_text("A newer question has been asked in this conversation")
+    expect(stale.locator(".bubble.assistant")).to_have_count(2)  # no new one, nothing marked replaced
+    expect(stale.locator(".replaced")).to_have_count(0)
+    stale.reload()  # nothing was replaced
+    expect(stale.get_by_test_id("user-question")).to_have_text(["hello", "hello again", "one more thing"])
+    expect(stale.locator(".replaced")).to_have_count(0)
+
+    page.get_by_test_id("chat-edit").click()  # the tab that asked it edits its last question
+    page.get_by_test_id("chat-input").fill("one more thing, corrected")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    page.get_by_test_id("chat-regenerate").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("one more thing, corrected", timeout=15_000)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+    page.reload()
+    expect(page.locator(".bubble.user.replaced")).to_have_text(["one more thing" + "Edited and asked again below."])

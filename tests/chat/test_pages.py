@@ -106,8 +106,8 @@ class TestChatPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             conversation = Conversation.objects.create(user=member, title="Levels")
             Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
-            Message.objects.create(conversation=conversation, role="assistant", content="",
-                                   tool_calls=[{"id": "c1", "name": "hydrology__get_water_levels", "arguments": "{}"}])  # fmt: skip
+            call = {"id": "c1", "name": "hydrology__get_water_levels", "arguments": "{}"}
+            Message.objects.create(conversation=conversation, role="assistant", content="", tool_calls=[call])
             Message.objects.create(conversation=conversation, role="tool", service="hydrology",
                                    tool="get_water_levels", tool_call_id="c1", content="[]", arguments={})  # fmt: skip
             Message.objects.create(conversation=conversation, role="assistant", content="")
