@@ -438,10 +438,11 @@
     try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
   }
 
-  // A turn the server refused (a limit, the rate limit, a conversation still busy) or that never reached it
-  // asked nothing: the page shows what it showed before, and says why over the input. The question goes back
-  // into the input (an edit is still being edited), and what was offered ("Try again", "Regenerate") is
-  // offered again: offered on the refused question, it would answer the one before it again.
+  // A turn the server refused (a limit, the rate limit, a conversation still busy), that never reached it, or that
+  // was stopped before it could, asked nothing: the page shows what it showed before, and says why over the input
+  // (if there is a why). The question goes back into the input (an edit is still being edited), and what was
+  // offered ("Try again", "Regenerate") is offered again: offered on the refused question, it would answer the one
+  // before it again.
   const refusal = form.querySelector("[data-testid=chat-refusal]");
   function refuse(message, body, bubble, was) {
     bubble.remove();
@@ -454,7 +455,7 @@
     }
     if (body.content && !input.value) setInput(body.content);
     refusal.textContent = message;
-    refusal.hidden = false;
+    refusal.hidden = !message; // stopped: no reason to give
   }
 
   // A failure in the page's language: the API's message (translated on the server) or the page's own words,
@@ -594,7 +595,12 @@
       }
     } catch (error) {
       bubble.classList.remove("streaming");
-      if (error.name === "AbortError") {
+      if (error.name === "AbortError" && !conversationId) {
+        // Stopped while a new chat's conversation was being made: nothing was asked. The page is as it was, the
+        // question back in the input (it stayed on the page, "stopped", with no way to ask it again).
+        refused = true;
+        refuse("", body, bubble, was);
+      } else if (error.name === "AbortError") {
         // An edit may have reached the server, which stores the question before anything else.
         if (was.edited && !accepted) markEdited(was.edited, was.question);
         bubble.classList.add("incomplete");

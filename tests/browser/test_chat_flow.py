@@ -1035,3 +1035,28 @@ def test_a_tab_that_missed_a_newer_question_cannot_edit_or_regenerate_in_its_pla
     expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
     page.reload()
     expect(page.locator(".bubble.user.replaced")).to_have_text(["one more thing" + "Edited and asked again below."])
+
+
+def test_stopped_while_a_new_chat_is_being_made_the_question_goes_back_into_the_input(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Stopped before its conversation was made (a slow connection), the question stayed on the page marked
+    "Stopped. The partial reply is kept." with nothing kept, and nothing to ask it again with: it was lost."""
+    page = chat_page(browser, web_server, "en")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # the conversation is not made before the stop
+        held.append(route)
+
+    page.route("**/api/conversations", hold)
+    page.get_by_test_id("chat-input").fill("S001 levels, with a typo")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-stop")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("chat-input")).to_have_value("S001 levels, with a typo")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+    expect(page.get_by_test_id("chat-suggestion")).to_have_count(3)  # the new chat, as it was
+    expect(page.get_by_test_id("user-question")).to_have_count(0)
+    expect(page.get_by_test_id("assistant-reply")).to_have_count(0)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+    assert len(held) == 1
