@@ -193,6 +193,35 @@ class TestChatPage:
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
         assert client.get("/chat/", {"q": "flo\x00od"}).status_code == 200  # PostgreSQL refuses NUL in a pattern
 
+    def test_a_conversation_opened_from_a_search_keeps_the_search(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each conversation opened from a search's results came back to the whole list, the search box empty: the
+        search had to be typed again for the next one."""
+        from apps.chat import views
+
+        monkeypatch.setattr(views, "PAGE_MESSAGES", 1)
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            found = [Conversation.objects.create(user=member, title=f"S001 & levels {n}") for n in (1, 2)]
+            other = Conversation.objects.create(user=member, title="Rainfall June")
+            for content in ("levels at S001?", "more?"):
+                Message.objects.create(conversation=found[0], role="user", content=content)
+        query = "q=S001+%26+levels"
+        results = client.get("/chat/", {"q": "S001 & levels"}).content.decode()
+        for conversation in found:
+            assert f'href="/chat/{conversation.pk}/?{query.replace("&", "&amp;")}"' in results
+        opened = client.get(f"/chat/{found[0].pk}/?{query}").content.decode()
+        sidebar = opened.split('data-testid="conversation-search"')[1].split("</aside>")[0]
+        assert 'value="S001 &amp; levels"' in sidebar
+        assert f'href="/chat/{found[1].pk}/?{query.replace("&", "&amp;")}"' in sidebar
+        assert "Rainfall June" not in sidebar and f"/chat/{other.pk}/" not in sidebar
+        admin = logged_in(tenant_alpha, Role.ADMIN)  # everyone's conversations, searched: both are kept
+        everyone = admin.get("/chat/", {"all": "1", "q": "S001 & levels"}).content.decode()
+        assert f'href="/chat/{found[0].pk}/?all=1&amp;{query.replace("&", "&amp;")}"' in everyone
+        assert f'href="/chat/{other.pk}/' not in everyone
+        assert f'href="?full=1&amp;{query.replace("&", "&amp;")}"' in opened  # "show the whole conversation"
+
     def test_an_edited_questions_answer_is_dimmed_when_the_question_is_not_shown(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
