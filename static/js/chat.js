@@ -44,7 +44,9 @@
       } catch (e) { /* not the API's error (a proxy's page): the status */ }
       // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
       const ended = code === "not_authenticated"; // the API's code for a missing or failed credential
-      const error = new Error(ended ? t("sessionEnded") : message);
+      // The open conversation deleted (in another tab, say): say so, not the API's bare "Not found."
+      const gone = code === "not_found" && /^\/api\/conversations\/\d+/.test(path);
+      const error = new Error(ended ? t("sessionEnded") : gone ? t("conversationGone") : message);
       error.status = response.status; // refused: nothing was done
       error.code = ended ? "session_ended" : code;
       throw error;

@@ -1060,3 +1060,40 @@ def test_stopped_while_a_new_chat_is_being_made_the_question_goes_back_into_the_
     expect(page.get_by_test_id("assistant-reply")).to_have_count(0)
     expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
     assert len(held) == 1
+
+
+def test_a_conversation_deleted_in_another_tab_says_so(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Asking, renaming or answering again in a conversation deleted meanwhile said only "Not found." """
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.once("dialog", lambda dialog: dialog.accept())
+    other.get_by_test_id("chat-delete").click()
+    other.wait_for_url(lambda url: url.endswith("/chat/"))
+    gone = "This conversation no longer exists: it was deleted, perhaps in another tab or window."
+    page.get_by_test_id("chat-input").fill("hello again")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-refusal")).to_have_text(gone)
+    expect(page.get_by_test_id("chat-input")).to_have_value("hello again")
+    said: list[str] = []
+
+    def rename(dialog: Dialog) -> None:  # the new title, then what the page says of it
+        said.append(dialog.message)
+        if dialog.type == "prompt":
+            dialog.accept("Levels")
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", rename)
+    page.get_by_test_id("chat-rename").click()
+    for _ in range(50):
+        if len(said) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert said == ["A new title for this conversation:", gone]
+    expect(page.get_by_test_id("chat-title")).to_have_text("hello")
