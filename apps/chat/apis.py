@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
-from apps.api.fields import JsonBooleanField
+from apps.api.fields import JsonBooleanField, JsonIntegerField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
 from apps.chat import services
@@ -293,12 +293,21 @@ class _TurnApi(TenantApi):
         return actor, conversation
 
 
+def _question_field() -> JsonIntegerField:
+    """The question a turn that answers again or edits means: the last one the client shows."""
+    return JsonIntegerField(required=False, allow_null=True, default=None, min_value=1)
+
+
+CHANGED = "`conversation_changed`: `question` is not the conversation's last question (another tab or client asked one)"
+
+
 class MessagePostApi(_TurnApi):
     """POST /api/conversations/{id}/messages: the user's message, and the assistant's reply.
 
     With ``stream: true`` the reply is Server-Sent Events: ``token`` (``text``),
     ``tool_call``, ``tool_result``, then ``done`` (``message_id``, ``tokens``,
-    ``latency_ms``, ``html``) or ``error`` (``code``, ``message``). Without it,
+    ``latency_ms``, ``html``) or ``error`` (``code``, ``message``, and ``message_id`` and ``html`` of the failed
+    reply when it was stored). Without it,
     one JSON answer, or 502 ``upstream_error`` when the model server fails; the
     user's message is stored either way.
     """
@@ -314,12 +323,15 @@ class MessagePostApi(_TurnApi):
         actor, conversation = self.turn_conversation(request, conversation_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        # The question an edit means, if the client names it (MessageEditApi)
+        meant = {"question": data.validated_data["question"]} if "question" in data.validated_data else {}
         events = self.answer(
             actor=actor,
             conversation=conversation,
             content=data.validated_data["content"],
             model=data.validated_data["model"] or None,
             meter=self.meter,
+            **meant,
         )
         return _respond(conversation, events, data.validated_data["stream"])
 
@@ -330,14 +342,18 @@ class MessageRetryApi(_TurnApi):
 
     Nothing new is stored for the user. The reply streams (``stream: true``) or
     comes whole, as ``POST .../messages``' does, and is metered the same way.
-    409 ``nothing_to_retry`` when there is no question yet.
+    409 ``nothing_to_retry`` when there is no question yet; ``question``, if given, must be
+    the last question (409 ``conversation_changed``).
     """
 
+    class InputSerializer(_TurnApi.InputSerializer):
+        question = _question_field()
+
     @extend_schema(
-        request=_TurnApi.InputSerializer,
+        request=InputSerializer,
         responses={
             **REPLY_RESPONSES,
-            409: error_response(f"{BUSY}; `nothing_to_retry`: the conversation has no question yet."),
+            409: error_response(f"{BUSY}; `nothing_to_retry`: the conversation has no question yet; {CHANGED}."),
         },
     )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:
@@ -345,8 +361,9 @@ class MessageRetryApi(_TurnApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         events = services.conversation_retry(
-            actor=actor, conversation=conversation, model=data.validated_data["model"] or None, meter=self.meter
-        )
+            actor=actor, conversation=conversation, model=data.validated_data["model"] or None, meter=self.meter,
+            question=data.validated_data["question"],
+        )  # fmt: skip
         return _respond(conversation, events, data.validated_data["stream"])
 
 
@@ -356,16 +373,19 @@ class MessageEditApi(MessagePostApi):
     The edited question and what answered it stay stored, marked ``replaced``; the model
     reads the conversation without them. The new question is answered as ``POST .../messages``
     answers one: streamed or whole, metered the same way. 409 ``nothing_to_edit`` when there
-    is no question yet.
+    is no question yet; ``question``, if given, must be the last question (409 ``conversation_changed``).
     """
+
+    class InputSerializer(MessagePostApi.InputSerializer):
+        question = _question_field()
 
     answer = staticmethod(services.conversation_edit)
 
     @extend_schema(
-        request=MessagePostApi.InputSerializer,
+        request=InputSerializer,
         responses={
             **REPLY_RESPONSES,
-            409: error_response(f"{BUSY}; `nothing_to_edit`: the conversation has no question yet."),
+            409: error_response(f"{BUSY}; `nothing_to_edit`: the conversation has no question yet; {CHANGED}."),
         },
     )
     def post(self, request: Request, conversation_id: int) -> HttpResponseBase:

@@ -215,7 +215,12 @@ def conversation_reply(
 
 
 def conversation_retry(
-    *, actor: Actor, conversation: Conversation, model: str | None = None, meter: Meter | None = None
+    *,
+    actor: Actor,
+    conversation: Conversation,
+    model: str | None = None,
+    meter: Meter | None = None,
+    question: int | None = None,
 ) -> Iterator[ChatEvent]:
     """Answer the last question again: after its turn failed, was stopped or was cut short ("Try again"),
     or for another answer than the one it got ("Regenerate").
@@ -227,9 +232,11 @@ def conversation_retry(
     without calling the tools again. The replaced reply stays stored; later
     turns read only the new one (``model_history``). The turn is metered and
     streamed as ``conversation_reply``'s. A conversation without a question is
-    refused (409 ``nothing_to_retry``) before anything is charged.
+    refused (409 ``nothing_to_retry``) before anything is charged, as is one whose last
+    question is not ``question`` (:func:`_check_question`).
     """
     started = time.monotonic()
+    asked = _check_question(conversation, question)
     replaces = reply_to_replace(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     history = model_history(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
     while history and is_plain_reply(history[-1]):
@@ -240,11 +247,17 @@ def conversation_retry(
         )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, *history]
     return _reply(actor=actor, conversation=conversation, messages=messages, question=None, model=model,
-                  meter=meter, started=started, replaces=replaces)  # fmt: skip
+                  meter=meter, started=started, replaces=replaces, asked=asked)  # fmt: skip
 
 
 def conversation_edit(
-    *, actor: Actor, conversation: Conversation, content: str, model: str | None = None, meter: Meter | None = None
+    *,
+    actor: Actor,
+    conversation: Conversation,
+    content: str,
+    model: str | None = None,
+    meter: Meter | None = None,
+    question: int | None = None,
 ) -> Iterator[ChatEvent]:
     """Ask the last question again, edited: ``content`` replaces it, and is answered as a new question.
 
@@ -253,11 +266,12 @@ def conversation_edit(
     neither (``model_history``) and the page, the messages API and the download mark
     them as replaced. The turn is checked, metered, stored and streamed as
     ``conversation_reply``'s. A conversation without a question is refused (409
-    ``nothing_to_edit``) before anything is charged.
+    ``nothing_to_edit``) before anything is charged, as is one whose last question is not
+    ``question`` (:func:`_check_question`).
     """
     started = time.monotonic()
     content = _check_content(content)
-    edited = last_question(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    edited = _check_question(conversation, question)
     if edited is None:
         raise ApplicationError(
             _("There is no question to edit yet; ask one first."), code="nothing_to_edit", status_code=409
@@ -281,12 +295,13 @@ def _reply(
     started: float,
     replaces: int | None = None,
     question_replaces: int | None = None,
+    asked: int | None = None,
 ) -> Iterator[ChatEvent]:
     """Charge the turn, send its first model request, store ``question`` (if new) meanwhile, and stream.
 
     ``replaces``: the reply a turn answering the question again replaces; its first stored
     assistant message that did not fail names it. ``question_replaces``: the question that
-    ``question`` edits."""
+    ``question`` edits. ``asked``: the id of the question a turn answers again."""
     meter = meter or Meter.for_actor(actor)
     meter.claim = turn_hold(meter.schema, conversation)  # taken with the first charge, given up when the turn ends
     ticket: Ticket | None = None
@@ -312,7 +327,7 @@ def _reply(
         remember = bool(model) and chosen != conversation.model
         conversation.model = chosen if remember else conversation.model
         if question is not None:
-            _store_user_message(conversation, question, replaces=question_replaces)
+            asked = _store_user_message(conversation, question, replaces=question_replaces)
         elif remember:  # answered again: nothing else is stored before the reply
             Conversation.objects.filter(pk=conversation.pk).update(model=chosen)
     except BaseException:
@@ -335,10 +350,29 @@ def _reply(
         meter=meter,
         ticket=ticket,
         replaces=replaces,
+        question_id=asked,
     )
 
 
-def _store_user_message(conversation: Conversation, content: str, *, replaces: int | None = None) -> None:
+def _check_question(conversation: Conversation, question: int | None) -> int | None:
+    """The conversation's last question (None before the first one), which must be ``question`` if one is named.
+
+    A client answers again, or edits, the last question it shows. Another tab or client may have asked a newer one
+    since: a "Regenerate" or an edit in a page that had not seen it replaced that question's answer, or the
+    question itself, instead of the one the member meant. Naming the question it means, the client is refused
+    (409 ``conversation_changed``) before anything is charged or stored.
+    """
+    last = last_question(conversation, limit=settings.CHAT_HISTORY_MESSAGES)
+    if question is not None and last is not None and question != last:
+        raise ApplicationError(
+            _("A newer question has been asked in this conversation, in another tab or window. Reload the page "
+              "to see it, then try again."),
+            code="conversation_changed", status_code=409, details={"question": last},
+        )  # fmt: skip
+    return last
+
+
+def _store_user_message(conversation: Conversation, content: str, *, replaces: int | None = None) -> int:
     """Store the user's message and touch the conversation (its title, if it has none yet, and its model) in one
     statement.
 
@@ -359,6 +393,7 @@ def _store_user_message(conversation: Conversation, content: str, *, replaces: i
         params=[title, conversation.model, _touch(conversation)],
         returning="title",
     )
+    return int(message.pk)
 
 
 def _touch(conversation: Conversation) -> Any:
@@ -419,6 +454,7 @@ def _stream_turn(
     meter: Meter,
     ticket: Any,
     replaces: int | None = None,
+    question_id: int | None = None,
 ) -> Iterator[ChatEvent]:
     tokens = 0
     partial: list[str] = []
@@ -469,13 +505,14 @@ def _stream_turn(
         # Before the last event: a client that reads it may ask its next question at once.
         _turn_over(turn, meter)
     if ending is not None:
-        yield _titled(ending, conversation)
+        yield _as_done(ending, conversation, question_id)
         return
     assert reply is not None  # run_turn ends with a reply that asks for no tools
     yield ChatEvent(
         "done",
         {
             "message_id": reply.pk,
+            "question_id": question_id,
             "conversation_id": conversation.pk,
             "title": conversation.title,
             "tokens": tokens,
@@ -486,11 +523,12 @@ def _stream_turn(
     )
 
 
-def _titled(ending: ChatEvent, conversation: Conversation) -> ChatEvent:
-    """A failed turn's error event with the conversation's title, as ``done`` has it, when the failure was stored
-    (the question titled an untitled conversation all the same)."""
+def _as_done(ending: ChatEvent, conversation: Conversation, question_id: int | None) -> ChatEvent:
+    """A failed turn's error event with the conversation's title and the question's id, as ``done`` has them, when
+    the failure was stored (the question titled an untitled conversation all the same)."""
     if "message_id" in ending.data:
         ending.data["title"] = conversation.title
+        ending.data["question_id"] = question_id
     return ending
 
 
@@ -530,10 +568,12 @@ def _failure_event(
                                   error=exc.message, error_words=words)  # fmt: skip
     except ConversationGone as gone:
         return _gone_event(gone)
+    # What the reply said before it failed, as done sends a reply: rendered, as the page shows it after a reload.
+    said = {"message_id": failed.pk, "html": render(failed.content)}
     if isinstance(exc, engine.UpstreamError):
-        return ChatEvent("error", {"code": "upstream_error", "message": exc.message, "message_id": failed.pk})
-    return ChatEvent("error", {"code": exc.code, "message": exc.message, "message_id": failed.pk,
-                               "status": exc.status_code, "details": exc.details})  # fmt: skip
+        return ChatEvent("error", {"code": "upstream_error", "message": exc.message, **said})
+    return ChatEvent("error", {"code": exc.code, "message": exc.message, "status": exc.status_code,
+                               "details": exc.details, **said})  # fmt: skip
 
 
 def _store_assistant(

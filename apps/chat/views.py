@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -89,6 +90,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     turn = TurnState.WRITING if writing else None
     if conversation is not None and writable and not model_error and not writing:
         turn = turn_state(conversation, last=kept["message"] if kept else None)
+    # What the sidebar's links keep, into the conversation they open: everyone's, and the search that found it.
+    sidebar_query = urlencode({**({"all": "1"} if everyone else {}), **({"q": search} if search else {})})
     context = {
         "conversations": conversations[:SIDEBAR_CONVERSATIONS],
         "more_conversations": len(conversations) > SIDEBAR_CONVERSATIONS,
@@ -96,6 +99,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "search": search,
         "can_see_all": can_see_all,
         "everyone": everyone,
+        "sidebar_query": sidebar_query,
         "conversation": conversation,
         "chat_messages": shown,
         "earlier_messages": earlier,

@@ -44,7 +44,9 @@
       } catch (e) { /* not the API's error (a proxy's page): the status */ }
       // Logged out in another tab, or the session expired: say so, not DRF's "credentials were not provided".
       const ended = code === "not_authenticated"; // the API's code for a missing or failed credential
-      const error = new Error(ended ? t("sessionEnded") : message);
+      // The open conversation deleted (in another tab, say): say so, not the API's bare "Not found."
+      const gone = code === "not_found" && /^\/api\/conversations\/\d+/.test(path);
+      const error = new Error(ended ? t("sessionEnded") : gone ? t("conversationGone") : message);
       error.status = response.status; // refused: nothing was done
       error.code = ended ? "session_ended" : code;
       throw error;
@@ -140,7 +142,23 @@
   list.querySelectorAll(".bubble.assistant").forEach((bubble) => {
     if (bubble.querySelector(".markdown").textContent.trim()) addCopy(bubble);
   });
-  const scroll = () => { list.scrollTop = list.scrollHeight; };
+  // The messages stay at their end while a reply streams, as long as the reader is there: scrolled up to read
+  // something earlier, they stay where the reader put them (each token pulled them back down) until the reader
+  // scrolls back to the end, or asks something.
+  let following = true;
+  let scrolledTo = 0; // where the page itself last put them
+  const scroll = () => {
+    list.scrollTop = list.scrollHeight;
+    scrolledTo = list.scrollTop;
+    following = true;
+  };
+  const follow = () => {
+    if (following) scroll();
+  };
+  list.addEventListener("scroll", () => {
+    if (list.scrollHeight - list.scrollTop - list.clientHeight < 4) following = true; // at the end
+    else if (list.scrollTop < scrolledTo - 1) following = false; // the reader scrolled up
+  });
   scroll(); // a conversation opens at its latest messages, where the next question goes
 
   if (!form) return;
@@ -328,6 +346,7 @@
       const modelSelect = form.querySelector("select[name=model]");
       const body = { stream: true };
       if (modelSelect) body.model = modelSelect.value;
+      meant(body, lastQuestion());
       runTurn("/retry", body, newBubble(), { offered: button, replacing: replacing });
     });
   }
@@ -345,6 +364,13 @@
   }
   const offered = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
   if (offered) wireRetry(offered);
+
+  // "Try again", "Regenerate" and an edit name the question they mean, the last one the page shows, when the page
+  // knows its id: another tab may have asked a newer one since, which they would answer again or replace instead
+  // (the server refuses them, 409 conversation_changed). A question asked here gets its id when its turn ends.
+  function meant(body, question) {
+    if (question && question.dataset.messageId) body.question = Number(question.dataset.messageId);
+  }
 
   // The last question can be edited (POST .../edit): "Edit" puts it in the input, and sending it asks it
   // anew; the question and what answered it then stand replaced. Escape or "Cancel" leaves it as it was.
@@ -414,10 +440,11 @@
     try { await api("DELETE", "/api/conversations/" + id); } catch (e) { /* it stays, empty */ }
   }
 
-  // A turn the server refused (a limit, the rate limit, a conversation still busy) or that never reached it
-  // asked nothing: the page shows what it showed before, and says why over the input. The question goes back
-  // into the input (an edit is still being edited), and what was offered ("Try again", "Regenerate") is
-  // offered again: offered on the refused question, it would answer the one before it again.
+  // A turn the server refused (a limit, the rate limit, a conversation still busy), that never reached it, or that
+  // was stopped before it could, asked nothing: the page shows what it showed before, and says why over the input
+  // (if there is a why). The question goes back into the input (an edit is still being edited), and what was
+  // offered ("Try again", "Regenerate") is offered again: offered on the refused question, it would answer the one
+  // before it again.
   const refusal = form.querySelector("[data-testid=chat-refusal]");
   function refuse(message, body, bubble, was) {
     bubble.remove();
@@ -430,7 +457,7 @@
     }
     if (body.content && !input.value) setInput(body.content);
     refusal.textContent = message;
-    refusal.hidden = false;
+    refusal.hidden = !message; // stopped: no reason to give
   }
 
   // A failure in the page's language: the API's message (translated on the server) or the page's own words,
@@ -485,6 +512,10 @@
     const replaceAnswer = () => {
       if (was.replacing && !unmark) unmark = markReplaced(was.replacing);
     };
+    const learnQuestion = (data) => { // the id of the question this turn answered: asked now, or before
+      const question = was.question || lastQuestion();
+      if (question && data.question_id) question.dataset.messageId = data.question_id;
+    };
     try {
       if (!conversationId) {
         const conversation = await (await api("POST", "/api/conversations", {}, controller.signal)).json();
@@ -531,24 +562,32 @@
         } else if (type === "done") {
           replaceAnswer();
           ended = answered = true;
+          learnQuestion(data);
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
-          addCopy(bubble);
+          if (data.html) addCopy(bubble);
+          else { // nothing to copy: say so, as the page does after a reload
+            const note = el("div", "bubble-note", t("emptyAnswer"));
+            note.dataset.testid = "empty-answer";
+            bubble.append(note);
+          }
           // The first exchange titles a new conversation (unless it was renamed meanwhile).
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         } else if (type === "error") {
           ended = true;
+          learnQuestion(data);
           if (unmark && !toolCalled) unmark(); // stored as failed, a reply that replaces nothing
           bubble.classList.remove("streaming");
           bubble.classList.add("error");
+          if (data.html) text.innerHTML = data.html; // what it said before it failed; sanitized on the server (nh3)
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
           copyIfSaid(bubble);
           // The question titled a new conversation though its reply failed, as the sidebar shows.
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
         }
-        scroll();
+        follow();
       });
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
@@ -558,7 +597,12 @@
       }
     } catch (error) {
       bubble.classList.remove("streaming");
-      if (error.name === "AbortError") {
+      if (error.name === "AbortError" && !conversationId) {
+        // Stopped while a new chat's conversation was being made: nothing was asked. The page is as it was, the
+        // question back in the input (it stayed on the page, "stopped", with no way to ask it again).
+        refused = true;
+        refuse("", body, bubble, was);
+      } else if (error.name === "AbortError") {
         // An edit may have reached the server, which stores the question before anything else.
         if (was.edited && !accepted) markEdited(was.edited, was.question);
         bubble.classList.add("incomplete");
@@ -592,7 +636,7 @@
       if (conversationId && !sessionEnded && !refused) offerRetry(answered);
       if (!sessionEnded) offerEdit();
       input.focus();
-      scroll();
+      follow();
     }
   }
 
@@ -619,6 +663,7 @@
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;
+    if (was.edited) meant(body, was.edited);
     await runTurn(path, body, bubble, was);
   });
 

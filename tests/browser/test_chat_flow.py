@@ -896,3 +896,204 @@ def test_the_admins_navigation_is_one_line_and_chinese_labels_keep_their_case(
         else:
             assert transforms == {"uppercase"}
         context.close()
+
+
+def test_scrolled_up_while_a_reply_streams_the_messages_stay_where_the_reader_put_them(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Each token pulled the messages back to their end: what came earlier could not be read while a reply
+    streamed. Scrolled up, they stay (at its end too); a new question brings them back to the end, to follow."""
+    page = chat_page(browser, web_server, "en")
+    answer = long_reply_under_way(page)
+    messages = page.get_by_test_id("messages")
+    page.wait_for_function("list => list.scrollHeight > list.clientHeight + 100", arg=messages.element_handle())
+    messages.hover()
+    page.mouse.wheel(0, -10_000)  # the reader scrolls up, to the question
+    expect(answer).to_contain_text("chunk 199", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()  # the turn is over
+    assert messages.evaluate("list => list.scrollTop") == 0
+
+    page.get_by_test_id("chat-input").fill("And again #long")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("chunk 199", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+    assert messages.evaluate("list => list.scrollHeight - list.scrollTop - list.clientHeight") < 4
+
+
+# Per cell of a reply's tables: how many lines its text takes, and whether the table ends within its reply.
+TABLE_LAYOUT = """() => [...document.querySelectorAll(".bubble.assistant .markdown table")].map((table) => {
+  const reply = table.closest(".bubble").getBoundingClientRect();
+  const lines = [...table.querySelectorAll("td")].map((cell) => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    return [cell.textContent, new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size];
+  });
+  return {within: table.getBoundingClientRect().right <= reply.right + 0.5, lines: lines};
+})"""
+
+
+def test_a_wide_table_in_a_reply_keeps_its_readings_whole_and_scrolls_within_the_reply(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """The reply's break-anywhere rule broke a reading of 165.06 over two lines and a station's name one
+    character a line, and a wider table spilled out of its reply; it scrolls sideways within it now."""
+    from apps.chat.markdown import render
+
+    page = chat_page(browser, web_server, "zh-CN")
+    rows = "".join(
+        f"| 2026-12-07T0{n}:00:00Z | S00{n} | 长江·寸滩站 | 165.0{n} | 166.50 | 168.00 | 正常 | "
+        f"https://hydro.example.com/stations/S00{n}/readings |\n"
+        for n in range(1, 6)
+    )
+    text = "| 时间 | 站点 | 名称 | 水位 (m) | 警戒水位 (m) | 保证水位 (m) | 状态 | 来源 |\n" + "|---" * 8 + "|\n" + rows
+    done = {"message_id": 2, "html": render(text)}
+    answer_turns_with(page, event_stream([("token", {"text": text}), ("done", done)]))
+    page.get_by_test_id("chat-input").fill("S001 到 S005 的水位")
+    page.get_by_test_id("chat-send").click()
+    expect(page.locator(".bubble.assistant .markdown table")).to_have_count(1)
+    for width, height in [(1280, 720), (390, 844)]:
+        page.set_viewport_size({"width": width, "height": height})
+        (table,) = page.evaluate(TABLE_LAYOUT)
+        assert table["within"], f"the table spills out of its reply {width} px wide"
+        # A reading or a station id on one line; a name on at most two (broken at its "·", not one character a
+        # line); a time may break after a hyphen, as any text does.
+        broken = [text for text, lines in table["lines"] if lines > (1 if re.fullmatch(r"[\d.]+|S\d+", text) else 2)]
+        assert not broken, f"broken over lines {width} px wide: {broken}"
+
+
+def test_what_a_failed_reply_said_is_shown_rendered_as_after_a_reload(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A reply that failed after some text kept showing that text's Markdown source (asterisks, rows of pipes)
+    until a reload rendered it."""
+    page = chat_page(browser, web_server, "en")
+    said = "**S001** was at\n\n| time | level |\n|---|---|\n| 08:00 | 165.06 |"
+    rendered = "<p><strong>S001</strong> was at</p><table><tr><td>08:00</td><td>165.06</td></tr></table>"
+    failed = {"code": "upstream_error", "message": "The model server went away.", "message_id": 2, "html": rendered}
+    answer_turns_with(page, event_stream([("token", {"text": said}), ("error", failed)]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("The reply failed: The model server went away.")
+    expect(answer.locator(".markdown strong")).to_have_text("S001")
+    expect(answer.locator(".markdown table td").last).to_have_text("165.06")
+    expect(answer.locator(".markdown")).not_to_contain_text("**")
+
+
+def test_an_empty_answer_says_so_and_offers_nothing_to_copy(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """It showed an empty bubble whose Copy button copied nothing (and after a reload, nothing at all)."""
+    page = chat_page(browser, web_server, "en")
+    answer_turns_with(page, event_stream([("done", {"message_id": 2, "html": "", "title": "S001?"})]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer.get_by_test_id("empty-answer")).to_have_text("The model's answer was empty.")
+    expect(answer.get_by_test_id("copy-reply")).to_have_count(0)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+
+
+def test_a_tab_that_missed_a_newer_question_cannot_edit_or_regenerate_in_its_place(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Asked in another tab, a question a page had not seen was the one its Edit replaced and its Regenerate
+    answered again, not the one the page showed: now the page is refused, says why and keeps the edit."""
+    page = chat_page(browser, web_server, "en")
+    for question in ("hello", "hello again"):  # asked live: the page learns each question's id as its turn ends
+        page.get_by_test_id("chat-input").fill(question)
+        page.get_by_test_id("chat-send").click()
+        expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    stale = page.context.new_page()
+    stale.goto(page.url)
+    page.get_by_test_id("chat-input").fill("one more thing")  # asked in the first tab: the second has not seen it
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+
+    stale.get_by_test_id("chat-edit").click()
+    stale.get_by_test_id("chat-input").fill("hello again, corrected")
+    stale.get_by_test_id("chat-send").click()
+    refusal = stale.get_by_test_id("chat-refusal")
+    expect(refusal).to_contain_text("A newer question has been asked in this conversation")
+    expect(stale.get_by_test_id("chat-input")).to_have_value("hello again, corrected")  # still an edit
+    expect(stale.get_by_test_id("chat-editing")).to_be_visible()
+    stale.get_by_test_id("chat-edit-cancel").click()
+    stale.get_by_test_id("chat-regenerate").click()
+    expect(refusal).to_contain_text("A newer question has been asked in this conversation")
+    expect(stale.locator(".bubble.assistant")).to_have_count(2)  # no new one, nothing marked replaced
+    expect(stale.locator(".replaced")).to_have_count(0)
+    stale.reload()  # nothing was replaced
+    expect(stale.get_by_test_id("user-question")).to_have_text(["hello", "hello again", "one more thing"])
+    expect(stale.locator(".replaced")).to_have_count(0)
+
+    page.get_by_test_id("chat-edit").click()  # the tab that asked it edits its last question
+    page.get_by_test_id("chat-input").fill("one more thing, corrected")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    page.get_by_test_id("chat-regenerate").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("one more thing, corrected", timeout=15_000)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+    page.reload()
+    expect(page.locator(".bubble.user.replaced")).to_have_text(["one more thing" + "Edited and asked again below."])
+
+
+def test_stopped_while_a_new_chat_is_being_made_the_question_goes_back_into_the_input(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Stopped before its conversation was made (a slow connection), the question stayed on the page marked
+    "Stopped. The partial reply is kept." with nothing kept, and nothing to ask it again with: it was lost."""
+    page = chat_page(browser, web_server, "en")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # the conversation is not made before the stop
+        held.append(route)
+
+    page.route("**/api/conversations", hold)
+    page.get_by_test_id("chat-input").fill("S001 levels, with a typo")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-stop")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("chat-input")).to_have_value("S001 levels, with a typo")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+    expect(page.get_by_test_id("chat-suggestion")).to_have_count(3)  # the new chat, as it was
+    expect(page.get_by_test_id("user-question")).to_have_count(0)
+    expect(page.get_by_test_id("assistant-reply")).to_have_count(0)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+    assert len(held) == 1
+
+
+def test_a_conversation_deleted_in_another_tab_says_so(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Asking, renaming or answering again in a conversation deleted meanwhile said only "Not found." """
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    other = page.context.new_page()
+    other.goto(page.url)
+    other.once("dialog", lambda dialog: dialog.accept())
+    other.get_by_test_id("chat-delete").click()
+    other.wait_for_url(lambda url: url.endswith("/chat/"))
+    gone = "This conversation no longer exists: it was deleted, perhaps in another tab or window."
+    page.get_by_test_id("chat-input").fill("hello again")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-refusal")).to_have_text(gone)
+    expect(page.get_by_test_id("chat-input")).to_have_value("hello again")
+    said: list[str] = []
+
+    def rename(dialog: Dialog) -> None:  # the new title, then what the page says of it
+        said.append(dialog.message)
+        if dialog.type == "prompt":
+            dialog.accept("Levels")
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", rename)
+    page.get_by_test_id("chat-rename").click()
+    for _ in range(50):
+        if len(said) == 2:
+            break
+        page.wait_for_timeout(100)
+    assert said == ["A new title for this conversation:", gone]
+    expect(page.get_by_test_id("chat-title")).to_have_text("hello")

@@ -17,6 +17,7 @@ from django_tenants.utils import schema_context
 
 from apps.audit.models import AuditEvent
 from apps.chat import engine, services
+from apps.chat.markdown import render
 from apps.chat.models import Conversation, Message
 from apps.chat.selectors import model_history
 from apps.chat.services import TITLE_LENGTH, _store_assistant, _store_tool_result, _store_user_message
@@ -614,6 +615,24 @@ class TestModelServerFaults:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert UsageEvent.objects.count() == 0  # a broken answer is given back, as any
 
+    def test_what_a_failed_reply_said_comes_rendered_as_a_finished_reply_does(
+        self, tenant_alpha: TenantFixture, settings: Any
+    ) -> None:
+        """The chat page showed a failed reply's Markdown as its source (a table as rows of pipes) until a reload
+        rendered it; the error event brings it rendered, as done brings a reply."""
+        settings.CHAT_MAX_REPLY_CHARS = 40
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        chunks = [{"choices": [{"index": 0, "delta": {"content": "**S001** <i>x</i>\n"}}]}] * 3
+        with canned_server(sse_body(*chunks), content_type="text/event-stream") as root:
+            settings.LLM_BASE_URL = f"{root}/v1"
+            response = post(client, f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": True})
+        kind, data = sse(response)[-1]
+        _user, failed = stored(tenant_alpha, conversation)
+        assert (kind, failed.status, data["message_id"]) == ("error", "error", failed.pk)
+        assert data["html"] == render(failed.content)
+        assert data["html"].startswith("<p><strong>S001</strong> &lt;i&gt;x&lt;/i&gt;<br>")
+
     def test_a_streamed_answer_past_its_most_bytes_is_a_failure_in_words(
         self, tenant_alpha: TenantFixture, settings: Any
     ) -> None:
@@ -1191,6 +1210,60 @@ class TestEdit:
         assert post(admin, url, {"content": "mine now"}).status_code == 403  # admins read others', not write
         assert post(member_client(tenant_alpha, "viewer"), url, {"content": "mine now"}).status_code == 403
         assert stored(tenant_alpha, conversation) == before
+
+
+class TestTheQuestionMeant:
+    """A retry or an edit may name the question it means, the last one its client shows: another tab or client may
+    have asked a newer one since, whose answer (or itself) it replaced instead of the one the member meant."""
+
+    def test_each_turn_says_which_question_it_answered(self, tenant_alpha: TenantFixture, settings: Any) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}"
+        done = sse(post(client, f"{url}/messages", {"content": "hi", "stream": True}))[-1]
+        (question,) = [m.pk for m in stored(tenant_alpha, conversation) if m.role == "user"]
+        assert (done[0], done[1]["question_id"]) == ("done", question)
+        again = sse(post(client, f"{url}/retry", {"stream": True, "question": question}))[-1]
+        assert (again[0], again[1]["question_id"]) == ("done", question)
+        settings.LLM_BASE_URL = "http://127.0.0.1:9/v1"
+        failed = sse(post(client, f"{url}/edit", {"content": "hello", "stream": True, "question": question}))[-1]
+        edit = stored(tenant_alpha, conversation)[-2]
+        assert (failed[0], edit.role, edit.replaces_id) == ("error", "user", question)
+        assert failed[1]["question_id"] == edit.pk
+
+    def test_a_question_asked_since_refuses_them_and_nothing_is_stored_or_charged(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}"
+        assert post(client, f"{url}/messages", {"content": "Q1"}).status_code == 200
+        seen = stored(tenant_alpha, conversation)[0].pk  # what the stale tab shows as the last question
+        assert post(client, f"{url}/messages", {"content": "Q2"}).status_code == 200  # asked in another tab
+        before = stored(tenant_alpha, conversation)
+        for path, body in (("retry", {"question": seen}), ("edit", {"content": "Q1, corrected", "question": seen})):
+            for stream in (False, True):
+                response = post(client, f"{url}/{path}", {**body, "stream": stream})
+                assert response.status_code == 409, response.content
+                error = response.json()["error"]
+                assert (error["code"], error["details"]) == ("conversation_changed", {"question": before[2].pk})
+                assert error["message"].startswith("A newer question has been asked in this conversation")
+        assert stored(tenant_alpha, conversation) == before
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert UsageEvent.objects.count() == 2  # the two questions' calls, no more
+
+    def test_a_question_meant_must_be_an_id(self, tenant_alpha: TenantFixture) -> None:
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        url = f"/api/conversations/{conversation}"
+        assert post(client, f"{url}/messages", {"content": "Q1"}).status_code == 200
+        for question in ("1", 1.0, True, 0, -3):
+            for path, body in (("retry", {}), ("edit", {"content": "Q1?"})):
+                response = post(client, f"{url}/{path}", {**body, "question": question})
+                assert response.status_code == 400, (path, question)
+                assert list(response.json()["error"]["details"]) == ["question"]
+        response = post(client, f"{url}/messages", {"content": "Q2", "question": 1})  # a new question means none
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_input")
 
 
 class _NulModel(BaseHTTPRequestHandler):

@@ -97,6 +97,27 @@ class TestChatPage:
         download = client.get(f"/api/conversations/{conversation.pk}/export").content.decode()
         assert "This reply stopped before it was complete." in download
 
+    def test_an_empty_answer_says_so_and_a_round_that_only_called_tools_shows_nothing(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A model that answered nothing left its question unanswered on the page, with no word of why (and while
+        the turn streamed, an empty bubble whose Copy button copied nothing)."""
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Levels")
+            Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+            call = {"id": "c1", "name": "hydrology__get_water_levels", "arguments": "{}"}
+            Message.objects.create(conversation=conversation, role="assistant", content="", tool_calls=[call])
+            Message.objects.create(conversation=conversation, role="tool", service="hydrology",
+                                   tool="get_water_levels", tool_call_id="c1", content="[]", arguments={})  # fmt: skip
+            Message.objects.create(conversation=conversation, role="assistant", content="")
+        page = client.get(f"/chat/{conversation.pk}/").content.decode()
+        messages = page.split('data-testid="messages"')[1]
+        assert messages.count('class="bubble assistant') == 1  # the answer; the round that called the tool is none
+        assert messages.count('data-testid="empty-answer"') == 1
+        assert ">The model's answer was empty.<" in messages
+        assert 'data-i18n-empty-answer="The model\'s answer was empty."' in page  # for static/js/chat.js
+
     def test_a_failed_reply_reads_as_one_sentence_in_chinese(self, tenant_alpha: TenantFixture) -> None:
         """ "回复失败：…", not "回复失败： …": the error goes inside the translated sentence, on the page, in the
         download and in what the page's script writes for a turn that fails while it watches."""
@@ -171,6 +192,36 @@ class TestChatPage:
         assert "No conversation matches." in sidebar("nothing like this")
         assert client.get("/chat/", {"q": "x" * 5000}).status_code == 200
         assert client.get("/chat/", {"q": "flo\x00od"}).status_code == 200  # PostgreSQL refuses NUL in a pattern
+
+    def test_a_conversation_opened_from_a_search_keeps_the_search(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each conversation opened from a search's results came back to the whole list, the search box empty: the
+        search had to be typed again for the next one."""
+        from apps.chat import views
+
+        monkeypatch.setattr(views, "PAGE_MESSAGES", 1)
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            found = [Conversation.objects.create(user=member, title=f"S001 & levels {n}") for n in (1, 2)]
+            other = Conversation.objects.create(user=member, title="Rainfall June")
+            for content in ("levels at S001?", "more?"):
+                Message.objects.create(conversation=found[0], role="user", content=content)
+        query = "q=S001+%26+levels"
+        results = client.get("/chat/", {"q": "S001 & levels"}).content.decode()
+        for conversation in found:
+            assert f'href="/chat/{conversation.pk}/?{query.replace("&", "&amp;")}"' in results
+        opened = client.get(f"/chat/{found[0].pk}/?{query}").content.decode()
+        sidebar = opened.split('data-testid="conversation-search"')[1].split("</aside>")[0]
+        assert 'value="S001 &amp; levels"' in sidebar
+        assert f'href="/chat/{found[1].pk}/?{query.replace("&", "&amp;")}"' in sidebar
+        assert "Rainfall June" not in sidebar
+        assert f"/chat/{other.pk}/" not in sidebar
+        admin = logged_in(tenant_alpha, Role.ADMIN)  # everyone's conversations, searched: both are kept
+        everyone = admin.get("/chat/", {"all": "1", "q": "S001 & levels"}).content.decode()
+        assert f'href="/chat/{found[0].pk}/?all=1&amp;{query.replace("&", "&amp;")}"' in everyone
+        assert f'href="/chat/{other.pk}/' not in everyone
+        assert f'href="?full=1&amp;{query.replace("&", "&amp;")}"' in opened  # "show the whole conversation"
 
     def test_an_edited_questions_answer_is_dimmed_when_the_question_is_not_shown(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
