@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any
 
 import markdown as md
 import nh3
 from django.utils.html import linebreaks
+from markdown.treeprocessors import Treeprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,22 @@ _ATTRIBUTES = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "code":
 
 
 _local = threading.local()
+
+
+class _ImagesAsLinks(Treeprocessor):
+    """An image in a reply becomes a link to it, its words its alt text (else its address).
+
+    Images are not loaded: an address a model was led to write (by a tool result, say) could carry the
+    conversation to a stranger's server as soon as the page showed it. nh3 dropped the ``img`` tags, alt text
+    and all, so a reply's "![Water levels at S001](https://…)" showed nothing where the chart was meant to be.
+    """
+
+    def run(self, root: Any) -> None:
+        for image in list(root.iter("img")):
+            source, words = image.get("src", ""), image.get("alt") or image.get("src", "")
+            image.tag, image.text = "a", words
+            image.attrib.clear()
+            image.set("href", source)
 
 
 def _converter() -> md.Markdown:
@@ -38,6 +56,7 @@ def _converter() -> md.Markdown:
         # threefold with each doubling of the depth. Markdown's own nesting stops at its recursion limit.
         converter.preprocessors.deregister("html_block")
         converter.inlinePatterns.deregister("html")
+        converter.treeprocessors.register(_ImagesAsLinks(converter), "images_as_links", 1)  # after the inline ones
     return converter
 
 
@@ -92,11 +111,13 @@ def _markdown(text: str) -> str:
 
 
 def render(text: str) -> str:
-    """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links."""
+    """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links, each opening in a
+    new tab (a link followed in the chat's own tab left the conversation, and stopped a reply being written)."""
     return nh3.clean(
         _markdown(text or ""),
         tags=_TAGS,
         attributes=_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
     )

@@ -135,3 +135,29 @@ def test_a_single_line_break_stays_a_line_break(text: str, html: str) -> None:
     """As the reply showed while it streamed (pre-wrap): the demo's three-line answer jumped into one paragraph
     when it finished, and after a reload. Code, tables and lists read as before; HTML is still text."""
     assert render(text) == html
+
+
+def test_links_open_in_a_new_tab() -> None:
+    """A link followed in the chat's own tab left the conversation (and stopped a reply being written)."""
+    shown = render("See [the manual](https://example.com/manual) or mail <ops@example.com>.")
+    link = '<a href="https://example.com/manual" target="_blank" rel="noopener noreferrer nofollow">'
+    assert link + "the manual</a>" in shown
+    assert shown.count('target="_blank"') == 2
+
+
+def test_an_image_is_a_link_to_it_named_by_its_alt_text() -> None:
+    """Images are not loaded (the address could carry the conversation away), and nh3 dropped them whole: a reply's
+    chart showed nothing at all, not even its alt text."""
+    shown = render("Levels: ![Water levels at S001](https://example.com/s001.png) ![](https://example.com/x.png)")
+    assert "<img" not in shown
+    link = '<a href="https://example.com/s001.png" target="_blank" rel="noopener noreferrer nofollow">'
+    assert link + "Water levels at S001</a>" in shown
+    assert ">https://example.com/x.png</a>" in shown  # no alt text: the address
+
+
+@pytest.mark.parametrize("source", ["javascript:alert(1)", "data:image/svg+xml,<svg onload=alert(1)>"])
+def test_an_image_of_another_scheme_is_words_without_a_link(source: str) -> None:
+    shown = render(f"![chart]({source})")
+    assert "href" not in shown
+    assert "alert" not in shown
+    assert ">chart</a>" in shown
