@@ -36,9 +36,9 @@ MAX_MEMBER_DAILY_CALLS = 1_000_000  # a call every 0.09 s all day: anything abov
 
 
 def quota_alerts_raise(*, quota: str, limit: int, used: int, thresholds: list[int], day: dt.date) -> list[int]:
-    """Record the thresholds crossed in ``day``'s month, each once; email the admins about new ones.
+    """Record the thresholds of ``limit`` crossed in ``day``'s month, each once; email the admins about new ones.
 
-    The unique (quota, period, threshold) row makes "once" hold under any
+    The unique (quota, period, threshold, limit) row makes "once" hold under any
     concurrency; the row is also the event webhooks will deliver. Thresholds crossed
     at once (one call past several, a new limit) make one email, for the highest.
     Returns the thresholds that were new.
@@ -224,7 +224,7 @@ def storage_measure(*, tenant: Tenant) -> int:
 
     The size goes to today's tenant row in usage_stats and to Redis, where the
     quota check reads it. Being at or past 80, 90 or 100 % of the plan's storage
-    raises the alert (once a month each). Returns the size in bytes.
+    raises the alert (once a month each, for each limit). Returns the size in bytes.
     """
     with connection.cursor() as cursor:
         cursor.execute(_SCHEMA_SIZE_SQL, [tenant.schema_name])
@@ -245,7 +245,7 @@ def storage_measure(*, tenant: Tenant) -> int:
             )
         limits = L.limits_for(tenant)
         # Reached, not crossed: after a lower limit (a plan, an override) the size is past thresholds it never
-        # crossed. Each still fires once a month (the alert's unique row).
+        # crossed. Each still fires once a month for its limit (the unique row).
         thresholds = L.reached(limits.storage_bytes, size)
         if thresholds and limits.storage_bytes is not None:
             quota_alerts_raise(quota=Quota.STORAGE, limit=limits.storage_bytes, used=size, thresholds=thresholds,

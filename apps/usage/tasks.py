@@ -54,9 +54,12 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     alert = QuotaAlert.objects.filter(pk=alert_id, emailed_at__isnull=True).first()
     if alert is None:  # already sent (a retried task) or gone
         return []
-    if QuotaAlert.objects.filter(quota=alert.quota, period=alert.period, threshold__gt=alert.threshold).exists():
-        # A higher threshold of the quota's month came first, in a concurrent request: its email says more, and
-        # this one, sent after it, told the admins "nothing stops yet" of calls already stopped.
+    higher = QuotaAlert.objects.filter(quota=alert.quota, period=alert.period, limit=alert.limit,
+                                       threshold__gt=alert.threshold)  # fmt: skip
+    if higher.exists():
+        # A higher threshold of the same limit and month came first, in a concurrent request: its email says more,
+        # and this one, sent after it, told the admins "nothing stops yet" of calls already stopped. One of another
+        # limit (the plan before) says nothing of this one.
         return []
     tenant = tenant_current()
     by_language: dict[str, list[str]] = {}  # each admin in their own language; ``language`` for who has none

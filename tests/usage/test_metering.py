@@ -883,6 +883,57 @@ class TestAlerts:
             tenant_update(tenant=tenant, actor=TEST_ACTOR, overrides={"api_calls_per_month_override": 5000})
         assert queued == []
 
+    def test_a_plan_changed_within_the_month_alerts_against_its_new_limit(
+        self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """A free workspace stopped at its quota moves up to a paid plan: when the new quota is used up too, the
+        admins are told that calls are now billed as overage. The free plan's 100 % row swallowed that alert."""
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=10)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(10):
+                meter.record(meter.charge())
+        limits(tenant_alpha, plan="pro", api_calls_per_month_override=20)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            with django_capture_on_commit_callbacks() as callbacks:
+                for _ in range(6):
+                    meter.record(meter.charge())
+                # The free plan's 100 % is higher than the new plan's 80 %, and says nothing of it.
+                eighty = QuotaAlert.objects.get(limit=20, threshold=80)
+                assert send_quota_alert_email.apply(args=[eighty.pk, "en"]).get() == [tenant_alpha.admin_email]
+                for _ in range(4):
+                    meter.record(meter.charge())
+            assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 3
+            alerts = list(QuotaAlert.objects.order_by("limit", "threshold").values_list("limit", "threshold", "used"))
+            assert alerts == [(10, 80, 8), (10, 90, 9), (10, 100, 10), (20, 80, 16), (20, 90, 18), (20, 100, 20)]
+            hundred = QuotaAlert.objects.get(limit=20, threshold=100)
+            assert send_quota_alert_email.apply(args=[hundred.pk, "en"]).get() == [tenant_alpha.admin_email]
+        assert "has used 16 of its 20 API calls: 80% of the plan." in mail.outbox[0].body
+        assert "has used 20 of its 20 API calls: 100% of the plan." in mail.outbox[1].body
+        assert "Further calls are billed as overage." in mail.outbox[1].body
+
+    def test_a_limit_lowered_after_its_thresholds_fired_alerts_again(self, tenant_alpha: TenantFixture) -> None:
+        """Staff move a workspace past 100 % of its paid quota to the free plan: calls now stop, and the admins are
+        told so, though the month's 80, 90 and 100 % fired before (against the paid limit)."""
+        from apps.plans.models import Plan
+        from apps.tenants.services import tenant_update
+        from apps.usage.tasks import alerts_after_limits_lowered
+
+        tenant = limits(tenant_alpha, plan="pro", api_calls_per_month_override=10)
+        with schema_context(tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(12):
+                meter.record(meter.charge())
+        tenant = tenant_update(tenant=tenant, actor=TEST_ACTOR, plan=Plan.objects.get(code="free"),
+                               overrides={"api_calls_per_month_override": 5})  # fmt: skip
+        with schema_context(tenant.schema_name):
+            assert alerts_after_limits_lowered.apply(args=[["api_calls"]]).get()["api_calls"] == [80, 90, 100]
+            assert alerts_after_limits_lowered.apply(args=[["api_calls"]]).get()["api_calls"] == []  # once
+            alert = QuotaAlert.objects.get(limit=5, threshold=100)
+            assert send_quota_alert_email.apply(args=[alert.pk, "en"]).get() == [tenant_alpha.admin_email]
+        assert "AI calls are stopped until the quota resets on " in mail.outbox[0].body
+
     def test_a_limit_of_0_is_reached_at_once(self) -> None:
         assert L.reached(0, 0) == [80, 90, 100]
         assert L.reached(None, 10**9) == []
