@@ -7,6 +7,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import Role, User
+from apps.core.templatetags.times import zoned
 from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
@@ -108,9 +109,9 @@ def _storage_consequence(limits: L.Limits, plan: Plan | None) -> str:
 
 def _calls_consequence(alert: QuotaAlert, limits: L.Limits) -> str:
     if limits.stops_at_quota:
-        return _("AI calls are stopped until the quota resets on %(date)s.") % {
-            "date": L.resets_at(alert.period).date().isoformat()
-        }
+        # The moment in the zone the emails use, named ("2027-01-01 08:00 UTC+8"): a bare date read as local midnight.
+        resets = zoned(L.resets_at(alert.period))
+        return _("AI calls are stopped until the quota resets on %(date)s.") % {"date": resets}
     if limits.spending_cap_fen is not None:
         return _("Further calls are billed as overage, until this month's overage reaches the spending cap of "
                  "¥%(cap)s.") % {"cap": fen_to_yuan(limits.spending_cap_fen)}  # fmt: skip
