@@ -1293,6 +1293,16 @@ class TestUsageApi:
         user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
         assert user.get("/api/quota").status_code == 403
 
+    def test_quota_percent_says_100_only_at_the_limit(self, tenant_alpha: TenantFixture) -> None:
+        """9,996 of 10,000 calls read 100.0 % while calls went on, and the usage page's bar said 99 %."""
+        limits(tenant_alpha, api_calls_per_month_override=10_000)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        key = month_key(tenant_alpha.tenant.schema_name, L.today())
+        for used, percent in [(9_996, 99.9), (7_999, 79.9), (8_000, 80.0), (1, 0.0), (10_000, 100.0), (12_345, 123.4)]:
+            v1(key_client(tenant_alpha))  # the counters exist, then stand at ``used``
+            get_redis_connection("default").hset(key, "calls", used)
+            assert admin.get("/api/quota").json()["quotas"][0]["percent"] == percent, used
+
     @pytest.mark.parametrize("cap", [-1, "ten", 10**15, 1.5, "100", "1_000", 100.0, True])
     def test_a_bad_spending_cap_changes_nothing(self, tenant_alpha: TenantFixture, cap: Any) -> None:
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
