@@ -1034,6 +1034,18 @@ class TestAlerts:
         assert says in message.body
         assert "On the free plan" not in message.body  # the workspace's own plan, not both
 
+    def test_large_numbers_in_the_email_are_grouped_by_three_as_on_the_pages(self, tenant_alpha: TenantFixture) -> None:
+        """The email said "已用 400286（配额 100000）" where the usage page says 400,286 of 100,000."""
+        chinese = make_member(tenant_alpha, Role.ADMIN)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
+                                              limit=100_000, used=400_286)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        by_recipient = {message.to[0]: message.body for message in mail.outbox}
+        assert "has used 400,286 of its 100,000 API calls: 100% of the plan." in by_recipient[tenant_alpha.admin_email]
+        assert "API 调用已用 400,286（配额 100,000）" in by_recipient[chinese.email], by_recipient[chinese.email]
+
     def test_emails_are_plain_text_not_html_escaped(self) -> None:
         from apps.tenants.services import tenant_provision
 
