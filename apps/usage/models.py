@@ -28,6 +28,11 @@ class Quota(models.TextChoices):
     MCP_SERVICES = "mcp_services", _("MCP services")
 
 
+# The quota alerts' other kind: the month's overage reached the admins' spending cap, and calls stop there.
+SPENDING_CAP = "spending_cap"
+ALERT_KINDS = [*Quota.choices, (SPENDING_CAP, _("Spending cap"))]
+
+
 class UsageEvent(models.Model):
     """One AI call, not yet flushed into ``UsageStat``. The flush deletes what it moves."""
 
@@ -118,7 +123,8 @@ class QuotaAlert(models.Model):
     100 % was never told that the new plan's quota was used up and calls were billed as overage).
     """
 
-    quota = models.CharField(_("quota"), max_length=16, choices=Quota.choices)
+    # A quota, or the spending cap (``limit`` and ``used`` then in fen: the cap and the month's overage).
+    quota = models.CharField(_("quota"), max_length=16, choices=ALERT_KINDS)
     period = models.DateField(_("period"), help_text=_("The first day of the month the alert belongs to."))
     threshold = models.PositiveSmallIntegerField(_("threshold (%)"))
     limit = models.PositiveBigIntegerField(_("limit"))

@@ -337,7 +337,9 @@ def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[Standing
     day = day or L.today()
     recorded: dict[str, list[QuotaAlert]] = {}
     month = L.period_start(day)
-    alerts = QuotaAlert.objects.filter(Q(period=month) | Q(quota__in=LEVEL_QUOTAS, period__lt=month))
+    # Quotas only: a reached spending cap shows with the API calls' 100 %, as the use against the cap now.
+    alerts = QuotaAlert.objects.filter(Q(period=month, quota__in=Quota.values) | Q(quota__in=LEVEL_QUOTAS,
+                                                                                     period__lt=month))  # fmt: skip
     for alert in alerts.order_by("quota", "-threshold", "-period"):
         recorded.setdefault(alert.quota, []).append(alert)
     if not recorded:

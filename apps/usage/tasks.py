@@ -11,7 +11,7 @@ from apps.core.templatetags.times import zoned
 from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
-from apps.usage.models import Quota, QuotaAlert
+from apps.usage.models import SPENDING_CAP, Quota, QuotaAlert
 from apps.usage.services import (
     calls_alerts_catch_up,
     quota_alerts_catch_up,
@@ -63,12 +63,16 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
         # limit (the plan before) says nothing of this one.
         return []
     tenant = tenant_current()
+    limits = L.limits_for(tenant)
+    if alert.quota == SPENDING_CAP and limits.spending_cap_fen != alert.limit:
+        return []  # the admins changed the cap since: calls no longer stop at this one
     by_language: dict[str, list[str]] = {}  # each admin in their own language; ``language`` for who has none
     for email, own in User.objects.filter(role=Role.ADMIN, is_active=True).values_list("email", "language"):
         by_language.setdefault(own or language, []).append(email)
-    limits = L.limits_for(tenant)
     for each, admins in sorted(by_language.items()):
         context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
+        if alert.quota == SPENDING_CAP:  # in fen: the cap, and the month's overage
+            context.update(cap=fen_to_yuan(alert.limit), overage=fen_to_yuan(alert.used))
         with translation.override(each):
             context["quota_name"] = alert.get_quota_display()
             context["quota_units"] = _units(alert.quota)
@@ -90,6 +94,10 @@ def _consequence(alert: QuotaAlert, limits: L.Limits, plan: Plan | None) -> str:
     """What the threshold means for this workspace, on its plan as it is now."""
     if alert.threshold < 100:
         return _("Nothing stops yet.")
+    if alert.quota == SPENDING_CAP:
+        return _("AI calls are stopped until an admin raises the cap or the quota resets on %(date)s.") % {
+            "date": zoned(L.resets_at(alert.period))
+        }
     if alert.quota == Quota.USERS:
         return _("No more members can be added or invited until some are removed or the plan changes.")
     if alert.quota == Quota.MCP_SERVICES:

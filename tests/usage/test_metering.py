@@ -934,6 +934,72 @@ class TestAlerts:
             assert send_quota_alert_email.apply(args=[alert.pk, "en"]).get() == [tenant_alpha.admin_email]
         assert "AI calls are stopped until the quota resets on " in mail.outbox[0].body
 
+    def test_reaching_the_spending_cap_tells_the_admins_once_for_each_cap(
+        self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Calls past the quota stop at the cap (402 spending_cap), and the admins heard nothing: the 100 % email
+        had said calls would go on as overage."""
+        from apps.core.exceptions import QuotaExceeded
+        from apps.usage.models import SPENDING_CAP
+        from apps.usage.selectors import alerts_standing
+
+        limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=2)  # pro: 1 fen a call past the quota
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            with django_capture_on_commit_callbacks() as callbacks:
+                for _ in range(4):
+                    meter.record(meter.charge())
+                with pytest.raises(QuotaExceeded):
+                    meter.charge()
+            assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 2  # the quota's, the cap's
+            cap = QuotaAlert.objects.get(quota=SPENDING_CAP)
+            assert (cap.threshold, cap.limit, cap.used) == (100, 2, 2)  # the cap and the overage, in fen
+            # The banner shows a reached cap with the API calls' 100 % (apps.core.context_processors), once.
+            standing = alerts_standing(Tenant.objects.get(pk=tenant_alpha.tenant.pk))
+            assert [(item.alert.quota, item.alert.threshold) for item in standing] == [("api_calls", 100)]
+            assert send_quota_alert_email.apply(args=[cap.pk, "en"]).get() == [tenant_alpha.admin_email]
+        (message,) = mail.outbox
+        assert message.subject == "Alpha Water: the spending cap is reached"
+        assert message.body.startswith(
+            "Alpha Water has reached its monthly spending cap of ¥0.02: this month's overage comes to ¥0.02.\n\n"
+            "AI calls are stopped until an admin raises the cap or the quota resets on "
+        )
+
+        limits(tenant_alpha, spending_cap_fen=3)  # raised: one more call, then the new cap stops them again
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            meter.record(meter.charge())
+            caps = QuotaAlert.objects.filter(quota=SPENDING_CAP)
+            assert sorted(caps.values_list("limit", "used")) == [(2, 2), (3, 3)]
+            newest = QuotaAlert.objects.get(quota=SPENDING_CAP, limit=3)
+            limits(tenant_alpha, spending_cap_fen=10)  # raised again before the email went: calls go on, none sent
+            assert send_quota_alert_email.apply(args=[newest.pk, "en"]).get() == []
+
+    def test_calls_that_reach_the_cap_with_the_flush_raise_its_alert(self, tenant_alpha: TenantFixture) -> None:
+        """Calls in flight when Redis lost its counters reach them with the flush, past the cap, without a charge."""
+        from apps.usage.models import SPENDING_CAP
+        from apps.usage.services import calls_alerts_catch_up
+
+        tenant = limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=5)
+        with schema_context(tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            meter.record(meter.charge())
+            get_redis_connection("default").hset(month_key(tenant.schema_name, L.today()), "calls", 8)
+            assert calls_alerts_catch_up(tenant=tenant) == [80, 90, 100]
+            assert list(QuotaAlert.objects.filter(quota=SPENDING_CAP).values_list("limit", "used")) == [(5, 6)]
+
+    def test_a_cap_that_pays_for_no_call_has_only_the_quotas_alert(self, tenant_alpha: TenantFixture) -> None:
+        """A cap of 0 stops calls at the quota itself: the 100 % email says so, and the cap adds nothing."""
+        from apps.usage.models import SPENDING_CAP
+
+        limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=0)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(2):
+                meter.record(meter.charge())
+            assert not QuotaAlert.objects.filter(quota=SPENDING_CAP).exists()
+            assert QuotaAlert.objects.filter(quota="api_calls", threshold=100).exists()
+
     def test_a_limit_of_0_is_reached_at_once(self) -> None:
         assert L.reached(0, 0) == [80, 90, 100]
         assert L.reached(None, 10**9) == []
