@@ -95,9 +95,7 @@ def _consequence(alert: QuotaAlert, limits: L.Limits, plan: Plan | None) -> str:
     if alert.threshold < 100:
         return _("Nothing stops yet.")
     if alert.quota == SPENDING_CAP:
-        return _("AI calls are stopped until an admin raises the cap or the quota resets on %(date)s.") % {
-            "date": zoned(L.resets_at(alert.period))
-        }
+        return _cap_stopped(alert)
     if alert.quota == Quota.USERS:
         return _("No more members can be added or invited until some are removed or the plan changes.")
     if alert.quota == Quota.MCP_SERVICES:
@@ -120,7 +118,17 @@ def _calls_consequence(alert: QuotaAlert, limits: L.Limits) -> str:
         # The moment in the zone the emails use, named ("2027-01-01 08:00 UTC+8"): a bare date read as local midnight.
         resets = zoned(L.resets_at(alert.period))
         return _("AI calls are stopped until the quota resets on %(date)s.") % {"date": resets}
+    if limits.calls_stop_at is not None and alert.used >= limits.calls_stop_at:
+        # Already past the cap (a limit raised to below the month's calls, alerted by the flush's catch-up): "billed
+        # as overage, until the cap" would tell of calls that stopped before.
+        return _cap_stopped(alert)
     if limits.spending_cap_fen is not None:
         return _("Further calls are billed as overage, until this month's overage reaches the spending cap of "
                  "¥%(cap)s.") % {"cap": fen_to_yuan(limits.spending_cap_fen)}  # fmt: skip
     return _("Further calls are billed as overage.")
+
+
+def _cap_stopped(alert: QuotaAlert) -> str:
+    return _("AI calls are stopped until an admin raises the cap or the quota resets on %(date)s.") % {
+        "date": zoned(L.resets_at(alert.period))
+    }

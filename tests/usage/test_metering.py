@@ -975,6 +975,20 @@ class TestAlerts:
             limits(tenant_alpha, spending_cap_fen=10)  # raised again before the email went: calls go on, none sent
             assert send_quota_alert_email.apply(args=[newest.pk, "en"]).get() == []
 
+    def test_the_100_percent_email_of_a_month_already_past_the_cap_says_calls_stop(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Staff raise the quota to below the month's calls, under a cap they are past: the flush's catch-up raises
+        the new limit's 100 %, whose email said calls go on as overage until the cap, of calls the cap stopped."""
+        limits(tenant_alpha, api_calls_per_month_override=400_000, spending_cap_fen=300)  # stop at 400,300
+        with schema_context(tenant_alpha.tenant.schema_name):
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
+                                              limit=400_000, used=400_300)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        (message,) = mail.outbox
+        assert "AI calls are stopped until an admin raises the cap or the quota resets on " in message.body
+        assert "billed as overage" not in message.body
+
     def test_calls_that_reach_the_cap_with_the_flush_raise_its_alert(self, tenant_alpha: TenantFixture) -> None:
         """Calls in flight when Redis lost its counters reach them with the flush, past the cap, without a charge."""
         from apps.usage.models import SPENDING_CAP
