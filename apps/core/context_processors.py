@@ -71,7 +71,9 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
                 "storage_overage": full and alert.quota == Quota.STORAGE and storage_billed,
                 # Members and MCP services are refused past the limit on every plan; neither resets with the month.
                 "full": full and alert.quota in (Quota.USERS, Quota.MCP_SERVICES),
-                "resets_on": L.resets_at(alert.period).date(),
+                # A moment, named in the zone the pages use: midnight UTC is 08:00 on the 1st in China, where a bare
+                # "2027-01-01" read as its start and calls stayed stopped for eight hours of it.
+                "resets_on": L.resets_at(alert.period),
             }
         )
     # The most pressing first: the banner shows it, and the others folded under it, so that several quotas crossed

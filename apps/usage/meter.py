@@ -363,7 +363,7 @@ class Meter:
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
             try:
-                self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, day)
+                self._alert_calls(used_before, used_after, day)
             except BaseException:  # the caller gets no ticket to record or release: the call is given back here
                 self.release(ticket)
                 raise
@@ -376,7 +376,7 @@ class Meter:
         if ticket.used is not None:
             used_before, used_after = ticket.used
             ticket.used = None
-            self._alert(Quota.API_CALLS, self.limits.api_calls, used_before, used_after, ticket.day)
+            self._alert_calls(used_before, used_after, ticket.day)
 
     def record(self, ticket: Ticket, tokens: int = 0) -> None:
         """The call happened: write it, with its tokens, to the ledger.
@@ -608,13 +608,19 @@ class Meter:
             details={"quota": Quota.STORAGE.value, "limit": limit, "used": used, "resets_at": None},
         )
 
-    def _alert(self, quota: str, limit: int | None, before: int, after: int, day: dt.date) -> None:
+    def _alert_calls(self, before: int, after: int, day: dt.date) -> None:
+        """The alerts a call taking the month from ``before`` to ``after`` calls crossed: 80, 90 and 100 % of the
+        quota, and the spending cap once it stops calls."""
+        from apps.usage.services import quota_alerts_raise, spending_cap_alert
+
+        limit = self.limits.api_calls
         thresholds = L.crossed(limit, before, after)
         if thresholds:
-            from apps.usage.services import quota_alerts_raise
-
             assert limit is not None
-            quota_alerts_raise(quota=quota, limit=limit, used=after, thresholds=thresholds, day=day)
+            quota_alerts_raise(quota=Quota.API_CALLS, limit=limit, used=after, thresholds=thresholds, day=day)
+        stop = self.limits.calls_stop_at
+        if stop is not None and before < stop <= after:
+            spending_cap_alert(limits=self.limits, used=after, day=day)
 
 
 def _cap_reached_words(cap: str | None) -> str:

@@ -28,6 +28,11 @@ class Quota(models.TextChoices):
     MCP_SERVICES = "mcp_services", _("MCP services")
 
 
+# The quota alerts' other kind: the month's overage reached the admins' spending cap, and calls stop there.
+SPENDING_CAP = "spending_cap"
+ALERT_KINDS = [*Quota.choices, (SPENDING_CAP, _("Spending cap"))]
+
+
 class UsageEvent(models.Model):
     """One AI call, not yet flushed into ``UsageStat``. The flush deletes what it moves."""
 
@@ -108,13 +113,18 @@ class ApiKeyUsage(models.Model):
 
 
 class QuotaAlert(models.Model):
-    """A quota crossed 80, 90 or 100% in a period. Unique per (quota, period, threshold): it fires once.
+    """A quota crossed 80, 90 or 100% of a limit in a period. Unique per (quota, period, threshold, limit): it fires
+    once a month for each limit the quota has that month.
 
     The row is the recorded event: the banner reads it, the admins' email is sent
-    from it, and webhooks deliver it (``delivered_at``).
+    from it, and webhooks deliver it (``delivered_at``). The limit is part of what fired: a workspace moved to
+    another plan (or given an override) within the month is told of its use against the new limit too, as the
+    thresholds of the old one say nothing of it (until 2026-12-07 a workspace that upgraded after the free plan's
+    100 % was never told that the new plan's quota was used up and calls were billed as overage).
     """
 
-    quota = models.CharField(_("quota"), max_length=16, choices=Quota.choices)
+    # A quota, or the spending cap (``limit`` and ``used`` then in fen: the cap and the month's overage).
+    quota = models.CharField(_("quota"), max_length=16, choices=ALERT_KINDS)
     period = models.DateField(_("period"), help_text=_("The first day of the month the alert belongs to."))
     threshold = models.PositiveSmallIntegerField(_("threshold (%)"))
     limit = models.PositiveBigIntegerField(_("limit"))
@@ -126,7 +136,7 @@ class QuotaAlert(models.Model):
     class Meta:
         ordering = ("-created_at", "-id")
         constraints = [
-            models.UniqueConstraint(fields=["quota", "period", "threshold"], name="quota_alert_once_per_period")
+            models.UniqueConstraint(fields=["quota", "period", "threshold", "limit"], name="quota_alert_once_per_limit")
         ]
         indexes = [models.Index(fields=["period"], name="quota_alert_period_idx")]
 

@@ -22,7 +22,7 @@ from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current_locked
 from apps.usage import limits as L
 from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
-from apps.usage.models import Quota
+from apps.usage.models import SPENDING_CAP, Quota
 from apps.usage.scripts import Adjustment, add_to_counters, redis_client
 from apps.usage.selectors import quota_used
 
@@ -36,9 +36,9 @@ MAX_MEMBER_DAILY_CALLS = 1_000_000  # a call every 0.09 s all day: anything abov
 
 
 def quota_alerts_raise(*, quota: str, limit: int, used: int, thresholds: list[int], day: dt.date) -> list[int]:
-    """Record the thresholds crossed in ``day``'s month, each once; email the admins about new ones.
+    """Record the thresholds of ``limit`` crossed in ``day``'s month, each once; email the admins about new ones.
 
-    The unique (quota, period, threshold) row makes "once" hold under any
+    The unique (quota, period, threshold, limit) row makes "once" hold under any
     concurrency; the row is also the event webhooks will deliver. Thresholds crossed
     at once (one call past several, a new limit) make one email, for the highest.
     Returns the thresholds that were new.
@@ -143,8 +143,30 @@ def calls_alerts_catch_up(*, tenant: Tenant) -> list[int]:
     """The API-call thresholds the month's calls are at or past, each raised once: calls the flush adds to
     the live counter (made while Redis was unreachable, or counted in a counter lost since) reach it
     without a charge, and so without the crossing each charge checks; storage's measurement does the same.
+    The spending cap too, where those calls took the month to it.
     """
-    return quota_alerts_catch_up(tenant=tenant, quotas=[Quota.API_CALLS])[Quota.API_CALLS]
+    fired = quota_alerts_catch_up(tenant=tenant, quotas=[Quota.API_CALLS])[Quota.API_CALLS]
+    limits = L.limits_for(tenant)
+    if limits.calls_stop_at is not None:
+        day = L.today()
+        _limit, used = quota_used(Quota.API_CALLS, tenant, limits, day)
+        spending_cap_alert(limits=limits, used=used, day=day)
+    return fired
+
+
+def spending_cap_alert(*, limits: L.Limits, used: int, day: dt.date) -> bool:
+    """The month's calls, ``used``, stop at the spending cap: tell the admins, once a month for each cap.
+
+    Only where the cap is what stops calls past the quota: a cap that pays for no call (0, or less than one
+    call's price) stops them at the quota itself, which its 100 % alert says. ``limit`` is the cap and ``used``
+    the overage, in fen. Returns whether the alert was new.
+    """
+    cap, stop = limits.spending_cap_fen, limits.calls_stop_at
+    if cap is None or stop is None or not limits.bills_overage or limits.stops_at_quota or used < stop:
+        return False
+    fired = quota_alerts_raise(quota=SPENDING_CAP, limit=cap, used=limits.overage_fen(used), thresholds=[100],
+                               day=day)  # fmt: skip
+    return bool(fired)
 
 
 def quota_alerts_catch_up(*, tenant: Tenant, quotas: list[str]) -> dict[str, list[int]]:
@@ -224,7 +246,7 @@ def storage_measure(*, tenant: Tenant) -> int:
 
     The size goes to today's tenant row in usage_stats and to Redis, where the
     quota check reads it. Being at or past 80, 90 or 100 % of the plan's storage
-    raises the alert (once a month each). Returns the size in bytes.
+    raises the alert (once a month each, for each limit). Returns the size in bytes.
     """
     with connection.cursor() as cursor:
         cursor.execute(_SCHEMA_SIZE_SQL, [tenant.schema_name])
@@ -245,7 +267,7 @@ def storage_measure(*, tenant: Tenant) -> int:
             )
         limits = L.limits_for(tenant)
         # Reached, not crossed: after a lower limit (a plan, an override) the size is past thresholds it never
-        # crossed. Each still fires once a month (the alert's unique row).
+        # crossed. Each still fires once a month for its limit (the unique row).
         thresholds = L.reached(limits.storage_bytes, size)
         if thresholds and limits.storage_bytes is not None:
             quota_alerts_raise(quota=Quota.STORAGE, limit=limits.storage_bytes, used=size, thresholds=thresholds,

@@ -7,10 +7,11 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from apps.accounts.models import Role, User
+from apps.core.templatetags.times import zoned
 from apps.plans.models import Plan, fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
-from apps.usage.models import Quota, QuotaAlert
+from apps.usage.models import SPENDING_CAP, Quota, QuotaAlert
 from apps.usage.services import (
     calls_alerts_catch_up,
     quota_alerts_catch_up,
@@ -54,17 +55,24 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
     alert = QuotaAlert.objects.filter(pk=alert_id, emailed_at__isnull=True).first()
     if alert is None:  # already sent (a retried task) or gone
         return []
-    if QuotaAlert.objects.filter(quota=alert.quota, period=alert.period, threshold__gt=alert.threshold).exists():
-        # A higher threshold of the quota's month came first, in a concurrent request: its email says more, and
-        # this one, sent after it, told the admins "nothing stops yet" of calls already stopped.
+    higher = QuotaAlert.objects.filter(quota=alert.quota, period=alert.period, limit=alert.limit,
+                                       threshold__gt=alert.threshold)  # fmt: skip
+    if higher.exists():
+        # A higher threshold of the same limit and month came first, in a concurrent request: its email says more,
+        # and this one, sent after it, told the admins "nothing stops yet" of calls already stopped. One of another
+        # limit (the plan before) says nothing of this one.
         return []
     tenant = tenant_current()
+    limits = L.limits_for(tenant)
+    if alert.quota == SPENDING_CAP and limits.spending_cap_fen != alert.limit:
+        return []  # the admins changed the cap since: calls no longer stop at this one
     by_language: dict[str, list[str]] = {}  # each admin in their own language; ``language`` for who has none
     for email, own in User.objects.filter(role=Role.ADMIN, is_active=True).values_list("email", "language"):
         by_language.setdefault(own or language, []).append(email)
-    limits = L.limits_for(tenant)
     for each, admins in sorted(by_language.items()):
         context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
+        if alert.quota == SPENDING_CAP:  # in fen: the cap, and the month's overage
+            context.update(cap=fen_to_yuan(alert.limit), overage=fen_to_yuan(alert.used))
         with translation.override(each):
             context["quota_name"] = alert.get_quota_display()
             context["quota_units"] = _units(alert.quota)
@@ -86,6 +94,8 @@ def _consequence(alert: QuotaAlert, limits: L.Limits, plan: Plan | None) -> str:
     """What the threshold means for this workspace, on its plan as it is now."""
     if alert.threshold < 100:
         return _("Nothing stops yet.")
+    if alert.quota == SPENDING_CAP:
+        return _cap_stopped(alert)
     if alert.quota == Quota.USERS:
         return _("No more members can be added or invited until some are removed or the plan changes.")
     if alert.quota == Quota.MCP_SERVICES:
@@ -105,10 +115,20 @@ def _storage_consequence(limits: L.Limits, plan: Plan | None) -> str:
 
 def _calls_consequence(alert: QuotaAlert, limits: L.Limits) -> str:
     if limits.stops_at_quota:
-        return _("AI calls are stopped until the quota resets on %(date)s.") % {
-            "date": L.resets_at(alert.period).date().isoformat()
-        }
+        # The moment in the zone the emails use, named ("2027-01-01 08:00 UTC+8"): a bare date read as local midnight.
+        resets = zoned(L.resets_at(alert.period))
+        return _("AI calls are stopped until the quota resets on %(date)s.") % {"date": resets}
+    if limits.calls_stop_at is not None and alert.used >= limits.calls_stop_at:
+        # Already past the cap (a limit raised to below the month's calls, alerted by the flush's catch-up): "billed
+        # as overage, until the cap" would tell of calls that stopped before.
+        return _cap_stopped(alert)
     if limits.spending_cap_fen is not None:
         return _("Further calls are billed as overage, until this month's overage reaches the spending cap of "
                  "¥%(cap)s.") % {"cap": fen_to_yuan(limits.spending_cap_fen)}  # fmt: skip
     return _("Further calls are billed as overage.")
+
+
+def _cap_stopped(alert: QuotaAlert) -> str:
+    return _("AI calls are stopped until an admin raises the cap or the quota resets on %(date)s.") % {
+        "date": zoned(L.resets_at(alert.period))
+    }

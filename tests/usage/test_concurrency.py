@@ -115,8 +115,9 @@ def test_exactly_the_calls_left_get_through(metered: Setup, django_db_blocker: A
 
     with django_db_blocker.unblock(), schema_context(metered.tenant.schema_name):
         assert UsageEvent.objects.count() == 11
-        alerts = sorted(QuotaAlert.objects.values_list("threshold", "used"))
-        assert alerts == [(80, 8), (90, 9), (100, 10)]
+        alerts = sorted(QuotaAlert.objects.values_list("limit", "threshold", "used"))
+        # Each once for each limit: the raised quota's 100 % too, its 80 and 90 % were past when it was raised.
+        assert alerts == [(10, 80, 8), (10, 90, 9), (10, 100, 10), (11, 100, 11)]
         # The beat task, run by the real worker, persists the ledger; run again, it adds nothing.
         schema = {"_schema_name": metered.tenant.schema_name}
         assert flush_usage.apply_async(headers=schema).get(timeout=60) == 11

@@ -883,6 +883,137 @@ class TestAlerts:
             tenant_update(tenant=tenant, actor=TEST_ACTOR, overrides={"api_calls_per_month_override": 5000})
         assert queued == []
 
+    def test_a_plan_changed_within_the_month_alerts_against_its_new_limit(
+        self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """A free workspace stopped at its quota moves up to a paid plan: when the new quota is used up too, the
+        admins are told that calls are now billed as overage. The free plan's 100 % row swallowed that alert."""
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=10)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(10):
+                meter.record(meter.charge())
+        limits(tenant_alpha, plan="pro", api_calls_per_month_override=20)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            with django_capture_on_commit_callbacks() as callbacks:
+                for _ in range(6):
+                    meter.record(meter.charge())
+                # The free plan's 100 % is higher than the new plan's 80 %, and says nothing of it.
+                eighty = QuotaAlert.objects.get(limit=20, threshold=80)
+                assert send_quota_alert_email.apply(args=[eighty.pk, "en"]).get() == [tenant_alpha.admin_email]
+                for _ in range(4):
+                    meter.record(meter.charge())
+            assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 3
+            alerts = list(QuotaAlert.objects.order_by("limit", "threshold").values_list("limit", "threshold", "used"))
+            assert alerts == [(10, 80, 8), (10, 90, 9), (10, 100, 10), (20, 80, 16), (20, 90, 18), (20, 100, 20)]
+            hundred = QuotaAlert.objects.get(limit=20, threshold=100)
+            assert send_quota_alert_email.apply(args=[hundred.pk, "en"]).get() == [tenant_alpha.admin_email]
+        assert "has used 16 of its 20 API calls: 80% of the plan." in mail.outbox[0].body
+        assert "has used 20 of its 20 API calls: 100% of the plan." in mail.outbox[1].body
+        assert "Further calls are billed as overage." in mail.outbox[1].body
+
+    def test_a_limit_lowered_after_its_thresholds_fired_alerts_again(self, tenant_alpha: TenantFixture) -> None:
+        """Staff move a workspace past 100 % of its paid quota to the free plan: calls now stop, and the admins are
+        told so, though the month's 80, 90 and 100 % fired before (against the paid limit)."""
+        from apps.plans.models import Plan
+        from apps.tenants.services import tenant_update
+        from apps.usage.tasks import alerts_after_limits_lowered
+
+        tenant = limits(tenant_alpha, plan="pro", api_calls_per_month_override=10)
+        with schema_context(tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(12):
+                meter.record(meter.charge())
+        tenant = tenant_update(tenant=tenant, actor=TEST_ACTOR, plan=Plan.objects.get(code="free"),
+                               overrides={"api_calls_per_month_override": 5})  # fmt: skip
+        with schema_context(tenant.schema_name):
+            assert alerts_after_limits_lowered.apply(args=[["api_calls"]]).get()["api_calls"] == [80, 90, 100]
+            assert alerts_after_limits_lowered.apply(args=[["api_calls"]]).get()["api_calls"] == []  # once
+            alert = QuotaAlert.objects.get(limit=5, threshold=100)
+            assert send_quota_alert_email.apply(args=[alert.pk, "en"]).get() == [tenant_alpha.admin_email]
+        assert "AI calls are stopped until the quota resets on " in mail.outbox[0].body
+
+    def test_reaching_the_spending_cap_tells_the_admins_once_for_each_cap(
+        self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Calls past the quota stop at the cap (402 spending_cap), and the admins heard nothing: the 100 % email
+        had said calls would go on as overage."""
+        from apps.core.exceptions import QuotaExceeded
+        from apps.usage.models import SPENDING_CAP
+        from apps.usage.selectors import alerts_standing
+
+        limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=2)  # pro: 1 fen a call past the quota
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            with django_capture_on_commit_callbacks() as callbacks:
+                for _ in range(4):
+                    meter.record(meter.charge())
+                with pytest.raises(QuotaExceeded):
+                    meter.charge()
+            assert len([c for c in callbacks if "_queue_alert_email" in c.__qualname__]) == 2  # the quota's, the cap's
+            cap = QuotaAlert.objects.get(quota=SPENDING_CAP)
+            assert (cap.threshold, cap.limit, cap.used) == (100, 2, 2)  # the cap and the overage, in fen
+            # The banner shows a reached cap with the API calls' 100 % (apps.core.context_processors), once.
+            standing = alerts_standing(Tenant.objects.get(pk=tenant_alpha.tenant.pk))
+            assert [(item.alert.quota, item.alert.threshold) for item in standing] == [("api_calls", 100)]
+            assert send_quota_alert_email.apply(args=[cap.pk, "en"]).get() == [tenant_alpha.admin_email]
+        (message,) = mail.outbox
+        assert message.subject == "Alpha Water: the spending cap is reached"
+        assert message.body.startswith(
+            "Alpha Water has reached its monthly spending cap of ¥0.02: this month's overage comes to ¥0.02.\n\n"
+            "AI calls are stopped until an admin raises the cap or the quota resets on "
+        )
+
+        limits(tenant_alpha, spending_cap_fen=3)  # raised: one more call, then the new cap stops them again
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            meter.record(meter.charge())
+            caps = QuotaAlert.objects.filter(quota=SPENDING_CAP)
+            assert sorted(caps.values_list("limit", "used")) == [(2, 2), (3, 3)]
+            newest = QuotaAlert.objects.get(quota=SPENDING_CAP, limit=3)
+            limits(tenant_alpha, spending_cap_fen=10)  # raised again before the email went: calls go on, none sent
+            assert send_quota_alert_email.apply(args=[newest.pk, "en"]).get() == []
+
+    def test_the_100_percent_email_of_a_month_already_past_the_cap_says_calls_stop(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Staff raise the quota to below the month's calls, under a cap they are past: the flush's catch-up raises
+        the new limit's 100 %, whose email said calls go on as overage until the cap, of calls the cap stopped."""
+        limits(tenant_alpha, api_calls_per_month_override=400_000, spending_cap_fen=300)  # stop at 400,300
+        with schema_context(tenant_alpha.tenant.schema_name):
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
+                                              limit=400_000, used=400_300)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        (message,) = mail.outbox
+        assert "AI calls are stopped until an admin raises the cap or the quota resets on " in message.body
+        assert "billed as overage" not in message.body
+
+    def test_calls_that_reach_the_cap_with_the_flush_raise_its_alert(self, tenant_alpha: TenantFixture) -> None:
+        """Calls in flight when Redis lost its counters reach them with the flush, past the cap, without a charge."""
+        from apps.usage.models import SPENDING_CAP
+        from apps.usage.services import calls_alerts_catch_up
+
+        tenant = limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=5)
+        with schema_context(tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            meter.record(meter.charge())
+            get_redis_connection("default").hset(month_key(tenant.schema_name, L.today()), "calls", 8)
+            assert calls_alerts_catch_up(tenant=tenant) == [80, 90, 100]
+            assert list(QuotaAlert.objects.filter(quota=SPENDING_CAP).values_list("limit", "used")) == [(5, 6)]
+
+    def test_a_cap_that_pays_for_no_call_has_only_the_quotas_alert(self, tenant_alpha: TenantFixture) -> None:
+        """A cap of 0 stops calls at the quota itself: the 100 % email says so, and the cap adds nothing."""
+        from apps.usage.models import SPENDING_CAP
+
+        limits(tenant_alpha, api_calls_per_month_override=2, spending_cap_fen=0)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+            for _ in range(2):
+                meter.record(meter.charge())
+            assert not QuotaAlert.objects.filter(quota=SPENDING_CAP).exists()
+            assert QuotaAlert.objects.filter(quota="api_calls", threshold=100).exists()
+
     def test_a_limit_of_0_is_reached_at_once(self) -> None:
         assert L.reached(0, 0) == [80, 90, 100]
         assert L.reached(None, 10**9) == []
@@ -982,6 +1113,18 @@ class TestAlerts:
         (message,) = mail.outbox
         assert says in message.body
         assert "On the free plan" not in message.body  # the workspace's own plan, not both
+
+    def test_large_numbers_in_the_email_are_grouped_by_three_as_on_the_pages(self, tenant_alpha: TenantFixture) -> None:
+        """The email said "已用 400286（配额 100000）" where the usage page says 400,286 of 100,000."""
+        chinese = make_member(tenant_alpha, Role.ADMIN)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+            alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
+                                              limit=100_000, used=400_286)  # fmt: skip
+            send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
+        by_recipient = {message.to[0]: message.body for message in mail.outbox}
+        assert "has used 400,286 of its 100,000 API calls: 100% of the plan." in by_recipient[tenant_alpha.admin_email]
+        assert "API 调用已用 400,286（配额 100,000）" in by_recipient[chinese.email], by_recipient[chinese.email]
 
     def test_emails_are_plain_text_not_html_escaped(self) -> None:
         from apps.tenants.services import tenant_provision
@@ -1241,6 +1384,16 @@ class TestUsageApi:
         assert not {"overage", "spending_cap_fen", "hard_stop"} & set(body["quotas"][1])  # the API calls' only
         user = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, make_member(tenant_alpha, Role.USER))["access"]))
         assert user.get("/api/quota").status_code == 403
+
+    def test_quota_percent_says_100_only_at_the_limit(self, tenant_alpha: TenantFixture) -> None:
+        """9,996 of 10,000 calls read 100.0 % while calls went on, and the usage page's bar said 99 %."""
+        limits(tenant_alpha, api_calls_per_month_override=10_000)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        key = month_key(tenant_alpha.tenant.schema_name, L.today())
+        for used, percent in [(9_996, 99.9), (7_999, 79.9), (8_000, 80.0), (1, 0.0), (10_000, 100.0), (12_345, 123.4)]:
+            v1(key_client(tenant_alpha))  # the counters exist, then stand at ``used``
+            get_redis_connection("default").hset(key, "calls", used)
+            assert admin.get("/api/quota").json()["quotas"][0]["percent"] == percent, used
 
     @pytest.mark.parametrize("cap", [-1, "ten", 10**15, 1.5, "100", "1_000", 100.0, True])
     def test_a_bad_spending_cap_changes_nothing(self, tenant_alpha: TenantFixture, cap: Any) -> None:

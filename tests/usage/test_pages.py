@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+import time_machine
+from django.core import mail
 from django.db import connection as db_connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -17,11 +19,13 @@ from apps.accounts.permissions import Perm, role_has
 from apps.accounts.selectors import user_count_for_quota
 from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
+from apps.core.templatetags.times import zoned
 from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_provision
 from apps.usage import limits as L
 from apps.usage.meter import day_key, month_key, redis_client, storage_key
 from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageStat
+from apps.usage.tasks import send_quota_alert_email
 from tests.accounts.test_pages import logged_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, make_member
 from tests.usage.conftest import set_limits
@@ -442,7 +446,7 @@ class TestQuotaBanner:
         assert "Further calls are billed as overage." in banner(admin.get("/dashboard/").content.decode())
         redis_client().hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1003)
         text = banner(admin.get("/dashboard/").content.decode())
-        resets = L.resets_at(L.today()).date().isoformat()
+        resets = zoned(L.resets_at(L.today()))
         assert ("API calls: this month's overage has reached the spending cap of ¥0.03. AI calls are stopped until an "
                 f"admin raises the cap or the quota resets on {resets}.") in text  # fmt: skip
         assert 'class="notice error" data-quota="api_calls"' in text
@@ -457,13 +461,28 @@ class TestQuotaBanner:
         client = Client(HTTP_HOST=result.tenant.primary_hostname, HTTP_ACCEPT_LANGUAGE="en")
         client.post("/login/", {"username": "admin@tiny-water.example.com", "password": ADMIN_PASSWORD})
         text = banner(client.get("/dashboard/").content.decode())
-        resets = L.resets_at(L.today()).date().isoformat()
+        resets = zoned(L.resets_at(L.today()))
         stopped = (
             f"API calls: 100% of the plan's quota is used. AI calls are stopped until the quota resets on {resets}."
         )
         assert stopped in text
         assert 'class="notice error" data-quota="api_calls"' in text
         assert 'class="notice warning" data-quota="storage"' in text
+
+    def test_the_reset_is_the_moment_in_the_pages_zone_not_a_bare_date(self, tenant_alpha: TenantFixture) -> None:
+        """Calls stop at 20:00 UTC on 31 December, 04:00 on 1 January in China: "until the quota resets on
+        2027-01-01" was already that day there, and calls stayed stopped until 08:00."""
+        with time_machine.travel(dt.datetime(2026, 12, 31, 20, 0, tzinfo=dt.UTC), tick=False):
+            alert(tenant_alpha, "api_calls", 100)
+            set_limits(Tenant.objects.get(pk=tenant_alpha.tenant.pk), plan="free")  # not the session's row
+            page = logged_in(tenant_alpha, Role.ADMIN).get("/usage/").content.decode()
+            with schema_context(tenant_alpha.tenant.schema_name):
+                (hundred,) = QuotaAlert.objects.filter(threshold=100)
+                send_quota_alert_email.apply(args=[hundred.pk, "en"]).get()
+        assert "AI calls are stopped until the quota resets on 2027-01-01 08:00 UTC+8." in banner(page)
+        assert "resets on 2027-01-01 08:00 UTC+8" in page.split('data-testid="quota-api_calls"')[1]
+        (message,) = mail.outbox
+        assert "AI calls are stopped until the quota resets on 2027-01-01 08:00 UTC+8." in message.body
 
     def test_it_goes_once_the_use_falls_below_the_threshold(
         self, tenant_alpha: TenantFixture, demo_mcp_url: str
