@@ -606,14 +606,14 @@ def list_tools(service: McpService) -> ToolListing:
         for _page in range(MAX_TOOL_PAGES):
             result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
             for tool in result.tools:
-                if (problem := schema_problem(tool.input_schema)) is not None:
-                    unusable.append((tool.name, problem))
-                    continue
                 spec = ToolSpec(name=tool.name, description=tool.description or "",
                                 input_schema=dict(tool.input_schema or {}))  # fmt: skip
-                size += _stored_size(spec)
+                size += _stored_size(spec)  # the tools left out too: checking a schema takes 2 s a megabyte
                 if len(tools) == MAX_TOOLS_PER_SERVICE or size > settings.MCP_MAX_TOOL_LIST_BYTES:
                     return ToolListing(tools, more=True, unusable=tuple(unusable))
+                if (problem := schema_problem(spec.input_schema)) is not None:
+                    unusable.append((tool.name, problem))
+                    continue
                 tools.append(spec)
             cursor = result.next_cursor  # "" too is taken for the end: asked for again, it is the first page
             if cursor and len(tools) == MAX_TOOLS_PER_SERVICE:

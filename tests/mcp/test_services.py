@@ -196,6 +196,29 @@ class TestToolSchemas:
             audit = AuditEvent.objects.filter(action="mcp_service.tested").latest("id")
         assert audit.metadata["unusable"] == ["type_typo", "negative_length", "extra_text"]
 
+    def test_tools_left_out_count_toward_the_lists_size(self, tenant_alpha: TenantFixture) -> None:
+        """Checking a schema takes about 2 s of CPU a megabyte: tools left out were not counted, and a server
+        listing page after page of them had each checked, until the pages' bound."""
+        description = "x" * 300_000
+
+        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
+            if "id" not in message:
+                return None
+            if message["method"] == "initialize":
+                return {"jsonrpc": "2.0", "id": message["id"], "result": STARTED}
+            page = int((message.get("params") or {}).get("cursor") or 0)
+            schema = {"type": "object", "additionalProperties": "no"}
+            listed = {"tools": [{"name": f"bad{page}", "description": description, "inputSchema": schema}],
+                      "nextCursor": str(page + 1)}  # fmt: skip
+            return {"jsonrpc": "2.0", "id": message["id"], "result": listed}
+
+        with streamable_server(answer, "application/json") as url:
+            created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Bad", "url": url})
+            tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{created.json()['id']}/test")
+        assert tested.json()["tools"] == []
+        assert [each["name"] for each in tested.json()["unusable_tools"]] == ["bad0", "bad1", "bad2"]
+        assert tested.json()["more_tools"] is True
+
     @pytest.mark.parametrize("schema", [[], {"type": "array"}, {}])
     def test_a_schema_must_describe_an_object(self, schema: Any) -> None:
         from apps.mcp.client import schema_problem
