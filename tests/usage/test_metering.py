@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core import mail
 from django.db import connection as default_connection
 from django.test import Client
+from django.utils import timezone
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
@@ -25,6 +26,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.chat.models import Conversation, Message
 from apps.core.actors import Actor
+from apps.core.templatetags.times import zoned
 from apps.llm.setup_cache import ai_setup_key
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
@@ -610,6 +612,9 @@ class TestQuotas:
         assert error["code"] == "quota_exceeded"
         resets = L.iso(L.resets_at(L.today()))
         assert error["details"] == {"quota": "api_calls", "limit": 2, "used": 2, "resets_at": resets}
+        # When calls come back, in the workspace's zone, as the banner says it: "this month" alone read wrong at
+        # 04:00 on the 1st in China, where the month had changed.
+        assert zoned(L.resets_at(L.today())) in error["message"]
         with schema_context(tenant_alpha.tenant.schema_name):
             assert Message.objects.count() == stored  # no user message without a reply
         assert len(events(tenant_alpha)) == 2
@@ -627,10 +632,10 @@ class TestQuotas:
         assert tokens == events(tenant_alpha)[0].tokens > 0  # the round that ran is in the conversation's count
         failed = with_schema(tenant_alpha, lambda: Message.objects.get(conversation_id=conversation["id"],
                                                                        status="error"))  # fmt: skip
-        assert failed.error_translations == {  # stored for each reader's language (apps.core.languages)
-            "en": "Your plan's 1 API calls this month are used up.",
-            "zh-hans": "您的套餐本月的 1 次 API 调用已用完。",
-        }
+        # Stored for each reader's language (apps.core.languages).
+        assert set(failed.error_translations) == {"en", "zh-hans"}
+        resets = zoned(L.resets_at(L.today()))
+        assert failed.error_translations["en"] == f"Your plan's 1 API calls this month are used up. More from {resets}."
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
@@ -665,7 +670,7 @@ class TestQuotas:
         assert refused.status_code == 402
         error = refused.json()["error"]
         assert (error["details"]["quota"], error["details"]["spending_cap_fen"]) == ("spending_cap", cap_fen)
-        assert error["message"].startswith("本月超额费用已达到您设置的支出上限")
+        assert zoned(L.resets_at(L.today())) in error["message"]  # when calls resume without a higher cap
 
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
@@ -1475,8 +1480,10 @@ class TestMemberDailyCalls:
         assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
                                     "resets_at": L.iso(resets)}  # fmt: skip
         assert "2 AI calls a day" in error["message"]
-        # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named: the time alone said nothing of its zone.
-        assert "More from 08:00 UTC+8." in error["message"]
+        # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named, and on which day there.
+        date = timezone.localdate(resets)
+        day = "today" if date == timezone.localdate() else "tomorrow"
+        assert f"More from 08:00 UTC+8 {day} ({date})." in error["message"]
         assert with_schema(tenant_alpha, Message.objects.count) == stored  # the refusal stored nothing
         assert self.turn(bob) == 200  # another member has calls of their own
         assert v1(key_client(tenant_alpha)).status_code == 200  # API keys (all /v1 takes) are no member's
@@ -1487,6 +1494,27 @@ class TestMemberDailyCalls:
 
         assert self.set_limit(tenant_alpha, None).status_code == 200  # removed: Alice goes on
         assert self.turn(alice) == 200
+
+    @pytest.mark.parametrize(
+        ("moment", "more"),
+        [  # 20:00 in China: the UTC day ends tomorrow there; 04:00 on the 1st: it ends today, and so does the month.
+            (dt.datetime(2026, 12, 31, 12, tzinfo=dt.UTC), "More from 08:00 UTC+8 tomorrow (2027-01-01)."),
+            (dt.datetime(2026, 12, 31, 20, tzinfo=dt.UTC), "More from 08:00 UTC+8 today (2027-01-01)."),
+        ],
+    )
+    def test_the_refusal_says_on_which_day_calls_come_back(
+        self, tenant_alpha: TenantFixture, fresh_counters: None, moment: dt.datetime, more: str
+    ) -> None:
+        """"More from 08:00 UTC+8." did not say whether that was today or tomorrow where the workspace is."""
+        with time_machine.travel(moment, tick=False):
+            assert self.set_limit(tenant_alpha, 1).status_code == 200
+            alice = member_client(tenant_alpha)
+            assert self.turn(alice) == 200
+            conversation = alice.post("/api/conversations", {}, content_type="application/json").json()
+            refused = alice.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
+                                 content_type="application/json")  # fmt: skip
+        assert refused.status_code == 402
+        assert refused.json()["error"]["message"].endswith(more)
 
     def test_tool_calls_count_and_a_turn_past_it_ends_with_an_error_event(
         self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None
