@@ -585,7 +585,7 @@ class Meter:
         at = zoned(resets)
         # Words, not text: a turn stopped by it stores the message in each language (apps.core.languages).
         if limits.bills_overage:  # the cap stopped it, also a cap below one call's price (no overage at all)
-            message = partial(_cap_reached_words, fen_to_yuan(limits.spending_cap_fen or 0), at)
+            message = partial(_cap_reached_words, limits.spending_cap_fen or 0, at)
             details = {"quota": "spending_cap", **details, "spending_cap_fen": limits.spending_cap_fen,
                        "overage_fen": limits.overage_fen(used)}  # fmt: skip
         else:
@@ -630,11 +630,11 @@ class Meter:
             spending_cap_alert(limits=self.limits, used=after, day=day)
 
 
-def _cap_reached_words(cap: str | None, at: str) -> str:
+def _cap_reached_words(cap_fen: int, at: str) -> str:
     return _(
         "This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue, or calls resume "
         "from %(time)s."
-    ) % {"cap": cap, "time": at}
+    ) % {"cap": fen_to_yuan(cap_fen), "time": at}
 
 
 def _calls_used_up_words(limit: int, at: str) -> str:

@@ -1131,6 +1131,27 @@ class TestAlerts:
         assert "has used 400,286 of its 100,000 API calls: 100% of the plan." in by_recipient[tenant_alpha.admin_email]
         assert "API 调用已用 400,286（配额 100,000）" in by_recipient[chinese.email], by_recipient[chinese.email]
 
+    def test_yuan_in_the_emails_are_grouped_by_three_as_on_the_usage_page(self, tenant_alpha: TenantFixture) -> None:
+        """The cap's email said "¥1000000" where the usage page says ¥1,000,000.00."""
+        from apps.usage.models import SPENDING_CAP
+
+        chinese = make_member(tenant_alpha, Role.ADMIN)
+        limits(tenant_alpha, plan="pro", spending_cap_fen=100_000_000)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+            period = L.period_start(L.today())
+            cap = QuotaAlert.objects.create(quota=SPENDING_CAP, period=period, threshold=100, limit=100_000_000,
+                                            used=123_456_750)  # fmt: skip
+            calls = QuotaAlert.objects.create(quota="api_calls", period=period, threshold=100, limit=100, used=100)
+            send_quota_alert_email.apply(args=[cap.pk, "en"]).get()
+            send_quota_alert_email.apply(args=[calls.pk, "en"]).get()
+        bodies = [message.body for message in mail.outbox]
+        english = [body for body in bodies if "Alpha Water has" in body]
+        assert "spending cap of ¥1,000,000: this month's overage comes to ¥1,234,567.50." in english[0]
+        assert "until this month's overage reaches the spending cap of ¥1,000,000." in english[1]
+        assert sum("1,000,000" in body for body in bodies) == 4, bodies  # and in Chinese
+        assert not any("1000000" in body for body in bodies)
+
     def test_emails_are_plain_text_not_html_escaped(self) -> None:
         from apps.tenants.services import tenant_provision
 
