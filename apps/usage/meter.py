@@ -61,8 +61,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
@@ -638,25 +639,36 @@ def _cap_reached_words(cap_fen: int, at: str) -> str:
 
 
 def _calls_used_up_words(limit: int, at: str) -> str:
-    return _("Your plan's %(limit)d API calls this month are used up. More from %(time)s.") % {
-        "limit": limit,
-        "time": at,
-    }
+    # "The workspace's", not "your plan's": the quota may be a staff override of the plan's.
+    return ngettext(
+        "The workspace's %(limit)s API call this month is used up. More from %(time)s.",
+        "The workspace's %(limit)s API calls this month are used up. More from %(time)s.",
+        limit,
+    ) % {"limit": formats.number_format(limit, force_grouping=True), "time": at}
 
 
 def _member_limit_words(limit: int, at: str, date: dt.date, days_ahead: int) -> str:
-    when = {"limit": limit, "time": at, "date": date.isoformat()}
+    when = {"limit": formats.number_format(limit, force_grouping=True), "time": at, "date": date.isoformat()}
     if days_ahead == 0:
-        return _(
-            "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from "
-            "%(time)s today (%(date)s)."
+        return ngettext(
+            "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+            "%(time)s today (%(date)s).",
+            "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+            "%(time)s today (%(date)s).",
+            limit,
         ) % when
     if days_ahead == 1:
-        return _(
-            "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from "
-            "%(time)s tomorrow (%(date)s)."
+        return ngettext(
+            "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+            "%(time)s tomorrow (%(date)s).",
+            "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+            "%(time)s tomorrow (%(date)s).",
+            limit,
         ) % when
-    return _(
-        "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from "
-        "%(date)s %(time)s."
+    return ngettext(
+        "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+        "%(date)s %(time)s.",
+        "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+        "%(date)s %(time)s.",
+        limit,
     ) % when

@@ -635,7 +635,9 @@ class TestQuotas:
         # Stored for each reader's language (apps.core.languages).
         assert set(failed.error_translations) == {"en", "zh-hans"}
         resets = zoned(L.resets_at(L.today()))
-        assert failed.error_translations["en"] == f"Your plan's 1 API calls this month are used up. More from {resets}."
+        assert failed.error_translations["en"] == (
+            f"The workspace's 1 API call this month is used up. More from {resets}."  # one, and maybe staff's override
+        )
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
@@ -671,6 +673,15 @@ class TestQuotas:
         error = refused.json()["error"]
         assert (error["details"]["quota"], error["details"]["spending_cap_fen"]) == ("spending_cap", cap_fen)
         assert zoned(L.resets_at(L.today())) in error["message"]  # when calls resume without a higher cap
+
+    def test_the_refusal_groups_the_quota_and_names_it_the_workspaces(self, tenant_alpha: TenantFixture) -> None:
+        """It said "Your plan's 1500 API calls" of a staff override, ungrouped."""
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=1500)
+        get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1500)
+        refused = v1(tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.USER))))
+        assert refused.status_code == 402
+        message = refused.json()["error"]["message"]
+        assert message.startswith("The workspace's 1,500 API calls this month are used up. More from "), message
 
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
@@ -1500,7 +1511,7 @@ class TestMemberDailyCalls:
         resets = L.day_resets_at(L.today())
         assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
                                     "resets_at": L.iso(resets)}  # fmt: skip
-        assert "2 AI calls a day" in error["message"]
+        assert "You have made the 2 AI calls a day" in error["message"]
         # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named, and on which day there.
         date = timezone.localdate(resets)
         day = "today" if date == timezone.localdate() else "tomorrow"
@@ -1535,7 +1546,9 @@ class TestMemberDailyCalls:
             refused = alice.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
                                  content_type="application/json")  # fmt: skip
         assert refused.status_code == 402
-        assert refused.json()["error"]["message"].endswith(more)
+        message = refused.json()["error"]["message"]
+        assert message.startswith("You have made the 1 AI call a day your workspace's admins allow"), message
+        assert message.endswith(more)
 
     def test_tool_calls_count_and_a_turn_past_it_ends_with_an_error_event(
         self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None

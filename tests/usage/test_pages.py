@@ -319,6 +319,12 @@ def member_limit_of(tenant: TenantFixture) -> int | None:
 
 
 class TestMemberDailyCalls:
+    def test_one_call_a_day_is_one_call(self, tenant_alpha: TenantFixture) -> None:
+        """The page said "Each member may now make 1 AI calls a day."."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert client.post("/usage/member-daily-calls/", {"calls": "1"}).status_code == 302
+        assert "Each member may now make 1 AI call a day." in client.get("/usage/").content.decode()
+
     def test_an_admin_sets_and_removes_it_and_a_member_sees_their_day(self, tenant_alpha: TenantFixture) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         assert text_of(client.get("/usage/").content.decode(), "member-limit") == "No limit"
@@ -329,7 +335,7 @@ class TestMemberDailyCalls:
         page = client.get("/usage/").content.decode()
         assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00 UTC+8"
         assert 'value="1500"' in page  # the form starts from the current limit
-        assert "Each member may now make 1500 AI calls a day." in page
+        assert "Each member may now make 1,500 AI calls a day." in page  # grouped, as the limit above
         with schema_context(tenant_alpha.tenant.schema_name):
             assert AuditEvent.objects.filter(action="usage.member_daily_calls_set").count() == 1
 
