@@ -1401,6 +1401,39 @@ class TestUsageApi:
         assert response.status_code == 400, response.content
         assert response.json()["error"]["code"] == "invalid_input"
 
+    @pytest.mark.parametrize("day", ["2026-02-30", "2026-13-01", "2026-04-31"])
+    def test_a_well_formed_date_that_does_not_exist_is_named_so(self, tenant_alpha: TenantFixture, day: str) -> None:
+        """It said "Date has wrong format. Use one of these formats instead: YYYY-MM-DD." of a date in that format."""
+        admin = tenant_alpha.client(
+            HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+        )
+        response = self.get(admin, **{"from": day})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["details"] == {"from": [f"There is no such date: {day} does not exist."]}
+
+    @pytest.mark.parametrize(
+        ("path", "query", "named"),
+        [("/api/usage", "from=2026-11-01&from=2026-11-02", "from"),
+         ("/api/usage", "group_by=user&to=2026-11-30&group_by=day", "group_by"),
+         ("/api/users", "role=admin&role=user", "role"),
+         ("/api/api-keys", "page=1&page=2", "page"),
+         ("/api/conversations", "page_size=5&page_size=50", "page_size")],
+    )  # fmt: skip
+    def test_a_parameter_given_twice_is_a_400_naming_it(
+        self, tenant_alpha: TenantFixture, path: str, query: str, named: str
+    ) -> None:
+        """The API took the last of ``?from=a&from=b`` silently, where every other doubt about a query is a 400."""
+        admin = tenant_alpha.client(
+            HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+        )
+        response = admin.get(f"{path}?{query}")
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["details"] == {named: ["Give this parameter once."]}
+
     def test_the_last_days_of_the_calendar_are_an_empty_series(self, tenant_alpha: TenantFixture) -> None:
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
         body = self.get(admin, **{"from": "9999-12-30", "to": "9999-12-31"}).json()
@@ -1537,7 +1570,7 @@ class TestMemberDailyCalls:
     def test_the_refusal_says_on_which_day_calls_come_back(
         self, tenant_alpha: TenantFixture, fresh_counters: None, moment: dt.datetime, more: str
     ) -> None:
-        """"More from 08:00 UTC+8." did not say whether that was today or tomorrow where the workspace is."""
+        """ "More from 08:00 UTC+8." did not say whether that was today or tomorrow where the workspace is."""
         with time_machine.travel(moment, tick=False):
             assert self.set_limit(tenant_alpha, 1).status_code == 200
             alice = member_client(tenant_alpha)
