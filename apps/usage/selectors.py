@@ -16,7 +16,7 @@ from apps.mcp.selectors import mcp_service_count_active
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import Meter, month_key, storage_key
-from apps.usage.models import Quota, QuotaAlert
+from apps.usage.models import Quota, QuotaAlert, UsageEvent, UsageStat
 from apps.usage.scripts import redis_client
 
 
@@ -198,6 +198,16 @@ def _percent(limit: int | None, used: int) -> float | None:
     if limit is None:
         return None
     return used * 1000 // limit / 10 if limit else 100.0
+
+
+def usage_member_known(user_id: int) -> bool:
+    """A member, or a deleted one whose usage is kept: ``group_by=user`` lists it as "Deleted member #id", so its
+    id asks for that usage and is not a 404."""
+    return (
+        User.objects.filter(pk=user_id).exists()
+        or UsageStat.objects.filter(user_id=user_id).exists()
+        or UsageEvent.objects.filter(user_id=user_id).exists()
+    )
 
 
 def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | None = None,

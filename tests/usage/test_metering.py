@@ -1308,6 +1308,22 @@ class TestUsageApi:
         one = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "user": str(second.pk)}).json()
         assert one["totals"] == {"api_calls": 1, "tokens": 100}
 
+    def test_a_deleted_members_usage_is_theirs_by_id(self, tenant_alpha: TenantFixture) -> None:
+        """group_by=user lists a deleted member's calls as "Deleted member #id"; asking for that id was a 404."""
+        from apps.accounts.services import user_delete
+
+        _first, second = self.seed(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            user_delete(actor=Actor(user=admin_of(tenant_alpha)), user=second)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        month = {"from": "2026-11-01", "to": "2026-11-04"}
+        listed = self.get(admin, **month, group_by="user").json()["series"]
+        assert {(u["user_id"], u["email"]) for u in listed} >= {(second.pk, "")}
+        one = self.get(admin, **month, user=str(second.pk))
+        assert one.status_code == 200, one.content
+        assert one.json()["totals"] == {"api_calls": 1, "tokens": 100}
+        assert self.get(admin, **month, user=str(second.pk + 1000)).status_code == 404  # never a member
+
     def test_a_day_without_a_measurement_has_the_size_last_measured(self, tenant_alpha: TenantFixture) -> None:
         """Storage is measured every ten minutes: a day the beat was down, or today before the first, stored
         what the last measurement found, not nothing."""
