@@ -217,7 +217,8 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
 
     Flushed totals and unflushed calls are added together, so the series is current.
     ``only_user`` limits it to ``user_id`` (members who may not see the whole tenant);
-    calls made with API keys are no one's, so per key it does not apply.
+    calls made with API keys are no one's, so per key it does not apply. Per user: most calls first, ties by
+    user id, the API keys' row (no user) last among them.
     """
     if group_by == "api_key":
         return _usage_by_api_key(start, end)
@@ -260,7 +261,7 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
        WHERE date BETWEEN %(start)s AND %(end)s {where_user}
       UNION ALL
       SELECT user_id, calls, tokens FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s {where_user}
-    ) u GROUP BY user_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC"""
+    ) u GROUP BY user_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC, user_id NULLS LAST"""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

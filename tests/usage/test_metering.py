@@ -1308,6 +1308,21 @@ class TestUsageApi:
         one = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "user": str(second.pk)}).json()
         assert one["totals"] == {"api_calls": 1, "tokens": 100}
 
+    def test_members_with_as_many_calls_come_in_the_order_of_their_ids(self, tenant_alpha: TenantFixture) -> None:
+        """Ties in calls came in whatever order PostgreSQL's aggregation left them, from one request to the next;
+        the page and the CSV read the same series. Then by id, the "API keys" line (no id) last."""
+        members = [make_member(tenant_alpha, Role.USER) for _ in range(12)]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            for member in reversed(members):
+                UsageStat.objects.create(user_id=member.pk, date=dt.date(2026, 11, 2), api_calls=3, tokens_used=9)
+                UsageEvent.objects.create(user_id=member.pk, kind="model", tokens=1, day=dt.date(2026, 11, 3))
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 11, 2), api_calls=3)
+            UsageStat.objects.create(user_id=members[5].pk, date=dt.date(2026, 11, 3), api_calls=4)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "group_by": "user"}).json()
+        ids = sorted(m.pk for m in members if m is not members[5])
+        assert [u["user_id"] for u in body["series"]] == [members[5].pk, *ids, None]
+
     def test_a_deleted_members_usage_is_theirs_by_id(self, tenant_alpha: TenantFixture) -> None:
         """group_by=user lists a deleted member's calls as "Deleted member #id"; asking for that id was a 404."""
         from apps.accounts.services import user_delete
