@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core import mail
 from django.db import connection as default_connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
@@ -1681,6 +1682,37 @@ def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha:
     page = client.get(url).content.decode()
     assert "API calls: 1 / 100,000" in page
     assert 'name="api_calls_per_month_override"' in page
+
+
+def test_the_admins_tenant_list_counts_calls_whose_counter_redis_lost(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+) -> None:
+    """After a FLUSHALL (or before a month's first call) the list showed "— / 100,000" where the change page
+    rebuilt the counter and showed the calls; it reads them from PostgreSQL, in one statement for the page."""
+    from django.db import connection
+
+    from apps.accounts.services import staff_user_create
+
+    staff = staff_user_create(email="staff@hydronet.example.com", password="Staff-Password-123")
+    client = Client(HTTP_HOST=settings.BASE_HOSTNAME, HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(staff)
+    for _ in range(3):
+        v1(key_client(tenant_alpha))
+    v1(key_client(tenant_beta))
+    flush(tenant_alpha)  # alpha's three calls in usage_stats, and one more still in the ledger:
+    with schema_context(tenant_alpha.tenant.schema_name):
+        UsageEvent.objects.create(kind="model", calls=1, tokens=1, day=L.today(), counted_calls=True,
+                                  counted_tokens=True)  # fmt: skip
+    forget_counters()
+    with CaptureQueriesContext(connection) as queries:
+        listing = client.get("/admin/tenants/tenant/").content.decode()
+    assert "4 / 100,000" in listing
+    assert "1 / 100,000" in listing
+    assert "—" not in listing
+    assert sum("usage_stats" in q["sql"] for q in queries.captured_queries) == 1  # not one per tenant
+
+    url = f"/admin/tenants/tenant/{tenant_alpha.tenant.pk}/change/"
+    assert "API calls: 4 / 100,000" in client.get(url).content.decode()  # as the change page says
 
 
 def test_a_rate_limit_of_0_is_refused_in_the_admin(tenant_alpha: TenantFixture) -> None:
