@@ -80,9 +80,10 @@ class UsageApi(TenantApi):
 
     @extend_schema(
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer, 404: error_response(
-            "`not_found`: no member has the id given as `user`, nor had a deleted one any usage."
-        )},
+        responses={
+            200: OutputSerializer,
+            404: error_response("`not_found`: no member has the id given as `user`, nor had a deleted one any usage."),
+        },
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)

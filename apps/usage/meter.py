@@ -650,25 +650,34 @@ def _calls_used_up_words(limit: int, at: str) -> str:
 def _member_limit_words(limit: int, at: str, date: dt.date, days_ahead: int) -> str:
     when = {"limit": formats.number_format(limit, force_grouping=True), "time": at, "date": date.isoformat()}
     if days_ahead == 0:
-        return ngettext(
-            "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-            "%(time)s today (%(date)s).",
-            "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-            "%(time)s today (%(date)s).",
-            limit,
-        ) % when
+        return (
+            ngettext(
+                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+                "%(time)s today (%(date)s).",
+                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+                "%(time)s today (%(date)s).",
+                limit,
+            )
+            % when
+        )
     if days_ahead == 1:
-        return ngettext(
+        return (
+            ngettext(
+                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+                "%(time)s tomorrow (%(date)s).",
+                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+                "%(time)s tomorrow (%(date)s).",
+                limit,
+            )
+            % when
+        )
+    return (
+        ngettext(
             "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-            "%(time)s tomorrow (%(date)s).",
+            "%(date)s %(time)s.",
             "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-            "%(time)s tomorrow (%(date)s).",
+            "%(date)s %(time)s.",
             limit,
-        ) % when
-    return ngettext(
-        "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-        "%(date)s %(time)s.",
-        "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-        "%(date)s %(time)s.",
-        limit,
-    ) % when
+        )
+        % when
+    )

@@ -260,11 +260,12 @@ def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
     if calls is None:
         messages.success(request, _("Members' calls a day are no longer limited."))
     else:
-        messages.success(
-            request,
-            ngettext("Each member may now make %(calls)s AI call a day.", "Each member may now make %(calls)s AI calls a day.",
-                     calls) % {"calls": number_format(calls, force_grouping=True)},
-        )  # fmt: skip
+        done = ngettext(
+            "Each member may now make %(calls)s AI call a day.",
+            "Each member may now make %(calls)s AI calls a day.",
+            calls,
+        )
+        messages.success(request, done % {"calls": number_format(calls, force_grouping=True)})
     return redirect("usage:usage")
 
 
