@@ -77,6 +77,15 @@ class StrictQuery(StrictSerializer):
 
     passes = frozenset({api_settings.URL_FORMAT_OVERRIDE})
 
+    def to_internal_value(self, data: Any) -> Any:
+        """A parameter given twice (``?from=…&from=…``) is a 400 naming it: which one was meant is not ours to
+        guess, and DRF silently took the last."""
+        if hasattr(data, "lists"):
+            repeated = sorted(name for name, values in data.lists() if len(values) > 1)
+            if repeated:
+                raise serializers.ValidationError({name: [_("Give this parameter once.")] for name in repeated})
+        return super().to_internal_value(data)
+
 
 class TenantApi(APIView):
     authentication_classes = (ApiKeyAuthentication, TenantJWTAuthentication, TenantSessionAuthentication)

@@ -13,10 +13,12 @@ refuses them for every text field of a body at once (``apps.api.base.JsonSeriali
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -52,12 +54,23 @@ class JsonFloatField(serializers.FloatField):
 class IsoDateField(serializers.DateField):
     """A date written YYYY-MM-DD in ASCII digits, as the API's error message says, and nothing else."""
 
+    default_error_messages = {
+        # A well-formed date that is on no calendar (2026-02-30, 2026-13-01): "wrong format" sent the client to
+        # check a format it had right.
+        "nonexistent": _("There is no such date: {value} does not exist."),
+    }
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(input_formats=["iso-8601"], **kwargs)
 
     def to_internal_value(self, value: Any) -> Any:
-        if isinstance(value, str) and not _ISO_DATE.fullmatch(value):
-            self.fail("invalid", format="YYYY-MM-DD")
+        if isinstance(value, str):
+            if not _ISO_DATE.fullmatch(value):
+                self.fail("invalid", format="YYYY-MM-DD")
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                self.fail("nonexistent", value=value)
         return super().to_internal_value(value)
 
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import formats
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
@@ -62,8 +65,10 @@ class Plan(TimeStampedModel):
 
 
 def fen_to_yuan(fen: int | None) -> str | None:
-    """Integer fen as a yuan display string: 9900 -> "99", 1050 -> "10.50"."""
+    """Integer fen as a yuan display string in the active language, grouped by three as the usage page's amounts:
+    9900 -> "99", 1050 -> "10.50", 100000000 -> "1,000,000"."""
     if fen is None:
         return None
-    yuan, rest = divmod(fen, 100)
-    return f"{yuan}" if rest == 0 else f"{yuan}.{rest:02d}"
+    if fen % 100 == 0:
+        return formats.number_format(fen // 100, force_grouping=True)
+    return formats.number_format(Decimal(fen) / 100, 2, force_grouping=True)

@@ -12,7 +12,6 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.accounts.models import User
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
 from apps.api.base import AUTHENTICATED, StrictQuery, StrictSerializer, TenantApi
@@ -22,7 +21,7 @@ from apps.api.schema import error_response
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.models import Quota
-from apps.usage.selectors import quota_status, usage_series
+from apps.usage.selectors import quota_status, usage_member_known, usage_series
 from apps.usage.services import (
     MAX_MEMBER_DAILY_CALLS,
     MAX_SPENDING_CAP_FEN,
@@ -81,7 +80,10 @@ class UsageApi(TenantApi):
 
     @extend_schema(
         parameters=[FilterSerializer],
-        responses={200: OutputSerializer, 404: error_response("`not_found`: no member has the id given as `user`.")},
+        responses={
+            200: OutputSerializer,
+            404: error_response("`not_found`: no member has the id given as `user`, nor had a deleted one any usage."),
+        },
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -97,7 +99,7 @@ class UsageApi(TenantApi):
             user_id = self.member(request).pk
             if data.get("user", user_id) != user_id:
                 raise PermissionMissing(Perm.VIEW_STATS)  # asked for someone else's
-        if user_id is not None and everyone and not User.objects.filter(pk=user_id).exists():
+        if user_id is not None and everyone and not usage_member_known(user_id):
             raise Http404
         series = usage_series(start=data["from"], end=data["to"], group_by=data["group_by"], user_id=user_id,
                               only_user=user_id is not None)  # fmt: skip

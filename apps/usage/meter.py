@@ -61,7 +61,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
@@ -577,14 +579,18 @@ class Meter:
         limits = self.limits
         assert limits.calls_stop_at is not None
         # limit and used count calls either way (the cap's limit: the quota and the calls the cap pays for).
-        details: dict[str, Any] = {"limit": limits.calls_stop_at, "used": used, "resets_at": L.iso(L.resets_at(day))}
+        resets = L.resets_at(day)
+        details: dict[str, Any] = {"limit": limits.calls_stop_at, "used": used, "resets_at": L.iso(resets)}
+        # The moment calls come back, named in the workspace's zone as the banner does ("2027-01-01 08:00 UTC+8"):
+        # "this month" alone read wrong where the month already changed (04:00 on the 1st in China).
+        at = zoned(resets)
         # Words, not text: a turn stopped by it stores the message in each language (apps.core.languages).
         if limits.bills_overage:  # the cap stopped it, also a cap below one call's price (no overage at all)
-            message = partial(_cap_reached_words, fen_to_yuan(limits.spending_cap_fen or 0))
+            message = partial(_cap_reached_words, limits.spending_cap_fen or 0, at)
             details = {"quota": "spending_cap", **details, "spending_cap_fen": limits.spending_cap_fen,
                        "overage_fen": limits.overage_fen(used)}  # fmt: skip
         else:
-            message = partial(_calls_used_up_words, limits.api_calls or 0)
+            message = partial(_calls_used_up_words, limits.api_calls or 0, at)
             details = {"quota": Quota.API_CALLS.value, **details}
         return QuotaExceeded(message, details=details)
 
@@ -592,9 +598,11 @@ class Meter:
         limit = self.limits.member_daily_calls
         assert limit is not None
         resets = L.day_resets_at(day)
-        at = zoned(resets, "H:i")  # the workspace's time zone, named: "08:00 UTC+8"
+        # The workspace's time zone, named ("08:00 UTC+8"), and which day that is there: the UTC day ends at 08:00
+        # in China, tomorrow before midnight there and today after it.
+        at, date = zoned(resets, "H:i"), timezone.localdate(resets)
         return QuotaExceeded(
-            partial(_member_limit_words, limit, at),
+            partial(_member_limit_words, limit, at, date, (date - timezone.localdate()).days),
             details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": L.iso(resets)},
         )
 
@@ -623,15 +631,53 @@ class Meter:
             spending_cap_alert(limits=self.limits, used=after, day=day)
 
 
-def _cap_reached_words(cap: str | None) -> str:
-    return _("This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue.") % {"cap": cap}
-
-
-def _calls_used_up_words(limit: int) -> str:
-    return _("Your plan's %(limit)d API calls this month are used up.") % {"limit": limit}
-
-
-def _member_limit_words(limit: int, at: str) -> str:
+def _cap_reached_words(cap_fen: int, at: str) -> str:
     return _(
-        "You have made the %(limit)d AI calls a day your workspace's admins allow each member. More from %(time)s."
-    ) % {"limit": limit, "time": at}
+        "This month's overage reached your spending cap of ¥%(cap)s. Raise the cap to continue, or calls resume "
+        "from %(time)s."
+    ) % {"cap": fen_to_yuan(cap_fen), "time": at}
+
+
+def _calls_used_up_words(limit: int, at: str) -> str:
+    # "The workspace's", not "your plan's": the quota may be a staff override of the plan's.
+    return ngettext(
+        "The workspace's %(limit)s API call this month is used up. More from %(time)s.",
+        "The workspace's %(limit)s API calls this month are used up. More from %(time)s.",
+        limit,
+    ) % {"limit": formats.number_format(limit, force_grouping=True), "time": at}
+
+
+def _member_limit_words(limit: int, at: str, date: dt.date, days_ahead: int) -> str:
+    when = {"limit": formats.number_format(limit, force_grouping=True), "time": at, "date": date.isoformat()}
+    if days_ahead == 0:
+        return (
+            ngettext(
+                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+                "%(time)s today (%(date)s).",
+                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+                "%(time)s today (%(date)s).",
+                limit,
+            )
+            % when
+        )
+    if days_ahead == 1:
+        return (
+            ngettext(
+                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+                "%(time)s tomorrow (%(date)s).",
+                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+                "%(time)s tomorrow (%(date)s).",
+                limit,
+            )
+            % when
+        )
+    return (
+        ngettext(
+            "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
+            "%(date)s %(time)s.",
+            "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
+            "%(date)s %(time)s.",
+            limit,
+        )
+        % when
+    )

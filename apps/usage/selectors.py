@@ -16,7 +16,7 @@ from apps.mcp.selectors import mcp_service_count_active
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import Meter, month_key, storage_key
-from apps.usage.models import Quota, QuotaAlert
+from apps.usage.models import Quota, QuotaAlert, UsageEvent, UsageStat
 from apps.usage.scripts import redis_client
 
 
@@ -200,6 +200,16 @@ def _percent(limit: int | None, used: int) -> float | None:
     return used * 1000 // limit / 10 if limit else 100.0
 
 
+def usage_member_known(user_id: int) -> bool:
+    """A member, or a deleted one whose usage is kept: ``group_by=user`` lists it as "Deleted member #id", so its
+    id asks for that usage and is not a 404."""
+    return (
+        User.objects.filter(pk=user_id).exists()
+        or UsageStat.objects.filter(user_id=user_id).exists()
+        or UsageEvent.objects.filter(user_id=user_id).exists()
+    )
+
+
 def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | None = None,
                  only_user: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     """Calls and tokens per day (``group_by="day"``), per user (``"user"``) or per API key (``"api_key"``)
@@ -207,7 +217,8 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
 
     Flushed totals and unflushed calls are added together, so the series is current.
     ``only_user`` limits it to ``user_id`` (members who may not see the whole tenant);
-    calls made with API keys are no one's, so per key it does not apply.
+    calls made with API keys are no one's, so per key it does not apply. Per user: most calls first, ties by
+    user id, the API keys' row (no user) last among them.
     """
     if group_by == "api_key":
         return _usage_by_api_key(start, end)
@@ -250,7 +261,7 @@ def usage_series(*, start: dt.date, end: dt.date, group_by: str, user_id: int | 
        WHERE date BETWEEN %(start)s AND %(end)s {where_user}
       UNION ALL
       SELECT user_id, calls, tokens FROM usage_usageevent WHERE day BETWEEN %(start)s AND %(end)s {where_user}
-    ) u GROUP BY user_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC"""
+    ) u GROUP BY user_id HAVING SUM(calls) > 0 OR SUM(tokens) > 0 ORDER BY SUM(calls) DESC, user_id NULLS LAST"""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -357,8 +368,10 @@ def alerts_standing(tenant: Tenant, day: dt.date | None = None) -> list[Standing
     return standing
 
 
-def usage_by_tenant(tenants: list[Tenant]) -> dict[int, int | None]:
-    """This month's calls of each tenant from the live counters, in one round trip (None: not known)."""
+def usage_by_tenant(tenants: list[Tenant]) -> dict[int, int]:
+    """This month's calls of each tenant: the live counters, in one round trip, and for those whose counter is
+    missing (Redis emptied, no call yet this month) or all of them if Redis is down, what PostgreSQL has, in
+    one statement, as ``month_calls`` finds it for one tenant (the list showed "—" there)."""
     if not tenants:
         return {}
     day = L.today()
@@ -368,5 +381,27 @@ def usage_by_tenant(tenants: list[Tenant]) -> dict[int, int | None]:
             pipe.hget(month_key(tenant.schema_name, day), "calls")
         values = pipe.execute()
     except RedisError:
-        return {tenant.pk: None for tenant in tenants}
-    return {tenant.pk: int(v) if v is not None else None for tenant, v in zip(tenants, values, strict=True)}
+        values = [None] * len(tenants)
+    calls = {tenant.pk: int(v) for tenant, v in zip(tenants, values, strict=True) if v is not None}
+    missing = [tenant for tenant in tenants if tenant.pk not in calls]
+    return {**calls, **_month_calls_from_database(missing, day)}
+
+
+def _month_calls_from_database(tenants: list[Tenant], day: dt.date) -> dict[int, int]:
+    """The month's calls of each of ``tenants`` as PostgreSQL has them (usage_stats plus the ledger's unflushed
+    rows, as ``counters_from_database``), in one statement across their schemas."""
+    if not tenants:
+        return {}
+    quote = connection.ops.quote_name
+    parts = [
+        f"""SELECT %s, (SELECT COALESCE(SUM(api_calls), 0) FROM {quote(t.schema_name)}.usage_stats
+                         WHERE date BETWEEN %s AND %s)
+                     + (SELECT COALESCE(SUM(calls), 0) FROM {quote(t.schema_name)}.usage_usageevent
+                         WHERE day BETWEEN %s AND %s)"""
+        for t in tenants
+    ]
+    start, end = L.period_start(day), L.period_end(day)
+    params = [value for t in tenants for value in (t.pk, start, end, start, end)]
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        return {int(pk): int(calls) for pk, calls in cursor.fetchall()}

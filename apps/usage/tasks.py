@@ -71,9 +71,9 @@ def send_quota_alert_email(alert_id: int, language: str = "zh-hans") -> list[str
         by_language.setdefault(own or language, []).append(email)
     for each, admins in sorted(by_language.items()):
         context = {"alert": alert, "tenant": tenant, "usage_url": f"{tenant.url}usage/"}
-        if alert.quota == SPENDING_CAP:  # in fen: the cap, and the month's overage
-            context.update(cap=fen_to_yuan(alert.limit), overage=fen_to_yuan(alert.used))
         with translation.override(each):
+            if alert.quota == SPENDING_CAP:  # in fen: the cap, and the month's overage, grouped in each language
+                context.update(cap=fen_to_yuan(alert.limit), overage=fen_to_yuan(alert.used))
             context["quota_name"] = alert.get_quota_display()
             context["quota_units"] = _units(alert.quota)
             context["consequence"] = _consequence(alert, limits, tenant.plan)

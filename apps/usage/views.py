@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_safe
 
 from apps.accounts.decorators import permission_required
@@ -259,7 +260,12 @@ def member_daily_calls_view(request: HttpRequest) -> HttpResponse:
     if calls is None:
         messages.success(request, _("Members' calls a day are no longer limited."))
     else:
-        messages.success(request, _("Each member may now make %(calls)s AI calls a day.") % {"calls": calls})
+        done = ngettext(
+            "Each member may now make %(calls)s AI call a day.",
+            "Each member may now make %(calls)s AI calls a day.",
+            calls,
+        )
+        messages.success(request, done % {"calls": number_format(calls, force_grouping=True)})
     return redirect("usage:usage")
 
 

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core import mail
 from django.db import connection as default_connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
@@ -25,6 +27,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.audit.models import AuditEvent
 from apps.chat.models import Conversation, Message
 from apps.core.actors import Actor
+from apps.core.templatetags.times import zoned
 from apps.llm.setup_cache import ai_setup_key
 from apps.tenants.models import Tenant
 from apps.usage import limits as L
@@ -610,6 +613,9 @@ class TestQuotas:
         assert error["code"] == "quota_exceeded"
         resets = L.iso(L.resets_at(L.today()))
         assert error["details"] == {"quota": "api_calls", "limit": 2, "used": 2, "resets_at": resets}
+        # When calls come back, in the workspace's zone, as the banner says it: "this month" alone read wrong at
+        # 04:00 on the 1st in China, where the month had changed.
+        assert zoned(L.resets_at(L.today())) in error["message"]
         with schema_context(tenant_alpha.tenant.schema_name):
             assert Message.objects.count() == stored  # no user message without a reply
         assert len(events(tenant_alpha)) == 2
@@ -627,10 +633,12 @@ class TestQuotas:
         assert tokens == events(tenant_alpha)[0].tokens > 0  # the round that ran is in the conversation's count
         failed = with_schema(tenant_alpha, lambda: Message.objects.get(conversation_id=conversation["id"],
                                                                        status="error"))  # fmt: skip
-        assert failed.error_translations == {  # stored for each reader's language (apps.core.languages)
-            "en": "Your plan's 1 API calls this month are used up.",
-            "zh-hans": "您的套餐本月的 1 次 API 调用已用完。",
-        }
+        # Stored for each reader's language (apps.core.languages).
+        assert set(failed.error_translations) == {"en", "zh-hans"}
+        resets = zoned(L.resets_at(L.today()))
+        assert failed.error_translations["en"] == (
+            f"The workspace's 1 API call this month is used up. More from {resets}."  # one, and maybe staff's override
+        )
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
@@ -665,7 +673,16 @@ class TestQuotas:
         assert refused.status_code == 402
         error = refused.json()["error"]
         assert (error["details"]["quota"], error["details"]["spending_cap_fen"]) == ("spending_cap", cap_fen)
-        assert error["message"].startswith("本月超额费用已达到您设置的支出上限")
+        assert zoned(L.resets_at(L.today())) in error["message"]  # when calls resume without a higher cap
+
+    def test_the_refusal_groups_the_quota_and_names_it_the_workspaces(self, tenant_alpha: TenantFixture) -> None:
+        """It said "Your plan's 1500 API calls" of a staff override, ungrouped."""
+        limits(tenant_alpha, plan="free", api_calls_per_month_override=1500)
+        get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1500)
+        refused = v1(tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, Role.USER))))
+        assert refused.status_code == 402
+        message = refused.json()["error"]["message"]
+        assert message.startswith("The workspace's 1,500 API calls this month are used up. More from "), message
 
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
@@ -1126,6 +1143,27 @@ class TestAlerts:
         assert "has used 400,286 of its 100,000 API calls: 100% of the plan." in by_recipient[tenant_alpha.admin_email]
         assert "API 调用已用 400,286（配额 100,000）" in by_recipient[chinese.email], by_recipient[chinese.email]
 
+    def test_yuan_in_the_emails_are_grouped_by_three_as_on_the_usage_page(self, tenant_alpha: TenantFixture) -> None:
+        """The cap's email said "¥1000000" where the usage page says ¥1,000,000.00."""
+        from apps.usage.models import SPENDING_CAP
+
+        chinese = make_member(tenant_alpha, Role.ADMIN)
+        limits(tenant_alpha, plan="pro", spending_cap_fen=100_000_000)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+            period = L.period_start(L.today())
+            cap = QuotaAlert.objects.create(quota=SPENDING_CAP, period=period, threshold=100, limit=100_000_000,
+                                            used=123_456_750)  # fmt: skip
+            calls = QuotaAlert.objects.create(quota="api_calls", period=period, threshold=100, limit=100, used=100)
+            send_quota_alert_email.apply(args=[cap.pk, "en"]).get()
+            send_quota_alert_email.apply(args=[calls.pk, "en"]).get()
+        bodies = [message.body for message in mail.outbox]
+        english = [body for body in bodies if "Alpha Water has" in body]
+        assert "spending cap of ¥1,000,000: this month's overage comes to ¥1,234,567.50." in english[0]
+        assert "until this month's overage reaches the spending cap of ¥1,000,000." in english[1]
+        assert sum("1,000,000" in body for body in bodies) == 4, bodies  # and in Chinese
+        assert not any("1000000" in body for body in bodies)
+
     def test_emails_are_plain_text_not_html_escaped(self) -> None:
         from apps.tenants.services import tenant_provision
 
@@ -1271,6 +1309,37 @@ class TestUsageApi:
         one = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "user": str(second.pk)}).json()
         assert one["totals"] == {"api_calls": 1, "tokens": 100}
 
+    def test_members_with_as_many_calls_come_in_the_order_of_their_ids(self, tenant_alpha: TenantFixture) -> None:
+        """Ties in calls came in whatever order PostgreSQL's aggregation left them, from one request to the next;
+        the page and the CSV read the same series. Then by id, the "API keys" line (no id) last."""
+        members = [make_member(tenant_alpha, Role.USER) for _ in range(12)]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            for member in reversed(members):
+                UsageStat.objects.create(user_id=member.pk, date=dt.date(2026, 11, 2), api_calls=3, tokens_used=9)
+                UsageEvent.objects.create(user_id=member.pk, kind="model", tokens=1, day=dt.date(2026, 11, 3))
+            UsageStat.objects.create(user_id=None, date=dt.date(2026, 11, 2), api_calls=3)
+            UsageStat.objects.create(user_id=members[5].pk, date=dt.date(2026, 11, 3), api_calls=4)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        body = self.get(admin, **{"from": "2026-11-01", "to": "2026-11-04", "group_by": "user"}).json()
+        ids = sorted(m.pk for m in members if m is not members[5])
+        assert [u["user_id"] for u in body["series"]] == [members[5].pk, *ids, None]
+
+    def test_a_deleted_members_usage_is_theirs_by_id(self, tenant_alpha: TenantFixture) -> None:
+        """group_by=user lists a deleted member's calls as "Deleted member #id"; asking for that id was a 404."""
+        from apps.accounts.services import user_delete
+
+        _first, second = self.seed(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            user_delete(actor=Actor(user=admin_of(tenant_alpha)), user=second)
+        admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
+        month = {"from": "2026-11-01", "to": "2026-11-04"}
+        listed = self.get(admin, **month, group_by="user").json()["series"]
+        assert {(u["user_id"], u["email"]) for u in listed} >= {(second.pk, "")}
+        one = self.get(admin, **month, user=str(second.pk))
+        assert one.status_code == 200, one.content
+        assert one.json()["totals"] == {"api_calls": 1, "tokens": 100}
+        assert self.get(admin, **month, user=str(second.pk + 1000)).status_code == 404  # never a member
+
     def test_a_day_without_a_measurement_has_the_size_last_measured(self, tenant_alpha: TenantFixture) -> None:
         """Storage is measured every ten minutes: a day the beat was down, or today before the first, stored
         what the last measurement found, not nothing."""
@@ -1363,6 +1432,39 @@ class TestUsageApi:
         response = self.get(admin, **params)
         assert response.status_code == 400, response.content
         assert response.json()["error"]["code"] == "invalid_input"
+
+    @pytest.mark.parametrize("day", ["2026-02-30", "2026-13-01", "2026-04-31"])
+    def test_a_well_formed_date_that_does_not_exist_is_named_so(self, tenant_alpha: TenantFixture, day: str) -> None:
+        """It said "Date has wrong format. Use one of these formats instead: YYYY-MM-DD." of a date in that format."""
+        admin = tenant_alpha.client(
+            HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+        )
+        response = self.get(admin, **{"from": day})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["details"] == {"from": [f"There is no such date: {day} does not exist."]}
+
+    @pytest.mark.parametrize(
+        ("path", "query", "named"),
+        [("/api/usage", "from=2026-11-01&from=2026-11-02", "from"),
+         ("/api/usage", "group_by=user&to=2026-11-30&group_by=day", "group_by"),
+         ("/api/users", "role=admin&role=user", "role"),
+         ("/api/api-keys", "page=1&page=2", "page"),
+         ("/api/conversations", "page_size=5&page_size=50", "page_size")],
+    )  # fmt: skip
+    def test_a_parameter_given_twice_is_a_400_naming_it(
+        self, tenant_alpha: TenantFixture, path: str, query: str, named: str
+    ) -> None:
+        """The API took the last of ``?from=a&from=b`` silently, where every other doubt about a query is a 400."""
+        admin = tenant_alpha.client(
+            HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"])
+        )
+        response = admin.get(f"{path}?{query}")
+        assert response.status_code == 400, response.content
+        error = response.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["details"] == {named: ["Give this parameter once."]}
 
     def test_the_last_days_of_the_calendar_are_an_empty_series(self, tenant_alpha: TenantFixture) -> None:
         admin = tenant_alpha.client(**bearer(jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]))
@@ -1474,9 +1576,11 @@ class TestMemberDailyCalls:
         resets = L.day_resets_at(L.today())
         assert error["details"] == {"quota": "member_daily_calls", "limit": 2, "used": 2,
                                     "resets_at": L.iso(resets)}  # fmt: skip
-        assert "2 AI calls a day" in error["message"]
-        # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named: the time alone said nothing of its zone.
-        assert "More from 08:00 UTC+8." in error["message"]
+        assert "You have made the 2 AI calls a day" in error["message"]
+        # Midnight UTC, in the workspace's time zone (Asia/Shanghai), named, and on which day there.
+        date = timezone.localdate(resets)
+        day = "today" if date == timezone.localdate() else "tomorrow"
+        assert f"More from 08:00 UTC+8 {day} ({date})." in error["message"]
         assert with_schema(tenant_alpha, Message.objects.count) == stored  # the refusal stored nothing
         assert self.turn(bob) == 200  # another member has calls of their own
         assert v1(key_client(tenant_alpha)).status_code == 200  # API keys (all /v1 takes) are no member's
@@ -1487,6 +1591,29 @@ class TestMemberDailyCalls:
 
         assert self.set_limit(tenant_alpha, None).status_code == 200  # removed: Alice goes on
         assert self.turn(alice) == 200
+
+    @pytest.mark.parametrize(
+        ("moment", "more"),
+        [  # 20:00 in China: the UTC day ends tomorrow there; 04:00 on the 1st: it ends today, and so does the month.
+            (dt.datetime(2026, 12, 31, 12, tzinfo=dt.UTC), "More from 08:00 UTC+8 tomorrow (2027-01-01)."),
+            (dt.datetime(2026, 12, 31, 20, tzinfo=dt.UTC), "More from 08:00 UTC+8 today (2027-01-01)."),
+        ],
+    )
+    def test_the_refusal_says_on_which_day_calls_come_back(
+        self, tenant_alpha: TenantFixture, fresh_counters: None, moment: dt.datetime, more: str
+    ) -> None:
+        """ "More from 08:00 UTC+8." did not say whether that was today or tomorrow where the workspace is."""
+        with time_machine.travel(moment, tick=False):
+            assert self.set_limit(tenant_alpha, 1).status_code == 200
+            alice = member_client(tenant_alpha)
+            assert self.turn(alice) == 200
+            conversation = alice.post("/api/conversations", {}, content_type="application/json").json()
+            refused = alice.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
+                                 content_type="application/json")  # fmt: skip
+        assert refused.status_code == 402
+        message = refused.json()["error"]["message"]
+        assert message.startswith("You have made the 1 AI call a day your workspace's admins allow"), message
+        assert message.endswith(more)
 
     def test_tool_calls_count_and_a_turn_past_it_ends_with_an_error_event(
         self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None
@@ -1555,6 +1682,37 @@ def test_staff_see_usage_per_tenant_and_set_overrides_in_the_admin(tenant_alpha:
     page = client.get(url).content.decode()
     assert "API calls: 1 / 100,000" in page
     assert 'name="api_calls_per_month_override"' in page
+
+
+def test_the_admins_tenant_list_counts_calls_whose_counter_redis_lost(
+    tenant_alpha: TenantFixture, tenant_beta: TenantFixture
+) -> None:
+    """After a FLUSHALL (or before a month's first call) the list showed "— / 100,000" where the change page
+    rebuilt the counter and showed the calls; it reads them from PostgreSQL, in one statement for the page."""
+    from django.db import connection
+
+    from apps.accounts.services import staff_user_create
+
+    staff = staff_user_create(email="staff@hydronet.example.com", password="Staff-Password-123")
+    client = Client(HTTP_HOST=settings.BASE_HOSTNAME, HTTP_ACCEPT_LANGUAGE="en")
+    client.force_login(staff)
+    for _ in range(3):
+        v1(key_client(tenant_alpha))
+    v1(key_client(tenant_beta))
+    flush(tenant_alpha)  # alpha's three calls in usage_stats, and one more still in the ledger:
+    with schema_context(tenant_alpha.tenant.schema_name):
+        UsageEvent.objects.create(kind="model", calls=1, tokens=1, day=L.today(), counted_calls=True,
+                                  counted_tokens=True)  # fmt: skip
+    forget_counters()
+    with CaptureQueriesContext(connection) as queries:
+        listing = client.get("/admin/tenants/tenant/").content.decode()
+    assert "4 / 100,000" in listing
+    assert "1 / 100,000" in listing
+    assert "—" not in listing
+    assert sum("usage_stats" in q["sql"] for q in queries.captured_queries) == 1  # not one per tenant
+
+    url = f"/admin/tenants/tenant/{tenant_alpha.tenant.pk}/change/"
+    assert "API calls: 4 / 100,000" in client.get(url).content.decode()  # as the change page says
 
 
 def test_a_rate_limit_of_0_is_refused_in_the_admin(tenant_alpha: TenantFixture) -> None:

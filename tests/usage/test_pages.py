@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.core import mail
 from django.db import connection as db_connection
 from django.test import Client
@@ -318,6 +319,12 @@ def member_limit_of(tenant: TenantFixture) -> int | None:
 
 
 class TestMemberDailyCalls:
+    def test_one_call_a_day_is_one_call(self, tenant_alpha: TenantFixture) -> None:
+        """The page said "Each member may now make 1 AI calls a day."."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        assert client.post("/usage/member-daily-calls/", {"calls": "1"}).status_code == 302
+        assert "Each member may now make 1 AI call a day." in client.get("/usage/").content.decode()
+
     def test_an_admin_sets_and_removes_it_and_a_member_sees_their_day(self, tenant_alpha: TenantFixture) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         assert text_of(client.get("/usage/").content.decode(), "member-limit") == "No limit"
@@ -328,7 +335,7 @@ class TestMemberDailyCalls:
         page = client.get("/usage/").content.decode()
         assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00 UTC+8"
         assert 'value="1500"' in page  # the form starts from the current limit
-        assert "Each member may now make 1500 AI calls a day." in page
+        assert "Each member may now make 1,500 AI calls a day." in page  # grouped, as the limit above
         with schema_context(tenant_alpha.tenant.schema_name):
             assert AuditEvent.objects.filter(action="usage.member_daily_calls_set").count() == 1
 
@@ -451,6 +458,21 @@ class TestQuotaBanner:
                 f"admin raises the cap or the quota resets on {resets}.") in text  # fmt: skip
         assert 'class="notice error" data-quota="api_calls"' in text
         assert "billed as overage" not in text
+
+    @pytest.mark.parametrize(("language", "cap"), [("en", "¥1,000,000.50"), ("zh-hans", "¥1,000,000.50")])
+    def test_the_banners_cap_is_grouped_by_three_as_on_the_usage_page(
+        self, tenant_alpha: TenantFixture, language: str, cap: str
+    ) -> None:
+        """The banner said "¥1000000.50" where the usage page says ¥1,000,000.50."""
+        alert(tenant_alpha, "api_calls", 100)
+        set_limits(tenant_alpha.tenant, spending_cap_fen=100_000_050)  # pro: 1 fen a call
+        redis_client().hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1000 + 100_000_050)
+        admin = logged_in(tenant_alpha, Role.ADMIN)
+        admin.cookies[settings.LANGUAGE_COOKIE_NAME] = language
+        text = banner(admin.get("/dashboard/", HTTP_ACCEPT_LANGUAGE=language).content.decode())
+        assert cap in text
+        assert ("支出上限" in text) == (language == "zh-hans")
+        assert "1000000" not in text
 
     def test_on_the_free_plan_100_percent_says_calls_stop(self) -> None:
         result = tenant_provision(name="Tiny Water", slug="tiny-water", plan="free",
