@@ -161,6 +161,8 @@
   });
   scroll(); // a conversation opens at its latest messages, where the next question goes
 
+  let controller = null; // the turn this page is running, while it runs
+
   if (!form) return;
   const input = form.querySelector("textarea");
   // The question's text, set by the page; its counter (static/js/counter.js) hears of it as of typing.
@@ -170,7 +172,6 @@
   };
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
-  let controller = null;
   let stoppedAt = 0; // when this page last stopped a turn
 
   function toolPanel(data) {
@@ -232,10 +233,11 @@
     }
   }
 
+  // While a reply streams, Stop takes Send's place: the next question can be drafted (the server refuses a second
+  // turn on a conversation while one runs), and is sent once the turn ends.
   function busy(on) {
     send.hidden = on;
     stop.hidden = !on;
-    input.disabled = on;
   }
 
   // Leaving the page while a reply streams stops it: the server cancels the model's work when the page goes,
@@ -259,7 +261,7 @@
     controller.abort();
   };
   stop.addEventListener("click", stopTurn);
-  // Escape stops the reply too, wherever the focus is (the input is disabled while a reply streams).
+  // Escape stops the reply too, wherever the focus is (the question being drafted meanwhile stays).
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && controller) {
       event.preventDefault();
@@ -455,9 +457,16 @@
       edited = was.edited;
       editing.hidden = false;
     }
-    if (body.content && !input.value) setInput(body.content);
+    giveBack(body.content);
     refusal.textContent = message;
     refusal.hidden = !message; // stopped: no reason to give
+  }
+
+  // A question that asked nothing goes back into the input, before what was drafted there while it was under way.
+  function giveBack(content) {
+    if (!content) return;
+    const drafted = input.value.trim();
+    if (drafted !== content.trim()) setInput(drafted ? content + "\n\n" + input.value : content);
   }
 
   // A failure in the page's language: the API's message (translated on the server) or the page's own words,
@@ -617,7 +626,7 @@
         login.dataset.testid = "chat-log-in";
         note.append(login);
         bubble.append(note);
-        if (body.content && !input.value) setInput(body.content);
+        giveBack(body.content);
         sessionEnded = true;
       } else if (!accepted) {
         refused = true;
@@ -676,11 +685,13 @@
     });
   }
 
+  // Enter sends (Shift+Enter breaks the line), but not while a reply streams: what is drafted then waits. Where the
+  // primary pointer is a finger (a phone's keyboard has no Shift), Enter breaks the line and Send sends.
+  const touch = window.matchMedia("(pointer: coarse)");
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      form.requestSubmit();
-    }
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || touch.matches) return;
+    event.preventDefault();
+    if (!controller) form.requestSubmit();
   });
   send.disabled = false; // wired: the page can send now
 })();
