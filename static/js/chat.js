@@ -162,6 +162,37 @@
   scroll(); // a conversation opens at its latest messages, where the next question goes
 
   let controller = null; // the turn this page is running, while it runs
+  const draftKey = "hydronet-chat-draft:" + conversationId;
+
+  // Opened while a reply was still being written (the page says so), the page looks again by itself, less often as it
+  // goes, for about five minutes (a turn holds its conversation at most CHAT_TURN_HOLD_SECONDS, 300 s): once the
+  // reply is stored (the last message, newer than what the page shows, a reply rather than a round that only called
+  // tools) it reloads and shows it, the question being drafted kept. Two requests a look: they count against the
+  // workspace's rate limit. Not while a turn of this page's own runs, nor once one has ended (the note goes then).
+  const WRITING_WAITS = [1000, 1500, 2000, 3000, 5000, 8000, 10000, 15000, 20000, ...Array(8).fill(30000)];
+  async function watchWriting(note) {
+    const after = lastStoredId();
+    const messages = "/api/conversations/" + conversationId + "/messages?page_size=1";
+    for (const wait of WRITING_WAITS) {
+      await new Promise((resolve) => window.setTimeout(resolve, wait));
+      if (!note.isConnected) return;
+      if (controller) continue;
+      try {
+        const count = (await (await api("GET", messages)).json()).count;
+        const last = count ? (await (await api("GET", messages + "&page=" + count)).json()).results[0] : null;
+        if (!last || last.id <= after || last.role !== "assistant" || (last.tool_calls || []).length) continue;
+      } catch (error) {
+        return; // logged out, the conversation deleted, the rate limit: the note stays
+      }
+      if (controller || !note.isConnected) continue;
+      const draft = form ? form.querySelector("textarea").value : "";
+      if (draft.trim()) window.sessionStorage.setItem(draftKey, draft);
+      window.location.reload();
+      return;
+    }
+  }
+  const writingNote = list.querySelector("[data-testid=chat-writing]");
+  if (writingNote && conversationId) watchWriting(writingNote);
 
   if (!form) return;
   const input = form.querySelector("textarea");
@@ -170,6 +201,12 @@
     input.value = text;
     input.dispatchEvent(new Event("input"));
   };
+  const keptDraft = window.sessionStorage.getItem(draftKey); // drafted before the page reloaded to show a reply
+  if (keptDraft) {
+    window.sessionStorage.removeItem(draftKey);
+    setInput(keptDraft);
+    input.focus();
+  }
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
   let stoppedAt = 0; // when this page last stopped a turn

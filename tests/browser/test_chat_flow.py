@@ -1144,3 +1144,36 @@ def test_on_a_touch_screen_enter_breaks_the_line_and_send_sends(
     expect(page.get_by_test_id("user-question")).to_have_text("Levels at S001\nand S002?")
     context.close()
 
+
+def test_opened_while_a_reply_is_written_the_page_shows_it_once_stored(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """Opened (or reloaded) while a reply was still being written, the page said to reload in a moment and stayed
+    as it was; now it looks again by itself and shows the reply once it is stored, keeping what was drafted."""
+    from apps.accounts.models import User
+    from apps.chat import selectors
+    from apps.chat.models import Conversation, Message
+    from apps.usage.scripts import redis_client
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        conversation = Conversation.objects.create(user=User.objects.get(email=ADMIN), title="Levels")
+        Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+    connection.set_schema_to_public()
+    hold = selectors.turn_hold_key("t_chat_flow", conversation.pk)
+    redis_client().set(hold, "the streaming request", px=60_000)  # as a turn under way holds it
+    try:
+        page = chat_page(browser, web_server, "en")
+        page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversation.pk}/"))
+        expect(page.get_by_test_id("chat-writing")).to_contain_text("it will show here once it is done")
+        page.get_by_test_id("chat-input").fill("And at S002?")
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            Message.objects.create(conversation=conversation, role="assistant", content="S001 stands at **2.31 m**.")
+        connection.set_schema_to_public()
+        redis_client().delete(hold)  # the turn ends
+        messages = page.get_by_test_id("messages")
+        expect(messages.locator(".bubble.assistant strong")).to_have_text("2.31 m", timeout=10_000)
+        expect(page.get_by_test_id("chat-writing")).to_have_count(0)
+        expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+        expect(page.get_by_test_id("chat-input")).to_have_value("And at S002?")
+    finally:
+        redis_client().delete(hold)
