@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import time
@@ -22,6 +21,7 @@ from apps.accounts.services import actor_role
 from apps.chat.models import Conversation, Message, Role, Status
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
+from apps.core.templatetags.times import zoned
 from apps.tenants.db import connection
 from apps.usage.scripts import redis_client
 
@@ -348,7 +348,8 @@ def conversation_markdown(conversation: Conversation) -> str:
     cut_short, tool_label = _("This reply stopped before it was complete."), _("Tool")
     answered_again, edited = _("Answered again below."), _("Edited and asked again below.")
     lines = [f"# {conversation.title or untitled}", ""]
-    details = [f"{conversation.created_at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"]
+    # In the zone the pages show times in, named ("2026-12-07 18:13 UTC+8"), as they name it.
+    details = [zoned(conversation.created_at)]
     if conversation.model:
         details.append(conversation.model)
     lines += [" · ".join(details), ""]

@@ -117,7 +117,7 @@ def check_model_server(server: ModelServer) -> ServerCheck:
             _("The model server refused the API key (%(status)d).") % {"status": exc.status_code}
         ) from exc
     except openai.APIStatusError as exc:
-        raise ModelServerUnreachable(status_words(exc)) from exc
+        raise ModelServerUnreachable(models_status_words(exc)) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
         raise ModelServerUnreachable(unreachable_words(exc)) from exc
     finally:
@@ -131,12 +131,38 @@ def status_words(exc: openai.APIStatusError) -> str:
     if 300 <= status < 400:
         return _("The model server answered %(status)d, a redirect, which HydroNet does not follow: check the base "
                  "URL.") % {"status": status}  # fmt: skip
+    words = _server_words(exc)
+    if words:
+        return _("The model server answered %(status)d: %(error)s") % {"status": status, "error": words}
+    return _("The model server answered %(status)d.") % {"status": status}
+
+
+def models_status_words(exc: openai.APIStatusError) -> str:
+    """The error status of ``GET /models`` in words (``status_words``); a 404 or 405 there most often means a base
+    URL that is not the API's (one without its ``/v1``), and says so, with the server's own message if it sent one."""
+    status = exc.status_code
+    if status not in (404, 405):
+        return status_words(exc)
+    words = _server_words(exc)
+    if words:
+        return _(
+            "The model server answered %(status)d to GET /models: “%(error)s”. Check that the base URL is the API's, "
+            "which usually ends in /v1."
+        ) % {"status": status, "error": words}
+    return _(
+        "The model server answered %(status)d to GET /models. Check that the base URL is the API's, which usually "
+        "ends in /v1."
+    ) % {"status": status}
+
+
+def _server_words(exc: openai.APIStatusError) -> str:
+    """The message of an error answer's body in OpenAI's form (``{"error": {"message"}}``), at most 300 characters;
+    "" without one."""
     error = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else None
     said = error.get("message") if isinstance(error, dict) else None
     if isinstance(said, str) and said.strip():  # whole before it is cut: a pair cut in two is two halves
-        words = whole_characters(said).strip()[:300]
-        return _("The model server answered %(status)d: %(error)s") % {"status": status, "error": words}
-    return _("The model server answered %(status)d.") % {"status": status}
+        return whole_characters(said).strip()[:300]
+    return ""
 
 
 def unreachable_words(exc: BaseException) -> str:

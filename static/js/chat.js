@@ -161,6 +161,39 @@
   });
   scroll(); // a conversation opens at its latest messages, where the next question goes
 
+  let controller = null; // the turn this page is running, while it runs
+  const draftKey = "hydronet-chat-draft:" + conversationId;
+
+  // Opened while a reply was still being written (the page says so), the page looks again by itself, less often as it
+  // goes, for about five minutes (a turn holds its conversation at most CHAT_TURN_HOLD_SECONDS, 300 s): once the
+  // reply is stored (the last message, newer than what the page shows, a reply rather than a round that only called
+  // tools) it reloads and shows it, the question being drafted kept. Two requests a look: they count against the
+  // workspace's rate limit. Not while a turn of this page's own runs, nor once one has ended (the note goes then).
+  const WRITING_WAITS = [1000, 1500, 2000, 3000, 5000, 8000, 10000, 15000, 20000, ...Array(8).fill(30000)];
+  async function watchWriting(note) {
+    const after = lastStoredId();
+    const messages = "/api/conversations/" + conversationId + "/messages?page_size=1";
+    for (const wait of WRITING_WAITS) {
+      await new Promise((resolve) => window.setTimeout(resolve, wait));
+      if (!note.isConnected) return;
+      if (controller) continue;
+      try {
+        const count = (await (await api("GET", messages)).json()).count;
+        const last = count ? (await (await api("GET", messages + "&page=" + count)).json()).results[0] : null;
+        if (!last || last.id <= after || last.role !== "assistant" || (last.tool_calls || []).length) continue;
+      } catch (error) {
+        return; // logged out, the conversation deleted, the rate limit: the note stays
+      }
+      if (controller || !note.isConnected) continue;
+      const draft = form ? form.querySelector("textarea").value : "";
+      if (draft.trim()) window.sessionStorage.setItem(draftKey, draft);
+      window.location.reload();
+      return;
+    }
+  }
+  const writingNote = list.querySelector("[data-testid=chat-writing]");
+  if (writingNote && conversationId) watchWriting(writingNote);
+
   if (!form) return;
   const input = form.querySelector("textarea");
   // The question's text, set by the page; its counter (static/js/counter.js) hears of it as of typing.
@@ -168,9 +201,14 @@
     input.value = text;
     input.dispatchEvent(new Event("input"));
   };
+  const keptDraft = window.sessionStorage.getItem(draftKey); // drafted before the page reloaded to show a reply
+  if (keptDraft) {
+    window.sessionStorage.removeItem(draftKey);
+    setInput(keptDraft);
+    input.focus();
+  }
   const send = form.querySelector("[data-testid=chat-send]");
   const stop = form.querySelector("[data-testid=chat-stop]");
-  let controller = null;
   let stoppedAt = 0; // when this page last stopped a turn
 
   function toolPanel(data) {
@@ -232,10 +270,11 @@
     }
   }
 
+  // While a reply streams, Stop takes Send's place: the next question can be drafted (the server refuses a second
+  // turn on a conversation while one runs), and is sent once the turn ends.
   function busy(on) {
     send.hidden = on;
     stop.hidden = !on;
-    input.disabled = on;
   }
 
   // Leaving the page while a reply streams stops it: the server cancels the model's work when the page goes,
@@ -259,7 +298,7 @@
     controller.abort();
   };
   stop.addEventListener("click", stopTurn);
-  // Escape stops the reply too, wherever the focus is (the input is disabled while a reply streams).
+  // Escape stops the reply too, wherever the focus is (the question being drafted meanwhile stays).
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && controller) {
       event.preventDefault();
@@ -455,9 +494,16 @@
       edited = was.edited;
       editing.hidden = false;
     }
-    if (body.content && !input.value) setInput(body.content);
+    giveBack(body.content);
     refusal.textContent = message;
     refusal.hidden = !message; // stopped: no reason to give
+  }
+
+  // A question that asked nothing goes back into the input, before what was drafted there while it was under way.
+  function giveBack(content) {
+    if (!content) return;
+    const drafted = input.value.trim();
+    if (drafted !== content.trim()) setInput(drafted ? content + "\n\n" + input.value : content);
   }
 
   // A failure in the page's language: the API's message (translated on the server) or the page's own words,
@@ -617,7 +663,7 @@
         login.dataset.testid = "chat-log-in";
         note.append(login);
         bubble.append(note);
-        if (body.content && !input.value) setInput(body.content);
+        giveBack(body.content);
         sessionEnded = true;
       } else if (!accepted) {
         refused = true;
@@ -676,11 +722,13 @@
     });
   }
 
+  // Enter sends (Shift+Enter breaks the line), but not while a reply streams: what is drafted then waits. Where the
+  // primary pointer is a finger (a phone's keyboard has no Shift), Enter breaks the line and Send sends.
+  const touch = window.matchMedia("(pointer: coarse)");
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      form.requestSubmit();
-    }
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || touch.matches) return;
+    event.preventDefault();
+    if (!controller) form.requestSubmit();
   });
   send.disabled = false; // wired: the page can send now
 })();

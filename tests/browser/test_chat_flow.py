@@ -121,7 +121,7 @@ def test_a_suggested_question_is_asked_with_one_click(browser: Browser, web_serv
 def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspace: None) -> None:
     page = chat_page(browser, web_server, "en")
     answer = long_reply_under_way(page)
-    page.keyboard.press("Escape")  # the input is disabled while the reply streams: the page hears it
+    page.keyboard.press("Escape")  # wherever the focus is: the page hears it
     expect(answer).to_contain_text("Stopped. The partial reply is kept.")
     assert "chunk 199" not in answer.locator(".markdown").inner_text()
     expect(page.get_by_test_id("chat-send")).to_be_visible()
@@ -1097,3 +1097,83 @@ def test_a_conversation_deleted_in_another_tab_says_so(
         page.wait_for_timeout(100)
     assert said == ["A new title for this conversation:", gone]
     expect(page.get_by_test_id("chat-title")).to_have_text("hello")
+
+
+def test_the_next_question_is_drafted_while_a_reply_streams_and_sent_once_it_ends(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """The input was disabled while a reply streamed: the next question could not be drafted meanwhile. Enter
+    then does not send it (the server refuses a second turn while one runs); it waits in the input."""
+    page = chat_page(browser, web_server, "en")
+    answer = long_reply_under_way(page)
+    question = page.get_by_test_id("chat-input")
+    expect(question).to_be_enabled()
+    question.fill("And at S002?")
+    question.press("Enter")
+    expect(question).to_have_value("And at S002?")  # neither sent nor a line break
+    expect(page.get_by_test_id("user-question")).to_have_count(1)
+    expect(page.get_by_test_id("chat-send")).to_be_hidden()
+    expect(answer).not_to_have_class("bubble assistant streaming", timeout=15_000)
+    expect(answer).to_contain_text("chunk 199")
+    expect(question).to_have_value("And at S002?")  # kept when the turn ends
+    question.press("Enter")
+    expect(page.get_by_test_id("user-question")).to_have_count(2)
+    expect(page.get_by_test_id("user-question").last).to_have_text("And at S002?")
+    expect(question).to_have_value("")
+
+
+def test_on_a_touch_screen_enter_breaks_the_line_and_send_sends(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A phone's keyboard has no Shift: Enter sent the question, and a line break could not be typed."""
+    context = browser.new_context(locale="en-US", viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  has_touch=True)  # fmt: skip
+    page = context.new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+    assert page.evaluate("matchMedia('(pointer: coarse)').matches")
+    question = page.get_by_test_id("chat-input")
+    question.click()
+    page.keyboard.type("Levels at S001")
+    page.keyboard.press("Enter")
+    page.keyboard.type("and S002?")
+    expect(question).to_have_value("Levels at S001\nand S002?")
+    expect(page.get_by_test_id("user-question")).to_have_count(0)
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("user-question")).to_have_text("Levels at S001\nand S002?")
+    context.close()
+
+
+def test_opened_while_a_reply_is_written_the_page_shows_it_once_stored(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """Opened (or reloaded) while a reply was still being written, the page said to reload in a moment and stayed
+    as it was; now it looks again by itself and shows the reply once it is stored, keeping what was drafted."""
+    from apps.accounts.models import User
+    from apps.chat import selectors
+    from apps.chat.models import Conversation, Message
+    from apps.usage.scripts import redis_client
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        conversation = Conversation.objects.create(user=User.objects.get(email=ADMIN), title="Levels")
+        Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+    connection.set_schema_to_public()
+    hold = selectors.turn_hold_key("t_chat_flow", conversation.pk)
+    redis_client().set(hold, "the streaming request", px=60_000)  # as a turn under way holds it
+    try:
+        page = chat_page(browser, web_server, "en")
+        page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversation.pk}/"))
+        expect(page.get_by_test_id("chat-writing")).to_contain_text("it will show here once it is done")
+        page.get_by_test_id("chat-input").fill("And at S002?")
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            Message.objects.create(conversation=conversation, role="assistant", content="S001 stands at **2.31 m**.")
+        connection.set_schema_to_public()
+        redis_client().delete(hold)  # the turn ends
+        messages = page.get_by_test_id("messages")
+        expect(messages.locator(".bubble.assistant strong")).to_have_text("2.31 m", timeout=10_000)
+        expect(page.get_by_test_id("chat-writing")).to_have_count(0)
+        expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
+        expect(page.get_by_test_id("chat-input")).to_have_value("And at S002?")
+    finally:
+        redis_client().delete(hold)

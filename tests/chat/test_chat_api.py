@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -831,6 +832,18 @@ class TestExport:
         assert "\n~~~~~\n" in text  # the result's own ~~~~ cannot close its block
         assert "\n# not a heading" in text
         assert text.rstrip().endswith("*The reply failed: The model server answered 500.*")
+
+    @override_settings(TIME_ZONE="Asia/Shanghai")
+    def test_its_time_is_in_the_zone_the_pages_show_and_says_which(self, tenant_alpha: TenantFixture) -> None:
+        """The download was timestamped in UTC while the pages show the workspace's time zone (UTC+8)."""
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            Conversation.objects.filter(pk=conversation).update(
+                created_at=dt.datetime(2026, 12, 7, 17, 30, tzinfo=dt.UTC)
+            )
+        text = client.get(f"/api/conversations/{conversation}/export").content.decode()
+        assert text.splitlines()[2].startswith("2026-12-08 01:30 UTC+8")
 
     def test_who_may_read_it_may_export_it(self, tenant_alpha: TenantFixture, tenant_beta: TenantFixture) -> None:
         from tests.conftest import api_key_secret

@@ -93,7 +93,7 @@ def test_a_turn_still_under_way_is_said_to_be_and_not_offered_again(
         redis_client().delete(asked.hold)
         after = asked.client.get(f"/chat/{asked.conversation.pk}/").content.decode()
     assert "Levels at S001?" in page
-    assert "A reply is still being written in this conversation: reload the page in a moment to see it." in page
+    assert "A reply is still being written in this conversation: it will show here once it is done." in page
     assert 'data-testid="chat-retry"' not in page
     assert 'data-testid="chat-retry"' in after  # the turn ended without a reply: it can be asked again
     assert 'data-testid="chat-writing"' not in after

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ pytestmark = pytest.mark.django_db
 
 DEEP = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 NOT_A_LIST = "is not an OpenAI-compatible list of models"
+V1_HINT = "Check that the base URL is the API's, which usually ends in /v1."
 
 
 def checked(tenant: TenantFixture, root: str) -> Any:
@@ -64,10 +66,21 @@ def test_an_error_message_with_a_lone_surrogate_is_said_in_whole_characters(tena
     with canned_server(said, status=404, content_type="application/json") as root:
         response = checked(tenant_alpha, root)
         page = logged_in(tenant_alpha, Role.ADMIN).post("/settings/model/", {"action": "test"}, follow=True)
+    said_here = "The model server answered 404 to GET /models: “no \ufffd such \U0001f30a model”. " + V1_HINT
     assert response.status_code == 400, response.content
-    assert response.json()["error"]["message"] == "The model server answered 404: no \ufffd such \U0001f30a model"
+    assert response.json()["error"]["message"] == said_here
     assert page.status_code == 200
-    assert "The model server answered 404: no \ufffd such \U0001f30a model" in page.content.decode()
+    assert html.escape(said_here) in page.content.decode()
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_wrong_path_hints_at_the_v1_of_the_base_url(tenant_alpha: TenantFixture, status: int) -> None:
+    """A base URL without its /v1 answers GET /models with a 404 (or a 405): "The model server answered 404." said
+    nothing of where to look, where the MCP checks hint at the path."""
+    with canned_server(b"Not Found", status=status, content_type="text/plain") as root:
+        response = checked(tenant_alpha, root)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == f"The model server answered {status} to GET /models. " + V1_HINT
 
 
 @pytest.mark.parametrize("status", [200, 500])
