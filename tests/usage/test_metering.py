@@ -639,6 +639,7 @@ class TestQuotas:
         assert failed.error_translations["en"] == (
             f"The workspace's 1 API call this month is used up. More from {resets}."  # one, and maybe staff's override
         )
+        assert failed.error_translations["zh-hans"] == f"本工作区本月的 1 次 API 调用已用完。{resets} 起可继续调用。"
 
     def test_paid_plans_run_into_overage_until_the_spending_cap(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, api_calls_per_month_override=2)  # pro: ¥10 per 1,000 calls, 1 fen a call
@@ -673,6 +674,7 @@ class TestQuotas:
         assert refused.status_code == 402
         error = refused.json()["error"]
         assert (error["details"]["quota"], error["details"]["spending_cap_fen"]) == ("spending_cap", cap_fen)
+        assert error["message"].startswith("本月超额费用已达到您设置的支出上限"), error["message"]
         assert zoned(L.resets_at(L.today())) in error["message"]  # when calls resume without a higher cap
 
     def test_the_refusal_groups_the_quota_and_names_it_the_workspaces(self, tenant_alpha: TenantFixture) -> None:
