@@ -619,15 +619,17 @@ class Meter:
     def _alert_calls(self, before: int, after: int, day: dt.date) -> None:
         """The alerts a call taking the month from ``before`` to ``after`` calls crossed: 80, 90 and 100 % of the
         quota, and the spending cap once it stops calls."""
-        from apps.usage.services import quota_alerts_raise, spending_cap_alert
-
         limit = self.limits.api_calls
         thresholds = L.crossed(limit, before, after)
         if thresholds:
+            from apps.usage.services import quota_alerts_raise  # only then: this runs with every call
+
             assert limit is not None
             quota_alerts_raise(quota=Quota.API_CALLS, limit=limit, used=after, thresholds=thresholds, day=day)
         stop = self.limits.calls_stop_at
         if stop is not None and before < stop <= after:
+            from apps.usage.services import spending_cap_alert
+
             spending_cap_alert(limits=self.limits, used=after, day=day)
 
 
