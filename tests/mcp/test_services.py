@@ -77,6 +77,24 @@ class TestGeneratedSlugs:
             assert each.exposed_name.partition("__")[0] == each.service.slug
 
 
+def large_tool_pages(name: str, schema: dict[str, Any]) -> Any:
+    """A server's answers listing page after page, without end, of one tool each (``<name><page>``, ``schema``) of
+    300 kB."""
+    description = "x" * 300_000
+
+    def answer(message: dict[str, Any]) -> dict[str, Any] | None:
+        if "id" not in message:
+            return None
+        if message["method"] == "initialize":
+            return {"jsonrpc": "2.0", "id": message["id"], "result": STARTED}
+        page = int((message.get("params") or {}).get("cursor") or 0)
+        listed = {"tools": [{"name": f"{name}{page}", "description": description, "inputSchema": schema}],
+                  "nextCursor": str(page + 1)}  # fmt: skip
+        return {"jsonrpc": "2.0", "id": message["id"], "result": listed}
+
+    return answer
+
+
 class TestToolPages:
     """``tests.chat.awkward_mcp``'s ``/paged/mcp`` lists ``t1`` to ``t7`` in pages of 3; ``/endless/mcp`` lists
     pages of 25 that never end."""
@@ -129,19 +147,7 @@ class TestToolPages:
     def test_a_list_of_large_tools_stops_at_its_size_and_says_so(self, tenant_alpha: TenantFixture) -> None:
         """Each answer was bounded, the list was not: fifty pages of one 8 MB tool each took a web process past 6 GB,
         and the test ended in a 500 (PostgreSQL takes at most 255 MB in one JSON value)."""
-        description = "x" * 300_000
-
-        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
-            if "id" not in message:
-                return None
-            if message["method"] == "initialize":
-                return {"jsonrpc": "2.0", "id": message["id"], "result": STARTED}
-            page = int((message.get("params") or {}).get("cursor") or 0)
-            listed = {"tools": [{"name": f"big{page}", "description": description, "inputSchema": {"type": "object"}}],
-                      "nextCursor": str(page + 1)}  # fmt: skip
-            return {"jsonrpc": "2.0", "id": message["id"], "result": listed}
-
-        with streamable_server(answer, "application/json") as url:
+        with streamable_server(large_tool_pages("big", {"type": "object"}), "application/json") as url:
             created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Big", "url": url})
             tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{created.json()['id']}/test")
         assert tested.status_code == 200, tested.content
@@ -199,20 +205,8 @@ class TestToolSchemas:
     def test_tools_left_out_count_toward_the_lists_size(self, tenant_alpha: TenantFixture) -> None:
         """Checking a schema takes about 2 s of CPU a megabyte: tools left out were not counted, and a server
         listing page after page of them had each checked, until the pages' bound."""
-        description = "x" * 300_000
-
-        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
-            if "id" not in message:
-                return None
-            if message["method"] == "initialize":
-                return {"jsonrpc": "2.0", "id": message["id"], "result": STARTED}
-            page = int((message.get("params") or {}).get("cursor") or 0)
-            schema = {"type": "object", "additionalProperties": "no"}
-            listed = {"tools": [{"name": f"bad{page}", "description": description, "inputSchema": schema}],
-                      "nextCursor": str(page + 1)}  # fmt: skip
-            return {"jsonrpc": "2.0", "id": message["id"], "result": listed}
-
-        with streamable_server(answer, "application/json") as url:
+        schema = {"type": "object", "additionalProperties": "no"}
+        with streamable_server(large_tool_pages("bad", schema), "application/json") as url:
             created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Bad", "url": url})
             tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{created.json()['id']}/test")
         assert tested.json()["tools"] == []
