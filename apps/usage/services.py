@@ -145,12 +145,9 @@ def calls_alerts_catch_up(*, tenant: Tenant) -> list[int]:
     without a charge, and so without the crossing each charge checks; storage's measurement does the same.
     The spending cap too, where those calls took the month to it.
     """
-    fired = quota_alerts_catch_up(tenant=tenant, quotas=[Quota.API_CALLS])[Quota.API_CALLS]
-    limits = L.limits_for(tenant)
-    if limits.calls_stop_at is not None:
-        day = L.today()
-        _limit, used = quota_used(Quota.API_CALLS, tenant, limits, day)
-        spending_cap_alert(limits=limits, used=used, day=day)
+    limits, day = L.limits_for(tenant), L.today()
+    fired, used = _catch_up(Quota.API_CALLS, tenant, limits, day)
+    spending_cap_alert(limits=limits, used=used, day=day)  # the month's calls, read once for both
     return fired
 
 
@@ -177,18 +174,17 @@ def quota_alerts_catch_up(*, tenant: Tenant, quotas: list[str]) -> dict[str, lis
     moved to the free plan with 700 calls made against its 100 has every call refused before the charge
     that would alert, and a workspace at 5 members told it may have 3 adds none: the limit is what moved.
     """
-    limits = L.limits_for(tenant)
-    day = L.today()
-    fired: dict[str, list[int]] = {}
-    for quota in quotas:
-        limit, used = quota_used(quota, tenant, limits, day)
-        thresholds = L.reached(limit, used)
-        fired[quota] = (
-            quota_alerts_raise(quota=quota, limit=limit, used=used, thresholds=thresholds, day=day)
-            if thresholds and limit is not None
-            else []
-        )
-    return fired
+    limits, day = L.limits_for(tenant), L.today()
+    return {quota: _catch_up(quota, tenant, limits, day)[0] for quota in quotas}
+
+
+def _catch_up(quota: str, tenant: Tenant, limits: L.Limits, day: dt.date) -> tuple[list[int], int]:
+    """The thresholds of ``quota`` it is at or past now, raised once each (the new ones), and what is used of it."""
+    limit, used = quota_used(quota, tenant, limits, day)
+    thresholds = L.reached(limit, used)
+    if not thresholds or limit is None:
+        return [], used
+    return quota_alerts_raise(quota=quota, limit=limit, used=used, thresholds=thresholds, day=day), used
 
 
 def quotas_lowered(before: L.Limits, after: L.Limits) -> list[str]:

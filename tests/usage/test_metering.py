@@ -816,6 +816,14 @@ def test_a_members_questions_count_as_writes_as_the_replies_do(tenant_alpha: Ten
 # --- Alerts -----------------------------------------------------------------------------
 
 
+def chinese_admin(tenant: TenantFixture) -> Any:
+    """Another admin of ``tenant``, who reads HydroNet in Chinese."""
+    chinese = make_member(tenant, Role.ADMIN)
+    with schema_context(tenant.tenant.schema_name):
+        User.objects.filter(pk=chinese.pk).update(language="zh-hans")
+    return chinese
+
+
 class TestAlerts:
     def test_each_threshold_fires_once_per_period(
         self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
@@ -1065,9 +1073,8 @@ class TestAlerts:
         assert ["100%" in message.subject for message in mail.outbox] == [True, False]
 
     def test_each_admin_reads_the_email_in_their_own_language(self, tenant_alpha: TenantFixture) -> None:
-        chinese = make_member(tenant_alpha, Role.ADMIN)
+        chinese = chinese_admin(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
-            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
             alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=90,
                                               limit=100, used=90)  # fmt: skip
             sent = send_quota_alert_email.apply(args=[alert.pk, "en"]).get()  # "en": the page's, for who has none
@@ -1135,9 +1142,8 @@ class TestAlerts:
 
     def test_large_numbers_in_the_email_are_grouped_by_three_as_on_the_pages(self, tenant_alpha: TenantFixture) -> None:
         """The email said "已用 400286（配额 100000）" where the usage page says 400,286 of 100,000."""
-        chinese = make_member(tenant_alpha, Role.ADMIN)
+        chinese = chinese_admin(tenant_alpha)
         with schema_context(tenant_alpha.tenant.schema_name):
-            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
             alert = QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
                                               limit=100_000, used=400_286)  # fmt: skip
             send_quota_alert_email.apply(args=[alert.pk, "en"]).get()
@@ -1149,10 +1155,9 @@ class TestAlerts:
         """The cap's email said "¥1000000" where the usage page says ¥1,000,000.00."""
         from apps.usage.models import SPENDING_CAP
 
-        chinese = make_member(tenant_alpha, Role.ADMIN)
+        chinese_admin(tenant_alpha)  # the cap in Chinese too
         limits(tenant_alpha, plan="pro", spending_cap_fen=100_000_000)
         with schema_context(tenant_alpha.tenant.schema_name):
-            User.objects.filter(pk=chinese.pk).update(language="zh-hans")
             period = L.period_start(L.today())
             cap = QuotaAlert.objects.create(quota=SPENDING_CAP, period=period, threshold=100, limit=100_000_000,
                                             used=123_456_750)  # fmt: skip
