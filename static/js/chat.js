@@ -298,8 +298,10 @@
     controller.abort();
   };
   stop.addEventListener("click", stopTurn);
-  // Escape stops the reply too, wherever the focus is (the question being drafted meanwhile stays).
+  // Escape stops the reply too, wherever the focus is (the question being drafted meanwhile stays), except the
+  // Escape that cancels an input method's composition (pinyin being typed): that one belongs to the input method.
   document.addEventListener("keydown", (event) => {
+    if (event.isComposing || event.keyCode === 229) return;
     if (event.key === "Escape" && controller) {
       event.preventDefault();
       stopTurn();
@@ -723,10 +725,12 @@
   }
 
   // Enter sends (Shift+Enter breaks the line), but not while a reply streams: what is drafted then waits. Where the
-  // primary pointer is a finger (a phone's keyboard has no Shift), Enter breaks the line and Send sends.
+  // primary pointer is a finger (a phone's keyboard has no Shift), Enter breaks the line and Send sends. The Enter
+  // that confirms an input method's composition is the input method's: Safari reports it with keyCode 229 and
+  // isComposing false.
   const touch = window.matchMedia("(pointer: coarse)");
   input.addEventListener("keydown", (event) => {
-    if (event.key !== "Enter" || event.shiftKey || event.isComposing || touch.matches) return;
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229 || touch.matches) return;
     event.preventDefault();
     if (!controller) form.requestSubmit();
   });

@@ -127,6 +127,20 @@ def test_escape_stops_the_reply(browser: Browser, web_server: WebServer, workspa
     expect(page.get_by_test_id("chat-send")).to_be_visible()
 
 
+def test_escape_that_ends_an_input_methods_composition_leaves_the_reply(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Typing pinyin meanwhile, Escape cancels the composition: the input method's, not the reply's."""
+    page = chat_page(browser, web_server, "zh-CN")
+    answer = long_reply_under_way(page)
+    page.get_by_test_id("chat-input").dispatch_event(
+        "keydown", {"key": "Escape", "code": "Escape", "isComposing": True, "bubbles": True}
+    )
+    expect(answer).to_contain_text("chunk 199", timeout=15_000)
+    expect(answer).not_to_contain_text("已停止")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+
+
 def test_leaving_while_a_reply_streams_asks_first(browser: Browser, web_server: WebServer, workspace: None) -> None:
     """Leaving stops the reply (the server cancels the model's work when the page goes): not without asking."""
     page = chat_page(browser, web_server, "en")
@@ -1120,6 +1134,24 @@ def test_the_next_question_is_drafted_while_a_reply_streams_and_sent_once_it_end
     expect(page.get_by_test_id("user-question")).to_have_count(2)
     expect(page.get_by_test_id("user-question").last).to_have_text("And at S002?")
     expect(question).to_have_value("")
+
+
+def test_the_enter_that_confirms_an_input_methods_composition_sends_nothing(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Typing pinyin, Enter picks the characters: during the composition, and in Safari the keydown right after it
+    (keyCode 229, isComposing false). Neither sends the question."""
+    page = chat_page(browser, web_server, "zh-CN")
+    question = page.get_by_test_id("chat-input")
+    question.fill("站点")
+    question.dispatch_event("keydown", {"key": "Enter", "code": "Enter", "isComposing": True, "bubbles": True})
+    question.dispatch_event("keydown", {"key": "Enter", "code": "Enter", "keyCode": 229, "bubbles": True})
+    question.press("End")
+    page.keyboard.type(" S001")
+    expect(question).to_have_value("站点 S001")
+    expect(page.get_by_test_id("user-question")).to_have_count(0)
+    question.press("Enter")  # Enter itself, with the composition over: sends
+    expect(page.get_by_test_id("user-question")).to_have_text("站点 S001")
 
 
 def test_on_a_touch_screen_enter_breaks_the_line_and_send_sends(
