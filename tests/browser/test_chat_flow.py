@@ -102,6 +102,7 @@ def test_ask_the_demo_question_and_watch_the_tool_call(
     expect(page).to_have_url(f"http://{SLUG}.localhost:{web_server.port}/chat/1/")
     page.reload()
     expect(page.get_by_test_id("tool-panel")).to_have_count(1)
+    expect(page.get_by_test_id("assistant-reply")).to_contain_text("S001")  # the stored reply, as the live one was
     expect(page.locator("main .notice")).to_have_count(0)  # the messages are in the chat, not in notice bars
     expect(page.get_by_test_id("conversations")).to_contain_text("站点 S001")
 
