@@ -159,7 +159,17 @@
     if (list.scrollHeight - list.scrollTop - list.clientHeight < 4) following = true; // at the end
     else if (list.scrollTop < scrolledTo - 1) following = false; // the reader scrolled up
   });
-  scroll(); // a conversation opens at its latest messages, where the next question goes
+  // A conversation opens at its latest messages, where the next question goes; reloaded to show a reply written
+  // elsewhere (below) while the reader was scrolled up, it opens where the reader was.
+  const scrollKey = "hydronet-chat-scroll:" + conversationId;
+  const keptScroll = window.sessionStorage.getItem(scrollKey);
+  window.sessionStorage.removeItem(scrollKey);
+  if (keptScroll === null) scroll();
+  else {
+    list.scrollTop = Number(keptScroll);
+    scrolledTo = list.scrollTop;
+    following = list.scrollHeight - list.scrollTop - list.clientHeight < 4;
+  }
 
   let controller = null; // the turn this page is running, while it runs
   const draftKey = "hydronet-chat-draft:" + conversationId;
@@ -167,8 +177,9 @@
   // Opened while a reply was still being written (the page says so), the page looks again by itself, less often as it
   // goes, for about five minutes (a turn holds its conversation at most CHAT_TURN_HOLD_SECONDS, 300 s): once the
   // reply is stored (the last message, newer than what the page shows, a reply rather than a round that only called
-  // tools) it reloads and shows it, the question being drafted kept. Two requests a look: they count against the
-  // workspace's rate limit. Not while a turn of this page's own runs, nor once one has ended (the note goes then).
+  // tools) it reloads and shows it, the question being drafted and the reader's place kept. Two requests a look:
+  // they count against the workspace's rate limit. Not while a turn of this page's own runs, nor once one has ended
+  // (the note goes then).
   const WRITING_WAITS = [1000, 1500, 2000, 3000, 5000, 8000, 10000, 15000, 20000, ...Array(8).fill(30000)];
   async function watchWriting(note) {
     const after = lastStoredId();
@@ -187,6 +198,7 @@
       if (controller || !note.isConnected) continue;
       const draft = form ? form.querySelector("textarea").value : "";
       if (draft.trim()) window.sessionStorage.setItem(draftKey, draft);
+      if (!following) window.sessionStorage.setItem(scrollKey, String(list.scrollTop));
       window.location.reload();
       return;
     }

@@ -1210,3 +1210,44 @@ def test_opened_while_a_reply_is_written_the_page_shows_it_once_stored(
         expect(page.get_by_test_id("chat-input")).to_have_value("And at S002?")
     finally:
         redis_client().delete(hold)
+
+
+def test_scrolled_up_while_a_reply_is_written_elsewhere_the_page_shows_it_where_the_reader_was(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
+) -> None:
+    """The page reloads itself to show a reply written elsewhere: it opened at the end again, losing the reader's
+    place in the earlier messages."""
+    from apps.accounts.models import User
+    from apps.chat import selectors
+    from apps.chat.models import Conversation, Message
+    from apps.usage.scripts import redis_client
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        conversation = Conversation.objects.create(user=User.objects.get(email=ADMIN), title="Long")
+        for number in range(12):
+            Message.objects.create(conversation=conversation, role="user", content=f"Question {number}")
+            Message.objects.create(conversation=conversation, role="assistant", content="An answer.\n\n" * 6)
+        Message.objects.create(conversation=conversation, role="user", content="Levels at S001?")
+    connection.set_schema_to_public()
+    hold = selectors.turn_hold_key("t_chat_flow", conversation.pk)
+    redis_client().set(hold, "the streaming request", px=60_000)
+    try:
+        page = chat_page(browser, web_server, "en")
+        page.goto(web_server.url(f"{SLUG}.localhost", f"/chat/{conversation.pk}/"))
+        expect(page.get_by_test_id("chat-writing")).to_be_visible()
+        messages = page.get_by_test_id("messages")
+        assert messages.evaluate("list => list.scrollTop") > 0  # opened at the end
+        messages.hover()
+        page.mouse.wheel(0, -10_000)  # up to the first question
+        page.wait_for_function("list => list.scrollTop === 0", arg=messages.element_handle())
+        with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+            Message.objects.create(conversation=conversation, role="assistant", content="S001 stands at **2.31 m**.")
+        connection.set_schema_to_public()
+        redis_client().delete(hold)
+        expect(messages.locator(".bubble.assistant strong")).to_have_text("2.31 m", timeout=10_000)
+        expect(page.get_by_test_id("chat-send")).to_be_enabled()  # the reloaded page's script has run
+        assert messages.evaluate("list => list.scrollTop") == 0
+        page.reload()  # a reload of the reader's own opens at the end, as before
+        page.wait_for_function("list => list.scrollTop > 0", arg=page.get_by_test_id("messages").element_handle())
+    finally:
+        redis_client().delete(hold)
