@@ -426,15 +426,18 @@
   }
 
   // The last question can be edited (POST .../edit): "Edit" puts it in the input, and sending it asks it
-  // anew; the question and what answered it then stand replaced. Escape or "Cancel" leaves it as it was.
+  // anew; the question and what answered it then stand replaced. Escape or "Cancel" leaves it as it was. A question
+  // being drafted waits meanwhile: it comes back into the input when the edit is sent or cancelled.
   const editing = form.querySelector("[data-testid=chat-editing]");
   let edited = null; // the question being edited
+  let aside = ""; // what was drafted when the edit began
   const lastQuestion = () => {
     const questions = list.querySelectorAll(".bubble.user:not(.replaced)");
     return questions.length ? questions[questions.length - 1] : null;
   };
   function stopEditing(clear) {
-    if (edited && clear) setInput("");
+    if (edited && clear) setInput(aside);
+    aside = "";
     edited = null;
     editing.hidden = true;
   }
@@ -448,6 +451,7 @@
     button.dataset.testid = "chat-edit";
     button.addEventListener("click", () => {
       if (controller) return;
+      if (!edited) aside = input.value;
       edited = question;
       setInput(question.dataset.content);
       editing.hidden = false;
@@ -504,11 +508,12 @@
     if (was.question) was.question.remove();
     if (was.empty && !list.querySelector(".bubble")) list.prepend(was.empty);
     if (was.offered) list.append(was.offered);
-    if (was.edited) {
+    if (was.edited) { // still being edited: what was drafted meanwhile waits again
       edited = was.edited;
       editing.hidden = false;
-    }
-    giveBack(body.content);
+      aside = input.value;
+      setInput(body.content);
+    } else giveBack(body.content);
     refusal.textContent = message;
     refusal.hidden = !message; // stopped: no reason to give
   }
@@ -712,6 +717,7 @@
     if (editButton) editButton.remove();
     const path = edited ? "/edit" : "/messages";
     const was = { empty: empty, offered: retry, edited: edited }; // marked as edited once the server takes it
+    const drafted = edited ? aside : ""; // what waited while the question was edited
     stopEditing(false);
     const question = el("div", "bubble user", content);
     question.dataset.testid = "user-question";
@@ -719,7 +725,7 @@
     list.append(question);
     was.question = question;
     const bubble = newBubble();
-    setInput("");
+    setInput(drafted);
     const modelSelect = form.querySelector("select[name=model]");
     const body = { content: content, stream: true };
     if (modelSelect) body.model = modelSelect.value;

@@ -344,6 +344,41 @@ def test_edit_the_last_question(browser: Browser, web_server: WebServer, workspa
     expect(page.get_by_test_id("chat-edit")).to_have_count(1)
 
 
+def test_a_question_being_drafted_waits_while_the_last_one_is_edited(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """ "Edit" put the last question in the input over what was being drafted there, which was lost; a refused
+    edit then put the edit and what was typed meanwhile together, to be sent as one edited question."""
+    page = chat_page(browser, web_server, "en")
+    question, send = page.get_by_test_id("chat-input"), page.get_by_test_id("chat-send")
+    question.fill("levels at S001")
+    send.click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    question.fill("and the rain at S002?")
+    page.get_by_test_id("chat-edit").click()
+    expect(question).to_have_value("levels at S001")
+    page.keyboard.press("Escape")
+    expect(question).to_have_value("and the rain at S002?")  # back, as it was
+
+    page.get_by_test_id("chat-edit").click()
+    question.fill("levels at S003")
+    refusal = {"error": {"code": "rate_limited", "message": "Too many requests.", "details": {}}}
+    page.context.route(
+        "**/api/conversations/*/edit",
+        lambda route: route.fulfill(status=429, content_type="application/json", body=json.dumps(refusal)),
+    )
+    send.click()
+    expect(page.get_by_test_id("chat-refusal")).to_have_text("Too many requests.")
+    expect(question).to_have_value("levels at S003")  # the edit alone, still an edit
+    expect(page.get_by_test_id("chat-editing")).to_be_visible()
+    page.context.unroute("**/api/conversations/*/edit")
+    send.click()
+    expect(question).to_have_value("and the rain at S002?")  # the edit went: the draft is back
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("Station S003", timeout=15_000)
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    expect(question).to_have_value("and the rain at S002?")
+
+
 def test_a_refused_first_question_leaves_no_empty_conversation(
     browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object
 ) -> None:
