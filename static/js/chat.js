@@ -159,6 +159,10 @@
     if (list.scrollHeight - list.scrollTop - list.clientHeight < 4) following = true; // at the end
     else if (list.scrollTop < scrolledTo - 1) following = false; // the reader scrolled up
   });
+  // The wheel says so at once: a token arriving before the scroll event would put the messages back at their end.
+  list.addEventListener("wheel", (event) => {
+    if (event.deltaY < 0) following = false;
+  }, { passive: true });
   // A conversation opens at its latest messages, where the next question goes; reloaded to show a reply written
   // elsewhere (below) while the reader was scrolled up, it opens where the reader was.
   const scrollKey = "hydronet-chat-scroll:" + conversationId;
