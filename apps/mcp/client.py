@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import anyio
 import httpx2
 import jsonschema
+import mcp_types as types
 import pydantic
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
@@ -633,22 +634,66 @@ def list_tools(service: McpService) -> ToolListing:
     return listing
 
 
+def _decoded_size(data: str) -> str:
+    """The size of what base64 ``data`` decodes to, in words (``1.0 MB``), without decoding it."""
+    return filesizeformat(max(len(data) * 3 // 4 - data[-2:].count("="), 0))
+
+
+def _kind(mime_type: str | None) -> str:
+    """A server's MIME type as it is said in a placeholder: cut short, or "?" for none."""
+    return (mime_type or "?")[:100]
+
+
+def block_text(block: types.ContentBlock) -> str:
+    """What the model is given, and the chat stores and shows, for one block of a tool's result.
+
+    Text is given as it is, and so is an embedded text resource's, under a line naming its URI. What the model
+    cannot read in text (an image, audio, a binary resource) is a short placeholder naming its kind, MIME type
+    and size instead of its base64: a 1 MB image was 1.3 MB of base64 in the model's context (cut at
+    MCP_RESULT_MAX_CHARS) and in the stored message. A link to a resource names it and its URI.
+    """
+    if isinstance(block, types.TextContent):
+        return block.text
+    if isinstance(block, types.ImageContent):
+        return _("[An image (%(type)s, %(size)s): not passed on to the model]") % {
+            "type": _kind(block.mime_type), "size": _decoded_size(block.data)
+        }  # fmt: skip
+    if isinstance(block, types.AudioContent):
+        return _("[Audio (%(type)s, %(size)s): not passed on to the model]") % {
+            "type": _kind(block.mime_type), "size": _decoded_size(block.data)
+        }  # fmt: skip
+    if isinstance(block, types.ResourceLink):
+        return _("[A link to the resource %(uri)s: %(name)s (%(type)s)]") % {
+            "uri": str(block.uri)[:500], "name": block.name[:200], "type": _kind(block.mime_type)
+        }  # fmt: skip
+    resource = block.resource
+    if isinstance(resource, types.TextResourceContents):
+        heading = _("[The resource %(uri)s (%(type)s):]") % {"uri": str(resource.uri)[:500],
+                                                             "type": _kind(resource.mime_type)}  # fmt: skip
+        return f"{heading}\n{resource.text}"
+    return _("[The resource %(uri)s (%(type)s, %(size)s): not passed on to the model]") % {
+        "uri": str(resource.uri)[:500], "type": _kind(resource.mime_type), "size": _decoded_size(resource.blob)
+    }  # fmt: skip
+
+
+def result_text(result: types.CallToolResult) -> str:
+    """A tool's result as the text the model is given (``block_text`` for each block, one a line), with its
+    structured content as JSON when no block is text: MCP asks a server to send that JSON as text too, and most
+    do, but one that sent it only structured, or next to an image, had it left out."""
+    parts = [block_text(block) for block in result.content]
+    if result.structured_content is not None and not any(isinstance(b, types.TextContent) for b in result.content):
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    return "\n".join(parts)
+
+
 def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
     """Call one tool; a tool that reports an error is an outcome, not an exception."""
     started = time.perf_counter()
 
-    async def work(session: ClientSession) -> ToolOutcome:
+    async def work(session: ClientSession) -> tuple[types.CallToolResult, int]:
         result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
-        parts = []
-        for block in result.content:
-            text = getattr(block, "text", None)
-            parts.append(text if text is not None else json.dumps(block.model_dump(mode="json"), ensure_ascii=False))
-        if not parts and result.structured_content is not None:
-            parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-        return ToolOutcome(
-            text="\n".join(parts),
-            is_error=bool(result.is_error),
-            duration_ms=int((time.perf_counter() - started) * 1000),
-        )
+        return result, int((time.perf_counter() - started) * 1000)
 
-    return _run(service, work)
+    result, duration_ms = _run(service, work)
+    # Said here, in the request's thread and language, not in the session's event loop.
+    return ToolOutcome(text=result_text(result), is_error=bool(result.is_error), duration_ms=duration_ms)
