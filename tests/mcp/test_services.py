@@ -133,6 +133,19 @@ class TestToolPages:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert len(McpService.objects.get(pk=service_id).tools) == 500
 
+    def test_a_first_tool_larger_than_the_whole_lists_size_is_said_plainly(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any
+    ) -> None:
+        """It said "only the first 0 are loaded"."""
+        settings.MCP_MAX_TOOL_LIST_BYTES = 10
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        page = unescape(logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+                        .content.decode())  # fmt: skip
+        assert "paged/mcp answers with 0 tools." in page
+        assert ("paged/mcp lists more tools than HydroNet loads from one server (at most 500, of 10\xa0bytes in all), "
+                "and none of them is loaded." in page)  # fmt: skip
+        assert "only the first" not in page
+
     def test_past_the_most_pages_the_list_stops_and_says_so(
         self, tenant_alpha: TenantFixture, awkward_mcp_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
