@@ -461,20 +461,20 @@ def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitabl
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None)) from exc
+        raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None, service.url)) from exc
 
 
-def _describe(exc: BaseException, error_status: int | None = None) -> str:
+def _describe(exc: BaseException, error_status: int | None = None, url: str = "") -> str:
     """What went wrong, in words an admin can act on (the page shows it), in the request's language.
 
     ``error_status`` is the last error status a POST of the session was answered with, which the SDK's own
-    error for it does not tell.
+    error for it does not tell; ``url``, the service's, which a redirect may lead back to.
     """
     first = _first_leaf(exc)
     if isinstance(first, MCPError) and first.error.message == _ERROR_RESPONSE and error_status:
         return _status_words(error_status)
     if isinstance(first, httpx2.HTTPStatusError):
-        return _status_words(first.response.status_code)
+        return _http_status_words(first.response, url)
     if isinstance(first, httpx2.ConnectError):
         from apps.core.outbound import connect_error_words
 
@@ -482,8 +482,16 @@ def _describe(exc: BaseException, error_status: int | None = None) -> str:
     if isinstance(first, httpx2.TimeoutException):
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
-        return _mcp_error_words(first)
+        return _mcp_error_words(first, url)
     return _other_words(first)
+
+
+def _http_status_words(response: httpx2.Response, url: str) -> str:
+    """An error status the SDK raised as it is (the SSE transport's GET): a redirect it did not follow, or
+    another status."""
+    if response.next_request is not None:
+        return _redirect_words(str(response.next_request.url), url)
+    return _status_words(response.status_code)
 
 
 def _other_words(error: BaseException) -> str:
@@ -509,22 +517,22 @@ def _wrong_content_type_words(content_type: str) -> str:
              "for SSE) and the transport.") % {"type": content_type or "?"}  # fmt: skip
 
 
-def _mcp_error_words(error: MCPError) -> str:
+def _mcp_error_words(error: MCPError, url: str = "") -> str:
     """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words."""
     if error.error.message == "Not Found":  # the SDK's words for an HTTP 404
         return _status_words(404)
     if error.error.code == REQUEST_TIMEOUT:
         return _("The server did not answer in time.")
-    return _mcp_message_words(error)
+    return _mcp_message_words(error, url)
 
 
-def _mcp_message_words(error: MCPError) -> str:
-    """The SDK's own words (see the patterns below) in ours, else the server's words as they are."""
+def _mcp_message_words(error: MCPError, url: str = "") -> str:
+    """The SDK's own words (see the patterns below) in ours, else the server's words as they are; ``url``: the
+    service's."""
     if answered := _UNEXPECTED_CONTENT_TYPE.match(error.error.message):
         return _wrong_content_type_words(answered.group(1))
     if redirect := _UNFOLLOWED_REDIRECT.match(error.error.message):
-        return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
-                 "server, use its URL.") % {"location": redirect.group(1)}  # fmt: skip
+        return _redirect_words(redirect.group(1), url)
     if _ANSWER_TOO_LARGE in error.error.message:
         return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
@@ -536,6 +544,21 @@ def _mcp_message_words(error: MCPError) -> str:
     # The server's own JSON-RPC error: a tool's failure (-32000 and the like), or the protocol's (a method or a
     # tool it does not know, parameters it refuses), its words telling which.
     return _("The MCP server answered with an error: %(error)s") % {"error": str(error)[:300]}
+
+
+def _redirect_words(location: str, url: str) -> str:
+    """A redirect to ``location`` that was not followed, from the service's ``url``.
+
+    The SDK follows a redirect within the address's origin (a trailing slash, say) and no other; one back to the
+    address itself, which it followed until its budget ran out, was said as one to follow by hand ("if that is
+    the MCP server, use its URL"), which it already was.
+    """
+    bare = httpx2.URL(location).copy_with(userinfo=b"", query=None, fragment=None)
+    if url and bare == httpx2.URL(url).copy_with(userinfo=b"", query=None, fragment=None):
+        return _("The address redirects to itself (%(location)s), so it never answers: check the URL, and the "
+                 "server's configuration (or that of a proxy in front of it).") % {"location": bare}  # fmt: skip
+    return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
+             "server, use its URL.") % {"location": bare}  # fmt: skip
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
