@@ -16,6 +16,8 @@ Five endpoints of the same process:
 - ``/content/mcp``: ``get_water_levels`` (which the demo model calls for a question about levels) answers text,
   an image of ``IMAGE_BYTES`` (base64 PNG), audio, an embedded text and binary resource, a link to a resource
   and structured content (with an ``outputSchema``); ``structured_only`` answers an image and structured content;
+- ``/names/mcp``: tools named with a dot, a slash, a space, in Chinese, and two of 120 characters that differ only
+  past the 64th (``NAMED_TOOLS``), each answering ``ran <its name>``;
 - ``/odd/mcp``: ``refuses`` answers ``isError``, ``raises`` raises, ``chatty`` sends progress and log
   notifications and ``notifications/tools/list_changed`` before it answers.
 """
@@ -85,6 +87,14 @@ async def _list_endless(ctx: Any, params: types.PaginatedRequestParams | None) -
     return types.ListToolsResult(tools=[_tool(f"p{page}_{i}") for i in range(25)], next_cursor=str(page + 1))
 
 
+NAMED_TOOLS = ["levels.get", "levels/get", "get levels", "水位", "雨量", "x" * 119 + "1", "x" * 119 + "2"]
+
+
+async def _list_named(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    return types.ListToolsResult(tools=[_tool(name) for name in NAMED_TOOLS])
+
+
+named: Server[Any] = Server("named", on_list_tools=_list_named, on_call_tool=_call_clashing)
 paged: Server[Any] = Server("paged", on_list_tools=_list_paged, on_call_tool=_call_clashing)
 endless: Server[Any] = Server("endless", on_list_tools=_list_endless, on_call_tool=_call_clashing)
 
@@ -163,6 +173,7 @@ def create_app(host: str = "127.0.0.1") -> Starlette:
         endless.streamable_http_app(host=host, streamable_http_path="/endless/mcp"),
         content.streamable_http_app(host=host, streamable_http_path="/content/mcp"),
         odd.streamable_http_app(host=host, streamable_http_path="/odd/mcp"),
+        named.streamable_http_app(host=host, streamable_http_path="/names/mcp"),
     ]
 
     @asynccontextmanager

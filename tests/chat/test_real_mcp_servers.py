@@ -7,12 +7,14 @@ The servers are ``tests.chat.awkward_mcp``'s ``/content/mcp`` and ``/odd/mcp``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from django_tenants.utils import schema_context
 
 from apps.chat.engine import BoundTool, run_mcp_tool
+from apps.chat.services import tools_for
 from apps.core.actors import Actor
 from apps.mcp.models import McpService
 from apps.mcp.services import mcp_service_create, mcp_service_test
@@ -117,3 +119,46 @@ class TestOddServers:
         service = registered(tenant_alpha, awkward_mcp_url, "/odd/mcp", "odd")
         outcome = called(tenant_alpha, service, "chatty", {})
         assert (outcome.is_error, outcome.text) == (False, "done")
+
+
+class TestToolNames:
+    OPENAI_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+    def test_odd_names_are_valid_function_names_and_each_runs_its_tool(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        """Dots, slashes, spaces, Chinese and names past 64 characters (``tests.chat.awkward_mcp.NAMED_TOOLS``)."""
+        registered(tenant_alpha, awkward_mcp_url, "/names/mcp", "names")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            tools = tools_for(Actor(user=admin_of(tenant_alpha)))
+            names = [tool.openai_spec()["function"]["name"] for tool in tools]
+            ran = {tool.tool_name: run_mcp_tool(tool, {}).text for tool in tools}
+        assert len(set(names)) == len(names) == 7
+        assert all(self.OPENAI_FUNCTION_NAME.fullmatch(name) for name in names), names
+        assert names[:5] == ["names__levels_get", "names__levels_get_2", "names__get_levels", "names____",
+                             "names_____2"]  # fmt: skip
+        assert ran == {tool.tool_name: f"ran {tool.tool_name}" for tool in tools}
+        assert len(ran) == 7
+
+    def test_two_services_with_the_same_tool_each_run_their_own(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        """The demo model calls the first ``get_water_levels`` offered: services go by name, so ``Content``'s."""
+        registered(tenant_alpha, awkward_mcp_url, "/content/mcp", "content")
+        registered(tenant_alpha, awkward_mcp_url, "/names/mcp", "names")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(slug="names").update(
+                tools=[{"name": "get_water_levels", "description": "", "input_schema": {"type": "object"}}]
+            )
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = dict(sse(post(client, f"/api/conversations/{conversation}/messages",
+                               {"content": "What is the water level at S001?", "stream": True})))  # fmt: skip
+        call = events["tool_call"]
+        assert (call["name"], call["service"], call["tool"]) == ("content__get_water_levels", "content",
+                                                                  "get_water_levels")  # fmt: skip
+        assert events["tool_result"]["result"] == CONTENT_TEXT
+        with schema_context(tenant_alpha.tenant.schema_name):
+            by_name = {tool.exposed_name: tool for tool in tools_for(Actor(user=admin_of(tenant_alpha)))}
+            other = run_mcp_tool(by_name["names__get_water_levels"], {})
+        assert (other.is_error, other.text) == (False, "ran get_water_levels")
