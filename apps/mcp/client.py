@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -32,8 +32,10 @@ from django.utils.translation import gettext as _
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams, RequestId, methods
 
 from apps.core.crypto import decrypt
 from apps.core.languages import Words, for_operators, words_of
@@ -414,15 +416,85 @@ def _transport(service: McpService, error_statuses: list[int]) -> AbstractAsyncC
     return streamable()
 
 
+class ToolCheckingDispatcher(JSONRPCDispatcher[Any]):
+    """A session's dispatcher that takes out of each tools/list answer the tools the SDK would refuse, noting
+    each in ``refused`` as its name and what is wrong with it.
+
+    The SDK checks a list's answer as a whole against the protocol version's types (``version()``, the
+    session's): one tool whose ``inputSchema`` is not of ``"type": "object"``, or whose ``properties`` is not an
+    object, failed the whole list as not valid MCP, and with it every tool of the server. The other tools'
+    problems are ``schema_problem``'s.
+    """
+
+    def __init__(
+        self,
+        read_stream: Any,
+        write_stream: Any,
+        *,
+        version: Callable[[], str | None],
+        refused: list[tuple[str, str]],
+    ) -> None:
+        super().__init__(read_stream, write_stream)
+        self._version = version
+        self._refused = refused
+
+    async def send_raw_request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        opts: CallOptions | None = None,
+        *,
+        _related_request_id: RequestId | None = None,
+    ) -> dict[str, Any]:
+        raw = await super().send_raw_request(method, params, opts, _related_request_id=_related_request_id)
+        if method == "tools/list" and isinstance(raw.get("tools"), list):
+            raw = {**raw, "tools": [tool for tool in raw["tools"] if self._usable(tool)]}
+        return raw
+
+    def _usable(self, tool: Any) -> bool:
+        if (refused := self._refusal(tool)) is None:
+            return True
+        name = tool.get("name") if isinstance(tool, dict) else None
+        places = [e["loc"][2:] if e["loc"][:1] == ("tools",) else e["loc"] for e in refused.errors()[:3]]
+        problem = "; ".join(f"{'.'.join(str(p) for p in place) or 'the tool'}: {e['msg']}"
+                            for place, e in zip(places, refused.errors(), strict=False))  # fmt: skip
+        self._refused.append((str(name)[:200] if name is not None else "?", problem[:500]))
+        return False
+
+    def _refusal(self, tool: Any) -> pydantic.ValidationError | None:
+        """What the SDK would refuse in ``tool``, as the whole list's check would say it, or None."""
+        try:
+            methods.validate_server_result("tools/list", self._version() or "2025-11-25", {"tools": [tool]})
+        except pydantic.ValidationError as refused:
+            return refused
+        except (KeyError, ValueError):  # a version the SDK's types do not know: its version-free type says
+            try:
+                types.Tool.model_validate(tool)
+            except pydantic.ValidationError as refused:
+                return refused
+        return None
+
+
+class Session(ClientSession):
+    """The SDK's client session, whose tool lists leave out the tools it would refuse (``refused_tools``)."""
+
+    def __init__(self, read_stream: Any, write_stream: Any) -> None:
+        self.refused_tools: list[tuple[str, str]] = []
+        dispatcher = ToolCheckingDispatcher(
+            read_stream, write_stream, version=lambda: self.protocol_version, refused=self.refused_tools
+        )
+        super().__init__(dispatcher=dispatcher)
+
+
 async def _with_session[T](
-    service: McpService, work: Callable[[ClientSession], Awaitable[T]], error_statuses: list[int]
+    service: McpService, work: Callable[[Session], Awaitable[T]], error_statuses: list[int]
 ) -> T:
-    async with _transport(service, error_statuses) as streams, ClientSession(streams[0], streams[1]) as session:
+    async with _transport(service, error_statuses) as streams, Session(streams[0], streams[1]) as session:
         await session.initialize()
         return await work(session)
 
 
-def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+def _run[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
     """``work`` in a session with the service's server; a failure is an McpError in words, logged in one line
     (the SDK's own log of a broken server, a traceback at ERROR, is off: config/settings/base.py)."""
     try:
@@ -433,7 +505,7 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
         raise
 
 
-def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+def _in_session[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
     error_statuses: list[int] = []
     # The session's own limit, past the service's timeout, which bounds each step (connecting, each request,
     # the SSE transport's endpoint) and fails it in its own words first.
@@ -622,13 +694,15 @@ def list_tools(service: McpService) -> ToolListing:
     6 GB, and a list over PostgreSQL's 255 MB for a JSON value was a 500.
     """
 
-    async def work(session: ClientSession) -> ToolListing:
+    async def work(session: Session) -> ToolListing:
         tools: list[ToolSpec] = []
         unusable: list[tuple[str, str]] = []
         size = 0
         cursor: str | None = None
         for _page in range(MAX_TOOL_PAGES):
             result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            unusable.extend(session.refused_tools)
+            session.refused_tools.clear()
             for tool in result.tools:
                 spec = ToolSpec(name=tool.name, description=tool.description or "",
                                 input_schema=dict(tool.input_schema or {}))  # fmt: skip
@@ -713,7 +787,7 @@ def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> Tool
     """Call one tool; a tool that reports an error is an outcome, not an exception."""
     started = time.perf_counter()
 
-    async def work(session: ClientSession) -> tuple[types.CallToolResult, int]:
+    async def work(session: Session) -> tuple[types.CallToolResult, int]:
         result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
         return result, int((time.perf_counter() - started) * 1000)
 
