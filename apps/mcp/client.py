@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import anyio
 import httpx2
 import jsonschema
+import mcp_types as types
 import pydantic
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
@@ -31,8 +32,10 @@ from django.utils.translation import gettext as _
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams, RequestId, methods
 
 from apps.core.crypto import decrypt
 from apps.core.languages import Words, for_operators, words_of
@@ -413,15 +416,85 @@ def _transport(service: McpService, error_statuses: list[int]) -> AbstractAsyncC
     return streamable()
 
 
+class ToolCheckingDispatcher(JSONRPCDispatcher[Any]):
+    """A session's dispatcher that takes out of each tools/list answer the tools the SDK would refuse, noting
+    each in ``refused`` as its name and what is wrong with it.
+
+    The SDK checks a list's answer as a whole against the protocol version's types (``version()``, the
+    session's): one tool whose ``inputSchema`` is not of ``"type": "object"``, or whose ``properties`` is not an
+    object, failed the whole list as not valid MCP, and with it every tool of the server. The other tools'
+    problems are ``schema_problem``'s.
+    """
+
+    def __init__(
+        self,
+        read_stream: Any,
+        write_stream: Any,
+        *,
+        version: Callable[[], str | None],
+        refused: list[tuple[str, str]],
+    ) -> None:
+        super().__init__(read_stream, write_stream)
+        self._version = version
+        self._refused = refused
+
+    async def send_raw_request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        opts: CallOptions | None = None,
+        *,
+        _related_request_id: RequestId | None = None,
+    ) -> dict[str, Any]:
+        raw = await super().send_raw_request(method, params, opts, _related_request_id=_related_request_id)
+        if method == "tools/list" and isinstance(raw.get("tools"), list):
+            raw = {**raw, "tools": [tool for tool in raw["tools"] if self._usable(tool)]}
+        return raw
+
+    def _usable(self, tool: Any) -> bool:
+        if (refused := self._refusal(tool)) is None:
+            return True
+        name = tool.get("name") if isinstance(tool, dict) else None
+        places = [e["loc"][2:] if e["loc"][:1] == ("tools",) else e["loc"] for e in refused.errors()[:3]]
+        problem = "; ".join(f"{'.'.join(str(p) for p in place) or 'the tool'}: {e['msg']}"
+                            for place, e in zip(places, refused.errors(), strict=False))  # fmt: skip
+        self._refused.append((str(name)[:200] if name is not None else "?", problem[:500]))
+        return False
+
+    def _refusal(self, tool: Any) -> pydantic.ValidationError | None:
+        """What the SDK would refuse in ``tool``, as the whole list's check would say it, or None."""
+        try:
+            methods.validate_server_result("tools/list", self._version() or "2025-11-25", {"tools": [tool]})
+        except pydantic.ValidationError as refused:
+            return refused
+        except (KeyError, ValueError):  # a version the SDK's types do not know: its version-free type says
+            try:
+                types.Tool.model_validate(tool)
+            except pydantic.ValidationError as refused:
+                return refused
+        return None
+
+
+class Session(ClientSession):
+    """The SDK's client session, whose tool lists leave out the tools it would refuse (``refused_tools``)."""
+
+    def __init__(self, read_stream: Any, write_stream: Any) -> None:
+        self.refused_tools: list[tuple[str, str]] = []
+        dispatcher = ToolCheckingDispatcher(
+            read_stream, write_stream, version=lambda: self.protocol_version, refused=self.refused_tools
+        )
+        super().__init__(dispatcher=dispatcher)
+
+
 async def _with_session[T](
-    service: McpService, work: Callable[[ClientSession], Awaitable[T]], error_statuses: list[int]
+    service: McpService, work: Callable[[Session], Awaitable[T]], error_statuses: list[int]
 ) -> T:
-    async with _transport(service, error_statuses) as streams, ClientSession(streams[0], streams[1]) as session:
+    async with _transport(service, error_statuses) as streams, Session(streams[0], streams[1]) as session:
         await session.initialize()
         return await work(session)
 
 
-def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+def _run[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
     """``work`` in a session with the service's server; a failure is an McpError in words, logged in one line
     (the SDK's own log of a broken server, a traceback at ERROR, is off: config/settings/base.py)."""
     try:
@@ -432,7 +505,7 @@ def _run[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) 
         raise
 
 
-def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitable[T]]) -> T:
+def _in_session[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
     error_statuses: list[int] = []
     # The session's own limit, past the service's timeout, which bounds each step (connecting, each request,
     # the SSE transport's endpoint) and fails it in its own words first.
@@ -460,20 +533,20 @@ def _in_session[T](service: McpService, work: Callable[[ClientSession], Awaitabl
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None)) from exc
+        raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None, service.url)) from exc
 
 
-def _describe(exc: BaseException, error_status: int | None = None) -> str:
+def _describe(exc: BaseException, error_status: int | None = None, url: str = "") -> str:
     """What went wrong, in words an admin can act on (the page shows it), in the request's language.
 
     ``error_status`` is the last error status a POST of the session was answered with, which the SDK's own
-    error for it does not tell.
+    error for it does not tell; ``url``, the service's, which a redirect may lead back to.
     """
     first = _first_leaf(exc)
     if isinstance(first, MCPError) and first.error.message == _ERROR_RESPONSE and error_status:
         return _status_words(error_status)
     if isinstance(first, httpx2.HTTPStatusError):
-        return _status_words(first.response.status_code)
+        return _http_status_words(first.response, url)
     if isinstance(first, httpx2.ConnectError):
         from apps.core.outbound import connect_error_words
 
@@ -481,8 +554,16 @@ def _describe(exc: BaseException, error_status: int | None = None) -> str:
     if isinstance(first, httpx2.TimeoutException):
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
-        return _mcp_error_words(first)
+        return _mcp_error_words(first, url)
     return _other_words(first)
+
+
+def _http_status_words(response: httpx2.Response, url: str) -> str:
+    """An error status the SDK raised as it is (the SSE transport's GET): a redirect it did not follow, or
+    another status."""
+    if response.next_request is not None:
+        return _redirect_words(str(response.next_request.url), url)
+    return _status_words(response.status_code)
 
 
 def _other_words(error: BaseException) -> str:
@@ -508,22 +589,22 @@ def _wrong_content_type_words(content_type: str) -> str:
              "for SSE) and the transport.") % {"type": content_type or "?"}  # fmt: skip
 
 
-def _mcp_error_words(error: MCPError) -> str:
+def _mcp_error_words(error: MCPError, url: str = "") -> str:
     """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words."""
     if error.error.message == "Not Found":  # the SDK's words for an HTTP 404
         return _status_words(404)
     if error.error.code == REQUEST_TIMEOUT:
         return _("The server did not answer in time.")
-    return _mcp_message_words(error)
+    return _mcp_message_words(error, url)
 
 
-def _mcp_message_words(error: MCPError) -> str:
-    """The SDK's own words (see the patterns below) in ours, else the server's words as they are."""
+def _mcp_message_words(error: MCPError, url: str = "") -> str:
+    """The SDK's own words (see the patterns below) in ours, else the server's words as they are; ``url``: the
+    service's."""
     if answered := _UNEXPECTED_CONTENT_TYPE.match(error.error.message):
         return _wrong_content_type_words(answered.group(1))
     if redirect := _UNFOLLOWED_REDIRECT.match(error.error.message):
-        return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
-                 "server, use its URL.") % {"location": redirect.group(1)}  # fmt: skip
+        return _redirect_words(redirect.group(1), url)
     if _ANSWER_TOO_LARGE in error.error.message:
         return _("The answer is larger than %(size)s, the most HydroNet reads from an MCP server.") % {
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
@@ -535,6 +616,21 @@ def _mcp_message_words(error: MCPError) -> str:
     # The server's own JSON-RPC error: a tool's failure (-32000 and the like), or the protocol's (a method or a
     # tool it does not know, parameters it refuses), its words telling which.
     return _("The MCP server answered with an error: %(error)s") % {"error": str(error)[:300]}
+
+
+def _redirect_words(location: str, url: str) -> str:
+    """A redirect to ``location`` that was not followed, from the service's ``url``.
+
+    The SDK follows a redirect within the address's origin (a trailing slash, say) and no other; one back to the
+    address itself, which it followed until its budget ran out, was said as one to follow by hand ("if that is
+    the MCP server, use its URL"), which it already was.
+    """
+    bare = httpx2.URL(location).copy_with(userinfo=b"", query=None, fragment=None)
+    if url and bare == httpx2.URL(url).copy_with(userinfo=b"", query=None, fragment=None):
+        return _("The address redirects to itself (%(location)s), so it never answers: check the URL, and the "
+                 "server's configuration (or that of a proxy in front of it).") % {"location": bare}  # fmt: skip
+    return _("The address redirects to %(location)s, which HydroNet does not follow: if that is the MCP "
+             "server, use its URL.") % {"location": bare}  # fmt: skip
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -598,13 +694,15 @@ def list_tools(service: McpService) -> ToolListing:
     6 GB, and a list over PostgreSQL's 255 MB for a JSON value was a 500.
     """
 
-    async def work(session: ClientSession) -> ToolListing:
+    async def work(session: Session) -> ToolListing:
         tools: list[ToolSpec] = []
         unusable: list[tuple[str, str]] = []
         size = 0
         cursor: str | None = None
         for _page in range(MAX_TOOL_PAGES):
             result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+            unusable.extend(session.refused_tools)
+            session.refused_tools.clear()
             for tool in result.tools:
                 spec = ToolSpec(name=tool.name, description=tool.description or "",
                                 input_schema=dict(tool.input_schema or {}))  # fmt: skip
@@ -633,22 +731,66 @@ def list_tools(service: McpService) -> ToolListing:
     return listing
 
 
+def _decoded_size(data: str) -> str:
+    """The size of what base64 ``data`` decodes to, in words (``1.0 MB``), without decoding it."""
+    return filesizeformat(max(len(data) * 3 // 4 - data[-2:].count("="), 0))
+
+
+def _kind(mime_type: str | None) -> str:
+    """A server's MIME type as it is said in a placeholder: cut short, or "?" for none."""
+    return (mime_type or "?")[:100]
+
+
+def block_text(block: types.ContentBlock) -> str:
+    """What the model is given, and the chat stores and shows, for one block of a tool's result.
+
+    Text is given as it is, and so is an embedded text resource's, under a line naming its URI. What the model
+    cannot read in text (an image, audio, a binary resource) is a short placeholder naming its kind, MIME type
+    and size instead of its base64: a 1 MB image was 1.3 MB of base64 in the model's context (cut at
+    MCP_RESULT_MAX_CHARS) and in the stored message. A link to a resource names it and its URI.
+    """
+    if isinstance(block, types.TextContent):
+        return block.text
+    if isinstance(block, types.ImageContent):
+        return _("[An image (%(type)s, %(size)s): not passed on to the model]") % {
+            "type": _kind(block.mime_type), "size": _decoded_size(block.data)
+        }  # fmt: skip
+    if isinstance(block, types.AudioContent):
+        return _("[Audio (%(type)s, %(size)s): not passed on to the model]") % {
+            "type": _kind(block.mime_type), "size": _decoded_size(block.data)
+        }  # fmt: skip
+    if isinstance(block, types.ResourceLink):
+        return _("[A link to the resource %(uri)s: %(name)s (%(type)s)]") % {
+            "uri": str(block.uri)[:500], "name": block.name[:200], "type": _kind(block.mime_type)
+        }  # fmt: skip
+    resource = block.resource
+    if isinstance(resource, types.TextResourceContents):
+        heading = _("[The resource %(uri)s (%(type)s):]") % {"uri": str(resource.uri)[:500],
+                                                             "type": _kind(resource.mime_type)}  # fmt: skip
+        return f"{heading}\n{resource.text}"
+    return _("[The resource %(uri)s (%(type)s, %(size)s): not passed on to the model]") % {
+        "uri": str(resource.uri)[:500], "type": _kind(resource.mime_type), "size": _decoded_size(resource.blob)
+    }  # fmt: skip
+
+
+def result_text(result: types.CallToolResult) -> str:
+    """A tool's result as the text the model is given (``block_text`` for each block, one a line), with its
+    structured content as JSON when no block is text: MCP asks a server to send that JSON as text too, and most
+    do, but one that sent it only structured, or next to an image, had it left out."""
+    parts = [block_text(block) for block in result.content]
+    if result.structured_content is not None and not any(isinstance(b, types.TextContent) for b in result.content):
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    return "\n".join(parts)
+
+
 def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
     """Call one tool; a tool that reports an error is an outcome, not an exception."""
     started = time.perf_counter()
 
-    async def work(session: ClientSession) -> ToolOutcome:
+    async def work(session: Session) -> tuple[types.CallToolResult, int]:
         result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
-        parts = []
-        for block in result.content:
-            text = getattr(block, "text", None)
-            parts.append(text if text is not None else json.dumps(block.model_dump(mode="json"), ensure_ascii=False))
-        if not parts and result.structured_content is not None:
-            parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-        return ToolOutcome(
-            text="\n".join(parts),
-            is_error=bool(result.is_error),
-            duration_ms=int((time.perf_counter() - started) * 1000),
-        )
+        return result, int((time.perf_counter() - started) * 1000)
 
-    return _run(service, work)
+    result, duration_ms = _run(service, work)
+    # Said here, in the request's thread and language, not in the session's event loop.
+    return ToolOutcome(text=result_text(result), is_error=bool(result.is_error), duration_ms=duration_ms)

@@ -96,8 +96,13 @@ def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing)
     for their input schema, if any."""
     words = {"name": service.name, "count": len(listing.tools)}
     messages.success(request, _("%(name)s answers with %(count)d tools.") % words)
-    if listing.more:
-        limits = {"most": MAX_TOOLS_PER_SERVICE, "size": filesizeformat(settings.MCP_MAX_TOOL_LIST_BYTES)}
+    limits = {"most": MAX_TOOLS_PER_SERVICE, "size": filesizeformat(settings.MCP_MAX_TOOL_LIST_BYTES)}
+    if listing.more and not listing.tools:  # its first tool alone over the size, say: not "only the first 0"
+        messages.warning(
+            request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
+                       "in all), and none of them is loaded.") % (words | limits),
+        )  # fmt: skip
+    elif listing.more:
         messages.warning(
             request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
                        "in all): only the first %(count)d are loaded.") % (words | limits),

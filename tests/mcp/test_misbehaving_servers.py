@@ -265,3 +265,28 @@ class TestTheLog:
         assert "text/html" in logged[0]
         assert logged[0].isascii(), logged[0]  # the member was told in Chinese
         assert not said.isascii(), said
+
+
+class TestRedirects:
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    @pytest.mark.parametrize("location", ["absolute", "relative"])
+    def test_an_address_that_redirects_to_itself_is_said_to(
+        self, tenant_alpha: TenantFixture, transport: str, location: str
+    ) -> None:
+        """The SDK follows a redirect within the origin until its budget runs out: it said "redirects to <the
+        address>, which HydroNet does not follow: if that is the MCP server, use its URL" (it was), and for SSE
+        "The server answered 307, an error"."""
+        path = "/sse" if transport == "sse" else "/mcp"
+        headers: dict[str, str] = {}
+        with canned_server(b"", status=307, headers=headers) as root:
+            headers["Location"] = f"{root}{path}?again=1" if location == "absolute" else path
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}{path}", transport))
+        assert said == (f"The address redirects to itself ({root}{path}), so it never answers: check the URL, and the "
+                        "server's configuration (or that of a proxy in front of it).")  # fmt: skip
+
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    def test_a_redirect_elsewhere_names_where(self, tenant_alpha: TenantFixture, transport: str) -> None:
+        with canned_server(b"", status=307, headers={"Location": "http://mcp.example.com/mcp?token=x"}) as root:
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}/mcp", transport))
+        assert said == ("The address redirects to http://mcp.example.com/mcp, which HydroNet does not follow: if "
+                        "that is the MCP server, use its URL.")  # fmt: skip

@@ -133,6 +133,19 @@ class TestToolPages:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert len(McpService.objects.get(pk=service_id).tools) == 500
 
+    def test_a_first_tool_larger_than_the_whole_lists_size_is_said_plainly(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any
+    ) -> None:
+        """It said "only the first 0 are loaded"."""
+        settings.MCP_MAX_TOOL_LIST_BYTES = 10
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        page = unescape(logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+                        .content.decode())  # fmt: skip
+        assert "paged/mcp answers with 0 tools." in page
+        assert ("paged/mcp lists more tools than HydroNet loads from one server (at most 500, of 10\xa0bytes in all), "
+                "and none of them is loaded." in page)  # fmt: skip
+        assert "only the first" not in page
+
     def test_past_the_most_pages_the_list_stops_and_says_so(
         self, tenant_alpha: TenantFixture, awkward_mcp_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -164,8 +177,8 @@ class TestToolSchemas:
     TOOLS = [
         {"name": "good", "inputSchema": {"type": "object", "properties": {"station": {"type": "string"}},
                                           "required": ["station"]}},
-        # What the SDK's own model refuses (``properties`` not an object, a ``type`` not "object") fails the whole
-        # list as not valid MCP; these it takes, and a model server refuses.
+        # What the SDK's own model refuses (``properties`` not an object, a ``type`` not "object") is left out
+        # before it checks the list (the test below); these it takes, and a model server refuses.
         {"name": "type_typo", "inputSchema": {"type": "object", "properties": {"station": {"type": "strin"}}}},
         {"name": "negative_length", "inputSchema": {"type": "object", "properties": {"station": {"minLength": -1}}}},
         {"name": "extra_text", "inputSchema": {"type": "object", "additionalProperties": "no"}},
@@ -201,6 +214,39 @@ class TestToolSchemas:
             assert [tool.tool_name for tool in bind_tools([service])] == ["good", "draft7"]  # what a chat offers
             audit = AuditEvent.objects.filter(action="mcp_service.tested").latest("id")
         assert audit.metadata["unusable"] == ["type_typo", "negative_length", "extra_text"]
+
+    @pytest.mark.parametrize("transport", ["application/json", "text/event-stream"])
+    def test_tools_the_sdk_refuses_are_left_out_and_named_too(
+        self, tenant_alpha: TenantFixture, transport: str
+    ) -> None:
+        """The SDK checks a list as a whole: one tool whose schema's ``type`` is not "object", or whose
+        ``properties`` is a list, failed the whole list as "not valid MCP", and every tool of the server with it."""
+        tools = [
+            self.TOOLS[0],
+            {"name": "array_input", "inputSchema": {"type": "array"}},
+            {"name": "list_properties", "inputSchema": {"type": "object", "properties": []}},
+            {"description": "no name", "inputSchema": {"type": "object"}},
+            {"name": "last", "inputSchema": {"type": "object"}},
+        ]
+
+        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
+            if "id" not in message:
+                return None
+            result = STARTED if message["method"] == "initialize" else {"tools": tools}
+            return {"jsonrpc": "2.0", "id": message["id"], "result": result}
+
+        with streamable_server(answer, transport) as url:
+            created = send(admin(tenant_alpha), "post", "/api/mcp-services", {"name": "Refused", "url": url})
+            tested = send(admin(tenant_alpha), "post", f"/api/mcp-services/{created.json()['id']}/test")
+            page = logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{created.json()['id']}/test/", follow=True)
+        assert tested.status_code == 200, tested.content
+        assert [each["name"] for each in tested.json()["tools"]] == ["good", "last"]
+        assert [(each["name"], each["problem"]) for each in tested.json()["unusable_tools"]] == [
+            ("array_input", "inputSchema.type: Input should be 'object'"),
+            ("list_properties", "inputSchema.properties: Input should be a valid dictionary"),
+            ("?", "name: Field required"),
+        ]
+        assert "Refused lists 3 tools whose input schema is not valid JSON Schema" in unescape(page.content.decode())
 
     def test_tools_left_out_count_toward_the_lists_size(self, tenant_alpha: TenantFixture) -> None:
         """Checking a schema takes about 2 s of CPU a megabyte: tools left out were not counted, and a server
