@@ -243,7 +243,11 @@ class TestChatPage:
             assert "S001" not in json.dumps(history)
         page = client.get(f"/chat/{conversation.pk}/").content.decode()
         assert "levels at S001" not in page  # cut off above
-        dimmed = re.findall(r'class="bubble assistant replaced">\s*<div class="markdown">(.*?)</div>', page, re.S)
+        dimmed = re.findall(
+            r'class="bubble assistant replaced" data-testid="assistant-reply">\s*<div class="markdown">(.*?)</div>',
+            page,
+            re.S,
+        )
         assert dimmed == ["<p>S001 is at 2.1 m</p>"]
 
     def test_the_sidebar_finds_what_was_said_and_shows_where(self, tenant_alpha: TenantFixture) -> None:
@@ -364,7 +368,7 @@ class TestChatPage:
         page = client.get(f"/chat/{own.pk}/").content.decode()
         for button in ("chat-retry", "chat-regenerate"):
             assert (f'data-testid="{button}"' in page) is (button == offered)
-        assert page.count(' replaced">') == replaced
+        assert page.count(' replaced" data-testid="assistant-reply">') == replaced
         # Only the owner, and only with create_conversation, as the API allows it.
         admin_view = logged_in(tenant_alpha, Role.ADMIN).get(f"/chat/{own.pk}/").content.decode()
         as_viewer = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en")
