@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
 
 from apps.accounts.decorators import permission_required
@@ -95,7 +96,9 @@ def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing)
     """What a test loaded, as the page's next message; that the server lists more, if it does; and the tools left out
     for their input schema, if any."""
     words = {"name": service.name, "count": len(listing.tools)}
-    messages.success(request, _("%(name)s answers with %(count)d tools.") % words)
+    answers = ngettext("%(name)s answers with %(count)d tool.", "%(name)s answers with %(count)d tools.",
+                       len(listing.tools))  # fmt: skip
+    messages.success(request, answers % words)
     limits = {"most": MAX_TOOLS_PER_SERVICE, "size": filesizeformat(settings.MCP_MAX_TOOL_LIST_BYTES)}
     if listing.more and not listing.tools:  # its first tool alone over the size, say: not "only the first 0"
         messages.warning(
@@ -104,14 +107,21 @@ def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing)
         )  # fmt: skip
     elif listing.more:
         messages.warning(
-            request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
-                       "in all): only the first %(count)d are loaded.") % (words | limits),
+            request, ngettext("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of "
+                              "%(size)s in all): only the first is loaded.",
+                              "%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of "
+                              "%(size)s in all): only the first %(count)d are loaded.",
+                              len(listing.tools)) % (words | limits),
         )  # fmt: skip
     if listing.unusable:
         left_out = "; ".join(f"{name} ({problem})" for name, problem in listing.unusable[:10])
         messages.warning(
-            request, _("%(name)s lists %(count)d tools whose input schema is not valid JSON Schema, which a model "
-                       "server would refuse: they are left out. %(tools)s")
+            request, ngettext("%(name)s lists %(count)d tool that a model server or HydroNet could not use (its input "
+                              "schema is not valid JSON Schema, or not as MCP defines it): it is left out. %(tools)s",
+                              "%(name)s lists %(count)d tools that a model server or HydroNet could not use (their "
+                              "input schema is not valid JSON Schema, or not as MCP defines it): they are left out. "
+                              "%(tools)s",
+                              len(listing.unusable))
             % {"name": service.name, "count": len(listing.unusable), "tools": left_out},
         )  # fmt: skip
 

@@ -146,6 +146,20 @@ class TestToolPages:
                 "and none of them is loaded." in page)  # fmt: skip
         assert "only the first" not in page
 
+    def test_one_tool_loaded_is_said_in_the_singular(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str, settings: Any
+    ) -> None:
+        """It said "answers with 1 tools" and "only the first 1 are loaded"."""
+        service_id = self.add(tenant_alpha, awkward_mcp_url, "/paged/mcp")
+        send(admin(tenant_alpha), "post", f"/api/mcp-services/{service_id}/test")
+        with schema_context(tenant_alpha.tenant.schema_name):
+            first = McpService.objects.get(pk=service_id).tools[0]
+        settings.MCP_MAX_TOOL_LIST_BYTES = len(json.dumps(first, ensure_ascii=False).encode())  # room for one
+        page = unescape(logged_in(tenant_alpha, Role.ADMIN).post(f"/services/{service_id}/test/", follow=True)
+                        .content.decode())  # fmt: skip
+        assert "paged/mcp answers with 1 tool." in page
+        assert "in all): only the first is loaded." in page
+
     def test_past_the_most_pages_the_list_stops_and_says_so(
         self, tenant_alpha: TenantFixture, awkward_mcp_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -206,7 +220,7 @@ class TestToolSchemas:
         assert unusable["negative_length"] == "-1 is less than the minimum of 0 (at properties/station/minLength)"
         assert unusable["extra_text"] == "'no' is not of type 'object', 'boolean' (at additionalProperties)"
         said = unescape(page.content.decode())
-        assert "Mixed lists 3 tools whose input schema is not valid JSON Schema" in said
+        assert "Mixed lists 3 tools that a model server or HydroNet could not use" in said
         assert "type_typo (" in said
         assert "extra_text (" in said
         with schema_context(tenant_alpha.tenant.schema_name):
@@ -246,7 +260,7 @@ class TestToolSchemas:
             ("list_properties", "inputSchema.properties: Input should be a valid dictionary"),
             ("?", "name: Field required"),
         ]
-        assert "Refused lists 3 tools whose input schema is not valid JSON Schema" in unescape(page.content.decode())
+        assert "Refused lists 3 tools that a model server or HydroNet could not use" in unescape(page.content.decode())
 
     def test_tools_left_out_count_toward_the_lists_size(self, tenant_alpha: TenantFixture) -> None:
         """Checking a schema takes about 2 s of CPU a megabyte: tools left out were not counted, and a server
