@@ -686,6 +686,43 @@ class TestQuotas:
         message = refused.json()["error"]["message"]
         assert message.startswith("The workspace's 1,500 API calls this month are used up. More from "), message
 
+    def test_the_storage_refusal_groups_its_megabytes_in_both_languages(self, tenant_alpha: TenantFixture) -> None:
+        """It said "Your plan's 10240 MB of storage", ungrouped, where the call quota's says "1,500"."""
+        limits(tenant_alpha, plan="free", storage_mb_override=10240)
+        get_redis_connection("default").set(storage_key(tenant_alpha.tenant.schema_name), 10240 * L.MB)
+        said = {}
+        for language in ("en", "zh-hans"):
+            client = tenant_alpha.client(
+                HTTP_ACCEPT_LANGUAGE=language, **bearer(api_key_secret(tenant_alpha, Role.USER))
+            )
+            refused = v1(client)
+            assert refused.status_code == 402
+            said[language] = refused.json()["error"]["message"]
+        assert said["en"].startswith("The workspace's 10,240 MB of storage is used up."), said["en"]
+        assert "10,240 MB" in said["zh-hans"], said["zh-hans"]
+
+    @pytest.mark.parametrize("quota", ["users", "mcp_services"])
+    def test_the_user_and_service_refusals_group_the_limit(self, tenant_alpha: TenantFixture, quota: str) -> None:
+        """They said "Your plan allows 1500 users" of a staff override, ungrouped."""
+        from django.db import transaction
+        from django.utils import translation
+
+        from apps.accounts import services as accounts
+        from apps.core.exceptions import QuotaExceeded
+        from apps.mcp import services as mcp
+
+        limits(tenant_alpha, plan="free", max_users_override=1500, max_mcp_services_override=1500)
+        check = accounts._check_user_quota if quota == "users" else mcp._check_service_quota
+        schema = tenant_alpha.tenant.schema_name
+        with (
+            schema_context(schema),
+            translation.override("en"),
+            transaction.atomic(),
+            pytest.raises(QuotaExceeded) as refused,
+        ):
+            check(adding=2000)
+        assert refused.value.message.startswith("The workspace allows 1,500 "), refused.value.message
+
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
         get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 10**9)
