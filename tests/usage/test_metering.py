@@ -1158,7 +1158,7 @@ class TestAlerts:
         ("quota", "plan", "cap", "says"),
         [("api_calls", "free", None, "AI calls are stopped until the quota resets on "),
          ("api_calls", "pro", None, "Further calls are billed as overage.\n"),
-         ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5."),
+         ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5.00."),
          ("storage", "free", None, "AI calls and new data are stopped until space is freed"),
          ("storage", "pro", None, "Further storage is billed as overage."),
          ("storage", "enterprise", None, "Nothing stops: the plan goes on past its storage quota."),
@@ -1203,8 +1203,8 @@ class TestAlerts:
             send_quota_alert_email.apply(args=[calls.pk, "en"]).get()
         bodies = [message.body for message in mail.outbox]
         english = [body for body in bodies if "Alpha Water has" in body]
-        assert "spending cap of ¥1,000,000: this month's overage comes to ¥1,234,567.50." in english[0]
-        assert "until this month's overage reaches the spending cap of ¥1,000,000." in english[1]
+        assert "spending cap of ¥1,000,000.00: this month's overage comes to ¥1,234,567.50." in english[0]
+        assert "until this month's overage reaches the spending cap of ¥1,000,000.00." in english[1]
         assert sum("1,000,000" in body for body in bodies) == 4, bodies  # and in Chinese
         assert not any("1000000" in body for body in bodies)
 

@@ -281,8 +281,8 @@ class TestSpendingCap:
         ("value", "message"),
         [("-5", "greater than or equal to 0"), ("abc", "Enter a number"), ("1.234", "at most two decimals"),
          ("", "This field is required"), ("NaN", "Enter a number"), ("Infinity", "Enter a number"),
-         ("1e99", "at most ¥100,000,000 a month"), ("100000001", "at most ¥100,000,000 a month"),
-         ("99999999999999999999999", "at most ¥100,000,000 a month")],
+         ("1e99", "at most ¥100,000,000.00 a month"), ("100000001", "at most ¥100,000,000.00 a month"),
+         ("99999999999999999999999", "at most ¥100,000,000.00 a month")],
     )  # fmt: skip
     def test_garbage_is_a_form_error_and_changes_nothing(
         self, tenant_alpha: TenantFixture, value: str, message: str
