@@ -33,7 +33,7 @@ from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import RATE_WINDOW_SECONDS, Meter, day_key, month_key, storage_key
 from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageEvent, UsageStat
-from apps.usage.services import _FLUSH_SQL, storage_measure, usage_flush
+from apps.usage.services import _FLUSH_SQL, calls_alerts_catch_up, storage_measure, usage_flush
 from apps.usage.tasks import send_quota_alert_email
 from tests.conftest import TEST_ACTOR, TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters, member_client, set_limits
@@ -946,6 +946,41 @@ class TestAlerts:
         with django_capture_on_commit_callbacks(execute=True):  # a higher limit: nothing to tell
             tenant_update(tenant=tenant, actor=TEST_ACTOR, overrides={"api_calls_per_month_override": 5000})
         assert queued == []
+
+    def test_a_move_to_the_free_plan_mails_each_admin_once_for_each_quota_it_is_past(
+        self, tenant_alpha: TenantFixture, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Past its calls and members on the free plan: one email to each admin for each of the two quotas (the 100 %,
+        not also 80 and 90), none to the other members, and none again when the month's flush or a move back and
+        forth catches up."""
+        from apps.plans.models import Plan
+        from apps.tenants.services import tenant_update
+        from apps.usage.tasks import alerts_after_limits_lowered
+
+        def run(task: Any) -> Callable[..., None]:  # as a worker would, in the schema the header names
+            def apply_async(args: list[Any], headers: dict[str, str], **_options: Any) -> None:
+                with schema_context(headers["_schema_name"]), django_capture_on_commit_callbacks(execute=True):
+                    task.apply(args=args).get()
+
+            return apply_async
+
+        monkeypatch.setattr(alerts_after_limits_lowered, "apply_async", run(alerts_after_limits_lowered))
+        monkeypatch.setattr(send_quota_alert_email, "apply_async", run(send_quota_alert_email))
+        second_admin = make_member(tenant_alpha, Role.ADMIN)
+        make_member(tenant_alpha, Role.USER)
+        limits(tenant_alpha, plan="pro")
+        get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1200)
+        for plan in ("free", "pro", "free"):  # moved down, back up, and down again within the month
+            with django_capture_on_commit_callbacks(execute=True):
+                tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+                tenant_update(tenant=tenant, actor=TEST_ACTOR, plan=Plan.objects.get(code=plan))
+        with schema_context(tenant_alpha.tenant.schema_name), django_capture_on_commit_callbacks(execute=True):
+            calls_alerts_catch_up(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk))  # the next flush
+        recipients = [sorted(message.to) for message in mail.outbox]
+        assert recipients == [sorted([tenant_alpha.admin_email, second_admin.email])] * 2, recipients
+        bodies = " ".join(message.body for message in mail.outbox)
+        assert "100%" in bodies
+        assert "80%" not in bodies
 
     def test_a_plan_changed_within_the_month_alerts_against_its_new_limit(
         self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
