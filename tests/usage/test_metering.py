@@ -978,7 +978,7 @@ class TestAlerts:
             calls_alerts_catch_up(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk))  # the next flush
         recipients = [sorted(message.to) for message in mail.outbox]
         assert recipients == [sorted([tenant_alpha.admin_email, second_admin.email])] * 2, recipients
-        bodies = " ".join(message.body for message in mail.outbox)
+        bodies = " ".join(str(message.body) for message in mail.outbox)
         assert "100%" in bodies
         assert "80%" not in bodies
 
