@@ -21,7 +21,7 @@ from apps.accounts.selectors import (
     invitation_list_open,
     user_list,
 )
-from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageOnlyQuery, PageQuery, StrictQuery, StrictSerializer, TenantApi
 from apps.api.fields import InRangeDateTimeField
 from apps.api.schema import error_response, quota_exceeded
 
@@ -287,6 +287,8 @@ class UserListApi(TenantApi):
         role = serializers.ChoiceField(choices=ROLE_CHOICES, required=False)
         is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
+    query = FilterSerializer
+
     @extend_schema(parameters=[FilterSerializer], responses={200: UserOutput(many=True)})
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -386,6 +388,7 @@ class InvitationListApi(TenantApi):
     """GET /api/invitations: open invitations, expired ones included."""
 
     required_permission = Perm.MANAGE_USERS
+    query = PageOnlyQuery
 
     @extend_schema(responses={200: InvitationOutput(many=True)})
     def get(self, request: Request) -> Response:
@@ -447,6 +450,7 @@ class ApiKeyListApi(TenantApi):
     """GET /api/api-keys: every key, revoked ones last. Secrets are never shown again."""
 
     required_permission = Perm.MANAGE_API_KEYS
+    query = PageOnlyQuery
 
     @extend_schema(responses={200: ApiKeyOutput(many=True)})
     def get(self, request: Request) -> Response:

@@ -25,6 +25,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
 from django.utils.encoding import force_str
+from django.utils.formats import number_format
 from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -113,11 +114,11 @@ def _check_user_quota(*, adding: int = 1) -> None:
     if used + adding > limit:
         raise QuotaExceeded(
             ngettext(
-                "Your plan allows %(limit)d user, counting pending invitations.",
-                "Your plan allows %(limit)d users, counting pending invitations.",
+                "The workspace allows %(limit)s user, counting pending invitations.",
+                "The workspace allows %(limit)s users, counting pending invitations.",
                 limit,
             )
-            % {"limit": limit},
+            % {"limit": number_format(limit, force_grouping=True)},  # grouped, as every quota's refusal
             details={"quota": "users", "limit": limit, "used": used, "resets_at": None},
         )
     if used:  # the workspace's first admin, created with it, is not news

@@ -87,6 +87,20 @@ class StrictQuery(StrictSerializer):
         return super().to_internal_value(data)
 
 
+class NoQuery(StrictQuery):
+    """The query of an endpoint that takes no parameters: any is refused, a typo (``?form=``) as much as a
+    parameter the endpoint never had, as the lists refuse what they do not declare."""
+
+
+class NoBody(StrictSerializer):
+    """The body of an action that takes none (enable, test, deactivate, a DELETE): nothing, or ``{}``; any
+    field is refused by name, as the write endpoints refuse a field their ``InputSerializer`` does not know."""
+
+
+#: Methods that may carry a body; an operation of these without an ``InputSerializer`` takes ``NoBody``.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class TenantApi(APIView):
     authentication_classes = (ApiKeyAuthentication, TenantJWTAuthentication, TenantSessionAuthentication)
     permission_classes = (HasRequiredPermission,)
@@ -103,6 +117,10 @@ class TenantApi(APIView):
     #: charge counts the rate limit and the call in one Redis round trip.
     metered: ClassVar[bool] = False
     meter: Meter | None = None
+    #: The query parameters the operation takes, checked before it runs (after the credentials and the role):
+    #: none by default; a list names its ``FilterSerializer`` or ``PageOnlyQuery``. None: not checked (``/v1``,
+    #: where OpenAI's clients may add parameters of their own).
+    query: ClassVar[type[serializers.Serializer] | None] = NoQuery
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,6 +146,18 @@ class TenantApi(APIView):
             if not self.metered:
                 self.meter.hit_rate()
         super().check_permissions(request)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """DRF's checks (credentials, role, rate limit), then the query and, for an operation that reads no body
+        (no ``InputSerializer``), the body: what an operation does not take is a 400 naming it, on every
+        operation alike, not ignored by those without parameters or fields of their own."""
+        super().initial(request, *args, **kwargs)
+        if request.method == "OPTIONS":
+            return
+        if self.query is not None:
+            self.query(data=request.query_params).is_valid(raise_exception=True)
+        if request.method in _BODY_METHODS and not hasattr(self, "InputSerializer"):
+            NoBody(data=request.data).is_valid(raise_exception=True)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         """The rate-limit headers; and a metered request refused before its first AI call (bad input, 403,

@@ -51,6 +51,7 @@ class AuditEventListApi(TenantApi):
     """
 
     required_permission = Perm.VIEW_AUDIT
+    query = AuditFilter
 
     @extend_schema(parameters=[AuditFilter], responses={200: AuditEventOutput(many=True)})
     def get(self, request: Request) -> Response:

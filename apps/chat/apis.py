@@ -16,7 +16,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.api.base import AUTHENTICATED, PageQuery, StrictQuery, StrictSerializer, TenantApi
+from apps.api.base import AUTHENTICATED, PageOnlyQuery, PageQuery, StrictQuery, StrictSerializer, TenantApi
 from apps.api.fields import JsonBooleanField, JsonIntegerField
 from apps.api.permissions import PermissionMissing
 from apps.api.schema import error_response, quota_exceeded
@@ -95,6 +95,8 @@ class ConversationListApi(TenantApi):
     class FilterSerializer(StrictQuery, PageQuery):
         search = serializers.CharField(required=False, allow_blank=True, max_length=200)
         all = serializers.BooleanField(required=False, default=False)
+
+    query = FilterSerializer
 
     @extend_schema(parameters=[FilterSerializer], responses={200: ConversationListOutput(many=True)})
     def get(self, request: Request) -> Response:
@@ -210,6 +212,7 @@ class MessageListApi(TenantApi):
     """GET /api/conversations/{id}/messages: paginated, oldest first."""
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
+    query = PageOnlyQuery
 
     @extend_schema(responses={200: MessageOutput(many=True)})
     def get(self, request: Request, conversation_id: int) -> Response:

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from apps.accounts.permissions import Perm, role_has
 from apps.accounts.services import actor_role
-from apps.api.base import StrictSerializer, TenantApi
+from apps.api.base import PageOnlyQuery, StrictSerializer, TenantApi
 from apps.api.fields import BoundedListField, JsonIntegerField
 from apps.api.schema import error_response, quota_exceeded
 from apps.mcp import services
@@ -72,6 +72,7 @@ class McpServiceListApi(TenantApi):
     """GET /api/mcp-services."""
 
     required_permission = Perm.USE_MCP_SERVICES
+    query = PageOnlyQuery
 
     @extend_schema(responses={200: McpServiceOutput(many=True)})
     def get(self, request: Request) -> Response:

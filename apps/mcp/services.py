@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -71,11 +72,11 @@ def _check_service_quota(*, adding: int = 1) -> None:
     if used + adding > limit:
         raise QuotaExceeded(
             ngettext(
-                "Your plan allows %(limit)d active MCP service.",
-                "Your plan allows %(limit)d active MCP services.",
+                "The workspace allows %(limit)s active MCP service.",
+                "The workspace allows %(limit)s active MCP services.",
                 limit,
             )
-            % {"limit": limit},
+            % {"limit": number_format(limit, force_grouping=True)},  # grouped, as every quota's refusal
             details={"quota": "mcp_services", "limit": limit, "used": used, "resets_at": None},
         )
     quota_check_count_alerts(quota="mcp_services", limit=limit, used_before=used, used_after=used + adding)

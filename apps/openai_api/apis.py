@@ -83,6 +83,7 @@ class ModelsApi(TenantApi):
 
     required_permission = AUTHENTICATED
     credentials = ("api_key",)
+    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="OpenAI's model list.")
     def get(self, request: Request) -> Response:
@@ -95,6 +96,7 @@ class ModelDetailApi(TenantApi):
 
     required_permission = AUTHENTICATED
     credentials = ("api_key",)
+    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
 
     @extend_schema(operation_id="v1_model_retrieve", responses={200: OpenApiTypes.OBJECT},
                    description="OpenAI's model object.")  # fmt: skip
@@ -213,6 +215,7 @@ class ChatCompletionsApi(TenantApi):
 
     required_permission = Perm.CREATE_CONVERSATION
     credentials = ("api_key",)
+    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
     metered = True
     answers_also = ("text/event-stream",)
 

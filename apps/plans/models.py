@@ -65,10 +65,8 @@ class Plan(TimeStampedModel):
 
 
 def fen_to_yuan(fen: int | None) -> str | None:
-    """Integer fen as a yuan display string in the active language, grouped by three as the usage page's amounts:
-    9900 -> "99", 1050 -> "10.50", 100000000 -> "1,000,000"."""
+    """Integer fen as a yuan display string in the active language, always to the fen and grouped by three, so
+    amounts shown together line up: 9900 -> "99.00", 1050 -> "10.50", 100000000 -> "1,000,000.00"."""
     if fen is None:
         return None
-    if fen % 100 == 0:
-        return formats.number_format(fen // 100, force_grouping=True)
     return formats.number_format(Decimal(fen) / 100, 2, force_grouping=True)

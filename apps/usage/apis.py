@@ -78,6 +78,8 @@ class UsageApi(TenantApi):
         totals = serializers.DictField()
         series = serializers.ListField(child=serializers.DictField())
 
+    query = FilterSerializer
+
     @extend_schema(
         parameters=[FilterSerializer],
         responses={

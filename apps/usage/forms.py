@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
-from django.utils.formats import number_format
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from apps.plans.models import fen_to_yuan
 from apps.usage import limits as L
 from apps.usage.services import MAX_MEMBER_DAILY_CALLS, MAX_SPENDING_CAP_FEN
 
@@ -35,7 +35,7 @@ class SpendingCapForm(forms.Form):
         most = Decimal(MAX_SPENDING_CAP_FEN) / FEN_PER_YUAN
         if yuan > most:
             raise forms.ValidationError(
-                _("The cap can be at most ¥%(most)s a month.") % {"most": number_format(most, force_grouping=True)}
+                _("The cap can be at most ¥%(most)s a month.") % {"most": fen_to_yuan(MAX_SPENDING_CAP_FEN)}
             )
         return yuan
 

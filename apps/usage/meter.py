@@ -610,8 +610,9 @@ class Meter:
         limit = self.limits.storage_bytes or 0
         return QuotaExceeded(
             lambda: (
-                _("Your plan's %(limit)d MB of storage is used up. Delete conversations or change plans.")
-                % {"limit": limit // L.MB}
+                # Grouped as the other refusals' numbers ("10,240 MB"); "the workspace's": it may be an override.
+                _("The workspace's %(limit)s MB of storage is used up. Delete conversations or change plans.")
+                % {"limit": formats.number_format(limit // L.MB, force_grouping=True)}
             ),
             details={"quota": Quota.STORAGE.value, "limit": limit, "used": used, "resets_at": None},
         )

@@ -23,6 +23,7 @@ from apps.accounts.services import API_KEY_PREFIX
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, json_error
 from apps.core.views import post_only
+from apps.plans.models import fen_to_yuan
 from apps.tenants.selectors import tenant_current
 from apps.usage import limits as L
 from apps.usage.forms import FEN_PER_YUAN, MemberDailyCallsForm, SpendingCapForm, UsageMonthForm
@@ -238,8 +239,7 @@ def spending_cap_view(request: HttpRequest) -> HttpResponse:
         messages.success(request, _("The spending cap is removed."))
     else:
         # ¥1,000.00, as the page shows amounts.
-        cap = number_format(Decimal(cap_fen) / FEN_PER_YUAN, decimal_pos=2, force_grouping=True)
-        messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": cap})
+        messages.success(request, _("The spending cap is now ¥%(cap)s a month.") % {"cap": fen_to_yuan(cap_fen)})
     return redirect("usage:usage")
 
 

@@ -536,7 +536,7 @@ class TestServicesPage:
                                               "timeout_seconds": 10})  # fmt: skip
         assert response.status_code == 402
         page = response.content.decode()
-        assert "Your plan allows 1 active MCP service." in page
+        assert "The workspace allows 1 active MCP service." in page
         assert "<li>mcp_services</li>" not in page  # the quota's figures are not shown as problems
         with schema_context(tenant_alpha.tenant.schema_name):
             assert McpService.objects.count() == 1

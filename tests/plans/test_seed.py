@@ -34,6 +34,8 @@ def test_exactly_the_four_design_plans_are_seeded() -> None:
 
 
 def test_prices_display_in_yuan() -> None:
-    assert Plan.objects.get(code="basic").price_yuan == "99"
-    assert Plan.objects.get(code="free").price_yuan == "0"
+    """Always to the fen: "¥99" next to "¥10.50" did not line up in a list of amounts."""
+    assert Plan.objects.get(code="basic").price_yuan == "99.00"
+    assert Plan.objects.get(code="free").price_yuan == "0.00"
+    assert Plan.objects.get(code="basic").overage_yuan_per_1000_calls == "15.00"
     assert Plan.objects.get(code="enterprise").price_yuan is None

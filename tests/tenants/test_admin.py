@@ -82,3 +82,10 @@ def test_a_tenants_storage_is_shown_in_mb_as_the_plans_state_it(staff: Client, t
     limit = Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan.storage_mb  # type: ignore[union-attr]
     assert f"{limit:,} MB" in page
     assert " GB" not in page
+
+
+def test_the_plan_list_shows_prices_in_yuan_to_the_fen(staff: Client) -> None:
+    """It showed the price as an integer of fen (9900 for basic's ¥99.00), unlike every other page."""
+    page = staff.get("/admin/plans/plan/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "¥99.00" in page
+    assert "¥499.00" in page

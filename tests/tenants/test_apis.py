@@ -171,8 +171,9 @@ class TestLandingAndPlans:
         page = public_client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
         for name in ("Free", "Basic", "Pro", "Enterprise"):
             assert name in page
-        assert "¥99" in page
-        assert "¥499" in page
+        assert "¥99.00" in page  # to the fen, as every amount: "¥99" did not line up with "¥2.50"
+        assert "¥499.00" in page
+        assert "Overage: ¥15.00 per 1,000 calls, ¥2.00 per GB-month" in page
         assert 'data-testid="signup-form"' in page
 
     def test_plans_api(self, public_client: Client) -> None:

@@ -33,7 +33,7 @@ from apps.tenants.models import Tenant
 from apps.usage import limits as L
 from apps.usage.meter import RATE_WINDOW_SECONDS, Meter, day_key, month_key, storage_key
 from apps.usage.models import ApiKeyUsage, QuotaAlert, UsageEvent, UsageStat
-from apps.usage.services import _FLUSH_SQL, storage_measure, usage_flush
+from apps.usage.services import _FLUSH_SQL, calls_alerts_catch_up, storage_measure, usage_flush
 from apps.usage.tasks import send_quota_alert_email
 from tests.conftest import TEST_ACTOR, TenantFixture, admin_of, api_key_secret, bearer, jwt_pair, make_member
 from tests.usage.conftest import counters, dead_redis, direct_dsn, flush, forget_counters, member_client, set_limits
@@ -686,6 +686,43 @@ class TestQuotas:
         message = refused.json()["error"]["message"]
         assert message.startswith("The workspace's 1,500 API calls this month are used up. More from "), message
 
+    def test_the_storage_refusal_groups_its_megabytes_in_both_languages(self, tenant_alpha: TenantFixture) -> None:
+        """It said "Your plan's 10240 MB of storage", ungrouped, where the call quota's says "1,500"."""
+        limits(tenant_alpha, plan="free", storage_mb_override=10240)
+        get_redis_connection("default").set(storage_key(tenant_alpha.tenant.schema_name), 10240 * L.MB)
+        said = {}
+        for language in ("en", "zh-hans"):
+            client = tenant_alpha.client(
+                HTTP_ACCEPT_LANGUAGE=language, **bearer(api_key_secret(tenant_alpha, Role.USER))
+            )
+            refused = v1(client)
+            assert refused.status_code == 402
+            said[language] = refused.json()["error"]["message"]
+        assert said["en"].startswith("The workspace's 10,240 MB of storage is used up."), said["en"]
+        assert "10,240 MB" in said["zh-hans"], said["zh-hans"]
+
+    @pytest.mark.parametrize("quota", ["users", "mcp_services"])
+    def test_the_user_and_service_refusals_group_the_limit(self, tenant_alpha: TenantFixture, quota: str) -> None:
+        """They said "Your plan allows 1500 users" of a staff override, ungrouped."""
+        from django.db import transaction
+        from django.utils import translation
+
+        from apps.accounts import services as accounts
+        from apps.core.exceptions import QuotaExceeded
+        from apps.mcp import services as mcp
+
+        limits(tenant_alpha, plan="free", max_users_override=1500, max_mcp_services_override=1500)
+        check = accounts._check_user_quota if quota == "users" else mcp._check_service_quota
+        schema = tenant_alpha.tenant.schema_name
+        with (
+            schema_context(schema),
+            translation.override("en"),
+            transaction.atomic(),
+            pytest.raises(QuotaExceeded) as refused,
+        ):
+            check(adding=2000)
+        assert refused.value.message.startswith("The workspace allows 1,500 "), refused.value.message
+
     def test_enterprise_is_never_blocked(self, tenant_alpha: TenantFixture) -> None:
         limits(tenant_alpha, plan="enterprise")
         get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 10**9)
@@ -910,6 +947,41 @@ class TestAlerts:
             tenant_update(tenant=tenant, actor=TEST_ACTOR, overrides={"api_calls_per_month_override": 5000})
         assert queued == []
 
+    def test_a_move_to_the_free_plan_mails_each_admin_once_for_each_quota_it_is_past(
+        self, tenant_alpha: TenantFixture, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+    ) -> None:
+        """Past its calls and members on the free plan: one email to each admin for each of the two quotas (the 100 %,
+        not also 80 and 90), none to the other members, and none again when the month's flush or a move back and
+        forth catches up."""
+        from apps.plans.models import Plan
+        from apps.tenants.services import tenant_update
+        from apps.usage.tasks import alerts_after_limits_lowered
+
+        def run(task: Any) -> Callable[..., None]:  # as a worker would, in the schema the header names
+            def apply_async(args: list[Any], headers: dict[str, str], **_options: Any) -> None:
+                with schema_context(headers["_schema_name"]), django_capture_on_commit_callbacks(execute=True):
+                    task.apply(args=args).get()
+
+            return apply_async
+
+        monkeypatch.setattr(alerts_after_limits_lowered, "apply_async", run(alerts_after_limits_lowered))
+        monkeypatch.setattr(send_quota_alert_email, "apply_async", run(send_quota_alert_email))
+        second_admin = make_member(tenant_alpha, Role.ADMIN)
+        make_member(tenant_alpha, Role.USER)
+        limits(tenant_alpha, plan="pro")
+        get_redis_connection("default").hset(month_key(tenant_alpha.tenant.schema_name, L.today()), "calls", 1200)
+        for plan in ("free", "pro", "free"):  # moved down, back up, and down again within the month
+            with django_capture_on_commit_callbacks(execute=True):
+                tenant = Tenant.objects.get(pk=tenant_alpha.tenant.pk)
+                tenant_update(tenant=tenant, actor=TEST_ACTOR, plan=Plan.objects.get(code=plan))
+        with schema_context(tenant_alpha.tenant.schema_name), django_capture_on_commit_callbacks(execute=True):
+            calls_alerts_catch_up(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk))  # the next flush
+        recipients = [sorted(message.to) for message in mail.outbox]
+        assert recipients == [sorted([tenant_alpha.admin_email, second_admin.email])] * 2, recipients
+        bodies = " ".join(str(message.body) for message in mail.outbox)
+        assert "100%" in bodies
+        assert "80%" not in bodies
+
     def test_a_plan_changed_within_the_month_alerts_against_its_new_limit(
         self, tenant_alpha: TenantFixture, django_capture_on_commit_callbacks: Any
     ) -> None:
@@ -1121,7 +1193,7 @@ class TestAlerts:
         ("quota", "plan", "cap", "says"),
         [("api_calls", "free", None, "AI calls are stopped until the quota resets on "),
          ("api_calls", "pro", None, "Further calls are billed as overage.\n"),
-         ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5."),
+         ("api_calls", "pro", 500, "until this month's overage reaches the spending cap of ¥5.00."),
          ("storage", "free", None, "AI calls and new data are stopped until space is freed"),
          ("storage", "pro", None, "Further storage is billed as overage."),
          ("storage", "enterprise", None, "Nothing stops: the plan goes on past its storage quota."),
@@ -1166,8 +1238,8 @@ class TestAlerts:
             send_quota_alert_email.apply(args=[calls.pk, "en"]).get()
         bodies = [message.body for message in mail.outbox]
         english = [body for body in bodies if "Alpha Water has" in body]
-        assert "spending cap of ¥1,000,000: this month's overage comes to ¥1,234,567.50." in english[0]
-        assert "until this month's overage reaches the spending cap of ¥1,000,000." in english[1]
+        assert "spending cap of ¥1,000,000.00: this month's overage comes to ¥1,234,567.50." in english[0]
+        assert "until this month's overage reaches the spending cap of ¥1,000,000.00." in english[1]
         assert sum("1,000,000" in body for body in bodies) == 4, bodies  # and in Chinese
         assert not any("1000000" in body for body in bodies)
 

@@ -281,8 +281,8 @@ class TestSpendingCap:
         ("value", "message"),
         [("-5", "greater than or equal to 0"), ("abc", "Enter a number"), ("1.234", "at most two decimals"),
          ("", "This field is required"), ("NaN", "Enter a number"), ("Infinity", "Enter a number"),
-         ("1e99", "at most ¥100,000,000 a month"), ("100000001", "at most ¥100,000,000 a month"),
-         ("99999999999999999999999", "at most ¥100,000,000 a month")],
+         ("1e99", "at most ¥100,000,000.00 a month"), ("100000001", "at most ¥100,000,000.00 a month"),
+         ("99999999999999999999999", "at most ¥100,000,000.00 a month")],
     )  # fmt: skip
     def test_garbage_is_a_form_error_and_changes_nothing(
         self, tenant_alpha: TenantFixture, value: str, message: str
@@ -325,6 +325,26 @@ class TestMemberDailyCalls:
         assert client.post("/usage/member-daily-calls/", {"calls": "1"}).status_code == 302
         assert "Each member may now make 1 AI call a day." in client.get("/usage/").content.decode()
 
+    @pytest.mark.parametrize(
+        ("now", "when"),
+        [
+            (dt.datetime(2026, 12, 31, 12, tzinfo=dt.UTC), "08:00 UTC+8 tomorrow (2027-01-01)"),
+            (dt.datetime(2026, 12, 31, 20, tzinfo=dt.UTC), "08:00 UTC+8 today (2027-01-01)"),
+        ],
+    )
+    def test_the_page_says_which_day_the_limit_starts_again_as_the_402_does(
+        self, tenant_alpha: TenantFixture, now: dt.datetime, when: str
+    ) -> None:
+        """The page said "again from 08:00 UTC+8": at 04:00 in China that read as tomorrow's, which it is not."""
+        set_limits(Tenant.objects.get(pk=tenant_alpha.tenant.pk), member_daily_calls=5)
+        with time_machine.travel(now, tick=False):  # logged in then: a session of today would have expired
+            admin = logged_in(tenant_alpha, Role.ADMIN)
+            member, _user = member_client(tenant_alpha, Role.USER)
+            said = text_of(admin.get("/usage/").content.decode(), "member-limit")
+            own = member.get("/usage/").content.decode()
+        assert said == f"5 AI calls a member a day, again from {when}", said
+        assert f"counted again from {when}." in own
+
     def test_an_admin_sets_and_removes_it_and_a_member_sees_their_day(self, tenant_alpha: TenantFixture) -> None:
         client = logged_in(tenant_alpha, Role.ADMIN)
         assert text_of(client.get("/usage/").content.decode(), "member-limit") == "No limit"
@@ -333,7 +353,7 @@ class TestMemberDailyCalls:
         assert response["Location"] == "/usage/"
         assert member_limit_of(tenant_alpha) == 1500
         page = client.get("/usage/").content.decode()
-        assert text_of(page, "member-limit") == "1,500 AI calls a member a day, again from 08:00 UTC+8"
+        assert text_of(page, "member-limit").startswith("1,500 AI calls a member a day, again from 08:00 UTC+8 ")
         assert 'value="1500"' in page  # the form starts from the current limit
         assert "Each member may now make 1,500 AI calls a day." in page  # grouped, as the limit above
         with schema_context(tenant_alpha.tenant.schema_name):

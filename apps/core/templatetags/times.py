@@ -8,6 +8,7 @@ from typing import Any
 
 from django import template
 from django.utils import dateformat, timezone
+from django.utils.translation import gettext as _
 
 register = template.Library()
 
@@ -20,6 +21,23 @@ def zoned(value: Any, format: str = "Y-m-d H:i") -> str:
         return ""
     local = timezone.localtime(value)
     return f"{dateformat.format(local, format)} {zone_label(local)}"
+
+
+@register.filter
+def zoned_day_time(value: Any) -> str:
+    """``value`` (an aware datetime) as a time of day that names the day in the current time zone:
+    "08:00 UTC+8 today (2026-12-07)", "… tomorrow (…)", else "2026-12-09 08:00 UTC+8", as the member limit's
+    402 says when it ends (apps.usage.meter); the time alone read as either day. Nothing for no value."""
+    if not isinstance(value, dt.datetime):
+        return ""
+    date = timezone.localdate(value)
+    words = {"time": zoned(value, "H:i"), "date": date.isoformat()}
+    days_ahead = (date - timezone.localdate()).days
+    if days_ahead == 0:
+        return _("%(time)s today (%(date)s)") % words
+    if days_ahead == 1:
+        return _("%(time)s tomorrow (%(date)s)") % words
+    return zoned(value)
 
 
 def zone_label(local: dt.datetime) -> str:
