@@ -154,7 +154,7 @@ class TenantApi(APIView):
         super().initial(request, *args, **kwargs)
         if request.method == "OPTIONS":
             return
-        if self.query is not None:
+        if self.query is not None and request.query_params:  # none: nothing to refuse (a chat turn's POST)
             self.query(data=request.query_params).is_valid(raise_exception=True)
         if request.method in _BODY_METHODS and not hasattr(self, "InputSerializer"):
             NoBody(data=request.data).is_valid(raise_exception=True)
