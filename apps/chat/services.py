@@ -487,7 +487,7 @@ def _stream_turn(
                                      replaces=replaces)  # fmt: skip
                 else:
                     reply = _store_assistant(conversation, model, event.said, event.tokens, [], started=started,
-                                             replaces=replaces)  # fmt: skip
+                                             status=_answer_status(event), replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolCall):
                 yield ChatEvent("tool_call", _tool_call_data(event))
@@ -518,9 +518,16 @@ def _stream_turn(
             "tokens": tokens,
             "latency_ms": reply.latency_ms,
             "html": render(reply.content),
+            "status": reply.status,
         },
         reply=reply,
     )
+
+
+def _answer_status(reply: engine.ModelReply) -> str:
+    """A turn's answer is complete, or ``incomplete`` when the model stopped at its length limit (``max_tokens``
+    or the server's own: ``finish_reason: "length"``), as the member is shown, and the model reads it next turn."""
+    return Status.INCOMPLETE if reply.finish_reason == "length" else Status.COMPLETE
 
 
 def _as_done(ending: ChatEvent, conversation: Conversation, question_id: int | None) -> ChatEvent:

@@ -231,7 +231,7 @@ class TestThroughTheApis:
         assert 'event: token\ndata: {"text":"Let me think …"}' in streamed.decode()
         with schema_context(tenant_alpha.tenant.schema_name):
             reply = Message.objects.get(conversation_id=conversation, role="assistant")
-            assert (reply.content, reply.status) == ("Let me think …", "complete")
+            assert (reply.content, reply.status) == ("Let me think …", "incomplete")  # cut off while thinking
 
     @pytest.mark.parametrize("stream", [False, True])
     def test_v1_answers_without_the_reasoning_and_with_a_server_refusing_stream_options(
@@ -257,3 +257,25 @@ class TestThroughTheApis:
         assert b"S001: 165.7 m" in reasoned_text
         assert b"thought" not in reasoned_text
         assert b'"Hi"' in refused_text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_stopped_at_the_length_limit_is_stored_and_shown_cut_short(
+    tenant_alpha: TenantFixture, settings: Any, stream: bool
+) -> None:
+    """``finish_reason: "length"`` (``max_tokens`` reached), after a role-only first chunk and ``content: null``
+    deltas, with the finish on a last chunk of an empty delta: stored complete, cut off mid-sentence unsaid."""
+    body = sse_body(chunk({"role": "assistant"}), chunk({"content": None}), chunk({"content": "The level is"}),
+                    chunk({}, "length"))  # fmt: skip
+    client = member_client(tenant_alpha)
+    conversation = client.post("/api/conversations", {}, content_type="application/json").json()["id"]
+    with canned_server(body, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        response = client.post(f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream},
+                               content_type="application/json")  # fmt: skip
+        said = b"".join(response.streaming_content).decode() if stream else response.json()["message"]["status"]
+    assert ('"status":"incomplete"' in said) if stream else (said == "incomplete")
+    with schema_context(tenant_alpha.tenant.schema_name):
+        reply = Message.objects.get(conversation_id=conversation, role="assistant")
+        assert (reply.content, reply.status) == ("The level is", "incomplete")
