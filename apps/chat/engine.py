@@ -144,7 +144,18 @@ class ModelReply:
         return self.content + self.refusal
 
 
-Event = Token | ToolCall | ToolResult | ModelReply
+@dataclass(frozen=True)
+class Thinking:
+    """The model is reasoning (``reasoning_content``), not answering yet: said at its first piece of reasoning, then
+    at most every ``THINKING_EVERY_SECONDS`` while it goes on, so that the member sees why no answer comes, and the
+    chat's stream is not idle meanwhile (a proxy closes an idle one). The reasoning itself is not passed on."""
+
+
+THINKING = Thinking()
+# How often a model that goes on reasoning is said to be thinking (one small event each time).
+THINKING_EVERY_SECONDS = 10.0
+
+Event = Token | Thinking | ToolCall | ToolResult | ModelReply
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
 
 
@@ -392,8 +403,9 @@ def _hurried(deadline: float) -> dict[str, Any]:
 
 def read_stream(
     stream: ChunkStream, *, deadline: float = math.inf, keep_claim: Callable[[], None] | None = None
-) -> Iterator[Token | ModelReply]:
-    """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request.
+) -> Iterator[Token | Thinking | ModelReply]:
+    """Tokens as they come (and ``THINKING`` while the model reasons), then the reply as a whole. Closing it cancels
+    the upstream request.
 
     ``deadline`` (``time.monotonic``): a read from the model server after it ends the reply, as a failure (a
     server that trickles forever held the turn, its web thread and the workspace's place for as long);
@@ -404,6 +416,9 @@ def read_stream(
     try:
         for chunk in stream:
             yield from reply.feed(chunk)
+            if reply.thinking:  # a piece of reasoning came, the first or the first for a while
+                reply.thinking = False
+                yield THINKING
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
     except (ImpossibleUsage, TooManyToolCalls, ReplyTooLong, TurnTooLong, AnswerTooLarge) as exc:
@@ -564,6 +579,8 @@ class _Accumulator:
         self.held = {False: "", True: ""}  # per kind of text: a high surrogate that ended it, waiting for its low one
         self.calls: dict[int, _Call] = {}
         self.reasoning: list[str] = []  # a reasoning model's thinking before its answer (not shown, not sent back)
+        self.thinking = False  # a piece of reasoning came that is to be said (``Thinking``)
+        self.think_at = 0.0  # when a piece of reasoning is said next (time.monotonic)
         self.usage = (0, 0)
         self.finish = ""
         self.seen = False  # any chunk at all
@@ -653,6 +670,9 @@ class _Accumulator:
         if isinstance(reasoning, str):  # not the answer; counted with it, against the reply's limit
             self.reasoning.append(reasoning)
             self.size += len(reasoning)
+            now = time.monotonic()
+            if now >= self.think_at:
+                self.thinking, self.think_at = True, now + THINKING_EVERY_SECONDS
         return tokens
 
     def _index(self, part: dict[str, Any]) -> int:
@@ -763,7 +783,7 @@ def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
 
 def metered_round(
     stream: Any, meter: CallMeter, ticket: Any, *, deadline: float = math.inf
-) -> Iterator[Token | ModelReply]:
+) -> Iterator[Token | Thinking | ModelReply]:
     """``read_stream`` (until ``deadline``, keeping the meter's claim), with the call recorded with its tokens, or
     released if the model server failed (a round stopped at the deadline or for its length too).
 

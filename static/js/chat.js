@@ -585,8 +585,19 @@
       accepted = true;
       if (was.edited) markEdited(was.edited, was.question);
       let ended = false; // a done or error event came
+      let thinking = null; // "The model is thinking…", shown while a reasoning model reasons, until what comes next
       await readEvents(response, (type, data) => {
-        if (type === "token") {
+        if (thinking && type !== "thinking") {
+          thinking.remove();
+          thinking = null;
+        }
+        if (type === "thinking") {
+          if (!thinking && !text.textContent) {
+            thinking = el("div", "bubble-note thinking", t("thinking"));
+            thinking.dataset.testid = "thinking";
+            bubble.append(thinking);
+          }
+        } else if (type === "token") {
           replaceAnswer();
           text.textContent += data.text;
         } else if (type === "tool_call") {
@@ -639,6 +650,7 @@
         }
         follow();
       });
+      if (thinking) thinking.remove(); // the stream ended while the model reasoned
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
         bubble.classList.add("incomplete");

@@ -24,7 +24,7 @@ def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **more
             **more}  # fmt: skip
 
 
-def read(body: bytes) -> list[engine.Token | engine.ModelReply]:
+def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.ModelReply]:
     with canned_server(body, content_type="text/event-stream") as root:
         server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
         return list(engine.read_stream(engine.open_stream(server, "m", [HI], [])))
@@ -95,11 +95,22 @@ def test_reasoning_is_not_the_answer_but_an_answer_of_only_reasoning_is_not_empt
     a reply cut off while thinking was stored as an empty answer."""
     *tokens, reply = read(REASONING_THEN_ANSWER)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.Token("S001: 165.7 m")], "S001: 165.7 m")
+    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("S001: 165.7 m")], "S001: 165.7 m")
     *tokens, reply = read(ONLY_REASONING)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.Token("Let me think …")], "Let me think …")
+    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("Let me think …")], "Let me think …")
     assert reply.finish_reason == "length"
+
+
+def test_a_model_that_goes_on_reasoning_is_said_to_be_thinking_now_and_then(monkeypatch: Any) -> None:
+    """Reasoning streamed for minutes before any answer: the member saw nothing, and the chat's stream sent nothing
+    (a proxy closes a stream idle for a minute)."""
+    monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 0.0)
+    events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
+    assert events[:4] == [engine.THINKING] * 3 + [engine.Token("Hi")]
+    monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 60.0)
+    events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
+    assert events[:2] == [engine.THINKING, engine.Token("Hi")]
 
 
 def test_reasoning_counts_against_the_replys_most_characters(settings: Any) -> None:
@@ -212,6 +223,7 @@ class TestThroughTheApis:
                                             content_type="application/json").streaming_content)  # fmt: skip
             client.post(path, {"content": "and now?"}, content_type="application/json")
         assert b"event: done" in streamed
+        assert streamed.startswith(b"event: thinking\ndata: {}\n\nevent: token\n")
         assert b"thought" not in streamed
         assert b"thought" not in sent[1]  # the history the model reads
         with schema_context(tenant_alpha.tenant.schema_name):
