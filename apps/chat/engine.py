@@ -144,7 +144,18 @@ class ModelReply:
         return self.content + self.refusal
 
 
-Event = Token | ToolCall | ToolResult | ModelReply
+@dataclass(frozen=True)
+class Thinking:
+    """The model is reasoning (``reasoning_content``), not answering yet: said at its first piece of reasoning, then
+    at most every ``THINKING_EVERY_SECONDS`` while it goes on, so that the member sees why no answer comes, and the
+    chat's stream is not idle meanwhile (a proxy closes an idle one). The reasoning itself is not passed on."""
+
+
+THINKING = Thinking()
+# How often a model that goes on reasoning is said to be thinking (one small event each time).
+THINKING_EVERY_SECONDS = 10.0
+
+Event = Token | Thinking | ToolCall | ToolResult | ModelReply
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
 
 
@@ -230,6 +241,8 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
         events = self._iter_events()
         try:
             for sse in events:
+                if not sse.data or sse.data.isspace():  # a blank ``data:``, a keep-alive some servers send
+                    continue
                 if sse.data.startswith("[DONE]"):
                     self.done = True
                     with contextlib.suppress(httpx2.HTTPError, openai.OpenAIError):  # a body left open or cut
@@ -321,8 +334,12 @@ def open_stream(
     as they are (temperature, max_tokens, tool_choice...). Raises UpstreamError.
     Near the turn's ``deadline`` (closer than the attempts openai could make take) the request is sent once,
     with the time left as its timeout: openai's retries ran a turn three minutes past it (QA, 2026-12-07).
+    Usage is asked for (``_ASK_USAGE``); a server that refuses ``stream_options`` is asked again without it, once,
+    and so from then on (``_NO_STREAM_OPTIONS``): its turns failed, every one. Its tokens are then what it
+    reports unasked, else 0.
     """
-    kwargs: dict[str, Any] = {"stream_options": {"include_usage": True}, **options}
+    asks_usage = server.base_url not in _NO_STREAM_OPTIONS
+    kwargs: dict[str, Any] = {**(_ASK_USAGE if asks_usage else {}), **options}
     if tool_specs:
         kwargs["tools"] = tool_specs
     hurried = _hurried(deadline)
@@ -339,11 +356,34 @@ def open_stream(
             **hurried,
         )
     except openai.APIStatusError as exc:
+        if asks_usage and _refuses_stream_options(exc):
+            _no_stream_options(server)
+            return open_stream(server, model, messages, tool_specs, deadline=deadline, **options)
         raise UpstreamError(partial(status_words, exc), status=exc.status_code) from exc
     except (openai.OpenAIError, httpx2.HTTPError, ValueError) as exc:
         if time.monotonic() > deadline:
             raise UpstreamError(too_long_words) from exc
         raise UpstreamError(partial(unreachable_words, exc)) from exc
+
+
+# Usage in the stream's last chunk (OpenAI's ``include_usage``), which servers that know it send only when asked.
+_ASK_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
+# The base URLs of the model servers that refused ``stream_options`` (some vLLM and Azure versions answer a 400
+# naming it), in this process: asked without it from then on, not twice each turn. At most
+# ``_NO_STREAM_OPTIONS_MOST``, then forgotten together (a server that learnt it is asked again).
+_NO_STREAM_OPTIONS: set[str] = set()
+_NO_STREAM_OPTIONS_MOST = 256
+
+
+def _refuses_stream_options(exc: openai.APIStatusError) -> bool:
+    """A 400 or 422 whose words (openai's message quotes the body) name ``stream_options``."""
+    return exc.status_code in (400, 422) and "stream_options" in exc.message
+
+
+def _no_stream_options(server: ModelServer) -> None:
+    if len(_NO_STREAM_OPTIONS) >= _NO_STREAM_OPTIONS_MOST:
+        _NO_STREAM_OPTIONS.clear()
+    _NO_STREAM_OPTIONS.add(server.base_url)
 
 
 def _hurried(deadline: float) -> dict[str, Any]:
@@ -363,8 +403,9 @@ def _hurried(deadline: float) -> dict[str, Any]:
 
 def read_stream(
     stream: ChunkStream, *, deadline: float = math.inf, keep_claim: Callable[[], None] | None = None
-) -> Iterator[Token | ModelReply]:
-    """Tokens as they come, then the reply as a whole. Closing it cancels the upstream request.
+) -> Iterator[Token | Thinking | ModelReply]:
+    """Tokens as they come (and ``THINKING`` while the model reasons), then the reply as a whole. Closing it cancels
+    the upstream request.
 
     ``deadline`` (``time.monotonic``): a read from the model server after it ends the reply, as a failure (a
     server that trickles forever held the turn, its web thread and the workspace's place for as long);
@@ -375,6 +416,9 @@ def read_stream(
     try:
         for chunk in stream:
             yield from reply.feed(chunk)
+            if reply.thinking:  # a piece of reasoning came, the first or the first for a while
+                reply.thinking = False
+                yield THINKING
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
     except (ImpossibleUsage, TooManyToolCalls, ReplyTooLong, TurnTooLong, AnswerTooLarge) as exc:
@@ -534,6 +578,9 @@ class _Accumulator:
         self.refusal: list[str] = []
         self.held = {False: "", True: ""}  # per kind of text: a high surrogate that ended it, waiting for its low one
         self.calls: dict[int, _Call] = {}
+        self.reasoning: list[str] = []  # a reasoning model's thinking before its answer (not shown, not sent back)
+        self.thinking = False  # a piece of reasoning came that is to be said (``Thinking``)
+        self.think_at = 0.0  # when a piece of reasoning is said next (time.monotonic)
         self.usage = (0, 0)
         self.finish = ""
         self.seen = False  # any chunk at all
@@ -547,9 +594,16 @@ class _Accumulator:
             raise ValueError(f"a chunk has the wrong shape: {str(chunk)[:200]}") from exc
 
     def end(self) -> list[Token]:
-        """The stream ended: the text still held back (a high surrogate no low one followed), as U+FFFD."""
+        """The stream ended: the text still held back (a high surrogate no low one followed), as U+FFFD; for a
+        reply that is only reasoning, the reasoning."""
         tokens = [Token(whole_characters(held), refusal) for refusal, held in self.held.items() if held]
         self.held = {False: "", True: ""}
+        if not (tokens or self.content or self.refusal or self.calls) and self.reasoning:
+            # A reasoning model that said nothing but its reasoning (cut off while thinking, or a server whose
+            # reasoning parser kept the whole answer): that is the answer, rather than an empty one.
+            said = whole_characters("".join(self.reasoning)).replace("\x00", "\ufffd")
+            self.size -= sum(len(piece) for piece in self.reasoning)  # counted once: now as the answer
+            tokens = [Token(said)]
         self._keep(tokens)
         return tokens
 
@@ -578,12 +632,7 @@ class _Accumulator:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            content = _content_text(delta.get("content"))
-            if content:
-                tokens += self._text(content, refusal=False)
-            refusal = _refusal_text(delta.get("refusal"))
-            if refusal:
-                tokens += self._text(refusal, refusal=True)
+            tokens += self._said(delta)
             for part in delta.get("tool_calls") or ():
                 call = self.calls.setdefault(self._index(part), _Call())
                 if len(self.calls) > MAX_TOOL_CALLS_READ:
@@ -597,7 +646,8 @@ class _Accumulator:
                     name, arguments = function.get("name"), function.get("arguments")
                     if not isinstance(name, str | None) or not isinstance(arguments, str | None):
                         raise ValueError("a tool call's name or arguments are not strings")
-                    call.name += name or ""  # streamed in pieces, as openai's own accumulator joins them
+                    if name and name != call.name:  # some servers repeat the whole name in every piece
+                        call.name += name  # streamed in pieces, as openai's own accumulator joins them
                     call.arguments.append(arguments or "")
                     self.size += len(arguments or "")
             finish = choice.get("finish_reason")
@@ -605,6 +655,24 @@ class _Accumulator:
                 raise ValueError(f"a finish_reason is not a string: {finish!r:.60}")
             self.finish = whole_characters(finish) if finish else self.finish  # /v1 sends it on
         self._keep(tokens)
+        return tokens
+
+    def _said(self, delta: dict[str, Any]) -> list[Token]:
+        """A delta's text, refusal and reasoning: the pieces of text of the first two."""
+        tokens: list[Token] = []
+        content = _content_text(delta.get("content"))
+        if content:
+            tokens += self._text(content, refusal=False)
+        refusal = _refusal_text(delta.get("refusal"))
+        if refusal:
+            tokens += self._text(refusal, refusal=True)
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # DeepSeek's; vLLM's and OpenRouter's
+        if isinstance(reasoning, str):  # not the answer; counted with it, against the reply's limit
+            self.reasoning.append(reasoning)
+            self.size += len(reasoning)
+            now = time.monotonic()
+            if now >= self.think_at:
+                self.thinking, self.think_at = True, now + THINKING_EVERY_SECONDS
         return tokens
 
     def _index(self, part: dict[str, Any]) -> int:
@@ -715,7 +783,7 @@ def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
 
 def metered_round(
     stream: Any, meter: CallMeter, ticket: Any, *, deadline: float = math.inf
-) -> Iterator[Token | ModelReply]:
+) -> Iterator[Token | Thinking | ModelReply]:
     """``read_stream`` (until ``deadline``, keeping the meter's claim), with the call recorded with its tokens, or
     released if the model server failed (a round stopped at the deadline or for its length too).
 

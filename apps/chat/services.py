@@ -487,13 +487,13 @@ def _stream_turn(
                                      replaces=replaces)  # fmt: skip
                 else:
                     reply = _store_assistant(conversation, model, event.said, event.tokens, [], started=started,
-                                             replaces=replaces)  # fmt: skip
+                                             status=_answer_status(event), replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
-            elif isinstance(event, engine.ToolCall):
-                yield ChatEvent("tool_call", _tool_call_data(event))
             elif isinstance(event, engine.ToolResult):
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
+            else:  # a tool call, or the model reasoning: said, nothing stored
+                yield _said_event(event)
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
@@ -518,9 +518,22 @@ def _stream_turn(
             "tokens": tokens,
             "latency_ms": reply.latency_ms,
             "html": render(reply.content),
+            "status": reply.status,
         },
         reply=reply,
     )
+
+
+def _said_event(event: engine.ToolCall | engine.Thinking) -> ChatEvent:
+    if isinstance(event, engine.ToolCall):
+        return ChatEvent("tool_call", _tool_call_data(event))
+    return ChatEvent("thinking", {})
+
+
+def _answer_status(reply: engine.ModelReply) -> str:
+    """A turn's answer is complete, or ``incomplete`` when the model stopped at its length limit (``max_tokens``
+    or the server's own: ``finish_reason: "length"``), as the member is shown, and the model reads it next turn."""
+    return Status.INCOMPLETE if reply.finish_reason == "length" else Status.COMPLETE
 
 
 def _as_done(ending: ChatEvent, conversation: Conversation, question_id: int | None) -> ChatEvent:

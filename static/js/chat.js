@@ -608,8 +608,19 @@
       accepted = true;
       if (was.edited) markEdited(was.edited, was.question);
       let ended = false; // a done or error event came
+      let thinking = null; // "The model is thinking…", shown while a reasoning model reasons, until what comes next
       await readEvents(response, (type, data) => {
-        if (type === "token") {
+        if (thinking && type !== "thinking") {
+          thinking.remove();
+          thinking = null;
+        }
+        if (type === "thinking") {
+          if (!thinking && !text.textContent) {
+            thinking = el("div", "bubble-note thinking", t("thinking"));
+            thinking.dataset.testid = "thinking";
+            bubble.append(thinking);
+          }
+        } else if (type === "token") {
           replaceAnswer();
           text.textContent += data.text;
         } else if (type === "tool_call") {
@@ -635,6 +646,10 @@
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
+          if (data.status === "incomplete") { // the model stopped at its length limit: stored cut short
+            bubble.classList.add("incomplete");
+            bubble.append(el("div", "bubble-note", t("cutShort")));
+          }
           if (data.html) addCopy(bubble);
           else { // nothing to copy: say so, as the page does after a reload
             const note = el("div", "bubble-note", t("emptyAnswer"));
@@ -658,6 +673,7 @@
         }
         follow();
       });
+      if (thinking) thinking.remove(); // the stream ended while the model reasoned
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
         bubble.classList.add("incomplete");

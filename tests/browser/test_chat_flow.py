@@ -1044,6 +1044,47 @@ def test_an_empty_answer_says_so_and_offers_nothing_to_copy(
     expect(page.get_by_test_id("chat-regenerate")).to_be_visible()
 
 
+def test_an_answer_the_model_stopped_at_its_length_limit_says_it_was_cut_short(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Stopped at ``max_tokens`` (``finish_reason: "length"``), it read as a finished answer, cut off mid-sentence."""
+    page = chat_page(browser, web_server, "en")
+    done = {"message_id": 2, "html": "<p>The level is</p>", "title": "S001?", "status": "incomplete"}
+    answer_turns_with(page, event_stream([("token", {"text": "The level is"}), ("done", done)]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("This reply was cut short.")
+    expect(answer).to_have_class(re.compile(r"\bincomplete\b"))
+    expect(answer.get_by_test_id("copy-reply")).to_have_count(1)
+
+
+def test_a_reasoning_model_is_said_to_be_thinking_until_its_answer_comes(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """A reasoning model (DeepSeek-R1, Qwen3) reasons for a minute or more before it answers: the reply showed
+    nothing meanwhile."""
+    page = chat_page(browser, web_server, "en")
+    page.evaluate(SEEN_THINKING)
+    done = {"message_id": 2, "html": "<p>165.7 m</p>", "title": "S001?"}
+    answer_turns_with(page, event_stream([("thinking", {}), ("thinking", {}), ("token", {"text": "165.7 m"}),
+                                          ("done", done)]))  # fmt: skip
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("165.7 m")
+    assert page.evaluate("window.seenThinking") == ["The model is thinking…"]  # shown once, then gone
+    expect(page.get_by_test_id("thinking")).to_have_count(0)
+
+
+# Records the text of every "thinking" note added to the page, though it is gone again at once.
+SEEN_THINKING = """() => {
+  window.seenThinking = [];
+  new MutationObserver((records) => records.forEach((record) => record.addedNodes.forEach((node) => {
+    if (node.dataset && node.dataset.testid === "thinking") window.seenThinking.push(node.textContent);
+  }))).observe(document.body, { childList: true, subtree: true });
+}"""
+
+
 def test_a_tab_that_missed_a_newer_question_cannot_edit_or_regenerate_in_its_place(
     browser: Browser, web_server: WebServer, workspace: None
 ) -> None:
