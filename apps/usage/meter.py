@@ -61,14 +61,14 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils import formats, timezone
+from django.utils import formats
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from redis.exceptions import RedisError
 
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError, QuotaExceeded, RateLimited
-from apps.core.templatetags.times import zoned
+from apps.core.templatetags.times import zoned, zoned_day_time
 from apps.plans.models import fen_to_yuan
 from apps.tenants.models import Tenant
 from apps.tenants.selectors import tenant_current
@@ -598,11 +598,9 @@ class Meter:
         limit = self.limits.member_daily_calls
         assert limit is not None
         resets = L.day_resets_at(day)
-        # The workspace's time zone, named ("08:00 UTC+8"), and which day that is there: the UTC day ends at 08:00
-        # in China, tomorrow before midnight there and today after it.
-        at, date = zoned(resets, "H:i"), timezone.localdate(resets)
+        # The UTC day ends at 08:00 in China: tomorrow before midnight there and today after it.
         return QuotaExceeded(
-            partial(_member_limit_words, limit, at, date, (date - timezone.localdate()).days),
+            partial(_member_limit_words, limit, resets),
             details={"quota": "member_daily_calls", "limit": limit, "used": used, "resets_at": L.iso(resets)},
         )
 
@@ -650,37 +648,11 @@ def _calls_used_up_words(limit: int, at: str) -> str:
     ) % {"limit": formats.number_format(limit, force_grouping=True), "time": at}
 
 
-def _member_limit_words(limit: int, at: str, date: dt.date, days_ahead: int) -> str:
-    when = {"limit": formats.number_format(limit, force_grouping=True), "time": at, "date": date.isoformat()}
-    if days_ahead == 0:
-        return (
-            ngettext(
-                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-                "%(time)s today (%(date)s).",
-                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-                "%(time)s today (%(date)s).",
-                limit,
-            )
-            % when
-        )
-    if days_ahead == 1:
-        return (
-            ngettext(
-                "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-                "%(time)s tomorrow (%(date)s).",
-                "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-                "%(time)s tomorrow (%(date)s).",
-                limit,
-            )
-            % when
-        )
-    return (
-        ngettext(
-            "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from "
-            "%(date)s %(time)s.",
-            "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from "
-            "%(date)s %(time)s.",
-            limit,
-        )
-        % when
-    )
+def _member_limit_words(limit: int, resets: dt.datetime) -> str:
+    # When, in the workspace's time zone, named, and on which day there ("08:00 UTC+8 tomorrow (2026-12-08)"), as
+    # the usage page says it.
+    return ngettext(
+        "You have made the %(limit)s AI call a day your workspace's admins allow each member. More from %(when)s.",
+        "You have made the %(limit)s AI calls a day your workspace's admins allow each member. More from %(when)s.",
+        limit,
+    ) % {"limit": formats.number_format(limit, force_grouping=True), "when": zoned_day_time(resets)}

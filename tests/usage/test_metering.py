@@ -1691,10 +1691,14 @@ class TestMemberDailyCalls:
             conversation = alice.post("/api/conversations", {}, content_type="application/json").json()
             refused = alice.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
                                  content_type="application/json")  # fmt: skip
+            in_chinese = alice.post(f"/api/conversations/{conversation['id']}/messages", {"content": "Hi"},
+                                    content_type="application/json", HTTP_ACCEPT_LANGUAGE="zh-hans")  # fmt: skip
         assert refused.status_code == 402
         message = refused.json()["error"]["message"]
         assert message.startswith("You have made the 1 AI call a day your workspace's admins allow"), message
         assert message.endswith(more)
+        day = "明天" if "tomorrow" in more else "今天"
+        assert in_chinese.json()["error"]["message"].endswith(f"{day}（2027-01-01）08:00 UTC+8 起可继续调用。")
 
     def test_tool_calls_count_and_a_turn_past_it_ends_with_an_error_event(
         self, tenant_alpha: TenantFixture, hydrology: Any, fresh_counters: None
