@@ -492,8 +492,8 @@ def _stream_turn(
             elif isinstance(event, engine.ToolResult):
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
-            else:  # a tool call, or the model reasoning: said, nothing stored
-                yield _said_event(event)
+            elif not isinstance(event, engine.Reasoning):  # the reasoning itself is neither shown nor stored
+                yield _said_event(event)  # a tool call, or the model reasoning: said, nothing stored
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)

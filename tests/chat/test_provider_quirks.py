@@ -24,7 +24,7 @@ def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **more
             **more}  # fmt: skip
 
 
-def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.ModelReply]:
+def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.Reasoning | engine.ModelReply]:
     with canned_server(body, content_type="text/event-stream") as root:
         server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
         return list(engine.read_stream(engine.open_stream(server, "m", [HI], [])))
@@ -92,14 +92,34 @@ ONLY_REASONING = sse_body(chunk({"reasoning_content": "Let me think "}), chunk({
 
 def test_reasoning_is_not_the_answer_but_an_answer_of_only_reasoning_is_not_empty() -> None:
     """DeepSeek-R1 and Qwen3 stream their thinking as ``reasoning_content`` (or ``reasoning``) before the answer;
-    a reply cut off while thinking was stored as an empty answer."""
+    a reply cut off while thinking was stored as an empty answer. Each piece of the reasoning comes as it is read
+    (``Reasoning``, for /v1), before the chunk's text."""
     *tokens, reply = read(REASONING_THEN_ANSWER)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("S001: 165.7 m")], "S001: 165.7 m")
+    assert tokens == [engine.Reasoning("secret-thought "), engine.THINKING, engine.Reasoning("more thought"),
+                      engine.Token("S001: 165.7 m")]  # fmt: skip
+    assert (reply.content, reply.reasoning) == ("S001: 165.7 m", "secret-thought more thought")
     *tokens, reply = read(ONLY_REASONING)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("Let me think …")], "Let me think …")
+    assert [token for token in tokens if not isinstance(token, engine.Reasoning)] == [
+        engine.THINKING,
+        engine.Token("Let me think …"),
+    ]
+    assert (reply.content, reply.reasoning) == ("Let me think …", "Let me think …")
     assert reply.finish_reason == "length"
+
+
+def test_reasoning_split_inside_a_character_is_passed_on_whole() -> None:
+    """A surrogate pair split across two chunks (escaped text, re-chunked by a gateway): a lone surrogate in a /v1
+    chunk would fail to encode, mid-stream."""
+    *tokens, reply = read(sse_body(chunk({"reasoning_content": "a\ud83d"}), chunk({"reasoning_content": "\ude00b"}),
+                                   chunk({"content": "Hi"}, "stop")))  # fmt: skip
+    assert [token for token in tokens if isinstance(token, engine.Reasoning)] == [
+        engine.Reasoning("a"),
+        engine.Reasoning("\U0001f600b"),
+    ]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.reasoning == "a\U0001f600b"
 
 
 def test_a_model_that_goes_on_reasoning_is_said_to_be_thinking_now_and_then(monkeypatch: Any) -> None:
@@ -107,10 +127,12 @@ def test_a_model_that_goes_on_reasoning_is_said_to_be_thinking_now_and_then(monk
     (a proxy closes a stream idle for a minute)."""
     monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 0.0)
     events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
-    assert events[:4] == [engine.THINKING] * 3 + [engine.Token("Hi")]
+    said = [event for event in events if not isinstance(event, engine.Reasoning)]
+    assert said[:4] == [engine.THINKING] * 3 + [engine.Token("Hi")]
     monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 60.0)
     events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
-    assert events[:2] == [engine.THINKING, engine.Token("Hi")]
+    said = [event for event in events if not isinstance(event, engine.Reasoning)]
+    assert said[:2] == [engine.THINKING, engine.Token("Hi")]
 
 
 def test_reasoning_counts_against_the_replys_most_characters(settings: Any) -> None:
@@ -246,7 +268,7 @@ class TestThroughTheApis:
             assert (reply.content, reply.status) == ("Let me think …", "incomplete")  # cut off while thinking
 
     @pytest.mark.parametrize("stream", [False, True])
-    def test_v1_answers_without_the_reasoning_and_with_a_server_refusing_stream_options(
+    def test_v1_passes_the_reasoning_on_and_answers_with_a_server_refusing_stream_options(
         self, tenant_alpha: TenantFixture, settings: Any, stream: bool
     ) -> None:
         sent: list[dict[str, Any]] = []
@@ -267,8 +289,14 @@ class TestThroughTheApis:
             engine._NO_STREAM_OPTIONS.clear()
         assert (reasoned.status_code, refused.status_code) == (200, 200)
         assert b"S001: 165.7 m" in reasoned_text
-        assert b"thought" not in reasoned_text
+        if stream:  # each piece as its own delta, as it came
+            assert b'"delta":{"reasoning_content":"secret-thought "}' in reasoned_text
+            assert b'"delta":{"reasoning_content":"more thought"}' in reasoned_text
+        else:
+            message = json.loads(reasoned_text)["choices"][0]["message"]
+            assert message["reasoning_content"] == "secret-thought more thought"
         assert b'"Hi"' in refused_text
+        assert b"reasoning_content" not in refused_text  # only a model that reasons has it
 
 
 @pytest.mark.django_db
