@@ -13,7 +13,7 @@ from apps.chat import engine
 from apps.chat.models import Message
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
-from tests.conftest import TenantFixture, api_key_secret, bearer
+from tests.conftest import TenantFixture, api_key_secret, bearer, jwt_pair
 from tests.processes import canned_server, sse_body
 
 HI = {"role": "user", "content": "hi"}
@@ -319,3 +319,57 @@ def test_an_answer_stopped_at_the_length_limit_is_stored_and_shown_cut_short(
     with schema_context(tenant_alpha.tenant.schema_name):
         reply = Message.objects.get(conversation_id=conversation, role="assistant")
         assert (reply.content, reply.status) == ("The level is", "incomplete")
+
+
+FILTERED = sse_body(chunk({"role": "assistant"}), chunk({"content": "The level is"}), chunk({}, "content_filter"))
+FILTERED_WORDS = "The model server's content filter stopped this reply."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_stopped_by_the_content_filter_is_stored_incomplete_and_says_why(
+    tenant_alpha: TenantFixture, settings: Any, stream: bool
+) -> None:
+    """``finish_reason: "content_filter"`` (Azure's, OpenAI's): it was stored complete, cut off mid-sentence (or
+    empty: "The model's answer was empty.") without a word of why. Stored ``incomplete`` as a ``length`` stop, with
+    words of its own, on the page, in ``done``, the message and the download."""
+    from tests.chat.test_pages import member_and_client
+
+    member, page_client = member_and_client(tenant_alpha)
+    client: Any = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, member)["access"]))
+    conversation = client.post("/api/conversations", {}, content_type="application/json").json()["id"]
+    with canned_server(FILTERED, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        response = client.post(f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream},
+                               content_type="application/json")  # fmt: skip
+    if stream:
+        done = json.loads(b"".join(response.streaming_content).decode().split("event: done\ndata: ")[1])
+        assert (done["status"], done["error"]) == ("incomplete", FILTERED_WORDS)
+    else:
+        said = response.json()["message"]
+        assert (said["status"], said["error"]) == ("incomplete", FILTERED_WORDS)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        reply = Message.objects.get(conversation_id=conversation, role="assistant")
+        assert (reply.content, reply.status, reply.error) == ("The level is", "incomplete", FILTERED_WORDS)
+    page = page_client.get(f"/chat/{conversation}/").content.decode().split('data-testid="messages"')[1]
+    assert f'<div class="bubble-note">{FILTERED_WORDS.replace("'", "&#x27;")}</div>' in page
+    assert "This reply stopped before it was complete." not in page
+    download = client.get(f"/api/conversations/{conversation}/export").content.decode()
+    assert f"*{FILTERED_WORDS}*" in download
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_v1_passes_a_content_filter_stop_on(tenant_alpha: TenantFixture, settings: Any, stream: bool) -> None:
+    client: Any = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+    with canned_server(FILTERED, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        response = client.post("/v1/chat/completions", {"messages": [HI], "stream": stream},
+                               content_type="application/json")  # fmt: skip
+        body = b"".join(response.streaming_content) if stream else response.content
+    assert response.status_code == 200
+    if stream:
+        assert b'"delta":{},"finish_reason":"content_filter"' in body
+    else:
+        choice = json.loads(body)["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("The level is", "content_filter")
