@@ -21,8 +21,9 @@ Behaviour, the same input always giving the same output:
    station id, 站点 / 站 / stations / list calls ``list_stations``. Dates are
    ``end`` = today (UTC) and ``start`` = two days earlier, or six days earlier
    when the question says a week (一周 / 一星期 / 7 天 / week); only arguments the
-   tool's JSON schema declares are sent. ``tool_choice`` "none", "required" and a
-   named function are honoured.
+   tool's JSON schema declares are sent. A question that names an offered tool by
+   its whole name (``names__ShuiWei``) calls that tool, before any of these. ``tool_choice``
+   "none", "required" and a named function are honoured.
 3. Else a plain answer saying it is the offline demo model, echoing the question.
 
 Fault injection, triggered by these markers in the LAST user message:
@@ -260,8 +261,16 @@ def _offered_tools(tools: list[dict[str, Any]]) -> dict[str, tuple[str, set[str]
     return offered
 
 
+def _names(text: str, name: str) -> bool:
+    """Whether ``text`` has ``name`` as a whole word (not ``x__a`` in ``x__a_2``)."""
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.ASCII) is not None
+
+
 def _intended_tool(text: str, offered: dict[str, tuple[str, set[str]]]) -> str | None:
     """The bare name of the offered tool ``text`` asks for, if any."""
+    named = next((bare for bare, (full, _declared) in offered.items() if _names(text, full)), None)
+    if named is not None:
+        return named
     if _STATION_RE.search(text):
         return next((tool for tool, pattern in _INTENTS if tool in offered and pattern.search(text)), None)
     if "list_stations" in offered and _LIST_INTENT.search(text):

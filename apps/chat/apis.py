@@ -63,7 +63,13 @@ class MessageOutput(serializers.ModelSerializer):
 
     html = serializers.SerializerMethodField()
     replaced = serializers.SerializerMethodField()
-    error = serializers.CharField(source="error_text", help_text="A failed reply's error, in the request's language.")
+    error = serializers.CharField(
+        source="error_text",
+        help_text=(
+            "A failed reply's error, or why an incomplete one stopped where the model server said (its content "
+            "filter), in the request's language."
+        ),
+    )
 
     class Meta:
         model = Message

@@ -133,6 +133,7 @@ class ModelReply:
     completion_tokens: int
     finish_reason: str
     refusal: str = ""
+    reasoning: str = ""  # a reasoning model's thinking before its answer: /v1 passes it on, nothing stores it
 
     @property
     def tokens(self) -> int:
@@ -152,10 +153,20 @@ class Thinking:
 
 
 THINKING = Thinking()
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """A piece of a reasoning model's thinking (``reasoning_content`` or ``reasoning``), as it comes: /v1 passes it
+    on as DeepSeek's API does (``reasoning_content``); the chat neither shows nor stores it (``THINKING`` only)."""
+
+    text: str
+
+
 # How often a model that goes on reasoning is said to be thinking (one small event each time).
 THINKING_EVERY_SECONDS = 10.0
 
-Event = Token | Thinking | ToolCall | ToolResult | ModelReply
+Event = Token | Thinking | Reasoning | ToolCall | ToolResult | ModelReply
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
 
 
@@ -403,9 +414,9 @@ def _hurried(deadline: float) -> dict[str, Any]:
 
 def read_stream(
     stream: ChunkStream, *, deadline: float = math.inf, keep_claim: Callable[[], None] | None = None
-) -> Iterator[Token | Thinking | ModelReply]:
-    """Tokens as they come (and ``THINKING`` while the model reasons), then the reply as a whole. Closing it cancels
-    the upstream request.
+) -> Iterator[Token | Thinking | Reasoning | ModelReply]:
+    """Tokens as they come (and ``THINKING`` while the model reasons, each piece of its reasoning as ``Reasoning``),
+    then the reply as a whole. Closing it cancels the upstream request.
 
     ``deadline`` (``time.monotonic``): a read from the model server after it ends the reply, as a failure (a
     server that trickles forever held the turn, its web thread and the workspace's place for as long);
@@ -415,7 +426,11 @@ def read_stream(
     stream.deadline, stream.keep_claim = deadline, keep_claim  # checked on every network read (ChunkStream)
     try:
         for chunk in stream:
-            yield from reply.feed(chunk)
+            tokens = reply.feed(chunk)
+            if reply.reasoned:  # before the chunk's text, as the model thinks before it answers
+                yield Reasoning(reply.reasoned)
+                reply.reasoned = ""
+            yield from tokens
             if reply.thinking:  # a piece of reasoning came, the first or the first for a while
                 reply.thinking = False
                 yield THINKING
@@ -579,6 +594,8 @@ class _Accumulator:
         self.held = {False: "", True: ""}  # per kind of text: a high surrogate that ended it, waiting for its low one
         self.calls: dict[int, _Call] = {}
         self.reasoning: list[str] = []  # a reasoning model's thinking before its answer (not shown, not sent back)
+        self.reasoned = ""  # the reasoning of the chunk just fed, to pass on (``Reasoning``)
+        self.held_reasoning = ""  # as ``held``, for the reasoning
         self.thinking = False  # a piece of reasoning came that is to be said (``Thinking``)
         self.think_at = 0.0  # when a piece of reasoning is said next (time.monotonic)
         self.usage = (0, 0)
@@ -615,6 +632,16 @@ class _Accumulator:
         # NUL as PostgreSQL stores it (services.storable): the client sees what is stored.
         text = whole_characters(text[: len(text) - len(self.held[refusal])]).replace("\x00", "\ufffd")
         return [Token(text, refusal)] if text else []
+
+    def _reasoning_text(self, piece: str) -> None:
+        """``piece`` of the reasoning, as whole characters (as ``_text``), kept and to be passed on."""
+        text = self.held_reasoning + piece
+        self.held_reasoning = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+        text = whole_characters(text[: len(text) - len(self.held_reasoning)]).replace("\x00", "\ufffd")
+        if text:
+            self.reasoning.append(text)
+            self.reasoned += text
+            self.size += len(text)
 
     def _keep(self, tokens: list[Token]) -> None:
         for token in tokens:
@@ -668,8 +695,7 @@ class _Accumulator:
             tokens += self._text(refusal, refusal=True)
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")  # DeepSeek's; vLLM's and OpenRouter's
         if isinstance(reasoning, str):  # not the answer; counted with it, against the reply's limit
-            self.reasoning.append(reasoning)
-            self.size += len(reasoning)
+            self._reasoning_text(reasoning)
             now = time.monotonic()
             if now >= self.think_at:
                 self.thinking, self.think_at = True, now + THINKING_EVERY_SECONDS
@@ -692,6 +718,7 @@ class _Accumulator:
             completion_tokens=self.usage[1],
             finish_reason=self.finish,
             refusal="".join(self.refusal),
+            reasoning="".join(self.reasoning),
         )
 
 
@@ -783,7 +810,7 @@ def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
 
 def metered_round(
     stream: Any, meter: CallMeter, ticket: Any, *, deadline: float = math.inf
-) -> Iterator[Token | Thinking | ModelReply]:
+) -> Iterator[Token | Thinking | Reasoning | ModelReply]:
     """``read_stream`` (until ``deadline``, keeping the meter's claim), with the call recorded with its tokens, or
     released if the model server failed (a round stopped at the deadline or for its length too).
 

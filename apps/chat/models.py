@@ -46,8 +46,9 @@ class Message(models.Model):
     An assistant message that asked for tools carries ``tool_calls``; each call's
     outcome is a ``tool`` message with the service, tool, arguments, result
     (truncated when large), duration and error. An assistant reply cut short by
-    a disconnect is stored with status ``incomplete``; one that failed upstream
-    with status ``error``.
+    a disconnect, the model's length limit or the model server's content filter
+    (saying so in ``error``) is stored with status ``incomplete``; one that failed
+    upstream with status ``error``.
     """
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
@@ -67,9 +68,10 @@ class Message(models.Model):
     result_truncated = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
-    # A failed reply's error in each of settings.LANGUAGES, {code: text}, as it was stored (apps.core.languages);
-    # NULL for other messages and those stored before, which show ``error``, the text in the storing request's
-    # language. NULL, not {}: a turn that does not fail prepares nothing more for its INSERT.
+    # A failed reply's error (or why an incomplete one stopped: the model server's content filter) in each of
+    # settings.LANGUAGES, {code: text}, as it was stored (apps.core.languages); NULL for other messages and those
+    # stored before, which show ``error``, the text in the storing request's language. NULL, not {}: a turn that
+    # does not fail prepares nothing more for its INSERT.
     error_translations = models.JSONField(null=True, blank=True)
     # The first assistant message of a turn that answered the last question again ("Try again",
     # "Regenerate") names the reply it replaces; an edited question names the question it replaces

@@ -369,8 +369,8 @@ def conversation_markdown(conversation: Conversation) -> str:
             lines += [f"## {answer}", ""]
             if message.content:
                 lines += [message.content, ""]
-            if message.status == Status.INCOMPLETE:
-                lines += [f"*{cut_short}*", ""]
+            if message.status == Status.INCOMPLETE:  # why, where the model server said (its content filter)
+                lines += [f"*{message.error_text or cut_short}*", ""]
             elif message.status == Status.ERROR:
                 failed = _("The reply failed: %(error)s") % {"error": message.error_text}
                 lines += [f"*{failed}*", ""]

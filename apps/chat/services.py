@@ -486,14 +486,16 @@ def _stream_turn(
                     _store_assistant(conversation, model, event.said, event.tokens, event.tool_calls,
                                      replaces=replaces)  # fmt: skip
                 else:
+                    status, why = _answer_status(event)
                     reply = _store_assistant(conversation, model, event.said, event.tokens, [], started=started,
-                                             status=_answer_status(event), replaces=replaces)  # fmt: skip
+                                             status=status, error=why() if why else "", error_words=why,
+                                             replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolResult):
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
-            else:  # a tool call, or the model reasoning: said, nothing stored
-                yield _said_event(event)
+            elif not isinstance(event, engine.Reasoning):  # the reasoning itself is neither shown nor stored
+                yield _said_event(event)  # a tool call, or the model reasoning: said, nothing stored
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
@@ -519,6 +521,7 @@ def _stream_turn(
             "latency_ms": reply.latency_ms,
             "html": render(reply.content),
             "status": reply.status,
+            "error": reply.error,  # why an incomplete reply stopped, where the model server said (its filter)
         },
         reply=reply,
     )
@@ -530,10 +533,18 @@ def _said_event(event: engine.ToolCall | engine.Thinking) -> ChatEvent:
     return ChatEvent("thinking", {})
 
 
-def _answer_status(reply: engine.ModelReply) -> str:
+def _answer_status(reply: engine.ModelReply) -> tuple[str, Words | None]:
     """A turn's answer is complete, or ``incomplete`` when the model stopped at its length limit (``max_tokens``
-    or the server's own: ``finish_reason: "length"``), as the member is shown, and the model reads it next turn."""
-    return Status.INCOMPLETE if reply.finish_reason == "length" else Status.COMPLETE
+    or the server's own: ``finish_reason: "length"``) or the model server's content filter stopped it
+    (``"content_filter"``: Azure's, OpenAI's), as the member is shown, and the model reads it next turn; with the
+    words that say why, where they are not the page's own "stopped before it was complete" (kept as ``error``)."""
+    if reply.finish_reason == "content_filter":
+        return Status.INCOMPLETE, _filtered_words
+    return (Status.INCOMPLETE if reply.finish_reason == "length" else Status.COMPLETE), None
+
+
+def _filtered_words() -> str:
+    return _("The model server's content filter stopped this reply.")
 
 
 def _as_done(ending: ChatEvent, conversation: Conversation, question_id: int | None) -> ChatEvent:

@@ -449,6 +449,19 @@ def _calls_out(reply: engine.ModelReply) -> list[dict[str, Any]]:
     ]
 
 
+# The fields of a delta that the model's text goes in, in _chunks; reasoning_content is DeepSeek's.
+_SAID_FIELDS = ("content", "refusal", "reasoning_content")
+
+
+def _reply_end(reply: engine.ModelReply, completion: _Completion, *, final_only: bool) -> Iterator[bytes]:
+    """The chunks that end a model round in _chunks: its tool calls for the client, its finish_reason."""
+    if reply.tool_calls and not final_only:
+        calls = [{"index": n, **call} for n, call in enumerate(_calls_out(reply))]
+        yield _data(_chunk(completion, {"tool_calls": calls}))
+    if not reply.tool_calls or not final_only:
+        yield _data(_chunk(completion, {}, finish=reply.finish_reason))
+
+
 def _chunks(
     events: Iterator[Any],
     completion: _Completion,
@@ -460,7 +473,8 @@ def _chunks(
     """OpenAI's stream format. In HydroNet-tools mode the answer is the text of every model round (the rounds
     before a tool call are the model saying what it is about to look up), each round's streamed as it comes,
     with ``ROUND_SEPARATOR`` between two that have text: the same answer as without streaming (``_whole``).
-    The model's refusal goes as OpenAI's ``refusal`` deltas. As OpenAI's, the stream ends with a chunk that has
+    The model's refusal goes as OpenAI's ``refusal`` deltas, a reasoning model's thinking as DeepSeek's
+    ``reasoning_content`` deltas, each piece as it comes. As OpenAI's, the stream ends with a chunk that has
     the usage and no choices only when the client asked for it (``stream_options.include_usage``): clients that
     read ``choices[0]`` of every chunk would fail on it.
 
@@ -475,25 +489,26 @@ def _chunks(
     except GeneratorExit:
         abandon()
         raise
-    said = {False: False, True: False}  # text and refusal: some streamed in an earlier round; in this one
-    said_now = {False: False, True: False}
+    # Per field (content, refusal, reasoning_content): some streamed in an earlier round; in this one.
+    said = dict.fromkeys(_SAID_FIELDS, False)
+    said_now = dict.fromkeys(_SAID_FIELDS, False)
     try:
         for event in events:
             if isinstance(event, engine.Token):
-                text = event.text
-                if said[event.refusal] and not said_now[event.refusal]:
-                    text = ROUND_SEPARATOR + text
-                said_now[event.refusal] = True
-                yield _data(_chunk(completion, {"refusal" if event.refusal else "content": text}))
-            elif isinstance(event, engine.ModelReply):
-                prompt, completion_tokens = prompt + event.prompt_tokens, completion_tokens + event.completion_tokens
-                said = {kind: said[kind] or said_now[kind] for kind in said}
-                said_now = {False: False, True: False}
-                if event.tool_calls and not final_only:
-                    calls = [{"index": n, **call} for n, call in enumerate(_calls_out(event))]
-                    yield _data(_chunk(completion, {"tool_calls": calls}))
-                if not event.tool_calls or not final_only:
-                    yield _data(_chunk(completion, {}, finish=event.finish_reason))
+                field = "refusal" if event.refusal else "content"
+            elif isinstance(event, engine.Reasoning):
+                field = "reasoning_content"
+            else:
+                if isinstance(event, engine.ModelReply):
+                    prompt += event.prompt_tokens
+                    completion_tokens += event.completion_tokens
+                    said = {kind: said[kind] or said_now[kind] for kind in said}
+                    said_now = dict.fromkeys(_SAID_FIELDS, False)
+                    yield from _reply_end(event, completion, final_only=final_only)
+                continue
+            text = ROUND_SEPARATOR + event.text if said[field] and not said_now[field] else event.text
+            said_now[field] = True
+            yield _data(_chunk(completion, {field: text}))
     except (engine.UpstreamError, ApplicationError) as exc:  # the model server failed; a quota ran out mid-turn
         failed = exc if isinstance(exc, ApplicationError) else _upstream_error(exc)
         error = error_body(failed.code, failed.message, failed.details)  # as a /v1 error before the stream began
@@ -530,12 +545,16 @@ def _whole(events: Iterator[Any], completion: _Completion, *, final_only: bool, 
         raise ApplicationError(_("Something went wrong on our side. It has been logged."), code="server_error",
                                status_code=500, headers=dict(NO_RETRY)) from exc  # fmt: skip
     last = replies[-1]
-    # Every round's text, as the stream gives it (_chunks); a refusal as OpenAI gives it, null when there is none.
+    # Every round's text, as the stream gives it (_chunks); a refusal as OpenAI gives it, null when there is none;
+    # a reasoning model's thinking as DeepSeek's API gives it, only when it reasoned (OpenAI's message has no such
+    # field).
     message: dict[str, Any] = {
         "role": "assistant",
         "content": ROUND_SEPARATOR.join(reply.content for reply in replies if reply.content) or None,
         "refusal": ROUND_SEPARATOR.join(reply.refusal for reply in replies if reply.refusal) or None,
     }
+    if reasoning := ROUND_SEPARATOR.join(reply.reasoning for reply in replies if reply.reasoning):
+        message["reasoning_content"] = reasoning
     if last.tool_calls and not final_only:
         message["tool_calls"] = _calls_out(last)
     return {

@@ -646,9 +646,9 @@
           text.innerHTML = data.html; // sanitized on the server (nh3)
           bubble.classList.remove("streaming");
           bubble.dataset.messageId = data.message_id;
-          if (data.status === "incomplete") { // the model stopped at its length limit: stored cut short
+          if (data.status === "incomplete") { // the model stopped at its length limit, or its server's filter did
             bubble.classList.add("incomplete");
-            bubble.append(el("div", "bubble-note", t("cutShort")));
+            bubble.append(el("div", "bubble-note", data.error || t("cutShort")));
           }
           if (data.html) addCopy(bubble);
           else { // nothing to copy: say so, as the page does after a reload

@@ -1059,6 +1059,23 @@ def test_an_answer_the_model_stopped_at_its_length_limit_says_it_was_cut_short(
     expect(answer.get_by_test_id("copy-reply")).to_have_count(1)
 
 
+def test_an_answer_the_model_servers_content_filter_stopped_says_so_in_its_own_words(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Stopped by the filter (``finish_reason: "content_filter"``), it read as a finished answer, or as the model's
+    answer being empty; ``done`` says why, and the page says it rather than "cut short"."""
+    page = chat_page(browser, web_server, "en")
+    done = {"message_id": 2, "html": "<p>The level is</p>", "title": "S001?", "status": "incomplete",
+            "error": "The model server's content filter stopped this reply."}  # fmt: skip
+    answer_turns_with(page, event_stream([("token", {"text": "The level is"}), ("done", done)]))
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("The model server's content filter stopped this reply.")
+    expect(answer).not_to_contain_text("This reply was cut short.")
+    expect(answer).to_have_class(re.compile(r"\bincomplete\b"))
+
+
 def test_a_reasoning_model_is_said_to_be_thinking_until_its_answer_comes(
     browser: Browser, web_server: WebServer, workspace: None
 ) -> None:

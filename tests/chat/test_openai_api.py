@@ -797,3 +797,31 @@ def test_the_official_openai_client_does_not_retry_a_turn_that_was_charged(tmp_p
     assert failed.value.status_code == 502
     assert failed.value.code == "upstream_error"
     assert len(requests) == 1
+
+
+def test_the_official_openai_client_reads_a_reasoning_models_thinking(tmp_path: Path, live_key: str) -> None:
+    """DeepSeek-R1 and Qwen3 stream their thinking as ``reasoning_content``, and clients built for DeepSeek's API
+    show it: /v1 dropped it. It comes as DeepSeek's does, a delta per piece as it came and in the message, in
+    fields openai's client keeps (``model_extra``)."""
+    thoughts = ["The user greets; ", "answer briefly."]
+    body = sse_body(
+        *[
+            {"choices": [{"index": 0, "delta": {"reasoning_content": piece}, "finish_reason": None}]}
+            for piece in thoughts
+        ],
+        {"choices": [{"index": 0, "delta": {"content": "Hello!"}, "finish_reason": "stop"}]},
+    )
+    with (
+        canned_server(body, content_type="text/event-stream") as root,
+        serve(tmp_path, f"{root}/v1", workers=1, threads=2) as server,
+    ):
+        client = openai_client(server, live_key)
+        asked: Any = {"model": "hydronet-demo", "messages": [{"role": "user", "content": "hi"}]}
+        whole = client.chat.completions.create(**asked)
+        chunks = list(client.chat.completions.create(**asked, stream=True))
+    message = whole.choices[0].message
+    assert (message.content, getattr(message, "reasoning_content", None)) == ("Hello!", "".join(thoughts))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert [getattr(delta, "reasoning_content", None) for delta in deltas if delta.model_extra] == thoughts
+    assert "".join(delta.content or "" for delta in deltas) == "Hello!"
+    assert chunks[-1].choices[0].finish_reason == "stop"

@@ -13,7 +13,7 @@ from apps.chat import engine
 from apps.chat.models import Message
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import member_client
-from tests.conftest import TenantFixture, api_key_secret, bearer
+from tests.conftest import TenantFixture, api_key_secret, bearer, jwt_pair
 from tests.processes import canned_server, sse_body
 
 HI = {"role": "user", "content": "hi"}
@@ -24,7 +24,7 @@ def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **more
             **more}  # fmt: skip
 
 
-def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.ModelReply]:
+def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.Reasoning | engine.ModelReply]:
     with canned_server(body, content_type="text/event-stream") as root:
         server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
         return list(engine.read_stream(engine.open_stream(server, "m", [HI], [])))
@@ -92,14 +92,34 @@ ONLY_REASONING = sse_body(chunk({"reasoning_content": "Let me think "}), chunk({
 
 def test_reasoning_is_not_the_answer_but_an_answer_of_only_reasoning_is_not_empty() -> None:
     """DeepSeek-R1 and Qwen3 stream their thinking as ``reasoning_content`` (or ``reasoning``) before the answer;
-    a reply cut off while thinking was stored as an empty answer."""
+    a reply cut off while thinking was stored as an empty answer. Each piece of the reasoning comes as it is read
+    (``Reasoning``, for /v1), before the chunk's text."""
     *tokens, reply = read(REASONING_THEN_ANSWER)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("S001: 165.7 m")], "S001: 165.7 m")
+    assert tokens == [engine.Reasoning("secret-thought "), engine.THINKING, engine.Reasoning("more thought"),
+                      engine.Token("S001: 165.7 m")]  # fmt: skip
+    assert (reply.content, reply.reasoning) == ("S001: 165.7 m", "secret-thought more thought")
     *tokens, reply = read(ONLY_REASONING)
     assert isinstance(reply, engine.ModelReply)
-    assert (tokens, reply.content) == ([engine.THINKING, engine.Token("Let me think …")], "Let me think …")
+    assert [token for token in tokens if not isinstance(token, engine.Reasoning)] == [
+        engine.THINKING,
+        engine.Token("Let me think …"),
+    ]
+    assert (reply.content, reply.reasoning) == ("Let me think …", "Let me think …")
     assert reply.finish_reason == "length"
+
+
+def test_reasoning_split_inside_a_character_is_passed_on_whole() -> None:
+    """A surrogate pair split across two chunks (escaped text, re-chunked by a gateway): a lone surrogate in a /v1
+    chunk would fail to encode, mid-stream."""
+    *tokens, reply = read(sse_body(chunk({"reasoning_content": "a\ud83d"}), chunk({"reasoning_content": "\ude00b"}),
+                                   chunk({"content": "Hi"}, "stop")))  # fmt: skip
+    assert [token for token in tokens if isinstance(token, engine.Reasoning)] == [
+        engine.Reasoning("a"),
+        engine.Reasoning("\U0001f600b"),
+    ]
+    assert isinstance(reply, engine.ModelReply)
+    assert reply.reasoning == "a\U0001f600b"
 
 
 def test_a_model_that_goes_on_reasoning_is_said_to_be_thinking_now_and_then(monkeypatch: Any) -> None:
@@ -107,10 +127,12 @@ def test_a_model_that_goes_on_reasoning_is_said_to_be_thinking_now_and_then(monk
     (a proxy closes a stream idle for a minute)."""
     monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 0.0)
     events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
-    assert events[:4] == [engine.THINKING] * 3 + [engine.Token("Hi")]
+    said = [event for event in events if not isinstance(event, engine.Reasoning)]
+    assert said[:4] == [engine.THINKING] * 3 + [engine.Token("Hi")]
     monkeypatch.setattr(engine, "THINKING_EVERY_SECONDS", 60.0)
     events = read(sse_body(*[chunk({"reasoning_content": "x"})] * 3, chunk({"content": "Hi"}, "stop")))
-    assert events[:2] == [engine.THINKING, engine.Token("Hi")]
+    said = [event for event in events if not isinstance(event, engine.Reasoning)]
+    assert said[:2] == [engine.THINKING, engine.Token("Hi")]
 
 
 def test_reasoning_counts_against_the_replys_most_characters(settings: Any) -> None:
@@ -246,7 +268,7 @@ class TestThroughTheApis:
             assert (reply.content, reply.status) == ("Let me think …", "incomplete")  # cut off while thinking
 
     @pytest.mark.parametrize("stream", [False, True])
-    def test_v1_answers_without_the_reasoning_and_with_a_server_refusing_stream_options(
+    def test_v1_passes_the_reasoning_on_and_answers_with_a_server_refusing_stream_options(
         self, tenant_alpha: TenantFixture, settings: Any, stream: bool
     ) -> None:
         sent: list[dict[str, Any]] = []
@@ -267,8 +289,14 @@ class TestThroughTheApis:
             engine._NO_STREAM_OPTIONS.clear()
         assert (reasoned.status_code, refused.status_code) == (200, 200)
         assert b"S001: 165.7 m" in reasoned_text
-        assert b"thought" not in reasoned_text
+        if stream:  # each piece as its own delta, as it came
+            assert b'"delta":{"reasoning_content":"secret-thought "}' in reasoned_text
+            assert b'"delta":{"reasoning_content":"more thought"}' in reasoned_text
+        else:
+            message = json.loads(reasoned_text)["choices"][0]["message"]
+            assert message["reasoning_content"] == "secret-thought more thought"
         assert b'"Hi"' in refused_text
+        assert b"reasoning_content" not in refused_text  # only a model that reasons has it
 
 
 @pytest.mark.django_db
@@ -291,3 +319,57 @@ def test_an_answer_stopped_at_the_length_limit_is_stored_and_shown_cut_short(
     with schema_context(tenant_alpha.tenant.schema_name):
         reply = Message.objects.get(conversation_id=conversation, role="assistant")
         assert (reply.content, reply.status) == ("The level is", "incomplete")
+
+
+FILTERED = sse_body(chunk({"role": "assistant"}), chunk({"content": "The level is"}), chunk({}, "content_filter"))
+FILTERED_WORDS = "The model server's content filter stopped this reply."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_stopped_by_the_content_filter_is_stored_incomplete_and_says_why(
+    tenant_alpha: TenantFixture, settings: Any, stream: bool
+) -> None:
+    """``finish_reason: "content_filter"`` (Azure's, OpenAI's): it was stored complete, cut off mid-sentence (or
+    empty: "The model's answer was empty.") without a word of why. Stored ``incomplete`` as a ``length`` stop, with
+    words of its own, on the page, in ``done``, the message and the download."""
+    from tests.chat.test_pages import member_and_client
+
+    member, page_client = member_and_client(tenant_alpha)
+    client: Any = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(jwt_pair(tenant_alpha, member)["access"]))
+    conversation = client.post("/api/conversations", {}, content_type="application/json").json()["id"]
+    with canned_server(FILTERED, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        response = client.post(f"/api/conversations/{conversation}/messages", {"content": "hi", "stream": stream},
+                               content_type="application/json")  # fmt: skip
+    if stream:
+        done = json.loads(b"".join(response.streaming_content).decode().split("event: done\ndata: ")[1])
+        assert (done["status"], done["error"]) == ("incomplete", FILTERED_WORDS)
+    else:
+        said = response.json()["message"]
+        assert (said["status"], said["error"]) == ("incomplete", FILTERED_WORDS)
+    with schema_context(tenant_alpha.tenant.schema_name):
+        reply = Message.objects.get(conversation_id=conversation, role="assistant")
+        assert (reply.content, reply.status, reply.error) == ("The level is", "incomplete", FILTERED_WORDS)
+    page = page_client.get(f"/chat/{conversation}/").content.decode().split('data-testid="messages"')[1]
+    assert f'<div class="bubble-note">{FILTERED_WORDS.replace("'", "&#x27;")}</div>' in page
+    assert "This reply stopped before it was complete." not in page
+    download = client.get(f"/api/conversations/{conversation}/export").content.decode()
+    assert f"*{FILTERED_WORDS}*" in download
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True])
+def test_v1_passes_a_content_filter_stop_on(tenant_alpha: TenantFixture, settings: Any, stream: bool) -> None:
+    client: Any = tenant_alpha.client(**bearer(api_key_secret(tenant_alpha, "user")))
+    with canned_server(FILTERED, content_type="text/event-stream") as root:
+        settings.LLM_BASE_URL = f"{root}/v1"
+        response = client.post("/v1/chat/completions", {"messages": [HI], "stream": stream},
+                               content_type="application/json")  # fmt: skip
+        body = b"".join(response.streaming_content) if stream else response.content
+    assert response.status_code == 200
+    if stream:
+        assert b'"delta":{},"finish_reason":"content_filter"' in body
+    else:
+        choice = json.loads(body)["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == ("The level is", "content_filter")

@@ -135,10 +135,27 @@ class TestToolNames:
             ran = {tool.tool_name: run_mcp_tool(tool, {}).text for tool in tools}
         assert len(set(names)) == len(names) == 7
         assert all(self.OPENAI_FUNCTION_NAME.fullmatch(name) for name in names), names
-        assert names[:5] == ["names__levels_get", "names__levels_get_2", "names__get_levels", "names____",
-                             "names_____2"]  # fmt: skip
+        assert names[:5] == ["names__levels_get", "names__levels_get_2", "names__get_levels", "names__ShuiWei",
+                             "names__YuLiang"]  # fmt: skip
         assert ran == {tool.tool_name: f"ran {tool.tool_name}" for tool in tools}
         assert len(ran) == 7
+
+    def test_the_model_calls_a_tool_named_in_chinese_by_its_ascii_name(
+        self, tenant_alpha: TenantFixture, awkward_mcp_url: str
+    ) -> None:
+        """``雨量`` was offered as ``names_____2`` (``水位`` as ``names____``); the demo model calls a tool the
+        question names, and the call runs ``雨量``, named so in the events and the stored message."""
+        registered(tenant_alpha, awkward_mcp_url, "/names/mcp", "names")
+        client = member_client(tenant_alpha)
+        conversation = new_conversation(client)
+        events = dict(sse(post(client, f"/api/conversations/{conversation}/messages",
+                               {"content": "调用 names__YuLiang 查询 S001 的雨量", "stream": True})))  # fmt: skip
+        call = events["tool_call"]
+        assert (call["name"], call["service"], call["tool"]) == ("names__YuLiang", "names", "雨量")
+        assert events["tool_result"]["result"] == "ran 雨量"
+        _user, asked, tool, _final = stored(tenant_alpha, conversation)
+        assert asked.tool_calls[0]["name"] == "names__YuLiang"
+        assert (tool.service, tool.tool, tool.content) == ("names", "雨量", "ran 雨量")
 
     def test_two_services_with_the_same_tool_each_run_their_own(
         self, tenant_alpha: TenantFixture, awkward_mcp_url: str

@@ -132,6 +132,19 @@ def test_no_tool_without_a_match(text: str) -> None:
     assert choose_tool_call(text, TOOLS, today=TODAY) is None
 
 
+def test_a_question_that_names_an_offered_tool_calls_it() -> None:
+    """Before any keyword, and only by its whole name: how a test makes the demo model call a tool named in
+    Chinese (offered as ``names__ShuiWei``)."""
+    tools = [*TOOLS, function_tool("names__ShuiWei", {"station": STRING}), function_tool("names__ShuiWei_2", {})]
+    call = choose_tool_call("调用names__ShuiWei查询 S002 的雨量", tools, today=TODAY)
+    assert call is not None
+    assert (call.name, json.loads(call.arguments)) == ("names__ShuiWei", {"station": "S002"})
+    second = choose_tool_call("call names__ShuiWei_2", tools, today=TODAY)
+    assert second is not None
+    assert second.name == "names__ShuiWei_2"
+    assert choose_tool_call("call names__ShuiWei_3", tools, today=TODAY) is None
+
+
 def test_only_offered_tools_and_declared_arguments() -> None:
     only_levels = [function_tool("get_water_levels", {"station": STRING})]
     assert choose_tool_call("S001 降雨", only_levels, today=TODAY) is None
