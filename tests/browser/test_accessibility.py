@@ -209,3 +209,39 @@ def test_a_streamed_reply_and_a_failed_one_asked_with_the_keyboard_have_no_serio
     found = violations(page)
     assert not found, "\n".join(found)
     page.context.close()
+
+
+#: The focused element's ring, or its border for a text box: "" when it is seen, else what it is.
+UNSEEN_FOCUS = """() => {
+    const node = document.activeElement;
+    const style = getComputedStyle(node);
+    const solid = !style.outlineColor.startsWith("rgba");
+    const ring = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2 && solid;
+    const border = style.borderTopColor === "rgb(11, 106, 162)" && parseFloat(style.borderTopWidth) >= 1;
+    return ring || border ? "" : `${node.tagName.toLowerCase()}[name=${node.name}] ${style.outlineColor}`;
+}"""
+
+
+@pytest.mark.parametrize("language", list(LOCALES))
+def test_the_keyboard_skips_the_header_and_its_focus_is_always_seen(
+    browser: Browser, web_server: WebServer, workspace: Workspace, language: str
+) -> None:
+    """The first Tab offers to skip the header's dozen links; every control of the service's edit page then shows
+    where the focus is (the offered tools' checkboxes had only a ring at a quarter of the brand's opacity)."""
+    page = logged_in(browser, web_server, language)
+    page.goto(web_server.url(f"{SLUG}.localhost", path_of("mcp-service-edit", workspace)))
+    page.keyboard.press("Tab")
+    skip = page.get_by_test_id("skip-link")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    unseen: list[str] = []
+    reached: list[str] = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("document.activeElement.name || document.activeElement.textContent"))
+        unseen.append(page.evaluate(UNSEEN_FOCUS))
+    assert "offered_tools" in reached, reached  # the header was skipped: the form's controls come first
+    assert not [what for what in unseen if what], unseen
+    page.context.close()
