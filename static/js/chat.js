@@ -239,9 +239,17 @@
     panel.append(summary);
     const body = el("div", "tool-body");
     body.append(el("strong", "", t("arguments")));
-    body.append(el("pre", "", JSON.stringify(data.arguments, sortedKeys, 2)));
+    body.append(scrollBox(JSON.stringify(data.arguments, sortedKeys, 2)));
     panel.append(body);
     return panel;
+  }
+
+  // A tool's arguments or result, which scrolls past its height: focusable, so the keyboard can scroll it too, as
+  // the page shows a stored call (templates/chat/chat.html).
+  function scrollBox(text) {
+    const box = el("pre", "", text);
+    box.tabIndex = 0;
+    return box;
   }
 
   // A tool call's arguments with their keys sorted, as the page shows them after a reload (apps/chat/views.py):
@@ -260,7 +268,7 @@
     if (data.message_id) panel.dataset.messageId = data.message_id;
     const body = panel.querySelector(".tool-body");
     body.append(el("strong", "", t("result")));
-    body.append(el("pre", "", data.result));
+    body.append(scrollBox(data.result));
   }
 
   async function readEvents(response, handle) {
