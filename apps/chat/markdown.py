@@ -112,12 +112,15 @@ def _markdown(text: str) -> str:
 
 def render(text: str) -> str:
     """Safe HTML for ``text``: no scripts, no event handlers, only http(s) and mailto links, each opening in a
-    new tab (a link followed in the chat's own tab left the conversation, and stopped a reply being written)."""
+    new tab (a link followed in the chat's own tab left the conversation, and stopped a reply being written);
+    code blocks and tables take the keyboard's focus."""
     return nh3.clean(
         _markdown(text or ""),
         tags=_TAGS,
         attributes=_ATTRIBUTES,
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
-        set_tag_attribute_values={"a": {"target": "_blank"}},
+        # A code block or table wider than the reply scrolls sideways: focusable, so the keyboard scrolls it too
+        # (WCAG 2.1.1; axe's scrollable-region-focusable), as a tool panel's boxes are.
+        set_tag_attribute_values={"a": {"target": "_blank"}, "pre": {"tabindex": "0"}, "table": {"tabindex": "0"}},
     )

@@ -35,6 +35,8 @@ BLOCKING = {"serious", "critical"}
 LOCALES = {"zh-hans": "zh-CN", "en": "en-US"}
 #: A tool result longer than its box's height: the box scrolls.
 READINGS = json.dumps([{"station": "S001", "hour": hour, "level_m": 2.31} for hour in range(48)], indent=2)
+#: An answer with a code block wider than the reply: it scrolls sideways.
+ANSWER = "S001 stands at **2.31 m**.\n\n```\nlevels = [" + "2.31, " * 80 + "]\n```"
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[Workspac
                 content=READINGS,
                 duration_ms=42,
             )
-            Message.objects.create(conversation=conversation, role="assistant", content="S001 stands at **2.31 m**.")
+            Message.objects.create(conversation=conversation, role="assistant", content=ANSWER)
             Message.objects.create(conversation=conversation, role="user", content="And at S002?")
             Message.objects.create(conversation=conversation, role="assistant", content="", status="error",
                                    error="The model server answered 500.")  # fmt: skip
@@ -244,4 +246,16 @@ def test_the_keyboard_skips_the_header_and_its_focus_is_always_seen(
         unseen.append(page.evaluate(UNSEEN_FOCUS))
     assert "offered_tools" in reached, reached  # the header was skipped: the form's controls come first
     assert not [what for what in unseen if what], unseen
+    page.context.close()
+
+
+@pytest.mark.parametrize(("language", "name"), [("zh-hans", "您的问题"), ("en", "Your question")])
+def test_the_question_box_is_named_by_more_than_its_placeholder(
+    browser: Browser, web_server: WebServer, workspace: Workspace, language: str, name: str
+) -> None:
+    """Its placeholder was its only name: gone once something is typed, and read by some screen readers as a
+    hint rather than a name."""
+    page = logged_in(browser, web_server, language)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+    expect(page.get_by_role("textbox", name=name, exact=True)).to_have_attribute("data-testid", "chat-input")
     page.context.close()

@@ -118,7 +118,7 @@ def test_brackets_in_fenced_code_and_closed_links_are_rendered() -> None:
     text = "See [the docs](https://example.com) [1] [2].\n\n```json\n" + "[" * 40 + "]" * 40 + "\n```"
     shown = render(text)
     assert '<a href="https://example.com"' in shown
-    assert "<pre><code" in shown
+    assert '<pre tabindex="0"><code' in shown
 
 
 @pytest.mark.parametrize(
@@ -126,9 +126,9 @@ def test_brackets_in_fenced_code_and_closed_links_are_rendered() -> None:
     [("Line one\nLine two\nLine three", "<p>Line one<br>\nLine two<br>\nLine three</p>"),
      ("Levels:\n\n- S001\n  rising\n- S002", "<p>Levels:</p>\n<ul>\n<li>S001<br>\n  rising</li>\n<li>S002</li>\n</ul>"),
      ("a\n\nb", "<p>a</p>\n<p>b</p>"),
-     ("```\nx = 1\ny = 2\n```", "<pre><code>x = 1\ny = 2\n</code></pre>"),
-     ("| a | b |\n|---|---|\n| 1 | 2 |", "<table>\n<thead>\n<tr>\n<th>a</th>\n<th>b</th>\n</tr>\n</thead>\n<tbody>\n"
-                                         "<tr>\n<td>1</td>\n<td>2</td>\n</tr>\n</tbody>\n</table>"),
+     ("```\nx = 1\ny = 2\n```", '<pre tabindex="0"><code>x = 1\ny = 2\n</code></pre>'),
+     ("| a | b |\n|---|---|\n| 1 | 2 |", '<table tabindex="0">\n<thead>\n<tr>\n<th>a</th>\n<th>b</th>\n</tr>\n'
+                                         "</thead>\n<tbody>\n<tr>\n<td>1</td>\n<td>2</td>\n</tr>\n</tbody>\n</table>"),
      ("<b>x</b>\n<script>y</script>", "<p>&lt;b&gt;x&lt;/b&gt;<br>\n&lt;script&gt;y&lt;/script&gt;</p>")],
 )  # fmt: skip
 def test_a_single_line_break_stays_a_line_break(text: str, html: str) -> None:
@@ -161,3 +161,11 @@ def test_an_image_of_another_scheme_is_words_without_a_link(source: str) -> None
     assert "href" not in shown
     assert "alert" not in shown
     assert ">chart</a>" in shown
+
+
+def test_code_blocks_and_tables_take_the_keyboards_focus() -> None:
+    """Both scroll sideways when wider than the reply: without a tab stop, a keyboard could not reach what is
+    past the edge (axe's scrollable-region-focusable)."""
+    html = render("```\nprint('level')\n```\n\n| station | level |\n|---|---|\n| S001 | 2.31 |")
+    assert '<pre tabindex="0"><code>' in html
+    assert '<table tabindex="0">' in html
