@@ -78,12 +78,18 @@ _INT32_MAX = 2**31 - 1
 _ONE_CHOICE = gettext_lazy("Only one choice (n = 1) is supported.")
 
 
-class ModelsApi(TenantApi):
+class _OpenAiApi(TenantApi):
+    """OpenAI's API: API keys only, and the query is not checked (its clients may add parameters of their own,
+    Azure's ``api-version``)."""
+
+    credentials = ("api_key",)
+    query = None
+
+
+class ModelsApi(_OpenAiApi):
     """GET /v1/models."""
 
     required_permission = AUTHENTICATED
-    credentials = ("api_key",)
-    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="OpenAI's model list.")
     def get(self, request: Request) -> Response:
@@ -91,12 +97,10 @@ class ModelsApi(TenantApi):
         return Response({"object": "list", "data": [_model(m, created) for m in server.models]})
 
 
-class ModelDetailApi(TenantApi):
+class ModelDetailApi(_OpenAiApi):
     """GET /v1/models/{model}: one model of the list (openai's ``models.retrieve``); 404 for any other."""
 
     required_permission = AUTHENTICATED
-    credentials = ("api_key",)
-    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
 
     @extend_schema(operation_id="v1_model_retrieve", responses={200: OpenApiTypes.OBJECT},
                    description="OpenAI's model object.")  # fmt: skip
@@ -210,12 +214,10 @@ class ResponseFormatSerializer(serializers.Serializer):
         return attrs
 
 
-class ChatCompletionsApi(TenantApi):
+class ChatCompletionsApi(_OpenAiApi):
     """POST /v1/chat/completions, streaming (``stream: true``) or not."""
 
     required_permission = Perm.CREATE_CONVERSATION
-    credentials = ("api_key",)
-    query = None  # OpenAI's API: its clients may add parameters of their own (Azure's api-version)
     metered = True
     answers_also = ("text/event-stream",)
 
