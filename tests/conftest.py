@@ -24,6 +24,7 @@ from django.utils import translation
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
+from apps.chat.selectors import turn_hold_key
 from apps.core.actors import Actor
 from apps.tenants.db import connection
 from apps.tenants.models import Tenant
@@ -54,10 +55,25 @@ class TenantFixture:
 
 
 def drop_tenant(slug: str) -> None:
-    """Clean up a tenant that a test committed: its row, domains and schema."""
+    """Clean up a tenant that a test committed: its row, domains and schema.
+
+    A chat turn the test left answering in the web server is waited for first: its writes and the schema's
+    drop deadlocked once (CI, stop 31), and the tenant then stayed for the next test to trip on.
+    """
     tenant = Tenant.objects.filter(slug=slug).first()
     if tenant is not None:
+        wait_for_turns(tenant.schema_name)
         tenant.delete(force_drop=True)  # type: ignore[call-arg]  # TenantMixin.delete
+
+
+def wait_for_turns(schema: str, timeout: float = 30.0) -> None:
+    """Until no turn holds a conversation of ``schema`` (``turn_hold_key``: given up once all is stored)."""
+    redis = get_redis_connection("default")
+    deadline = time.monotonic() + timeout
+    while any(redis.scan_iter(match=turn_hold_key(schema, "*"), count=1000)):  # type: ignore[arg-type]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"a chat turn still runs in {schema} after {timeout} s")
+        time.sleep(0.05)
 
 
 def provision(slug: str, plan: str = "pro") -> TenantFixture:
