@@ -24,7 +24,7 @@ from apps.usage import limits as L
 from apps.usage.meter import counters_turn, day_key, month_key, storage_key, who
 from apps.usage.models import SPENDING_CAP, Quota
 from apps.usage.scripts import Adjustment, add_to_counters, redis_client
-from apps.usage.selectors import quota_used
+from apps.usage.selectors import month_calls, quota_used
 
 logger = logging.getLogger(__name__)
 
@@ -393,6 +393,11 @@ def spending_cap_set(*, actor: Actor, cap_fen: int | None) -> Tenant:
     tenant.save(update_fields=["spending_cap_fen", "updated_at"])
     audit_record(actor=actor, action="billing.spending_cap_set", target_type="tenant", target_id=tenant.pk,
                  metadata={"from_fen": old, "to_fen": cap_fen})  # fmt: skip
+    if cap_fen is not None:
+        # A cap set below the month's overage stops calls at once, and no call gets far enough to raise its
+        # alert (the charge refuses it first): the other admins, and the event, hear of it here.
+        day = L.today()
+        spending_cap_alert(limits=L.limits_for(tenant), used=month_calls(tenant, day), day=day)
     return tenant
 
 
