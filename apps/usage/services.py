@@ -175,7 +175,12 @@ def quota_alerts_catch_up(*, tenant: Tenant, quotas: list[str]) -> dict[str, lis
     that would alert, and a workspace at 5 members told it may have 3 adds none: the limit is what moved.
     """
     limits, day = L.limits_for(tenant), L.today()
-    return {quota: _catch_up(quota, tenant, limits, day)[0] for quota in quotas}
+    fired = {}
+    for quota in quotas:
+        fired[quota], used = _catch_up(quota, tenant, limits, day)
+        if quota == Quota.API_CALLS:  # a lower quota lowers where the spending cap stops calls too
+            spending_cap_alert(limits=limits, used=used, day=day)
+    return fired
 
 
 def _catch_up(quota: str, tenant: Tenant, limits: L.Limits, day: dt.date) -> tuple[list[int], int]:

@@ -14,7 +14,7 @@ from apps.plans.models import Plan
 from apps.tenants.models import QUOTA_OVERRIDE_FIELDS, Tenant
 from apps.usage.meter import Meter
 from apps.usage.models import SPENDING_CAP, QuotaAlert
-from tests.conftest import TenantFixture, admin_of, bearer, jwt_pair
+from tests.conftest import TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
 from tests.usage.conftest import set_limits
 
 pytestmark = pytest.mark.django_db
@@ -85,3 +85,21 @@ def test_a_bad_plan_value_is_a_form_error(staff: Client, field: str, value: Any)
     response = staff.post(f"/admin/plans/plan/{plan.pk}/change/", {**data, field: value})
     assert response.status_code == 200, response.content.decode()[:2000]
     assert getattr(Plan.objects.get(pk=plan.pk), field) == getattr(plan, field)
+
+
+def test_a_quota_lowered_under_a_spending_cap_raises_the_caps_alert(tenant_alpha: TenantFixture) -> None:
+    """Staff lower a pro workspace's quota: where its cap stops calls falls below the month's calls too, and every
+    call is refused before the charge that would raise the cap's alert; the catch-up raised the quota's only."""
+    from apps.tenants.services import tenant_update
+    from apps.usage.services import quota_alerts_catch_up
+
+    tenant = set_limits(tenant_alpha.tenant, api_calls_per_month_override=10, spending_cap_fen=2)
+    with schema_context(tenant.schema_name):
+        meter = Meter.for_actor(Actor(user=admin_of(tenant_alpha)))
+        for _ in range(6):
+            meter.record(meter.charge())
+        overrides = {field: getattr(tenant, field) for field in QUOTA_OVERRIDE_FIELDS}
+        tenant = tenant_update(tenant=tenant, actor=TEST_ACTOR,
+                               overrides={**overrides, "api_calls_per_month_override": 2})  # fmt: skip
+        assert quota_alerts_catch_up(tenant=tenant, quotas=["api_calls"]) == {"api_calls": [80, 90, 100]}
+        assert list(QuotaAlert.objects.filter(quota=SPENDING_CAP).values_list("limit", "used")) == [(2, 4)]
