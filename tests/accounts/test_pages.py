@@ -141,6 +141,15 @@ class TestApiKeysPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
 
+    def test_revoking_asks_first(self, tenant_alpha: TenantFixture) -> None:
+        """Revoking breaks whatever uses the key, for good: one stray click must not do it (as removing a service)."""
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        client.post("/api-keys/", {"name": "pipeline <prod>", "role": "user"})
+        form = re.search(r'<form [^>]*data-testid="revoke-key"[^>]*>', client.get("/api-keys/").content.decode())
+        assert form
+        assert 'onsubmit="return confirm(this.dataset.confirm)"' in form.group(0)
+        assert "Revoke the key “pipeline &lt;prod&gt;”? Whatever uses it stops working at once" in form.group(0)
+
 
 @pytest.mark.parametrize(
     ("language", "words"),

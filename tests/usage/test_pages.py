@@ -170,12 +170,24 @@ def test_quota_bars_change_colour_near_the_limit(tenant_alpha: TenantFixture) ->
         assert match
         return match.group(1)
 
+    def level_in_words(page: str) -> str:
+        """What the bar's colour says, in words: a colour-blind admin must not depend on amber and red."""
+        row = re.search(r'data-testid="quota-api_calls".*?</tr>', page, re.S)
+        assert row
+        words = re.search(r'data-testid="quota-level">([^<]*)<', row.group(0))
+        return words.group(1) if words else ""
+
     assert level(page_with_calls(0)) == "ok"
-    assert level(page_with_calls(79_999)) == "ok"
+    page = page_with_calls(79_999)
+    assert level(page) == "ok"
+    assert level_in_words(page) == ""
     assert level(page_with_calls(80_000)) == "warn"
-    assert level(page_with_calls(99_999)) == "warn"
+    page = page_with_calls(99_999)
+    assert level(page) == "warn"
+    assert level_in_words(page) == "Near the limit"
     page = page_with_calls(100_000)
     assert level(page) == "over"
+    assert level_in_words(page) == "Limit reached"
     assert "100,000 of 100,000 (100%)" in page
     assert 'class="quota-bar over" max="100000" value="100000"' in page
     page = page_with_calls(130_000)
