@@ -6,7 +6,7 @@ the model's call and the tool's run."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ def turn_changed_at_its_tool_call(
     client: Client, path: str, body: dict[str, Any], change: Callable[[], None]
 ) -> list[tuple[str, dict[str, Any]]]:
     """The chat API's streamed turn, with ``change`` made once its tool call is sent: its events."""
-    response = client.post(path, body, content_type="application/json")
+    response: Any = client.post(path, body, content_type="application/json")
     assert response.status_code == 200, response.content
     events, changed = [], False
     for chunk in response.streaming_content:
@@ -70,13 +70,15 @@ def hold_left(tenant: TenantFixture, conversation: int) -> bool:
 
 
 @pytest.fixture
-def asking(tenant_alpha: TenantFixture, hydrology: Any) -> Iterator[tuple[Client, int]]:
+def asking(tenant_alpha: TenantFixture, hydrology: Any) -> tuple[Client, int]:
     client = member_client(tenant_alpha)
     conversation = client.post("/api/conversations", {}, content_type="application/json").json()["id"]
-    yield client, conversation
+    return client, conversation
 
 
-def assert_stopped(tenant: TenantFixture, conversation: int, events: list[tuple[str, dict[str, Any]]], code: str) -> None:
+def assert_stopped(
+    tenant: TenantFixture, conversation: int, events: list[tuple[str, dict[str, Any]]], code: str
+) -> None:
     """The turn ended with a clean error event, its question and the model's tool call kept, the tool not run
     (charged only for the model's round), the reply marked failed, and the conversation free."""
     kind, error = events[-1]
@@ -212,7 +214,7 @@ class TestV1:
         secret = api_key_secret(tenant_alpha, "user")
         client = tenant_alpha.client(**bearer(secret))
         body = {"model": "hydronet-demo", "stream": True, "messages": [{"role": "user", "content": QUESTION}]}
-        response = client.post("/v1/chat/completions", body, content_type="application/json")
+        response: Any = client.post("/v1/chat/completions", body, content_type="application/json")
         assert response.status_code == 200, response.content
         chunks = iter(response.streaming_content)
         assert b'"role":"assistant"' in next(chunks)
