@@ -170,6 +170,18 @@ Event = Token | Thinking | Reasoning | ToolCall | ToolResult | ModelReply
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
 
 
+@dataclass(frozen=True)
+class Current:
+    """What a running turn may use now, as its ``recheck`` read it: the model server, and the tools offered."""
+
+    server: ModelServer
+    tools: list[BoundTool]
+
+
+#: Read before each AI call of a turn after its first: raises (ApplicationError) when the turn may not go on.
+Recheck = Callable[[], Current]
+
+
 class CallMeter(Protocol):
     """Meters each AI call of a turn (apps.usage.meter.Meter): charge before, then record or release."""
 
@@ -782,6 +794,14 @@ def _call_outcome(
         meter.record(ticket)
 
 
+def _withdrawn(call: ToolCall) -> mcp_client.ToolOutcome:
+    """The answer to a call of a tool that was turned off or removed since the turn offered it: not run."""
+    text = _("The tool %(name)s was turned off or removed while this reply was being written; it was not run.") % {
+        "name": repr(call.name[:200])
+    }
+    return mcp_client.ToolOutcome(text=text, is_error=True, duration_ms=0)
+
+
 def _not_run(asked: int, most: int) -> mcp_client.ToolOutcome:
     """The answer to a call past the first ``most`` of a reply that asked for ``asked``: not run, and why."""
     text = ngettext(
@@ -828,6 +848,18 @@ def metered_round(
         meter.record(ticket)  # a no-op once recorded or released
 
 
+def _checked_outcome(
+    call: ToolCall, tool: BoundTool | None, meter: CallMeter, run_tool: ToolRunner, recheck: Recheck
+) -> mcp_client.ToolOutcome:
+    """``_call_outcome`` once ``recheck`` let the turn go on, with ``tool`` as it offers it now (its service as it
+    is now: an edited address or headers); not run when it is offered no more."""
+    if tool is None:
+        return _call_outcome(call, tool, meter, run_tool)
+    name = tool.exposed_name
+    tool = next((now for now in recheck().tools if now.exposed_name == name), None)
+    return _withdrawn(call) if tool is None else _call_outcome(call, tool, meter, run_tool)
+
+
 def _in_time(deadline: float) -> None:
     """Raise UpstreamError once the turn is past its deadline: no round and no tool call starts after it."""
     if time.monotonic() > deadline:
@@ -848,6 +880,7 @@ def run_turn(
     options: Mapping[str, Any] | None = None,
     run_tool: ToolRunner = run_mcp_tool,
     deadline: float = math.inf,
+    recheck: Recheck | None = None,
 ) -> Generator[Event, None, None]:
     """Ask the model; while it asks for tools (at most ``max_rounds`` times) run them and ask again.
 
@@ -869,14 +902,23 @@ def run_turn(
     QuotaExceeded here), records it with its tokens once it ended, and releases
     it if the model server failed or the request could not be sent. A turn the
     client abandons records the call in progress: the model did the work.
+
+    ``recheck`` runs before each call after the first (each tool's, each later round's): what it raises ends the
+    turn there (the member or key lost access, the workspace was suspended, the model was taken off the list);
+    the server and tools it gives are the ones used from then on, so a tool turned off since the model asked
+    for it is answered "not run", and one edited runs at its new address (docs/architecture.md).
     """
     by_name = {tool.exposed_name: tool for tool in tools}
+    recheck = recheck or (lambda: Current(server=server, tools=tools))
     rounds = 0
     while True:
         if rounds == 0 and first_stream is not None:
             stream, ticket = first_stream, first_ticket
         else:
             _in_time(deadline)
+            current = recheck()
+            server, tools = current.server, current.tools
+            by_name = {tool.exposed_name: tool for tool in tools}
             offered = tools if rounds < max_rounds else []
             ticket = meter.charge("model")
             try:
@@ -915,7 +957,7 @@ def run_turn(
             _in_time(deadline)
             yield call
             if n < max_calls_per_reply:
-                outcome = _call_outcome(call, tool, meter, run_tool)
+                outcome = _checked_outcome(call, tool, meter, run_tool, recheck)
             else:
                 outcome = _not_run(asked_for, max_calls_per_reply)
             text, truncated = _truncate(outcome.text)

@@ -7,7 +7,8 @@ import time
 import uuid
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from apps.accounts.permissions import Perm, role_has
+from apps.accounts.selectors import api_key_by_prefix, user_by_id
 from apps.accounts.services import actor_role
 from apps.audit.services import audit_record
 from apps.chat import engine
@@ -32,7 +34,9 @@ from apps.core.text import has_control_characters, one_line
 from apps.llm.client import ModelServer, choose_model, model_server
 from apps.llm.setup_cache import AiSetup, ai_setup, ai_setup_key
 from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST
+from apps.tenants.models import Tenant, TenantStatus
 from apps.tenants.selectors import tenant_current
+from apps.usage.limits import limits_for
 from apps.usage.meter import Claim, Meter, Ticket
 from apps.usage.services import storage_changed, storage_freed
 
@@ -155,6 +159,80 @@ class TurnStart:
     setup: AiSetup
     server: ModelServer
     model: str
+
+
+@dataclass
+class TurnRecheck:
+    """What a running turn reads again before each AI call after its first (``engine.run_turn``'s ``recheck``).
+
+    A turn runs for seconds to minutes; the workspace may change meanwhile. The call under way finishes (the
+    model is already at work, and paid for), but no new call starts for a member who was deactivated, removed
+    or no longer has ``permission``, for an API key revoked, expired or deleted, or in a workspace suspended or
+    cancelled: the turn ends there with an error, what the model said so far kept. A plan or limit changed
+    counts from the next call (the meter's limits are read again). The model server and the tools are the
+    workspace's as they are now: a tool turned off or removed is not run, an edited service is called at its
+    new address, and a turn whose model was taken off the list stops. Logging out does not stop a turn, as
+    it does not end the access token that started it. docs/architecture.md, "A turn while the workspace
+    changes".
+    """
+
+    actor: Actor
+    meter: Meter
+    model: str
+    permission: Perm = Perm.CREATE_CONVERSATION
+
+    def __call__(self) -> engine.Current:
+        tenant = Tenant.objects.select_related("plan").filter(pk=self.meter.tenant.pk).first()
+        if tenant is None or tenant.is_blocked:
+            raise _blocked_error(tenant)
+        self.meter.tenant, self.meter.limits = tenant, limits_for(tenant)
+        actor = _actor_now(self.actor)
+        role = actor_role(actor) if actor is not None else None
+        if actor is None or role is None or not role_has(role, self.permission):
+            raise ApplicationError(_access_changed_words, code="access_changed", status_code=403)
+        setup = ai_setup()
+        server = model_server(setup.provider)
+        if self.model not in server.models:
+            raise ApplicationError(
+                partial(_model_withdrawn_words, self.model), code="model_unavailable", status_code=409
+            )
+        return engine.Current(server=server, tools=tools_for(actor, setup))
+
+
+def _actor_now(actor: Actor) -> Actor | None:
+    """``actor`` as its row is now: None once the member is inactive or gone, or the key unusable or gone."""
+    if actor.user is not None:
+        user = user_by_id(actor.user.pk)
+        return replace(actor, user=user) if user is not None and user.is_active else None
+    if actor.api_key is not None:
+        key = api_key_by_prefix(actor.api_key.prefix)
+        usable = key is not None and key.pk == actor.api_key.pk and key.is_usable
+        return replace(actor, api_key=key) if usable else None
+    return None
+
+
+def _blocked_error(tenant: Tenant | None) -> ApplicationError:
+    """A suspended or cancelled workspace's refusal, as its hosts answer (apps.tenants.middleware)."""
+    if tenant is not None and tenant.status == TenantStatus.SUSPENDED:
+        return ApplicationError(_suspended_words, code="tenant_suspended", status_code=403)
+    return ApplicationError(_cancelled_words, code="tenant_cancelled", status_code=403)
+
+
+def _suspended_words() -> str:
+    return _("This workspace is suspended. Contact its administrator.")
+
+
+def _cancelled_words() -> str:
+    return _("This workspace has been cancelled.")
+
+
+def _access_changed_words() -> str:
+    return _("Your access to this workspace changed while this reply was being written, so it was stopped.")
+
+
+def _model_withdrawn_words(model: str) -> str:
+    return _("The model “%(model)s” was taken off this workspace's list while this reply was being written, so it "
+             "was stopped. Ask again to use another.") % {"model": model}  # fmt: skip
 
 
 def turn_hold(schema: str, conversation: Conversation) -> Claim:
@@ -351,6 +429,7 @@ def _reply(
         ticket=ticket,
         replaces=replaces,
         question_id=asked,
+        recheck=TurnRecheck(actor=actor, meter=meter, model=chosen),
     )
 
 
@@ -455,6 +534,7 @@ def _stream_turn(
     ticket: Any,
     replaces: int | None = None,
     question_id: int | None = None,
+    recheck: engine.Recheck | None = None,
 ) -> Iterator[ChatEvent]:
     tokens = 0
     partial: list[str] = []
@@ -471,6 +551,7 @@ def _stream_turn(
         first_stream=first,
         first_ticket=ticket,
         deadline=started + settings.CHAT_TURN_MAX_SECONDS,
+        recheck=recheck,
     )
     try:
         if isinstance(first, engine.UpstreamError):

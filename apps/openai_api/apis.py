@@ -37,7 +37,7 @@ from apps.accounts.permissions import Perm
 from apps.api.base import AUTHENTICATED, JsonSerializer, TenantApi
 from apps.api.fields import BoundedListField, JsonBooleanField, JsonFloatField, JsonIntegerField
 from apps.chat import engine
-from apps.chat.services import system_prompt, tools_for, turn_start
+from apps.chat.services import TurnRecheck, system_prompt, tools_for, turn_start
 from apps.chat.sse import sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput, add_openai_fields, error_body
 from apps.llm.client import ModelServer, model_server
@@ -372,7 +372,8 @@ class ChatCompletionsApi(_OpenAiApi):
                                      max_rounds=settings.CHAT_MAX_TOOL_ROUNDS,
                                      max_calls_per_reply=settings.CHAT_MAX_TOOL_CALLS_PER_REPLY,
                                      first_stream=first, first_ticket=ticket, options=options,
-                                     deadline=deadline)  # fmt: skip
+                                     deadline=deadline, recheck=TurnRecheck(actor=self.actor(request), meter=meter,
+                                     model=model, permission=self.required_permission))  # fmt: skip
         # One id and one time for every chunk of the completion, as OpenAI's.
         completion = _Completion(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
         if data.validated_data["stream"]:
