@@ -38,6 +38,7 @@ ACTIONS = {
     "mcp_service.updated": _("MCP service changed"),
     "model_provider.deleted": _("Model server removed"),
     "model_provider.saved": _("Model server saved"),
+    "plan.updated": _("Plan changed"),
     "tenant.provisioned": _("Workspace created"),
     "tenant.reactivated": _("Workspace reactivated"),
     "tenant.suspended": _("Workspace suspended"),
