@@ -291,14 +291,13 @@ class UserListApi(TenantApi):
 
     @extend_schema(parameters=[FilterSerializer], responses={200: UserOutput(many=True)})
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
+        filters = self.query_data
         users = user_list(
-            search=filters.validated_data.get("search", ""),
-            role=filters.validated_data.get("role", ""),
-            is_active=filters.validated_data.get("is_active"),
+            search=filters.get("search", ""),
+            role=filters.get("role", ""),
+            is_active=filters.get("is_active"),
         )
-        return self.paginate(request, users, UserOutput, filtered=True)
+        return self.paginate(request, users, UserOutput)
 
 
 class UserCreateApi(TenantApi):

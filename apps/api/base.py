@@ -121,6 +121,8 @@ class TenantApi(APIView):
     #: none by default; a list names its ``FilterSerializer`` or ``PageOnlyQuery``. None: not checked (``/v1``,
     #: where OpenAI's clients may add parameters of their own).
     query: ClassVar[type[serializers.Serializer] | None] = NoQuery
+    #: The query as ``query`` read it in ``initial``, for the operation to use: checked once, not again in ``get``.
+    query_data: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -154,8 +156,12 @@ class TenantApi(APIView):
         super().initial(request, *args, **kwargs)
         if request.method == "OPTIONS":
             return
-        if self.query is not None and request.query_params:  # none: nothing to refuse (a chat turn's POST)
-            self.query(data=request.query_params).is_valid(raise_exception=True)
+        self.query_data = {}
+        # An empty query is read only where it gives defaults (a list's): a chat turn's POST has nothing to refuse.
+        if self.query is not None and (request.query_params or self.query is not NoQuery):
+            checked = self.query(data=request.query_params)
+            checked.is_valid(raise_exception=True)
+            self.query_data = checked.validated_data
         if request.method in _BODY_METHODS and not hasattr(self, "InputSerializer"):
             NoBody(data=request.data).is_valid(raise_exception=True)
 
@@ -208,17 +214,15 @@ class TenantApi(APIView):
         queryset: Any,
         serializer_class: type[serializers.Serializer],
         context: Callable[[list[Any]], dict[str, Any]] | None = None,
-        *,
-        filtered: bool = False,
     ) -> Any:
         """One page of ``queryset``; ``context`` gives the serializer's context from the page's rows.
 
-        ``page`` and ``page_size`` out of range are a 400 on every list, as the lists with filters of their own
-        had it: not DRF's 404 for ``page=-1``, nor a ``page_size`` of a billion quietly cut to the most. A list
-        without filters refuses any other parameter too, as those with filters refuse what they do not declare
-        (``filtered``: the view checked its query with a ``StrictQuery`` of its own)."""
-        query = PageQuery if filtered else PageOnlyQuery
-        query(data=request.query_params).is_valid(raise_exception=True)
+        ``page`` and ``page_size`` out of range are a 400 on every list: not DRF's 404 for ``page=-1``, nor a
+        ``page_size`` of a billion quietly cut to the most. ``initial`` checked them, with the rest of the
+        query: a list's ``query`` takes the page (``PageOnlyQuery``, or a ``FilterSerializer`` with
+        ``PageQuery``)."""
+        if not (isinstance(self.query, type) and issubclass(self.query, PageQuery)):
+            raise TypeError(f"{type(self).__name__} pages a list: its query must take the page (PageQuery)")
         paginator = self.pagination_class()
         page: Any = paginator.paginate_queryset(queryset, request, view=self)
         extra = context(list(page)) if context is not None else {}

@@ -55,10 +55,8 @@ class AuditEventListApi(TenantApi):
 
     @extend_schema(parameters=[AuditFilter], responses={200: AuditEventOutput(many=True)})
     def get(self, request: Request) -> Response:
-        filters = AuditFilter(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        data = filters.validated_data
+        data = self.query_data
         events = audit_event_list(
             actor=data.get("actor"), action=data.get("action"), since=data.get("from"), until=data.get("to")
         )
-        return self.paginate(request, events, AuditEventOutput, filtered=True)
+        return self.paginate(request, events, AuditEventOutput)

@@ -107,18 +107,15 @@ class ConversationListApi(TenantApi):
     @extend_schema(parameters=[FilterSerializer], responses={200: ConversationListOutput(many=True)})
     def get(self, request: Request) -> Response:
         self.member(request)
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        if filters.validated_data["all"] and not role_has(
-            actor_role(self.actor(request)) or "", Perm.ALL_CONVERSATIONS
-        ):
+        filters = self.query_data
+        if filters["all"] and not role_has(actor_role(self.actor(request)) or "", Perm.ALL_CONVERSATIONS):
             raise PermissionMissing(Perm.ALL_CONVERSATIONS)  # said, not quietly answered with one's own
         conversations = conversation_list(
             actor=self.actor(request),
-            search=filters.validated_data.get("search", ""),
-            everyone=filters.validated_data["all"],
+            search=filters.get("search", ""),
+            everyone=filters["all"],
         )
-        return self.paginate(request, conversations, ConversationListOutput, filtered=True)
+        return self.paginate(request, conversations, ConversationListOutput)
 
 
 class ConversationCreateApi(TenantApi):

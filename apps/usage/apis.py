@@ -88,9 +88,7 @@ class UsageApi(TenantApi):
         },
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        data = filters.validated_data
+        data = self.query_data
         actor = self.actor(request)
         everyone = role_has(actor_role(actor) or "", Perm.VIEW_STATS)
         if data["group_by"] == "api_key" and not everyone:
