@@ -84,3 +84,24 @@ def test_an_action_still_takes_no_body_or_an_empty_object(tenant_alpha: TenantFi
     assert refused.status_code == 400
     with schema_context(tenant_alpha.tenant.schema_name):
         assert McpService.objects.get(pk=service.pk).is_active  # the refused call changed nothing
+
+
+def test_a_list_whose_query_does_not_take_the_page_is_a_programming_error() -> None:
+    """``initial`` checks the page with the rest of the query, so ``paginate`` does not check it again: a list
+    that declared no ``PageQuery`` would take ``?page=-1`` to DRF's paginator unchecked. It fails loudly instead."""
+    from rest_framework.test import APIRequestFactory
+
+    from apps.api.base import NoQuery, PageOnlyQuery, TenantApi
+    from apps.audit.apis import AuditEventOutput
+
+    class Unpaged(TenantApi):
+        required_permission = None
+        query = NoQuery
+
+    class Paged(Unpaged):
+        query = PageOnlyQuery
+
+    request = Unpaged().initialize_request(APIRequestFactory().get("/api/things"))
+    with pytest.raises(TypeError, match="Unpaged pages a list"):
+        Unpaged().paginate(request, [], AuditEventOutput)
+    assert Paged().paginate(request, [], AuditEventOutput).data["results"] == []
