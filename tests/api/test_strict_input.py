@@ -5,11 +5,12 @@ Generated from the URL conf, so a new endpoint is covered the day it is added.""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
+from rest_framework import serializers
 
 from apps.mcp.models import McpService
 from tests.api.endpoints import Endpoint, tenant_api_endpoints
@@ -96,7 +97,7 @@ def test_a_list_whose_query_does_not_take_the_page_is_a_programming_error() -> N
 
     class Unpaged(TenantApi):
         required_permission = None
-        query = NoQuery
+        query: ClassVar[type[serializers.Serializer] | None] = NoQuery
 
     class Paged(Unpaged):
         query = PageOnlyQuery
