@@ -9,8 +9,17 @@ from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
 from apps.core.exceptions import InvalidInput, put_on_form
+from apps.core.kept_secrets import data_with_reference
 from apps.mcp.models import Transport
 from apps.mcp.services import headers_repeated, mcp_service_fields_check
+
+
+class SecretTextarea(forms.Textarea):
+    """A text box that, as a password box, never shows a value back: auth headers typed into a form with errors
+    are kept in the session instead (apps.core.kept_secrets)."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
 
 
 class McpServiceForm(forms.Form):
@@ -21,9 +30,11 @@ class McpServiceForm(forms.Form):
     headers = forms.CharField(
         label=_("Auth headers"),
         required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Authorization: Bearer ..."}),
+        widget=SecretTextarea(attrs={"rows": 2, "placeholder": "Authorization: Bearer ..."}),
         help_text=_("One “Name: value” per line. Stored encrypted and never shown again."),
     )
+    # The reference to the headers typed into a submission that came back with errors (apps.core.kept_secrets).
+    kept_secret = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -38,6 +49,13 @@ class McpServiceForm(forms.Form):
             except InvalidInput as exc:
                 put_on_form(self, exc)
         return cleaned
+
+    def keep_secret(self, reference: str) -> None:
+        """After errors: the page carries the reference to the headers kept in the session, and says they are kept."""
+        self.data = data_with_reference(self.data, reference)
+        self.fields["headers"].help_text = self["headers"].help_text = _(
+            "The headers you typed are kept for this form but not shown: leave this empty to save them, or type others."
+        )
 
     def clean_headers(self) -> dict[str, str]:
         """The lines as a dict; a name given twice is refused, as the service refuses two in different cases (the

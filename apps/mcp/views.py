@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -7,6 +8,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods
@@ -15,6 +17,8 @@ from apps.accounts.decorators import permission_required
 from apps.accounts.permissions import Perm, role_has
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError, put_on_form
+from apps.core.kept_secrets import secret_forget, secret_keep, secret_kept
+from apps.core.placed_messages import message_at, messages_by_place
 from apps.core.views import post_only
 from apps.mcp import services
 from apps.mcp.client import ToolListing
@@ -22,6 +26,13 @@ from apps.mcp.forms import McpServiceEditForm, McpServiceForm
 from apps.mcp.models import McpService
 from apps.mcp.selectors import access_mcp_service, mcp_service_list
 from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST, MAX_TOOLS_PER_SERVICE
+
+#: The forms auth headers typed into a submission with errors are kept for (apps.core.kept_secrets); an edit form's
+#: name ends with its service's id.
+ADD_FORM = "mcp:add"
+EDIT_FORM = "mcp:edit:"
+#: A service with more tools than this shows them folded: its card is not a page long.
+TOOLS_FOLDED_ABOVE = 8
 
 
 @permission_required(Perm.USE_MCP_SERVICES)
@@ -35,29 +46,60 @@ def services_view(request: HttpRequest) -> HttpResponse:
         if not can_manage:
             return redirect("mcp:services")
         form = McpServiceForm(request.POST)
+        kept = _headers_kept(request, form=ADD_FORM)
         if form.is_valid():
+            data = form.cleaned_data
             try:
-                service = services.mcp_service_create(actor=request_actor(request), **form.cleaned_data)
+                service = services.mcp_service_create(
+                    actor=request_actor(request), name=data["name"], url=data["url"], type=data["type"],
+                    timeout_seconds=data["timeout_seconds"], headers=data["headers"] or kept,
+                )  # fmt: skip
             except ApplicationError as exc:
                 put_on_form(form, exc)
                 status = 402 if exc.code == "quota_exceeded" else 400
             else:
+                secret_forget(request, form=ADD_FORM)
                 messages.success(request, _("%(name)s is added. Test it to load its tools.") % {"name": service.name})
                 return redirect("mcp:services")
         else:
             status = 400
+        _keep_headers(request, form, name=ADD_FORM, kept=kept)
     listed = list(mcp_service_list())
     # A turn offers the model the first MAX_TOOLS_PER_REQUEST, in this order (apps.chat.services.tools_for).
     offered = sum(len(service.offered_tools) for service in listed if service.is_active)
+    top, placed = messages_by_place(request, [_card(service) for service in listed])
     context = {
-        "services": listed,
+        "cards": [(service, placed[_card(service)]) for service in listed],
+        "messages": top,
         "form": form,
         "can_manage": can_manage,
         "tools_offered": offered,
         "tools_left_out": max(offered - MAX_TOOLS_PER_REQUEST, 0),
         "max_tools": MAX_TOOLS_PER_REQUEST,
+        "tools_folded_above": TOOLS_FOLDED_ABOVE,
     }
     return render(request, "mcp/services.html", context, status=status)
+
+
+def _card(service: McpService) -> str:
+    """The id of the service's card on the services page: where its test's result is shown, and the anchor the
+    test goes back to."""
+    return f"service-{service.pk}"
+
+
+def _headers_kept(request: HttpRequest, *, form: str) -> dict[str, str]:
+    """The auth headers typed into this form's last submission, which had errors (apps.core.kept_secrets)."""
+    kept = secret_kept(request, form=form, reference=request.POST.get("kept_secret", ""))
+    headers = json.loads(kept) if kept else {}
+    return headers if isinstance(headers, dict) else {}
+
+
+def _keep_headers(request: HttpRequest, form: McpServiceForm, *, name: str, kept: dict[str, str]) -> None:
+    """A form with errors: keep the auth headers typed (or kept before) for its next submission, not shown in the
+    page, unless they are what is wrong or the form removes them."""
+    typed = form.cleaned_data.get("headers") or kept
+    if typed and not form.cleaned_data.get("clear_headers") and "headers" not in form.errors:
+        form.keep_secret(secret_keep(request, form=name, secret=json.dumps(typed)))
 
 
 @permission_required(Perm.MANAGE_SERVICES)
@@ -74,9 +116,11 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
     try:
         result = actions[action]()
     except ApplicationError as exc:
-        if action == "test" and exc.code == "mcp_unreachable":  # the card below says what went wrong: not twice
-            messages.error(request, _("%(name)s did not pass the test: what went wrong is on its card.")
-                           % {"name": service.name})  # fmt: skip
+        if action == "test" and exc.code == "mcp_unreachable":  # the card says what went wrong: not twice
+            message_at(request, messages.ERROR, _("%(name)s did not pass the test: what went wrong is below.")
+                       % {"name": service.name}, place=_card(service))  # fmt: skip
+        elif action == "test":
+            message_at(request, messages.ERROR, exc.message, place=_card(service))
         else:
             messages.error(request, exc.message)
     else:
@@ -89,41 +133,42 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
                 "delete": _("%(name)s is removed."),
             }
             messages.success(request, done[action] % {"name": service.name})
+    if action == "test":  # its result is on the service's card: the page opens there
+        return redirect(reverse("mcp:services") + f"#{_card(service)}")
     return redirect("mcp:services")
 
 
 def _say_tested(request: HttpRequest, service: McpService, listing: ToolListing) -> None:
-    """What a test loaded, as the page's next message; that the server lists more, if it does; and the tools left out
+    """What a test loaded, on the service's card; that the server lists more, if it does; and the tools left out
     for their input schema, if any."""
     words = {"name": service.name, "count": len(listing.tools)}
     answers = ngettext("%(name)s answers with %(count)d tool.", "%(name)s answers with %(count)d tools.",
                        len(listing.tools))  # fmt: skip
-    messages.success(request, answers % words)
+    said = [(messages.SUCCESS, answers % words)]
     limits = {"most": MAX_TOOLS_PER_SERVICE, "size": filesizeformat(settings.MCP_MAX_TOOL_LIST_BYTES)}
     if listing.more and not listing.tools:  # its first tool alone over the size, say: not "only the first 0"
-        messages.warning(
-            request, _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
-                       "in all), and none of them is loaded.") % (words | limits),
-        )  # fmt: skip
+        said.append((messages.WARNING,
+                     _("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of %(size)s "
+                       "in all), and none of them is loaded.") % (words | limits)))  # fmt: skip
     elif listing.more:
-        messages.warning(
-            request, ngettext("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of "
+        said.append((messages.WARNING,
+                     ngettext("%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of "
                               "%(size)s in all): only the first is loaded.",
                               "%(name)s lists more tools than HydroNet loads from one server (at most %(most)d, of "
                               "%(size)s in all): only the first %(count)d are loaded.",
-                              len(listing.tools)) % (words | limits),
-        )  # fmt: skip
+                              len(listing.tools)) % (words | limits)))  # fmt: skip
     if listing.unusable:
         left_out = "; ".join(f"{name} ({problem})" for name, problem in listing.unusable[:10])
-        messages.warning(
-            request, ngettext("%(name)s lists %(count)d tool that a model server or HydroNet could not use (its input "
+        said.append((messages.WARNING,
+                     ngettext("%(name)s lists %(count)d tool that a model server or HydroNet could not use (its input "
                               "schema is not valid JSON Schema, or not as MCP defines it): it is left out. %(tools)s",
                               "%(name)s lists %(count)d tools that a model server or HydroNet could not use (their "
                               "input schema is not valid JSON Schema, or not as MCP defines it): they are left out. "
                               "%(tools)s",
                               len(listing.unusable))
-            % {"name": service.name, "count": len(listing.unusable), "tools": left_out},
-        )  # fmt: skip
+                     % {"name": service.name, "count": len(listing.unusable), "tools": left_out}))  # fmt: skip
+    for level, text in said:
+        message_at(request, level, text, place=_card(service))
 
 
 @permission_required(Perm.MANAGE_SERVICES)
@@ -137,9 +182,10 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
     tool_names = [tool.name for tool in service.exposed_tools]  # each once, if the server lists one twice
     if request.method == "POST":
         form = McpServiceEditForm(request.POST, tool_names=tool_names, disabled_tools=service.disabled_tools)
+        kept = _headers_kept(request, form=f"{EDIT_FORM}{service.pk}")
         if form.is_valid():
             data = form.cleaned_data
-            headers = {} if data["clear_headers"] else (data["headers"] or None)  # None keeps them
+            headers = {} if data["clear_headers"] else (data["headers"] or kept or None)  # None keeps them
             try:
                 services.mcp_service_update(
                     actor=actor, service=service, name=data["name"], url=data["url"], type=data["type"],
@@ -149,10 +195,12 @@ def service_edit_view(request: HttpRequest, service_id: int) -> HttpResponse:
                 put_on_form(form, exc)
                 status = 400
             else:
+                secret_forget(request, form=f"{EDIT_FORM}{service.pk}")
                 messages.success(request, _("%(name)s is saved.") % {"name": data["name"]})
                 return redirect("mcp:services")
         else:
             status = 400
+        _keep_headers(request, form, name=f"{EDIT_FORM}{service.pk}", kept=kept)
     else:
         disabled = set(service.disabled_tools)
         form = McpServiceEditForm(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from django.utils import timezone
 from django_tenants.utils import schema_context
 from playwright.sync_api import Browser, Page, expect
 
@@ -51,6 +52,7 @@ def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[Workspac
     key, and its members' quota crossed: the quota banner shows on every page."""
     from apps.accounts.models import User
     from apps.chat.models import Conversation, Message
+    from apps.mcp.models import McpService
 
     with django_db_blocker.unblock():  # type: ignore[attr-defined]
         tenant = tenant_provision(
@@ -63,6 +65,11 @@ def workspace(django_db_blocker: object, demo_mcp_url: str) -> Iterator[Workspac
             actor = Actor(label="tests")
             service = mcp_service_create(actor=actor, name="Hydrology", url=demo_mcp_url, slug="hydrology")
             mcp_service_test(actor=actor, service=service)
+            McpService.objects.create(  # more tools than are shown unfolded: its card shows them folded
+                name="Archive", slug="archive", url=demo_mcp_url, is_active=False, tools_refreshed_at=timezone.now(),
+                tools=[{"name": f"archive_{n}", "description": "Old levels.", "inputSchema": {"type": "object"}}
+                       for n in range(9)],
+            )  # fmt: skip
             api_key_create(actor=TEST_ACTOR, name="pipeline", role="user")
             quota_alerts_catch_up(tenant=tenant, quotas=["users"])
             conversation = Conversation.objects.create(user=User.objects.get(email=ADMIN), title="Levels at S001")
@@ -164,6 +171,45 @@ def test_the_members_and_admins_pages_have_no_serious_violations(
     if name == "usage":
         page.wait_for_function("window.Chart && window.Chart.getChart('chart-calls')")
         page.locator(".usage-daily summary").click()
+    found = violations(page)
+    assert not found, "\n".join(found)
+    page.context.close()
+
+
+@pytest.mark.parametrize("language", list(LOCALES))
+def test_a_tests_result_on_its_card_and_the_folded_tools_have_no_serious_violations(
+    browser: Browser, web_server: WebServer, workspace: Workspace, language: str
+) -> None:
+    """The services page after "Test connection" (its result in the card, a status region), with a service's many
+    tools folded and then unfolded."""
+    page = logged_in(browser, web_server, language)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/services/"))
+    page.locator('[data-service="hydrology"]').get_by_test_id("test-service").click()
+    expect(page.locator('[data-service="hydrology"]').get_by_test_id("test-result").locator(".notice")).to_be_visible()
+    fold = page.locator('[data-service="archive"]').get_by_test_id("tools-fold")
+    expect(fold).not_to_have_attribute("open", "")
+    found = violations(page)
+    fold.locator("summary").click()
+    expect(fold.get_by_test_id("tools")).to_be_visible()
+    found += violations(page)
+    assert not found, "\n".join(found)
+    page.context.close()
+
+
+@pytest.mark.parametrize("language", list(LOCALES))
+def test_the_model_server_form_with_errors_and_a_kept_key_has_no_serious_violations(
+    browser: Browser, web_server: WebServer, workspace: Workspace, language: str
+) -> None:
+    """Sent with a bad base URL and a key: the errors, and the key field saying the key is kept."""
+    page = logged_in(browser, web_server, language)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/settings/model/"))
+    form = page.get_by_test_id("provider-form")
+    form.locator("#id_base_url").fill("ftp://models.example.com/v1")
+    form.locator("#id_model_ids").fill("m1")
+    form.locator("#id_api_key").fill("sk-typed")
+    form.locator("button[type=submit]").click()
+    expect(form.locator("#id_base_url_helptext ~ .errorlist, .errorlist").first).to_be_visible()
+    assert page.locator("input[name=kept_secret]").get_attribute("value")
     found = violations(page)
     assert not found, "\n".join(found)
     page.context.close()

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
 from apps.tenants.db import connection
 from apps.tenants.services import tenant_provision
+from apps.tenants.slugs import schema_name_for_slug
 from tests.browser.conftest import log_in
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, drop_tenant
 from tests.processes import WebServer
@@ -59,6 +60,10 @@ def test_a_tools_long_name_leaves_its_description_readable_on_a_phone(
     page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
     log_in(page, ADMIN, ADMIN_PASSWORD)
     page.goto(web_server.url(f"{SLUG}.localhost", "/services/"))
+    fold = page.get_by_test_id("tools-fold")
+    expect(fold).not_to_have_attribute("open", "")  # 40 tools: folded, the summary counts them
+    expect(fold.locator("summary")).to_contain_text("40")
+    fold.locator("summary").click()
     table = page.get_by_test_id("tools")
     widths = table.locator("td").evaluate_all("cells => cells.map(c => c.getBoundingClientRect().width)")
     assert len(widths) == len(TOOLS)
@@ -66,3 +71,41 @@ def test_a_tools_long_name_leaves_its_description_readable_on_a_phone(
     assert min(widths) > card * 0.7, (widths, card)  # each description about as wide as its card
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert table.evaluate("t => t.scrollWidth <= t.clientWidth")  # nothing hidden to its right either
+
+
+@pytest.fixture
+def fillers(django_db_blocker: object, workspace: None) -> Iterator[None]:
+    """Six services of eight tools (shown unfolded) listed before the workspace's: a long page."""
+    from apps.mcp.models import McpService
+
+    tools = [
+        {"name": f"tool_{n}", "description": "Hourly levels.", "inputSchema": {"type": "object"}} for n in range(8)
+    ]
+    with django_db_blocker.unblock(), schema_context(schema_name_for_slug(SLUG)):  # type: ignore[attr-defined]
+        for n in range(6):
+            McpService.objects.create(name=f"Filler {n}", slug=f"filler{n}", url="http://127.0.0.1:9/mcp", tools=tools,
+                                      tools_refreshed_at=timezone.now())  # fmt: skip
+    yield
+    with django_db_blocker.unblock(), schema_context(schema_name_for_slug(SLUG)):  # type: ignore[attr-defined]
+        McpService.objects.filter(slug__startswith="filler").delete()
+
+
+def test_test_connection_says_what_it_found_next_to_its_button(
+    browser: Browser, web_server: WebServer, fillers: None
+) -> None:
+    """Testing the last service of a long page put its result above the title, out of sight: the button seemed to
+    do nothing. The page now opens at the service's card, with the result in it."""
+    page = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 720}).new_page()
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/services/"))
+    card = page.locator('[data-service="bigtools"]')
+    button = card.get_by_test_id("test-service")
+    button.scroll_into_view_if_needed()
+    assert page.evaluate("document.documentElement.scrollHeight") > 3 * 720  # a long page
+    button.click()
+    result = card.get_by_test_id("test-result")
+    expect(result).to_contain_text("did not pass the test")
+    expect(result).to_be_in_viewport()
+    expect(result).to_have_attribute("role", "status")
+    assert page.evaluate("window.scrollY") > 720  # not back at the top

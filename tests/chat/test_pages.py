@@ -507,11 +507,137 @@ class TestServicesPage:
         with schema_context(tenant_alpha.tenant.schema_name):
             service = McpService.objects.get()
         page = client.post(f"/services/{service.pk}/test/", follow=True).content.decode()
-        assert "Model did not pass the test: what went wrong is on its card." in page
+        assert "Model did not pass the test: what went wrong is below." in card_of(page, service.pk)
         with schema_context(tenant_alpha.tenant.schema_name):
             service.refresh_from_db()
         assert service.last_error
         assert page.count(html.escape(service.last_error)) == 1  # on the card, not again in the page's message
+
+    @pytest.mark.parametrize(
+        ("language", "said"), [("en", "Hydrology answers with 4 tools."), ("zh-hans", "Hydrology 返回了 4 个工具。")]
+    )
+    def test_a_tests_result_is_on_its_services_card_not_atop_the_page(
+        self, tenant_alpha: TenantFixture, hydrology: Any, language: str, said: str
+    ) -> None:
+        """On a long page the result of testing the last service was a message above the title, out of sight: the
+        button seemed to do nothing. The page now opens at the card, which says it, for screen readers too."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            other = McpService.objects.create(name="Archive", slug="archive", url=hydrology.url)
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        client.defaults["HTTP_ACCEPT_LANGUAGE"] = language
+        response = client.post(f"/services/{hydrology.pk}/test/")
+        assert response["Location"] == f"/services/#service-{hydrology.pk}"
+        page = client.get(response["Location"]).content.decode()
+        card = card_of(page, hydrology.pk)
+        status = card.split('role="status"', 1)[1].split("</div></div>", 1)[0]
+        assert said in status
+        assert said not in page.split("<h1>", 1)[0]  # not atop the page as well
+        assert said not in card_of(page, other.pk)
+        assert said not in client.get("/services/").content.decode()  # said once
+        delete = client.post(f"/services/{other.pk}/delete/")
+        assert delete["Location"] == "/services/"  # a card gone: said atop the page
+        assert "Archive" in client.get("/services/").content.decode().split("<h1>", 1)[0]
+
+    @pytest.mark.parametrize(("count", "folded"), [(8, False), (9, True)])
+    def test_a_services_tools_fold_when_there_are_many(
+        self, tenant_alpha: TenantFixture, count: int, folded: bool
+    ) -> None:
+        """40 tools made a page long: past 8 they are folded, and the fold says how many the model is offered."""
+        tools = [{"name": f"tool_{n}", "description": "A.", "inputSchema": {"type": "object"}} for n in range(count)]
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.create(name="Many", slug="many", url="http://127.0.0.1:9/mcp", tools=tools,
+                                      tools_refreshed_at=timezone.now(),
+                                      config={"disabled_tools": ["tool_0"]})  # fmt: skip
+            McpService.objects.create(name="One", slug="one", url="http://127.0.0.1:9/mcp", tools=tools[:1],
+                                      tools_refreshed_at=timezone.now())  # fmt: skip
+        page = logged_in(tenant_alpha, Role.ADMIN).get("/services/").content.decode()
+        fold = re.search(r'data-testid="tools-fold"( open)?>\s*<summary>(.*?)<', page)
+        assert fold is not None
+        assert (fold.group(1) is None, fold.group(2)) == (folded, f"{count} tools, {count - 1} offered to the model")
+        assert "<summary>1 tool, 1 offered to the model</summary>" in page
+        assert page.count('data-testid="tools"') == 2  # the tables the other tests read, inside the folds
+
+
+def card_of(page: str, service_id: int) -> str:
+    """The services page's card of one service."""
+    return page.split(f'id="service-{service_id}"', 1)[1].split('<div class="card service', 1)[0]
+
+
+def kept_reference(page: str) -> str:
+    """The hidden field's reference to the secret kept in the session; "" if there is none."""
+    found = re.search(r'<input type="hidden" name="kept_secret"(?: value="([^"]*)")?', page)
+    assert found is not None
+    return found.group(1) or ""
+
+
+class TestSecretsTypedIntoAFormWithErrors:
+    """An API key or auth headers typed into a form that came back with an error were dropped silently (the key) or
+    shown in the page again (the headers): the next save stored no key. Now they are kept for the form's next
+    submission, in the session, encrypted, never in the page, and the field says so."""
+
+    def test_the_model_servers_key(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"base_url": "ftp://models.example.com/v1", "model_ids": "m1", "is_active": "on"}
+        refused = client.post("/settings/model/", {**form, "api_key": "sk-typed-once"})
+        assert refused.status_code == 400
+        page = html.unescape(refused.content.decode())
+        assert "sk-typed-once" not in page
+        assert "The key you typed is kept for this form but not shown" in page
+        reference = kept_reference(page)
+        assert reference
+        assert "Leave empty to keep the stored key." not in page  # none is stored
+        again = client.post("/settings/model/", {**form, "base_url": "not a url", "kept_secret": reference})
+        assert again.status_code == 400  # wrong twice: still kept
+        fixed = {**form, "base_url": demo_model_url, "kept_secret": kept_reference(again.content.decode())}
+        assert client.post("/settings/model/", fixed).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert decrypt(ModelProvider.objects.get().api_key_encrypted) == "sk-typed-once"
+        assert "An API key is stored (encrypted)." in client.get("/settings/model/").content.decode()
+
+    def test_a_stored_key_is_kept_through_an_error_and_only_the_form_kept_for_gets_a_typed_one(
+        self, tenant_alpha: TenantFixture, demo_model_url: str
+    ) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"base_url": demo_model_url, "model_ids": "m1", "is_active": "on"}
+        assert client.post("/settings/model/", {**form, "api_key": "sk-stored"}).status_code == 302
+        assert "Leave empty to keep the stored key." in client.get("/settings/model/").content.decode()
+        refused = client.post("/settings/model/", {**form, "model_ids": ""})  # no key typed: nothing kept
+        assert refused.status_code == 400
+        assert kept_reference(refused.content.decode()) == ""
+        assert "Leave empty to keep the stored key." in refused.content.decode()
+        assert client.post("/settings/model/", {**form, "name": "Ours"}).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert decrypt(ModelProvider.objects.get().api_key_encrypted) == "sk-stored"
+        refused = client.post("/settings/model/", {**form, "model_ids": "", "api_key": "sk-abandoned"})
+        assert kept_reference(refused.content.decode())
+        assert client.post("/settings/model/", {**form, "kept_secret": "forged"}).status_code == 302
+        assert client.post("/settings/model/", form).status_code == 302  # the page opened afresh
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert decrypt(ModelProvider.objects.get().api_key_encrypted) == "sk-stored"
+
+    @pytest.mark.parametrize("path", ["/services/", "edit"])
+    def test_an_mcp_services_headers(self, tenant_alpha: TenantFixture, hydrology: Any, path: str) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        path = f"/services/{hydrology.pk}/edit/" if path == "edit" else path
+        form = {"name": "Gauges", "url": "ftp://mcp.example.com/", "type": "streamable-http", "timeout_seconds": 10}
+        refused = client.post(path, {**form, "headers": "Authorization: Bearer typed-token"})
+        assert refused.status_code == 400
+        page = html.unescape(refused.content.decode())
+        assert "typed-token" not in page
+        assert "The headers you typed are kept for this form but not shown" in page
+        fixed = {**form, "url": hydrology.url, "kept_secret": kept_reference(page)}
+        assert client.post(path, fixed).status_code == 302
+        with schema_context(tenant_alpha.tenant.schema_name):
+            saved = McpService.objects.get(name="Gauges")
+        assert json.loads(decrypt(saved.secret_headers)) == {"Authorization": "Bearer typed-token"}
+
+    def test_headers_that_are_the_error_are_not_kept(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        form = {"name": "Gauges", "url": hydrology.url, "type": "streamable-http", "timeout_seconds": 10}
+        refused = client.post("/services/", {**form, "headers": "Authorization Bearer typed-token"})
+        assert refused.status_code == 400
+        assert "typed-token" not in refused.content.decode()
+        assert kept_reference(refused.content.decode()) == ""
 
     def test_members_see_the_tools_but_cannot_change_them(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
         user = logged_in(tenant_alpha, Role.USER)
@@ -681,12 +807,20 @@ class TestModelServerPage:
         form = {"base_url": demo_model_url, "model_ids": "hydronet-demo\ngpt-nope", "is_active": "on"}
         assert client.post("/settings/model/", form).status_code == 302
         assert 'data-testid="provider-test"' in client.get("/settings/model/").content.decode()
-        page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
-        assert "Connected: the server offers 1 model." in page
-        assert "It does not list these models: gpt-nope." in page
+        tested = client.post("/settings/model/", {"action": "test"})
+        assert tested["Location"] == "/settings/model/#provider-status"  # the page opens at the button's card
+        page = client.get(tested["Location"]).content.decode()
+        result = page.split('id="provider-status"', 1)[1].split('role="status"', 1)[1].split("</div></div>", 1)[0]
+        assert "Connected: the server offers 1 model." in result  # next to the button, not atop the page
+        assert "It does not list these models: gpt-nope." in result
+        assert "Connected" not in page.split("<h1>", 1)[0]
         client.post("/settings/model/", {**form, "base_url": "http://127.0.0.1:9/v1"})
         page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
-        assert "The model server could not be reached" in page
+        assert "The model server could not be reached" in page.split('id="provider-status"', 1)[1]
+        client.defaults["HTTP_ACCEPT_LANGUAGE"] = "zh-hans"
+        client.post("/settings/model/", form)
+        page = client.post("/settings/model/", {"action": "test"}, follow=True).content.decode()
+        assert "连接成功：该服务器提供 1 个模型。" in page.split('id="provider-status"', 1)[1]
 
     def test_a_model_name_too_long_is_named_as_such(self, tenant_alpha: TenantFixture, demo_model_url: str) -> None:
         """Not "list 1 to 50 names" for two names, one of them too long."""
