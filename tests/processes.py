@@ -128,6 +128,52 @@ def canned_server(
         yield root
 
 
+@dataclass(frozen=True)
+class HeldModel:
+    """A model server (``held_model_server``) whose answer to one request waits, after its first chunk, for the
+    test: ``asked`` is set once that chunk was sent, and the answer goes on once the test sets ``go_on``."""
+
+    url: str
+    asked: threading.Event
+    go_on: threading.Event
+    requests: list[bytes]
+
+
+@contextmanager
+def held_model_server(answers: list[list[dict[str, Any]]], *, hold: int) -> Iterator[HeldModel]:
+    """A model server (``.url``, ending ``/v1``) that streams ``answers[n]``'s chunks, then ``[DONE]``, to its
+    n-th request (the last one to those after it), and after the first chunk of request ``hold`` waits for the
+    test to set ``go_on``: the test changes what it wants at a known point of a turn, with no race."""
+    asked, go_on, requests = threading.Event(), threading.Event(), []
+
+    class Held(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # the answer ends when the connection closes: it can be sent as it comes
+
+        def do_POST(self) -> None:
+            requests.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            n = len(requests) - 1
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            chunks = answers[min(n, len(answers) - 1)]
+            for i, chunk in enumerate(chunks):
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                if i == 0 and n == hold:
+                    asked.set()
+                    go_on.wait(30)
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http_server(Held) as root:
+        try:
+            yield HeldModel(url=f"{root}/v1", asked=asked, go_on=go_on, requests=requests)
+        finally:
+            go_on.set()
+
+
 @contextmanager
 def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """``http://127.0.0.1:<port>``, served by ``handler`` in threads until the block ends."""

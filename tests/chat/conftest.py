@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,10 +25,14 @@ def _model_server(settings: Any, demo_model_url: str) -> None:
 @pytest.fixture
 def hydrology(tenant_alpha: TenantFixture, demo_mcp_url: str) -> Any:
     """The demo MCP server registered (and tested, so its tools are cached) in tenant alpha."""
+    return registered_hydrology(tenant_alpha, demo_mcp_url)
+
+
+def registered_hydrology(tenant: TenantFixture, demo_mcp_url: str) -> Any:
     from apps.mcp.services import mcp_service_create, mcp_service_test
 
-    with schema_context(tenant_alpha.tenant.schema_name):
-        actor = Actor(user=admin_of(tenant_alpha))
+    with schema_context(tenant.tenant.schema_name):
+        actor = Actor(user=admin_of(tenant))
         service = mcp_service_create(actor=actor, name="Hydrology", url=demo_mcp_url, slug="hydrology")
         mcp_service_test(actor=actor, service=service)
         service.refresh_from_db()
@@ -83,3 +87,25 @@ def charged_tool_calls(tenant: TenantFixture) -> int:
 
     with schema_context(tenant.tenant.schema_name):
         return int(UsageEvent.objects.filter(kind="tool").aggregate(n=Sum("calls"))["n"] or 0)
+
+
+@pytest.fixture
+def live_hydrology(django_db_blocker: Any, tenant_alpha: TenantFixture, demo_mcp_url: str) -> Iterator[Any]:
+    """``hydrology``, committed, for a web server process to see; removed again after the test."""
+    from apps.mcp.services import mcp_service_delete
+
+    with django_db_blocker.unblock():
+        service = registered_hydrology(tenant_alpha, demo_mcp_url)
+    yield service
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        mcp_service_delete(actor=Actor(label="tests"), service=service)
+
+
+def tool_call_chunk(name: str, arguments: str = "{}", call_id: str = "call_0") -> dict[str, Any]:
+    """A model's streamed reply that asks for one tool call, as one chunk."""
+    call = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}]}
+
+
+def text_chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}

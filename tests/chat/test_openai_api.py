@@ -17,9 +17,9 @@ from django_tenants.utils import schema_context
 from apps.accounts.models import ApiKey
 from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
-from tests.chat.conftest import charged_tool_calls, many_calls_model
+from tests.chat.conftest import charged_tool_calls, many_calls_model, tool_call_chunk
 from tests.conftest import TenantFixture, admin_of, api_key_secret, bearer, jwt_pair
-from tests.processes import WebServer, canned_server, serve, sse_body
+from tests.processes import WebServer, canned_server, held_model_server, serve, sse_body
 
 QUESTION = "站点 S001 最近的水位是多少?"
 TOOLS = [
@@ -825,3 +825,89 @@ def test_the_official_openai_client_reads_a_reasoning_models_thinking(tmp_path: 
     assert [getattr(delta, "reasoning_content", None) for delta in deltas if delta.model_extra] == thoughts
     assert "".join(delta.content or "" for delta in deltas) == "Hello!"
     assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+class TestAKeyRevokedMidTurn:
+    """An admin revokes the key while its turn runs (the model answering, then asking for a tool): openai's client
+    is told why, in an error it raises, and does not retry, for the model's round was charged."""
+
+    # The model begins its answer, waits there for the test (the key is revoked), then asks for a tool.
+    ANSWERS = [[{"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me look. "}}]},
+                tool_call_chunk("hydrology__list_stations")]]  # fmt: skip
+
+    @staticmethod
+    def revoke(django_db_blocker: Any, tenant: TenantFixture, secret: str) -> None:
+        from apps.accounts.services import api_key_revoke
+        from apps.core.actors import Actor
+
+        with django_db_blocker.unblock(), schema_context(tenant.tenant.schema_name):
+            key = ApiKey.objects.get(prefix=secret[3:15])
+            api_key_revoke(actor=Actor(user=admin_of(tenant)), api_key=key)
+            connection.set_schema_to_public()
+
+    def test_streamed_the_client_raises_an_api_error_with_the_code(
+        self, tmp_path: Path, live_key: str, live_hydrology: Any, tenant_alpha: TenantFixture, django_db_blocker: Any
+    ) -> None:
+        with (
+            held_model_server(self.ANSWERS, hold=0) as model,
+            serve(tmp_path, model.url, workers=1, threads=2) as server,
+        ):
+            client = openai_client(server, live_key).with_options(max_retries=2)  # openai's default
+            stream = client.chat.completions.create(
+                model="hydronet-demo", messages=[{"role": "user", "content": "the stations?"}], stream=True
+            )
+            said = []
+
+            def read() -> None:
+                for chunk in stream:
+                    said.append(chunk.choices[0].delta.content)
+                    if chunk.choices[0].delta.content:
+                        self.revoke(django_db_blocker, tenant_alpha, live_key)
+                        model.go_on.set()
+
+            with pytest.raises(openai.APIError) as stopped:
+                read()
+        assert "Let me look. " in said
+        assert type(stopped.value) is openai.APIError  # from the error chunk: no status, as the stream began 200
+        assert stopped.value.code == "access_changed"
+        assert (
+            stopped.value.message == "在撰写此回复期间，您对本工作区的访问权限已变更，因此回复已停止。"
+        )  # no Accept-Language
+        assert len(model.requests) == 1
+        assert self.ledger(tenant_alpha, django_db_blocker, live_key) == ["model"]
+
+    def test_not_streamed_the_client_raises_permission_denied_and_does_not_retry(
+        self, tmp_path: Path, live_key: str, live_hydrology: Any, tenant_alpha: TenantFixture, django_db_blocker: Any
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with (
+            held_model_server(self.ANSWERS, hold=0) as model,
+            serve(tmp_path, model.url, workers=1, threads=2) as server,
+        ):
+            client = openai_client(server, live_key).with_options(max_retries=2)  # openai's default
+            with ThreadPoolExecutor(1) as pool:
+                asked = pool.submit(
+                    lambda: client.chat.completions.create(
+                        model="hydronet-demo", messages=[{"role": "user", "content": "the stations?"}]
+                    )
+                )
+                assert model.asked.wait(30)
+                self.revoke(django_db_blocker, tenant_alpha, live_key)
+                model.go_on.set()
+                with pytest.raises(openai.PermissionDeniedError) as refused:
+                    asked.result(30)
+        assert refused.value.status_code == 403
+        assert refused.value.code == "access_changed"
+        assert refused.value.response.headers["x-should-retry"] == "false"
+        assert len(model.requests) == 1  # not asked again: the client did not retry
+        assert self.ledger(tenant_alpha, django_db_blocker, live_key) == ["model"]
+
+    @staticmethod
+    def ledger(tenant: TenantFixture, django_db_blocker: Any, secret: str) -> list[str]:
+        """The key's calls in the ledger."""
+        with django_db_blocker.unblock(), schema_context(tenant.tenant.schema_name):
+            key = ApiKey.objects.get(prefix=secret[3:15])
+            kinds = list(UsageEvent.objects.filter(api_key_id=key.pk).order_by("id").values_list("kind", flat=True))
+            connection.set_schema_to_public()
+        return kinds

@@ -16,8 +16,10 @@ from django_tenants.utils import schema_context
 from apps.accounts.models import User
 from apps.chat.models import Conversation, Message
 from apps.tenants.db import connection
-from tests.conftest import TenantFixture, jwt_pair, make_member
-from tests.processes import WebServer, serve
+from apps.usage.models import UsageEvent
+from tests.chat.conftest import text_chunk, tool_call_chunk
+from tests.conftest import TenantFixture, admin_of, jwt_pair, make_member
+from tests.processes import WebServer, held_model_server, serve
 
 
 @pytest.fixture
@@ -53,6 +55,22 @@ def events(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             block, buffer = buffer.split("\n\n", 1)
             fields = dict(line.split(": ", 1) for line in block.splitlines())
             yield fields["event"], json.loads(fields["data"])
+
+
+def counted_calls(tenant: TenantFixture, django_db_blocker: Any) -> int:
+    """The month's calls as Redis counts them, its counters first rebuilt from the ledger where missing (each test
+    begins without them; the rebuild would count the ledger's rows, committed ones of earlier tests included, at
+    the first charge)."""
+    from django.utils import timezone
+
+    from apps.core.actors import Actor
+    from apps.usage.meter import Meter
+    from tests.chat.test_turn_while_things_change import month_calls
+
+    with django_db_blocker.unblock(), schema_context(tenant.tenant.schema_name):
+        Meter.for_actor(Actor(label="tests")).rebuild(timezone.now().date())
+        connection.set_schema_to_public()
+    return month_calls(tenant)
 
 
 def demo_stats(demo_model_url: str) -> dict[str, int]:
@@ -162,3 +180,85 @@ def test_a_reply_that_is_streaming_finishes_when_the_server_is_told_to_stop(
         psutil.Process(server.pid).wait(40)
         with pytest.raises(httpx2.ConnectError):
             httpx2.get(f"http://127.0.0.1:{server.port}/healthz", timeout=2)
+
+
+def test_a_member_removed_while_their_reply_streams_ends_the_turn_cleanly(
+    web_server: WebServer, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """An admin removes the member for good mid-reply: their conversations go with them, so the reply has nowhere
+    to be stored. The stream ends with the conversation's `not_found` error, nothing is stored, the conversation's
+    hold is given back, and the round the model did is in the ledger (under the member's id, kept) and Redis."""
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        member_id = Conversation.objects.get(pk=conversation_id).user_id
+        admin = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        connection.set_schema_to_public()
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    log_size = web_server.log.stat().st_size
+    with stream(web_server, conversation_id, token, "tell me everything #long") as response:
+        for kind, data in events(response):
+            seen.append((kind, data))
+            if len(seen) == 3:  # the reply is under way
+                removed = httpx2.delete(
+                    f"http://127.0.0.1:{web_server.port}/api/users/{member_id}",
+                    headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {admin}"},
+                )
+                assert removed.status_code == 204, removed.text
+    kind, data = seen[-1]
+    assert (kind, data.get("code"), data.get("status")) == ("error", "not_found", 404), seen[-3:]
+    log = web_server.log.read_text()[log_size:]
+    assert "Traceback" not in log
+    assert "IntegrityError" not in log
+    assert month_calls(tenant_alpha) == calls + 1
+    assert not hold_left(tenant_alpha, conversation_id)
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        assert not Message.objects.filter(conversation_id=conversation_id).exists()
+        assert list(UsageEvent.objects.filter(user_id=member_id).values_list("kind", flat=True)) == ["model"]
+        connection.set_schema_to_public()
+
+
+def test_a_member_removed_while_the_model_answers_their_tools_result(
+    tmp_path: Path, live_conversation: tuple[int, str], live_hydrology: Any, tenant_alpha: TenantFixture,
+    django_db_blocker: Any,
+) -> None:  # fmt: skip
+    """The turn asked the model, ran hydrology's tool, and asks the model again when the admin removes the member:
+    the answer has nowhere to be stored, and the turn ends as a conversation deleted mid-turn, with its three
+    calls (model, tool, model) in the ledger and Redis, each once."""
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        member_id = Conversation.objects.get(pk=conversation_id).user_id
+        admin = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
+        connection.set_schema_to_public()
+    answers = [[tool_call_chunk("hydrology__list_stations")], [text_chunk("There are "), text_chunk("3.", "stop")]]
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[str] = []
+    with held_model_server(answers, hold=1) as model, serve(tmp_path, model.url, workers=1, threads=4) as server:
+        with stream(server, conversation_id, token, "list the stations") as response:
+            for kind, _data in events(response):
+                seen.append(kind)
+                if kind == "tool_result":
+                    assert model.asked.wait(30)  # the model is asked again, and has begun its answer
+                    removed = httpx2.delete(
+                        f"http://127.0.0.1:{server.port}/api/users/{member_id}",
+                        headers={"Host": f"alpha.localhost:{server.port}", "Authorization": f"Bearer {admin}"},
+                    )
+                    assert removed.status_code == 204, removed.text
+                    model.go_on.set()
+        log = server.log.read_text()
+    assert seen[:2] == ["tool_call", "tool_result"]
+    assert seen[-1] == "error"
+    assert "Traceback" not in log
+    assert "IntegrityError" not in log
+    assert len(model.requests) == 2
+    assert month_calls(tenant_alpha) == calls + 3
+    assert not hold_left(tenant_alpha, conversation_id)
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        assert not Message.objects.filter(conversation_id=conversation_id).exists()
+        kinds = list(UsageEvent.objects.filter(user_id=member_id).order_by("id").values_list("kind", flat=True))
+        assert kinds == ["model", "tool", "model"]
+        connection.set_schema_to_public()
