@@ -24,7 +24,9 @@ Behaviour, the same input always giving the same output:
    tool's JSON schema declares are sent. A question that names an offered tool by
    its whole name (``names__ShuiWei``) calls that tool, before any of these. ``tool_choice``
    "none", "required" and a named function are honoured.
-3. Else a plain answer saying it is the offline demo model, echoing the question.
+3. Else a plain answer saying it is the offline demo model, echoing the question; to a
+   question one of the demo hydrology tools answers, asked with no tool offered, it says
+   that a tool is needed and that an admin connects one on HydroNet's Tools page.
 
 Fault injection, triggered by these markers in the LAST user message:
 
@@ -78,6 +80,12 @@ MODEL_CREATED = 1735689600  # 2025-01-01T00:00:00Z, fixed so /v1/models never ch
 SYSTEM_FINGERPRINT = "fp_hydronet_demo"
 PREFIX = "（离线演示模型 / offline demo model）"
 HINT = "试试问：站点 S001 最近的水位是多少？ / Try: “What is the latest water level at station S001?”"
+# A question for a hydrology tool, asked with no tool offered: the hint above would ask it again, to the same answer.
+NO_TOOLS = (
+    "这个问题需要查询工具（例如水位、降雨或预警数据），但本次没有提供任何工具：管理员可在 HydroNet 的“工具”页面接入"
+    " MCP 服务。 / This question needs a tool (water levels, rainfall or warnings), and no tool was offered: an admin"
+    " connects an MCP service on HydroNet's Tools page."
+)
 SLOW_SECONDS = 3.0
 LONG_CHUNKS = 200
 # At least this far apart, a #long answer's chunks stream for about 3 s whatever the server's pace (tests run it
@@ -101,6 +109,10 @@ _INTENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _LIST_INTENT = re.compile(r"站点|站|\bstations?\b|\blist\b", re.IGNORECASE | re.ASCII)
 _UNDATED_TOOLS = frozenset({"get_flood_warning_levels", "list_stations"})
+# The demo hydrology MCP server's tools, as _intended_tool takes them: which question one of them answers.
+_DEMO_TOOLS: dict[str, tuple[str, set[str]]] = {
+    name: (name, set()) for name in ("get_water_levels", "get_rainfall", "get_flood_warning_levels", "list_stations")
+}
 _WEEK = re.compile(r"一周|一星期|七天|7\s*天|\bweek\b", re.IGNORECASE | re.ASCII)
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -414,13 +426,15 @@ def answer_from_tool_results(messages: list[dict[str, Any]]) -> str:
     )
 
 
-def plain_answer(question: str) -> str:
-    """The answer when no tool is called: says what it is, echoes the question, hints at a better one."""
+def plain_answer(question: str, *, tools_offered: bool = True) -> str:
+    """The answer when no tool is called: says what it is, echoes the question, hints at a better one; or, to a
+    question a demo hydrology tool answers asked with no tool offered, that a tool is needed and where to get one."""
     echo = " ".join(question.split())[:200] or "（空 / empty）"
+    wants_tool = _intended_tool(question, _DEMO_TOOLS) is not None
     return (
         f"{PREFIX}我是 HydroNet 离线演示模型，不是真正的大语言模型。你问的是：「{echo}」。\n"
         f"This is the HydroNet offline demo model, not a real language model. You asked: “{echo}”.\n"
-        f"{HINT}"
+        f"{NO_TOOLS if wants_tool and not tools_offered else HINT}"
     )
 
 
@@ -446,7 +460,7 @@ def plan_reply(
     call = choose_tool_call(question, tools or [], tool_choice, today=today)
     if call is not None:
         return Reply(tool_call=call, finish_reason="tool_calls")
-    return Reply.text(plain_answer(question), max_tokens=max_tokens)
+    return Reply.text(plain_answer(question, tools_offered=bool(tools)), max_tokens=max_tokens)
 
 
 # --- Wire format ---------------------------------------------------------------------------

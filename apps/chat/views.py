@@ -22,6 +22,7 @@ from apps.chat.selectors import (
     turn_state,
     turn_under_way,
 )
+from apps.chat.services import tools_for
 from apps.core.actors import request_actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -72,9 +73,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             shown.append(item)
     try:
         server = model_server()
-        models, model_error = list(server.models), ""
+        models, model_error, own_server = list(server.models), "", server.tenant_supplied
     except ApplicationError as exc:
-        models, model_error = [], exc.message
+        models, model_error, own_server = [], exc.message, False
     # NUL dropped as conversation_list drops it: a search of NULs alone lists every conversation
     search = request.GET.get("q", "").replace("\x00", "").strip()[:SEARCH_MAX_CHARS]
     can_see_all = role_has(getattr(request.user, "role", ""), Perm.ALL_CONVERSATIONS)
@@ -109,6 +110,9 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "turn": turn,
         "models": models,
         "model_error": model_error,
+        # A new chat says who answers and with how many tools: a new workspace has none until an admin connects one.
+        "own_model_server": own_server,
+        "tools_offered": len(tools_for(actor)) if writable and not shown else 0,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)

@@ -77,7 +77,8 @@ def _quota_alerts(request: HttpRequest) -> list[dict[str, Any]]:
             }
         )
     # The most pressing first: the banner shows it, and the others folded under it, so that several quotas crossed
-    # at once do not push a page's own content (the chat's input) out of a laptop's window.
-    banner.sort(key=lambda item: (not (item["stops"] or item["capped"]), not item["alert"].threshold >= 100,
-                                  -item["alert"].threshold))  # fmt: skip
+    # at once do not push a page's own content (the chat's input) out of a laptop's window. Members or MCP services
+    # at their limit stop nothing (a free workspace is at its 1 of 1 from the start): after the quotas that do.
+    banner.sort(key=lambda item: (not (item["stops"] or item["capped"]), item["full"],
+                                  not item["alert"].threshold >= 100, -item["alert"].threshold))  # fmt: skip
     return banner

@@ -406,6 +406,28 @@ class TestChatPage:
         assert asked[0] == first
         assert 'data-testid="chat-head" hidden' in page  # until the first question makes the conversation
 
+    def test_a_new_chat_says_which_model_answers_and_that_no_tools_are_connected(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """A new workspace's first chat answered the demo question from the model alone, with nothing on the page
+        saying that no tools were connected, or where to connect them."""
+        admin = logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode()
+        setup = admin.split('data-testid="chat-setup">')[1].split("</p>")[0]
+        assert "the platform's default model." in setup
+        assert 'data-testid="chat-no-tools"' in setup
+        assert 'href="/services/" data-testid="chat-tools-link"' in setup
+        user = logged_in(tenant_alpha, Role.USER).get("/chat/").content.decode()
+        assert 'data-testid="chat-no-tools"' in user
+        assert 'data-testid="chat-tools-link"' not in user  # a user cannot connect one
+        assert "An admin of your workspace can connect one." in user
+
+    def test_a_new_chat_counts_the_tools_it_can_use(self, tenant_alpha: TenantFixture, hydrology: Any) -> None:
+        page = logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode()
+        setup = page.split('data-testid="chat-setup">')[1].split("</p>")[0]
+        assert f"It can use {len(hydrology.offered_tools)} tools of your connected services." in setup
+        assert 'data-testid="chat-no-tools"' not in setup
+        assert "Manage tools" in setup
+
     def test_a_viewer_reads_but_has_no_form(self, tenant_alpha: TenantFixture) -> None:
         page = logged_in(tenant_alpha, Role.VIEWER).get("/chat/").content.decode()
         assert 'data-testid="chat-form"' not in page

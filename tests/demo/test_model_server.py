@@ -183,6 +183,22 @@ def test_summaries_of_each_tool_result() -> None:
     assert "x" * 301 not in generic
 
 
+def test_the_demo_question_without_tools_says_a_tool_is_needed_and_where() -> None:
+    """A new workspace, with no MCP service, asked the demo question; the answer told it to try the very same
+    question, to the same answer."""
+    content = plan_reply(user(QUESTION)).content
+    assert content is not None
+    assert "no tool was offered" in content
+    assert "“工具”页面" in content
+    assert "Try:" not in content
+    other = plan_reply(user("What is hydrology?")).content  # no tool would answer it: the hint stays
+    assert other is not None
+    assert "Try:" in other
+    offered = plan_reply(user("站点 S001 最近的降雨量"), tools=[TOOLS[0]]).content  # a tool, not that one
+    assert offered is not None
+    assert "Try:" in offered
+
+
 def test_max_tokens_truncates_text() -> None:
     reply = plan_reply(user("hello"), max_tokens=3)
     assert reply.finish_reason == "length"

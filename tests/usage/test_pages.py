@@ -471,6 +471,17 @@ class TestQuotaBanner:
         assert folded.index('data-quota="users"') < folded.index('data-quota="storage"')
         assert "</details>" in folded
 
+    def test_a_full_member_count_folds_under_the_calls_running_out(self, tenant_alpha: TenantFixture) -> None:
+        """A free workspace sits at its 1 of 1 members (or MCP services) from its first day: that 100 % stops
+        nothing, and it showed above the API calls' 90 %, which folded away the warning that the chat would soon
+        stop."""
+        alert(tenant_alpha, "users", 100)
+        alert(tenant_alpha, "api_calls", 90)
+        text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode())
+        shown, folded = text.split('<details class="quota-more" data-testid="quota-more">')
+        assert 'data-quota="api_calls"' in shown
+        assert 'data-quota="users"' in folded
+
     def test_one_quota_is_not_folded(self, tenant_alpha: TenantFixture) -> None:
         alert(tenant_alpha, "storage", 80)
         text = banner(logged_in(tenant_alpha, Role.ADMIN).get("/chat/").content.decode())
