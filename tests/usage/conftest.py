@@ -22,14 +22,19 @@ from tests.conftest import TenantFixture
 
 
 def set_limits(tenant: Tenant, *, plan: str | None = None, **overrides: Any) -> Tenant:
-    """Change a tenant's plan or overrides (in the test's transaction) and return the fresh row."""
+    """Change a tenant's plan or overrides (in the test's transaction) and return the fresh row.
+
+    ``tenant`` itself is left as it was: it is often a session fixture's (``tenant_alpha.tenant``), which the
+    rollback does not reach, and a later test then read this test's limits from it.
+    """
     from apps.plans.models import Plan
 
+    row = Tenant.objects.get(pk=tenant.pk)
     if plan is not None:
-        tenant.plan = Plan.objects.get(code=plan)
+        row.plan = Plan.objects.get(code=plan)
     for name, value in overrides.items():
-        setattr(tenant, name, value)
-    tenant.save()
+        setattr(row, name, value)
+    row.save()
     return Tenant.objects.select_related("plan").get(pk=tenant.pk)
 
 
