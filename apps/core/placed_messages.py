@@ -1,5 +1,5 @@
-"""Messages shown where the admin is looking, not at the top of the page: the result of "Test connection" inside
-the card of the button that asked for it.
+"""Messages shown where the admin is looking, not at the top of the page: the result of "Test connection",
+"Enable" or "Disable" inside the card of the button that asked for it.
 
 A placed message is a Django message whose extra tag names the element (its id) it belongs in; the redirect goes to
 that element's anchor. The view takes the page's messages apart with ``messages_by_place`` and gives the template

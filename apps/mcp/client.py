@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 import anyio
@@ -161,8 +161,17 @@ class BoundedJsonAnswers(httpx2.AsyncBaseTransport):
         await self._transport.aclose()
 
 
+class ErrorAnswer(NamedTuple):
+    """A POST's answer with an error status: the status, its ``Content-Type``, and whether it asks for credentials
+    (a 401's ``WWW-Authenticate``)."""
+
+    status: int
+    content_type: str = ""
+    challenged: bool = False
+
+
 class ErrorStatuses(httpx2.AsyncBaseTransport):
-    """``transport``, noting in ``seen`` the status of each POST answered with 400 or more.
+    """``transport``, noting in ``seen`` each POST answered with 400 or more (:class:`ErrorAnswer`).
 
     The SDK keeps only a 404's: another error status of a message's POST becomes "Server returned an error
     response" (streamable HTTP), or is logged and the request left waiting (SSE). The GETs are left out: a
@@ -170,18 +179,23 @@ class ErrorStatuses(httpx2.AsyncBaseTransport):
     with the status itself.
     """
 
-    def __init__(self, transport: httpx2.AsyncBaseTransport, *, seen: list[int]) -> None:
+    def __init__(self, transport: httpx2.AsyncBaseTransport, *, seen: list[ErrorAnswer]) -> None:
         self._transport = transport
         self._seen = seen
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self._transport.handle_async_request(request)
         if request.method == "POST" and response.status_code >= 400:
-            self._seen.append(response.status_code)
+            self._seen.append(_error_answer(response))
         return response
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _error_answer(response: httpx2.Response) -> ErrorAnswer:
+    headers = response.headers
+    return ErrorAnswer(response.status_code, headers.get("content-type", ""), "www-authenticate" in headers)
 
 
 # A JSON string's escapes that matter here: an escaped backslash (so that the "\u" after it is text), a UTF-16
@@ -379,7 +393,7 @@ class EndpointWatch(httpx2.AsyncBaseTransport):
         await self._transport.aclose()
 
 
-def _transport(service: McpService, error_statuses: list[int]) -> AbstractAsyncContextManager[Any]:
+def _transport(service: McpService, error_statuses: list[ErrorAnswer]) -> AbstractAsyncContextManager[Any]:
     """The SDK transport for the service, on SSRF-guarded HTTP clients whose JSON answers are bounded and
     made whole (lone surrogates), whose POSTs' error statuses go to ``error_statuses``, and, for SSE, whose
     event stream must name its message endpoint, on its own origin, within the service's timeout."""
@@ -487,7 +501,7 @@ class Session(ClientSession):
 
 
 async def _with_session[T](
-    service: McpService, work: Callable[[Session], Awaitable[T]], error_statuses: list[int]
+    service: McpService, work: Callable[[Session], Awaitable[T]], error_statuses: list[ErrorAnswer]
 ) -> T:
     async with _transport(service, error_statuses) as streams, Session(streams[0], streams[1]) as session:
         await session.initialize()
@@ -506,7 +520,7 @@ def _run[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
 
 
 def _in_session[T](service: McpService, work: Callable[[Session], Awaitable[T]]) -> T:
-    error_statuses: list[int] = []
+    error_statuses: list[ErrorAnswer] = []
     # The session's own limit, past the service's timeout, which bounds each step (connecting, each request,
     # the SSE transport's endpoint) and fails it in its own words first.
     limit = service.timeout_seconds + 5
@@ -527,8 +541,7 @@ def _in_session[T](service: McpService, work: Callable[[Session], Awaitable[T]])
         raise
     except TimeoutError as exc:
         if error_statuses:  # an SSE server that refused a message: the SDK left its request waiting
-            status = error_statuses[-1]
-            raise McpError(partial(_status_words, status)) from exc
+            raise McpError(partial(_status_words, *error_statuses[-1])) from exc
         raise McpError(lambda: _("No answer within %(seconds)d s.") % {"seconds": limit}) from exc
     except BaseException as exc:  # the SDK wraps transport errors in exception groups
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -536,15 +549,15 @@ def _in_session[T](service: McpService, work: Callable[[Session], Awaitable[T]])
         raise McpError(partial(_describe, exc, error_statuses[-1] if error_statuses else None, service.url)) from exc
 
 
-def _describe(exc: BaseException, error_status: int | None = None, url: str = "") -> str:
+def _describe(exc: BaseException, error_answer: ErrorAnswer | None = None, url: str = "") -> str:
     """What went wrong, in words an admin can act on (the page shows it), in the request's language.
 
-    ``error_status`` is the last error status a POST of the session was answered with, which the SDK's own
-    error for it does not tell; ``url``, the service's, which a redirect may lead back to.
+    ``error_answer`` is the last error status a POST of the session was answered with (and its content type), which
+    the SDK's own error for it does not tell; ``url``, the service's, which a redirect may lead back to.
     """
     first = _first_leaf(exc)
-    if isinstance(first, MCPError) and first.error.message == _ERROR_RESPONSE and error_status:
-        return _status_words(error_status)
+    if isinstance(first, MCPError) and first.error.message == _ERROR_RESPONSE and error_answer:
+        return _status_words(*error_answer)
     if isinstance(first, httpx2.HTTPStatusError):
         return _http_status_words(first.response, url)
     if isinstance(first, httpx2.ConnectError):
@@ -554,7 +567,7 @@ def _describe(exc: BaseException, error_status: int | None = None, url: str = ""
     if isinstance(first, httpx2.TimeoutException):
         return _("The server did not answer in time.")
     if isinstance(first, MCPError):
-        return _mcp_error_words(first, url)
+        return _mcp_error_words(first, url, error_answer)
     return _other_words(first)
 
 
@@ -563,7 +576,7 @@ def _http_status_words(response: httpx2.Response, url: str) -> str:
     another status."""
     if response.next_request is not None:
         return _redirect_words(str(response.next_request.url), url)
-    return _status_words(response.status_code)
+    return _status_words(*_error_answer(response))
 
 
 def _other_words(error: BaseException) -> str:
@@ -575,24 +588,27 @@ def _other_words(error: BaseException) -> str:
         return _("The answer is larger than %(size)s, the most the SSE transport reads: choose streamable HTTP "
                  "for this server if it offers it.") % {"size": filesizeformat(int(limit.group(1)))}  # fmt: skip
     if isinstance(error, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError):
-        return _("The server closed the connection before it had answered.")
+        return _("The server closed the connection before it had answered: check that the URL's scheme (http or "
+                 "https) and port are the server's, or try again later.")  # fmt: skip
     if isinstance(error, pydantic.ValidationError):
         found = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
-        return (
-            _("The server's answer is not valid MCP (%(what)s): %(found)s") % {"what": error.title, "found": found}
-        )[:500]
+        return _("The server's answer is not valid MCP: check that the URL is an MCP server's; if it is, ask whoever "
+                 "runs it (%(what)s: %(found)s).") % {"what": error.title, "found": found[:300]}  # fmt: skip
     return f"{type(error).__name__}: {error}"[:500]
 
 
 def _wrong_content_type_words(content_type: str) -> str:
+    if _is_web_page(content_type):
+        return _web_page_words(content_type)
     return _("The address answered with %(type)s, not as an MCP server: check the URL's path (often /mcp, or /sse "
              "for SSE) and the transport.") % {"type": content_type or "?"}  # fmt: skip
 
 
-def _mcp_error_words(error: MCPError, url: str = "") -> str:
-    """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words."""
+def _mcp_error_words(error: MCPError, url: str = "", error_answer: ErrorAnswer | None = None) -> str:
+    """The SDK's error for a request: its timeout, an answer over MCP_MAX_ANSWER_BYTES, or the server's words;
+    ``error_answer``: the last POST's error status, if any."""
     if error.error.message == "Not Found":  # the SDK's words for an HTTP 404
-        return _status_words(404)
+        return _status_words(*(error_answer if error_answer and error_answer.status == 404 else (404,)))
     if error.error.code == REQUEST_TIMEOUT:
         return _("The server did not answer in time.")
     return _mcp_message_words(error, url)
@@ -610,9 +626,13 @@ def _mcp_message_words(error: MCPError, url: str = "") -> str:
             "size": filesizeformat(settings.MCP_MAX_ANSWER_BYTES)
         }
     if error.error.message.startswith(_NOT_JSON):  # after the size: an answer cut at the limit is not JSON either
-        return _("The server's answer is not valid JSON-RPC.")
+        return _("The address answered, but not as an MCP server does: check the URL's path (often /mcp, or /sse for "
+                 "SSE) and the transport.")  # fmt: skip
     if _SDK_OWN.match(error.error.message):
-        return _("The server did not answer as an MCP server: %(error)s") % {"error": str(error)[:300]}
+        return _(
+            "The server did not answer as an MCP server (%(error)s): check the URL's path (often /mcp, or /sse "
+            "for SSE) and the transport; if they are right, ask whoever runs the server."
+        ) % {"error": str(error)[:300]}
     # The server's own JSON-RPC error: a tool's failure (-32000 and the like), or the protocol's (a method or a
     # tool it does not know, parameters it refuses), its words telling which.
     return _("The MCP server answered with an error: %(error)s") % {"error": str(error)[:300]}
@@ -640,8 +660,30 @@ def _first_leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _status_words(status: int) -> str:
-    """An HTTP error status of the server, with what to check where the status tells."""
+def _is_web_page(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() in ("text/html", "application/xhtml+xml")
+
+
+def _web_page_words(content_type: str) -> str:
+    """An answer in HTML: the address is a web page (a site's landing page, a sign-in page, a framework's refusal of
+    a POST without its CSRF token), whatever its status, not an MCP endpoint."""
+    return _("The address is a web page (it answered with %(type)s), not an MCP endpoint: check the URL's path "
+             "(often /mcp, or /sse for SSE).") % {"type": content_type.partition(";")[0].strip()[:100]}  # fmt: skip
+
+
+def _status_words(status: int, content_type: str = "", challenged: bool = False) -> str:
+    """An HTTP error status of the server, with what to check where the status tells.
+
+    An answer in HTML (``content_type``) below 500 is a web page's, whose refusal (a 403 of a site's CSRF check,
+    say) says nothing of auth headers; only a 401 that asks for credentials (``challenged``) is still said as one.
+    A 5xx is the server's failure in any form: a proxy's "502 Bad Gateway" page is HTML too.
+    """
+    if _is_web_page(content_type) and status < 500 and not (status == 401 and challenged):
+        return _web_page_words(content_type)
+    return _error_status_words(status)
+
+
+def _error_status_words(status: int) -> str:
     if status in (401, 403):
         return _("The server refused the request (%(status)d): check the auth headers.") % {"status": status}
     if status in (400, 404):
@@ -654,7 +696,10 @@ def _status_words(status: int) -> str:
         return _("The server failed: it answered %(status)d. Try again later, or ask whoever runs it.") % {
             "status": status
         }
-    return _("The server answered %(status)d, an error.") % {"status": status}
+    if status == 429:
+        return _("The server answered 429 (too many requests): try again later.")
+    return _("The server answered %(status)d, an error: check the URL and the auth headers, or ask whoever runs the "
+             "server.") % {"status": status}  # fmt: skip
 
 
 # The SDK passes these on as text only: httpx2's SSEError for an event over the transport's max_sse_event_size

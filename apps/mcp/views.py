@@ -31,6 +31,9 @@ from apps.mcp.tool_names import MAX_TOOLS_PER_REQUEST, MAX_TOOLS_PER_SERVICE
 #: name ends with its service's id.
 ADD_FORM = "mcp:add"
 EDIT_FORM = "mcp:edit:"
+#: The actions whose result is said on the service's card, where its button is; a removed service's is said atop the
+#: page, its card gone.
+ON_THE_CARD = ("test", "enable", "disable")
 #: A service with more tools than this shows them folded: its card is not a page long.
 TOOLS_FOLDED_ABOVE = 8
 
@@ -82,8 +85,8 @@ def services_view(request: HttpRequest) -> HttpResponse:
 
 
 def _card(service: McpService) -> str:
-    """The id of the service's card on the services page: where its test's result is shown, and the anchor the
-    test goes back to."""
+    """The id of the service's card on the services page: where the result of its test, enabling or disabling is
+    shown, and the anchor these go back to."""
     return f"service-{service.pk}"
 
 
@@ -119,21 +122,22 @@ def service_action_view(request: HttpRequest, service_id: int, action: str) -> H
         if action == "test" and exc.code == "mcp_unreachable":  # the card says what went wrong: not twice
             message_at(request, messages.ERROR, _("%(name)s did not pass the test: what went wrong is below.")
                        % {"name": service.name}, place=_card(service))  # fmt: skip
-        elif action == "test":
+        elif action in ON_THE_CARD:
             message_at(request, messages.ERROR, exc.message, place=_card(service))
         else:
             messages.error(request, exc.message)
     else:
         if action == "test":
             _say_tested(request, service, result)
-        else:
+        elif action in ON_THE_CARD:
             done = {
                 "enable": _("%(name)s is enabled: chats may use its tools."),
                 "disable": _("%(name)s is disabled: chats no longer use its tools."),
-                "delete": _("%(name)s is removed."),
             }
-            messages.success(request, done[action] % {"name": service.name})
-    if action == "test":  # its result is on the service's card: the page opens there
+            message_at(request, messages.SUCCESS, done[action] % {"name": service.name}, place=_card(service))
+        else:
+            messages.success(request, _("%(name)s is removed.") % {"name": service.name})
+    if action in ON_THE_CARD:  # its result is on the service's card: the page opens there
         return redirect(reverse("mcp:services") + f"#{_card(service)}")
     return redirect("mcp:services")
 

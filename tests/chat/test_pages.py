@@ -560,6 +560,42 @@ class TestServicesPage:
         assert delete["Location"] == "/services/"  # a card gone: said atop the page
         assert "Archive" in client.get("/services/").content.decode().split("<h1>", 1)[0]
 
+    @pytest.mark.parametrize(
+        ("action", "active", "said"),
+        [("disable", True, "Hydrology is disabled: chats no longer use its tools."),
+         ("enable", False, "Hydrology is enabled: chats may use its tools.")],
+    )  # fmt: skip
+    def test_enabling_or_disabling_is_said_on_the_services_card(
+        self, tenant_alpha: TenantFixture, hydrology: Any, action: str, active: bool, said: str
+    ) -> None:
+        """They said it atop the page, out of sight on a long page, as "Test connection" once did."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(pk=hydrology.pk).update(is_active=active)
+            other = McpService.objects.create(name="Archive", slug="archive", url=hydrology.url)
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post(f"/services/{hydrology.pk}/{action}/")
+        assert response["Location"] == f"/services/#service-{hydrology.pk}"
+        page = client.get(response["Location"]).content.decode()
+        status = card_of(page, hydrology.pk).split('role="status"', 1)[1].split("</div></div>", 1)[0]
+        assert said in status
+        assert said not in page.split("<h1>", 1)[0]
+        assert said not in card_of(page, other.pk)
+
+    def test_an_enable_refused_is_said_on_the_services_card(
+        self, tenant_alpha: TenantFixture, hydrology: Any, settings: Any
+    ) -> None:
+        """Past the plan's limit of enabled services, the refusal is said where the admin clicked."""
+        with schema_context(tenant_alpha.tenant.schema_name):
+            McpService.objects.filter(pk=hydrology.pk).update(is_active=False)
+        Tenant.objects.filter(pk=tenant_alpha.tenant.pk).update(max_mcp_services_override=0)
+        client = logged_in(tenant_alpha, Role.ADMIN)
+        response = client.post(f"/services/{hydrology.pk}/enable/")
+        assert response["Location"] == f"/services/#service-{hydrology.pk}"
+        page = client.get(response["Location"]).content.decode()
+        status = card_of(page, hydrology.pk).split('role="status"', 1)[1].split("</div></div>", 1)[0]
+        assert "The workspace allows 0 active MCP services." in status
+        assert "The workspace allows" not in page.split("<h1>", 1)[0]
+
     @pytest.mark.parametrize(("count", "folded"), [(8, False), (9, True)])
     def test_a_services_tools_fold_when_there_are_many(
         self, tenant_alpha: TenantFixture, count: int, folded: bool

@@ -261,8 +261,8 @@ class TestMcpServices:
 
     @pytest.mark.parametrize(
         ("transport", "status", "headers", "says"),
-        [("streamable-http", 200, {}, "The address answered with text/html, not as an MCP server: check the URL's"),
-         ("sse", 200, {}, "The address answered with text/html, not as an MCP server: check the URL's"),
+        [("streamable-http", 200, {}, "The address is a web page (it answered with text/html), not an MCP endpoint"),
+         ("sse", 200, {}, "The address is a web page (it answered with text/html), not an MCP endpoint"),
          ("streamable-http", 307, {"Location": "http://mcp.example.com/mcp"},
           "The address redirects to http://mcp.example.com/mcp, which HydroNet does not follow")],
     )  # fmt: skip
@@ -284,13 +284,16 @@ class TestMcpServices:
          (500, "The server failed: it answered 500. Try again later"),
          (503, "The server failed: it answered 503."),
          (401, "The server refused the request (401): check the auth headers."),
-         (429, "The server answered 429, an error.")],
+         (429, "The server answered 429 (too many requests): try again later."),
+         (402, "The server answered 402, an error: check the URL and the auth headers, or ask whoever runs the "
+               "server.")],
     )  # fmt: skip
     def test_an_error_status_is_told_with_the_status(
         self, tenant_alpha: TenantFixture, transport: str, status: int, says: str
     ) -> None:
-        """Not the SDK's "Server returned an error response", in English on the zh page too, without the status."""
-        with canned_server(b"<html>Oops</html>", status=status) as root:
+        """Not the SDK's "Server returned an error response", in English on the zh page too, without the status. (An
+        MCP server's error is not a web page: one in HTML is said as such, tests/mcp/test_misbehaving_servers.py.)"""
+        with canned_server(b'{"error": "oops"}', status=status, content_type="application/json") as root:
             response, zh = mcp_test_in_english_and_chinese(tenant_alpha, f"{root}/mcp", transport)
         assert response.status_code == 400
         assert says in response.json()["error"]["message"]

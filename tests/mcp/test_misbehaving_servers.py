@@ -290,3 +290,53 @@ class TestRedirects:
             said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}/mcp", transport))
         assert said == ("The address redirects to http://mcp.example.com/mcp, which HydroNet does not follow: if "
                         "that is the MCP server, use its URL.")  # fmt: skip
+
+
+WEB_PAGE = "The address is a web page (it answered with text/html), not an MCP endpoint: check the URL's path (often " \
+           "/mcp, or /sse for SSE)."  # fmt: skip
+AUTH_HEADERS = "The server refused the request ({status}): check the auth headers."
+
+
+class TestAddressesThatAreNotMcpServers:
+    """What "Test connection" says of an address that answers, but is not an MCP endpoint: what to check."""
+
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    @pytest.mark.parametrize(
+        ("status", "headers", "says"),
+        [(200, {}, WEB_PAGE), (403, {}, WEB_PAGE), (404, {}, WEB_PAGE), (405, {}, WEB_PAGE), (400, {}, WEB_PAGE),
+         (401, {"WWW-Authenticate": 'Basic realm="mcp"'}, AUTH_HEADERS.format(status=401)),
+         (502, {}, "The server failed: it answered 502. Try again later, or ask whoever runs it.")],
+    )  # fmt: skip
+    def test_a_web_page_is_said_to_be_one_whatever_its_status(
+        self, tenant_alpha: TenantFixture, transport: str, status: int, headers: dict[str, str], says: str
+    ) -> None:
+        """A Django site refuses a POST without its CSRF token with a 403 page: that read "The server refused the
+        request (403): check the auth headers", the wrong way to look. A 401 that asks for credentials still asks
+        for them, and a proxy's 502 page is the server's failure, not a web page's address."""
+        page = b"<!DOCTYPE html><html><body><h1>Forbidden (403)</h1>CSRF verification failed.</body></html>"
+        with canned_server(page, status=status, content_type="text/html; charset=utf-8", headers=headers) as root:
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}/mcp", transport))
+        assert said == says
+
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    @pytest.mark.parametrize("status", [401, 403])
+    def test_a_refusal_that_is_not_a_web_page_is_about_the_auth_headers(
+        self, tenant_alpha: TenantFixture, transport: str, status: int
+    ) -> None:
+        with canned_server(b'{"error": "invalid_token"}', status=status, content_type="application/json") as root:
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}/mcp", transport))
+        assert said == AUTH_HEADERS.format(status=status)
+
+    @pytest.mark.parametrize("body", [b'{"status": "ok"}', b""])
+    def test_json_that_is_not_json_rpc_says_what_to_check(self, tenant_alpha: TenantFixture, body: bytes) -> None:
+        """A health check's URL (``/healthz``) answering JSON read "The server's answer is not valid JSON-RPC.":
+        jargon, and nothing to do about it."""
+        with canned_server(body, content_type="application/json") as root:
+            made = service(tenant_alpha, f"{root}/healthz")
+            said, _seconds = failure(tenant_alpha, made)
+            with translation.override("zh-hans"):
+                zh, _seconds = failure(tenant_alpha, made)
+        assert said == ("The address answered, but not as an MCP server does: check the URL's path (often /mcp, or "
+                        "/sse for SSE) and the transport.")  # fmt: skip
+        assert "/mcp" in zh
+        assert not zh.isascii()  # said in Chinese
