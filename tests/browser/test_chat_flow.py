@@ -1348,3 +1348,42 @@ def test_scrolled_up_while_a_reply_is_written_elsewhere_the_page_shows_it_where_
         page.wait_for_function("list => list.scrollTop > 0", arg=page.get_by_test_id("messages").element_handle())
     finally:
         redis_client().delete(hold)
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("access_changed", "Your access to this workspace changed while this reply was being written"),
+        ("tenant_suspended", "This workspace is suspended. Contact its administrator."),
+        ("tenant_cancelled", "This workspace has been cancelled."),
+    ],
+)
+def test_a_turn_stopped_because_the_member_or_workspace_changed_offers_nothing_more_to_ask(
+    browser: Browser, web_server: WebServer, workspace: None, code: str, words: str
+) -> None:
+    """Demoted to viewer, deactivated, or the workspace suspended or cancelled while a reply was written: the page
+    offered "Try again" and "Edit" and kept the input, each refused with a 403 and the question handed back."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    stopped = {"code": code, "message": words, "message_id": 3, "question_id": 1, "title": "hello", "html": ""}
+    page.context.route(  # the Regenerate's turn stops between two calls
+        "**/api/conversations/*/retry",
+        lambda route: route.fulfill(content_type="text/event-stream", body=event_stream([("error", stopped)])),
+    )
+    page.get_by_test_id("chat-regenerate").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The reply failed: " + words)
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+    expect(page.get_by_test_id("chat-regenerate")).to_have_count(0)
+    expect(page.get_by_test_id("chat-edit")).to_have_count(0)
+    expect(page.get_by_test_id("chat-input")).to_be_disabled()
+    expect(page.get_by_test_id("chat-send")).to_be_disabled()
+    refusal = page.get_by_test_id("chat-refusal")
+    expect(refusal).to_contain_text(words)  # why, over the input
+    reload = code == "access_changed"  # to the page the member's role now gets (a viewer's, or the login page)
+    expect(page.get_by_test_id("chat-reload")).to_have_count(1 if reload else 0)
+    if reload:
+        page.get_by_test_id("chat-reload").click()
+        expect(page.get_by_test_id("chat-send")).to_be_enabled()  # an admin still, here
+        expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
