@@ -591,6 +591,37 @@
     refusal.hidden = false;
   }
 
+  // The models members may choose, as the workspace offers them now (GET /api/models). After a turn stopped because
+  // its model was taken off the list, the picker offered it still, and sent it with the next question or "Try
+  // again", refused (unknown_model). Built as the template builds it: no picker for a single model; the choice kept
+  // if it is still offered, else the default.
+  async function refreshModels() {
+    let offered;
+    try {
+      offered = await (await api("GET", "/api/models")).json();
+    } catch (error) {
+      return; // the picker stays as it was: a model it no longer offers is refused, with the reason
+    }
+    let picker = form.querySelector("select[name=model]");
+    if (offered.models.length < 2) {
+      if (picker) picker.remove();
+      return;
+    }
+    const chosen = picker && offered.models.includes(picker.value) ? picker.value : offered.default;
+    if (!picker) {
+      picker = el("select");
+      picker.name = "model";
+      picker.setAttribute("aria-label", t("model"));
+      send.before(picker);
+    }
+    picker.replaceChildren(...offered.models.map((model) => {
+      const option = el("option", "", model);
+      option.value = model;
+      return option;
+    }));
+    picker.value = chosen;
+  }
+
   let turns = 0; // turns begun on this page: a stopped turn's reply is looked up only until the next begins
   let syncing = false; // a stopped turn's reply is being looked up
 
@@ -647,7 +678,7 @@
       accepted = true;
       if (was.edited) markEdited(was.edited, was.question);
       let ended = false; // a done or error event came
-      let stoppedBy = null; // the error event of a turn stopped because the member or the workspace changed
+      let stoppedBy = null; // the error event of a turn stopped because the member, workspace or model list changed
       let thinking = null; // "The model is thinking…", shown while a reasoning model reasons, until what comes next
       await readEvents(response, (type, data) => {
         if (thinking && type !== "thinking") {
@@ -707,7 +738,7 @@
           if (data.html) text.innerHTML = data.html; // what it said before it failed; sanitized on the server (nh3)
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
-          if (Object.hasOwn(SHUT_OUT, data.code)) stoppedBy = data;
+          if (Object.hasOwn(SHUT_OUT, data.code) || data.code === "model_unavailable") stoppedBy = data;
           copyIfSaid(bubble);
           // The question titled a new conversation though its reply failed, as the sidebar shows.
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
@@ -716,6 +747,7 @@
       });
       if (thinking) thinking.remove(); // the stream ended while the model reasoned
       if (stoppedBy && Object.hasOwn(SHUT_OUT, stoppedBy.code)) shutOutBy(stoppedBy);
+      else if (stoppedBy) await refreshModels(); // before Send and "Try again" are back
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
         bubble.classList.add("incomplete");
@@ -750,6 +782,7 @@
         refused = true;
         if (made) await unmake(made);
         refuse(failure(error), body, bubble, was);
+        if (error.code === "unknown_model") await refreshModels(); // taken off the list since the page opened
       } else {
         bubble.classList.add("error");
         bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => failure(error))));
