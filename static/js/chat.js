@@ -453,6 +453,12 @@
     edited = null;
     editing.hidden = true;
   }
+  // Nothing to answer again or edit: what the page offered goes (a "Try again" or "Regenerate" leaves the Edit it
+  // found on the page, for after its turn).
+  function offerNothing() {
+    const offers = "[data-testid=chat-retry], [data-testid=chat-regenerate], [data-testid=chat-edit]";
+    for (const offer of list.querySelectorAll(offers)) offer.remove();
+  }
   function offerEdit() {
     const old = list.querySelector("[data-testid=chat-edit]");
     if (old) old.remove();
@@ -560,6 +566,62 @@
   }
 
   let sessionEnded = false; // a turn found the member logged out: no "Try again" or "Edit" until a reload
+  let shutOut = false; // a turn stopped because nothing more can be asked from this page (below)
+  // A turn stopped between two calls because the member or the workspace changed (docs/api.md): nothing more can
+  // be asked from this page, so no "Try again" or "Edit" (each refused with a 403, the question handed back with the
+  // refusal), and the input and Send are disabled under the server's words. The value: whether a reload helps.
+  // - access_changed: the member was deactivated or removed, demoted to viewer, or lost the permission; a reload
+  //   shows the page they get now (the login page, or a viewer's page, which has no input);
+  // - tenant_suspended: no request is answered until the workspace is reactivated, which its administrator does,
+  //   as the words say: until then a reload shows the suspended workspace's page;
+  // - tenant_cancelled: for good.
+  const SHUT_OUT = { access_changed: true, tenant_suspended: false, tenant_cancelled: false };
+  function shutOutBy(data) {
+    shutOut = true;
+    input.disabled = send.disabled = true;
+    const picker = form.querySelector("select[name=model]");
+    if (picker) picker.disabled = true;
+    refusal.textContent = data.message;
+    if (SHUT_OUT[data.code]) {
+      const reload = el("a", "", t("reload"));
+      reload.href = window.location.pathname + window.location.search;
+      reload.dataset.testid = "chat-reload";
+      refusal.append(" ", reload);
+    }
+    refusal.hidden = false;
+  }
+
+  // The models members may choose, as the workspace offers them now (GET /api/models). After a turn stopped because
+  // its model was taken off the list, the picker offered it still, and sent it with the next question or "Try
+  // again", refused (unknown_model). Built as the template builds it: no picker for a single model; the choice kept
+  // if it is still offered, else the default.
+  async function refreshModels() {
+    let offered;
+    try {
+      offered = await (await api("GET", "/api/models")).json();
+    } catch (error) {
+      return; // the picker stays as it was: a model it no longer offers is refused, with the reason
+    }
+    let picker = form.querySelector("select[name=model]");
+    if (offered.models.length < 2) {
+      if (picker) picker.remove();
+      return;
+    }
+    const chosen = picker && offered.models.includes(picker.value) ? picker.value : offered.default;
+    if (!picker) {
+      picker = el("select");
+      picker.name = "model";
+      picker.setAttribute("aria-label", t("model"));
+      send.before(picker);
+    }
+    picker.replaceChildren(...offered.models.map((model) => {
+      const option = el("option", "", model);
+      option.value = model;
+      return option;
+    }));
+    picker.value = chosen;
+  }
+
   let turns = 0; // turns begun on this page: a stopped turn's reply is looked up only until the next begins
   let syncing = false; // a stopped turn's reply is being looked up
 
@@ -616,6 +678,7 @@
       accepted = true;
       if (was.edited) markEdited(was.edited, was.question);
       let ended = false; // a done or error event came
+      let stoppedBy = null; // the error event of a turn stopped because the member, workspace or model list changed
       let thinking = null; // "The model is thinking…", shown while a reasoning model reasons, until what comes next
       await readEvents(response, (type, data) => {
         if (thinking && type !== "thinking") {
@@ -675,6 +738,7 @@
           if (data.html) text.innerHTML = data.html; // what it said before it failed; sanitized on the server (nh3)
           bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => data.message)));
           if (data.message_id) bubble.dataset.messageId = data.message_id;
+          if (Object.hasOwn(SHUT_OUT, data.code) || data.code === "model_unavailable") stoppedBy = data;
           copyIfSaid(bubble);
           // The question titled a new conversation though its reply failed, as the sidebar shows.
           if (data.title && heading && !heading.dataset.title) showTitle(data.title);
@@ -682,6 +746,8 @@
         follow();
       });
       if (thinking) thinking.remove(); // the stream ended while the model reasoned
+      if (stoppedBy && Object.hasOwn(SHUT_OUT, stoppedBy.code)) shutOutBy(stoppedBy);
+      else if (stoppedBy) await refreshModels(); // before Send and "Try again" are back
       if (!ended) { // the connection closed mid-reply (a proxy, a restart): say so rather than spin
         bubble.classList.remove("streaming");
         bubble.classList.add("incomplete");
@@ -716,6 +782,7 @@
         refused = true;
         if (made) await unmake(made);
         refuse(failure(error), body, bubble, was);
+        if (error.code === "unknown_model") await refreshModels(); // taken off the list since the page opened
       } else {
         bubble.classList.add("error");
         bubble.append(el("div", "bubble-note", t("error").replace("{error}", () => failure(error))));
@@ -726,8 +793,10 @@
       busy(false);
       // Without a conversation (its creation failed) there is no question to answer again; without a session,
       // nothing can be asked until the member logs in again. A refused turn left what was offered as it was.
-      if (conversationId && !sessionEnded && !refused) offerRetry(answered);
-      if (!sessionEnded) offerEdit();
+      // Nor once the member or the workspace changed so that nothing more can be asked here (SHUT_OUT).
+      if (conversationId && !sessionEnded && !shutOut && !refused) offerRetry(answered);
+      if (shutOut) offerNothing();
+      else if (!sessionEnded) offerEdit();
       input.focus();
       follow();
     }
@@ -736,7 +805,7 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const content = input.value.trim();
-    if (!content || controller) return;
+    if (!content || controller || shutOut) return;
     const empty = list.querySelector("[data-testid=chat-empty]");
     if (empty) empty.remove();
     const retry = list.querySelector("[data-testid=chat-retry], [data-testid=chat-regenerate]");
@@ -764,7 +833,7 @@
   // A new chat's suggested questions: one click asks it.
   for (const suggestion of list.querySelectorAll("[data-testid=chat-suggestion]")) {
     suggestion.addEventListener("click", () => {
-      if (controller) return;
+      if (controller || shutOut) return;
       setInput(suggestion.textContent.trim());
       form.requestSubmit();
     });

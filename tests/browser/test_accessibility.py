@@ -258,6 +258,21 @@ def test_a_streamed_reply_and_a_failed_one_asked_with_the_keyboard_have_no_serio
     expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The model server went away.")
     found = violations(page)
     assert not found, "\n".join(found)
+
+    # A turn stopped because the member's access changed: the input disabled, the reason and a reload link over it.
+    stopped = {"code": "access_changed", "message": "Your access changed.", "message_id": 100}
+    stream = f"event: error\ndata: {json.dumps(stopped)}\n\n"
+    page.context.unroute("**/api/conversations/*/messages")
+    page.context.route(
+        "**/api/conversations/*/messages",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=stream),
+    )
+    page.get_by_test_id("chat-input").focus()
+    page.keyboard.type("And S003?")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("chat-reload")).to_be_visible()
+    found = violations(page)
+    assert not found, "\n".join(found)
     page.context.close()
 
 

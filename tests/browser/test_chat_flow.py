@@ -1348,3 +1348,108 @@ def test_scrolled_up_while_a_reply_is_written_elsewhere_the_page_shows_it_where_
         page.wait_for_function("list => list.scrollTop > 0", arg=page.get_by_test_id("messages").element_handle())
     finally:
         redis_client().delete(hold)
+
+
+def offer_models(django_db_blocker: object, url: str, models: list[str]) -> None:
+    """The workspace's own model server at ``url`` offers ``models``, as its admin sets them (the first the default)."""
+    from apps.llm.services import model_provider_save
+
+    with django_db_blocker.unblock(), schema_context("t_chat_flow"):  # type: ignore[attr-defined]
+        model_provider_save(actor=TEST_ACTOR, base_url=url, model_ids=models, api_key="test")
+    connection.set_schema_to_public()
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("access_changed", "Your access to this workspace changed while this reply was being written"),
+        ("tenant_suspended", "This workspace is suspended. Contact its administrator."),
+        ("tenant_cancelled", "This workspace has been cancelled."),
+    ],
+)
+def test_a_turn_stopped_because_the_member_or_workspace_changed_offers_nothing_more_to_ask(
+    browser: Browser, web_server: WebServer, workspace: None, code: str, words: str
+) -> None:
+    """Demoted to viewer, deactivated, or the workspace suspended or cancelled while a reply was written: the page
+    offered "Try again" and "Edit" and kept the input, each refused with a 403 and the question handed back."""
+    page = chat_page(browser, web_server, "en")
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-regenerate")).to_be_visible(timeout=15_000)
+    stopped = {"code": code, "message": words, "message_id": 3, "question_id": 1, "title": "hello", "html": ""}
+    page.context.route(  # the Regenerate's turn stops between two calls
+        "**/api/conversations/*/retry",
+        lambda route: route.fulfill(content_type="text/event-stream", body=event_stream([("error", stopped)])),
+    )
+    page.get_by_test_id("chat-regenerate").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("The reply failed: " + words)
+    expect(page.get_by_test_id("chat-retry")).to_have_count(0)
+    expect(page.get_by_test_id("chat-regenerate")).to_have_count(0)
+    expect(page.get_by_test_id("chat-edit")).to_have_count(0)
+    expect(page.get_by_test_id("chat-input")).to_be_disabled()
+    expect(page.get_by_test_id("chat-send")).to_be_disabled()
+    refusal = page.get_by_test_id("chat-refusal")
+    expect(refusal).to_contain_text(words)  # why, over the input
+    reload = code == "access_changed"  # to the page the member's role now gets (a viewer's, or the login page)
+    expect(page.get_by_test_id("chat-reload")).to_have_count(1 if reload else 0)
+    if reload:
+        page.get_by_test_id("chat-reload").click()
+        expect(page.get_by_test_id("chat-send")).to_be_enabled()  # an admin still, here
+        expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+
+
+def test_a_model_taken_off_the_list_mid_turn_is_no_longer_offered(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
+) -> None:
+    """The picker offered the withdrawn model still, and sent it with the next question or "Try again": refused,
+    unknown_model. It offers what the workspace offers now, its default chosen, and none for a single model."""
+    offer_models(django_db_blocker, demo_model_url, ["hydronet-demo", "qwen2.5-7b"])
+    page = chat_page(browser, web_server, "en")
+    picker = page.locator("select[name=model]")
+    picker.select_option("qwen2.5-7b")
+    withdrawn = "The model “qwen2.5-7b” was taken off this workspace's list while this reply was being written"
+    stopped = {"code": "model_unavailable", "message": withdrawn, "message_id": 2, "question_id": 1, "html": ""}
+    answer_turns_with(page, event_stream([("token", {"text": "S001 is"}), ("error", stopped)]))
+    offer_models(django_db_blocker, demo_model_url, ["hydronet-demo", "llama3-8b"])  # while the turn runs
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text(withdrawn)
+    expect(picker.locator("option")).to_have_text(["hydronet-demo", "llama3-8b"])
+    expect(picker).to_have_value("hydronet-demo")
+    expect(page.get_by_test_id("chat-retry")).to_be_visible()  # asked again, another model answers
+    expect(page.get_by_test_id("chat-input")).to_be_enabled()
+
+    offer_models(django_db_blocker, demo_model_url, ["hydronet-demo"])  # one model left: no choice to offer
+    page.get_by_test_id("chat-input").fill("S002?")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply")).to_have_count(2)
+    expect(picker).to_have_count(0)
+    expect(page.get_by_test_id("chat-send")).to_be_enabled()
+    page.context.unroute("**/api/conversations/*/messages")
+    page.get_by_test_id("chat-input").fill("hello")
+    with page.expect_request("**/api/conversations/*/messages") as asked:
+        page.get_by_test_id("chat-send").click()
+    assert "model" not in (asked.value.post_data_json or {})  # the conversation's model, else the default
+    answer = page.get_by_test_id("assistant-reply").last
+    expect(answer).to_contain_text("offline demo model", timeout=15_000)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
+
+
+def test_a_model_taken_off_the_list_since_the_page_opened_is_no_longer_offered(
+    browser: Browser, web_server: WebServer, workspace: None, django_db_blocker: object, demo_model_url: str
+) -> None:
+    """Refused for its model (unknown_model), the question came back with a picker that still chose that model."""
+    offer_models(django_db_blocker, demo_model_url, ["hydronet-demo", "qwen2.5-7b"])
+    page = chat_page(browser, web_server, "en")
+    picker = page.locator("select[name=model]")
+    picker.select_option("qwen2.5-7b")
+    offer_models(django_db_blocker, demo_model_url, ["hydronet-demo", "llama3-8b"])
+    page.get_by_test_id("chat-input").fill("hello")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-refusal")).to_contain_text("qwen2.5-7b")
+    expect(page.get_by_test_id("chat-input")).to_have_value("hello")
+    expect(picker.locator("option")).to_have_text(["hydronet-demo", "llama3-8b"])
+    expect(picker).to_have_value("hydronet-demo")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("assistant-reply").last).to_contain_text("offline demo model", timeout=15_000)
+    expect(page.get_by_test_id("chat-refusal")).to_be_hidden()
