@@ -276,6 +276,25 @@ def test_a_streamed_reply_and_a_failed_one_asked_with_the_keyboard_have_no_serio
     page.context.close()
 
 
+@pytest.mark.parametrize("language", list(LOCALES))
+def test_a_question_asked_after_logging_out_elsewhere_has_no_serious_violations(
+    browser: Browser, web_server: WebServer, workspace: Workspace, language: str
+) -> None:
+    """The reply's note that the session ended, with its link to log in again, inside running text."""
+    page = logged_in(browser, web_server, language)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/chat/"))
+    other_tab = page.context.new_page()
+    other_tab.goto(web_server.url(f"{SLUG}.localhost", "/dashboard/"))
+    other_tab.locator("form[action$='/logout/'] button").click()
+    other_tab.wait_for_url(lambda url: "/login/" in url)
+    page.get_by_test_id("chat-input").fill("S001?")
+    page.get_by_test_id("chat-send").click()
+    expect(page.get_by_test_id("chat-log-in")).to_be_visible()
+    found = violations(page)
+    assert not found, "\n".join(found)
+    page.context.close()
+
+
 #: The focused element's ring, or its border for a text box: "" when it is seen, else what it is.
 UNSEEN_FOCUS = """() => {
     const node = document.activeElement;
