@@ -38,6 +38,7 @@ pytest_plugins = ["tests.processes"]
 TEST_ACTOR = Actor(label="tests")
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ADMIN_PASSWORD = "Correct-Horse-Battery-42"
+STAFF_PASSWORD = "Staff-Password-2026!"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,17 @@ def provision(slug: str, plan: str = "pro") -> TenantFixture:
         actor=TEST_ACTOR,
     )  # fmt: skip
     return TenantFixture(result.tenant, email, ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def staff(db: None) -> Client:
+    """A platform staff member (``staff_user_create``), logged in to the platform host's admin, in English."""
+    from apps.accounts.services import staff_user_create
+
+    staff_user_create(email="ops@hydronet.example.com", password=STAFF_PASSWORD)
+    client = Client(HTTP_HOST="localhost", HTTP_ACCEPT_LANGUAGE="en")
+    assert client.login(username="ops@hydronet.example.com", password=STAFF_PASSWORD)
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from django.test import Client
 from django_redis import get_redis_connection
 from django_tenants.utils import schema_context
 
-from apps.accounts.services import staff_user_create
 from apps.core.exceptions import InvalidInput
 from apps.plans.models import Plan
 from apps.plans.services import plan_update
@@ -26,17 +25,8 @@ from tests.usage.conftest import set_limits
 
 pytestmark = pytest.mark.django_db
 
-STAFF_PASSWORD = "Staff-Password-2026!"
 
 Queued = list[tuple[str, list[str]]]
-
-
-@pytest.fixture
-def staff() -> Client:
-    staff_user_create(email="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    client = Client(HTTP_HOST="localhost", HTTP_ACCEPT_LANGUAGE="en")
-    assert client.login(username="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    return client
 
 
 @pytest.fixture

@@ -7,22 +7,11 @@ import re
 import pytest
 from django.test import Client
 
-from apps.accounts.services import staff_user_create
 from apps.plans.models import Plan
 from apps.tenants.models import PlatformAuditEvent, Tenant, TenantStatus
 from tests.conftest import TenantFixture
 
 pytestmark = pytest.mark.django_db
-
-STAFF_PASSWORD = "Staff-Password-2026!"
-
-
-@pytest.fixture
-def staff() -> Client:
-    staff_user_create(email="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    client = Client(HTTP_HOST="localhost")
-    assert client.login(username="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    return client
 
 
 def test_editing_a_plan_is_recorded(staff: Client) -> None:

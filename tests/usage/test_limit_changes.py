@@ -8,7 +8,6 @@ import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from apps.accounts.services import staff_user_create
 from apps.core.actors import Actor
 from apps.plans.models import Plan
 from apps.tenants.models import QUOTA_OVERRIDE_FIELDS, Tenant
@@ -18,16 +17,6 @@ from tests.conftest import TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair
 from tests.usage.conftest import set_limits
 
 pytestmark = pytest.mark.django_db
-
-STAFF_PASSWORD = "Staff-Password-2026!"
-
-
-@pytest.fixture
-def staff() -> Client:
-    staff_user_create(email="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    client = Client(HTTP_HOST="localhost", HTTP_ACCEPT_LANGUAGE="en")
-    assert client.login(username="ops@hydronet.example.com", password=STAFF_PASSWORD)
-    return client
 
 
 def tenant_form(tenant: Tenant, **changes: Any) -> dict[str, Any]:
