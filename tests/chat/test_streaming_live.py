@@ -57,6 +57,23 @@ def events(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             yield fields["event"], json.loads(fields["data"])
 
 
+def deleted_while_streaming(
+    web_server: WebServer, conversation_id: int, token: str, path: str, deleter: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """A long reply's events, ``path`` deleted (by the holder of the ``deleter`` token) once it is under way."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with stream(web_server, conversation_id, token, "tell me everything #long") as response:
+        for kind, data in events(response):
+            seen.append((kind, data))
+            if len(seen) == 3:  # the reply is under way
+                deleted = httpx2.delete(
+                    f"http://127.0.0.1:{web_server.port}{path}",
+                    headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {deleter}"},
+                )
+                assert deleted.status_code == 204, deleted.text
+    return seen
+
+
 def counted_calls(tenant: TenantFixture, django_db_blocker: Any) -> int:
     """The month's calls as Redis counts them, its counters first rebuilt from the ledger where missing (each test
     begins without them; the rebuild would count the ledger's rows, committed ones of earlier tests included, at
@@ -140,17 +157,8 @@ def test_a_conversation_deleted_while_its_reply_streams_ends_the_turn_cleanly(
     """Another tab deletes the conversation mid-reply: when the reply is to be stored, the stream ends with an
     error event, where the reply's INSERT used to fail on its foreign key and break off the stream."""
     conversation_id, token = live_conversation
-    seen: list[tuple[str, dict[str, Any]]] = []
     log_size = web_server.log.stat().st_size
-    with stream(web_server, conversation_id, token, "tell me everything #long") as response:
-        for kind, data in events(response):
-            seen.append((kind, data))
-            if len(seen) == 3:  # the reply is under way
-                deleted = httpx2.delete(
-                    f"http://127.0.0.1:{web_server.port}/api/conversations/{conversation_id}",
-                    headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {token}"},
-                )
-                assert deleted.status_code == 204
+    seen = deleted_while_streaming(web_server, conversation_id, token, f"/api/conversations/{conversation_id}", token)
     kind, data = seen[-1]
     assert kind == "error", seen[-3:]
     assert data["code"] == "not_found"
@@ -196,17 +204,8 @@ def test_a_member_removed_while_their_reply_streams_ends_the_turn_cleanly(
         admin = jwt_pair(tenant_alpha, admin_of(tenant_alpha))["access"]
         connection.set_schema_to_public()
     calls = counted_calls(tenant_alpha, django_db_blocker)
-    seen: list[tuple[str, dict[str, Any]]] = []
     log_size = web_server.log.stat().st_size
-    with stream(web_server, conversation_id, token, "tell me everything #long") as response:
-        for kind, data in events(response):
-            seen.append((kind, data))
-            if len(seen) == 3:  # the reply is under way
-                removed = httpx2.delete(
-                    f"http://127.0.0.1:{web_server.port}/api/users/{member_id}",
-                    headers={"Host": f"alpha.localhost:{web_server.port}", "Authorization": f"Bearer {admin}"},
-                )
-                assert removed.status_code == 204, removed.text
+    seen = deleted_while_streaming(web_server, conversation_id, token, f"/api/users/{member_id}", admin)
     kind, data = seen[-1]
     assert (kind, data.get("code"), data.get("status")) == ("error", "not_found", 404), seen[-3:]
     log = web_server.log.read_text()[log_size:]
