@@ -33,7 +33,7 @@ from apps.tenants.services import tenant_provision
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM inside Playwright tests
 
-pytest_plugins = ["tests.processes"]
+pytest_plugins = ["tests.processes", "tests.mail_server"]
 
 TEST_ACTOR = Actor(label="tests")
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.tokens import default_token_generator
-from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.encoding import force_bytes
@@ -9,29 +10,34 @@ from django.utils.http import urlsafe_base64_encode
 
 from apps.accounts.models import Invitation, User
 from apps.accounts.sessions import SessionStore
+from apps.core.mail import MailDeferred, mail_send, retry_later
 from apps.tenants.selectors import tenant_current
 from apps.tenants.tasks import queue_for_each_tenant
 from config.celery import platform_task, tenant_task
 
 
-def _send(template: str, context: dict[str, object], to: str, language: str) -> None:
+def _send(task: Any, template: str, context: dict[str, object], to: str, language: str) -> None:
+    """Send ``template`` to ``to``; a mail server that cannot take it now gets it again later (apps.core.mail)."""
     with translation.override(language):
         subject = render_to_string(f"accounts/email/{template}_subject.txt", context).strip()
         body = render_to_string(f"accounts/email/{template}.txt", context)
-    send_mail(subject, body, None, [to])
+    try:
+        mail_send(subject, body, [to])
+    except MailDeferred as exc:
+        raise retry_later(task, exc) from exc
 
 
-@tenant_task()
-def send_welcome_email(user_id: int, language: str = "zh-hans") -> str:
+@tenant_task(bind=True)
+def send_welcome_email(self: Any, user_id: int, language: str = "zh-hans") -> str:
     """Tell a new workspace's first admin where to log in. Returns the address it wrote to."""
     user = User.objects.get(pk=user_id)
     tenant = tenant_current()
-    _send("welcome", {"user": user, "tenant": tenant, "login_url": f"{tenant.url}login/"}, user.email, language)
+    _send(self, "welcome", {"user": user, "tenant": tenant, "login_url": f"{tenant.url}login/"}, user.email, language)
     return user.email
 
 
-@tenant_task()
-def send_invitation_email(invitation_id: int, language: str = "zh-hans") -> str | None:
+@tenant_task(bind=True)
+def send_invitation_email(self: Any, invitation_id: int, language: str = "zh-hans") -> str | None:
     """Email an invitation's link; the token is derived here, never stored or queued."""
     from apps.accounts.services import invitation_url
 
@@ -39,12 +45,12 @@ def send_invitation_email(invitation_id: int, language: str = "zh-hans") -> str 
     if not invitation.is_pending:
         return None
     context = {"invitation": invitation, "tenant": tenant_current(), "accept_url": invitation_url(invitation)}
-    _send("invitation", context, invitation.email, language)
+    _send(self, "invitation", context, invitation.email, language)
     return invitation.email
 
 
-@tenant_task()
-def send_password_reset_email(user_id: int, language: str = "zh-hans") -> str | None:
+@tenant_task(bind=True)
+def send_password_reset_email(self: Any, user_id: int, language: str = "zh-hans") -> str | None:
     """Email a reset link; its token is derived from the user's current state, so it works once."""
     user = User.objects.filter(pk=user_id, is_active=True).first()
     if user is None:
@@ -52,7 +58,7 @@ def send_password_reset_email(user_id: int, language: str = "zh-hans") -> str | 
     tenant = tenant_current()
     uid = urlsafe_base64_encode(force_bytes(user.pk))
     url = f"{tenant.url}password-reset/{uid}/{default_token_generator.make_token(user)}/"
-    _send("password_reset", {"user": user, "tenant": tenant, "reset_url": url}, user.email, language)
+    _send(self, "password_reset", {"user": user, "tenant": tenant, "reset_url": url}, user.email, language)
     return user.email
 
 

@@ -131,6 +131,10 @@ class QuotaAlert(models.Model):
     used = models.PositiveBigIntegerField(_("used"))
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
     emailed_at = models.DateTimeField(null=True, blank=True)
+    # Not emailed, as it said nothing new when its email was due (a higher threshold's came first; the cap changed).
+    email_skipped = models.BooleanField(
+        db_default=False
+    )  # a default in the table: ``quota_alerts_raise`` inserts by SQL
     delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

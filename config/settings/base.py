@@ -425,6 +425,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="*/10"),
         "args": ("apps.usage.tasks.measure_storage",),
     },
+    # Quota alerts whose email the mail server did not take within the task's retries: tried again.
+    "resend-alert-emails": {
+        "task": "apps.tenants.tasks.run_for_each_tenant",
+        "schedule": crontab(minute="5-59/10"),
+        "args": ("apps.usage.tasks.resend_unsent_alert_emails",),
+    },
 }
 
 # --- Logging ---------------------------------------------------------------

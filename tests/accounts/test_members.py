@@ -22,6 +22,7 @@ from apps.core.exceptions import InvalidInput
 from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_provision
 from tests.conftest import ADMIN_PASSWORD, TEST_ACTOR, TenantFixture, admin_of, bearer, jwt_pair, make_member
+from tests.mail_server import SmtpServer
 
 pytestmark = pytest.mark.django_db
 
@@ -205,6 +206,17 @@ class TestInvitations:
         assert refused.json()["error"]["details"]["email"] == [
             "This address already has an open invitation. Revoke it to send a new one."
         ]
+
+    def test_an_invitation_reaches_a_mail_server_that_deferred_it(
+        self, tenant_alpha: TenantFixture, smtp_server: SmtpServer
+    ) -> None:
+        """A busy mail server's 4xx was the end of the task: the invitation never arrived (apps.core.mail)."""
+        smtp_server.replies = ["451 4.3.0 Try again later"]
+        invitation = self.invite(tenant_alpha).json()
+        with schema_context(tenant_alpha.tenant.schema_name):
+            assert send_invitation_email.apply(args=[invitation["id"], "en"]).get() == invitation["email"]
+        assert smtp_server.attempts == 2
+        assert smtp_server.recipients == [[invitation["email"]]]
 
     def test_invite_email_accept_once(self, tenant_alpha: TenantFixture) -> None:
         invitation = self.invite(tenant_alpha).json()
