@@ -854,11 +854,21 @@ def block_text(block: types.ContentBlock) -> str:
 def result_text(result: types.CallToolResult) -> str:
     """A tool's result as the text the model is given (``block_text`` for each block, one a line), with its
     structured content as JSON when no block is text: MCP asks a server to send that JSON as text too, and most
-    do, but one that sent it only structured, or next to an image, had it left out."""
+    do, but one that sent it only structured, or next to an image, had it left out.
+
+    A result with nothing in it (no block, or only blank text) says so: it was an empty message to the model and
+    an empty box in the chat's tool panel, an error's too, with nothing to tell a tool that found nothing from one
+    that failed without a word.
+    """
     parts = [block_text(block) for block in result.content]
     if result.structured_content is not None and not any(isinstance(b, types.TextContent) for b in result.content):
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts)
+    text = "\n".join(parts)
+    if text.strip():
+        return text
+    if result.is_error:
+        return _("[The tool reported an error, and said nothing about it]")
+    return _("[The tool answered with nothing]")
 
 
 async def _cancellation_sent(session: Session) -> None:

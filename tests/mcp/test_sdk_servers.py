@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
+import mcp_types as types
 import pytest
 import uvicorn
 from django_tenants.utils import schema_context
@@ -63,11 +64,28 @@ def gauge(station: str) -> str:
     return f"{station}: 1.2 m"
 
 
+blank_server = MCPServer("blank")
+
+
+@blank_server.tool()
+def nothing(empty_text: bool) -> types.CallToolResult:
+    """Answer no block, or one text block that is empty."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text="")] if empty_text else [])
+
+
+@blank_server.tool()
+def fails_silently() -> types.CallToolResult:
+    """Answer ``isError`` with no block."""
+    return types.CallToolResult(content=[], is_error=True)
+
+
 @contextmanager
-def serving(server: MCPServer = slow_server, **settings: Any) -> Iterator[str]:
-    """``server``'s streamable-HTTP app with ``settings`` (``stateless_http``, ``json_response``), at its URL."""
+def serving(server: MCPServer = slow_server, port: int = 0, **settings: Any) -> Iterator[str]:
+    """``server``'s streamable-HTTP app with ``settings`` (``stateless_http``, ``json_response``), at its URL, on
+    ``port`` (0: any free one)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     app = server.streamable_http_app(**settings)
     running = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -85,6 +103,29 @@ def serving(server: MCPServer = slow_server, **settings: Any) -> Iterator[str]:
 # Stateless and in JSON, a server cannot stop a call: the cancellation comes in a POST of its own, which
 # reaches no running call, and the call's POST waits for its one JSON answer.
 SETTINGS = [{}, {"json_response": True}, {"stateless_http": True}]
+
+
+class TestSettings:
+    @pytest.mark.parametrize("settings", [*SETTINGS, {"stateless_http": True, "json_response": True}])
+    def test_tools_are_listed_and_called_in_each(self, tenant_alpha: TenantFixture, settings: dict[str, Any]) -> None:
+        with serving(**settings) as url, schema_context(tenant_alpha.tenant.schema_name):
+            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url)
+            listing = mcp_client.list_tools(made)
+            outcome = run_mcp_tool(BoundTool("slow__slow", made, "slow", "", {}), {"seconds": 0})
+        assert [tool.name for tool in listing.tools] == ["slow"]
+        assert (outcome.text, outcome.is_error) == ("done", False)
+
+    def test_a_server_restarted_between_two_turns_is_called_as_before(self, tenant_alpha: TenantFixture) -> None:
+        """A stateful server forgets its sessions when it restarts (a 404 for the old ``Mcp-Session-Id``); each
+        test and each tool call opens a session of its own, so nothing was kept to go stale."""
+        with serving() as url, schema_context(tenant_alpha.tenant.schema_name):
+            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url)
+            first = run_mcp_tool(BoundTool("slow__slow", made, "slow", "", {}), {"seconds": 0})
+        port = int(url.rsplit(":", 1)[1].removesuffix("/mcp"))
+        with serving(port=port), schema_context(tenant_alpha.tenant.schema_name):
+            listing = mcp_client.list_tools(made)
+            second = run_mcp_tool(BoundTool("slow__slow", made, "slow", "", {}), {"seconds": 0})
+        assert (first.text, second.text, len(listing.tools)) == ("done", "done", 1)
 
 
 class TestSlowTools:
@@ -130,3 +171,21 @@ OAUTH_WORDS = (
     'from whoever runs it, and add it to the auth headers as "Authorization: Bearer <token>". If that header is '
     "there already, the server refused its token (expired, or for another server)."
 )
+
+
+class TestEmptyResults:
+    """A result with nothing in it was an empty tool message: the model and the member saw nothing, an error too."""
+
+    @pytest.mark.parametrize(
+        ("tool", "arguments", "says", "is_error"),
+        [("nothing", {"empty_text": False}, "[The tool answered with nothing]", False),
+         ("nothing", {"empty_text": True}, "[The tool answered with nothing]", False),
+         ("fails_silently", {}, "[The tool reported an error, and said nothing about it]", True)],
+    )  # fmt: skip
+    def test_an_empty_result_says_so(
+        self, tenant_alpha: TenantFixture, tool: str, arguments: dict[str, Any], says: str, is_error: bool
+    ) -> None:
+        with serving(blank_server) as url, schema_context(tenant_alpha.tenant.schema_name):
+            made = mcp_service_create(actor=TEST_ACTOR, name="Blank", url=url)
+            outcome = run_mcp_tool(BoundTool(f"blank__{tool}", made, tool, "", {}), arguments)
+        assert (outcome.text, outcome.is_error) == (says, is_error)
