@@ -81,19 +81,20 @@ def fails_silently() -> types.CallToolResult:
 
 @contextmanager
 def serving(server: MCPServer = slow_server, port: int = 0, **settings: Any) -> Iterator[str]:
-    """``server``'s streamable-HTTP app with ``settings`` (``stateless_http``, ``json_response``), at its URL, on
-    ``port`` (0: any free one)."""
+    """``server``'s streamable-HTTP app with ``settings`` (``stateless_http``, ``json_response``; ``sse``: its SSE
+    app instead, at ``/sse``), at its URL, on ``port`` (0: any free one)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    app = server.streamable_http_app(**settings)
+    sse = settings.pop("sse", False)
+    app = server.sse_app() if sse else server.streamable_http_app(**settings)
     running = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not running.started:
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/{'sse' if sse else 'mcp'}"
     finally:
         running.should_exit = True
         thread.join(10)
@@ -102,14 +103,15 @@ def serving(server: MCPServer = slow_server, port: int = 0, **settings: Any) -> 
 
 # Stateless and in JSON, a server cannot stop a call: the cancellation comes in a POST of its own, which
 # reaches no running call, and the call's POST waits for its one JSON answer.
-SETTINGS = [{}, {"json_response": True}, {"stateless_http": True}]
+SETTINGS = [{}, {"json_response": True}, {"stateless_http": True}, {"sse": True}]
 
 
 class TestSettings:
     @pytest.mark.parametrize("settings", [*SETTINGS, {"stateless_http": True, "json_response": True}])
     def test_tools_are_listed_and_called_in_each(self, tenant_alpha: TenantFixture, settings: dict[str, Any]) -> None:
         with serving(**settings) as url, schema_context(tenant_alpha.tenant.schema_name):
-            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url)
+            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url,
+                                      type="sse" if "sse" in settings else "streamable-http")  # fmt: skip
             listing = mcp_client.list_tools(made)
             outcome = run_mcp_tool(BoundTool("slow__slow", made, "slow", "", {}), {"seconds": 0})
         assert [tool.name for tool in listing.tools] == ["slow"]
@@ -137,7 +139,8 @@ class TestSlowTools:
         went out: the tool ran on, for nobody."""
         heard.clear()
         with serving(**settings) as url, schema_context(tenant_alpha.tenant.schema_name):
-            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url, timeout_seconds=1)
+            made = mcp_service_create(actor=TEST_ACTOR, name="Slow", url=url, timeout_seconds=1,
+                                      type="sse" if "sse" in settings else "streamable-http")  # fmt: skip
             outcome = run_mcp_tool(BoundTool("slow__slow", made, "slow", "", {}), {"seconds": 5})
             deadline = time.monotonic() + 3
             while heard[-1:] != ["cancelled"] and time.monotonic() < deadline:
