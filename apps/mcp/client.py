@@ -440,7 +440,7 @@ def _transport(service: McpService, error_statuses: list[ErrorAnswer]) -> Abstra
 # Seconds past the service's timeout that HTTP reads wait (_transport), and that a tool call past it waits for its
 # cancellation to go out (_cancellation_sent).
 _READ_GRACE = 1
-_CANCELLATION_WAIT = 2
+_CANCELLATION_WAIT = 1
 
 
 class ToolCheckingDispatcher(JSONRPCDispatcher[Any]):
