@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -36,6 +36,7 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams, RequestId, methods
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from apps.core.crypto import decrypt
 from apps.core.languages import Words, for_operators, words_of
@@ -162,12 +163,14 @@ class BoundedJsonAnswers(httpx2.AsyncBaseTransport):
 
 
 class ErrorAnswer(NamedTuple):
-    """A POST's answer with an error status: the status, its ``Content-Type``, and whether it asks for credentials
-    (a 401's ``WWW-Authenticate``)."""
+    """A POST's answer with an error status: the status, its ``Content-Type``, whether it asks for credentials
+    (a 401's ``WWW-Authenticate``), and whether for OAuth's (a ``Bearer`` challenge naming its
+    ``resource_metadata``, as MCP's authorization asks of a server)."""
 
     status: int
     content_type: str = ""
     challenged: bool = False
+    oauth: bool = False
 
 
 class ErrorStatuses(httpx2.AsyncBaseTransport):
@@ -195,7 +198,9 @@ class ErrorStatuses(httpx2.AsyncBaseTransport):
 
 def _error_answer(response: httpx2.Response) -> ErrorAnswer:
     headers = response.headers
-    return ErrorAnswer(response.status_code, headers.get("content-type", ""), "www-authenticate" in headers)
+    challenge = headers.get("www-authenticate", "").lower()
+    oauth = challenge.startswith("bearer") and "resource_metadata" in challenge
+    return ErrorAnswer(response.status_code, headers.get("content-type", ""), "www-authenticate" in headers, oauth)
 
 
 # A JSON string's escapes that matter here: an escaped backslash (so that the "\u" after it is text), a UTF-16
@@ -400,7 +405,9 @@ def _transport(service: McpService, error_statuses: list[ErrorAnswer]) -> Abstra
     from apps.core.outbound import guarded_async_client
 
     headers = _headers(service)
-    timeout = httpx2.Timeout(service.timeout_seconds)
+    # Reads wait a little past the service's timeout, so that a tool call's own timer ends it first, which tells
+    # the server to stop (call_tool); an HTTP timeout at the same moment could end the session before it did.
+    timeout = httpx2.Timeout(service.timeout_seconds, read=service.timeout_seconds + _READ_GRACE)
 
     def bounded(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
         whole = WholeCharacterAnswers(BoundedJsonAnswers(transport, limit=settings.MCP_MAX_ANSWER_BYTES))
@@ -428,6 +435,12 @@ def _transport(service: McpService, error_statuses: list[ErrorAnswer]) -> Abstra
             yield streams
 
     return streamable()
+
+
+# Seconds past the service's timeout that HTTP reads wait (_transport), and that a tool call past it waits for its
+# cancellation to go out (_cancellation_sent).
+_READ_GRACE = 1
+_CANCELLATION_WAIT = 1
 
 
 class ToolCheckingDispatcher(JSONRPCDispatcher[Any]):
@@ -594,7 +607,18 @@ def _other_words(error: BaseException) -> str:
         found = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:3])
         return _("The server's answer is not valid MCP: check that the URL is an MCP server's; if it is, ask whoever "
                  "runs it (%(what)s: %(found)s).") % {"what": error.title, "found": found[:300]}  # fmt: skip
-    return f"{type(error).__name__}: {error}"[:500]
+    return _unsupported_version_words(error) or f"{type(error).__name__}: {error}"[:500]
+
+
+def _unsupported_version_words(error: BaseException) -> str | None:
+    """The SDK's refusal of a server that answered ``initialize`` with a protocol version it does not speak (a
+    RuntimeError, said as it was: "RuntimeError: Unsupported protocol version from the server: ..."), or None."""
+    if not isinstance(error, RuntimeError) or not (version := _UNSUPPORTED_VERSION.match(str(error))):
+        return None
+    return _("The server speaks version %(version)s of MCP, which HydroNet does not (it speaks %(versions)s): ask "
+             "whoever runs the server to offer one of those.") % {
+        "version": version.group(1)[:50], "versions": ", ".join(HANDSHAKE_PROTOCOL_VERSIONS)
+    }  # fmt: skip
 
 
 def _wrong_content_type_words(content_type: str) -> str:
@@ -671,13 +695,20 @@ def _web_page_words(content_type: str) -> str:
              "(often /mcp, or /sse for SSE).") % {"type": content_type.partition(";")[0].strip()[:100]}  # fmt: skip
 
 
-def _status_words(status: int, content_type: str = "", challenged: bool = False) -> str:
+def _status_words(status: int, content_type: str = "", challenged: bool = False, oauth: bool = False) -> str:
     """An HTTP error status of the server, with what to check where the status tells.
 
     An answer in HTML (``content_type``) below 500 is a web page's, whose refusal (a 403 of a site's CSRF check,
     say) says nothing of auth headers; only a 401 that asks for credentials (``challenged``) is still said as one.
-    A 5xx is the server's failure in any form: a proxy's "502 Bad Gateway" page is HTML too.
+    A 5xx is the server's failure in any form: a proxy's "502 Bad Gateway" page is HTML too. A 401 that asks for
+    OAuth's sign-in (``oauth``), which HydroNet does not go through, says how to give the server a token instead:
+    "check the auth headers" left an admin looking for a sign-in button.
     """
+    if status == 401 and oauth:
+        return _("The server asks for an OAuth sign-in (401), which HydroNet does not do: get an access token for "
+                 "this server from whoever runs it, and add it to the auth headers as \"Authorization: Bearer "
+                 "<token>\". If that header is there already, the server refused its token (expired, or for "
+                 "another server).")  # fmt: skip
     if _is_web_page(content_type) and status < 500 and not (status == 401 and challenged):
         return _web_page_words(content_type)
     return _error_status_words(status)
@@ -715,6 +746,8 @@ _NOT_JSON = ("Failed to parse JSON response", "Failed to parse SSE message")
 # The SDK's other errors of its own for a request (a closed or ended stream, a lost session, an error status
 # ErrorStatuses did not see), where the server sent no error of its own.
 _SDK_OWN = re.compile(r"Connection closed$|Session terminated$|SSE stream (failed|ended)|Server returned an error")
+# The SDK's RuntimeError for an initialize answered with a protocol version it does not speak.
+_UNSUPPORTED_VERSION = re.compile(r"Unsupported protocol version from the server: (.*)")
 _SSE_CONTENT_TYPE = re.compile(r"Expected response with content type 'text/event-stream', got '([^']*)'")
 
 
@@ -821,11 +854,32 @@ def block_text(block: types.ContentBlock) -> str:
 def result_text(result: types.CallToolResult) -> str:
     """A tool's result as the text the model is given (``block_text`` for each block, one a line), with its
     structured content as JSON when no block is text: MCP asks a server to send that JSON as text too, and most
-    do, but one that sent it only structured, or next to an image, had it left out."""
+    do, but one that sent it only structured, or next to an image, had it left out.
+
+    A result with nothing in it (no block, or only blank text) says so: it was an empty message to the model and
+    an empty box in the chat's tool panel, an error's too, with nothing to tell a tool that found nothing from one
+    that failed without a word.
+    """
     parts = [block_text(block) for block in result.content]
     if result.structured_content is not None and not any(isinstance(b, types.TextContent) for b in result.content):
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    return "\n".join(parts)
+    text = "\n".join(parts)
+    if text.strip():
+        return text
+    if result.is_error:
+        return _("[The tool reported an error, and said nothing about it]")
+    return _("[The tool answered with nothing]")
+
+
+async def _cancellation_sent(session: Session) -> None:
+    """Wait until the ``notifications/cancelled`` the SDK sends for a request past its time has gone out.
+
+    The SDK hands that notification to the transport and raises; the session then closed at once, and its
+    transport's task that was posting the notification was cancelled with it, so the server never heard and
+    the tool ran on. The transport posts a session's messages in order, so a ping sent now goes out after it.
+    """
+    with anyio.move_on_after(_CANCELLATION_WAIT), suppress(MCPError):
+        await session.send_ping()
 
 
 def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
@@ -833,7 +887,12 @@ def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> Tool
     started = time.perf_counter()
 
     async def work(session: Session) -> tuple[types.CallToolResult, int]:
-        result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
+        try:
+            result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
+        except MCPError as error:
+            if error.error.code == REQUEST_TIMEOUT:
+                await _cancellation_sent(session)
+            raise
         return result, int((time.perf_counter() - started) * 1000)
 
     result, duration_ms = _run(service, work)

@@ -340,3 +340,41 @@ class TestAddressesThatAreNotMcpServers:
                         "/sse for SSE) and the transport.")  # fmt: skip
         assert "/mcp" in zh
         assert not zh.isascii()  # said in Chinese
+
+
+class TestTheHandshake:
+    @pytest.mark.parametrize("transport", ["application/json", "text/event-stream"])
+    def test_a_protocol_version_the_sdk_does_not_speak_is_named(
+        self, tenant_alpha: TenantFixture, transport: str
+    ) -> None:
+        """A server that answered ``initialize`` with a version of its own read "RuntimeError: Unsupported protocol
+        version from the server: 2099-01-01", in English in either language, and nothing to do about it."""
+        started = {**STARTED, "protocolVersion": "2099-01-01"}
+
+        def answer(message: dict[str, Any]) -> dict[str, Any] | None:
+            return {"jsonrpc": "2.0", "id": message["id"], "result": started} if "id" in message else None
+
+        with streamable_server(answer, transport) as url:
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, url))
+        assert said == (
+            "The server speaks version 2099-01-01 of MCP, which HydroNet does not (it speaks 2024-11-05, 2025-03-26, "
+            "2025-06-18, 2025-11-25): ask whoever runs the server to offer one of those."
+        )
+
+    @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+    @pytest.mark.parametrize(
+        ("challenge", "says"),
+        [('Bearer resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource"',
+          "The server asks for an OAuth sign-in (401), which HydroNet does not do: get an access token"),
+         ('Bearer realm="mcp", error="invalid_token"', AUTH_HEADERS.format(status=401))],
+    )  # fmt: skip
+    def test_an_oauth_challenge_says_to_give_a_token(
+        self, tenant_alpha: TenantFixture, transport: str, challenge: str, says: str
+    ) -> None:
+        """MCP's authorization: a 401 naming the server's ``resource_metadata`` asks the client to sign in with OAuth,
+        which HydroNet does not; the admin is told to add a token. Another Bearer refusal is about the headers."""
+        headers = {"WWW-Authenticate": challenge}
+        with canned_server(b'{"error": "invalid_token"}', status=401, content_type="application/json",
+                           headers=headers) as root:  # fmt: skip
+            said, _seconds = failure(tenant_alpha, service(tenant_alpha, f"{root}/mcp", transport))
+        assert said.startswith(says), said
