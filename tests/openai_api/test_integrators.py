@@ -52,3 +52,44 @@ def test_a_reply_that_is_only_reasoning_is_given_once(tenant_alpha: TenantFixtur
     assert [d["delta"]["reasoning_content"] for d in deltas if "reasoning_content" in d["delta"]] == THOUGHTS
     assert deltas[-1]["finish_reason"] == "length"
 
+
+PREFLIGHT: dict[str, Any] = {
+    "HTTP_ORIGIN": "https://chat.example.org",
+    "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST",
+    "HTTP_ACCESS_CONTROL_REQUEST_HEADERS": "authorization,content-type,x-stainless-os",
+}
+
+
+@pytest.mark.django_db
+class TestCrossOrigin:
+    """Browser apps (Open WebUI's direct connections, openai's JavaScript client with dangerouslyAllowBrowser) call
+    /v1 from their own origin: the browser first asks, without the key, whether it may (a preflight). That was a
+    401, so no page could call /v1 at all. /v1 takes API keys only, never cookies: any origin may call it."""
+
+    def test_a_preflight_is_allowed_without_the_key(self, tenant_alpha: TenantFixture) -> None:
+        response = tenant_alpha.client().options("/v1/chat/completions", **PREFLIGHT)
+        assert response.status_code == 204
+        assert response["Access-Control-Allow-Origin"] == "*"
+        assert response["Access-Control-Allow-Headers"] == "authorization,content-type,x-stainless-os"
+        assert "POST" in response["Access-Control-Allow-Methods"]
+        assert "Access-Control-Allow-Credentials" not in response
+
+    def test_answers_errors_and_streams_are_readable_by_the_page(self, tenant_alpha: TenantFixture) -> None:
+        origin = {"HTTP_ORIGIN": "https://chat.example.org"}
+        client = tenant_alpha.client(**origin, **bearer(api_key_secret(tenant_alpha, "user")))
+        answers = [
+            client.get("/v1/models"),
+            tenant_alpha.client(**origin).get("/v1/models"),  # 401
+            completions(client, messages=[HI], n=2),  # 400
+            completions(client, messages=[HI], stream=True),
+        ]
+        assert [a.status_code for a in answers] == [200, 401, 400, 200]
+        assert all(a["Access-Control-Allow-Origin"] == "*" for a in answers)
+        assert all("X-RateLimit-Remaining" in a["Access-Control-Expose-Headers"] for a in answers)
+        assert stream_chunks(answers[3])
+
+    def test_the_rest_of_the_api_stays_same_origin(self, tenant_alpha: TenantFixture) -> None:
+        """It takes a login's session cookie: another origin's page must not read it."""
+        response = tenant_alpha.client().options("/api/models", **PREFLIGHT)
+        assert "Access-Control-Allow-Origin" not in response
+        assert "Access-Control-Allow-Origin" not in tenant_alpha.client().get("/api/models")
