@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -93,3 +94,16 @@ class TestCrossOrigin:
         response = tenant_alpha.client().options("/api/models", **PREFLIGHT)
         assert "Access-Control-Allow-Origin" not in response
         assert "Access-Control-Allow-Origin" not in tenant_alpha.client().get("/api/models")
+
+
+@pytest.mark.django_db
+def test_a_compressed_body_is_refused_as_such(tenant_alpha: TenantFixture) -> None:
+    """A client that gzips its requests was told its body "is not valid JSON", and looked for a fault in its JSON."""
+    client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+    body = gzip.compress(json.dumps({"messages": [HI]}).encode())
+    response = client.post("/v1/chat/completions", body, content_type="application/json", HTTP_CONTENT_ENCODING="gzip")
+    assert response.status_code == 415
+    assert response.json()["error"]["message"] == "Send the body uncompressed: Content-Encoding “gzip” is not accepted."
+    identity = client.post("/v1/chat/completions", {"messages": [HI]}, content_type="application/json",
+                           HTTP_CONTENT_ENCODING="identity")  # fmt: skip
+    assert identity.status_code == 200
