@@ -107,3 +107,32 @@ def test_a_compressed_body_is_refused_as_such(tenant_alpha: TenantFixture) -> No
     identity = client.post("/v1/chat/completions", {"messages": [HI]}, content_type="application/json",
                            HTTP_CONTENT_ENCODING="identity")  # fmt: skip
     assert identity.status_code == 200
+
+
+@pytest.mark.django_db
+class TestWrongPaths:
+    """The most common mistake in setting up a client is its base URL: the host without /v1 (Open WebUI, LibreChat
+    and Dify take it as typed), or /v1 twice. The first got the HTML page of an unknown address, which openai's
+    clients show whole as the error's message; the second "Not found." and no word of what is found."""
+
+    def test_openai_paths_without_v1_say_where_the_api_is(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        for answer in (completions_at(client, "/chat/completions"), client.get("/models")):
+            assert (answer.status_code, answer["Content-Type"]) == (404, "application/json")
+            error = answer.json()["error"]
+            assert (error["code"], error["type"]) == ("not_found", "invalid_request_error")
+            assert error["message"].endswith("take the base URL with /v1 at its end: http://alpha.localhost/v1")
+
+    def test_an_unknown_v1_path_names_itself_and_the_paths_there_are(self, tenant_alpha: TenantFixture) -> None:
+        client = tenant_alpha.client(HTTP_ACCEPT_LANGUAGE="en", **bearer(api_key_secret(tenant_alpha, "user")))
+        answer = completions_at(client, "/v1/v1/chat/completions")
+        assert answer.status_code == 404
+        assert answer.json()["error"]["message"] == (
+            "Nothing answers POST /v1/v1/chat/completions. /v1 answers GET /v1/models, GET /v1/models/{model} and "
+            "POST /v1/chat/completions."
+        )
+        assert client.get("/api/nothing").json()["error"]["message"] == "Not found."
+
+
+def completions_at(client: Client, path: str) -> Any:
+    return client.post(path, {"messages": [HI]}, content_type="application/json")
