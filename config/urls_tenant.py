@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from apps.accounts.views import language_view
-from apps.core.views import api_path_not_found
+from apps.core.views import api_path_not_found, openai_path_without_v1
 from apps.tenants.urls import tenant_urlpatterns
 
 handler400 = "apps.core.views.bad_request"
@@ -27,4 +27,6 @@ urlpatterns = [
     path("i18n/setlang/", language_view, name="set_language"),  # Django's, and the member's choice kept
     # Last: any other API path is the JSON 404, under DEBUG too (where Django would show its HTML page).
     re_path(r"^(?:api|v1)(?:/|$)", api_path_not_found),
+    # OpenAI's paths without /v1 (a base URL without it): where the API is, in JSON, not the HTML 404 page.
+    re_path(r"^(?:chat/completions|completions|models|embeddings)/?$", openai_path_without_v1),
 ]

@@ -46,6 +46,9 @@ class JSONParser(parsers.JSONParser):
     (DRF's ``CharField``), but free-form JSON (``/v1``'s message contents, tool schemas) went on to the model
     server's request and failed there, as a 502. Both are refused here, for every field, with the field's path.
 
+    A compressed body (``Content-Encoding: gzip``, which no server is bound to take) is a 415 saying so: it was
+    read as it came, and its bytes were "not valid JSON", which sent the caller looking for a fault in its JSON.
+
     JSON is UTF-8 (RFC 8259, section 8.1): a body that declares another charset is a 415. Decoded as it
     declares, UTF-7's ``+2AA-`` is a lone surrogate without an escape that the check for them looks for, and
     a charset that is not text at all (``bz2_codec``) would decompress a small body into a large one.
@@ -54,6 +57,11 @@ class JSONParser(parsers.JSONParser):
     def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
         # The charset as declared: Django's ``request.encoding`` takes one it does not know (charset=foo) for UTF-8.
         charset = parse_header_parameters(media_type or "")[1].get("charset") or settings.DEFAULT_CHARSET
+        request = (parser_context or {}).get("request")
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip() if request is not None else ""
+        if encoding and encoding.lower() != "identity":  # read as it came, gzip's bytes were "not valid JSON"
+            message = _("Send the body uncompressed: Content-Encoding “%(encoding)s” is not accepted.")
+            raise UnsupportedMediaType(media_type or self.media_type, detail=message % {"encoding": encoding[:40]})
         if _codec(charset) != "utf-8":
             message = _("Send JSON in UTF-8 (charset=utf-8, or no charset): “%(charset)s” is not accepted.")
             raise UnsupportedMediaType(media_type or self.media_type, detail=message % {"charset": charset})

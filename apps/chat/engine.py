@@ -102,6 +102,9 @@ class Token:
 
     text: str
     refusal: bool = False
+    #: The model's reasoning said as its answer, because it said nothing else (``_Accumulator.end``): the chat
+    #: shows it as the answer; /v1 has passed it on as ``reasoning_content`` already, and does not again.
+    reasoning: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class ModelReply:
     finish_reason: str
     refusal: str = ""
     reasoning: str = ""  # a reasoning model's thinking before its answer: /v1 passes it on, nothing stores it
+    #: ``content`` is the reasoning, the model having said nothing else (``Token.reasoning``): not /v1's content.
+    content_is_reasoning: bool = False
 
     @property
     def tokens(self) -> int:
@@ -613,6 +618,7 @@ class _Accumulator:
         self.usage = (0, 0)
         self.finish = ""
         self.seen = False  # any chunk at all
+        self.content_is_reasoning = False  # the answer is the reasoning (``end``)
 
     def feed(self, chunk: dict[str, Any]) -> list[Token]:
         """Take one chunk; return the pieces of text it adds. A chunk of the wrong shape raises ValueError."""
@@ -632,7 +638,8 @@ class _Accumulator:
             # reasoning parser kept the whole answer): that is the answer, rather than an empty one.
             said = whole_characters("".join(self.reasoning)).replace("\x00", "\ufffd")
             self.size -= sum(len(piece) for piece in self.reasoning)  # counted once: now as the answer
-            tokens = [Token(said)]
+            tokens = [Token(said, reasoning=True)]
+            self.content_is_reasoning = True
         self._keep(tokens)
         return tokens
 
@@ -731,6 +738,7 @@ class _Accumulator:
             finish_reason=self.finish,
             refusal="".join(self.refusal),
             reasoning="".join(self.reasoning),
+            content_is_reasoning=self.content_is_reasoning,
         )
 
 

@@ -8,13 +8,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from apps.core.exceptions import RequestTooLarge, json_error
+from apps.core.exceptions import RequestTooLarge, add_openai_fields, error_body, json_error
 
 API_PREFIXES = ("/api/", "/v1/")
 
@@ -49,7 +49,30 @@ def api_path_not_found(request: HttpRequest) -> HttpResponse:
             match = None
         if match is not None and match.func is not api_path_not_found:
             return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    if request.path.startswith("/v1/"):  # as OpenAI's "Invalid URL (POST /v1/embeddings)": which, and what is
+        return json_error("not_found", _v1_paths_words(request), status=404, request=request)
     return not_found(request)
+
+
+@csrf_exempt  # as api_path_not_found
+def openai_path_without_v1(request: HttpRequest) -> HttpResponse:
+    """OpenAI's paths without /v1 (``/chat/completions``, ``/models``) on a workspace's host: a client given the
+    host as its base URL, the most common mistake in setting one up. It got the HTML page of an unknown address,
+    which OpenAI's clients show whole as the error's message; a JSON 404 says where the API is."""
+    words = _("There is no API at %(path)s: OpenAI's clients take the base URL with /v1 at its end: %(base)s") % {
+        "path": request.path[:200],
+        "base": request.build_absolute_uri("/v1"),
+    }
+    body = error_body("not_found", words)
+    add_openai_fields(body["error"], 404)
+    return JsonResponse(body, status=404, json_dumps_params={"ensure_ascii": False})
+
+
+def _v1_paths_words(request: HttpRequest) -> str:
+    return _(
+        "Nothing answers %(method)s %(path)s. /v1 answers GET /v1/models, GET /v1/models/{model} and "
+        "POST /v1/chat/completions."
+    ) % {"method": request.method, "path": request.path[:200]}
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

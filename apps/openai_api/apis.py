@@ -497,6 +497,8 @@ def _chunks(
     said_now = dict.fromkeys(_SAID_FIELDS, False)
     try:
         for event in events:
+            if isinstance(event, engine.Token) and event.reasoning:  # streamed already, as reasoning_content
+                continue
             if isinstance(event, engine.Token):
                 field = "refusal" if event.refusal else "content"
             elif isinstance(event, engine.Reasoning):
@@ -522,6 +524,12 @@ def _chunks(
     if usage:
         yield _data({**_chunk(completion, {}), "choices": [], "usage": _usage(prompt, completion_tokens)})
     yield _data("[DONE]")
+
+
+def _content(reply: engine.ModelReply) -> str:
+    """A round's answer for /v1: none where the model said only its reasoning, which ``reasoning_content`` has (the
+    chat shows it as the answer; /v1 gave it twice, as both, until 2026-12-08)."""
+    return "" if reply.content_is_reasoning else reply.content
 
 
 def _whole(events: Iterator[Any], completion: _Completion, *, final_only: bool, meter: Meter) -> dict[str, Any]:
@@ -553,7 +561,7 @@ def _whole(events: Iterator[Any], completion: _Completion, *, final_only: bool, 
     # field).
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": ROUND_SEPARATOR.join(reply.content for reply in replies if reply.content) or None,
+        "content": ROUND_SEPARATOR.join(_content(reply) for reply in replies if _content(reply)) or None,
         "refusal": ROUND_SEPARATOR.join(reply.refusal for reply in replies if reply.refusal) or None,
     }
     if reasoning := ROUND_SEPARATOR.join(reply.reasoning for reply in replies if reply.reasoning):

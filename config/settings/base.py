@@ -85,6 +85,7 @@ TENANT_LIMIT_SET_CALLS = True
 MIDDLEWARE = [
     "apps.core.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "apps.openai_api.cors.OpenAiCorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "apps.tenants.middleware.TenantRoutingMiddleware",
     "apps.tenants.middleware.TenantShareMiddleware",

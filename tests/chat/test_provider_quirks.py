@@ -103,9 +103,10 @@ def test_reasoning_is_not_the_answer_but_an_answer_of_only_reasoning_is_not_empt
     assert isinstance(reply, engine.ModelReply)
     assert [token for token in tokens if not isinstance(token, engine.Reasoning)] == [
         engine.THINKING,
-        engine.Token("Let me think …"),
+        engine.Token("Let me think …", reasoning=True),
     ]
     assert (reply.content, reply.reasoning) == ("Let me think …", "Let me think …")
+    assert reply.content_is_reasoning
     assert reply.finish_reason == "length"
 
 
