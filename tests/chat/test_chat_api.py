@@ -225,6 +225,33 @@ class TestConversations:
         assert beta.get(f"/api/conversations/{conversation}").status_code == 404
         assert post(beta, f"/api/conversations/{conversation}/messages", {"content": "hi"}).status_code == 404
 
+    def test_deleting_a_conversation_takes_as_many_queries_however_long_it_is(
+        self, tenant_alpha: TenantFixture
+    ) -> None:
+        """Django's delete read every message first, 64 KB tool results and all, and cleared ``replaces`` 100 at a
+        time: 3,000 messages took 40 queries, 0.4 s and 36 MB. The messages go in one statement, replaced ones
+        with what replaces them."""
+        client = member_client(tenant_alpha)
+        queries = []
+        for total in (0, 3, 300):  # the first warms what the host's first requests cache
+            conversation = new_conversation(client)
+            with schema_context(tenant_alpha.tenant.schema_name):
+                made = Message.objects.bulk_create(
+                    Message(conversation_id=conversation, role=("user", "assistant")[n % 2], content=f"m {n}")
+                    for n in range(total)
+                )
+                Message.objects.create(conversation_id=conversation, role="assistant", content="again",
+                                       replaces=made[-1] if made else None)  # fmt: skip
+            with CaptureQueriesContext(connection) as captured:
+                assert client.delete(f"/api/conversations/{conversation}").status_code == 204
+            queries.append(len(captured))
+            assert stored(tenant_alpha, conversation) == []
+            assert client.get(f"/api/conversations/{conversation}").status_code == 404
+            with schema_context(tenant_alpha.tenant.schema_name):
+                event = AuditEvent.objects.filter(action="conversation.deleted", target_id=str(conversation)).get()
+                assert event.metadata == {"messages": total + 1}
+        assert queries[1] == queries[2]
+
     def test_a_long_conversation_comes_with_its_latest_messages_only(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
     ) -> None:
