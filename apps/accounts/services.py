@@ -263,6 +263,10 @@ def user_delete(*, actor: Actor, user: User) -> None:
     sessions_end_for_user(user_id=user.pk)
     tokens_revoke_for_user(user=user)
     audit_record(actor=actor, action="user.deleted", target=user, metadata={"email": user.email, "role": user.role})
+    from apps.chat.models import Conversation  # chat's services import these
+    from apps.chat.services import conversations_purge
+
+    conversations_purge(conversations=Conversation.objects.filter(user=user))  # two statements, not 200
     user.delete()
     from apps.usage.services import storage_freed  # the member's conversations went with them
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,6 +27,7 @@ from apps.chat.selectors import (
     access_conversation,
     conversation_list,
     conversation_markdown,
+    latest_messages,
     message_list,
     replaced_among,
     replaced_replies,
@@ -138,27 +139,40 @@ class ConversationCreateApi(TenantApi):
         return Response(ConversationOutput(conversation).data, status=status.HTTP_201_CREATED)
 
 
+# GET /api/conversations/{id} brings the latest messages along; the earlier ones are paged by .../messages.
+DETAIL_MESSAGES = 200
+
+
 class ConversationDetailApi(TenantApi):
-    """GET /api/conversations/{id}: the conversation with its messages."""
+    """GET /api/conversations/{id}: the conversation with its latest messages (at most ``DETAIL_MESSAGES``,
+    oldest first); ``earlier_messages`` says how many come before them (``GET .../messages`` pages them all)."""
 
     required_permission = Perm.VIEW_OWN_CONVERSATIONS
 
     class OutputSerializer(ConversationOutput):
         messages = serializers.SerializerMethodField()
+        earlier_messages = serializers.SerializerMethodField(
+            help_text=f"How many messages come before the {DETAIL_MESSAGES} latest that `messages` holds."
+        )
 
         class Meta(ConversationOutput.Meta):
-            fields = (*ConversationOutput.Meta.fields, "messages")
+            fields = (*ConversationOutput.Meta.fields, "messages", "earlier_messages")
             read_only_fields = fields
 
+        @extend_schema_field(MessageOutput(many=True))
         def get_messages(self, conversation: Conversation) -> list[dict[str, Any]]:
-            messages = list(message_list(conversation))
+            messages, _earlier = self.context["latest"]
             return list(MessageOutput(messages, many=True, context={"replaced": replaced_replies(messages)}).data)
+
+        def get_earlier_messages(self, conversation: Conversation) -> int:
+            return int(self.context["latest"][1])
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request, conversation_id: int) -> Response:
         self.member(request)
         conversation = access_conversation(self.actor(request), conversation_id)
-        return Response(self.OutputSerializer(conversation).data)
+        latest = latest_messages(conversation, limit=DETAIL_MESSAGES)
+        return Response(self.OutputSerializer(conversation, context={"latest": latest}).data)
 
 
 class ConversationExportApi(TenantApi):

@@ -17,7 +17,7 @@ from apps.chat.selectors import (
     TurnState,
     access_conversation,
     conversation_list,
-    message_list,
+    latest_messages,
     replaced_replies,
     turn_state,
     turn_under_way,
@@ -31,8 +31,11 @@ from apps.llm.client import model_server
 SIDEBAR_CONVERSATIONS = 100
 SEARCH_MAX_CHARS = 200
 # A long conversation opens at its latest messages: each assistant message is Markdown rendered and
-# cleaned on every view (1,000 messages took 0.6 s). "Show all" renders the whole of it.
+# cleaned on every view (1,000 messages took 0.6 s). "Show earlier messages" shows this many more each
+# time (``?show=``), up to SHOWN_MESSAGES_MAX: "Show all" of 3,000 messages with tool results was 62 MB of
+# HTML and 2.3 s; the download has the whole conversation.
 PAGE_MESSAGES = 200
+SHOWN_MESSAGES_MAX = 1000
 # A new chat offers these to ask with one click; the demo workspace's hydrology tools answer each.
 SUGGESTIONS = (
     _("What are the latest water levels at station S001?"),
@@ -54,10 +57,7 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     # waited for, briefly; a turn still under way after that is said to be, not offered to try again.
     writing = conversation is not None and turn_under_way(conversation)
     if conversation is not None:
-        every = message_list(conversation)
-        if request.GET.get("full") != "1":
-            earlier = max(0, every.count() - PAGE_MESSAGES)
-        listed = list(every[earlier:])
+        listed, earlier = latest_messages(conversation, limit=_shown_messages(request))
         replaced = replaced_replies(listed)  # the page shows the conversation to its end: nothing follows
         # Of those, the replies a retry replaced; the others answered a question that was edited since.
         answered_again = {m.replaces_id for m in listed if m.replaces_id is not None}
@@ -104,6 +104,8 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "conversation": conversation,
         "chat_messages": shown,
         "earlier_messages": earlier,
+        # "Show earlier messages": as many again, while the page may show more.
+        "show_more": len(shown) + PAGE_MESSAGES if earlier and len(shown) < SHOWN_MESSAGES_MAX else None,
         "read_only": read_only,
         "writable": writable,
         "suggestions": SUGGESTIONS,
@@ -116,6 +118,15 @@ def chat_view(request: HttpRequest, conversation_id: int | None = None) -> HttpR
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     return render(request, "chat/chat.html", context)
+
+
+def _shown_messages(request: HttpRequest) -> int:
+    """How many of the latest messages the page shows: ``?show=`` (from "Show earlier messages"), within
+    PAGE_MESSAGES and SHOWN_MESSAGES_MAX; anything else shows PAGE_MESSAGES."""
+    asked = request.GET.get("show", "")
+    if not (asked.isascii() and asked.isdigit()):
+        return PAGE_MESSAGES
+    return SHOWN_MESSAGES_MAX if len(asked) > 7 else min(max(int(asked), PAGE_MESSAGES), SHOWN_MESSAGES_MAX)
 
 
 def _match_parts(window: str, search: str) -> tuple[str, str, str] | None:

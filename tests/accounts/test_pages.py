@@ -179,3 +179,28 @@ def test_password_reset_page_says_the_same_for_any_address(tenant_alpha: TenantF
     assert known.status_code == unknown.status_code == 200
     strip = re.compile(r"\S+@alpha\.example\.com|value=\"[A-Za-z0-9]{64}\"")  # the address and CSRF tokens
     assert strip.sub("", known.content.decode()) == strip.sub("", unknown.content.decode())
+
+
+def test_the_members_page_lists_them_a_page_at_a_time(
+    tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 members were one page of 400 KB and 5,800 elements, a role menu each: a page at a time, by email."""
+    from apps.accounts import views
+
+    monkeypatch.setattr(views, "TEAM_PAGE_MEMBERS", 5)
+    client = logged_in(tenant_alpha, Role.ADMIN)
+    for n in range(12):
+        make_member(tenant_alpha, Role.USER, email=f"team-page-{n:02d}@example.com")
+    with schema_context(tenant_alpha.tenant.schema_name):
+        everyone = list(User.objects.order_by("email").values_list("email", flat=True))
+    pages = -(-len(everyone) // 5)
+    listed = []
+    for number in range(1, pages + 1):
+        page = client.get("/team/", {"page": number}).content.decode()
+        rows = re.findall(r'<tr data-member="([^"]+)"', page)
+        assert 1 <= len(rows) <= 5
+        assert f"Page {number} of {pages}" in page
+        listed += rows
+    assert listed == everyone  # each once, in order
+    not_a_page = client.get("/team/", {"page": "x"}).content.decode()
+    assert re.findall(r'<tr data-member="([^"]+)"', not_a_page) == everyone[:5]

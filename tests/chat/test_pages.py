@@ -221,7 +221,7 @@ class TestChatPage:
         everyone = admin.get("/chat/", {"all": "1", "q": "S001 & levels"}).content.decode()
         assert f'href="/chat/{found[0].pk}/?all=1&amp;{query.replace("&", "&amp;")}"' in everyone
         assert f'href="/chat/{other.pk}/' not in everyone
-        assert f'href="?full=1&amp;{query.replace("&", "&amp;")}"' in opened  # "show the whole conversation"
+        assert f'href="?show=2&amp;{query.replace("&", "&amp;")}"' in opened  # "show earlier messages"
 
     def test_an_edited_questions_answer_is_dimmed_when_the_question_is_not_shown(
         self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
@@ -327,9 +327,44 @@ class TestChatPage:
         page = client.get(f"/chat/{conversation.pk}/").content.decode()
         assert [n for n in range(5) if f"question number {n}" in page] == [2, 3, 4]
         assert "2 earlier messages are not shown." in page
-        full = client.get(f"/chat/{conversation.pk}/", {"full": "1"}).content.decode()
+        assert 'href="?show=6"' in page  # "Show earlier messages"
+        full = client.get(f"/chat/{conversation.pk}/", {"show": "6"}).content.decode()
         assert [n for n in range(5) if f"question number {n}" in full] == [0, 1, 2, 3, 4]
         assert 'data-testid="earlier-messages"' not in full
+
+    def test_a_very_long_conversation_shows_at_most_so_many_messages(
+        self, tenant_alpha: TenantFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The old "Show the whole conversation" rendered all of it: 62 MB of HTML and 2.3 s for 3,000 messages with
+        tool results. "Show earlier messages" shows a page more each time, up to a bound; the download has the rest."""
+        from apps.chat import views
+
+        monkeypatch.setattr(views, "PAGE_MESSAGES", 3)
+        monkeypatch.setattr(views, "SHOWN_MESSAGES_MAX", 6)
+        member, client = member_and_client(tenant_alpha)
+        with schema_context(tenant_alpha.tenant.schema_name):
+            conversation = Conversation.objects.create(user=member, title="Very long")
+            Message.objects.bulk_create(
+                Message(conversation=conversation, role="user", content=f"question number {n}.") for n in range(10)
+            )
+
+        def shown(query: dict[str, str]) -> tuple[list[int], str]:
+            page = client.get(f"/chat/{conversation.pk}/", query).content.decode()
+            return [n for n in range(10) if f"question number {n}." in page], page
+
+        numbers, page = shown({})
+        assert numbers == [7, 8, 9]
+        assert 'href="?show=6"' in page
+        numbers, page = shown({"show": "6"})
+        assert numbers == [4, 5, 6, 7, 8, 9]
+        assert "4 earlier messages are not shown." in page
+        assert 'data-testid="show-earlier"' not in page  # the bound: no more on the page
+        assert "The download has the whole conversation." in page
+        for asked in ("7", "1000000", "99999999999"):  # beyond the bound
+            assert shown({"show": asked})[0] == [4, 5, 6, 7, 8, 9]
+        for asked in ("-5", "x", "", "６", "1"):  # not a number, or less than a page
+            assert shown({"show": asked})[0] == [7, 8, 9]
+        assert shown({"full": "1"})[0] == [7, 8, 9]  # the old "whole conversation" link shows the first page
 
     @pytest.mark.parametrize(
         ("turn", "offered", "replaced"),
