@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
+from django_guid import get_guid
 
 from apps.core.exceptions import RequestTooLarge, add_openai_fields, error_body, json_error
 
@@ -23,8 +24,10 @@ def is_api_request(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIXES) or request.path in ("/api", "/v1")
 
 
-def error_page(request: HttpRequest, *, status: int, title: str, message: str, code: str = "") -> HttpResponse:
-    context = {"status": status, "title": title, "message": message, "code": code}
+def error_page(
+    request: HttpRequest, *, status: int, title: str, message: str, code: str = "", reference: str = ""
+) -> HttpResponse:
+    context = {"status": status, "title": title, "message": message, "code": code, "reference": reference}
     return render(request, "errors/error.html", context, status=status)
 
 
@@ -101,13 +104,12 @@ def request_too_large(request: HttpRequest) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    """The 500, with the request's id to quote (``X-Request-ID``; the log's lines of the failure carry it too)."""
+    reference = get_guid() or ""
+    message = _("Something went wrong on our side. It has been logged.")
     if is_api_request(request):
-        return json_error(
-            "server_error", _("Something went wrong on our side. It has been logged."), status=500, request=request
-        )
-    return error_page(
-        request, status=500, title=_("Server error"), message=_("Something went wrong on our side. It has been logged.")
-    )
+        return json_error("server_error", message, status=500, details={"request_id": reference}, request=request)
+    return error_page(request, status=500, title=_("Server error"), message=message, reference=reference)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -18,9 +18,11 @@ from django.http.response import HttpResponseBase
 
 PREFIX = "/v1/"
 ALLOWED_METHODS = "GET, HEAD, POST, OPTIONS"
-# What a page may read of an answer besides the CORS-safelisted headers: the rate limit, when to retry, and
-# whether to (openai's clients read all three).
-EXPOSED_HEADERS = "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, x-should-retry"
+# What a page may read of an answer besides the CORS-safelisted headers: the rate limit, when to retry, whether
+# to, and the request's id (openai's clients read the last three).
+EXPOSED_HEADERS = (
+    "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, x-should-retry, X-Request-ID"
+)
 MAX_AGE_SECONDS = 7200  # Chrome's most
 # A preflight's Access-Control-Request-Headers are echoed (openai's JavaScript client sends x-stainless-*
 # headers of its own); the longest kept, as a header of many kilobytes is no client's.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django_guid.integrations import CeleryIntegration
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -52,6 +53,8 @@ SHARED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    # Each request's id (X-Request-ID), in its answer and in every log line it causes, its tasks' included.
+    "django_guid",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -84,6 +87,7 @@ TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "apps.core.middleware.HealthCheckMiddleware",
+    "django_guid.middleware.guid_middleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.openai_api.cors.OpenAiCorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -435,15 +439,25 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Logging ---------------------------------------------------------------
+# Every request has an id: a proxy's X-Request-ID (a UUID; anything else is replaced), else a new one. The answer
+# carries it (openai's clients show it as ``_request_id``), the 500 page and error show it to quote, and each log
+# line has it, the lines of the Celery tasks the request queued too (django-guid).
+DJANGO_GUID = {
+    "GUID_HEADER_NAME": "X-Request-ID",
+    "EXPOSE_HEADER": False,  # /v1's CORS middleware exposes it, with the rate limit's headers
+    "INTEGRATIONS": [CeleryIntegration(use_django_logging=True)],
+}
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "django_guid.log_filters.CorrelationId"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "django_guid": {"level": "WARNING"},  # a line per request, saying it made an id
         # One line per outbound request is noise; failures are logged where they are handled.
         "httpx2": {"level": "WARNING"},
         "httpcore2": {"level": "WARNING"},
