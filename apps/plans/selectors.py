@@ -27,12 +27,13 @@ def plan_get_for_signup(*, code: str) -> Plan | None:
 
 
 def plan_tenants_affected(
-    *, plan_id: int, quotas: list[str], calls_stop_sooner: bool = False
+    *, plan_id: int, quotas: list[str], calls_stop_sooner: bool = False, everyone: bool = False
 ) -> Iterator[tuple[str, list[str]]]:
     """The serving tenants on the plan that a change to its ``quotas`` affects, as (schema name, their quotas).
 
     A tenant's override of a quota hides the plan's value of it. With ``calls_stop_sooner`` (a higher overage
-    price), every tenant with a spending cap has its API calls affected too, override or not. Read in chunks,
+    price), every tenant with a spending cap has its API calls affected too, override or not; with ``everyone``
+    (a change of what happens at the quotas, which no override hides), every tenant on the plan. Read in chunks,
     for plans with many tenants.
     """
     from apps.tenants.selectors import tenant_list_serving
@@ -43,6 +44,8 @@ def plan_tenants_affected(
         affected |= Q(**{f"{override}__isnull": True})
     if calls_stop_sooner:
         affected |= Q(spending_cap_fen__isnull=False)
+    if everyone:
+        affected |= Q(pk__isnull=False)
     rows = (
         tenant_list_serving()
         .filter(affected, plan_id=plan_id)

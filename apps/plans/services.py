@@ -52,12 +52,13 @@ def plan_update(*, plan: Plan, actor: Actor, values: dict[str, Any]) -> Plan:
     )
     lowered = plan_quotas_lowered(before, plan)
     calls_stop_sooner = _cap_stops_sooner(before, plan)
-    if lowered or calls_stop_sooner:
+    restate = _stops_at_quota_now(before, plan)
+    if lowered or calls_stop_sooner or restate:
         from apps.plans.tasks import alerts_after_plan_lowered
 
         plan_id = plan.pk
         transaction.on_commit(
-            lambda: alerts_after_plan_lowered.apply_async(args=[plan_id, lowered, calls_stop_sooner]),
+            lambda: alerts_after_plan_lowered.apply_async(args=[plan_id, lowered, calls_stop_sooner, restate]),
             robust=True,  # the plan is changed either way; a broker outage loses only the alerts, and logs it
         )
     return plan
@@ -71,6 +72,23 @@ def plan_quotas_lowered(before: dict[str, Any], plan: Plan) -> list[str]:
         if new is not None and (old is None or new < old):
             lowered.append(quota)
     return lowered
+
+
+def _stops_at_quota_now(before: dict[str, Any], plan: Plan) -> list[str]:
+    """The quotas at which work now stops where it went on before: API calls on a plan that no longer bills
+    overage (no price, or stopping hard), storage on one that now stops hard. Their 100 % alerts said it went on."""
+
+    def bills(hard_stop: bool, price: int | None) -> bool:
+        return not hard_stop and bool(price)
+
+    restate = []
+    if bills(before["hard_stop"], before["overage_fen_per_1000_calls"]) and not bills(
+        plan.hard_stop, plan.overage_fen_per_1000_calls
+    ):
+        restate.append("api_calls")
+    if plan.hard_stop and not before["hard_stop"]:
+        restate.append("storage")
+    return restate
 
 
 def _cap_stops_sooner(before: dict[str, Any], plan: Plan) -> bool:

@@ -332,16 +332,20 @@ def tenant_update(
 
 def _alert_lowered_limits(tenant: Tenant, before: Limits) -> None:
     """Queue the quota alerts a lower limit puts the tenant's use past: no call, member or service that the
-    limit now refuses gets far enough to raise them (``apps.usage.services.quota_alerts_catch_up``)."""
+    limit now refuses gets far enough to raise them (``apps.usage.services.quota_alerts_catch_up``). Where work
+    now stops at a limit that stayed (a plan without overage), its 100 % alert is emailed again."""
     from apps.usage import limits as L
-    from apps.usage.services import quotas_lowered
+    from apps.usage.services import quotas_lowered, stops_moved_sooner
     from apps.usage.tasks import alerts_after_limits_lowered
 
-    lowered = quotas_lowered(before, L.limits_for(tenant))
-    if lowered and tenant.status not in BLOCKED_STATUSES:
+    after = L.limits_for(tenant)
+    lowered, restate = quotas_lowered(before, after), stops_moved_sooner(before, after)
+    if (lowered or restate) and tenant.status not in BLOCKED_STATUSES:
         schema = tenant.schema_name
         transaction.on_commit(
-            lambda: alerts_after_limits_lowered.apply_async(args=[lowered], headers={"_schema_name": schema}),
+            lambda: alerts_after_limits_lowered.apply_async(
+                args=[lowered], kwargs={"restate": restate}, headers={"_schema_name": schema}
+            ),
             robust=True,
         )
 

@@ -192,6 +192,42 @@ def _catch_up(quota: str, tenant: Tenant, limits: L.Limits, day: dt.date) -> tup
     return quota_alerts_raise(quota=quota, limit=limit, used=used, thresholds=thresholds, day=day), used
 
 
+def quota_alerts_restate(*, tenant: Tenant, quotas: list[str]) -> list[str]:
+    """Email again this month's 100 % alert of each of ``quotas`` whose use is at its limit, where work now stops
+    there (``stops_moved_sooner``); returns the quotas whose email is queued again.
+
+    The alert fires once a month for each limit, and its email said the calls (or the storage) went on, billed as
+    overage: after staff made the plan stop at its quota, with the limit as it was, no new alert fired, and the
+    admins learnt that calls had stopped from members who met the refusals. The email says what holds when it
+    is sent. An alert whose email has not gone yet will say so anyway, and is left as it is.
+    """
+    from apps.usage.models import QuotaAlert
+
+    limits, day = L.limits_for(tenant), L.today()
+    restated = []
+    for quota in quotas:
+        limit, used = quota_used(quota, tenant, limits, day)
+        stops = limits.stops_at_quota if quota == Quota.API_CALLS else limits.storage_stop_at is not None
+        if limit is None or not stops or used < limit:
+            continue
+        alert = QuotaAlert.objects.filter(quota=quota, period=L.period_start(day), limit=limit, threshold=100).first()
+        if alert is None or (alert.emailed_at is None and not alert.email_skipped):
+            continue
+        QuotaAlert.objects.filter(pk=alert.pk).update(emailed_at=None, email_skipped=False)
+        _queue_alert_email(alert.pk)
+        restated.append(quota)
+    return restated
+
+
+def stops_moved_sooner(before: L.Limits, after: L.Limits) -> list[str]:
+    """The quotas (API calls, storage) whose limit stayed the same while work now stops at it, where it went on
+    before: a plan that no longer bills overage, or now stops hard. A limit that moved raises alerts of its own."""
+    calls = after.api_calls == before.api_calls and after.stops_at_quota and not before.stops_at_quota
+    storage = after.storage_bytes == before.storage_bytes and after.storage_stop_at is not None
+    storage = storage and before.storage_stop_at is None
+    return [quota.value for quota, moved in ((Quota.API_CALLS, calls), (Quota.STORAGE, storage)) if moved]
+
+
 def quotas_lowered(before: L.Limits, after: L.Limits) -> list[str]:
     """The quotas whose limit ``after`` is lower than ``before`` (unlimited is highest)."""
     pairs = {

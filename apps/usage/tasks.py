@@ -21,6 +21,7 @@ from apps.usage.models import SPENDING_CAP, Quota, QuotaAlert
 from apps.usage.services import (
     calls_alerts_catch_up,
     quota_alerts_catch_up,
+    quota_alerts_restate,
     storage_measure,
     storage_reclaim,
     usage_flush,
@@ -40,9 +41,15 @@ def flush_usage() -> int:
 
 
 @tenant_task()
-def alerts_after_limits_lowered(quotas: list[str]) -> dict[str, list[int]]:
-    """After staff lowered limits (another plan, an override): the thresholds the use is now past, raised once."""
-    return quota_alerts_catch_up(tenant=tenant_current(), quotas=quotas)
+def alerts_after_limits_lowered(quotas: list[str], restate: list[str] | None = None) -> dict[str, list[int]]:
+    """After staff lowered limits (another plan, an override): the thresholds the use is now past, raised once.
+    ``restate``: the quotas at which work now stops where it went on before, their 100 % alert emailed again.
+    Returns the new thresholds by quota."""
+    tenant = tenant_current()
+    fired = quota_alerts_catch_up(tenant=tenant, quotas=quotas)
+    if restate and (restated := quota_alerts_restate(tenant=tenant, quotas=restate)):
+        logger.info("the 100%% alerts of %s emailed again in %s: work stops there now", restated, tenant.schema_name)
+    return fired
 
 
 @tenant_task()

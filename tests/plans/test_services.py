@@ -174,3 +174,71 @@ def test_a_tenants_next_request_sees_the_plans_new_limit(
     assert response.status_code == 302, response.content.decode()[:2000]
     assert calls_limit() == 50
     assert Tenant.objects.get(pk=tenant_alpha.tenant.pk).plan_id == small.pk
+
+
+@pytest.fixture
+def run_in_tenants(monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Callable[..., Any]) -> None:
+    """The plan's fan-out, each tenant's catch-up and the alert emails run here, as the worker would run them."""
+
+    def run(task: Any) -> Callable[..., None]:
+        def apply_async(args: list[Any], kwargs: dict[str, Any] | None = None, **options: Any) -> None:
+            schema = (options.get("headers") or {}).get("_schema_name", "public")
+            with schema_context(schema), django_capture_on_commit_callbacks(execute=True):
+                task.apply(args=args, kwargs=kwargs).get()
+
+        return apply_async
+
+    for task in (alerts_after_plan_lowered, alerts_after_limits_lowered, send_quota_alert_email):
+        monkeypatch.setattr(task, "apply_async", run(task))
+
+
+def emailed_100_percent(tenant: TenantFixture, limit: int) -> QuotaAlert:
+    """This month's 100 % alert of the API calls, its email sent (it said calls went on as overage)."""
+    from django.utils import timezone
+
+    with schema_context(tenant.tenant.schema_name):
+        return QuotaAlert.objects.create(quota="api_calls", period=L.period_start(L.today()), threshold=100,
+                                         limit=limit, used=limit, emailed_at=timezone.now())  # fmt: skip
+
+
+def test_a_plan_that_stops_billing_overage_tells_those_past_its_quota_that_calls_stop(
+    small: Plan, tenant_alpha: TenantFixture, tenant_beta: TenantFixture, run_in_tenants: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:  # fmt: skip
+    """The quota stays at 100 and its 100 % alert fired this month, saying calls went on as overage: staff make
+    the plan stop at its quota, and every call is refused from then on. No alert was new, so no one was told."""
+    plan_update(plan=small, actor=TEST_ACTOR, values={"hard_stop": False, "overage_fen_per_1000_calls": 1000})
+    on_plan(tenant_alpha, plan="small")
+    on_plan(tenant_beta, plan="small")
+    month_calls(tenant_alpha, 130)
+    month_calls(tenant_beta, 40)  # under the quota: nothing to tell
+    alert = emailed_100_percent(tenant_alpha, 100)
+    with django_capture_on_commit_callbacks(execute=True):
+        plan_update(plan=small, actor=TEST_ACTOR, values={"overage_fen_per_1000_calls": None})
+    (message,) = mail.outbox
+    assert message.to == [tenant_alpha.admin_email]
+    assert "AI calls are stopped until the quota resets on " in message.body
+    with schema_context(tenant_alpha.tenant.schema_name):
+        alert.refresh_from_db()
+    assert alert.emailed_at is not None
+    with django_capture_on_commit_callbacks(execute=True):  # a change that stops nothing sooner tells no one
+        plan_update(plan=small, actor=TEST_ACTOR, values={"hard_stop": True})
+    assert len(mail.outbox) == 1
+
+
+def test_a_tenant_moved_to_a_plan_that_stops_at_the_same_quota_is_told(
+    small: Plan, tenant_alpha: TenantFixture, run_in_tenants: None,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:  # fmt: skip
+    from apps.tenants.services import tenant_update
+
+    billing = Plan.objects.create(code="small-billing", name_en="Small+", name_zh="小+", api_calls_per_month=100,
+                                  storage_mb=100, max_users=5, max_mcp_services=3, rate_limit_per_minute=60,
+                                  hard_stop=False, overage_fen_per_1000_calls=1000)  # fmt: skip
+    on_plan(tenant_alpha, plan=billing.code)
+    month_calls(tenant_alpha, 100)
+    emailed_100_percent(tenant_alpha, 100)
+    with django_capture_on_commit_callbacks(execute=True):
+        tenant_update(tenant=Tenant.objects.get(pk=tenant_alpha.tenant.pk), actor=TEST_ACTOR, plan=small)
+    (message,) = mail.outbox
+    assert "AI calls are stopped until the quota resets on " in message.body

@@ -925,7 +925,8 @@ class TestAlerts:
         get_redis_connection("default").hset(month_key(tenant.schema_name, L.today()), "calls", 1200)
         queued: list[tuple[Any, Any]] = []
 
-        def queue(args: list[Any], headers: dict[str, str]) -> None:
+        def queue(args: list[Any], headers: dict[str, str], kwargs: dict[str, Any]) -> None:
+            assert kwargs == {"restate": []}  # free stops at lower limits: their alerts are new
             queued.append((args, headers))
 
         monkeypatch.setattr(alerts_after_limits_lowered, "apply_async", queue)
