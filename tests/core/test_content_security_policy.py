@@ -81,3 +81,14 @@ def test_every_page_loads_the_script_that_asks_before_a_form_is_sent(tenant_alph
     page = logged_in(tenant_alpha, Role.ADMIN).get("/api-keys/").content.decode()
     assert 'data-testid="revoke-key"' in page
     assert "js/confirm.js" in page
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/tenants/tenant/", "/admin/tenants/platformauditevent/",
+                                  "/admin/plans/plan/", "/admin/accounts/user/"])  # fmt: skip
+def test_the_staff_admin_needs_no_inline_script(staff: Client, path: str) -> None:
+    response = staff.get(path)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert _INLINE_SCRIPT.findall(page) == []
+    assert _EVENT_HANDLER.findall(page) == []
+    assert "script-src 'self'" in response["Content-Security-Policy"]
