@@ -2,8 +2,9 @@
 
 Fernet (AES-128-CBC with HMAC-SHA256, from the `cryptography` package) under
 keys from the environment: FIELD_ENCRYPTION_KEYS is a comma-separated list of
-Fernet keys, the first one encrypting and all of them decrypting, so a key can
-be rotated by putting the new one first and re-saving.
+Fernet keys, the first one encrypting and all of them decrypting. A key is rotated
+by putting the new one first, running ``manage.py reencrypt_secrets`` (every stored
+secret of every tenant encrypted anew under the first key), then removing the old one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def decrypt(token: str) -> str:
         return ""
     try:
         return _fernet(_keys()).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("a stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS") from exc
+
+
+def reencrypt(token: str) -> str:
+    """A stored secret encrypted anew under the first key (its plaintext unchanged); the empty string stays empty."""
+    if not token:
+        return ""
+    try:
+        return _fernet(_keys()).rotate(token.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadable("a stored secret cannot be decrypted with FIELD_ENCRYPTION_KEYS") from exc
 

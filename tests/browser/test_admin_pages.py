@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Dialog, expect
 
 from apps.tenants.db import connection
 from apps.tenants.services import tenant_provision
@@ -109,3 +109,31 @@ def test_test_connection_says_what_it_found_next_to_its_button(
     expect(result).to_be_in_viewport()
     expect(result).to_have_attribute("role", "status")
     assert page.evaluate("window.scrollY") > 720  # not back at the top
+
+
+def test_the_pages_run_under_the_content_security_policy(
+    browser: Browser, web_server: WebServer, workspace: None
+) -> None:
+    """Under the policy (script-src 'self'), removing a service still asks first, as the onsubmit attribute it
+    blocks used to, and no page breaks one of its rules."""
+    page = browser.new_context(locale="en-US").new_page()
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text) if "Content Security" in message.text else None)
+    page.goto(web_server.url(f"{SLUG}.localhost", "/login/"))
+    log_in(page, ADMIN, ADMIN_PASSWORD)
+    for path in ("/chat/", "/usage/", "/team/", "/api-keys/", "/api/docs/"):
+        page.goto(web_server.url(f"{SLUG}.localhost", path))
+        page.wait_for_load_state("networkidle")
+    expect(page.locator(".swagger-ui .info")).to_be_visible()  # Swagger UI started: its script is a file now
+    page.goto(web_server.url(f"{SLUG}.localhost", "/services/"))
+    asked: list[str] = []
+
+    def keep(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", keep)
+    page.get_by_test_id("service").first.get_by_role("button", name="Remove").click()
+    expect(page.get_by_test_id("service")).to_have_count(1)
+    assert asked == ["Remove this service?"]
+    assert violations == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -119,6 +120,26 @@ def test_brackets_in_fenced_code_and_closed_links_are_rendered() -> None:
     shown = render(text)
     assert '<a href="https://example.com"' in shown
     assert '<pre tabindex="0"><code' in shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["`" * 100_000, "~" * 100_000, ("`" * 1000 + "\n") * 99, "```\n" + ("`" * 999 + "\n") * 99 + "[x" * 10],
+    ids=["backticks", "tildes", "fences", "unclosed-fence"],
+)
+def test_a_run_of_fence_characters_is_looked_through_once(text: str) -> None:
+    """Finding the fenced code (left out of the bracket count) backed off one character of a fence at a time and
+    looked through the rest of the text for each: a line of 10,000 backticks took 2 s and one of 100,000 (a model
+    told to write them) minutes, on every view of the reply."""
+    started = time.perf_counter()
+    render(text)
+    assert time.perf_counter() - started < 1
+
+
+def test_fenced_code_ends_at_its_own_fence_and_one_never_closed_counts() -> None:
+    from apps.chat.markdown import _without_fenced_code
+
+    assert _without_fenced_code("a\n````\n[[\n```\n]]\n````\nb\n~~~\nc [") == "a\nb\n~~~\nc ["
 
 
 @pytest.mark.parametrize(

@@ -98,3 +98,37 @@ def test_migrate_platform_skips_current_schemas_and_migrates_those_behind(tenant
     assert "migrated t_alpha" in out
     assert "(1 tenant schema(s) migrated)" in out
     assert schema_is_current("t_alpha")
+
+
+def test_reencrypt_secrets_lets_the_old_key_go(tenant_alpha: TenantFixture, settings: object) -> None:
+    """A key was rotated by putting a new one first "and re-saving": no one could re-save a secret they never see
+    (the API does not show it), so the old key, maybe the leaked one, could never be removed."""
+    from cryptography.fernet import Fernet
+    from django_tenants.utils import schema_context
+
+    from apps.core.crypto import SecretUnreadable, decrypt, encrypt
+    from apps.llm.models import ModelProvider
+    from apps.mcp.models import McpService
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEYS = [old]  # type: ignore[attr-defined]
+    with schema_context(tenant_alpha.tenant.schema_name):
+        service = McpService.objects.create(name="Keyed", slug="keyed", url="http://127.0.0.1:9/mcp",
+                                            secret_headers=encrypt('{"X-Token": "s3cret"}'))  # fmt: skip
+        stranger = Fernet(Fernet.generate_key()).encrypt(b"{}").decode()  # under a key the settings never had
+        broken = McpService.objects.create(name="Broken", slug="broken", url="http://127.0.0.1:9/mcp",
+                                           secret_headers=stranger)  # fmt: skip
+        ModelProvider.objects.update_or_create(pk=1, defaults={"base_url": "http://127.0.0.1:9/v1",
+                                                               "api_key_encrypted": encrypt("sk-old")})  # fmt: skip
+    settings.FIELD_ENCRYPTION_KEYS = [new, old]  # type: ignore[attr-defined]
+    with pytest.raises(CommandError) as caught:
+        run("reencrypt_secrets")
+    assert f"alpha: MCP service {broken.pk}" in str(caught.value)
+    settings.FIELD_ENCRYPTION_KEYS = [new]  # type: ignore[attr-defined]
+    with schema_context(tenant_alpha.tenant.schema_name):
+        assert decrypt(McpService.objects.get(pk=service.pk).secret_headers) == '{"X-Token": "s3cret"}'
+        assert decrypt(ModelProvider.objects.get(pk=1).api_key_encrypted) == "sk-old"
+        with pytest.raises(SecretUnreadable):
+            decrypt(McpService.objects.get(pk=broken.pk).secret_headers)
+        broken.delete()
+    assert "Every stored secret is readable with the first key alone." in run("reencrypt_secrets")
