@@ -361,6 +361,10 @@ CHAT_MAX_TOOL_CALLS_PER_REPLY = env.int("CHAT_MAX_TOOL_CALLS_PER_REPLY", default
 # calls go on, each call renewing the hold for this long, and a model stream every minute it goes on; a worker
 # that died mid-turn frees it after it.
 CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=300)
+# A web process told to stop (a deploy) lets its chat turns go on this long, then stops them as at their deadline,
+# keeping what came, so that they end cleanly before the web server's kill (deploy.web.GRACEFUL_SECONDS, 30 s):
+# killed, a turn lost its partial reply and left its conversation busy (apps.core.shutdown).
+WEB_TURN_GRACE_SECONDS = env.float("WEB_TURN_GRACE_SECONDS", default=20)
 # Earlier messages sent back to the model with each turn.
 CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 MCP_DEFAULT_TIMEOUT_SECONDS = env.int("MCP_DEFAULT_TIMEOUT_SECONDS", default=30)

@@ -261,3 +261,48 @@ def test_a_member_removed_while_the_model_answers_their_tools_result(
         kinds = list(UsageEvent.objects.filter(user_id=member_id).order_by("id").values_list("kind", flat=True))
         assert kinds == ["model", "tool", "model"]
         connection.set_schema_to_public()
+
+
+def test_a_reply_still_streaming_at_a_deploy_ends_cleanly_before_the_kill(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """A reply that streams for longer than the deploy's grace is stopped after WEB_TURN_GRACE_SECONDS, as at its
+    deadline: the member is told, what came is stored, the round given back, the hold given up. Until 2026-12-08 it
+    streamed on until granian killed the worker 30 s after the SIGTERM: the partial reply was lost, the call stayed
+    in Redis with no ledger row, and the conversation stayed busy for CHAT_TURN_HOLD_SECONDS."""
+    from django.utils import translation
+
+    from apps.chat.engine import stopping_words
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    answers = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with (
+        held_model_server(answers, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=2, WEB_TURN_GRACE_SECONDS="0.5") as server,
+        stream(server, conversation_id, token, "how is the river?") as response,
+    ):
+        for kind, data in events(response):
+            seen.append((kind, data))
+            if kind == "token":
+                psutil.Process(server.pid).terminate()
+                time.sleep(1.5)  # past the grace, while the model is silent
+                model.go_on.set()
+        psutil.Process(server.pid).wait(20)
+        log = server.log.read_text()
+    kind, data = seen[-1]
+    assert kind == "error", seen
+    with translation.override("zh-hans"):
+        assert data["message"] == stopping_words()
+    assert "Traceback" not in log
+    assert "Killing worker" not in log
+    assert not hold_left(tenant_alpha, conversation_id)
+    assert month_calls(tenant_alpha) == calls  # the round stopped is given back, as at a turn's deadline
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        user, failed = Message.objects.filter(conversation_id=conversation_id).order_by("pk")
+        assert user.content == "how is the river?"
+        assert (failed.role, failed.status, failed.content) == ("assistant", "error", "The river ")
+        assert not UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).exists()
+        connection.set_schema_to_public()
