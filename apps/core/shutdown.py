@@ -2,7 +2,7 @@
 
 granian gives a worker ``deploy.web.GRACEFUL_SECONDS`` (30 s) after SIGTERM, then kills it. A turn still streaming
 then lost everything: its partial reply was never stored, its call stayed counted in Redis with no ledger row, and
-its conversation stayed busy until the hold expired (``CHAT_TURN_HOLD_SECONDS``, 5 minutes), with the page saying
+its conversation stayed busy until the hold expired (``CHAT_TURN_HOLD_SECONDS``), with the page saying
 the reply would show "once it is done". So a turn may go on for ``WEB_TURN_GRACE_SECONDS`` after the signal (most
 replies end within it), and then stops at its next read from the model server or before its next round or tool
 call, as at its own deadline: what came is stored, the round given back, the hold given up, and the member told

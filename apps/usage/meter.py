@@ -52,6 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,6 +150,14 @@ return 0
 # KEYS: a claim. ARGV: its holder's token, its ttl in ms. Renews the claim only if that holder still has it.
 _KEEP_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: claims. ARGV: each one's holder's token and ttl in ms, in turn. Renews each claim its holder still has.
+_KEEP_CLAIMS = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[2 * i - 1] then redis.call('PEXPIRE', key, ARGV[2 * i]) end
+end
 return 0
 """
 
@@ -282,6 +291,55 @@ class Claim:
     refusal: ApplicationError
 
 
+class _Heartbeat:
+    """The claims this process's meters hold (turns' holds, whose ttl is ``CHAT_TURN_HOLD_SECONDS``), renewed
+    together, one round trip every third of that ttl, by a thread, for as long as they are held: a claim is kept
+    while its holder lives, whatever it waits on (a model server that says nothing for minutes, a slow tool), and
+    a holder that died (a worker killed, a crash) loses it within its ttl (30 s), where a ttl long enough for the
+    longest wait kept a crashed turn's conversation busy for 5 minutes (QA, 2026-12-08). A claim held two minutes
+    past the longest turn (``CHAT_TURN_MAX_SECONDS``; its last read may wait a read timeout more) is no longer
+    renewed, and expires: its holder never gave it up."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[Claim, float]] = {}
+        self.thread: threading.Thread | None = None
+
+    def add(self, claim: Claim) -> None:
+        with self.lock:
+            self.held[id(claim)] = (claim, time.monotonic() + settings.CHAT_TURN_MAX_SECONDS + 120)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
+                self.thread.start()
+
+    def drop(self, claim: Claim) -> None:
+        with self.lock:
+            self.held.pop(id(claim), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.CHAT_TURN_HOLD_SECONDS / 3)
+            with self.lock:
+                now = time.monotonic()
+                self.held = {at: (claim, until) for at, (claim, until) in self.held.items() if until > now}
+                claims = [claim for claim, _until in self.held.values()]
+            if claims:
+                self._renew(claims)
+
+    @staticmethod
+    def _renew(claims: list[Claim]) -> None:
+        args: list[Any] = []
+        for claim in claims:
+            args += [claim.token, claim.ttl_ms]
+        try:
+            script("keep_claims", _KEEP_CLAIMS, redis_client())(keys=[claim.key for claim in claims], args=args)
+        except RedisError:
+            logger.warning("%d claims were not renewed: Redis is unreachable", len(claims))
+
+
+_heartbeat = _Heartbeat()
+
+
 @dataclass
 class Meter:
     """Meters one request (or task) of one tenant: rate limit, quota checks and usage records.
@@ -361,6 +419,8 @@ class Meter:
             raise self._member_exceeded(used_after, day)
         if status == CLAIMED and self.claim is not None:
             raise self.claim.refusal
+        if self.claim is not None and not self.claim_held:
+            _heartbeat.add(self.claim)
         self.claim_held = self.claim is not None
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
@@ -425,6 +485,7 @@ class Meter:
         claim, held, self.claim, self.claim_held = self.claim, self.claim_held, None, False
         if claim is None or not held:
             return
+        _heartbeat.drop(claim)
         try:
             script("unclaim", _UNCLAIM, redis_client())(keys=[claim.key], args=[claim.token])
         except RedisError:

@@ -306,3 +306,41 @@ def test_a_reply_still_streaming_at_a_deploy_ends_cleanly_before_the_kill(
         assert (failed.role, failed.status, failed.content) == ("assistant", "error", "The river ")
         assert not UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).exists()
         connection.set_schema_to_public()
+
+
+def test_a_turn_keeps_its_hold_while_the_model_is_silent_and_a_crash_frees_it_within_the_hold(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """The hold is renewed by its process while the turn lives, not by what the turn reads, so it can be short: a
+    worker killed mid-turn leaves its conversation busy for CHAT_TURN_HOLD_SECONDS at most, then the next question
+    goes through. Until 2026-12-08 the hold lasted 300 s, long enough for a model's silent wait, and a crash kept
+    the conversation busy (409, and the page's "still being written") for 5 minutes."""
+    from tests.chat.test_turn_while_things_change import hold_left
+    from tests.processes import answers
+
+    conversation_id, token = live_conversation
+    answers_ = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    with (
+        held_model_server(answers_, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4, CHAT_TURN_HOLD_SECONDS="2") as server,
+    ):
+        with stream(server, conversation_id, token, "how is the river?") as response:
+            for kind, _data in events(response):
+                if kind == "token":
+                    break
+            time.sleep(3)  # the model says nothing for longer than the hold's ttl
+            assert hold_left(tenant_alpha, conversation_id)
+            (worker,) = psutil.Process(server.pid).children()
+            worker.kill()
+            killed = time.monotonic()
+            while hold_left(tenant_alpha, conversation_id):
+                assert time.monotonic() - killed < 3, "the hold outlived its ttl"
+                time.sleep(0.1)
+        model.go_on.set()
+        deadline = time.monotonic() + 30
+        while not answers(server.port):  # the worker's replacement
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with stream(server, conversation_id, token, "and now?") as response:
+            assert response.status_code == 200
+            assert [kind for kind, _data in events(response)][-1] == "done"
