@@ -344,3 +344,55 @@ def test_a_turn_keeps_its_hold_while_the_model_is_silent_and_a_crash_frees_it_wi
         with stream(server, conversation_id, token, "and now?") as response:
             assert response.status_code == 200
             assert [kind for kind, _data in events(response)][-1] == "done"
+
+
+def test_a_turn_whose_database_connection_was_ended_meanwhile_stores_its_reply(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """PostgreSQL ends the web server's connections (a restart, a failover, pg_terminate_backend) while a reply
+    streams: the turn's writes after it take another connection, and the reply, its ledger row and the next turn
+    are as if nothing happened. Until 2026-12-08 the ledger's write failed on the dead connection: the stream broke
+    off with no error event, a traceback in the log, the model's answer lost."""
+    import psycopg
+
+    from tests import processes
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    answers = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[str] = []
+    with (
+        held_model_server(answers, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4) as server,
+        stream(server, conversation_id, token, "how is the river?") as response,
+    ):
+        for kind, _data in events(response):
+            seen.append(kind)
+            if kind == "token" and not model.go_on.is_set():
+                ports = [
+                    link.laddr.port
+                    for worker in psutil.Process(server.pid).children()
+                    for link in worker.net_connections()
+                    if link.raddr and link.raddr.port == int(connection.settings_dict["PORT"] or 5432)
+                ]
+                with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+                    ended = admin.execute(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND client_port = ANY(%s)",
+                        [ports],
+                    ).fetchone()
+                assert ended is not None
+                assert ended[0] >= 1
+                time.sleep(0.3)  # the FATAL message reaches the connection's socket
+                model.go_on.set()
+        log = server.log.read_text()
+    assert seen == ["token", "token", "done"]
+    assert "Traceback" not in log
+    assert not hold_left(tenant_alpha, conversation_id)
+    assert month_calls(tenant_alpha) == calls + 1
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        reply = Message.objects.filter(conversation_id=conversation_id, role="assistant").get()
+        assert (reply.status, reply.content) == ("complete", "The river is high.")
+        assert UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).count() == 1
+        connection.set_schema_to_public()
