@@ -298,33 +298,64 @@ class _Heartbeat:
     a holder that died (a worker killed, a crash) loses it within its ttl (30 s), where a ttl long enough for the
     longest wait kept a crashed turn's conversation busy for 5 minutes (QA, 2026-12-08). A claim held two minutes
     past the longest turn (``CHAT_TURN_MAX_SECONDS``; its last read may wait a read timeout more) is no longer
-    renewed, and expires: its holder never gave it up."""
+    renewed, and expires: its holder never gave it up.
+
+    A claim its holder could not give up (Redis did not answer, for a moment) is given up here, at the next beat
+    that reaches Redis, within its ttl: it held the conversation busy for the rest of its ttl, with no turn in
+    it (QA, 2026-12-08: a 4 s ``CLIENT PAUSE`` mid-turn)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.held: dict[int, tuple[Claim, float]] = {}
+        self.to_give_up: dict[int, tuple[Claim, float]] = {}
         self.thread: threading.Thread | None = None
+        self.wake = threading.Event()  # a claim to give up: the next beat, a third of the ttl, may be too late
 
     def add(self, claim: Claim) -> None:
-        with self.lock:
-            self.held[id(claim)] = (claim, time.monotonic() + settings.CHAT_TURN_MAX_SECONDS + 120)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
-                self.thread.start()
+        self._keep(self.held, claim, settings.CHAT_TURN_MAX_SECONDS + 120)
 
     def drop(self, claim: Claim) -> None:
         with self.lock:
             self.held.pop(id(claim), None)
 
+    def give_up_later(self, claim: Claim) -> None:
+        self._keep(self.to_give_up, claim, claim.ttl_ms / 1000)
+        self.wake.set()
+
+    def _keep(self, claims: dict[int, tuple[Claim, float]], claim: Claim, seconds: float) -> None:
+        with self.lock:
+            claims[id(claim)] = (claim, time.monotonic() + seconds)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
+                self.thread.start()
+
     def _run(self) -> None:
         while True:
-            time.sleep(settings.CHAT_TURN_HOLD_SECONDS / 3)
+            if self.wake.wait(settings.CHAT_TURN_HOLD_SECONDS / 3):
+                self.wake.clear()
+                time.sleep(1)  # Redis failed just now: give it a moment
             with self.lock:
                 now = time.monotonic()
                 self.held = {at: (claim, until) for at, (claim, until) in self.held.items() if until > now}
+                self.to_give_up = {at: (claim, until) for at, (claim, until) in self.to_give_up.items() if until > now}
                 claims = [claim for claim, _until in self.held.values()]
+                leftover = [claim for claim, _until in self.to_give_up.values()]
             if claims:
                 self._renew(claims)
+            if leftover and self._give_up(leftover):
+                with self.lock:
+                    for claim in leftover:
+                        self.to_give_up.pop(id(claim), None)
+
+    @staticmethod
+    def _give_up(claims: list[Claim]) -> bool:
+        try:
+            unclaim = script("unclaim", _UNCLAIM, redis_client())
+            for claim in claims:
+                unclaim(keys=[claim.key], args=[claim.token])
+        except RedisError:
+            return False
+        return True
 
     @staticmethod
     def _renew(claims: list[Claim]) -> None:
@@ -489,7 +520,8 @@ class Meter:
         try:
             script("unclaim", _UNCLAIM, redis_client())(keys=[claim.key], args=[claim.token])
         except RedisError:
-            logger.warning("a claim of %s stays until it expires: Redis is unreachable", self.schema)
+            logger.warning("a claim of %s is given up later: Redis is unreachable", self.schema)
+            _heartbeat.give_up_later(claim)
 
     def release(self, ticket: Ticket) -> None:
         """The call did not happen (the model server failed): give it back."""

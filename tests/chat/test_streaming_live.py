@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import psutil
 import pytest
+from django.conf import settings
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
@@ -19,7 +22,7 @@ from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import text_chunk, tool_call_chunk
 from tests.conftest import TenantFixture, admin_of, jwt_pair, make_member
-from tests.processes import WebServer, held_model_server, serve
+from tests.processes import WebServer, _free_port, held_model_server, serve
 
 
 @pytest.fixture
@@ -396,3 +399,59 @@ def test_a_turn_whose_database_connection_was_ended_meanwhile_stores_its_reply(
         assert (reply.status, reply.content) == ("complete", "The river is high.")
         assert UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).count() == 1
         connection.set_schema_to_public()
+
+
+@contextmanager
+def own_redis() -> Iterator[tuple[str, Any]]:
+    """A Redis server of the test's own on a free loopback port (to pause and restart): its URL and a client."""
+    import redis
+
+    port = _free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0", client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_hold_redis_did_not_let_go_of_at_the_turns_end_is_given_up_once_it_answers(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture
+) -> None:
+    """Redis hangs for a moment as a turn ends (CLIENT PAUSE): the turn could not give its hold up, and until
+    2026-12-08 the conversation stayed busy, with no turn in it, for the rest of the hold's ttl (then 300 s). Now
+    its process gives it up as soon as Redis answers again."""
+    conversation_id, token = live_conversation
+    answers_ = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    with (
+        own_redis() as (redis_url, redis),
+        held_model_server(answers_, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4, REDIS_URL=redis_url, CHAT_TURN_HOLD_SECONDS="9") as server,
+    ):
+        key = f"{settings.CACHE_KEY_PREFIX}:turn:{tenant_alpha.tenant.schema_name}:{conversation_id}"
+        with stream(server, conversation_id, token, "how is the river?") as response:
+            seen = []
+            for kind, _data in events(response):
+                seen.append(kind)
+                if kind == "token" and not model.go_on.is_set():
+                    redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+                    model.go_on.set()
+        assert seen[-1] == "done"
+        ended = time.monotonic()
+        while redis.exists(key):
+            assert time.monotonic() - ended < 5, "the hold stayed after Redis answered again"
+            time.sleep(0.1)
+        with stream(server, conversation_id, token, "and now?") as response:
+            assert response.status_code == 200
+            assert [kind for kind, _data in events(response)][-1] == "done"
