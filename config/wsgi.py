@@ -10,6 +10,16 @@ os.environ.setdefault("DATABASE_POOL", "true")
 application = get_wsgi_application()
 
 
+def _end_turns_before_the_kill() -> None:
+    """On a deploy's SIGTERM, the turns still streaming end cleanly before the web server kills the process."""
+    from apps.core import shutdown
+
+    shutdown.watch_signals()
+
+
+_end_turns_before_the_kill()
+
+
 def _import_every_view() -> None:
     """Load both URL confs, and with them every view, the openai and mcp clients, now.
 

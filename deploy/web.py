@@ -10,7 +10,8 @@ GIL, so a request reaches a Python thread, and a streamed token the client,
 sooner than through gunicorn's gthread workers on the same machine: about 1 ms
 for a bare relay, more with 20 streams in flight (docs/benchmarks.md, "the web
 server"). A worker that dies is replaced; on SIGTERM, replies still streaming
-get 30 s to end. The process execs granian, so a container's SIGTERM reaches it
+get 30 s to end (chat turns still going after ``WEB_TURN_GRACE_SECONDS`` stop cleanly first:
+``apps.core.shutdown``). The process execs granian, so a container's SIGTERM reaches it
 directly.
 
 The tests and the benchmarks start the same command through ``argv``.

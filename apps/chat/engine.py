@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from openai.types.chat import ChatCompletion
 
+from apps.core import shutdown
 from apps.core.languages import Words, words_of
 from apps.core.text import whole_characters
 from apps.llm.client import AnswerTooLarge, ModelServer, openai_client, status_words, unreachable_words
@@ -328,6 +329,8 @@ class _DecodedUntilDrained:
             now = time.monotonic()
             if now > stream.deadline:
                 raise TurnTooLong
+            if now > shutdown.stop_turns_at():
+                raise ServerStopping
             if now > keep_at and stream.keep_claim is not None:
                 keep_at = now + KEEP_CLAIM_EVERY_SECONDS
                 stream.keep_claim()
@@ -453,7 +456,7 @@ def read_stream(
                 yield THINKING
     except json.JSONDecodeError as exc:
         raise UpstreamError(lambda: _("The model server sent a part of its answer that is not JSON.")) from exc
-    except (ImpossibleUsage, TooManyToolCalls, ReplyTooLong, TurnTooLong, AnswerTooLarge) as exc:
+    except (ImpossibleUsage, TooManyToolCalls, ReplyTooLong, TurnTooLong, AnswerTooLarge, ServerStopping) as exc:
         raise UpstreamError(_past_a_limit_words(exc)) from exc
     except ValueError as exc:  # _Accumulator's: JSON, not a chunk
         raise UpstreamError(
@@ -485,6 +488,8 @@ def _past_a_limit_words(exc: Exception) -> Callable[[], str]:
         return lambda: (
             _("The model asked for more than %(most)d tool calls in one reply.") % {"most": MAX_TOOL_CALLS_READ}
         )
+    if isinstance(exc, ServerStopping):
+        return stopping_words
     if isinstance(exc, ReplyTooLong):
         return lambda: (
             _("The model's answer passed %(most)d characters, the most HydroNet takes; it was stopped there.")
@@ -550,12 +555,20 @@ class TurnTooLong(Exception):
     """A turn ran past its deadline (``CHAT_TURN_MAX_SECONDS`` from its start)."""
 
 
+class ServerStopping(Exception):
+    """The web process was told to stop (a deploy) and its turns' grace is over (``apps.core.shutdown``)."""
+
+
 # The longest openai waits between two attempts when the server names no wait (its MAX_RETRY_DELAY).
 OPENAI_MAX_BACKOFF_SECONDS = 8.0
 
 # How often a turn whose model stream goes on renews its conversation's hold (``CallMeter.keep_claim``, one round
 # trip): the hold's ttl is for a worker that died, and an answer streamed for longer let a second turn in.
 KEEP_CLAIM_EVERY_SECONDS = 60.0
+
+
+def stopping_words() -> str:
+    return _("HydroNet's server restarted during this answer (an update); it was stopped here. Try again to go on.")
 
 
 def too_long_words() -> str:
@@ -872,6 +885,8 @@ def _in_time(deadline: float) -> None:
     """Raise UpstreamError once the turn is past its deadline: no round and no tool call starts after it."""
     if time.monotonic() > deadline:
         raise UpstreamError(too_long_words)
+    if time.monotonic() > shutdown.stop_turns_at():
+        raise UpstreamError(stopping_words)
 
 
 def run_turn(

@@ -52,6 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -149,6 +150,14 @@ return 0
 # KEYS: a claim. ARGV: its holder's token, its ttl in ms. Renews the claim only if that holder still has it.
 _KEEP_CLAIM = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: claims. ARGV: each one's holder's token and ttl in ms, in turn. Renews each claim its holder still has.
+_KEEP_CLAIMS = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[2 * i - 1] then redis.call('PEXPIRE', key, ARGV[2 * i]) end
+end
 return 0
 """
 
@@ -282,6 +291,86 @@ class Claim:
     refusal: ApplicationError
 
 
+class _Heartbeat:
+    """The claims this process's meters hold (turns' holds, whose ttl is ``CHAT_TURN_HOLD_SECONDS``), renewed
+    together, one round trip every third of that ttl, by a thread, for as long as they are held: a claim is kept
+    while its holder lives, whatever it waits on (a model server that says nothing for minutes, a slow tool), and
+    a holder that died (a worker killed, a crash) loses it within its ttl (30 s), where a ttl long enough for the
+    longest wait kept a crashed turn's conversation busy for 5 minutes (QA, 2026-12-08). A claim held two minutes
+    past the longest turn (``CHAT_TURN_MAX_SECONDS``; its last read may wait a read timeout more) is no longer
+    renewed, and expires: its holder never gave it up.
+
+    A claim its holder could not give up (Redis did not answer, for a moment) is given up here, at the next beat
+    that reaches Redis, within its ttl: it held the conversation busy for the rest of its ttl, with no turn in
+    it (QA, 2026-12-08: a 4 s ``CLIENT PAUSE`` mid-turn)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[Claim, float]] = {}
+        self.to_give_up: dict[int, tuple[Claim, float]] = {}
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()  # a claim to give up: the next beat, a third of the ttl, may be too late
+
+    def add(self, claim: Claim) -> None:
+        self._keep(self.held, claim, settings.CHAT_TURN_MAX_SECONDS + 120)
+
+    def drop(self, claim: Claim) -> None:
+        with self.lock:
+            self.held.pop(id(claim), None)
+
+    def give_up_later(self, claim: Claim) -> None:
+        self._keep(self.to_give_up, claim, claim.ttl_ms / 1000)
+        self.wake.set()
+
+    def _keep(self, claims: dict[int, tuple[Claim, float]], claim: Claim, seconds: float) -> None:
+        with self.lock:
+            claims[id(claim)] = (claim, time.monotonic() + seconds)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="claims-heartbeat", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            if self.wake.wait(settings.CHAT_TURN_HOLD_SECONDS / 3):
+                self.wake.clear()
+                time.sleep(1)  # Redis failed just now: give it a moment
+            with self.lock:
+                now = time.monotonic()
+                self.held = {at: (claim, until) for at, (claim, until) in self.held.items() if until > now}
+                self.to_give_up = {at: (claim, until) for at, (claim, until) in self.to_give_up.items() if until > now}
+                claims = [claim for claim, _until in self.held.values()]
+                leftover = [claim for claim, _until in self.to_give_up.values()]
+            if claims:
+                self._renew(claims)
+            if leftover and self._give_up(leftover):
+                with self.lock:
+                    for claim in leftover:
+                        self.to_give_up.pop(id(claim), None)
+
+    @staticmethod
+    def _give_up(claims: list[Claim]) -> bool:
+        try:
+            unclaim = script("unclaim", _UNCLAIM, redis_client())
+            for claim in claims:
+                unclaim(keys=[claim.key], args=[claim.token])
+        except RedisError:
+            return False
+        return True
+
+    @staticmethod
+    def _renew(claims: list[Claim]) -> None:
+        args: list[Any] = []
+        for claim in claims:
+            args += [claim.token, claim.ttl_ms]
+        try:
+            script("keep_claims", _KEEP_CLAIMS, redis_client())(keys=[claim.key for claim in claims], args=args)
+        except RedisError:
+            logger.warning("%d claims were not renewed: Redis is unreachable", len(claims))
+
+
+_heartbeat = _Heartbeat()
+
+
 @dataclass
 class Meter:
     """Meters one request (or task) of one tenant: rate limit, quota checks and usage records.
@@ -361,6 +450,8 @@ class Meter:
             raise self._member_exceeded(used_after, day)
         if status == CLAIMED and self.claim is not None:
             raise self.claim.refusal
+        if self.claim is not None and not self.claim_held:
+            _heartbeat.add(self.claim)
         self.claim_held = self.claim is not None
         ticket = Ticket(kind=kind, day=day, counted=True, fetched=fetched, generation=generation)
         if alert:
@@ -425,10 +516,12 @@ class Meter:
         claim, held, self.claim, self.claim_held = self.claim, self.claim_held, None, False
         if claim is None or not held:
             return
+        _heartbeat.drop(claim)
         try:
             script("unclaim", _UNCLAIM, redis_client())(keys=[claim.key], args=[claim.token])
         except RedisError:
-            logger.warning("a claim of %s stays until it expires: Redis is unreachable", self.schema)
+            logger.warning("a claim of %s is given up later: Redis is unreachable", self.schema)
+            _heartbeat.give_up_later(claim)
 
     def release(self, ticket: Ticket) -> None:
         """The call did not happen (the model server failed): give it back."""

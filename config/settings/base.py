@@ -363,10 +363,14 @@ CHAT_MAX_TOOL_ROUNDS = env.int("CHAT_MAX_TOOL_ROUNDS", default=5)
 # Tool calls run of one model reply: a model may ask for hundreds at once, and each runs in turn, for up to its
 # timeout. Those past it are not run; each is answered so (an error result the model reads), and not charged.
 CHAT_MAX_TOOL_CALLS_PER_REPLY = env.int("CHAT_MAX_TOOL_CALLS_PER_REPLY", default=16)
-# One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while its
-# calls go on, each call renewing the hold for this long, and a model stream every minute it goes on; a worker
-# that died mid-turn frees it after it.
-CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=300)
+# One turn at a time in a conversation (409 conversation_busy): a turn holds its conversation while it goes on,
+# its process renewing the hold for this long every third of it (apps.usage.meter._Heartbeat); a worker that died
+# mid-turn frees it after it (it was 300 s until 2026-12-08: a crashed turn's conversation stayed busy 5 minutes).
+CHAT_TURN_HOLD_SECONDS = env.int("CHAT_TURN_HOLD_SECONDS", default=30)
+# A web process told to stop (a deploy) lets its chat turns go on this long, then stops them as at their deadline,
+# keeping what came, so that they end cleanly before the web server's kill (deploy.web.GRACEFUL_SECONDS, 30 s):
+# killed, a turn lost its partial reply and left its conversation busy (apps.core.shutdown).
+WEB_TURN_GRACE_SECONDS = env.float("WEB_TURN_GRACE_SECONDS", default=20)
 # Earlier messages sent back to the model with each turn.
 CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
 MCP_DEFAULT_TIMEOUT_SECONDS = env.int("MCP_DEFAULT_TIMEOUT_SECONDS", default=30)

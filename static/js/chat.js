@@ -179,7 +179,7 @@
   const draftKey = "hydronet-chat-draft:" + conversationId;
 
   // Opened while a reply was still being written (the page says so), the page looks again by itself, less often as it
-  // goes, for about five minutes (a turn holds its conversation at most CHAT_TURN_HOLD_SECONDS, 300 s): once the
+  // goes, for about five minutes (a turn's hold ends within CHAT_TURN_HOLD_SECONDS, 30 s, of the turn, which lasts 300 s at most): once the
   // reply is stored (the last message, newer than what the page shows, a reply rather than a round that only called
   // tools) it reloads and shows it, the question being drafted and the reader's place kept. Two requests a look:
   // they count against the workspace's rate limit. Not while a turn of this page's own runs, nor once one has ended

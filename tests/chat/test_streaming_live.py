@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import psutil
 import pytest
+from django.conf import settings
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
@@ -19,7 +22,7 @@ from apps.tenants.db import connection
 from apps.usage.models import UsageEvent
 from tests.chat.conftest import text_chunk, tool_call_chunk
 from tests.conftest import TenantFixture, admin_of, jwt_pair, make_member
-from tests.processes import WebServer, held_model_server, serve
+from tests.processes import WebServer, _free_port, held_model_server, serve
 
 
 @pytest.fixture
@@ -261,3 +264,194 @@ def test_a_member_removed_while_the_model_answers_their_tools_result(
         kinds = list(UsageEvent.objects.filter(user_id=member_id).order_by("id").values_list("kind", flat=True))
         assert kinds == ["model", "tool", "model"]
         connection.set_schema_to_public()
+
+
+def test_a_reply_still_streaming_at_a_deploy_ends_cleanly_before_the_kill(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """A reply that streams for longer than the deploy's grace is stopped after WEB_TURN_GRACE_SECONDS, as at its
+    deadline: the member is told, what came is stored, the round given back, the hold given up. Until 2026-12-08 it
+    streamed on until granian killed the worker 30 s after the SIGTERM: the partial reply was lost, the call stayed
+    in Redis with no ledger row, and the conversation stayed busy for CHAT_TURN_HOLD_SECONDS."""
+    from django.utils import translation
+
+    from apps.chat.engine import stopping_words
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    answers = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with (
+        held_model_server(answers, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=2, WEB_TURN_GRACE_SECONDS="0.5") as server,
+        stream(server, conversation_id, token, "how is the river?") as response,
+    ):
+        for kind, data in events(response):
+            seen.append((kind, data))
+            if kind == "token":
+                psutil.Process(server.pid).terminate()
+                time.sleep(1.5)  # past the grace, while the model is silent
+                model.go_on.set()
+        psutil.Process(server.pid).wait(20)
+        log = server.log.read_text()
+    kind, data = seen[-1]
+    assert kind == "error", seen
+    with translation.override("zh-hans"):
+        assert data["message"] == stopping_words()
+    assert "Traceback" not in log
+    assert "Killing worker" not in log
+    assert not hold_left(tenant_alpha, conversation_id)
+    assert month_calls(tenant_alpha) == calls  # the round stopped is given back, as at a turn's deadline
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        user, failed = Message.objects.filter(conversation_id=conversation_id).order_by("pk")
+        assert user.content == "how is the river?"
+        assert (failed.role, failed.status, failed.content) == ("assistant", "error", "The river ")
+        assert not UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).exists()
+        connection.set_schema_to_public()
+
+
+def test_a_turn_keeps_its_hold_while_the_model_is_silent_and_a_crash_frees_it_within_the_hold(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """The hold is renewed by its process while the turn lives, not by what the turn reads, so it can be short: a
+    worker killed mid-turn leaves its conversation busy for CHAT_TURN_HOLD_SECONDS at most, then the next question
+    goes through. Until 2026-12-08 the hold lasted 300 s, long enough for a model's silent wait, and a crash kept
+    the conversation busy (409, and the page's "still being written") for 5 minutes."""
+    from tests.chat.test_turn_while_things_change import hold_left
+    from tests.processes import answers
+
+    conversation_id, token = live_conversation
+    answers_ = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    with (
+        held_model_server(answers_, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4, CHAT_TURN_HOLD_SECONDS="2") as server,
+    ):
+        with stream(server, conversation_id, token, "how is the river?") as response:
+            for kind, _data in events(response):
+                if kind == "token":
+                    break
+            time.sleep(3)  # the model says nothing for longer than the hold's ttl
+            assert hold_left(tenant_alpha, conversation_id)
+            (worker,) = psutil.Process(server.pid).children()
+            worker.kill()
+            killed = time.monotonic()
+            while hold_left(tenant_alpha, conversation_id):
+                assert time.monotonic() - killed < 3, "the hold outlived its ttl"
+                time.sleep(0.1)
+        model.go_on.set()
+        deadline = time.monotonic() + 30
+        while not answers(server.port):  # the worker's replacement
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with stream(server, conversation_id, token, "and now?") as response:
+            assert response.status_code == 200
+            assert [kind for kind, _data in events(response)][-1] == "done"
+
+
+def test_a_turn_whose_database_connection_was_ended_meanwhile_stores_its_reply(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture, django_db_blocker: Any
+) -> None:
+    """PostgreSQL ends the web server's connections (a restart, a failover, pg_terminate_backend) while a reply
+    streams: the turn's writes after it take another connection, and the reply, its ledger row and the next turn
+    are as if nothing happened. Until 2026-12-08 the ledger's write failed on the dead connection: the stream broke
+    off with no error event, a traceback in the log, the model's answer lost."""
+    import psycopg
+
+    from tests import processes
+    from tests.chat.test_turn_while_things_change import hold_left, month_calls
+
+    conversation_id, token = live_conversation
+    answers = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    calls = counted_calls(tenant_alpha, django_db_blocker)
+    seen: list[str] = []
+    with (
+        held_model_server(answers, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4) as server,
+        stream(server, conversation_id, token, "how is the river?") as response,
+    ):
+        for kind, _data in events(response):
+            seen.append(kind)
+            if kind == "token" and not model.go_on.is_set():
+                ports = [
+                    link.laddr.port
+                    for worker in psutil.Process(server.pid).children()
+                    for link in worker.net_connections()
+                    if link.raddr and link.raddr.port == int(connection.settings_dict["PORT"] or 5432)
+                ]
+                with psycopg.connect(processes.test_database_url(), autocommit=True) as admin:
+                    ended = admin.execute(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND client_port = ANY(%s)",
+                        [ports],
+                    ).fetchone()
+                assert ended is not None
+                assert ended[0] >= 1
+                time.sleep(0.3)  # the FATAL message reaches the connection's socket
+                model.go_on.set()
+        log = server.log.read_text()
+    assert seen == ["token", "token", "done"]
+    assert "Traceback" not in log
+    assert not hold_left(tenant_alpha, conversation_id)
+    assert month_calls(tenant_alpha) == calls + 1
+    with django_db_blocker.unblock(), schema_context(tenant_alpha.tenant.schema_name):
+        reply = Message.objects.filter(conversation_id=conversation_id, role="assistant").get()
+        assert (reply.status, reply.content) == ("complete", "The river is high.")
+        assert UsageEvent.objects.filter(user_id=Conversation.objects.get(pk=conversation_id).user_id).count() == 1
+        connection.set_schema_to_public()
+
+
+@contextmanager
+def own_redis() -> Iterator[tuple[str, Any]]:
+    """A Redis server of the test's own on a free loopback port (to pause and restart): its URL and a client."""
+    import redis
+
+    port = _free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0", client
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_hold_redis_did_not_let_go_of_at_the_turns_end_is_given_up_once_it_answers(
+    tmp_path: Path, live_conversation: tuple[int, str], tenant_alpha: TenantFixture
+) -> None:
+    """Redis hangs for a moment as a turn ends (CLIENT PAUSE): the turn could not give its hold up, and until
+    2026-12-08 the conversation stayed busy, with no turn in it, for the rest of the hold's ttl (then 300 s). Now
+    its process gives it up as soon as Redis answers again."""
+    conversation_id, token = live_conversation
+    answers_ = [[text_chunk("The river "), text_chunk("is high.", "stop")]]
+    with (
+        own_redis() as (redis_url, redis),
+        held_model_server(answers_, hold=0) as model,
+        serve(tmp_path, model.url, workers=1, threads=4, REDIS_URL=redis_url, CHAT_TURN_HOLD_SECONDS="9") as server,
+    ):
+        key = f"{settings.CACHE_KEY_PREFIX}:turn:{tenant_alpha.tenant.schema_name}:{conversation_id}"
+        with stream(server, conversation_id, token, "how is the river?") as response:
+            seen = []
+            for kind, _data in events(response):
+                seen.append(kind)
+                if kind == "token" and not model.go_on.is_set():
+                    redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+                    model.go_on.set()
+        assert seen[-1] == "done"
+        ended = time.monotonic()
+        while redis.exists(key):
+            assert time.monotonic() - ended < 5, "the hold stayed after Redis answered again"
+            time.sleep(0.1)
+        with stream(server, conversation_id, token, "and now?") as response:
+            assert response.status_code == 200
+            assert [kind for kind, _data in events(response)][-1] == "done"

@@ -92,7 +92,36 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 _REPORTED_PATHS.clear()
             _REPORTED_PATHS[tuple(paths)] = reported
 
+    def drop_if_lost(self) -> None:
+        """Let go of a connection the server has ended, outside a transaction, so that the next query opens (or
+        takes from the pool) another: no round trip, one ``poll``.
+
+        A thread keeps its connection for a whole request, and a chat turn's lasts minutes: a PostgreSQL restart,
+        a failover or ``pg_terminate_backend`` meanwhile left a closing server's FATAL message (or the end of the
+        connection) on its socket, and the turn's next write failed on it after the model had answered. Its reply
+        was lost and its stream broke off without an error (QA, 2026-12-08). Outside a transaction nothing is lost
+        by taking another connection. Within one, the transaction fails, as it must.
+        """
+        connection = self.connection
+        if connection is None or self.in_atomic_block:
+            return
+        pgconn = connection.pgconn
+        if pgconn.status == ConnStatus.OK and pgconn.transaction_status == TransactionStatus.IDLE:
+            if not _has_input_waiting(connection):
+                return
+        elif pgconn.status == ConnStatus.OK:  # a transaction under way, outside Django's: not ours to end
+            return
+        connection.close()  # so that a pool drops it instead of keeping it
+        self.close()
+        if self.pool is not None:  # its other idle connections are likely gone too (a server restart)
+            self.pool.check()
+
+    def ensure_connection(self) -> None:
+        self.drop_if_lost()
+        super().ensure_connection()
+
     def _cursor(self, name: str | None = None) -> Any:
+        self.drop_if_lost()
         fresh_from_pool = self.pool is not None and self.connection is None and not self.in_atomic_block
         cursor = super()._cursor(name)
         if not fresh_from_pool or self.search_path_set_schemas:
