@@ -32,7 +32,7 @@ from apps.chat.selectors import (
     replaced_among,
     replaced_replies,
 )
-from apps.chat.sse import encode, sse_response
+from apps.chat.sse import WAITING, encode, sse_response
 from apps.core.actors import Actor
 from apps.core.exceptions import ApplicationError
 from apps.llm.client import model_server
@@ -265,7 +265,7 @@ REPLY_RESPONSES = {
 def _whole(conversation: Conversation, events: Iterator[services.ChatEvent]) -> Response:
     """A turn's events as one JSON answer; a failed turn as the error it ended with."""
     tool_calls: list[dict[str, Any]] = []
-    for event in events:
+    for event in events:  # "waiting" ones too: nothing is written before the answer, so they go unsaid
         if event.type == "tool_result":
             tool_calls.append(event.data)
         elif event.type == "error":
@@ -288,7 +288,8 @@ def _whole(conversation: Conversation, events: Iterator[services.ChatEvent]) -> 
 
 def _respond(conversation: Conversation, events: Iterator[services.ChatEvent], stream: bool) -> HttpResponseBase:
     if stream:
-        return sse_response(encode(event.type, event.data) for event in events)
+        return sse_response(WAITING if event is services.WAITING else encode(event.type, event.data)
+                            for event in events)  # fmt: skip
     return _whole(conversation, events)
 
 

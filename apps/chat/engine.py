@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
@@ -27,6 +29,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from openai.types.chat import ChatCompletion
 
+from apps.chat.waits import WAITING, Waiting, relayed, waited
 from apps.core import shutdown
 from apps.core.languages import Words, words_of
 from apps.core.text import whole_characters
@@ -172,8 +175,13 @@ class Reasoning:
 # How often a model that goes on reasoning is said to be thinking (one small event each time).
 THINKING_EVERY_SECONDS = 10.0
 
-Event = Token | Thinking | Reasoning | ToolCall | ToolResult | ModelReply
+Event = Token | Thinking | Reasoning | ToolCall | ToolResult | ModelReply | Waiting
 ToolRunner = Callable[[BoundTool, dict[str, Any]], mcp_client.ToolOutcome]
+
+__all__ = ["WAITING", "Waiting"]  # apps.chat.waits': said while a turn waits (a tool call, a silent model)
+
+# The stop of the tool call running in this thread (``_tool_outcome``), for ``run_mcp_tool``.
+_running = threading.local()
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,7 @@ def run_mcp_tool(tool: BoundTool, arguments: dict[str, Any]) -> mcp_client.ToolO
     """Call the tool through the MCP SDK; a failure becomes an error outcome for the model, with its duration."""
     started = time.perf_counter()
     try:
-        return mcp_client.call_tool(tool.service, tool.tool_name, arguments)
+        return mcp_client.call_tool(tool.service, tool.tool_name, arguments, stop=getattr(_running, "stop", None))
     except mcp_client.McpError as exc:
         return mcp_client.ToolOutcome(
             text=_("The tool call failed: %(error)s") % {"error": exc},
@@ -265,6 +273,15 @@ class ChunkStream(openai.Stream[dict[str, Any]]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._decoder = _DecodedUntilDrained(self._decoder, self)
+
+    def cut(self) -> None:
+        """Shut the connection to the model server down, from any thread: a read blocked on it (``relayed``)
+        returns, and the server sees the connection closed. Closing the socket alone does neither on Linux."""
+        network = self.response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __stream__(self) -> Iterator[dict[str, Any]]:
         events = self._iter_events()
@@ -434,18 +451,23 @@ def _hurried(deadline: float) -> dict[str, Any]:
 
 def read_stream(
     stream: ChunkStream, *, deadline: float = math.inf, keep_claim: Callable[[], None] | None = None
-) -> Iterator[Token | Thinking | Reasoning | ModelReply]:
+) -> Iterator[Token | Thinking | Reasoning | ModelReply | Waiting]:
     """Tokens as they come (and ``THINKING`` while the model reasons, each piece of its reasoning as ``Reasoning``),
     then the reply as a whole. Closing it cancels the upstream request.
 
     ``deadline`` (``time.monotonic``): a read from the model server after it ends the reply, as a failure (a
     server that trickles forever held the turn, its web thread and the workspace's place for as long);
-    ``keep_claim`` is called every ``KEEP_CLAIM_EVERY_SECONDS`` while it sends.
+    ``keep_claim`` is called every ``KEEP_CLAIM_EVERY_SECONDS`` while it sends. The stream is read in a thread of
+    its own (``waits.relayed``): ``WAITING`` each second nothing came, so that a client gone meanwhile is found and
+    the request cancelled then, not when the model next sends something.
     """
     reply = _Accumulator(most=settings.CHAT_MAX_REPLY_CHARS)
     stream.deadline, stream.keep_claim = deadline, keep_claim  # checked on every network read (ChunkStream)
     try:
-        for chunk in stream:
+        for chunk in relayed(iter(stream), interrupt=getattr(stream, "cut", lambda: None)):
+            if isinstance(chunk, Waiting):
+                yield WAITING
+                continue
             tokens = reply.feed(chunk)
             if reply.reasoned:  # before the chunk's text, as the model thinks before it answers
                 yield Reasoning(reply.reasoned)
@@ -815,6 +837,36 @@ def _call_outcome(
         meter.record(ticket)
 
 
+def _tool_outcome(
+    call: ToolCall, tool: BoundTool | None, meter: CallMeter, run_tool: ToolRunner, recheck: Recheck
+) -> Generator[Waiting, None, mcp_client.ToolOutcome]:
+    """``_call_outcome`` once ``recheck`` let the turn go on, with ``tool`` as it offers it now (its service as it
+    is now: an edited address or headers); not run when it is offered no more. The tool runs in a thread of its
+    own (``waits.waited``), ``WAITING`` each second meanwhile: closed before the tool answers (the client went
+    away), the MCP call is cancelled (``run_mcp_tool``'s stop). The call is recorded either way: it was at work."""
+    if tool is not None:
+        name = tool.exposed_name
+        tool = next((now for now in recheck().tools if now.exposed_name == name), None)
+        if tool is None:
+            return _withdrawn(call)
+    if tool is None or call.arguments is None:
+        return _call_outcome(call, tool, meter, run_tool)
+    arguments, chosen = call.arguments, tool
+
+    def work(stop: threading.Event) -> mcp_client.ToolOutcome:
+        _running.stop = stop
+        try:
+            return run_tool(chosen, arguments)
+        finally:
+            _running.stop = None
+
+    ticket = meter.charge("tool")
+    try:
+        return (yield from waited(work))
+    finally:
+        meter.record(ticket)
+
+
 def _withdrawn(call: ToolCall) -> mcp_client.ToolOutcome:
     """The answer to a call of a tool that was turned off or removed since the turn offered it: not run."""
     text = _("The tool %(name)s was turned off or removed while this reply was being written; it was not run.") % {
@@ -851,7 +903,7 @@ def abandon_round(stream: Any, meter: CallMeter, ticket: Any) -> None:
 
 def metered_round(
     stream: Any, meter: CallMeter, ticket: Any, *, deadline: float = math.inf
-) -> Iterator[Token | Thinking | Reasoning | ModelReply]:
+) -> Iterator[Token | Thinking | Reasoning | ModelReply | Waiting]:
     """``read_stream`` (until ``deadline``, keeping the meter's claim), with the call recorded with its tokens, or
     released if the model server failed (a round stopped at the deadline or for its length too).
 
@@ -867,18 +919,6 @@ def metered_round(
         raise
     finally:
         meter.record(ticket)  # a no-op once recorded or released
-
-
-def _checked_outcome(
-    call: ToolCall, tool: BoundTool | None, meter: CallMeter, run_tool: ToolRunner, recheck: Recheck
-) -> mcp_client.ToolOutcome:
-    """``_call_outcome`` once ``recheck`` let the turn go on, with ``tool`` as it offers it now (its service as it
-    is now: an edited address or headers); not run when it is offered no more."""
-    if tool is None:
-        return _call_outcome(call, tool, meter, run_tool)
-    name = tool.exposed_name
-    tool = next((now for now in recheck().tools if now.exposed_name == name), None)
-    return _withdrawn(call) if tool is None else _call_outcome(call, tool, meter, run_tool)
 
 
 def _in_time(deadline: float) -> None:
@@ -980,7 +1020,7 @@ def run_turn(
             _in_time(deadline)
             yield call
             if n < max_calls_per_reply:
-                outcome = _checked_outcome(call, tool, meter, run_tool, recheck)
+                outcome = yield from _tool_outcome(call, tool, meter, run_tool, recheck)
             else:
                 outcome = _not_run(asked_for, max_calls_per_reply)
             text, truncated = _truncate(outcome.text)

@@ -557,6 +557,7 @@ def _stream_turn(
 ) -> Iterator[ChatEvent]:
     tokens = 0
     partial: list[str] = []
+    running: tuple[engine.ToolCall, float] | None = None  # the tool call under way, and when it began
     reply: Message | None = None
     ending: ChatEvent | None = None  # the error event a failed turn ends with
     turn = engine.run_turn(
@@ -592,15 +593,18 @@ def _stream_turn(
                                              replaces=replaces)  # fmt: skip
                 replaces = None  # named once, by the turn's first message
             elif isinstance(event, engine.ToolResult):
+                running = None
                 stored = _store_tool_result(conversation, event)
                 yield ChatEvent("tool_result", {**_tool_call_data(event.call), **_tool_result_data(event, stored)})
             elif not isinstance(event, engine.Reasoning):  # the reasoning itself is neither shown nor stored
+                running = (event, time.monotonic()) if isinstance(event, engine.ToolCall) else running
                 yield _said_event(event)  # a tool call, or the model reasoning: said, nothing stored
     except (engine.UpstreamError, ApplicationError) as exc:  # ApplicationError: a quota ran out between two calls
         turn.close()  # ConversationGone: no further round, there is nowhere to store it (else: it is over)
         ending = _failure_event(conversation, model, "".join(partial), started, exc)
     except GeneratorExit:
-        turn.close()  # closes the upstream stream, which cancels the model server's work
+        turn.close()  # closes the upstream stream, which cancels the model server's work, or the tool call
+        _keep_stopped_call(conversation, running)
         _keep_partial(conversation, model, "".join(partial), started=started, replaces=replaces)
         raise
     finally:
@@ -627,7 +631,26 @@ def _stream_turn(
     )
 
 
-def _said_event(event: engine.ToolCall | engine.Thinking) -> ChatEvent:
+#: Said while a turn waits (``engine.WAITING``): not an event of the API, a comment the response writes.
+WAITING = ChatEvent("waiting", {})
+
+
+def _keep_stopped_call(conversation: Conversation, running: tuple[engine.ToolCall, float] | None) -> None:
+    """The client left while a tool ran (``running``: the call, and when it began), which was stopped: its result
+    says so, as an error, so that the call stands answered in the conversation, as the page shows it."""
+    if running is None:
+        return
+    call, began = running
+    text = _("The tool call was stopped: the reply was stopped before it finished.")
+    stopped = engine.ToolResult(call=call, result=text, is_error=True, truncated=False,
+                                duration_ms=int((time.monotonic() - began) * 1000))  # fmt: skip
+    with suppress(ConversationGone):
+        _store_tool_result(conversation, stopped)
+
+
+def _said_event(event: engine.ToolCall | engine.Thinking | engine.Waiting) -> ChatEvent:
+    if event is engine.WAITING:
+        return WAITING  # the response writes a comment: a client gone meanwhile is found there
     if isinstance(event, engine.ToolCall):
         return ChatEvent("tool_call", _tool_call_data(event))
     return ChatEvent("thinking", {})

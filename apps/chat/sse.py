@@ -8,6 +8,10 @@ from typing import Any
 
 from django.http import StreamingHttpResponse
 
+#: What a stream says while its turn waits (apps.chat.waits): an SSE comment, which every reader ignores (the chat
+#: page's, openai's clients', EventSource); written, it shows whether the client is still there.
+WAITING = b": waiting\n\n"
+
 
 def encode(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -882,17 +883,49 @@ async def _cancellation_sent(session: Session) -> None:
         await session.send_ping()
 
 
-def call_tool(service: McpService, tool: str, arguments: dict[str, Any]) -> ToolOutcome:
-    """Call one tool; a tool that reports an error is an outcome, not an exception."""
+class ToolStopped(McpError):
+    """The call was stopped (``call_tool``'s ``stop``): the turn it ran for ended, its client gone."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: _("The tool call was stopped: the reply was stopped before it finished."))
+
+
+# How often a tool call under way looks whether it is to stop (``call_tool``'s ``stop``).
+_STOP_POLL_SECONDS = 0.05
+
+
+async def _stopped_by(stop: threading.Event, scope: anyio.CancelScope) -> None:
+    while not stop.is_set():
+        await anyio.sleep(_STOP_POLL_SECONDS)
+    scope.cancel()
+
+
+def call_tool(
+    service: McpService, tool: str, arguments: dict[str, Any], *, stop: threading.Event | None = None
+) -> ToolOutcome:
+    """Call one tool; a tool that reports an error is an outcome, not an exception.
+
+    ``stop``, set from another thread, cancels the call as the SDK does (the server is sent
+    ``notifications/cancelled``, and this waits until it has gone out) and raises ``ToolStopped``.
+    """
     started = time.perf_counter()
 
     async def work(session: Session) -> tuple[types.CallToolResult, int]:
+        scope = anyio.CancelScope()
+        watch = asyncio.ensure_future(_stopped_by(stop, scope)) if stop is not None else None
         try:
-            result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
+            with scope:
+                result = await session.call_tool(tool, arguments, read_timeout_seconds=service.timeout_seconds)
         except MCPError as error:
             if error.error.code == REQUEST_TIMEOUT:
                 await _cancellation_sent(session)
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
+        if scope.cancelled_caught:  # the SDK handed the server its notifications/cancelled
+            await _cancellation_sent(session)
+            raise ToolStopped
         return result, int((time.perf_counter() - started) * 1000)
 
     result, duration_ms = _run(service, work)

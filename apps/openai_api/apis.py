@@ -38,7 +38,7 @@ from apps.api.base import AUTHENTICATED, JsonSerializer, TenantApi
 from apps.api.fields import BoundedListField, JsonBooleanField, JsonFloatField, JsonIntegerField
 from apps.chat import engine
 from apps.chat.services import TurnRecheck, system_prompt, tools_for, turn_start
-from apps.chat.sse import sse_response
+from apps.chat.sse import WAITING, sse_response
 from apps.core.exceptions import ApplicationError, InvalidInput, add_openai_fields, error_body
 from apps.llm.client import ModelServer, model_server
 from apps.llm.setup_cache import ai_setup
@@ -497,6 +497,9 @@ def _chunks(
     said_now = dict.fromkeys(_SAID_FIELDS, False)
     try:
         for event in events:
+            if event is engine.WAITING:  # a comment, which openai's clients skip: a client gone is found here
+                yield WAITING
+                continue
             if isinstance(event, engine.Token) and event.reasoning:  # streamed already, as reasoning_content
                 continue
             if isinstance(event, engine.Token):

@@ -24,7 +24,7 @@ def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **more
             **more}  # fmt: skip
 
 
-def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.Reasoning | engine.ModelReply]:
+def read(body: bytes) -> list[engine.Token | engine.Thinking | engine.Reasoning | engine.ModelReply | engine.Waiting]:
     with canned_server(body, content_type="text/event-stream") as root:
         server = engine.ModelServer(base_url=f"{root}/v1", api_key="k", models=("m",), tenant_supplied=False)
         return list(engine.read_stream(engine.open_stream(server, "m", [HI], [])))

@@ -56,6 +56,8 @@ def events(response: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         buffer += text
         while "\n\n" in buffer:
             block, buffer = buffer.split("\n\n", 1)
+            if block.startswith(":"):  # a comment: the turn is waiting (apps.chat.waits)
+                continue
             fields = dict(line.split(": ", 1) for line in block.splitlines())
             yield fields["event"], json.loads(fields["data"])
 
