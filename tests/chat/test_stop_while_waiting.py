@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx2
 import pytest
+from django.utils import translation
+from django.utils.translation import gettext as _
 from django_tenants.utils import schema_context
 
 from apps.chat.models import Message
@@ -88,7 +90,8 @@ def test_stop_during_a_tool_call_cancels_it_on_the_mcp_server_and_frees_the_conv
             ("assistant", "complete"),
             ("tool", "error"),
         ]
-        assert rows[2][2] == "The tool call was stopped: the reply was stopped before it finished."
+        with translation.override("zh-hans"):  # the request's language: it asked in none, and zh-hans is the default
+            assert rows[2][2] == _("The tool call was stopped: the reply was stopped before it finished.")
         assert month_calls(tenant_alpha) == calls + 2  # the model round and the tool call, each once
         with stream(server, conversation_id, token, "and now?") as response:
             assert response.status_code == 200

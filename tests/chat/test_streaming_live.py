@@ -330,7 +330,8 @@ def test_a_turn_keeps_its_hold_while_the_model_is_silent_and_a_crash_frees_it_wi
         serve(tmp_path, model.url, workers=1, threads=4, CHAT_TURN_HOLD_SECONDS="2") as server,
     ):
         with stream(server, conversation_id, token, "how is the river?") as response:
-            for kind, _data in events(response):
+            reading = events(response)  # kept: a reader closed would close the connection, and end the turn
+            for kind, _data in reading:
                 if kind == "token":
                     break
             time.sleep(3)  # the model says nothing for longer than the hold's ttl

@@ -236,16 +236,18 @@ class TestBetweenTwoRounds:
 
     @pytest.fixture
     def during_the_tool(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
-        from apps.mcp import client as mcp_client
+        """``change`` made as the tool call starts, in the request's thread: the call itself runs in a thread of its
+        own (``waits.waited``), whose database connection does not see the test's transaction."""
+        from apps.chat import engine
 
         def hook(change: Callable[[], None]) -> None:
-            real = mcp_client.call_tool
+            real = engine.waited
 
-            def changing(*args: Any, **kwargs: Any) -> Any:
+            def changing(work: Any) -> Any:
                 change()
-                return real(*args, **kwargs)
+                return real(work)
 
-            monkeypatch.setattr(mcp_client, "call_tool", changing)
+            monkeypatch.setattr(engine, "waited", changing)
 
         return hook
 
