@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from celery.exceptions import TimeoutError as CeleryTimeout
 from django.utils import timezone
+from django_guid import clear_guid, set_guid
 from django_tenants.utils import schema_context
 
 from apps.accounts.models import User
@@ -112,3 +115,21 @@ def test_a_new_workspace_has_its_storage_measured_at_once(committed: None, celer
     finally:
         connection.set_schema_to_public()
         drop_tenant("storage-first")
+
+
+def test_a_task_logs_with_the_id_of_the_request_that_queued_it(
+    committed: None, celery_worker: Worker, tenant_alpha: TenantFixture
+) -> None:
+    """django-guid's Celery integration: the worker's lines of a task carry the id of the request that queued it."""
+    request_id = uuid.uuid4().hex
+    with schema_context(tenant_alpha.tenant.schema_name):
+        admin = User.objects.get(email=tenant_alpha.admin_email).pk
+        set_guid(request_id)
+        try:
+            send_welcome_email.delay(admin, "en").get(timeout=30)
+        finally:
+            clear_guid()
+    deadline = time.monotonic() + 10
+    while request_id not in celery_worker.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f"[{request_id}]" in celery_worker.log.read_text()

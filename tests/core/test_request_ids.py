@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from typing import Any
 
 import pytest
 from django_guid import clear_guid, set_guid
-from django_tenants.utils import schema_context
 
-from apps.accounts.models import Role, User
-from apps.accounts.tasks import send_welcome_email
+from apps.accounts.models import Role
 from apps.core.views import server_error
 from tests.accounts.test_pages import logged_in
 from tests.conftest import TenantFixture, api_key_secret, bearer
-from tests.processes import Worker
 
 pytestmark = pytest.mark.django_db
 
@@ -66,21 +62,3 @@ def test_the_500_page_shows_the_id(rf: Any) -> None:
         clear_guid()
     assert page.status_code == 500
     assert b"<code>0123456789abcdef0123456789abcdef</code>" in page.content
-
-
-@pytest.mark.celery
-def test_a_task_logs_with_the_id_of_the_request_that_queued_it(
-    celery_worker: Worker, tenant_alpha: TenantFixture
-) -> None:
-    request_id = uuid.uuid4().hex
-    with schema_context(tenant_alpha.tenant.schema_name):
-        admin = User.objects.get(email=tenant_alpha.admin_email).pk
-        set_guid(request_id)
-        try:
-            send_welcome_email.delay(admin, "en").get(timeout=30)
-        finally:
-            clear_guid()
-    deadline = time.monotonic() + 10
-    while request_id not in celery_worker.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert f"[{request_id}]" in celery_worker.log.read_text()
