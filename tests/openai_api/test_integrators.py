@@ -9,21 +9,12 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.chat.test_openai_api import completions, stream_chunks
 from tests.conftest import TenantFixture, api_key_secret, bearer
 from tests.processes import canned_server, sse_body
 
 HI = {"role": "user", "content": "hi"}
 THOUGHTS = ["The user greets; ", "I should answer"]
-
-
-def completions(client: Client, **body: Any) -> Any:
-    return client.post("/v1/chat/completions", body, content_type="application/json")
-
-
-def stream_chunks(response: Any) -> list[dict[str, Any]]:
-    lines = [line for line in b"".join(response.streaming_content).decode().split("\n\n") if line]
-    assert lines[-1] == "data: [DONE]"
-    return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
 
 
 @pytest.mark.django_db
